@@ -1,0 +1,15 @@
+"""graphengine: static computation graphs you can see, save, diff and re-run."""
+
+from . import ops
+from .errors import (ExecutionError, FeedError, FileFormatError, GradientError, GraphEngineError,
+                     GraphError, ShapeError, TrainingError)
+from .executor import run
+from .graph import Graph, Tensor
+from .ops.api import *  # noqa: F401,F403  the op functions: ge.exp, ge.matmul ...
+from .ops.api import __all__ as _op_names
+
+__version__ = "0.1.0"
+
+__all__ = ["Graph", "Tensor", "run", "ops",
+           "GraphEngineError", "GraphError", "ShapeError", "FeedError", "FileFormatError",
+           "GradientError", "ExecutionError", "TrainingError", *_op_names]

@@ -1,0 +1,1 @@
+"""The ``graphengine`` command line: one module per command, wired in main.py."""

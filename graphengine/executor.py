@@ -1,0 +1,248 @@
+"""Executing graphs on numpy: compiled plans, feeds and fetches.
+
+:func:`compile_plan` does all graph work once per (graph version, fetches, feed
+names, mode): it prunes to the fetched tensors, orders the nodes, binds each
+kernel to its attributes, assigns every tensor a slot in a flat list and works
+out when each slot can be released.  :meth:`Plan.run` then only checks feeds
+and calls kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .compiler import prune_to
+from .errors import ExecutionError, FeedError
+from .graph import Graph, Node, Tensor, make_ref, parse_ref
+from .shapes import format_shape
+
+
+class RunContext:
+    """What context-using kernels (dropout, batch norm) see: the mode and an RNG.
+
+    ``rng(node)`` gives a generator seeded from the run seed and the node's own
+    seed, so a run with the same seed draws the same numbers.
+    """
+
+    def __init__(self) -> None:
+        self.training = False
+        self.seed = 0
+
+    def rng(self, node_seed: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, node_seed))
+
+
+@dataclass
+class _Step:
+    node: Node
+    fn: Callable
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    release: tuple[int, ...]
+
+
+@dataclass
+class Plan:
+    """A compiled execution plan; reuse it by calling :func:`run` with the same
+    fetches and feed names (plans are cached on the graph)."""
+
+    graph: Graph
+    fetches: tuple[str, ...]
+    placeholders: tuple[Node, ...]           # the placeholders these fetches need
+    feed_slots: dict[str, int]
+    param_slots: tuple[tuple[str, int], ...]
+    fetch_slots: tuple[int, ...]
+    steps: list[_Step]
+    num_slots: int
+    template: list[Any]                      # constants pre-filled
+    context: RunContext = field(default_factory=RunContext)
+
+    def run(self, feeds: Mapping[str, Any], *, training: bool = False,
+            seed: int = 0) -> list[np.ndarray]:
+        values = list(self.template)
+        for name, array in check_feeds(self.placeholders, feeds).items():
+            values[self.feed_slots[name]] = array
+        params = self.graph.values
+        for name, slot in self.param_slots:
+            values[slot] = params[name]
+        self.context.training = training
+        self.context.seed = seed
+        step = None
+        try:
+            with np.errstate(all="ignore"):
+                for step in self.steps:
+                    if len(step.outputs) == 1:
+                        values[step.outputs[0]] = step.fn(*[values[i] for i in step.inputs])
+                    else:
+                        for slot, value in zip(step.outputs, step.fn(*[values[i]
+                                                                        for i in step.inputs])):
+                            values[slot] = value
+                    for slot in step.release:
+                        values[slot] = None
+        except Exception as exc:
+            if step is None:
+                raise
+            raise _kernel_error(step, values, exc) from exc
+        return [values[i] for i in self.fetch_slots]
+
+
+def _kernel_error(step: _Step, values: list, exc: Exception) -> ExecutionError:
+    shapes = ", ".join(f"{ref} {getattr(values[i], 'dtype', '?')}"
+                       f"{getattr(values[i], 'shape', '')}"
+                       for ref, i in zip(step.node.inputs, step.inputs))
+    return ExecutionError(f"node '{step.node.name}' ({step.node.op}) failed on inputs "
+                          f"[{shapes}]: {type(exc).__name__}: {exc}")
+
+
+def bind_kernel(node: Node, context: RunContext) -> Callable:
+    """The node's kernel with its attributes (and context) bound, ready to call."""
+    opdef = node.opdef
+    attrs = dict(node.attrs)
+    if opdef.uses_context:
+        attrs["ctx"] = context
+    return functools.partial(opdef.kernel, **attrs) if attrs else opdef.kernel
+
+
+def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]) -> Plan:
+    """Compile a plan computing ``fetches`` (tensor references) from feeds."""
+    fetch_refs = tuple(graph.tensor(f).name for f in fetches)
+    nodes = prune_to(graph, fetch_refs)
+    feed_set = set(feed_names)
+    for name in feed_names:
+        node = graph._nodes.get(name)
+        if node is None or node.op != "placeholder":
+            what = "no placeholder" if node is None else f"a {node.op} node, not a placeholder"
+            raise FeedError(f"feed {name!r} names {what}; placeholders are "
+                            f"{', '.join(n.name for n in graph.placeholders()) or 'none'}")
+    placeholders = tuple(n for n in nodes if n.op == "placeholder")
+    missing = [n.name for n in placeholders if n.name not in feed_set]
+    if missing:
+        raise FeedError("missing feed for placeholder(s) " + ", ".join(
+            f"'{n}' {graph.node(n).types[0]}" for n in missing)
+            + f" needed to compute {', '.join(fetch_refs)}")
+
+    slot_of: dict[str, int] = {}
+    for node in nodes:
+        for ref in node.output_refs():
+            slot_of[ref] = len(slot_of)
+    template: list[Any] = [None] * len(slot_of)
+    context = RunContext()
+    steps: list[_Step] = []
+    feed_slots, param_slots = {}, []
+    for node in nodes:
+        if node.op == "placeholder":
+            feed_slots[node.name] = slot_of[node.name]
+        elif node.op == "parameter":
+            param_slots.append((node.name, slot_of[node.name]))
+        elif node.op == "constant":
+            template[slot_of[node.name]] = node.attrs["value"]
+        else:
+            steps.append(_Step(node, bind_kernel(node, context),
+                               tuple(slot_of[_canonical(r)] for r in node.inputs),
+                               tuple(slot_of[r] for r in node.output_refs()), ()))
+    # Release each computed value after its last use, unless it is fetched, so
+    # peak memory follows the largest live set.
+    keep = {slot_of[r] for r in fetch_refs}
+    last_use: dict[int, int] = {}
+    for i, step in enumerate(steps):
+        for slot in step.inputs:
+            last_use[slot] = i
+    computed = {s for step in steps for s in step.outputs}
+    releases: dict[int, list[int]] = {}
+    for slot, i in last_use.items():
+        if slot in computed and slot not in keep:
+            releases.setdefault(i, []).append(slot)
+    for i, step in enumerate(steps):
+        # An output nobody reads is dropped at once.
+        unused = [s for s in step.outputs if s not in last_use and s not in keep]
+        step.release = tuple(sorted(releases.get(i, []) + unused))
+    return Plan(graph, fetch_refs, placeholders, feed_slots, tuple(param_slots),
+                tuple(slot_of[r] for r in fetch_refs), steps, len(slot_of), template, context)
+
+
+def _canonical(ref: str) -> str:
+    return make_ref(*parse_ref(ref))
+
+
+def check_feeds(placeholders: Sequence[Node], feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Check fed values against placeholders: dtype exactly, shape dim by dim,
+    each symbolic dim bound to one size across all feeds.  Returns the arrays."""
+    bound: dict[str, tuple[int, str]] = {}
+    out = {}
+    for node in placeholders:
+        declared = node.types[0]
+        value = feeds[node.name]
+        if isinstance(value, np.ndarray):
+            array = value
+        else:
+            try:
+                array = np.asarray(value, dtype=declared.dtype)
+            except (TypeError, ValueError) as exc:
+                raise FeedError(f"feed '{node.name}': cannot make a {declared.dtype.name} array "
+                                f"from {type(value).__name__}: {exc}") from None
+        if array.dtype != declared.dtype:
+            raise FeedError(f"feed '{node.name}' has dtype {array.dtype}, but placeholder "
+                            f"'{node.name}' is {declared.dtype.name}; convert it with "
+                            f".astype(np.{declared.dtype.name})")
+        if array.ndim != len(declared.shape):
+            raise FeedError(f"feed '{node.name}' has shape {array.shape} (rank {array.ndim}), "
+                            f"but placeholder '{node.name}' has shape "
+                            f"{format_shape(declared.shape)} (rank {len(declared.shape)})")
+        for axis, (dim, size) in enumerate(zip(declared.shape, array.shape)):
+            if isinstance(dim, int):
+                if dim != size:
+                    raise FeedError(f"feed '{node.name}' has shape {array.shape}, but placeholder "
+                                    f"'{node.name}' needs {format_shape(declared.shape)}: "
+                                    f"axis {axis} is {size}, expected {dim}")
+            elif isinstance(dim, str):
+                if dim in bound and bound[dim][0] != size:
+                    first_size, first_feed = bound[dim]
+                    raise FeedError(f"feed '{node.name}' has {dim}={size} on axis {axis}, but "
+                                    f"feed '{first_feed}' set {dim}={first_size}; every feed "
+                                    f"must agree on the size of {dim}")
+                bound.setdefault(dim, (size, node.name))
+        out[node.name] = array
+    return out
+
+
+def run(graph: Graph, fetches: str | Tensor | Sequence[str | Tensor],
+        feeds: Mapping[str, Any] | None = None, *, training: bool = False,
+        seed: int = 0) -> Any:
+    """Run ``graph`` and return the fetched values.
+
+    ``fetches`` is one tensor (name or handle), giving one array, or a list,
+    giving a dict from each fetch's name to its array.  ``feeds`` maps
+    placeholder names to arrays; only placeholders the fetches depend on are
+    needed.  ``training`` switches dropout and batch normalization to their
+    training behaviour; ``seed`` seeds random ops for this run.
+
+    Raises FeedError for bad feeds or fetches, ExecutionError when a kernel fails.
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph()
+    >>> x = g.placeholder("x", (None,))
+    >>> ge.run(g, ge.exp(x), {"x": np.zeros(2, np.float32)})
+    array([1., 1.], dtype=float32)
+    """
+    single = isinstance(fetches, (str, Tensor))
+    fetch_list = [fetches] if single else list(fetches)
+    if not fetch_list:
+        raise FeedError("nothing to fetch: give at least one tensor name")
+    names = [f.name if isinstance(f, Tensor) else f for f in fetch_list]
+    feeds = dict(feeds or {})
+    for f in fetch_list:
+        if isinstance(f, Tensor) and f.graph is not graph:
+            raise FeedError(f"fetch '{f.name}' belongs to graph '{f.graph.name}', not "
+                            f"'{graph.name}'")
+    feeds = {(k.name if isinstance(k, Tensor) else k): v for k, v in feeds.items()}
+    key = (tuple(names), tuple(sorted(feeds)))
+    plan = graph._plans.get(key)
+    if plan is None:
+        plan = compile_plan(graph, names, list(feeds))
+        graph._plans[key] = plan
+    results = plan.run(feeds, training=training, seed=seed)
+    return results[0] if single else dict(zip(names, results))

@@ -1,0 +1,568 @@
+"""The graph builder: nodes, tensor handles, name scopes and parameters.
+
+A :class:`Graph` is an insertion-ordered list of immutable :class:`Node` records.
+Every node is made by :meth:`Graph.apply` (or by the loader), which checks the
+attributes, infers output types and names the node, so a graph in memory is
+always valid and in topological order.  Users hold :class:`Tensor` handles, one
+per node output, which take Python's operators.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .dtypes import as_dtype
+from .errors import FeedError, GraphError, ShapeError
+from .ops.registry import OpDef, get_op
+from .shapes import Shape, TensorType, format_shape
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Refuse names that could not be printed, fetched or stored unambiguously."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise GraphError(
+            f"invalid {what} {name!r}: use letters, digits, '_', '.', '-' in segments "
+            "separated by '/' (no ':', spaces, control characters or empty segments)"
+        )
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    """Split a tensor reference ``node`` or ``node:k`` into (node, k)."""
+    name, sep, index = ref.rpartition(":")
+    if not sep:
+        return ref, 0
+    if not index.isdigit() or len(index) > 6:
+        raise GraphError(f"invalid tensor reference {ref!r}: expected 'node' or 'node:k'")
+    return name, int(index)
+
+
+def make_ref(node: str, index: int) -> str:
+    """The canonical reference to output ``index`` of ``node``."""
+    return node if index == 0 else f"{node}:{index}"
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One operation of a graph.  Nodes never change once added; passes build new graphs.
+
+    ``inputs`` are tensor references (``node`` or ``node:k``); ``attrs`` are in
+    canonical form, ordered by name; ``types`` are the inferred output types;
+    ``derived_from`` names the forward node a gradient node was built for.
+    """
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    attrs: dict[str, Any]
+    types: tuple[TensorType, ...]
+    scope: str = ""
+    derived_from: str = ""
+
+    @property
+    def opdef(self) -> OpDef:
+        return get_op(self.op)
+
+    def output_refs(self) -> list[str]:
+        return [make_ref(self.name, i) for i in range(len(self.types))]
+
+
+class Tensor:
+    """A handle to one output of a node: the thing ops take and return.
+
+    It carries its static type and takes Python's operators
+    (``+ - * / @ ** -x``, comparisons, ``x[1:3, ::2]`` slicing), which build nodes.
+    """
+
+    __array_ufunc__ = None  # make numpy defer to our reflected operators
+
+    def __init__(self, graph: "Graph", node: str, index: int = 0) -> None:
+        self.graph = graph
+        self.node = node
+        self.index = index
+
+    @property
+    def name(self) -> str:
+        """The reference used to fetch this tensor (``node`` or ``node:k``)."""
+        return make_ref(self.node, self.index)
+
+    @property
+    def type(self) -> TensorType:
+        return self.graph.node(self.node).types[self.index]
+
+    @property
+    def shape(self) -> Shape:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.type.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        op = self.graph.node(self.node).op
+        return f"<Tensor '{self.name}' {op} {self.dtype.name}{format_shape(self.shape)}>"
+
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        raise GraphError(
+            f"the truth value of tensor '{self.name}' is not known when the graph is built; "
+            "use ge.where or a comparison op instead of Python's if/and/or"
+        )
+
+    def __len__(self) -> int:
+        dim = self.shape[0] if self.shape else None
+        if not isinstance(dim, int):
+            raise ShapeError(f"tensor '{self.name}' has no static length (shape {format_shape(self.shape)})")
+        return dim
+
+    # Operators are attached in graphengine.ops.api, next to the op functions.
+
+
+@dataclass(frozen=True)
+class GradientInfo:
+    """What :func:`graphengine.gradients` added to a graph.
+
+    ``loss`` is the differentiated tensor; ``grads`` maps each wrt tensor to the
+    tensor holding d(loss)/d(wrt); ``seed`` is the placeholder of the seed
+    gradient for a non-scalar loss ("" for a scalar loss); ``nodes`` names the
+    nodes the pass added (the file's gradient section); ``zero`` lists wrt
+    tensors the loss does not depend on, whose gradient is zeros.
+    """
+
+    loss: str
+    grads: dict[str, str]
+    nodes: tuple[str, ...]
+    seed: str = ""
+    zero: tuple[str, ...] = ()
+
+
+@dataclass
+class _GradientContext:
+    """State of the gradient pass while it emits nodes (see gradients.py)."""
+
+    scope: str
+    derived_from: str = ""
+    cse: dict = field(default_factory=dict)
+
+
+class Graph:
+    """A static computation graph under construction.
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph("demo")
+    >>> x = g.placeholder("x", shape=(None, 2))
+    >>> y = ge.sum(x * 2.0, axis=1)
+    >>> ge.run(g, y, {"x": np.ones((3, 2), np.float32)}).tolist()
+    [4.0, 4.0, 4.0]
+    """
+
+    def __init__(self, name: str = "graph") -> None:
+        self.name = check_name(name, "graph name")
+        self._nodes: dict[str, Node] = {}
+        self._counters: dict[str, int] = {}
+        self._scopes: list[str] = []
+        self._grad_ctx: _GradientContext | None = None
+        #: Current values of parameters, by node name (training updates them).
+        self.values: dict[str, np.ndarray] = {}
+        #: Tensors marked as graph outputs; empty means "every tensor nobody consumes".
+        self._outputs: list[str] = []
+        #: Free-form string metadata stored in the file.
+        self.metadata: dict[str, str] = {}
+        #: Set by ge.gradients: the loss, the wrt tensors and their gradient outputs.
+        self.gradient: "GradientInfo | None" = None
+        #: Set by g.set_training (issue: training from files).
+        self.training: Any = None
+        #: Fields from a newer format version, kept so that load-save keeps them.
+        self._unknown_fields: bytes = b""
+        self._version = 0  # bumped on every change; keys the executor's plan cache
+        self._plans: dict = {}
+
+    # -- reading ---------------------------------------------------------------
+    @property
+    def nodes(self) -> list[Node]:
+        """Every node, in topological (insertion) order."""
+        return list(self._nodes.values())
+
+    def node(self, name: str) -> Node:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise GraphError(f"graph '{self.name}' has no node {name!r}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._nodes
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def tensor(self, ref: str | Tensor) -> Tensor:
+        """The handle of tensor ``ref`` (``node`` or ``node:k``); FeedError if absent."""
+        if isinstance(ref, Tensor):
+            if ref.graph is not self and ref.node not in self._nodes:
+                raise FeedError(f"tensor '{ref.name}' belongs to another graph")
+            ref = ref.name
+        name, index = parse_ref(ref)
+        node = self._nodes.get(name)
+        if node is None or index >= len(node.types):
+            raise FeedError(f"graph '{self.name}' has no tensor {ref!r}{self._suggest(name)}")
+        return Tensor(self, name, index)
+
+    def _suggest(self, name: str) -> str:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(self._nodes), n=3)
+        return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+
+    def placeholders(self) -> list[Node]:
+        return [n for n in self._nodes.values() if n.op == "placeholder"]
+
+    def parameters(self, trainable: bool | None = None) -> list[Node]:
+        """Parameter nodes; ``trainable=True`` keeps only those that training updates."""
+        return [n for n in self._nodes.values() if n.op == "parameter"
+                and (trainable is None or n.attrs["trainable"] == trainable)]
+
+    @property
+    def outputs(self) -> list[str]:
+        """Marked outputs, or (when none are marked) every tensor no node consumes."""
+        if self._outputs:
+            return list(self._outputs)
+        consumed = {ref for n in self._nodes.values() for ref in n.inputs}
+        return [ref for n in self._nodes.values() if n.op not in ("placeholder", "parameter",
+                                                                  "constant")
+                for ref in n.output_refs() if ref not in consumed]
+
+    def mark_output(self, *tensors: Tensor | str) -> None:
+        """Declare graph outputs (stored in the file and listed by ``inspect``)."""
+        for t in tensors:
+            ref = self.tensor(t).name
+            if ref not in self._outputs:
+                self._outputs.append(ref)
+        self._changed()
+
+    # -- naming ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def name_scope(self, name: str) -> Iterator[str]:
+        """Prefix names of nodes built inside with ``name/`` (scopes nest)."""
+        check_name(name, "name scope")
+        self._scopes.append(name)
+        try:
+            yield self.current_scope
+        finally:
+            self._scopes.pop()
+
+    @property
+    def current_scope(self) -> str:
+        if self._grad_ctx is not None:
+            return self._grad_ctx.scope
+        return "/".join(self._scopes)
+
+    def _qualify(self, base: str) -> str:
+        scope = self.current_scope
+        return f"{scope}/{base}" if scope else base
+
+    def _unique_name(self, base: str) -> str:
+        name = self._qualify(base)
+        if name not in self._nodes:
+            return name
+        count = self._counters.get(name, 0)
+        while True:
+            count += 1
+            candidate = f"{name}_{count}"
+            if candidate not in self._nodes:
+                self._counters[name] = count
+                return candidate
+
+    def _explicit_name(self, name: str) -> str:
+        full = self._qualify(check_name(name))
+        if full in self._nodes:
+            other = self._nodes[full]
+            raise GraphError(f"name {full!r} is already used by a node of op '{other.op}'; "
+                             "choose another name")
+        return full
+
+    # -- building --------------------------------------------------------------
+    def placeholder(self, name: str, shape: Sequence[int | str | None] = (),
+                    dtype: Any = "float32") -> Tensor:
+        """A value fed at run time.  ``None`` in ``shape`` is the symbolic batch
+        dimension ``N`` (shared by every placeholder); a string names another
+        symbolic dimension.
+
+        >>> import graphengine as ge
+        >>> ge.Graph().placeholder("x", shape=(None, 3)).shape
+        ('N', 3)
+        """
+        dims = []
+        for d in shape:
+            if d is None:
+                dims.append("N")
+            elif isinstance(d, str):
+                check_name(d, "dimension name")
+                dims.append(d)
+            else:
+                dims.append(_as_size(d, name))
+        return self.apply("placeholder", [], {"shape": tuple(dims), "dtype": dtype}, name=name)
+
+    def parameter(self, name: str, value: Any = None, *, shape: Sequence[int] | None = None,
+                  dtype: Any = "float32", init: Any = "glorot_uniform",
+                  seed: int | None = None, trainable: bool = True) -> Tensor:
+        """A named value that training updates (unless ``trainable=False``).
+
+        Give ``value`` (an array) or a ``shape`` and an initializer: a name from
+        :mod:`graphengine.initializers` or a callable ``(shape, dtype, rng) -> array``.
+        Without ``seed`` the initializer is seeded from the parameter's name, so
+        building a graph twice gives the same values.
+        """
+        from . import initializers
+
+        if value is None:
+            if shape is None:
+                raise GraphError(f"parameter {name!r}: give a value or a shape")
+            dims = tuple(_as_size(d, name) for d in shape)
+            full = self._qualify(name)
+            rng = np.random.default_rng(zlib.crc32(full.encode()) if seed is None else seed)
+            value = initializers.initialize(init, dims, as_dtype(dtype), rng)
+        value = np.array(value, copy=True)  # an explicit array keeps its own dtype
+        as_dtype(value.dtype)
+        tensor = self.apply("parameter", [], {"shape": value.shape, "dtype": value.dtype,
+                                              "trainable": trainable}, name=name)
+        self.values[tensor.node] = value
+        return tensor
+
+    def constant(self, value: Any, name: str | None = None, dtype: Any = None) -> Tensor:
+        """A fixed value stored in the graph."""
+        array = np.asarray(value, dtype=None if dtype is None else as_dtype(dtype))
+        if array.dtype.kind in "fc" and array.dtype.name not in ("float16", "float32", "float64"):
+            array = array.astype(np.float64)
+        return self.apply("constant", [], {"value": array}, name=name)
+
+    def apply(self, op: str, inputs: Sequence[Any], attrs: dict[str, Any] | None = None,
+              name: str | None = None) -> Tensor | tuple[Tensor, ...]:
+        """Add a node of op ``op`` and return its output handle(s).
+
+        Inputs may be tensors of this graph, arrays or Python numbers (which become
+        constants; a Python number takes the dtype of the op's first tensor input).
+        Raises ShapeError when the input types do not fit, GraphError for bad
+        attributes or names.
+        """
+        opdef = get_op(op)
+        attrs = opdef.canonical_attrs(attrs or {})
+        refs = self._input_refs(opdef, inputs)
+        node_name = self._explicit_name(name) if name else self._unique_name(op)
+        types = self._infer(opdef, node_name, refs, attrs)
+        ctx = self._grad_ctx
+        if ctx is not None:
+            shortcut = _simplify(self, op, refs, types)
+            if shortcut is not None:
+                return Tensor(self, *parse_ref(shortcut))
+            key = _cse_key(op, refs, attrs)
+            if key is not None and key in ctx.cse:
+                return self._handles(self._nodes[ctx.cse[key]])
+        node = Node(node_name, op, tuple(refs), attrs, types, self.current_scope,
+                    ctx.derived_from if ctx else "")
+        self._insert(node)
+        if ctx is not None and key is not None:
+            ctx.cse[key] = node_name
+        return self._handles(node)
+
+    def _handles(self, node: Node) -> Tensor | tuple[Tensor, ...]:
+        handles = tuple(Tensor(self, node.name, i) for i in range(len(node.types)))
+        return handles[0] if len(handles) == 1 else handles
+
+    def _input_refs(self, opdef: OpDef, inputs: Sequence[Any]) -> list[str]:
+        if opdef.variadic:
+            if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+                inputs = list(inputs[0])
+            if not inputs:
+                raise GraphError(f"op '{opdef.name}' needs at least one input")
+        elif len(inputs) != len(opdef.inputs):
+            names = ", ".join(i.name for i in opdef.inputs) or "none"
+            raise GraphError(f"op '{opdef.name}' takes {len(opdef.inputs)} inputs ({names}), "
+                             f"got {len(inputs)}")
+        like = _dtype_for_literals(inputs)
+        refs = []
+        for i, value in enumerate(inputs):
+            if isinstance(value, Tensor):
+                if value.graph is not self:
+                    raise GraphError(f"op '{opdef.name}': input {i} ('{value.name}') belongs to "
+                                     f"graph '{value.graph.name}', not '{self.name}'")
+                refs.append(value.name)
+            else:
+                refs.append(self._literal(value, like, opdef, i).name)
+        return refs
+
+    def _literal(self, value: Any, like: np.dtype | None, opdef: OpDef, index: int) -> Tensor:
+        if isinstance(value, (bool, int, float, np.number, np.bool_)) and not isinstance(
+                value, np.ndarray):
+            if isinstance(value, (bool, np.bool_)):
+                dtype = np.dtype(bool)
+            elif like is not None:
+                dtype = like
+            else:
+                dtype = np.dtype("float32" if isinstance(value, float) else "int64")
+            array = np.asarray(value, dtype=dtype)
+        else:
+            try:
+                array = np.asarray(value)
+            except Exception as exc:  # ragged lists and the like
+                raise GraphError(f"op '{opdef.name}': input {index} cannot be made a tensor: "
+                                 f"{exc}") from None
+            if array.dtype.kind not in "biuf":
+                raise GraphError(f"op '{opdef.name}': input {index} of type "
+                                 f"{type(value).__name__} is not a tensor or a number")
+        ctx = self._grad_ctx
+        key = ("constant", array.dtype.str, array.shape, array.tobytes())
+        if ctx is not None and key in ctx.cse:
+            return Tensor(self, ctx.cse[key])
+        tensor = self.apply("constant", [], {"value": array})
+        if ctx is not None:
+            ctx.cse[key] = tensor.node
+        return tensor
+
+    def _infer(self, opdef: OpDef, node_name: str, refs: list[str],
+               attrs: dict[str, Any]) -> tuple[TensorType, ...]:
+        in_types = [self.tensor(r).type for r in refs]
+        return infer_types(opdef, node_name, in_types, attrs, refs)
+
+    def _insert(self, node: Node) -> None:
+        """Add a node whose inputs and types are already known to be valid."""
+        if node.name in self._nodes:
+            raise GraphError(f"duplicate node name {node.name!r}")
+        self._nodes[node.name] = node
+        self._changed()
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._plans.clear()
+
+    # -- files -----------------------------------------------------------------
+    def save(self, path, format: str | None = None, **options) -> None:
+        """Write the graph to ``path`` atomically; see :func:`graphengine.save`."""
+        from .serialize import save
+
+        save(self, path, format=format, **options)
+
+    def copy(self, name: str | None = None) -> "Graph":
+        """A new graph with the same nodes, parameter values and metadata."""
+        g = Graph(name or self.name)
+        g._nodes = dict(self._nodes)
+        g._counters = dict(self._counters)
+        g.values = {k: v.copy() for k, v in self.values.items()}
+        g._outputs = list(self._outputs)
+        g.metadata = dict(self.metadata)
+        g.gradient = self.gradient
+        g.training = self.training
+        g._unknown_fields = self._unknown_fields
+        return g
+
+    def __repr__(self) -> str:
+        return f"<Graph '{self.name}': {len(self._nodes)} nodes>"
+
+    def _repr_svg_(self) -> str:  # pragma: no cover - exercised in notebooks
+        from .render import render_svg
+
+        return render_svg(self)
+
+
+def infer_types(opdef: OpDef, node_name: str, in_types: Sequence[TensorType],
+                attrs: dict[str, Any], refs: Sequence[str] | None = None
+                ) -> tuple[TensorType, ...]:
+    """Check input dtypes against the schema and run the op's inference rule.
+
+    Errors name the node, the op and every operand's type.
+    """
+    refs = refs or [f"input {i}" for i in range(len(in_types))]
+    where = f"node '{node_name}' ({opdef.name})"
+    for i, t in enumerate(in_types):
+        spec = opdef.input_spec(i)
+        if t.dtype.name not in spec.dtypes:
+            allowed = ", ".join(sorted(spec.dtypes))
+            raise ShapeError(f"{where}: input '{spec.name}' ('{refs[i]}') has dtype "
+                             f"{t.dtype.name}, expected one of {allowed}; convert it with "
+                             "ge.cast")
+    try:
+        out = opdef.infer(*in_types, **attrs)
+    except (ShapeError, ValueError) as exc:
+        operands = ", ".join(f"{opdef.input_spec(i).name}='{r}' {t}"
+                             for i, (r, t) in enumerate(zip(refs, in_types)))
+        raise ShapeError(f"{where}: {exc} (operands: {operands or 'none'})") from None
+    out = (out,) if isinstance(out, TensorType) else tuple(out)
+    assert len(out) == opdef.num_outputs(attrs), opdef.name
+    return out
+
+
+def _as_size(d: Any, name: str) -> int:
+    if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 0:
+        raise ShapeError(f"{name!r}: dimension {d!r} must be a non-negative int, a name or None")
+    return int(d)
+
+
+def _dtype_for_literals(inputs: Iterable[Any]) -> np.dtype | None:
+    """The dtype a Python number takes: that of the first non-bool tensor input."""
+    for value in inputs:
+        if isinstance(value, Tensor) and value.dtype != np.bool_:
+            return value.dtype
+    return None
+
+
+def _cse_key(op: str, refs: list[str], attrs: dict[str, Any]):
+    """A hashable identity for common-subexpression sharing, or None (random or
+    tensor-valued nodes are never shared)."""
+    if op in ("dropout", "constant", "placeholder", "parameter"):
+        return None
+    try:
+        items = tuple((k, v.name if isinstance(v, np.dtype) else v) for k, v in attrs.items())
+        hash(items)
+    except TypeError:
+        return None
+    return (op, tuple(refs), items)
+
+
+def _constant_value(graph: Graph, ref: str) -> np.ndarray | None:
+    node = graph._nodes.get(parse_ref(ref)[0])
+    return node.attrs["value"] if node is not None and node.op == "constant" else None
+
+
+def _is_const(graph: Graph, ref: str, scalar: float) -> bool:
+    value = _constant_value(graph, ref)
+    return value is not None and value.size > 0 and bool(np.all(value == scalar))
+
+
+def _simplify(graph: Graph, op: str, refs: list[str], types) -> str | None:
+    """Algebraic shortcuts applied while emitting gradient nodes: ``1*x``, ``x*1``,
+    ``x/1``, ``0+x``, ``x+0``, ``x-0`` return ``x`` when that keeps shape and dtype."""
+    out = types[0]
+
+    def same(ref: str) -> bool:
+        return graph.tensor(ref).type == out
+
+    if op == "multiply":
+        a, b = refs
+        if _is_const(graph, a, 1) and same(b):
+            return b
+        if _is_const(graph, b, 1) and same(a):
+            return a
+    elif op == "divide":
+        if _is_const(graph, refs[1], 1) and same(refs[0]):
+            return refs[0]
+    elif op in ("add", "subtract"):
+        a, b = refs
+        if _is_const(graph, b, 0) and same(a):
+            return a
+        if op == "add" and _is_const(graph, a, 0) and same(b):
+            return b
+    elif op == "add_n" and len(refs) == 1 and same(refs[0]):
+        return refs[0]
+    return None

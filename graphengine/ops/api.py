@@ -1,0 +1,111 @@
+"""The public op functions, one per op, made from the registry, and the
+operators of :class:`~graphengine.graph.Tensor`.
+
+Each op gets ``ge.<op>(inputs..., attrs..., name=None)`` whose signature and
+docstring come from its declaration; ops whose numpy signature differs from
+their schema have a hand-written front-end in their family module.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from ..errors import GraphError
+from ..graph import Graph, Tensor
+from .registry import FRONTENDS, REGISTRY, OpDef
+
+
+def graph_of(values: Any, op: str) -> Graph:
+    """The graph that the tensors among ``values`` (nested lists allowed) belong to."""
+    stack = [values]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Tensor):
+            return value.graph
+        if isinstance(value, (list, tuple)):
+            stack.extend(reversed(value))
+    raise GraphError(f"{op}: no input is a tensor, so there is no graph to add the op to; "
+                     "pass at least one tensor (make one with g.constant)")
+
+
+def call(op: str, inputs: list[Any], attrs: dict[str, Any] | None = None,
+         name: str | None = None) -> Tensor | tuple[Tensor, ...]:
+    """Add op ``op`` to the graph of its tensor inputs."""
+    return graph_of(inputs, op).apply(op, inputs, attrs or {}, name)
+
+
+def _make_function(opdef: OpDef) -> Callable:
+    # numpy-style: inputs, then required attributes, then attributes with defaults,
+    # all positional-or-keyword; ``name`` is keyword-only.
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(i.name, kind) for i in opdef.inputs]
+    required = [a for a in opdef.attrs if a.default is _required()]
+    optional = [a for a in opdef.attrs if a.default is not _required()]
+    params += [inspect.Parameter(a.name, kind) for a in required]
+    params += [inspect.Parameter(a.name, kind, default=a.default) for a in optional]
+    params.append(inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, default=None))
+    signature = inspect.Signature(params)
+    input_names = [i.name for i in opdef.inputs]
+    attr_names = [a.name for a in opdef.attrs]
+
+    def function(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise GraphError(f"{opdef.name}{signature}: {exc}") from None
+        bound.apply_defaults()
+        values = bound.arguments
+        inputs = [values[n] for n in input_names]
+        if opdef.variadic:
+            inputs = list(inputs[0]) if isinstance(inputs[0], (list, tuple)) else inputs
+        attrs = {n: values[n] for n in attr_names}
+        return call(opdef.name, inputs, attrs, values["name"])
+
+    function.__name__ = function.__qualname__ = opdef.name
+    function.__signature__ = signature  # type: ignore[attr-defined]
+    function.__doc__ = inspect.getdoc(type(opdef))
+    return function
+
+
+def _required():
+    from .registry import REQUIRED
+
+    return REQUIRED
+
+
+def _build_namespace() -> dict[str, Callable]:
+    functions: dict[str, Callable] = {}
+    for name, opdef in REGISTRY.items():
+        if name in ("placeholder", "parameter", "constant"):
+            continue  # made with Graph.placeholder / parameter / constant
+        functions[name] = _make_function(opdef)
+    functions.update(FRONTENDS)
+    return functions
+
+
+_FUNCTIONS = _build_namespace()
+globals().update(_FUNCTIONS)
+#: Every public op function, by name (``ge.exp``, ``ge.matmul`` ...).
+__all__ = sorted(n for n, opdef in _FUNCTIONS.items()
+                 if not getattr(REGISTRY.get(n), "internal", False))
+
+
+def _binary(op: str, reflected: bool = False) -> Callable:
+    if reflected:
+        return lambda self, other: _FUNCTIONS[op](other, self)
+    return lambda self, other: _FUNCTIONS[op](self, other)
+
+
+for _dunder, _op in [("add", "add"), ("sub", "subtract"), ("mul", "multiply"),
+                     ("truediv", "divide"), ("matmul", "matmul"), ("pow", "power")]:
+    setattr(Tensor, f"__{_dunder}__", _binary(_op))
+    setattr(Tensor, f"__r{_dunder}__", _binary(_op, reflected=True))
+for _dunder, _op in [("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le", "less_equal"),
+                     ("gt", "greater"), ("ge", "greater_equal"), ("and", "logical_and"),
+                     ("or", "logical_or")]:
+    setattr(Tensor, f"__{_dunder}__", _binary(_op))
+Tensor.__neg__ = lambda self: _FUNCTIONS["negative"](self)
+Tensor.__pos__ = lambda self: self
+Tensor.__abs__ = lambda self: _FUNCTIONS["abs"](self)
+Tensor.__invert__ = lambda self: _FUNCTIONS["logical_not"](self)

@@ -1,0 +1,559 @@
+"""Elementwise ops: arithmetic, transcendental functions, activations,
+comparisons, logic, ``where``, ``clip`` and ``cast``.
+
+Binary ops broadcast as numpy does and need operands of one dtype (a Python
+number takes the other operand's dtype), so float32 stays float32.  Their
+gradient rules return the gradient at the broadcast output shape; the gradient
+pass reduces it back to each input's shape.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dtypes import ALL_TYPES, BOOL_TYPES, FLOAT_TYPES, NUMERIC_TYPES, as_dtype
+from ..shapes import TensorType, broadcast_shapes, format_shape
+from .registry import Attr, F, Input, OpDef, register
+
+
+def broadcast_types(*types: TensorType, same_dtype: bool = True) -> TensorType:
+    """The broadcast type of elementwise operands; ValueError names both operands."""
+    if same_dtype and len({t.dtype for t in types}) > 1:
+        raise ValueError("operands have different dtypes ("
+                         + ", ".join(t.dtype.name for t in types)
+                         + "); cast one with ge.cast so both match")
+    try:
+        shape = broadcast_shapes(*(t.shape for t in types))
+    except ValueError as exc:
+        shapes = " and ".join(format_shape(t.shape) for t in types)
+        raise ValueError(f"shapes {shapes} do not broadcast: sizes {exc} differ") from None
+    return TensorType(types[0].dtype, shape)
+
+
+class Unary(OpDef):
+    """An elementwise op of one float input whose output has the input's type."""
+
+    inputs = (Input("x", FLOAT_TYPES),)
+
+    def infer(self, x, **attrs):
+        return x
+
+
+class Binary(OpDef):
+    """An elementwise op of two broadcast operands of one dtype."""
+
+    inputs = (Input("x", NUMERIC_TYPES), Input("y", NUMERIC_TYPES))
+
+    def infer(self, x, y):
+        return broadcast_types(x, y)
+
+
+class Compare(OpDef):
+    """A comparison: broadcast operands of one dtype, a bool result, no gradient."""
+
+    inputs = (Input("x", ALL_TYPES), Input("y", ALL_TYPES))
+    vjp = None
+
+    def infer(self, x, y):
+        return broadcast_types(x, y).with_dtype(np.bool_)
+
+
+# -- arithmetic ------------------------------------------------------------------
+
+@register
+class Add(Binary):
+    """x + y.  d/dx = 1, d/dy = 1."""
+
+    name = "add"
+    kernel = staticmethod(np.add)
+
+    def vjp(self, node, dy):
+        return [dy, dy]
+
+
+@register
+class Subtract(Binary):
+    """x - y.  d/dx = 1, d/dy = -1."""
+
+    name = "subtract"
+    kernel = staticmethod(np.subtract)
+
+    def vjp(self, node, dy):
+        return [dy, F.negative(dy) if node.wants(1) else None]
+
+
+@register
+class Multiply(Binary):
+    """x * y.  d/dx = y, d/dy = x."""
+
+    name = "multiply"
+    kernel = staticmethod(np.multiply)
+
+    def vjp(self, node, dy):
+        x, y = node.inputs
+        return [dy * y if node.wants(0) else None, dy * x if node.wants(1) else None]
+
+
+@register
+class Divide(Binary):
+    """x / y (true division: integer operands give float64, as in numpy).
+    d/dx = 1/y, d/dy = -x/y**2 = -out/y."""
+
+    name = "divide"
+    kernel = staticmethod(np.true_divide)
+
+    def infer(self, x, y):
+        out = broadcast_types(x, y)
+        return out if out.dtype.name in FLOAT_TYPES else out.with_dtype("float64")
+
+    def vjp(self, node, dy):
+        _, y = node.inputs
+        gx = dy / y if node.wants(0) or node.wants(1) else None
+        return [gx if node.wants(0) else None,
+                F.negative(gx * node.outputs[0]) if node.wants(1) else None]
+
+
+@register
+class Power(Binary):
+    """x ** y.  d/dx = y * x**(y-1), d/dy = log(x) * x**y (nan where x <= 0, as
+    the real logarithm is undefined there: only ask for it with positive x)."""
+
+    name = "power"
+    inputs = (Input("x", FLOAT_TYPES), Input("y", FLOAT_TYPES))
+    kernel = staticmethod(np.power)
+
+    def vjp(self, node, dy):
+        x, y = node.inputs
+        gx = dy * y * F.power(x, y - 1.0) if node.wants(0) else None
+        gy = dy * F.log(x) * node.outputs[0] if node.wants(1) else None
+        return [gx, gy]
+
+
+@register
+class Maximum(Binary):
+    """Elementwise maximum; where x == y the gradient goes to x."""
+
+    name = "maximum"
+    kernel = staticmethod(np.maximum)
+
+    def vjp(self, node, dy):
+        x, y = node.inputs
+        mask = F.greater_equal(x, y)
+        return [F.where(mask, dy, 0.0), F.where(mask, 0.0, dy)]
+
+
+@register
+class Minimum(Binary):
+    """Elementwise minimum; where x == y the gradient goes to x."""
+
+    name = "minimum"
+    kernel = staticmethod(np.minimum)
+
+    def vjp(self, node, dy):
+        x, y = node.inputs
+        mask = F.less_equal(x, y)
+        return [F.where(mask, dy, 0.0), F.where(mask, 0.0, dy)]
+
+
+@register
+class AddN(OpDef):
+    """The sum of any number of tensors of one dtype, broadcast together.  The
+    gradient pass sums fan-out contributions with one add_n."""
+
+    name = "add_n"
+    inputs = (Input("xs", NUMERIC_TYPES, variadic=True),)
+
+    def infer(self, *xs):
+        return broadcast_types(*xs)
+
+    def kernel(self, *xs):
+        out = xs[0] + xs[1] if len(xs) > 1 else xs[0].copy()
+        for x in xs[2:]:
+            out += x  # fresh buffer from the first add: accumulate in place
+        return out
+
+    def vjp(self, node, dy):
+        return [dy] * len(node.inputs)
+
+
+# -- unary arithmetic --------------------------------------------------------------
+
+@register
+class Negative(OpDef):
+    """-x.  d/dx = -1."""
+
+    name = "negative"
+    inputs = (Input("x", NUMERIC_TYPES),)
+    kernel = staticmethod(np.negative)
+
+    def infer(self, x):
+        return x
+
+    def vjp(self, node, dy):
+        return [F.negative(dy)]
+
+
+@register
+class Square(Unary):
+    """x ** 2.  d/dx = 2x."""
+
+    name = "square"
+    kernel = staticmethod(np.square)
+
+    def vjp(self, node, dy):
+        return [dy * (node.inputs[0] * 2.0)]
+
+
+@register
+class Abs(Unary):
+    """|x|.  d/dx = sign(x) (0 at 0)."""
+
+    name = "abs"
+    inputs = (Input("x", NUMERIC_TYPES),)
+    kernel = staticmethod(np.abs)
+
+    def vjp(self, node, dy):
+        return [dy * F.sign(node.inputs[0])]
+
+
+@register
+class Sign(Unary):
+    """sign(x) in {-1, 0, 1}.  Its derivative is zero wherever it exists, so no
+    gradient flows through it."""
+
+    name = "sign"
+    inputs = (Input("x", NUMERIC_TYPES),)
+    kernel = staticmethod(np.sign)
+    vjp = None
+
+
+@register
+class Exp(Unary):
+    """e**x.  d/dx = e**x, the forward output itself."""
+
+    name = "exp"
+    kernel = staticmethod(np.exp)
+
+    def vjp(self, node, dy):
+        return [dy * node.outputs[0]]
+
+
+@register
+class Log(Unary):
+    """Natural logarithm.  d/dx = 1/x."""
+
+    name = "log"
+    kernel = staticmethod(np.log)
+
+    def vjp(self, node, dy):
+        return [dy / node.inputs[0]]
+
+
+@register
+class Sqrt(Unary):
+    """Square root.  d/dx = 1 / (2 sqrt(x)), from the forward output."""
+
+    name = "sqrt"
+    kernel = staticmethod(np.sqrt)
+
+    def vjp(self, node, dy):
+        return [dy / (node.outputs[0] * 2.0)]
+
+
+@register
+class Sin(Unary):
+    """sin(x).  d/dx = cos(x)."""
+
+    name = "sin"
+    kernel = staticmethod(np.sin)
+
+    def vjp(self, node, dy):
+        return [dy * F.cos(node.inputs[0])]
+
+
+@register
+class Cos(Unary):
+    """cos(x).  d/dx = -sin(x)."""
+
+    name = "cos"
+    kernel = staticmethod(np.cos)
+
+    def vjp(self, node, dy):
+        return [F.negative(dy * F.sin(node.inputs[0]))]
+
+
+# -- activations --------------------------------------------------------------------
+
+@register
+class Tanh(Unary):
+    """Hyperbolic tangent.  d/dx = 1 - tanh(x)**2, from the forward output."""
+
+    name = "tanh"
+    kernel = staticmethod(np.tanh)
+
+    def vjp(self, node, dy):
+        y = node.outputs[0]
+        return [dy * (1.0 - y * y)]
+
+
+@register
+class Sigmoid(Unary):
+    """1 / (1 + e**-x), computed as (1 + tanh(x/2)) / 2, which never overflows.
+    d/dx = y (1 - y), from the forward output."""
+
+    name = "sigmoid"
+
+    def kernel(self, x):
+        out = np.tanh(x * x.dtype.type(0.5))
+        out += 1
+        out *= x.dtype.type(0.5)
+        return out
+
+    def vjp(self, node, dy):
+        y = node.outputs[0]
+        return [dy * (y * (1.0 - y))]
+
+
+@register
+class Relu(Unary):
+    """max(x, 0).  d/dx = 1 where x > 0, else 0."""
+
+    name = "relu"
+
+    def kernel(self, x):
+        return np.maximum(x, x.dtype.type(0))
+
+    def vjp(self, node, dy):
+        return [F.where(F.greater(node.outputs[0], 0.0), dy, 0.0)]
+
+
+@register
+class LeakyRelu(Unary):
+    """x where x > 0, else alpha * x.  d/dx = 1 or alpha."""
+
+    name = "leaky_relu"
+    attrs = (Attr("alpha", "float", 0.01),)
+
+    def kernel(self, x, *, alpha):
+        return np.where(x > 0, x, x * x.dtype.type(alpha))
+
+    def vjp(self, node, dy):
+        return [F.where(F.greater(node.inputs[0], 0.0), dy, dy * node.attrs["alpha"])]
+
+
+@register
+class Elu(Unary):
+    """x where x > 0, else alpha (e**x - 1).  d/dx = 1 where x > 0, else y + alpha."""
+
+    name = "elu"
+    attrs = (Attr("alpha", "float", 1.0),)
+
+    def kernel(self, x, *, alpha):
+        # expm1 of min(x, 0) never overflows, and is exact near 0.
+        return np.where(x > 0, x, np.expm1(np.minimum(x, 0)) * x.dtype.type(alpha))
+
+    def vjp(self, node, dy):
+        x, y = node.inputs[0], node.outputs[0]
+        return [F.where(F.greater(x, 0.0), dy, dy * (y + node.attrs["alpha"]))]
+
+
+@register
+class Softplus(Unary):
+    """log(1 + e**x), computed with logaddexp so it never overflows.
+    d/dx = sigmoid(x)."""
+
+    name = "softplus"
+
+    def kernel(self, x):
+        return np.logaddexp(x.dtype.type(0), x)
+
+    def vjp(self, node, dy):
+        return [dy * F.sigmoid(node.inputs[0])]
+
+
+_GELU_C = float(np.sqrt(2.0 / np.pi))
+
+
+@register
+class Gelu(Unary):
+    """GELU in its tanh form (as GPT-2 and PyTorch's approximate='tanh'):
+    0.5 x (1 + tanh(c (x + 0.044715 x**3))), c = sqrt(2/pi).  Chosen because
+    numpy has no erf; it differs from the erf form by under 1e-3.
+    d/dx = 0.5 (1 + t) + 0.5 x (1 - t**2) c (1 + 3 * 0.044715 x**2)."""
+
+    name = "gelu"
+
+    def kernel(self, x):
+        t = np.tanh(_GELU_C * (x + 0.044715 * x ** 3)).astype(x.dtype, copy=False)
+        return (x * x.dtype.type(0.5) * (1 + t)).astype(x.dtype, copy=False)
+
+    def vjp(self, node, dy):
+        x = node.inputs[0]
+        x2 = x * x
+        t = F.tanh((x + x2 * x * 0.044715) * _GELU_C)
+        inner = (1.0 - t * t) * ((x2 * (3 * 0.044715) + 1.0) * _GELU_C)
+        return [dy * ((t + 1.0) * 0.5 + x * inner * 0.5)]
+
+
+# -- selection -----------------------------------------------------------------------
+
+@register
+class Clip(OpDef):
+    """Limit values to [a_min, a_max] as numpy.clip (either bound may be None).
+    d/dx = 1 inside the closed interval, 0 outside."""
+
+    name = "clip"
+    inputs = (Input("x", NUMERIC_TYPES),)
+    attrs = (Attr("a_min", "float", None), Attr("a_max", "float", None))
+
+    def infer(self, x, *, a_min, a_max):
+        if a_min is None and a_max is None:
+            raise ValueError("give a_min, a_max or both")
+        if a_min is not None and a_max is not None and a_min > a_max:
+            raise ValueError(f"a_min {a_min} is greater than a_max {a_max}")
+        return x
+
+    def kernel(self, x, *, a_min, a_max):
+        t = x.dtype.type
+        return np.clip(x, None if a_min is None else t(a_min), None if a_max is None else t(a_max))
+
+    def vjp(self, node, dy):
+        x = node.inputs[0]
+        a_min, a_max = node.attrs["a_min"], node.attrs["a_max"]
+        inside = None
+        if a_min is not None:
+            inside = F.greater_equal(x, a_min)
+        if a_max is not None:
+            upper = F.less_equal(x, a_max)
+            inside = upper if inside is None else F.logical_and(inside, upper)
+        return [F.where(inside, dy, 0.0)]
+
+
+@register
+class Where(OpDef):
+    """x where cond, else y; the three broadcast together as numpy.where.
+    The gradient goes to x where cond holds and to y elsewhere."""
+
+    name = "where"
+    inputs = (Input("cond", BOOL_TYPES, differentiable=False), Input("x", ALL_TYPES),
+              Input("y", ALL_TYPES))
+    kernel = staticmethod(np.where)
+
+    def infer(self, cond, x, y):
+        out = broadcast_types(x, y)
+        return broadcast_types(cond.with_dtype(out.dtype), out)
+
+    def vjp(self, node, dy):
+        cond = node.inputs[0]
+        return [None,
+                F.where(cond, dy, 0.0) if node.wants(1) else None,
+                F.where(cond, 0.0, dy) if node.wants(2) else None]
+
+
+# -- comparisons and logic --------------------------------------------------------
+
+def _compare(op_name: str, fn) -> type[OpDef]:
+    doc = f"numpy.{fn.__name__}: a bool tensor; no gradient flows through it."
+    return register(type(op_name.title().replace("_", ""), (Compare,),
+                         {"name": op_name, "kernel": staticmethod(fn), "__doc__": doc}))
+
+
+Equal = _compare("equal", np.equal)
+NotEqual = _compare("not_equal", np.not_equal)
+Greater = _compare("greater", np.greater)
+GreaterEqual = _compare("greater_equal", np.greater_equal)
+Less = _compare("less", np.less)
+LessEqual = _compare("less_equal", np.less_equal)
+
+
+class Logical(OpDef):
+    inputs = (Input("x", BOOL_TYPES), Input("y", BOOL_TYPES))
+    vjp = None
+
+    def infer(self, x, y):
+        return broadcast_types(x, y)
+
+
+@register
+class LogicalAnd(Logical):
+    """numpy.logical_and of bool tensors."""
+
+    name = "logical_and"
+    kernel = staticmethod(np.logical_and)
+
+
+@register
+class LogicalOr(Logical):
+    """numpy.logical_or of bool tensors."""
+
+    name = "logical_or"
+    kernel = staticmethod(np.logical_or)
+
+
+@register
+class LogicalNot(OpDef):
+    """numpy.logical_not of a bool tensor."""
+
+    name = "logical_not"
+    inputs = (Input("x", BOOL_TYPES),)
+    kernel = staticmethod(np.logical_not)
+    vjp = None
+
+    def infer(self, x):
+        return x
+
+
+# -- identity, stop_gradient, cast -----------------------------------------------
+
+@register
+class Identity(OpDef):
+    """Returns its input unchanged.  d/dx = 1."""
+
+    name = "identity"
+    inputs = (Input("x", ALL_TYPES),)
+
+    def infer(self, x):
+        return x
+
+    def kernel(self, x):
+        return x
+
+    def vjp(self, node, dy):
+        return [dy]
+
+
+@register
+class StopGradient(OpDef):
+    """Returns its input unchanged, but no gradient flows back through it."""
+
+    name = "stop_gradient"
+    inputs = (Input("x", ALL_TYPES),)
+    vjp = None
+
+    def infer(self, x):
+        return x
+
+    def kernel(self, x):
+        return x
+
+
+@register
+class Cast(OpDef):
+    """Convert to ``dtype`` as numpy's astype (float to int truncates toward zero).
+    Gradients flow only from a float result back to a float input."""
+
+    name = "cast"
+    inputs = (Input("x", ALL_TYPES),)
+    attrs = (Attr("dtype", "dtype"),)
+
+    def infer(self, x, *, dtype):
+        return x.with_dtype(dtype)
+
+    def kernel(self, x, *, dtype):
+        return x.astype(dtype, copy=False)
+
+    def vjp(self, node, dy):
+        return [F.cast(dy, dtype=node.inputs[0].dtype)]
+
+
+__all__ = ["broadcast_types", "Unary", "Binary", "as_dtype"]

@@ -1,0 +1,281 @@
+"""The op registry: each op is declared once, in one class.
+
+An :class:`OpDef` subclass holds the four parts of an op side by side:
+
+* the **schema**: typed inputs (and which are differentiable), outputs, and
+  attributes with their kinds and defaults;
+* ``infer``: output dtypes and shapes from input types, run when the op is built;
+* ``kernel``: the numpy implementation, run by the executor;
+* ``vjp``: the gradient rule (vector-Jacobian product), which emits ordinary
+  graph nodes through the same op functions users call, or ``None`` for an op
+  through which no gradient flows.
+
+The serializer, compiler, executor, gradient pass, renderer and tests all read
+these declarations; none keeps a copy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ..dtypes import ALL_TYPES, as_dtype
+from ..errors import GraphError
+from ..shapes import Dim
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Default of an attribute that every node must set.
+REQUIRED: Any = _Required()
+
+ATTR_KINDS = ("int", "float", "str", "bool", "ints", "floats", "strs", "bools",
+              "tensor", "shape", "dtype")
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of an op.
+
+    ``dtypes`` lists the accepted dtype names.  ``differentiable=False`` marks
+    inputs no gradient flows into (indices, labels, shape references).  A
+    ``variadic`` input takes any number (at least one) of tensors and must be
+    the op's only input.
+    """
+
+    name: str
+    dtypes: frozenset = ALL_TYPES
+    differentiable: bool = True
+    variadic: bool = False
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute of an op: its name, kind (one of ``ATTR_KINDS``) and default.
+
+    A default of ``None`` means "absent" (for example ``axis=None`` reduces over
+    every axis); ``REQUIRED`` means every node must set it.
+    """
+
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    choices: tuple | None = None
+
+    def __post_init__(self) -> None:
+        assert self.kind in ATTR_KINDS, self.kind
+
+    def canonical(self, value: Any) -> Any:
+        """Check ``value`` against the kind and return its canonical form.
+
+        Canonical forms: int, float, str, bool, tuples of those, a numpy array
+        (tensor), a tuple of dims (shape), a numpy dtype.  Raises TypeError or
+        ValueError with a short reason; the caller names the node.
+        """
+        if value is None:
+            if self.default is None:
+                return None
+            raise TypeError("None is not allowed")
+        kind = self.kind
+        if kind == "int":
+            out: Any = _as_int(value)
+        elif kind == "float":
+            if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ):
+                raise TypeError(f"expected a float, got {type(value).__name__}")
+            out = float(value)
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise TypeError(f"expected a string, got {type(value).__name__}")
+            out = value
+        elif kind == "bool":
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"expected a bool, got {type(value).__name__}")
+            out = bool(value)
+        elif kind in ("ints", "floats", "strs", "bools"):
+            if isinstance(value, (int, float, str, bool, np.integer, np.floating)):
+                value = (value,)
+            item = Attr(self.name, kind[:-1])
+            out = tuple(item.canonical(v) for v in value)
+        elif kind == "tensor":
+            out = np.asarray(value)
+            as_dtype(out.dtype)
+        elif kind == "shape":
+            out = tuple(_as_dim(d) for d in value)
+        else:  # dtype
+            out = as_dtype(value)
+        if self.choices is not None and out not in self.choices:
+            raise ValueError(f"{out!r} is not one of {', '.join(map(repr, self.choices))}")
+        return out
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"expected an int, got {type(value).__name__}")
+    return int(value)
+
+
+def _as_dim(value: Any) -> Dim:
+    if value is None or isinstance(value, str):
+        return value
+    return _as_int(value)
+
+
+class _Undeclared:
+    def __repr__(self) -> str:
+        return "UNDECLARED"
+
+
+_UNDECLARED: Any = _Undeclared()
+
+
+class OpDef:
+    """Base class of op declarations.  Subclass it and decorate with :func:`register`.
+
+    Subclasses set ``name``, ``inputs``, ``outputs``, ``attrs`` and define
+    ``infer`` and ``kernel``; they must set ``vjp`` to a method or to ``None``.
+    ``infer`` and ``kernel`` receive the inputs positionally and the attributes
+    as keywords.  ``vjp(self, node, dys)`` receives a :class:`NodeView` and one
+    gradient tensor per output (``None`` where no gradient reaches it) and
+    returns one gradient per input (``None`` for no gradient).
+    """
+
+    name: ClassVar[str] = ""
+    inputs: ClassVar[tuple[Input, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ("y",)
+    attrs: ClassVar[tuple[Attr, ...]] = ()
+    #: Kernels of ops with ``uses_context`` get a ``ctx`` keyword
+    #: (:class:`graphengine.executor.RunContext`: training flag and RNG).
+    uses_context: ClassVar[bool] = False
+    #: Linear in its differentiable inputs: used to skip work in the gradient pass.
+    vjp: ClassVar[Callable | None] = _UNDECLARED
+
+    # -- schema helpers -------------------------------------------------------
+    @property
+    def differentiable(self) -> bool:
+        return self.vjp is not None
+
+    @property
+    def variadic(self) -> bool:
+        return bool(self.inputs) and self.inputs[0].variadic
+
+    def input_spec(self, index: int) -> Input:
+        """The declaration of input ``index`` (every input of a variadic op shares one)."""
+        return self.inputs[0] if self.variadic else self.inputs[index]
+
+    def num_outputs(self, attrs: dict[str, Any]) -> int:
+        """How many outputs a node with these attributes has."""
+        return len(self.outputs)
+
+    def output_name(self, index: int) -> str:
+        return self.outputs[index] if index < len(self.outputs) else f"{self.outputs[-1]}{index}"
+
+    def canonical_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Fill defaults and check every attribute; raise GraphError on a bad one.
+
+        The result is ordered by name, so equal nodes serialise to equal bytes.
+        """
+        known = {a.name: a for a in self.attrs}
+        unknown = sorted(set(attrs) - set(known))
+        if unknown:
+            raise GraphError(
+                f"op '{self.name}' has no attribute {unknown[0]!r}; its attributes are "
+                f"{', '.join(known) or 'none'}"
+            )
+        out = {}
+        for name in sorted(known):
+            spec = known[name]
+            value = attrs.get(name, spec.default)
+            if value is REQUIRED:
+                raise GraphError(f"op '{self.name}' needs attribute {name!r} ({spec.kind})")
+            try:
+                out[name] = spec.canonical(value)
+            except (TypeError, ValueError) as exc:
+                raise GraphError(
+                    f"op '{self.name}': attribute {name!r} must be of kind {spec.kind}: {exc}"
+                ) from None
+        return out
+
+    # -- the parts each op defines ---------------------------------------------
+    def infer(self, *types, **attrs):  # pragma: no cover - every op overrides it
+        raise NotImplementedError
+
+    def kernel(self, *arrays, **attrs):  # pragma: no cover - every op overrides it
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(cls: type[OpDef]) -> type[OpDef]:
+    """Class decorator that adds an op declaration to the registry."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no op name")
+    if cls.name in REGISTRY:
+        raise TypeError(f"op '{cls.name}' is declared twice")
+    if cls.vjp is _UNDECLARED:
+        raise TypeError(
+            f"op '{cls.name}' does not say how it differentiates: define vjp, or set "
+            "vjp = None for an op through which no gradient flows"
+        )
+    variadic = [i for i in cls.inputs if i.variadic]
+    if variadic and len(cls.inputs) != 1:
+        raise TypeError(f"op '{cls.name}': a variadic input must be the only input")
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_op(name: str) -> OpDef:
+    """The declaration of op ``name``; raise GraphError for an unknown op."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        close = sorted(n for n in REGISTRY if n[:3] == name[:3])[:5]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise GraphError(f"unknown op {name!r}.{hint}") from None
+
+
+def size_of(shape) -> int:
+    """Number of elements of a concrete shape."""
+    return math.prod(shape)
+
+
+#: Hand-written Python front-ends, by function name, for ops whose numpy-style
+#: signature differs from their schema (``split``, slicing) and for helpers
+#: that compose ops.  Ops without one get a generated function.
+FRONTENDS: dict[str, Callable] = {}
+
+
+def frontend(name: str) -> Callable[[Callable], Callable]:
+    """Register ``fn`` as the public function ``ge.<name>``."""
+
+    def decorate(fn: Callable) -> Callable:
+        if name in FRONTENDS:
+            raise TypeError(f"front-end {name!r} is defined twice")
+        FRONTENDS[name] = fn
+        return fn
+
+    return decorate
+
+
+class _OpFunctions:
+    """The public op functions (:mod:`graphengine.ops.api`), for gradient rules.
+
+    Looked up on use, because the op families are imported before ``api`` is.
+    """
+
+    def __getattr__(self, name: str) -> Callable:
+        from . import api
+
+        return getattr(api, name)
+
+
+#: ``F.multiply(a, b)`` and friends, as used inside gradient rules.
+F = _OpFunctions()

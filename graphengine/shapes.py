@@ -1,0 +1,127 @@
+"""Shapes with symbolic dimensions, tensor types and numpy broadcasting.
+
+A dimension is an ``int`` (known size), a ``str`` (a symbolic size such as the
+batch dimension ``"N"``, bound to a number when data is fed) or ``None`` (not
+known until run time, e.g. the result of broadcasting two different symbols).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Union
+
+import numpy as np
+
+from .dtypes import as_dtype
+from .errors import ShapeError
+
+Dim = Union[int, str, None]
+Shape = tuple[Dim, ...]
+
+
+def format_dim(dim: Dim) -> str:
+    return "?" if dim is None else str(dim)
+
+
+def format_shape(shape: Shape) -> str:
+    """``(N, 3)`` style text for messages and drawings."""
+    inner = ", ".join(format_dim(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """The static type of a tensor: a dtype and a shape of :data:`Dim` values."""
+
+    dtype: np.dtype
+    shape: Shape
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", as_dtype(self.dtype))
+        object.__setattr__(self, "shape", tuple(self.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        """True when every dimension is a known integer."""
+        return all(isinstance(d, int) for d in self.shape)
+
+    def with_dtype(self, dtype) -> "TensorType":
+        return TensorType(as_dtype(dtype), self.shape)
+
+    def with_shape(self, shape: Iterable[Dim]) -> "TensorType":
+        return TensorType(self.dtype, tuple(shape))
+
+    def __str__(self) -> str:
+        return f"{self.dtype.name}{format_shape(self.shape)}"
+
+
+def known_size(shape: Shape) -> int | None:
+    """The number of elements, or None when a dimension is not a known int."""
+    size = 1
+    for d in shape:
+        if not isinstance(d, int):
+            return None
+        size *= d
+    return size
+
+
+def broadcast_dims(a: Dim, b: Dim) -> Dim:
+    """Broadcast two dimensions as numpy does; raise ValueError when they cannot."""
+    if a == b:
+        return a
+    if a == 1:
+        return b
+    if b == 1:
+        return a
+    if isinstance(a, int) and isinstance(b, int):
+        raise ValueError(f"{a} and {b}")
+    # A symbol against a size > 1: the symbol must equal it at run time.
+    if isinstance(a, int):
+        return a
+    if isinstance(b, int):
+        return b
+    return None
+
+
+def broadcast_shapes(*shapes: Shape) -> Shape:
+    """Broadcast shapes with numpy's rules, symbolic dims included.
+
+    Raises ValueError with the conflicting sizes; callers wrap it in a ShapeError
+    that names the op.
+
+    >>> broadcast_shapes(("N", 3), (3,))
+    ('N', 3)
+    """
+    rank = max((len(s) for s in shapes), default=0)
+    result: list[Dim] = [1] * rank
+    for shape in shapes:
+        padded = (1,) * (rank - len(shape)) + tuple(shape)
+        result = [broadcast_dims(r, d) for r, d in zip(result, padded)]
+    return tuple(result)
+
+
+def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
+    """Map a possibly negative axis into ``range(rank)``; raise ShapeError if out of range."""
+    if not -rank <= axis < max(rank, 1) or (rank == 0 and axis not in (0, -1)):
+        raise ShapeError(f"{what} {axis} is out of range for a tensor of rank {rank}")
+    return axis % rank if rank else 0
+
+
+def normalize_axes(axis, rank: int) -> tuple[int, ...]:
+    """Axes of a reduction as a sorted tuple; ``None`` means every axis."""
+    if axis is None:
+        return tuple(range(rank))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = sorted({normalize_axis(int(a), rank) for a in axes})
+    if len(out) != len(axes):
+        raise ShapeError(f"axis {tuple(axes)} repeats an axis")
+    return tuple(out)
+
+
+def dims_match(dim: Dim, size: int) -> bool:
+    """Does a runtime size fit a declared dimension (symbols are checked elsewhere)?"""
+    return not isinstance(dim, int) or dim == size
