@@ -4,12 +4,14 @@ from . import ops
 from .errors import (ExecutionError, FeedError, FileFormatError, GradientError, GraphEngineError,
                      GraphError, ShapeError, TrainingError)
 from .executor import run
+from .gradcheck import gradcheck
+from .gradients import GradientWarning, gradients
 from .graph import Graph, Tensor
 from .ops.api import *  # noqa: F401,F403  the op functions: ge.exp, ge.matmul ...
 from .ops.api import __all__ as _op_names
 
 __version__ = "0.1.0"
 
-__all__ = ["Graph", "Tensor", "run", "ops",
+__all__ = ["Graph", "Tensor", "run", "ops", "gradients", "gradcheck", "GradientWarning",
            "GraphEngineError", "GraphError", "ShapeError", "FeedError", "FileFormatError",
            "GradientError", "ExecutionError", "TrainingError", *_op_names]

@@ -87,7 +87,8 @@ class Plan:
             if step is None:
                 raise
             raise _kernel_error(step, values, exc) from exc
-        return [values[i] for i in self.fetch_slots]
+        # Kernels may return numpy scalars for 0-d results; users get arrays.
+        return [np.asarray(values[i]) for i in self.fetch_slots]
 
 
 def _kernel_error(step: _Step, values: list, exc: Exception) -> ExecutionError:

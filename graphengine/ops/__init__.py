@@ -1,6 +1,6 @@
 """The op set.  Importing this package registers every op family."""
 
-from . import elementwise, sources  # noqa: F401  (registration side effects)
+from . import elementwise, linalg, loss, nn, reduce, shape, sources  # noqa: F401  (registers ops)
 from . import api  # noqa: F401  (must come last: it reads the full registry)
 from .registry import REGISTRY, OpDef, get_op
 

@@ -203,6 +203,14 @@ class OpDef:
                 ) from None
         return out
 
+    def gradient_unsupported(self, attrs: dict[str, Any]) -> str | None:
+        """Why a node with these attributes cannot be differentiated, or None.
+
+        The gradient pass asks every node on the path first and reports all
+        problems at once, before it builds anything.
+        """
+        return None
+
     # -- the parts each op defines ---------------------------------------------
     def infer(self, *types, **attrs):  # pragma: no cover - every op overrides it
         raise NotImplementedError

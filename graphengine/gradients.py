@@ -1,0 +1,346 @@
+"""Reverse-mode differentiation as a compiler pass: forward graph in, gradient graph out.
+
+:func:`gradients` keeps the nodes on a differentiable path from a wrt tensor to
+the loss, visits them in reverse topological order and applies each op's
+gradient rule (its vjp) to the incoming gradient.  Rules emit ordinary nodes of
+our own op set, so the result is an ordinary graph: it can be saved, drawn, run
+and differentiated again.  The pass does the shared work once, so rules stay
+short: fan-out contributions are summed in one ``add_n``, a gradient flowing
+into a broadcast input is summed back to that input's shape (``sum_like``),
+``x*1`` and ``x+0`` are never emitted, identical nodes are shared, and nodes
+that no gradient output needs are dropped at the end.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import networkx as nx
+import numpy as np
+
+from .compiler import to_networkx
+from .dtypes import is_float
+from .errors import GradientError
+from .graph import Graph, GradientInfo, Node, Tensor, _GradientContext, make_ref, parse_ref
+from .ops.registry import F
+
+#: Name scope of every node the pass adds.
+SCOPE = "gradients"
+
+
+class GradientWarning(UserWarning):
+    """A wrt tensor got a zero gradient because the loss does not depend on it."""
+
+
+class NodeView:
+    """What a gradient rule sees of the forward node it differentiates.
+
+    ``inputs`` and ``outputs`` are tensor handles in the gradient graph (which
+    holds every forward node), so rules reuse forward values instead of
+    recomputing them; ``wants(i)`` tells whether input ``i`` needs a gradient.
+    """
+
+    def __init__(self, graph: Graph, node: Node, wanted: Sequence[bool]) -> None:
+        self.name = node.name
+        self.op = node.op
+        self.attrs = node.attrs
+        self.inputs = [graph.tensor(r) for r in node.inputs]
+        self.outputs = [Tensor(graph, node.name, i) for i in range(len(node.types))]
+        self._wanted = wanted
+
+    def wants(self, index: int) -> bool:
+        return self._wanted[index]
+
+
+@dataclass
+class _Reach:
+    """Which tensors lie on a differentiable path from a wrt tensor to the loss."""
+
+    live: set[str]          # tensor refs that carry a gradient
+    nodes: list[Node]       # nodes to differentiate, in forward order
+
+
+def _differentiable_edge(node: Node, slot: int, in_type) -> bool:
+    opdef = node.opdef
+    return (opdef.differentiable and opdef.input_spec(slot).differentiable
+            and is_float(in_type.dtype))
+
+
+def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
+    forward = set(wrt)
+    for node in graph.nodes:
+        if any(ref in forward and _differentiable_edge(node, i, graph.tensor(ref).type)
+               for i, ref in enumerate(_canonical(node.inputs))):
+            forward.update(r for r, t in zip(node.output_refs(), node.types) if is_float(t.dtype))
+    backward = {loss}
+    nodes = []
+    for node in reversed(graph.nodes):
+        if not any(r in backward for r in node.output_refs()):
+            continue
+        carries = False
+        for i, ref in enumerate(_canonical(node.inputs)):
+            if ref in forward and _differentiable_edge(node, i, graph.tensor(ref).type):
+                backward.add(ref)
+                carries = True
+        if carries:
+            nodes.append(node)
+    nodes.reverse()
+    return _Reach(forward & backward, nodes)
+
+
+def _canonical(refs: Sequence[str]) -> list[str]:
+    return [make_ref(*parse_ref(r)) for r in refs]
+
+
+def explain_no_gradient(graph: Graph, loss: str, wrt: str) -> str:
+    """Why no gradient reaches ``wrt``: not connected, or blocked by named ops."""
+    g = to_networkx(graph)
+    source, target = parse_ref(wrt)[0], parse_ref(loss)[0]
+    if source == target:
+        return f"'{wrt}' is the loss itself but has dtype {graph.tensor(wrt).dtype}"
+    if not nx.has_path(g, source, target):
+        return (f"the loss '{loss}' does not depend on '{wrt}': no path leads from it to the "
+                "loss (did you build the loss from another tensor?)")
+    between = nx.descendants(g, source) & (nx.ancestors(g, target) | {target})
+    blockers = []
+    for name in sorted(between | {source}, key=lambda n: g.nodes[n]["index"]):
+        node = graph.node(name)
+        for i, ref in enumerate(node.inputs):
+            producer = parse_ref(ref)[0]
+            if (producer == source or producer in between) and name in between and \
+                    not _differentiable_edge(node, i, graph.tensor(ref).type):
+                blockers.append(_why_blocked(graph, node, i, ref))
+    path = nx.shortest_path(g, source, target)
+    text = "; ".join(dict.fromkeys(blockers)) or "no differentiable path"
+    return (f"every path from '{wrt}' to the loss '{loss}' is blocked: {text} "
+            f"(one such path: {' -> '.join(path)})")
+
+
+def _why_blocked(graph: Graph, node: Node, slot: int, ref: str) -> str:
+    opdef = node.opdef
+    dtype = graph.tensor(ref).dtype
+    if not opdef.differentiable:
+        return f"node '{node.name}' ({node.op}) passes no gradient"
+    if not opdef.input_spec(slot).differentiable:
+        return (f"input '{opdef.input_spec(slot).name}' of node '{node.name}' ({node.op}) "
+                "is not differentiable")
+    return f"'{ref}' has dtype {dtype.name} (gradients flow only through float tensors)"
+
+
+def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | None = None, *,
+              grad_ys: Any = None, unconnected: str = "zeros", name: str | None = None) -> Graph:
+    """Build the gradient graph of ``loss`` with respect to ``wrt``.
+
+    Args:
+        graph: the forward graph (left unchanged).
+        loss: the tensor to differentiate; it must be a float scalar unless
+            ``grad_ys`` is given.
+        wrt: tensors to differentiate with respect to (parameters, placeholders or
+            intermediate tensors); default every trainable parameter.
+        grad_ys: the seed gradient for a non-scalar loss (as tf.gradients): an
+            array of the loss's shape, or ``"placeholder"`` to feed it at run time
+            as ``gradients/seed``.
+        unconnected: what a wrt tensor the loss does not depend on gets:
+            ``"zeros"`` (zeros of its shape, with a GradientWarning saying why) or
+            ``"error"`` (a GradientError saying why).
+        name: name of the new graph (default ``<graph>_grad``).
+
+    Returns:
+        A new graph holding the forward nodes and the gradient nodes (under
+        ``gradients/``, each linked to its forward node by ``derived_from``).
+        ``result.gradient.grads`` maps each wrt tensor to its gradient tensor,
+        named ``gradients/<wrt>``; the loss and the gradients are its outputs.
+
+    Raises:
+        GradientError: a non-float or non-scalar loss without ``grad_ys``, an
+            unknown or non-float wrt tensor, an unconnected wrt tensor with
+            ``unconnected="error"``, ops without a usable gradient rule (all
+            listed at once).
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph()
+    >>> x = g.placeholder("x", ())
+    >>> y = ge.sin(x * x)
+    >>> tg = ge.gradients(g, y, wrt=["x"])
+    >>> float(ge.run(tg, "gradients/x", {"x": np.float32(1.0)}))  # 2x cos(x^2)
+    1.0806046724319458
+    """
+    if unconnected not in ("zeros", "error"):
+        raise GradientError(f"unconnected must be 'zeros' or 'error', not {unconnected!r}")
+    loss_ref = _tensor_ref(graph, loss, "loss")
+    loss_type = graph.tensor(loss_ref).type
+    if not is_float(loss_type.dtype):
+        raise GradientError(f"loss '{loss_ref}' has dtype {loss_type.dtype.name}; only a float "
+                            "tensor can be differentiated")
+    if wrt is None:
+        wrt_refs = [n.name for n in graph.parameters(trainable=True)]
+        if not wrt_refs:
+            raise GradientError(f"graph '{graph.name}' has no trainable parameters; name the "
+                                "tensors to differentiate with wrt=[...]")
+    else:
+        wrt_refs = list(dict.fromkeys(_tensor_ref(graph, w, "wrt") for w in wrt))
+    for ref in wrt_refs:
+        dtype = graph.tensor(ref).dtype
+        if not is_float(dtype):
+            raise GradientError(f"wrt tensor '{ref}' has dtype {dtype.name}; gradients exist "
+                                "only for float tensors")
+    if loss_type.shape != () and grad_ys is None:
+        raise GradientError(f"loss '{loss_ref}' has shape {loss_type.shape}, not a scalar: "
+                            "reduce it (ge.sum, ge.mean) or pass grad_ys, the gradient to "
+                            "start from, with the loss's shape")
+
+    reach = _reach(graph, loss_ref, wrt_refs)
+    unsupported = [f"node '{n.name}' ({n.op}): {why}" for n in reach.nodes
+                   if (why := n.opdef.gradient_unsupported(n.attrs)) is not None]
+    if unsupported:
+        raise GradientError(f"{len(unsupported)} node(s) on the path to the loss have no "
+                            "usable gradient rule: " + "; ".join(unsupported))
+    disconnected = {ref: explain_no_gradient(graph, loss_ref, ref)
+                    for ref in wrt_refs if ref not in reach.live}
+    if disconnected and unconnected == "error":
+        raise GradientError("no gradient reaches " + "; ".join(
+            f"'{ref}': {why}" for ref, why in disconnected.items())
+            + ". Pass unconnected='zeros' to get zeros instead")
+    for ref, why in disconnected.items():
+        warnings.warn(f"gradient of '{ref}' is zero: {why}", GradientWarning, stacklevel=2)
+
+    out = graph.copy(name or f"{graph.name}_grad")
+    before = set(out._nodes)
+    scope = _free_scope(out)
+    output_names = {ref: f"{scope}/{ref.replace(':', '_')}" for ref in wrt_refs}
+    ctx = _GradientContext(scope=scope)
+    out._grad_ctx = ctx
+    try:
+        seed_ref = _seed(out, ctx, loss_ref, loss_type, grad_ys)
+        totals = _backpropagate(out, ctx, reach, loss_ref, seed_ref, set(wrt_refs), scope)
+        grads = {}
+        for ref in wrt_refs:
+            ctx.scope, ctx.derived_from = scope, parse_ref(ref)[0]
+            x = out.tensor(ref)
+            value = totals.get(ref)
+            op, arg = ("identity", value) if value is not None else ("zeros_like", x)
+            grads[ref] = out.apply(op, [arg], name=output_names[ref].split("/", 1)[1]).name
+    finally:
+        out._grad_ctx = None
+    fed_seed = seed_ref if out.node(parse_ref(seed_ref)[0]).op == "placeholder" else ""
+    added = _drop_unused(out, before, list(grads.values()) + ([fed_seed] if fed_seed else []))
+    out.gradient = GradientInfo(
+        loss_ref, grads, tuple(added), seed=fed_seed,
+        zero=tuple(disconnected))
+    out._outputs = [loss_ref, *grads.values()]
+    out._changed()
+    return out
+
+
+def _tensor_ref(graph: Graph, value: str | Tensor, what: str) -> str:
+    try:
+        return graph.tensor(value).name
+    except Exception as exc:
+        raise GradientError(f"{what}: {exc}") from None
+
+
+def _seed(graph: Graph, ctx: _GradientContext, loss: str, loss_type, grad_ys: Any) -> str:
+    ctx.derived_from = parse_ref(loss)[0]
+    if isinstance(grad_ys, str):
+        if grad_ys != "placeholder":
+            raise GradientError(f"grad_ys must be an array or 'placeholder', not {grad_ys!r}")
+        return graph.placeholder("seed", loss_type.shape, loss_type.dtype).name
+    if grad_ys is None:
+        value = np.ones((), loss_type.dtype)
+    else:
+        value = np.asarray(grad_ys, dtype=loss_type.dtype)
+        if loss_type.is_static and value.shape != loss_type.shape:
+            raise GradientError(f"grad_ys has shape {value.shape}, the loss '{loss}' has "
+                                f"shape {loss_type.shape}")
+    return graph.constant(value).name
+
+
+def _backpropagate(graph: Graph, ctx: _GradientContext, reach: _Reach, loss: str, seed: str,
+                   wrt: set[str], scope: str) -> dict[str, Tensor]:
+    """Apply the rules in reverse order; return the total gradient of each wrt tensor."""
+    pending: dict[str, list[Tensor]] = {loss: [graph.tensor(seed)]}
+    totals: dict[str, Tensor] = {}
+
+    def total(ref: str, producer: Node) -> Tensor | None:
+        parts = pending.pop(ref, None)
+        if not parts:
+            return None
+        ctx.derived_from = producer.name
+        ctx.scope = _scope_of(producer, scope)
+        value = parts[0] if len(parts) == 1 else F.add_n(parts)
+        if ref in wrt:
+            totals[ref] = value
+        return value
+
+    for node in reversed(reach.nodes):
+        dys = [total(ref, node) for ref in node.output_refs()]
+        if all(d is None for d in dys):
+            continue
+        inputs = _canonical(node.inputs)
+        wanted = [ref in reach.live and _differentiable_edge(node, i, graph.tensor(ref).type)
+                  for i, ref in enumerate(inputs)]
+        ctx.derived_from, ctx.scope = node.name, _scope_of(node, scope)
+        view = NodeView(graph, node, wanted)
+        if len(dys) == 1:
+            results = node.opdef.vjp(view, dys[0])
+        else:
+            results = node.opdef.vjp(view, [_zeros_if_none(graph, d, node, k)
+                                            for k, d in enumerate(dys)])
+        assert len(results) == len(inputs), f"vjp of {node.op} returned {len(results)} grads"
+        for ref, grad, want in zip(inputs, results, wanted):
+            if grad is None or not want:
+                continue
+            pending.setdefault(ref, []).append(_fit(graph, grad, ref))
+    # What is left belongs to source tensors (parameters, placeholders) and to wrt
+    # tensors that no visited node produced.
+    for ref in list(pending):
+        total(ref, graph.node(parse_ref(ref)[0]))
+    return totals
+
+
+def _zeros_if_none(graph: Graph, dy: Tensor | None, node: Node, index: int) -> Tensor:
+    """Multi-output rules get a zeros tensor for an output no gradient reached."""
+    return dy if dy is not None else F.zeros_like(Tensor(graph, node.name, index))
+
+
+def _fit(graph: Graph, grad: Tensor, ref: str) -> Tensor:
+    """Sum a gradient back to the shape of the input it flows into (undoing
+    broadcasting) and check its dtype."""
+    target = graph.tensor(ref)
+    if grad.dtype != target.dtype:
+        raise GradientError(f"internal error: gradient {grad.name} of '{ref}' has dtype "
+                            f"{grad.dtype}, expected {target.dtype}")
+    if grad.shape == target.shape:
+        return grad
+    return F.sum_like(grad, target)
+
+
+def _scope_of(node: Node, scope: str) -> str:
+    return f"{scope}/{node.scope}" if node.scope else scope
+
+
+def _free_scope(graph: Graph) -> str:
+    """``gradients``, or ``gradients_1``, ``gradients_2`` ... when a graph already
+    holds gradient nodes (differentiating a gradient graph again)."""
+    taken = {n.split("/", 1)[0] for n in graph._nodes}
+    scope, k = SCOPE, 0
+    while scope in taken:
+        k += 1
+        scope = f"{SCOPE}_{k}"
+    return scope
+
+
+def _drop_unused(graph: Graph, before: set[str], keep: list[str]) -> list[str]:
+    """Remove added nodes that no gradient output needs; return the added names."""
+    needed: set[str] = set()
+    stack = [parse_ref(r)[0] for r in keep]
+    while stack:
+        name = stack.pop()
+        if name in needed or name in before:
+            continue
+        needed.add(name)
+        stack.extend(parse_ref(r)[0] for r in graph.node(name).inputs)
+    graph._nodes = {k: v for k, v in graph._nodes.items() if k in before or k in needed}
+    return [k for k in graph._nodes if k not in before]

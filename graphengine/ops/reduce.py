@@ -1,0 +1,234 @@
+"""Reductions (sum, mean, max, min, argmax) and their adjoints.
+
+``axis`` is None (every axis), an int or a list of ints, negative counting from
+the end, as in numpy.  Two internal ops undo and redo broadcasting in gradient
+graphs, at run time, so they work with symbolic dims:
+
+* ``broadcast_like(x, like, axes)`` re-inserts the reduced ``axes`` into ``x``
+  and broadcasts it to ``like``'s shape (the adjoint of a reduction);
+* ``sum_like(x, like, axes)`` sums ``x`` down to ``like``'s shape (the adjoint of
+  broadcasting).
+
+With ``mean=True`` both also divide by the number of elements folded together,
+so each is the other's exact adjoint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dtypes import ALL_TYPES, FLOAT_TYPES, INDEX_TYPES, NUMERIC_TYPES
+from ..shapes import TensorType, broadcast_shapes, format_shape, normalize_axes, normalize_axis
+from .registry import Attr, F, Input, OpDef, register
+
+
+def reduced_shape(shape, axes, keepdims):
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+class Reduction(OpDef):
+    inputs = (Input("x", NUMERIC_TYPES),)
+    attrs = (Attr("axis", "ints", None), Attr("keepdims", "bool", False))
+
+    def infer(self, x, *, axis, keepdims):
+        axes = normalize_axes(axis, x.rank)
+        return x.with_shape(reduced_shape(x.shape, axes, keepdims))
+
+    def axes(self, node) -> tuple[int, ...] | None:
+        """The reduced axes to re-insert in the gradient (None when kept)."""
+        x = node.inputs[0]
+        if node.attrs["keepdims"]:
+            return None
+        return normalize_axes(node.attrs["axis"], x.ndim)
+
+
+@register
+class Sum(Reduction):
+    """Sum over ``axis`` as numpy.sum.  d/dx = 1 for every summed element, so the
+    gradient broadcasts dy back over the reduced axes."""
+
+    name = "sum"
+
+    def kernel(self, x, *, axis, keepdims):
+        return np.sum(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
+
+    def vjp(self, node, dy):
+        return [F.broadcast_like(dy, node.inputs[0], axes=self.axes(node))]
+
+
+@register
+class Mean(Reduction):
+    """Mean over ``axis`` as numpy.mean (float inputs only, so the result keeps
+    the input's dtype).  d/dx = 1/n for each of the n averaged elements."""
+
+    name = "mean"
+    inputs = (Input("x", FLOAT_TYPES),)
+
+    def kernel(self, x, *, axis, keepdims):
+        return np.mean(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
+
+    def vjp(self, node, dy):
+        return [F.broadcast_like(dy, node.inputs[0], axes=self.axes(node), mean=True)]
+
+
+class Extremum(Reduction):
+    """max or min; the gradient is shared equally among tied extreme elements."""
+
+    def infer(self, x, *, axis, keepdims):
+        if 0 in x.shape and axis is None:
+            raise ValueError(f"cannot take the {self.name} of an empty tensor")
+        return super().infer(x, axis=axis, keepdims=keepdims)
+
+    def vjp(self, node, dy):
+        x, y = node.inputs[0], node.outputs[0]
+        axes = self.axes(node)
+        hit = F.cast(F.equal(x, F.broadcast_like(y, x, axes=axes)), dtype=x.dtype)
+        count = F.broadcast_like(F.sum(hit, axis=node.attrs["axis"],
+                                       keepdims=node.attrs["keepdims"]), x, axes=axes)
+        return [hit * F.broadcast_like(dy, x, axes=axes) / count]
+
+
+@register
+class Max(Extremum):
+    """Maximum over ``axis`` as numpy.max; ties share the gradient equally."""
+
+    name = "max"
+
+    def kernel(self, x, *, axis, keepdims):
+        return np.max(x, axis=axis, keepdims=keepdims)
+
+
+@register
+class Min(Extremum):
+    """Minimum over ``axis`` as numpy.min; ties share the gradient equally."""
+
+    name = "min"
+
+    def kernel(self, x, *, axis, keepdims):
+        return np.min(x, axis=axis, keepdims=keepdims)
+
+
+@register
+class Argmax(OpDef):
+    """Index of the maximum along ``axis`` as numpy.argmax (int64; the first one
+    on ties; ``axis=None`` indexes the flattened tensor).  Not differentiable."""
+
+    name = "argmax"
+    inputs = (Input("x", NUMERIC_TYPES),)
+    attrs = (Attr("axis", "int", None), Attr("keepdims", "bool", False))
+    vjp = None
+
+    def infer(self, x, *, axis, keepdims):
+        if axis is None:
+            shape = (1,) * x.rank if keepdims else ()
+        else:
+            a = normalize_axis(axis, x.rank)
+            shape = reduced_shape(x.shape, (a,), keepdims)
+        return TensorType("int64", shape)
+
+    def kernel(self, x, *, axis, keepdims):
+        return np.argmax(x, axis=axis, keepdims=keepdims).astype(np.int64, copy=False)
+
+
+def _fold_count(big: np.ndarray, small_size: int) -> int:
+    return big.size // small_size if small_size else 1
+
+
+@register
+class BroadcastLike(OpDef):
+    """Insert ``axes`` (reduced away earlier) into x, then broadcast it to the shape
+    of ``like``; with ``mean`` divide by the number of copies.  The adjoint of
+    sum and mean; used by gradient rules."""
+
+    name = "broadcast_like"
+    internal = True
+    inputs = (Input("x", ALL_TYPES), Input("like", ALL_TYPES, differentiable=False))
+    attrs = (Attr("axes", "ints", None), Attr("mean", "bool", False))
+
+    def infer(self, x, like, *, axes, mean):
+        shape = _expanded(x.shape, axes, like.rank)
+        try:
+            out = broadcast_shapes(shape, like.shape)
+        except ValueError:
+            raise ValueError(f"cannot broadcast {format_shape(x.shape)} to "
+                             f"{format_shape(like.shape)}") from None
+        if len(out) != like.rank:
+            raise ValueError(f"{format_shape(x.shape)} has more dims than {format_shape(like.shape)}")
+        return TensorType(x.dtype, like.shape)
+
+    def kernel(self, x, like, *, axes, mean):
+        if axes is not None:
+            x = np.expand_dims(x, axes)
+        out = np.broadcast_to(x, like.shape)
+        if mean:
+            return out / x.dtype.type(_fold_count(out, x.size))
+        return out
+
+    def vjp(self, node, dy):
+        x = node.inputs[0]
+        return [F.sum_like(dy, x, axes=node.attrs["axes"], mean=node.attrs["mean"]), None]
+
+
+@register
+class SumLike(OpDef):
+    """Sum x down to the shape of ``like``: over ``axes`` when given (dropping
+    them), else over the axes that broadcasting added or stretched; with ``mean``
+    divide by the number of summed elements.  The adjoint of broadcasting."""
+
+    name = "sum_like"
+    internal = True
+    inputs = (Input("x", NUMERIC_TYPES), Input("like", ALL_TYPES, differentiable=False))
+    attrs = (Attr("axes", "ints", None), Attr("mean", "bool", False))
+
+    def infer(self, x, like, *, axes, mean):
+        if like.rank > x.rank:
+            raise ValueError(f"cannot sum {format_shape(x.shape)} to the larger rank of "
+                             f"{format_shape(like.shape)}")
+        return TensorType(x.dtype, like.shape)
+
+    def kernel(self, x, like, *, axes, mean):
+        target = like.shape
+        if axes is None:
+            lead = x.ndim - len(target)
+            axes = tuple(range(lead)) + tuple(
+                lead + i for i, d in enumerate(target) if d == 1 and x.shape[lead + i] != 1)
+            out = np.sum(x, axis=axes, keepdims=True, dtype=x.dtype).reshape(target)
+        else:
+            out = np.sum(x, axis=axes, dtype=x.dtype)
+        if mean:
+            out = out / x.dtype.type(_fold_count(x, out.size))
+        return out
+
+    def vjp(self, node, dy):
+        x = node.inputs[0]
+        return [F.broadcast_like(dy, x, axes=node.attrs["axes"], mean=node.attrs["mean"]), None]
+
+
+@register
+class ZerosLike(OpDef):
+    """Zeros of the shape and dtype of x (the gradient of a wrt tensor the loss
+    does not depend on)."""
+
+    name = "zeros_like"
+    inputs = (Input("x", ALL_TYPES, differentiable=False),)
+    vjp = None
+
+    def infer(self, x):
+        return x
+
+    def kernel(self, x):
+        return np.zeros_like(x)
+
+
+def _expanded(shape, axes, rank):
+    if axes is None:
+        return shape
+    out = list(shape)
+    for a in sorted(normalize_axis(a, rank) for a in axes):
+        out.insert(a, 1)
+    return tuple(out)
+
+
+__all__ = ["Reduction", "INDEX_TYPES"]
