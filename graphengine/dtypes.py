@@ -45,6 +45,15 @@ def as_dtype(value: Any) -> np.dtype:
     return dtype
 
 
+# numpy computes dtype.name on every access; hot paths look it up here instead.
+_NAMES = {np.dtype(name): name for name in DTYPE_NAMES}
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """``dtype.name``, fast, for the supported dtypes."""
+    return _NAMES.get(dtype) or dtype.name
+
+
 def is_float(dtype: np.dtype) -> bool:
     """True for the floating-point dtypes, the only ones gradients flow through."""
-    return dtype.name in FLOAT_TYPES
+    return dtype_name(dtype) in FLOAT_TYPES

@@ -94,9 +94,12 @@ def _canonical(refs: Sequence[str]) -> list[str]:
     return [make_ref(*parse_ref(r)) for r in refs]
 
 
-def explain_no_gradient(graph: Graph, loss: str, wrt: str) -> str:
-    """Why no gradient reaches ``wrt``: not connected, or blocked by named ops."""
-    g = to_networkx(graph)
+def explain_no_gradient(graph: Graph, loss: str, wrt: str, g: nx.DiGraph | None = None) -> str:
+    """Why no gradient reaches ``wrt``: not connected, or blocked by named ops.
+
+    ``g`` is ``to_networkx(graph)``, when the caller already has it.
+    """
+    g = to_networkx(graph) if g is None else g
     source, target = parse_ref(wrt)[0], parse_ref(loss)[0]
     if source == target:
         return f"'{wrt}' is the loss itself but has dtype {graph.tensor(wrt).dtype}"
@@ -197,14 +200,16 @@ def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
     if unsupported:
         raise GradientError(f"{len(unsupported)} node(s) on the path to the loss have no "
                             "usable gradient rule: " + "; ".join(unsupported))
-    disconnected = {ref: explain_no_gradient(graph, loss_ref, ref)
-                    for ref in wrt_refs if ref not in reach.live}
-    if disconnected and unconnected == "error":
-        raise GradientError("no gradient reaches " + "; ".join(
-            f"'{ref}': {why}" for ref, why in disconnected.items())
-            + ". Pass unconnected='zeros' to get zeros instead")
-    for ref, why in disconnected.items():
-        warnings.warn(f"gradient of '{ref}' is zero: {why}", GradientWarning, stacklevel=2)
+    disconnected = [ref for ref in wrt_refs if ref not in reach.live]
+    if disconnected:
+        nxg = to_networkx(graph)
+        reasons = "; ".join(f"'{ref}': {explain_no_gradient(graph, loss_ref, ref, nxg)}"
+                            for ref in disconnected)
+        if unconnected == "error":
+            raise GradientError(f"no gradient reaches {reasons}. Pass unconnected='zeros' to "
+                                "get zeros instead")
+        warnings.warn(f"the gradient of {len(disconnected)} wrt tensor(s) is zero: {reasons}",
+                      GradientWarning, stacklevel=2)
 
     out = graph.copy(name or f"{graph.name}_grad")
     before = set(out._nodes)

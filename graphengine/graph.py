@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .dtypes import as_dtype
+from .dtypes import as_dtype, dtype_name
 from .errors import FeedError, GraphError, ShapeError
 from .ops.registry import OpDef, get_op
 from .shapes import Shape, TensorType, format_shape
@@ -487,7 +487,7 @@ def infer_types(opdef: OpDef, node_name: str, in_types: Sequence[TensorType],
     where = f"node '{node_name}' ({opdef.name})"
     for i, t in enumerate(in_types):
         spec = opdef.input_spec(i)
-        if t.dtype.name not in spec.dtypes:
+        if dtype_name(t.dtype) not in spec.dtypes:
             allowed = ", ".join(sorted(spec.dtypes))
             raise ShapeError(f"{where}: input '{spec.name}' ('{refs[i]}') has dtype "
                              f"{t.dtype.name}, expected one of {allowed}; convert it with "
