@@ -27,7 +27,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 def check_name(name: str, what: str = "name") -> str:
     """Refuse names that could not be printed, fetched or stored unambiguously."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise GraphError(
             f"invalid {what} {name!r}: use letters, digits, '_', '.', '-' in segments "
             "separated by '/' (no ':', spaces, control characters or empty segments)"
@@ -360,7 +360,7 @@ class Graph:
         opdef = get_op(op)
         attrs = opdef.canonical_attrs(attrs or {})
         refs = self._input_refs(opdef, inputs)
-        node_name = self._explicit_name(name) if name else self._unique_name(op)
+        node_name = self._explicit_name(name) if name is not None else self._unique_name(op)
         types = self._infer(opdef, node_name, refs, attrs)
         ctx = self._grad_ctx
         if ctx is not None:
@@ -408,8 +408,11 @@ class Graph:
                 value, np.ndarray):
             if isinstance(value, (bool, np.bool_)):
                 dtype = np.dtype(bool)
-            elif like is not None:
+            elif like is not None and (like.kind == "f" or not isinstance(
+                    value, (float, np.floating))):
                 dtype = like
+            elif like is not None:
+                dtype = np.dtype("float64")  # a float with an int tensor: numpy's promotion
             else:
                 dtype = np.dtype("float32" if isinstance(value, float) else "int64")
             array = np.asarray(value, dtype=dtype)

@@ -1,0 +1,130 @@
+"""The executor: feeds, fetches, pruning, plan caching, memory release, errors."""
+
+import numpy as np
+import pytest
+
+import graphengine as ge
+from graphengine import executor
+
+
+def small():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3))
+    y = g.placeholder("y", (None,))
+    unused = g.placeholder("unused", (5,))
+    a = ge.exp(x, name="a")
+    b = ge.sum(a, axis=1, name="b")
+    c = ge.multiply(b, y, name="c")
+    ge.tanh(unused, name="other")
+    return g, x, y, c
+
+
+def test_fetch_list_gives_dict_single_gives_array():
+    g, x, y, c = small()
+    feeds = {"x": np.zeros((2, 3), np.float32), "y": np.ones(2, np.float32)}
+    out = ge.run(g, ["b", c], feeds)
+    assert list(out) == ["b", "c"]
+    np.testing.assert_allclose(out["c"], [3, 3])
+    assert isinstance(ge.run(g, "c", feeds), np.ndarray)
+
+
+def test_unneeded_placeholders_are_not_required():
+    g, *_ = small()
+    out = ge.run(g, "a", {"x": np.zeros((1, 3), np.float32)})
+    assert out.shape == (1, 3)
+
+
+@pytest.mark.parametrize("feeds, fragment", [
+    ({"x": np.zeros((2, 3), np.float64), "y": np.ones(2, np.float32)}, "dtype float64"),
+    ({"x": np.zeros((2, 4), np.float32), "y": np.ones(2, np.float32)}, "axis 1 is 4, expected 3"),
+    ({"x": np.zeros((2,), np.float32), "y": np.ones(2, np.float32)}, "rank 1"),
+    ({"x": np.zeros((2, 3), np.float32), "y": np.ones(3, np.float32)}, "every feed must agree"),
+    ({"x": np.zeros((2, 3), np.float32)}, "missing feed for placeholder(s) 'y'"),
+    ({"x": np.zeros((2, 3), np.float32), "y": np.ones(2, np.float32), "a": 1}, "not a placeh"),
+    ({"x": np.zeros((2, 3), np.float32), "y": np.ones(2, np.float32), "zz": 1}, "no placeholder"),
+    ({"x": [[1, 2], [3]], "y": np.ones(2, np.float32)}, "cannot make a float32 array"),
+])
+def test_bad_feeds_are_clear_errors(feeds, fragment):
+    g, *_ = small()
+    with pytest.raises(ge.FeedError) as info:
+        ge.run(g, "c", feeds)
+    assert fragment in str(info.value)
+
+
+def test_python_lists_are_converted():
+    g, *_ = small()
+    out = ge.run(g, "c", {"x": [[0.0, 0.0, 0.0]], "y": [2.0]})
+    assert out.dtype == np.float32 and out.tolist() == [6.0]
+
+
+def test_unknown_fetch_is_a_feed_error():
+    g, *_ = small()
+    with pytest.raises(ge.FeedError, match="no tensor 'nope'"):
+        ge.run(g, "nope", {})
+    with pytest.raises(ge.FeedError, match="nothing to fetch"):
+        ge.run(g, [], {})
+
+
+def test_plan_is_compiled_once_per_signature(monkeypatch):
+    g, *_ = small()
+    calls = []
+    real = executor.compile_plan
+    monkeypatch.setattr(executor, "compile_plan",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    feeds = {"x": np.zeros((2, 3), np.float32), "y": np.ones(2, np.float32)}
+    for _ in range(5):
+        ge.run(g, "c", feeds)
+    ge.run(g, "c", {**feeds, "x": np.zeros((7, 3), np.float32), "y": np.ones(7, np.float32)})
+    assert len(calls) == 1
+    ge.run(g, ["b", "c"], feeds)
+    assert len(calls) == 2
+    ge.exp(g.tensor("c"))  # changing the graph drops cached plans
+    ge.run(g, "c", feeds)
+    assert len(calls) == 3
+
+
+def test_intermediates_are_released_after_last_use():
+    g = ge.Graph()
+    x = g.placeholder("x", (4,))
+    h = x
+    for _ in range(10):
+        h = ge.exp(h) * 0.5
+    plan = executor.compile_plan(g, [h.name], ["x"])
+    released = {s for step in plan.steps for s in step.release}
+    computed = {s for step in plan.steps for s in step.outputs}
+    assert computed - released == {plan.fetch_slots[0]}
+    # The live set never exceeds a few slots, whatever the depth.
+    live, peak = set(), 0
+    for step in plan.steps:
+        live |= set(step.outputs)
+        peak = max(peak, len(live))
+        live -= set(step.release)
+    assert peak <= 3
+
+
+def test_float32_stays_float32_through_every_step():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3))
+    y = ge.mean(ge.softplus(ge.sigmoid(x) * 2.0 - 1.0) / 3.0, axis=0)
+    out = ge.run(g, y, {"x": np.ones((4, 3), np.float32)})
+    assert out.dtype == np.float32
+
+
+def test_kernel_failure_names_the_node_and_input_shapes():
+    g = ge.Graph()
+    x = g.placeholder("x", ("A", 3))
+    y = g.placeholder("y", ("B", 3))
+    ge.add(x, y, name="broken")  # A and B are different symbols: only known at run time
+    with pytest.raises(ge.ExecutionError, match="node 'broken' \\(add\\) failed") as info:
+        ge.run(g, "broken", {"x": np.zeros((2, 3), np.float32), "y": np.zeros((3, 3),
+                                                                                 np.float32)})
+    assert "(2, 3)" in str(info.value) and isinstance(info.value.__cause__, ValueError)
+
+
+def test_parameters_are_read_at_run_time():
+    g = ge.Graph()
+    w = g.parameter("w", np.ones(2, np.float32))
+    y = ge.sum(w * 3.0)
+    assert ge.run(g, y) == 6.0
+    g.values["w"] = np.full(2, 2.0, np.float32)
+    assert ge.run(g, y) == 12.0
