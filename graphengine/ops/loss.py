@@ -1,1 +1,183 @@
-"""(being written)"""
+"""Losses: softmax cross-entropy and mean squared error.
+
+``reduction`` is ``"mean"`` (the default: average over samples), ``"sum"`` or
+``"none"`` (one loss per sample), as in PyTorch and ONNX.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dtypes import FLOAT_TYPES, INDEX_TYPES
+from ..errors import GradientError
+from ..shapes import Dim, TensorType, format_shape, normalize_axis
+from .nn import is_zeros, log_softmax_array
+from .registry import Attr, F, Input, OpDef, register
+
+_REDUCTION = Attr("reduction", "str", "mean", choices=("mean", "sum", "none"))
+
+
+def _reduce(per_sample: np.ndarray, reduction: str) -> np.ndarray:
+    if reduction == "mean":
+        return np.asarray(np.mean(per_sample, dtype=per_sample.dtype))
+    if reduction == "sum":
+        return np.asarray(np.sum(per_sample, dtype=per_sample.dtype))
+    return per_sample
+
+
+def _same_dims(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> bool:
+    """Could shapes a and b be equal at run time (symbolic dims match anything)?"""
+    return len(a) == len(b) and all(
+        x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a, b))
+
+
+def _check_labels(labels: np.ndarray, classes: int) -> None:
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"label {labels[where]} at index {where} is out of range for "
+                         f"{classes} classes: labels must be in [0, {classes - 1}]")
+
+
+@register
+class SoftmaxCrossEntropy(OpDef):
+    """Cross-entropy between softmax(logits) along ``axis`` and the labels.
+
+    ``labels`` are either class indices (int32/int64, the shape of logits without
+    ``axis``; an index outside [0, classes) fails at run time) or a probability
+    target per class (the dtype and shape of logits).  With log_prob =
+    log_softmax(logits), the loss per sample is -log_prob[label], or
+    -sum(target * log_prob, axis); then ``reduction``.  Outputs the loss and
+    log_prob (as ONNX SoftmaxCrossEntropyLoss), so the gradient reuses log_prob.
+
+    vjp, with p = exp(log_prob) and g the gradient per sample (dy, or dy / samples
+    for the mean): d logits = (p - onehot(label)) * g, or (p * sum(target) - target)
+    * g; d target = -log_prob * g (probability targets are differentiable, as in
+    PyTorch).  No ignore_index, no label smoothing.
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph()
+    >>> logits = g.placeholder("logits", (None, 3))
+    >>> labels = g.placeholder("labels", (None,), "int64")
+    >>> loss, log_prob = ge.softmax_cross_entropy(logits, labels)
+    >>> float(ge.run(g, loss, {"logits": np.zeros((2, 3), np.float32), "labels": [0, 2]}))
+    1.0986123085021973
+    """
+
+    name = "softmax_cross_entropy"
+    inputs = (Input("logits", FLOAT_TYPES), Input("labels", INDEX_TYPES | FLOAT_TYPES))
+    outputs = ("loss", "log_prob")
+    attrs = (Attr("axis", "int", -1), _REDUCTION)
+
+    def infer(self, logits, labels, *, axis, reduction):
+        axis = normalize_axis(axis, logits.rank)
+        samples = logits.shape[:axis] + logits.shape[axis + 1:]
+        if labels.dtype.name in INDEX_TYPES:
+            if not _same_dims(labels.shape, samples):
+                raise ValueError(f"integer labels must have the shape of logits without the "
+                                 f"class axis {axis}, {format_shape(samples)}; got "
+                                 f"{format_shape(labels.shape)}")
+        elif labels.dtype != logits.dtype or not _same_dims(labels.shape, logits.shape):
+            raise ValueError(f"probability targets must have the dtype and shape of logits "
+                             f"({logits}); got {labels}")
+        loss_shape = samples if reduction == "none" else ()
+        return TensorType(logits.dtype, loss_shape), logits
+
+    def kernel(self, logits, labels, *, axis, reduction):
+        log_prob = log_softmax_array(logits, axis)
+        if labels.dtype.kind in "iu":
+            _check_labels(labels, logits.shape[axis])
+            picked = np.take_along_axis(log_prob, np.expand_dims(labels, axis), axis)
+            per_sample = -np.squeeze(picked, axis)
+        else:
+            per_sample = -np.sum(labels * log_prob, axis=axis, dtype=logits.dtype)
+        return _reduce(per_sample, reduction), log_prob
+
+    def vjp(self, node, dys):
+        dloss, dlog_prob = dys
+        logits, labels = node.inputs
+        log_prob = node.outputs[1]
+        axis = normalize_axis(node.attrs["axis"], logits.ndim)
+        integer = labels.dtype.name in INDEX_TYPES
+        target_sum = None if integer else F.sum(labels, axis=axis)
+        per_sample = _per_sample_gradient(dloss, labels if integer else target_sum,
+                                          node.attrs["reduction"])
+
+        def over_classes(v):
+            return F.broadcast_like(v, logits, axes=[axis])
+
+        d_logits = d_labels = None
+        if node.wants(0):
+            p = F.exp(log_prob)
+            if integer:
+                d_logits = (p - _one_hot(labels, logits, axis)) * over_classes(per_sample)
+            else:
+                d_logits = p * over_classes(target_sum * per_sample) \
+                    - labels * over_classes(per_sample)
+            if not is_zeros(dlog_prob):   # log_prob used downstream: log_softmax's rule
+                d_logits = d_logits + dlog_prob - p * F.sum(dlog_prob, axis=axis, keepdims=True)
+        if node.wants(1):
+            d_labels = F.negative(log_prob * over_classes(per_sample))
+        return [d_logits, d_labels]
+
+
+def _one_hot(labels, logits, axis: int):
+    classes = logits.shape[axis]
+    if not isinstance(classes, int):
+        raise GradientError(f"softmax_cross_entropy with integer labels: the number of classes "
+                            f"(axis {axis} of logits {format_shape(logits.shape)}) must be known "
+                            "to build the gradient; give the placeholder a fixed class axis")
+    return F.one_hot(labels, depth=classes, dtype=logits.dtype, axis=axis)
+
+
+def _per_sample_gradient(dloss, samples, reduction: str):
+    """The loss gradient for each sample, shaped like ``samples``."""
+    if reduction == "none":
+        return dloss
+    return F.broadcast_like(dloss, samples, mean=reduction == "mean")
+
+
+@register
+class MeanSquaredError(OpDef):
+    """(pred - target) ** 2, then ``reduction`` over every element.  pred and target
+    must have one shape: no broadcasting, which would silently turn (N, 1) against
+    (N,) into (N, N).  vjp: d pred = 2 (pred - target) * g = -d target, with g the
+    gradient per element (dy / size for the mean).
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph()
+    >>> pred = g.placeholder("pred", (None,))
+    >>> loss = ge.mean_squared_error(pred, np.array([1.0, 1.0], np.float32))
+    >>> float(ge.run(g, loss, {"pred": np.array([0.0, 3.0], np.float32)}))
+    2.5
+    """
+
+    name = "mean_squared_error"
+    inputs = (Input("pred", FLOAT_TYPES), Input("target", FLOAT_TYPES))
+    attrs = (_REDUCTION,)
+
+    def infer(self, pred, target, *, reduction):
+        if pred.dtype != target.dtype:
+            raise ValueError(f"pred is {pred.dtype.name} but target is {target.dtype.name}; "
+                             "cast one with ge.cast")
+        if not _same_dims(pred.shape, target.shape):
+            raise ValueError(f"pred {format_shape(pred.shape)} and target "
+                             f"{format_shape(target.shape)} must have the same shape")
+        shape = tuple(p if isinstance(p, int) else t for p, t in zip(pred.shape, target.shape))
+        return pred.with_shape(shape if reduction == "none" else ())
+
+    def kernel(self, pred, target, *, reduction):
+        diff = pred - target
+        return _reduce(np.square(diff, out=diff), reduction)
+
+    def vjp(self, node, dy):
+        pred, target = node.inputs
+        reduction = node.attrs["reduction"]
+        per_element = dy if reduction == "none" else F.broadcast_like(
+            dy, pred, mean=reduction == "mean")
+        d_pred = (pred - target) * per_element * 2.0
+        return [d_pred if node.wants(0) else None,
+                F.negative(d_pred) if node.wants(1) else None]
+
+
+__all__ = ["MeanSquaredError", "SoftmaxCrossEntropy"]
