@@ -1,0 +1,524 @@
+"""Saving and loading: exact round trips, determinism, external data, atomic
+writes, versions and fields from newer versions.  Bad files: test_bad_files.py."""
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf.unknown_fields import UnknownFieldSet
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import graphengine as ge
+from graphengine import serialize
+from graphengine.dtypes import DTYPE_NAMES
+from graphengine.proto import graphengine_pb2 as pb
+from graphengine.training_spec import OptimizerSpec, ScheduleSpec, TrainingSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- helpers ------------------------------------------------------------------------
+
+def same_array(a, b) -> bool:
+    """Same dtype, shape and bytes (so NaN payloads and -0.0 count)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def assert_same_graph(a: ge.Graph, b: ge.Graph) -> None:
+    """Everything a file stores is equal, tensors bitwise."""
+    assert a.name == b.name
+    assert [n.name for n in a.nodes] == [n.name for n in b.nodes]
+    for x, y in zip(a.nodes, b.nodes):
+        where = f"node {x.name!r}"
+        assert (x.op, x.inputs, x.scope, x.derived_from, x.types) == \
+               (y.op, y.inputs, y.scope, y.derived_from, y.types), where
+        assert list(x.attrs) == list(y.attrs), where
+        for key, value in x.attrs.items():
+            if isinstance(value, np.ndarray):
+                assert same_array(value, y.attrs[key]), f"{where} attribute {key!r}"
+            else:
+                assert value == y.attrs[key] and type(value) is type(y.attrs[key]), where
+    assert a.values.keys() == b.values.keys()
+    for name in a.values:
+        assert same_array(a.values[name], b.values[name]), f"value of {name!r}"
+    assert a._outputs == b._outputs
+    assert a.metadata == b.metadata
+    assert a.gradient == b.gradient
+    assert a.training == b.training
+
+
+def round_trip(graph: ge.Graph, path: Path, **options) -> ge.Graph:
+    ge.save(graph, path, **options)
+    return ge.load(path)
+
+
+# -- exact round trips ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["model.pb", "model.pbtxt"])
+def test_round_trip_keeps_every_section(model_graph, tmp_path, name):
+    loaded = round_trip(model_graph, tmp_path / name)
+    assert_same_graph(model_graph, loaded)
+    assert loaded.gradient is not None and loaded.training is not None
+    assert any(n.derived_from for n in loaded.nodes)
+
+
+def test_round_trip_by_explicit_format(model_graph, tmp_path):
+    path = tmp_path / "model.data-file"
+    ge.save(model_graph, path, format="text")
+    assert path.read_text().startswith("format_version_major: 1")
+    with pytest.raises(ge.FileFormatError, match="format='text'"):
+        ge.load(path)  # the name says binary
+    assert_same_graph(model_graph, ge.load(path, format="text"))
+
+
+def test_loaded_graph_runs_like_the_original(model_graph, model_file):
+    loaded = ge.load(model_file)
+    feeds = {"x": np.linspace(-2, 2, 12, dtype=np.float32).reshape(4, 3)}
+    fetches = list(model_graph.outputs)
+    expected = ge.run(model_graph, fetches, feeds)
+    got = ge.run(loaded, fetches, feeds)
+    assert all(same_array(expected[k], got[k]) for k in fetches)
+
+
+def _special_values(dtype: np.dtype) -> np.ndarray:
+    """Values whose bits a careless encoder would lose: NaN payloads, signed
+    zeros, infinities, extremes."""
+    if dtype.kind == "f":
+        bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[dtype.itemsize]
+        info = np.finfo(dtype)
+        inf_bits = int(np.array(np.inf, dtype).view(bits))
+        nans = np.array([np.iinfo(bits).max,  # all ones: a negative quiet NaN with a payload
+                         inf_bits | 1],       # a signalling NaN
+                        bits).view(dtype)
+        plain = np.array([0.0, -0.0, np.inf, -np.inf, info.max, info.tiny, 1 / 3], dtype)
+        return np.concatenate([plain, nans])
+    if dtype.kind == "b":
+        return np.array([True, False, True])
+    info = np.iinfo(dtype)
+    return np.array([info.min, -1 if info.min else 0, 0, 1, info.max], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_NAMES)
+@pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (2, 3)])
+def test_every_dtype_and_shape_is_bitwise_identical(tmp_path, dtype, shape):
+    dtype = np.dtype(dtype)
+    values = _special_values(dtype)
+    size = int(np.prod(shape))
+    data = np.resize(values, size).reshape(shape)
+    g = ge.Graph("tensors")
+    g.parameter("p", data)
+    g.constant(data, name="c")
+    for name in ("t.pb", "t.pbtxt"):
+        loaded = round_trip(g, tmp_path / name)
+        assert same_array(loaded.values["p"], data)
+        assert same_array(loaded.node("c").attrs["value"], data)
+
+
+def test_non_contiguous_values_are_stored_in_c_order(tmp_path):
+    base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    g = ge.Graph("views")
+    g.parameter("transposed", base)
+    g.values["transposed"] = base.T.copy().T  # same shape and values, Fortran order
+    g.parameter("strided", base[:, ::2].copy())
+    g.values["strided"] = base[:, ::2]
+    loaded = round_trip(g, tmp_path / "v.pb")
+    for name in ("transposed", "strided"):
+        assert same_array(loaded.values[name], np.ascontiguousarray(g.values[name]))
+        assert loaded.values[name].flags.c_contiguous and loaded.values[name].flags.writeable
+
+
+def test_node_order_survives_when_sources_are_interleaved(tmp_path):
+    g = ge.Graph("order")
+    a = g.placeholder("a", (2,))
+    e = ge.exp(a)
+    late = g.placeholder("late", (2,))  # a placeholder declared after a node
+    w = g.parameter("w", np.ones(2, np.float32))
+    ge.add(ge.multiply(e, late), w)
+    loaded = round_trip(g, tmp_path / "o.pb")
+    assert [n.name for n in loaded.nodes] == [n.name for n in g.nodes]
+
+
+def test_empty_lists_none_attrs_and_unknown_dims_round_trip(tmp_path):
+    g = ge.Graph("attrs")
+    x = g.apply("placeholder", [], {"dtype": "int16", "shape": (None, "T", 0)}, name="x")
+    g.placeholder("s", ())
+    ge.clip(g.placeholder("f", (2,)), a_max=1.5)  # a_min stays None
+    loaded = round_trip(g, tmp_path / "a.pbtxt")
+    assert_same_graph(g, loaded)
+    assert loaded.node(x.node).attrs["shape"] == (None, "T", 0)
+    assert loaded.node("clip").attrs["a_min"] is None
+
+
+def test_every_registered_attribute_kind_is_encodable():
+    """Each attribute kind the registry uses maps to one AttrValue member."""
+    members = {f.name for f in pb.AttrValue.DESCRIPTOR.oneofs_by_name["value"].fields}
+    kinds = {"int": "i", "float": "f", "str": "s", "bool": "b"}
+    for opdef in ge.ops.REGISTRY.values():
+        for attr in opdef.attrs:
+            assert kinds.get(attr.kind, attr.kind) in members, (opdef.name, attr.name)
+
+
+# -- determinism ------------------------------------------------------------------------
+
+BUILD_AND_SAVE = textwrap.dedent("""
+    import sys, numpy as np, graphengine as ge
+    g = ge.Graph("det")
+    x = g.placeholder("x", shape=(None, 3))
+    with g.name_scope("blk"):
+        w = g.parameter("w", shape=(3,), seed=7)
+        y = ge.leaky_relu(x * w + 1.5, alpha=0.3)
+    g.mark_output(y)
+    g.metadata.update({"z": "last", "a": "first", "m": "middle"})
+    g = ge.gradients(g, ge.sum(y), wrt=["blk/w"])
+    ge.save(g, sys.argv[1])
+""")
+
+
+def test_saving_twice_gives_identical_bytes(model_graph, tmp_path):
+    for name in ("a.pb", "a.pbtxt"):
+        first, second = tmp_path / name, tmp_path / ("b" + name[1:])
+        ge.save(model_graph, first)
+        ge.save(model_graph, second)
+        assert first.read_bytes() == second.read_bytes()
+
+
+def test_separate_processes_write_identical_bytes(tmp_path):
+    outputs = []
+    for hash_seed in ("1", "2"):
+        path = tmp_path / f"det{hash_seed}.pb"
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        subprocess.run([sys.executable, "-c", BUILD_AND_SAVE, str(path)], check=True, env=env,
+                       cwd=ROOT)
+        outputs.append(path.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_load_then_save_gives_the_same_bytes(model_file, tmp_path):
+    again = tmp_path / "again.pb"
+    ge.save(ge.load(model_file), again)
+    assert again.read_bytes() == model_file.read_bytes()
+
+
+def test_another_process_loads_and_runs_identically(model_graph, model_file, tmp_path):
+    feeds = {"x": np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)}
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    script = textwrap.dedent("""
+        import sys, numpy as np, graphengine as ge
+        g = ge.load(sys.argv[1])
+        feeds = dict(np.load(sys.argv[2]))
+        np.savez(sys.argv[3], **ge.run(g, list(g.outputs), feeds))
+    """)
+    out = tmp_path / "out.npz"
+    subprocess.run([sys.executable, "-c", script, str(model_file), str(tmp_path / "feeds.npz"),
+                    str(out)], check=True, cwd=ROOT)
+    expected = ge.run(model_graph, list(model_graph.outputs), feeds)
+    with np.load(out) as got:
+        assert sorted(got.files) == sorted(expected)
+        assert all(same_array(got[k], expected[k]) for k in expected)
+
+
+# -- external data ------------------------------------------------------------------------
+
+def _big_graph() -> ge.Graph:
+    g = ge.Graph("big")
+    x = g.placeholder("x", (4,))
+    w = g.parameter("w", np.arange(4, dtype=np.float64))          # 32 bytes: external
+    s = g.parameter("s", np.float32(3))                            # 4 bytes: inline
+    c = g.constant(np.arange(8, dtype=np.float32).reshape(2, 4))   # 32 bytes: external
+    g.mark_output(ge.cast(x, "float64") * w + ge.cast(c * s, "float64"))
+    return g
+
+
+@pytest.mark.parametrize("name", ["big.pb", "big.pbtxt"])
+def test_tensors_over_the_threshold_go_to_the_data_file(tmp_path, name):
+    g = _big_graph()
+    loaded = round_trip(g, tmp_path / name, external_data_threshold=16)
+    assert_same_graph(g, loaded)
+    data = tmp_path / (name + ".data")
+    assert data.exists()
+    model = serialize._parse((tmp_path / name).read_bytes(), serialize._format_for(
+        tmp_path / name, None), tmp_path / name)
+    external = {p.name: p.value.external for p in model.graph.parameters
+                if p.value.HasField("external")}
+    assert set(external) == {"w"} and model.graph.parameters[1].value.raw_data
+    ext = external["w"]
+    assert ext.location == data.name and ext.length == 32 and len(ext.sha256) == 64
+    constant = model.graph.nodes[0].attribute[0].value.tensor
+    assert constant.HasField("external") and constant.external.offset % 64 == 0
+    assert data.stat().st_size == constant.external.offset + 32
+
+
+def test_default_threshold_moves_the_largest_tensors_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(serialize, "INLINE_LIMIT", 40)  # stands for 1.5 GiB
+    g = _big_graph()  # 32 + 4 + 32 bytes of tensors
+    loaded = round_trip(g, tmp_path / "auto.pb")
+    assert_same_graph(g, loaded)
+    _, info = serialize.load_with_info(tmp_path / "auto.pb")
+    assert info.data_files == ("auto.pb.data",)
+    assert serialize._choose_threshold([32, 4, 32], None) == 31
+    assert serialize._choose_threshold([16, 4, 8], None) is None  # 28 bytes fit
+    assert serialize._choose_threshold([32, 4, 8], None) == 31    # 44 do not
+    assert serialize._choose_threshold([32, 4, 8], 0) == 0
+
+
+def test_a_save_without_external_tensors_removes_the_old_data_file(tmp_path):
+    path = tmp_path / "m.pb"
+    ge.save(_big_graph(), path, external_data_threshold=16)
+    assert (tmp_path / "m.pb.data").exists()
+    ge.save(_big_graph(), path)
+    assert not (tmp_path / "m.pb.data").exists()
+    assert_same_graph(_big_graph(), ge.load(path))
+
+
+def test_symlink_to_a_data_file_inside_the_folder_is_followed(tmp_path):
+    ge.save(_big_graph(), tmp_path / "m.pb", external_data_threshold=16)
+    (tmp_path / "store").mkdir()
+    (tmp_path / "m.pb.data").rename(tmp_path / "store" / "real.data")
+    (tmp_path / "m.pb.data").symlink_to(tmp_path / "store" / "real.data")
+    assert_same_graph(_big_graph(), ge.load(tmp_path / "m.pb"))
+
+
+# -- atomic writes ------------------------------------------------------------------------
+
+def test_a_failed_save_leaves_the_old_file_and_no_temporaries(model_graph, tmp_path,
+                                                              monkeypatch):
+    path = tmp_path / "m.pb"
+    ge.save(_big_graph(), path, external_data_threshold=16)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(serialize, "_serialize", fail)  # after the data file was written
+    with pytest.raises(OSError, match="disk full"):
+        ge.save(model_graph, path, external_data_threshold=0)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+# -- versions and fields from newer versions ------------------------------------------------
+
+def _model(path: Path) -> pb.ModelProto:
+    return pb.ModelProto.FromString(path.read_bytes())
+
+
+def _write(path: Path, model: pb.ModelProto, extra: bytes = b"") -> None:
+    path.write_bytes(model.SerializeToString() + extra)
+
+
+def _unknown_numbers(msg) -> list[int]:
+    return [f.field_number for f in UnknownFieldSet(msg)]
+
+
+def _varint_field(number: int, value: int) -> bytes:
+    return serialize._varint(number << 3) + serialize._varint(value)
+
+
+def _string_field(number: int, value: bytes) -> bytes:
+    return serialize._varint(number << 3 | 2) + serialize._varint(len(value)) + value
+
+
+def test_fields_of_a_newer_minor_version_survive_load_and_save(model_file, tmp_path):
+    model = _model(model_file)
+    model.format_version_minor = 7
+    node = model.graph.nodes[0]
+    # Unknown fields inside a node, an attribute value, a tensor and a gradient entry,
+    # a known `doc` the graph does not hold, and unknown fields at top level.
+    node.MergeFromString(_varint_field(1000, 42) + _string_field(1001, b"new"))
+    node.doc = "first node"
+    clip = next(n for n in model.graph.nodes if n.op_type == "clip")
+    clip.attribute[0].value.MergeFromString(_varint_field(500, 1))
+    model.graph.parameters[0].value.MergeFromString(_string_field(99, b"tensor extra"))
+    model.gradient.grads[0].MergeFromString(_varint_field(77, 3))
+    newer = tmp_path / "newer.pb"
+    _write(newer, model, _string_field(2000, b"top") + _varint_field(2001, 2**63))
+
+    graph = ge.load(newer)
+    resaved = tmp_path / "resaved.pb"
+    ge.save(graph, resaved)
+    out = _model(resaved)
+
+    assert out.format_version_minor == 0  # written by this version ...
+    assert _unknown_numbers(out) == [2000, 2001]  # ... keeping what it does not know
+    assert UnknownFieldSet(out)[1].data == 2**63
+    out_node = next(n for n in out.graph.nodes if n.name == node.name)
+    assert _unknown_numbers(out_node) == [1000, 1001] and out_node.doc == "first node"
+    out_clip = next(n for n in out.graph.nodes if n.op_type == "clip")
+    assert _unknown_numbers(out_clip.attribute[0].value) == [500]
+    assert _unknown_numbers(out.graph.parameters[0].value) == [99]
+    assert _unknown_numbers(out.gradient.grads[0]) == [77]
+    # A third generation keeps them too, byte for byte.
+    third = tmp_path / "third.pb"
+    ge.save(ge.load(resaved), third)
+    assert third.read_bytes() == resaved.read_bytes()
+
+
+def test_text_format_warns_that_it_drops_unknown_fields(model_file, tmp_path):
+    newer = tmp_path / "newer.pb"
+    _write(newer, _model(model_file), _varint_field(3000, 1))
+    graph = ge.load(newer)
+    with pytest.warns(UserWarning, match="text format cannot store"):
+        ge.save(graph, tmp_path / "m.pbtxt")
+    assert_same_graph(graph, ge.load(tmp_path / "m.pbtxt"))
+
+
+def test_text_file_of_a_newer_minor_version_ignores_unknown_fields(model_file, tmp_path):
+    text = (tmp_path / "m.pbtxt")
+    ge.save(ge.load(model_file), text)
+    content = text.read_text().replace("format_version_major: 1\n",
+                                       "format_version_major: 1\nformat_version_minor: 3\n"
+                                       "shiny_new_field: 5\n")
+    text.write_text(content)
+    assert_same_graph(ge.load(model_file), ge.load(text))
+    text.write_text(content.replace("format_version_minor: 3\n", ""))
+    with pytest.raises(ge.FileFormatError, match=r"line 2.*shiny_new_field"):
+        ge.load(text)
+
+
+def test_text_file_of_a_newer_major_version_gets_the_version_message(model_file, tmp_path):
+    text = tmp_path / "m.pbtxt"
+    ge.save(ge.load(model_file), text)
+    text.write_text(text.read_text().replace("format_version_major: 1\n",
+                                             "format_version_major: 3\nrenamed_field: 1\n"))
+    with pytest.raises(ge.FileFormatError, match=r"format 3\.x; this graphengine reads 1\.x"):
+        ge.load(text)
+
+
+def test_newer_major_version_and_opset_are_refused(model_file, tmp_path):
+    model = _model(model_file)
+    model.format_version_major = 2
+    _write(tmp_path / "v2.pb", model)
+    with pytest.raises(ge.FileFormatError, match=r"written by format 2\.x; this graphengine "
+                                                 r"reads 1\.x; upgrade graphengine"):
+        ge.load(tmp_path / "v2.pb")
+    model.format_version_major, model.opset_version = 1, 2
+    _write(tmp_path / "op2.pb", model)
+    with pytest.raises(ge.FileFormatError, match="opset 2"):
+        ge.load(tmp_path / "op2.pb")
+
+
+# -- API errors -------------------------------------------------------------------------------
+
+def test_unknown_format_name_is_refused(model_graph, tmp_path):
+    with pytest.raises(ge.FileFormatError, match="unknown format 'xml'"):
+        ge.save(model_graph, tmp_path / "m.xml", format="xml")
+
+
+def test_stale_gradient_info_is_refused_on_save(model_graph, tmp_path):
+    info = model_graph.gradient
+    model_graph.gradient = type(info)(info.loss, info.grads, info.nodes + ("ghost",))
+    with pytest.raises(ge.GraphError, match="gradient node 'ghost' is not in the graph"):
+        ge.save(model_graph, tmp_path / "m.pb")
+    assert not (tmp_path / "m.pb").exists()
+
+
+def test_negative_threshold_is_refused(model_graph, tmp_path):
+    with pytest.raises(ge.FileFormatError, match="external_data_threshold"):
+        ge.save(model_graph, tmp_path / "m.pb", external_data_threshold=-1)
+
+
+# -- the training spec ---------------------------------------------------------------------
+
+def test_training_spec_defaults_and_proto_round_trip():
+    spec = TrainingSpec(loss="loss", trainable=["w"], metrics=(),
+                        schedule=ScheduleSpec("step", step_size=10, gamma=0.5),
+                        optimizer=OptimizerSpec("sgd", momentum=0.9, nesterov=True),
+                        seed=2**64 - 1, data_map={"y": "labels", "x": "inputs"})
+    assert spec.metrics == ("loss",) and spec.trainable == ("w",)
+    assert list(spec.data_map) == ["x", "y"]
+    assert TrainingSpec.from_proto(spec.to_proto()) == spec
+    hash(spec)
+    # Absent fields take the documented defaults.
+    assert TrainingSpec.from_proto(pb.TrainingSpecProto(loss="l")) == TrainingSpec(loss="l")
+
+
+BAD_SPECS = [
+    (lambda: OptimizerSpec(learning_rate=0.0), "optimizer.learning_rate"),
+    (lambda: OptimizerSpec(learning_rate=float("nan")), "optimizer.learning_rate"),
+    (lambda: OptimizerSpec(name="rmsprop"), "optimizer.name"),
+    (lambda: OptimizerSpec(momentum=1.0), "optimizer.momentum"),
+    (lambda: OptimizerSpec(nesterov=True), "optimizer.nesterov"),
+    (lambda: OptimizerSpec("adam", beta2=1.5), "optimizer.beta2"),
+    (lambda: OptimizerSpec(epsilon=0), "optimizer.epsilon"),
+    (lambda: ScheduleSpec("step"), "schedule.step_size"),
+    (lambda: ScheduleSpec("linear"), "schedule.kind"),
+    (lambda: ScheduleSpec(gamma=0), "schedule.gamma"),
+    (lambda: TrainingSpec(loss=""), "loss"),
+    (lambda: TrainingSpec(loss="l", batch_size=0), "batch_size"),
+    (lambda: TrainingSpec(loss="l", epochs=1.5), "epochs"),
+    (lambda: TrainingSpec(loss="l", metrics=("f1",)), "metrics"),
+    (lambda: TrainingSpec(loss="l", metrics=("accuracy",)), "labels"),
+    (lambda: TrainingSpec(loss="l", trainable=("bad name",)), "trainable"),
+    (lambda: TrainingSpec(loss="l", data_map={"x": ""}), "data_map"),
+]
+
+
+@pytest.mark.parametrize("make, field", BAD_SPECS, ids=[f for _, f in BAD_SPECS])
+def test_bad_training_values_name_the_field(make, field):
+    with pytest.raises(ge.GraphError, match=f"training spec: {field}"):
+        make()
+
+
+def test_training_spec_must_fit_the_graph(model_graph, tmp_path):
+    model_graph.training = TrainingSpec(loss="missing")
+    with pytest.raises(ge.GraphError, match="loss names 'missing'"):
+        ge.save(model_graph, tmp_path / "m.pb")
+
+
+# -- property: random graphs round trip bitwise -----------------------------------------------
+
+UNARY = ["tanh", "exp", "negative", "square", "abs", "sigmoid", "identity"]
+BINARY = ["add", "multiply", "subtract", "maximum", "minimum"]
+
+
+@st.composite
+def random_graphs(draw):
+    dtype = np.dtype(draw(st.sampled_from(["float16", "float32", "float64"])))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3))
+    arrays = hnp.arrays(dtype, shape, elements=st.floats(width=dtype.itemsize * 8,
+                                                         allow_nan=True, allow_infinity=True))
+    g = ge.Graph("random")
+    tensors = [g.placeholder("x", shape, dtype)]
+    for i in range(draw(st.integers(1, 3))):
+        tensors.append(g.parameter(f"p{i}", draw(arrays),
+                                   trainable=draw(st.booleans())))
+    tensors.append(g.constant(draw(arrays)))
+    for step in range(draw(st.integers(1, 8))):
+        scope = draw(st.sampled_from(["", "a", "a/b"]))
+        with g.name_scope(scope) if scope else contextlib.nullcontext():
+            if draw(st.booleans()):
+                op = draw(st.sampled_from(UNARY))
+                tensors.append(g.apply(op, [draw(st.sampled_from(tensors))]))
+            else:
+                op = draw(st.sampled_from(BINARY))
+                tensors.append(g.apply(op, [draw(st.sampled_from(tensors)),
+                                            draw(st.sampled_from(tensors))]))
+    if draw(st.booleans()):
+        g.mark_output(tensors[-1])
+    g.metadata = draw(st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3))
+    return g
+
+
+@settings(max_examples=40, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(graph=random_graphs(), fmt=st.sampled_from(["binary", "text"]),
+       threshold=st.sampled_from([None, 8]))
+def test_random_graphs_round_trip_bitwise(graph, fmt, threshold):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "g.model"
+        ge.save(graph, path, fmt, external_data_threshold=threshold)
+        assert_same_graph(graph, ge.load(path, fmt))
+
+
+def test_a_parameter_value_of_the_wrong_type_is_refused_on_save(model_graph, tmp_path):
+    model_graph.values["layer1/w"] = np.zeros(3, np.float64)
+    with pytest.raises(ge.ShapeError, match="'layer1/w': graph.values holds float64"):
+        ge.save(model_graph, tmp_path / "m.pb")
