@@ -1,7 +1,21 @@
 """The op set.  Importing this package registers every op family."""
 
-from . import elementwise, linalg, loss, nn, reduce, shape, sources  # noqa: F401  (registers ops)
-from . import api  # noqa: F401  (must come last: it reads the full registry)
+from . import (  # noqa: F401  (importing a family registers its ops)
+    conv,
+    elementwise,
+    indexing,
+    linalg,
+    loss,
+    nn,
+    norm,
+    pool,
+    reduce,
+    shape,
+    sources,
+)
+
+# isort: split
+from . import api  # must come last: it reads the full registry
 from .registry import REGISTRY, OpDef, get_op
 
-__all__ = ["REGISTRY", "OpDef", "get_op", "api"]
+__all__ = ["REGISTRY", "OpDef", "api", "get_op"]

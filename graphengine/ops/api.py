@@ -9,7 +9,8 @@ their schema have a hand-written front-end in their family module.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import GraphError
 from ..graph import Graph, Tensor
@@ -87,8 +88,8 @@ def _build_namespace() -> dict[str, Callable]:
 _FUNCTIONS = _build_namespace()
 globals().update(_FUNCTIONS)
 #: Every public op function, by name (``ge.exp``, ``ge.matmul`` ...).
-__all__ = sorted(n for n, opdef in _FUNCTIONS.items()
-                 if not getattr(REGISTRY.get(n), "internal", False))
+__all__ = [n for n in sorted(_FUNCTIONS)  # noqa: PLE0605  (built from the registry)
+           if not getattr(REGISTRY.get(n), "internal", False)]
 
 
 def _binary(op: str, reflected: bool = False) -> Callable:

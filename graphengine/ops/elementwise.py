@@ -556,4 +556,4 @@ class Cast(OpDef):
         return [F.cast(dy, dtype=node.inputs[0].dtype)]
 
 
-__all__ = ["broadcast_types", "Unary", "Binary", "as_dtype"]
+__all__ = ["Binary", "Unary", "as_dtype", "broadcast_types"]

@@ -231,4 +231,4 @@ def _expanded(shape, axes, rank):
     return tuple(out)
 
 
-__all__ = ["Reduction", "INDEX_TYPES"]
+__all__ = ["INDEX_TYPES", "Reduction"]

@@ -58,4 +58,4 @@ def is_source(op: str) -> bool:
     return op in ("placeholder", "parameter", "constant")
 
 
-__all__ = ["Placeholder", "Parameter", "Constant", "is_source", "np"]
+__all__ = ["Constant", "Parameter", "Placeholder", "is_source", "np"]

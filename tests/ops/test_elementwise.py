@@ -137,9 +137,10 @@ def test_broadcast_error_message_names_both_shapes():
 def test_sigmoid_and_softplus_do_not_overflow():
     g = ge.Graph()
     x = g.placeholder("x", (3,), "float32")
-    out = ge.run(g, [ge.sigmoid(x), ge.softplus(x)], {"x": np.array([-1e4, 0, 1e4], np.float32)})
-    assert np.all(np.isfinite(list(out.values())[0]))
-    np.testing.assert_allclose(list(out.values())[1], [0, np.log(2), 1e4], rtol=1e-6)
+    feeds = {"x": np.array([-1e4, 0, 1e4], np.float32)}
+    sig, soft = ge.run(g, [ge.sigmoid(x), ge.softplus(x)], feeds).values()
+    assert np.all(np.isfinite(sig))
+    np.testing.assert_allclose(soft, [0, np.log(2), 1e4], rtol=1e-6)
 
 
 def test_truth_value_of_tensor_is_an_error():

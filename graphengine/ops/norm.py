@@ -1,0 +1,142 @@
+"""Batch normalization: ``batch_norm``, and ``training_flag``, which lets its
+gradient rule, built once, serve both training and inference runs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dtypes import ALL_TYPES, FLOAT_TYPES
+from ..shapes import TensorType, format_shape
+from .nn import is_zeros
+from .registry import Attr, F, Input, OpDef, register
+
+
+@register
+class TrainingFlag(OpDef):
+    """1 in a training run and 0 in an inference run, as a scalar of ``like``'s
+    dtype.  Lets a gradient rule built once serve both modes (batch_norm's)."""
+
+    name = "training_flag"
+    internal = True
+    inputs = (Input("like", ALL_TYPES, differentiable=False),)
+    uses_context = True
+    vjp = None
+
+    def infer(self, like):
+        return TensorType(like.dtype, ())
+
+    def kernel(self, like, *, ctx):
+        return np.asarray(1 if ctx.training else 0, like.dtype)
+
+
+def _stat_axes(rank: int) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, rank))
+
+
+@register
+class BatchNorm(OpDef):
+    """Batch normalization over axis 1 (channels) of NC, NCL, NCHW ... inputs:
+
+        y = gamma * (x - mean) / sqrt(var + epsilon) + beta
+
+    A training run normalizes with the batch statistics (mean and biased variance
+    over every axis but 1); an inference run with running_mean and running_var.
+    The outputs are y and the statistics used: the batch mean and variance in a
+    training run (for the trainer to update the running ones, ONNX style:
+    running = momentum * running + (1 - momentum) * batch), the running ones in an
+    inference run.  ``momentum`` is stored for that update; the kernel does not
+    use it.
+
+    vjp: dgamma = sum(dy * xhat), dbeta = sum(dy) and, in an inference run,
+    dx = gamma / sqrt(var + epsilon) * dy.  In a training run the statistics depend
+    on x, which adds -(dbeta + xhat * dgamma) / M to dy (M elements per channel)
+    before scaling, plus the terms of gradients reaching the mean and variance
+    outputs.  The rule is built once for both modes: those terms are multiplied by
+    ``training_flag``, 1 in a training run and 0 otherwise.  running_mean and
+    running_var are not differentiable.
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph()
+    >>> x = g.placeholder("x", (None, 2))
+    >>> ones, zeros = np.ones(2, np.float32), np.zeros(2, np.float32)
+    >>> y, mean, var = ge.batch_norm(x, ones, zeros, zeros, ones)
+    >>> batch = {"x": np.array([[1.0, 2.0], [3.0, 2.0]], np.float32)}
+    >>> ge.run(g, [y, mean], batch, training=True)[mean.name]
+    array([2., 2.], dtype=float32)
+    """
+
+    name = "batch_norm"
+    inputs = (Input("x", FLOAT_TYPES), Input("gamma", FLOAT_TYPES), Input("beta", FLOAT_TYPES),
+              Input("running_mean", FLOAT_TYPES, differentiable=False),
+              Input("running_var", FLOAT_TYPES, differentiable=False))
+    outputs = ("y", "mean", "var")
+    attrs = (Attr("epsilon", "float", 1e-5), Attr("momentum", "float", 0.9))
+    uses_context = True
+
+    def infer(self, x, gamma, beta, running_mean, running_var, *, epsilon, momentum):
+        if x.rank < 2:
+            raise ValueError(f"x must have a channel axis 1 (rank >= 2), got shape "
+                             f"{format_shape(x.shape)}")
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        channels = x.shape[1]
+        for name, t in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
+                        ("running_var", running_var)]:
+            if t.dtype != x.dtype:
+                raise ValueError(f"{name} is {t.dtype.name} but x is {x.dtype.name}")
+            if t.rank != 1 or (isinstance(t.shape[0], int) and isinstance(channels, int)
+                               and t.shape[0] != channels):
+                raise ValueError(f"{name} must have shape ({channels},), one value per channel "
+                                 f"(axis 1 of x {format_shape(x.shape)}), got "
+                                 f"{format_shape(t.shape)}")
+        stats = TensorType(x.dtype, (channels,))
+        return x, stats, stats
+
+    def kernel(self, x, gamma, beta, running_mean, running_var, *, epsilon, momentum, ctx):
+        axes = _stat_axes(x.ndim)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if ctx.training:
+            mean = np.mean(x, axis=axes, dtype=x.dtype)
+            centred = x - mean.reshape(shape)
+            var = np.mean(np.square(centred), axis=axes, dtype=x.dtype)
+        else:
+            # Copies, so a trainer updating the running statistics in place cannot
+            # change an output already fetched.
+            mean, var = running_mean.copy(), running_var.copy()
+            centred = x - mean.reshape(shape)
+        scale = gamma / np.sqrt(var + x.dtype.type(epsilon))
+        centred *= scale.reshape(shape)
+        centred += beta.reshape(shape)
+        return centred, mean, var
+
+    def vjp(self, node, dys):
+        dy, dmean, dvar = dys
+        x, gamma = node.inputs[0], node.inputs[1]
+        _, mean, var = node.outputs
+        axes = _stat_axes(x.ndim)
+
+        def per_element(v, mean=False):
+            """A per-channel value broadcast over x (divided by M with mean=True)."""
+            return F.broadcast_like(v, x, axes=axes, mean=mean)
+
+        rstd = 1.0 / F.sqrt(var + node.attrs["epsilon"])
+        centred = x - per_element(mean)
+        xhat = centred * per_element(rstd)
+        dbeta = F.sum(dy, axis=axes)
+        dgamma = F.sum(dy * xhat, axis=axes)
+        dx = None
+        if node.wants(0):
+            training = F.training_flag(x)
+            through_stats = per_element(dbeta, mean=True) + xhat * per_element(dgamma, mean=True)
+            dx = per_element(gamma * rstd) * (dy - through_stats * training)
+            if not is_zeros(dmean):
+                dx = dx + per_element(dmean, mean=True) * training
+            if not is_zeros(dvar):
+                dx = dx + centred * per_element(dvar, mean=True) * (training * 2.0)
+        return [dx, dgamma if node.wants(1) else None, dbeta if node.wants(2) else None,
+                None, None]
+
+
+__all__ = ["BatchNorm"]

@@ -1,0 +1,161 @@
+"""conv2d and its backprop ops against naive numpy references written here, and
+their gradients by finite differences."""
+
+import numpy as np
+import pytest
+
+import graphengine as ge
+
+from .spec import OpSpec, forward_tests, gradient_tests
+
+R = np.random.default_rng(6)
+api = ge.ops.api
+
+
+def u(*shape, low=-1.0, high=1.0):
+    return R.uniform(low, high, size=shape)
+
+
+# -- references: plain loops over output positions ------------------------------------
+
+def pad4(x, pads, value=0.0):
+    top, left, bottom, right = pads
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + top + bottom, w + left + right), value, x.dtype)
+    out[:, :, top:top + h, left:left + w] = x
+    return out
+
+
+def out_size(size, k, stride, dilation, pad):
+    return (size + pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def patch_index(p, q, kernel, stride, dilation):
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    return (slice(None), slice(None), slice(p * sh, p * sh + dh * (kh - 1) + 1, dh),
+            slice(q * sw, q * sw + dw * (kw - 1) + 1, dw))
+
+
+def conv_geometry(x_shape, w_shape, stride, pads, dilation):
+    oh = out_size(x_shape[2], w_shape[2], stride[0], dilation[0], pads[0] + pads[2])
+    ow = out_size(x_shape[3], w_shape[3], stride[1], dilation[1], pads[1] + pads[3])
+    return oh, ow
+
+
+def conv2d_ref(x, w, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1)):
+    xp = pad4(x, pads)
+    oh, ow = conv_geometry(x.shape, w.shape, stride, pads, dilation)
+    out = np.zeros((x.shape[0], w.shape[0], oh, ow), x.dtype)
+    for p in range(oh):
+        for q in range(ow):
+            patch = xp[patch_index(p, q, w.shape[2:], stride, dilation)]
+            out[:, :, p, q] = np.einsum("ncij,ocij->no", patch, w)
+    return out
+
+
+def conv2d_input_grad_ref(dy, w, like, stride, pads, dilation):
+    xp = np.zeros(pad4(like, pads).shape, dy.dtype)
+    for p in range(dy.shape[2]):
+        for q in range(dy.shape[3]):
+            xp[patch_index(p, q, w.shape[2:], stride, dilation)] += np.einsum(
+                "no,ocij->ncij", dy[:, :, p, q], w)
+    return xp[:, :, pads[0]:pads[0] + like.shape[2], pads[1]:pads[1] + like.shape[3]]
+
+
+def conv2d_filter_grad_ref(x, dy, like, stride, pads, dilation):
+    xp = pad4(x, pads)
+    out = np.zeros(like.shape, x.dtype)
+    for p in range(dy.shape[2]):
+        for q in range(dy.shape[3]):
+            patch = xp[patch_index(p, q, like.shape[2:], stride, dilation)]
+            out += np.einsum("no,ncij->ocij", dy[:, :, p, q], patch)
+    return out
+
+
+# -- spec rows ---------------------------------------------------------------------------
+
+SPECS = []
+
+# conv2d: (x shape, w shape, stride, pads, dilation); every case has dims that all differ.
+CONV_CASES = [
+    ((2, 3, 5, 6), (4, 3, 3, 2), (1, 1), (0, 0, 0, 0), (1, 1)),
+    ((2, 3, 7, 6), (4, 3, 3, 3), (2, 1), (1, 1, 1, 1), (1, 1)),
+    ((1, 2, 7, 8), (3, 2, 2, 3), (2, 3), (1, 0, 2, 1), (1, 1)),
+    ((2, 2, 8, 7), (3, 2, 3, 2), (1, 2), (2, 1, 0, 1), (2, 3)),
+    ((3, 1, 6, 5), (2, 1, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),
+]
+for xs, ws, stride, pads, dil in CONV_CASES:
+    attrs = {"stride": stride, "padding": pads, "dilation": dil}
+    case = f"x{xs}-w{ws}-s{stride}-p{pads}-d{dil}".replace(" ", "")
+    SPECS.append(OpSpec(
+        "conv2d", lambda x, w, a=attrs: ge.conv2d(x, w, **a),
+        lambda x, w, a=attrs: conv2d_ref(x, w, a["stride"], a["padding"], a["dilation"]),
+        [u(*xs), u(*ws)], id=case, order2=(xs == (2, 3, 7, 6))))
+    oh, ow = conv_geometry(xs, ws, stride, pads, dil)
+    dy_shape = (xs[0], ws[0], oh, ow)
+    SPECS.append(OpSpec(
+        "conv2d_backprop_input", lambda dy, w, x, a=attrs: api.conv2d_backprop_input(dy, w, x, **a),
+        lambda dy, w, x, a=attrs: conv2d_input_grad_ref(dy, w, x, a["stride"], a["padding"],
+                                                        a["dilation"]),
+        [u(*dy_shape), u(*ws), u(*xs)], id=case, order2=(xs == (2, 2, 8, 7))))
+    SPECS.append(OpSpec(
+        "conv2d_backprop_filter",
+        lambda x, dy, w, a=attrs: api.conv2d_backprop_filter(x, dy, w, **a),
+        lambda x, dy, w, a=attrs: conv2d_filter_grad_ref(x, dy, w, a["stride"], a["padding"],
+                                                         a["dilation"]),
+        [u(*xs), u(*dy_shape), u(*ws)], id=case, order2=(xs == (1, 2, 7, 8))))
+SPECS += [
+    OpSpec("conv2d", lambda x, w: ge.conv2d(x, w, padding="same"),
+           lambda x, w: conv2d_ref(x, w, pads=(1, 0, 1, 1)), [u(2, 2, 5, 4), u(3, 2, 3, 2)],
+           id="same"),
+    OpSpec("conv2d", lambda x, w: ge.conv2d(x, w, stride=2, padding="same"),
+           lambda x, w: conv2d_ref(x, w, (2, 2), (0, 1, 1, 1)), [u(1, 2, 6, 7), u(3, 2, 3, 3)],
+           id="same-stride2"),
+]
+
+test_forward = forward_tests(SPECS)
+test_gradient = gradient_tests(SPECS)
+
+
+# -- shapes and attributes -----------------------------------------------------------------
+
+def test_conv2d_infers_symbolic_batch_and_spatial_dims():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3, "H", 9))
+    w = g.parameter("w", np.zeros((5, 3, 3, 2), np.float32))
+    y = ge.conv2d(x, w, stride=(1, 2), padding=1)
+    assert y.shape == ("N", 5, None, 5)
+    assert g.node(y.node).attrs["padding"] == (1, 1, 1, 1)   # stored in ONNX's 4-int form
+
+
+@pytest.mark.parametrize("build, fragment", [
+    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 2, 3, 3), np.float32))),
+     "x has 3 channels (axis 1 of (N, 3, 8, 7)) but w expects 2"),
+    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 9, 3), np.float32))),
+     "the window spans 9 along the height"),
+    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3, 3), np.float32)), stride=0),
+     "stride must be 2 positive ints"),
+    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3, 3), np.float32)),
+                            dilation=(1, 4)), "(3 dilated by 4)"),
+    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3, 3), np.float32)),
+                            padding=(1, 2, 3)), "padding must be 4 non-negative ints"),
+    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3), np.float32))),
+     "w (out_channels, in_channels, kh, kw) must have rank 4"),
+])
+def test_build_errors_name_node_and_problem(build, fragment):
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3, 8, 7))
+    with pytest.raises(ge.ShapeError, match="node '") as info:
+        build(g, x)
+    assert fragment in str(info.value)
+
+
+def test_same_padding_needs_known_size_with_stride():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3, "H", 7))
+    w = g.parameter("w", np.zeros((4, 3, 3, 3), np.float32))
+    assert ge.conv2d(x, w, padding="same").shape == ("N", 4, None, 7)
+    with pytest.raises(ge.ShapeError, match="padding='same' needs a known height"):
+        ge.conv2d(x, w, stride=2, padding="same")
+    with pytest.raises(ge.ShapeError, match="padding must be 'valid', 'same'"):
+        ge.conv2d(x, w, padding="full")
