@@ -88,7 +88,7 @@ def _build_namespace() -> dict[str, Callable]:
 _FUNCTIONS = _build_namespace()
 globals().update(_FUNCTIONS)
 #: Every public op function, by name (``ge.exp``, ``ge.matmul`` ...).
-__all__ = [n for n in sorted(_FUNCTIONS)  # noqa: PLE0605  (built from the registry)
+__all__ = [n for n in sorted(_FUNCTIONS)
            if not getattr(REGISTRY.get(n), "internal", False)]
 
 
