@@ -256,7 +256,7 @@ def test_unreadable_paths_are_refused(tmp_path, monkeypatch, problem, fragment):
         path.mkdir()
     elif problem == "too large":
         path.write_bytes(_valid().SerializeToString())
-        monkeypatch.setattr(serialize, "MAX_FILE_BYTES", 16)
+        monkeypatch.setattr(serialize.files, "MAX_FILE_BYTES", 16)
     with pytest.raises(ge.FileFormatError, match=fragment):
         ge.load(path)
 

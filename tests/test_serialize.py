@@ -258,7 +258,7 @@ def test_tensors_over_the_threshold_go_to_the_data_file(tmp_path, name):
 
 
 def test_default_threshold_moves_the_largest_tensors_out(tmp_path, monkeypatch):
-    monkeypatch.setattr(serialize, "INLINE_LIMIT", 40)  # stands for 1.5 GiB
+    monkeypatch.setattr(serialize.tensors, "INLINE_LIMIT", 40)  # stands for 1.5 GiB
     g = _big_graph()  # 32 + 4 + 32 bytes of tensors
     loaded = round_trip(g, tmp_path / "auto.pb")
     assert_same_graph(g, loaded)

@@ -1,0 +1,170 @@
+"""Model files as a whole: formats, versions, atomic writes, reading and parsing.
+
+What lies inside the ModelProto is encode.py's and decode.py's business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from google.protobuf import message as _message
+from google.protobuf import text_format
+
+from ..errors import FileFormatError
+from ..proto import graphengine_pb2 as pb
+
+#: The format this package writes, and the newest major version it reads.
+FORMAT_VERSION = (1, 0)
+#: The op set this package writes and the newest it reads.
+OPSET_VERSION = 1
+#: Protobuf refuses messages of 2 GiB or more; so do we, before reading.
+MAX_FILE_BYTES = 2**31 - 1
+TEXT_SUFFIXES = (".pbtxt", ".txtpb", ".textproto")
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What a model file says about itself, besides the graph."""
+
+    path: str
+    format: str                    # "binary" or "text"
+    format_version: tuple[int, int]
+    opset_version: int
+    producer_name: str
+    producer_version: str
+    data_files: tuple[str, ...]    # external data files read, relative to the model
+
+
+def _format_for(path: Path, format: str | None) -> str:
+    if format is None:
+        return "text" if path.suffix.lower() in TEXT_SUFFIXES else "binary"
+    if format not in ("binary", "text"):
+        raise FileFormatError(f"unknown format {format!r}: use 'binary' (.pb) or 'text' "
+                              "(.pbtxt)")
+    return format
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file object whose content replaces ``path`` only when the block succeeds."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open with mode 0o666 lets the umask decide the permissions, as open() would.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise FileFormatError(f"cannot read model file '{path}': not a regular file")
+        if size > MAX_FILE_BYTES:
+            raise FileFormatError(
+                f"model file '{path}' is {size} bytes; a model file holds at most 2 GiB "
+                "(protobuf's limit), larger tensors belong in external data")
+        return path.read_bytes()
+    except OSError as exc:
+        raise FileFormatError(f"cannot read model file '{path}': "
+                              f"{exc.strerror or exc}") from exc
+
+
+def _parse(data: bytes, fmt: str, path: Path) -> pb.ModelProto:
+    if fmt == "text":
+        return _parse_text(data, path)
+    try:
+        return pb.ModelProto.FromString(data)
+    except (_message.DecodeError, RecursionError, ValueError) as exc:
+        raise FileFormatError(
+            f"'{path}' is not a binary graphengine model: protobuf cannot decode it "
+            f"({exc}); the file is truncated or corrupt, or in another format (a text "
+            "model needs a .pbtxt name or format='text')") from exc
+
+
+def _parse_text(data: bytes, path: Path) -> pb.ModelProto:
+    """Parse text format strictly; fields unknown to this version are ignored only
+    in files that declare a newer version, so typos are still reported (and a
+    newer major version gets the version message from _check_header)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(f"'{path}' is not a text model: byte {exc.start} is not "
+                              "UTF-8") from exc
+    try:
+        return text_format.Parse(text, pb.ModelProto())
+    except (text_format.ParseError, RecursionError, ValueError) as exc:
+        strict_error = exc
+    model = pb.ModelProto()
+    with contextlib.suppress(text_format.ParseError, RecursionError, ValueError):
+        text_format.Parse(text, model, allow_unknown_field=True)
+        if (model.format_version_major, model.format_version_minor) > FORMAT_VERSION:
+            return model
+    where = ""
+    if isinstance(strict_error, text_format.ParseError) and strict_error.GetLine():
+        where = f" at line {strict_error.GetLine()}, column {strict_error.GetColumn()}"
+    reason = str(strict_error).split(" : ", 1)[-1]
+    raise FileFormatError(f"cannot parse text model '{path}'{where}: {reason}") from strict_error
+
+
+def _serialize(model: pb.ModelProto, fmt: str, path: Path) -> bytes:
+    if fmt == "text":
+        return text_format.MessageToString(model, as_utf8=True).encode("utf-8")
+    size = model.ByteSize()
+    if size > MAX_FILE_BYTES:
+        raise FileFormatError(
+            f"cannot save '{path}': the model would take {size} bytes, over protobuf's 2 GiB "
+            "limit; pass a lower external_data_threshold so large tensors go to a data file")
+    return model.SerializeToString(deterministic=True)
+
+
+def _check_header(model: pb.ModelProto, path: Path) -> None:
+    """Refuse files that are not models, or that come from a newer major format or opset."""
+    major, minor = model.format_version_major, model.format_version_minor
+    ours = FORMAT_VERSION[0]
+    if major == 0:
+        raise FileFormatError(
+            f"'{path}' is not a graphengine model: it has no format version (an empty file, "
+            "or another kind of protobuf message)")
+    if major > ours:
+        raise FileFormatError(
+            f"'{path}' was written by format {major}.x; this graphengine reads {ours}.x; "
+            "upgrade graphengine")
+    if model.opset_version == 0:
+        raise FileFormatError(f"'{path}' (format {major}.{minor}) has no opset_version; "
+                              f"set it to {OPSET_VERSION}")
+    if model.opset_version > OPSET_VERSION:
+        raise FileFormatError(
+            f"'{path}' uses opset {model.opset_version}; this graphengine implements opset "
+            f"{OPSET_VERSION}; upgrade graphengine")
+    if not model.HasField("graph"):
+        raise FileFormatError(f"'{path}' has a format version but no graph; it is not a "
+                              "complete graphengine model")
