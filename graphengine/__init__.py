@@ -9,12 +9,13 @@ from .gradients import GradientWarning, gradients
 from .graph import Graph, Tensor
 from .ops.api import *  # noqa: F401,F403  the op functions: ge.exp, ge.matmul ...
 from .ops.api import __all__ as _op_names
+from .render import RenderError, render, to_dot
 from .serialize import load, save
 
 __version__ = "0.1.0"
 
 __all__ = ["Graph", "Tensor", "run", "ops", "gradients", "gradcheck", "GradientWarning",
            "GraphEngineError", "GraphError", "ShapeError", "FeedError", "FileFormatError",
-           "GradientError", "ExecutionError", "TrainingError",
+           "GradientError", "ExecutionError", "TrainingError", "RenderError", "render", "to_dot",
            "load", "save",
            *_op_names]

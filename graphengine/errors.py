@@ -47,3 +47,8 @@ class ExecutionError(GraphEngineError):
 class TrainingError(GraphEngineError):
     """Training cannot start or cannot go on: bad data, a non-finite loss, a
     checkpoint that belongs to another graph."""
+
+
+class RenderError(GraphEngineError):
+    """A drawing cannot be made: Graphviz's ``dot`` is missing or failed, the output
+    format is unknown, or the view needs a loss that the graph does not name."""

@@ -215,7 +215,7 @@ def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
     before = set(out._nodes)
     scope = _free_scope(out)
     output_names = {ref: f"{scope}/{ref.replace(':', '_')}" for ref in wrt_refs}
-    ctx = _GradientContext(scope=scope)
+    ctx = _GradientContext(scope=scope, reserved=set(output_names.values()))
     out._grad_ctx = ctx
     try:
         seed_ref = _seed(out, ctx, loss_ref, loss_type, grad_ys)

@@ -156,6 +156,9 @@ class _GradientContext:
     scope: str
     derived_from: str = ""
     cse: dict = field(default_factory=dict)
+    #: Names kept free for the gradient outputs (``gradients/<wrt>``), so that
+    #: generated names such as ``gradients/layer1/multiply`` never take them.
+    reserved: set = field(default_factory=set)
 
 
 class Graph:
@@ -275,13 +278,14 @@ class Graph:
 
     def _unique_name(self, base: str) -> str:
         name = self._qualify(base)
-        if name not in self._nodes:
+        reserved = self._grad_ctx.reserved if self._grad_ctx is not None else ()
+        if name not in self._nodes and name not in reserved:
             return name
         count = self._counters.get(name, 0)
         while True:
             count += 1
             candidate = f"{name}_{count}"
-            if candidate not in self._nodes:
+            if candidate not in self._nodes and candidate not in reserved:
                 self._counters[name] = count
                 return candidate
 
@@ -477,6 +481,28 @@ class Graph:
         from .render import render_svg
 
         return render_svg(self)
+
+    def set_training(self, loss: "Tensor | str", **settings: Any) -> None:
+        """Say how this graph is trained; the spec is saved with the graph, so
+        ``graphengine train model.pb --data ...`` needs nothing else.
+
+        ``settings`` are the fields of :class:`~graphengine.training_spec.TrainingSpec`,
+        with the optimizer's and the schedule's given flat (``optimizer="adam"``,
+        ``learning_rate=1e-3``, ``schedule="cosine"``, ``warmup_steps=100``,
+        ``batch_size=64``, ``epochs=10``, ``metrics=["loss", "accuracy"]`` ...).
+        Raises TrainingError for an unknown setting or a value out of range.
+
+        >>> import graphengine as ge
+        >>> g = ge.Graph()
+        >>> x = g.placeholder("x", (None,))
+        >>> w = g.parameter("w", shape=())
+        >>> g.set_training(ge.mean(x * w), optimizer="adam", learning_rate=1e-3)
+        >>> g.training.optimizer.name, g.training.loss
+        ('adam', 'mean')
+        """
+        from .train.settings import build_spec
+
+        self.training = build_spec(self, loss, **settings)
 
 
 def infer_types(opdef: OpDef, node_name: str, in_types: Sequence[TensorType],

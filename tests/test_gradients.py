@@ -317,3 +317,18 @@ def test_no_warning_when_every_wrt_is_connected():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ge.gradients(affine(), "loss")
+
+
+def test_wrt_named_like_a_generated_node_gets_its_own_output():
+    g = ge.Graph()
+    x = g.placeholder("x", (3,), "float64")
+    with g.name_scope("layer1"):
+        m = x * x                      # named layer1/multiply, like the rule's own nodes
+    loss = ge.sum(m * x)
+    tg = ge.gradients(g, loss, wrt=["layer1/multiply", "x"])
+    assert tg.gradient.grads == {"layer1/multiply": "gradients/layer1/multiply",
+                                 "x": "gradients/x"}
+    xv = np.array([1.0, 2.0, 3.0])
+    out = ge.run(tg, list(tg.gradient.grads.values()), {"x": xv})
+    np.testing.assert_allclose(out["gradients/layer1/multiply"], xv)
+    np.testing.assert_allclose(out["gradients/x"], 3 * xv * xv)
