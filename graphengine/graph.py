@@ -500,7 +500,7 @@ class Graph:
         >>> g.training.optimizer.name, g.training.loss
         ('adam', 'mean')
         """
-        from .train.settings import build_spec
+        from .training.settings import build_spec
 
         self.training = build_spec(self, loss, **settings)
 

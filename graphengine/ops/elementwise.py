@@ -169,7 +169,10 @@ class AddN(OpDef):
     def kernel(self, *xs):
         out = xs[0] + xs[1] if len(xs) > 1 else xs[0].copy()
         for x in xs[2:]:
-            out += x  # fresh buffer from the first add: accumulate in place
+            if np.broadcast_shapes(out.shape, x.shape) == out.shape:
+                out += x  # a fresh buffer from the first add: accumulate in place
+            else:
+                out = out + x  # x is larger: broadcasting grows the result
         return out
 
     def vjp(self, node, dy):
@@ -298,16 +301,17 @@ class Tanh(Unary):
 
 @register
 class Sigmoid(Unary):
-    """1 / (1 + e**-x), computed as (1 + tanh(x/2)) / 2, which never overflows.
+    """1 / (1 + e**-x), computed from e = e**-|x| as 1/(1+e) for x >= 0 and e/(1+e)
+    for x < 0: it never overflows and keeps full relative accuracy for large
+    negative x (the tanh form (1 + tanh(x/2))/2 cancels there).
     d/dx = y (1 - y), from the forward output."""
 
     name = "sigmoid"
 
     def kernel(self, x):
-        out = np.tanh(x * x.dtype.type(0.5))
-        out += 1
-        out *= x.dtype.type(0.5)
-        return out
+        e = np.exp(-np.abs(x))
+        r = 1 / (1 + e)
+        return np.where(x >= 0, r, e * r)
 
     def vjp(self, node, dy):
         y = node.outputs[0]
@@ -399,7 +403,8 @@ class Gelu(Unary):
 
 @register
 class Clip(OpDef):
-    """Limit values to [a_min, a_max] as numpy.clip (either bound may be None).
+    """Limit values to [a_min, a_max] as numpy.clip (either bound may be None;
+    with a_min > a_max every value becomes a_max, as in numpy).
     d/dx = 1 inside the closed interval, 0 outside."""
 
     name = "clip"
@@ -409,9 +414,7 @@ class Clip(OpDef):
     def infer(self, x, *, a_min, a_max):
         if a_min is None and a_max is None:
             raise ValueError("give a_min, a_max or both")
-        if a_min is not None and a_max is not None and a_min > a_max:
-            raise ValueError(f"a_min {a_min} is greater than a_max {a_max}")
-        return x
+        return x  # a_min > a_max is allowed, as in numpy: every value becomes a_max
 
     def kernel(self, x, *, a_min, a_max):
         t = x.dtype.type
@@ -437,7 +440,21 @@ class Where(OpDef):
     name = "where"
     inputs = (Input("cond", BOOL_TYPES, differentiable=False), Input("x", ALL_TYPES),
               Input("y", ALL_TYPES))
-    kernel = staticmethod(np.where)
+
+    def kernel(self, cond, x, y):
+        # Gradient rules emit where(mask, dy, 0) and where(mask, 0, dy) a lot, and
+        # np.where branches per element: on a random mask it is ~15x slower than a
+        # multiply (measured on 128x512 float32).  dy * mask is the same result
+        # wherever dy is finite (up to the sign of zero); otherwise use np.where.
+        if x.dtype.kind == "f" and y.ndim == 0 and y == 0 and x.ndim >= cond.ndim:
+            out = x * cond
+            if np.isfinite(out).all():
+                return out
+        elif x.dtype.kind == "f" and x.ndim == 0 and x == 0 and y.ndim >= cond.ndim:
+            out = y * ~cond
+            if np.isfinite(out).all():
+                return out
+        return np.where(cond, x, y)
 
     def infer(self, cond, x, y):
         out = broadcast_types(x, y)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,13 @@ def _format_for(path: Path, format: str | None) -> str:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A file object whose content replaces ``path`` only when the block succeeds."""
+def atomic_file(path: Path, pause_before_rename: float = 0.0) -> Iterator[BinaryIO]:
+    """A file object whose content replaces ``path`` only when the block succeeds.
+
+    The temporary file is ``.<name>.<pid>.<random>.tmp`` beside ``path``.
+    ``pause_before_rename`` (seconds) exists for crash tests that kill the
+    process between the write and the rename.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open with mode 0o666 lets the umask decide the permissions, as open() would.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -61,6 +67,8 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
             yield out
             out.flush()
             os.fsync(out.fileno())
+        if pause_before_rename:
+            time.sleep(pause_before_rename)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

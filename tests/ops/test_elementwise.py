@@ -95,6 +95,10 @@ SPECS = [
            eps=1e-3),
     OpSpec("add_n", lambda a, b, c: ge.add_n([a, b, c]), lambda a, b, c: a + b + c,
            [u(2, 3), u(3), u(2, 3)]),
+    OpSpec("add_n", lambda a, b, c: ge.add_n([a, b, c]), lambda a, b, c: a + b + c,
+           [u(3), u(3), u(2, 3)], id="grows"),
+    OpSpec("clip", lambda x: ge.clip(x, 1.0, -1.0), lambda x: np.clip(x, 1.0, -1.0),
+           [u(4)], id="min-above-max"),
 ]
 
 test_forward = forward_tests(SPECS)
@@ -113,7 +117,7 @@ def test_python_scalar_takes_tensor_dtype():
     (lambda x, y: x + y, "shapes (N, 3) and (4,) do not broadcast"),
     (lambda x, y: ge.maximum(x, ge.cast(y, "float64")), "different dtypes"),
     (lambda x, y: ge.exp(ge.cast(x, "int32")), "dtype int32, expected one of"),
-    (lambda x, y: ge.clip(x, 2.0, 1.0), "greater than a_max"),
+    (lambda x, y: ge.clip(x), "give a_min, a_max or both"),
 ])
 def test_build_errors_name_node_and_operands(build, fragment):
     g = ge.Graph()
@@ -141,6 +145,14 @@ def test_sigmoid_and_softplus_do_not_overflow():
     sig, soft = ge.run(g, [ge.sigmoid(x), ge.softplus(x)], feeds).values()
     assert np.all(np.isfinite(sig))
     np.testing.assert_allclose(soft, [0, np.log(2), 1e4], rtol=1e-6)
+
+
+def test_sigmoid_keeps_relative_accuracy_for_negative_inputs():
+    g = ge.Graph()
+    x = g.placeholder("x", (5,), "float32")
+    xv = np.array([-30.0, -15.0, -8.0, 0.0, 8.0], np.float32)
+    expected = 1 / (1 + np.exp(-xv.astype(np.float64)))
+    np.testing.assert_allclose(ge.run(g, ge.sigmoid(x), {"x": xv}), expected, rtol=1e-6)
 
 
 def test_truth_value_of_tensor_is_an_error():

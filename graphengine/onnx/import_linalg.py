@@ -1,0 +1,118 @@
+"""Import rules for MatMul, Gemm and the Einsum equations that are matrix products.
+
+``Gemm`` is ``alpha * A' @ B' + beta * C`` built from transpose, matmul,
+multiply and add.  ``Einsum`` is supported where it is a matrix product with
+batch dims (``"bij,bjk->bik"``, ``"ij,kj->ik"``, ``"i,i"``, ellipses included),
+or, with one operand, a transpose and a sum (``"ij->ji"``, ``"ij->i"``); other
+equations (diagonals, traces, three operands) are refused, naming the node.
+"""
+
+from __future__ import annotations
+
+from ..ops import api as ops
+from .import_rules import NodeContext, rule
+
+
+@rule("MatMul", versions=(13,))
+def _matmul(ctx: NodeContext):
+    return ops.matmul(ctx.input(0), ctx.input(1))
+
+
+@rule("Gemm", versions=(13,))
+def _gemm(ctx: NodeContext):
+    a, b = ctx.input(0), ctx.input(1)
+    if ctx.attr("transA", 0):
+        a = ops.transpose(a)
+    if ctx.attr("transB", 0):
+        b = ops.transpose(b)
+    out = ops.matmul(a, b)
+    alpha, beta = ctx.attr("alpha", 1.0), ctx.attr("beta", 1.0)
+    if alpha != 1.0:
+        out = out * alpha
+    if ctx.has(2) and beta != 0.0:
+        c = ctx.input(2)
+        out = out + (c if beta == 1.0 else c * beta)
+    return out
+
+
+def _parse_einsum(ctx: NodeContext, equation: str, ranks: list[int]):
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        raise ctx.fail(f"equation {equation!r} has {len(terms)} operands, the node "
+                       f"{len(ranks)}")
+    ellipsis_rank = 0
+    for term, rank in zip(terms, ranks):
+        if "..." in term:
+            ellipsis_rank = max(ellipsis_rank, rank - len(term.replace("...", "")))
+    fill = "".join(chr(0x100 + i) for i in range(ellipsis_rank))  # letters no user writes
+    expanded = []
+    for term, rank in zip(terms, ranks):
+        if "..." in term:
+            width = rank - len(term.replace("...", ""))
+            term = term.replace("...", fill[ellipsis_rank - width:])
+        if len(term) != rank or len(set(term)) != len(term):
+            raise ctx.fail(f"einsum term {term!r} does not fit an operand of rank {rank}, or "
+                           "repeats a letter (diagonals are not supported)")
+        expanded.append(term)
+    if arrow:
+        out = rhs.replace("...", fill)
+    else:
+        counts = {c: lhs.count(c) for c in set("".join(expanded))}
+        out = fill + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in fill))
+    return expanded, out
+
+
+@rule("Einsum", versions=(12, 28))
+def _einsum(ctx: NodeContext):
+    xs = ctx.inputs()
+    terms, out = _parse_einsum(ctx, ctx.attr("equation"), [x.ndim for x in xs])
+    if len(xs) == 1:
+        (x,), (term,) = xs, terms
+        summed = tuple(i for i, c in enumerate(term) if c not in out)
+        if summed:
+            x = ops.sum(x, axis=summed)
+            term = "".join(c for c in term if c in out)
+        perm = tuple(term.index(c) for c in out)
+        return ops.transpose(x, axes=perm) if perm != tuple(range(len(perm))) else \
+            ops.identity(x)
+    if len(xs) != 2:
+        raise ctx.fail("only Einsum of one or two operands is supported")
+    (a, b), (ta, tb) = xs, terms
+    batch = [c for c in ta if c in tb and c in out]
+    contracted = [c for c in ta if c in tb and c not in out]
+    free_a = [c for c in ta if c not in tb]
+    free_b = [c for c in tb if c not in ta]
+    if len(contracted) > 1 or len(free_a) > 1 or len(free_b) > 1 or \
+            any(c not in out for c in free_a + free_b) or \
+            (not contracted and not (free_a and free_b)):
+        raise ctx.fail(f"einsum {ctx.attr('equation')!r} is not a (batched) matrix product")
+    # Bring a to (batch..., m, k) and b to (batch..., k, n); missing m, n or k
+    # become 1-D operands, which matmul handles as numpy does.
+    order_a = batch + free_a + contracted
+    order_b = batch + contracted + free_b
+    a = _permute(a, ta, order_a)
+    b = _permute(b, tb, order_b)
+    if not contracted:  # an outer product: (..., m, 1) @ (..., 1, n)
+        a = ops.expand_dims(a, axis=-1)
+        b = ops.expand_dims(b, axis=len(batch))
+    if batch and (not free_a or not free_b) and contracted:
+        # A batched matrix-vector product: keep matmul's batch semantics.
+        if not free_a:
+            a = ops.expand_dims(a, axis=-2)
+        if not free_b:
+            b = ops.expand_dims(b, axis=-1)
+        result = ops.matmul(a, b)
+        drop = ([len(batch)] if not free_a else []) + ([-1] if not free_b else [])
+        result = ops.squeeze(result, axis=tuple(drop))
+    else:
+        result = ops.matmul(a, b)
+    produced = "".join(batch + free_a + free_b)
+    perm = tuple(produced.index(c) for c in out)
+    return ops.transpose(result, axes=perm) if perm != tuple(range(len(perm))) else result
+
+
+def _permute(x, term: str, order: list[str]):
+    perm = tuple(term.index(c) for c in order)
+    return ops.transpose(x, axes=perm) if perm != tuple(range(len(perm))) else x

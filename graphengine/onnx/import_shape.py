@@ -1,0 +1,312 @@
+"""Import rules for ONNX's shape and layout ops.
+
+``Shape``, ``Size``, ``ConstantOfShape`` and ``Range`` are evaluated at import
+time: ``Shape``/``Size`` need the dims they report to be static (a symbolic
+batch dim outside ``Shape``'s start/end is fine), the others need their inputs
+known.  Shapes, axes, pads, split sizes, repeats and slice bounds must likewise
+be known at import time (initializers, Constant nodes, or folded from those).
+A model that computes them from data at run time is refused with a message
+naming the node.
+
+Where ONNX and numpy differ:
+
+* ``Reshape`` reads 0 as "copy this dim" unless ``allowzero=1`` (numpy: size 0);
+* ``Expand`` broadcasts both ways (a 1 in the shape keeps the input's size);
+* ``Gather`` with an index out of range is an error in both (numpy raises, and
+  the run fails with an ExecutionError naming the node);
+* ``OneHot`` counts negative indices from the end (ours gives zeros for them),
+  and takes its on/off values from an input;
+* ``Pad`` allows negative pads (crops), done with a slice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ops import api as ops
+from ..ops.shape import END
+from .import_rules import NodeContext, normalize_axes, rule
+from .import_symbolic import symbolic_array
+
+_LAYOUT_VERSIONS = (13, 21, 23, 24, 25)
+
+_CONSTANT_VERSIONS = (13, 19, 21, 23, 24, 25)
+
+
+@rule("Constant", versions=_CONSTANT_VERSIONS)
+def _constant(ctx: NodeContext):
+    for name, dtype in (("value", None), ("value_float", np.float32),
+                        ("value_floats", np.float32), ("value_int", np.int64),
+                        ("value_ints", np.int64)):
+        if ctx.has_attr(name):
+            value = ctx.attr(name)
+            return np.array(value) if dtype is None else np.array(value, dtype=dtype)
+    given = ", ".join(a.name for a in ctx.node.attribute) or "none"
+    raise ctx.fail(f"only numeric Constant values are supported (attribute given: {given})")
+
+
+def _static_dims(ctx: NodeContext, shape, what: str) -> list[int]:
+    if not all(isinstance(d, int) for d in shape):
+        raise ctx.fail(f"{what} of input '{ctx.input_names[0]}' has symbolic dims "
+                       f"{tuple(shape)}: graphengine computes shapes at import time only "
+                       "from static dims")
+    return list(shape)
+
+
+@rule("Shape", versions=(13, 15, 19, 21, 23, 24, 25))
+def _shape(ctx: NodeContext):
+    shape = ctx.type(0).shape
+    rank = len(shape)
+    start, end = ctx.attr("start", 0), ctx.attr("end", rank)
+    start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))
+    # Symbolic dims stay symbolic (see import_symbolic): Reshape and Expand use them.
+    return symbolic_array(shape[start:end])
+
+
+@rule("Size", versions=(13, 19, 21, 23, 24, 25))
+def _size(ctx: NodeContext):
+    dims = _static_dims(ctx, ctx.type(0).shape, "the size")
+    return np.array(int(np.prod(dims, dtype=np.int64)), dtype=np.int64)
+
+
+@rule("ConstantOfShape", versions=(9, 20, 21, 23, 24, 25), static=(0,))
+def _constant_of_shape(ctx: NodeContext):
+    shape = ctx.require_static(0, "shape").astype(np.int64).reshape(-1)
+    value = ctx.attr("value", None)
+    if value is None:
+        value = np.zeros((), np.float32)
+    if value.size != 1:
+        raise ctx.fail(f"attribute 'value' must hold one element, not {value.size}")
+    return np.full(tuple(int(d) for d in shape), value.reshape(()), dtype=value.dtype)
+
+
+@rule("Range", versions=(11, 27), static=(0, 1, 2))
+def _range(ctx: NodeContext):
+    start, limit, delta = (ctx.require_static(i, name).reshape(())
+                           for i, name in enumerate(("start", "limit", "delta")))
+    dtype = start.dtype
+    if dtype.kind == "f":
+        count = int(max(np.ceil((float(limit) - float(start)) / float(delta)), 0))
+    else:
+        span, step = int(limit) - int(start), int(delta)
+        count = max(-(-span // step), 0)
+    # ONNX: output[i] = start + i * delta, in the input dtype.
+    stash = dtype == np.float16 and ctx.attr("stash_type", 1) == 1
+    work = np.dtype(np.float32) if stash else dtype
+    out = work.type(start) + np.arange(count, dtype=work) * work.type(delta)
+    return out.astype(dtype)
+
+
+
+# -- reshaping ---------------------------------------------------------------------------
+
+@rule("Reshape", versions=(13, 14, 19, 21, 23, 24, 25), static=(1,))
+def _reshape(ctx: NodeContext):
+    x = ctx.input(0)
+    shape = _dims(ctx.require_static(1, "shape", symbolic=True))
+    allowzero = ctx.version >= 14 and ctx.attr("allowzero", 0)
+    target: list = [x.shape[i] if d == 0 and not allowzero else d for i, d in enumerate(shape)]
+    return ops.reshape(x, _static_newshape(ctx, x.shape, target))
+
+
+def _dims(value: np.ndarray) -> list:
+    """Entries of a (possibly symbolic) shape value: ints, dim names or None."""
+    return [d if isinstance(d, str) or d is None else int(d) for d in value.reshape(-1)]
+
+
+def _static_newshape(ctx: NodeContext, in_shape, target: list) -> tuple[int, ...]:
+    """A numpy newshape (ints, at most one -1) for a target that may hold dims
+    copied from a symbolic input shape."""
+    copied = [d for d in target if not isinstance(d, int)]
+    symbols = [d for d in in_shape if not isinstance(d, int)]
+    if copied and -1 in target and sorted(map(str, copied)) == sorted(map(str, symbols)) \
+            and None not in copied:
+        # The symbolic dims all survive, so -1 stands for the static rest.
+        known_in = math.prod(d for d in in_shape if isinstance(d, int))
+        known_out = math.prod(d for d in target if isinstance(d, int) and d != -1)
+        if known_out and known_in % known_out == 0:
+            target = [known_in // known_out if d == -1 else d for d in target]
+    unknown = [i for i, d in enumerate(target) if not isinstance(d, int) or d == -1]
+    if len(unknown) > 1:
+        raise ctx.fail(f"cannot express target shape {target} (from input shape "
+                       f"{tuple(in_shape)}) with static sizes and one -1")
+    return tuple(-1 if i in unknown else d for i, d in enumerate(target))
+
+
+@rule("Flatten", versions=_LAYOUT_VERSIONS)
+def _flatten(ctx: NodeContext):
+    x = ctx.input(0)
+    axis = ctx.attr("axis", 1)
+    if not -x.ndim <= axis <= x.ndim:
+        raise ctx.fail(f"axis {axis} is out of range for an input of rank {x.ndim}")
+    axis = axis + x.ndim if axis < 0 else axis
+    outer, inner = x.shape[:axis], x.shape[axis:]
+    sizes = [math.prod(p) if all(isinstance(d, int) for d in p) else -1 for p in (outer, inner)]
+    if sizes.count(-1) > 1:
+        raise ctx.fail(f"cannot flatten shape {x.shape} at axis {axis}: both parts are symbolic")
+    return ops.reshape(x, tuple(sizes))
+
+
+@rule("Transpose", versions=_LAYOUT_VERSIONS)
+def _transpose(ctx: NodeContext):
+    perm = ctx.attr("perm", None)
+    return ops.transpose(ctx.input(0), axes=None if perm is None else tuple(perm))
+
+
+@rule("Squeeze", versions=_LAYOUT_VERSIONS, static=(1,))
+def _squeeze(ctx: NodeContext):
+    x = ctx.input(0)
+    axes = ctx.axes_attr_or_input(1, since=13)
+    if axes is None:
+        if any(not isinstance(d, int) for d in x.shape):
+            raise ctx.fail(f"Squeeze without axes on shape {x.shape}: cannot tell whether a "
+                           "symbolic dim is 1; give the axes")
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    axes = normalize_axes(ctx, axes, x.ndim)
+    return ops.squeeze(x, axis=tuple(axes)) if axes else ops.identity(x)
+
+
+@rule("Unsqueeze", versions=_LAYOUT_VERSIONS, static=(1,))
+def _unsqueeze(ctx: NodeContext):
+    x = ctx.input(0)
+    axes = ctx.axes_attr_or_input(1, since=13)
+    if not axes:
+        raise ctx.fail("Unsqueeze needs axes")
+    return ops.expand_dims(x, axis=tuple(normalize_axes(ctx, axes, x.ndim + len(axes))))
+
+
+@rule("Expand", versions=(13,), static=(1,))
+def _expand(ctx: NodeContext):
+    x = ctx.input(0)
+    shape = _dims(ctx.require_static(1, "shape", symbolic=True))
+    rank = max(len(shape), x.ndim)
+    shape = [1] * (rank - len(shape)) + shape
+    lead = rank - x.ndim
+    # ONNX broadcasts both ways: a 1 in the shape keeps the input's size (our -1),
+    # and so does the input's own symbolic dim.
+    target = [-1 if i >= lead and (s == 1 or (not isinstance(s, int) and s is not None
+                                              and s == x.shape[i - lead])) else s
+              for i, s in enumerate(shape)]
+    if not all(isinstance(t, int) for t in target):
+        raise ctx.fail(f"cannot expand shape {x.shape} to {shape}: symbolic target dims must "
+                       "be the input's own")
+    if all(t == -1 for t in target[lead:]) and lead == 0:
+        return ops.identity(x)
+    return ops.broadcast_to(x, tuple(target))
+
+
+@rule("Tile", versions=(13,), static=(1,))
+def _tile(ctx: NodeContext):
+    x = ctx.input(0)
+    repeats = [int(r) for r in ctx.require_static(1, "repeats").reshape(-1)]
+    if len(repeats) != x.ndim:
+        raise ctx.fail(f"repeats {repeats} need one entry per axis of the rank-{x.ndim} input")
+    out = x
+    for axis, r in enumerate(repeats):
+        if r == 0:
+            out = ctx.graph.apply("slice", [out], {"axes": (axis,), "starts": (0,),
+                                                   "stops": (0,), "steps": (1,)})
+        elif r > 1:
+            out = ops.concatenate([out] * r, axis=axis)
+    return out if out is not x else ops.identity(x)
+
+
+# -- joining and splitting -------------------------------------------------------------------
+
+@rule("Concat", versions=(13,))
+def _concat(ctx: NodeContext):
+    return ops.concatenate(ctx.inputs(), axis=ctx.attr("axis"))
+
+
+@rule("Split", versions=(13, 18), static=(1,))
+def _split(ctx: NodeContext):
+    x = ctx.input(0)
+    axis = normalize_axes(ctx, [ctx.attr("axis", 0)], x.ndim)[0]
+    count = len(ctx.node.output)
+    size = x.shape[axis]
+    if ctx.has(1):
+        sizes = [int(s) for s in ctx.require_static(1, "split sizes").reshape(-1)]
+    elif ctx.version >= 18 and ctx.has_attr("num_outputs"):
+        n = ctx.attr("num_outputs")
+        if isinstance(size, int) and size % n:
+            # ONNX: equal chunks of ceil(size / n), the last one smaller.
+            chunk = -(-size // n)
+            sizes = [chunk] * (n - 1) + [size - chunk * (n - 1)]
+        else:
+            return ops.split(x, n, axis=axis)
+    else:
+        return ops.split(x, count, axis=axis)
+    if len(sizes) != count:
+        raise ctx.fail(f"{len(sizes)} split sizes for {count} outputs")
+    return ops.split(x, [int(i) for i in np.cumsum(sizes)[:-1]], axis=axis)
+
+
+@rule("Slice", versions=(13,), static=(1, 2, 3, 4))
+def _slice(ctx: NodeContext):
+    x = ctx.input(0)
+    starts = [int(v) for v in ctx.require_static(1, "starts").reshape(-1)]
+    ends = [int(v) for v in ctx.require_static(2, "ends").reshape(-1)]
+    axes = ([int(v) for v in ctx.require_static(3, "axes").reshape(-1)] if ctx.has(3)
+            else list(range(len(starts))))
+    steps = ([int(v) for v in ctx.require_static(4, "steps").reshape(-1)] if ctx.has(4)
+             else [1] * len(starts))
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ctx.fail("starts, ends, axes and steps must have the same length")
+    axes = normalize_axes(ctx, axes, x.ndim)
+    # ONNX clamps starts and ends as Python slices do; INT64 sentinels stay in range.
+    ends = [max(min(e, END), -END) for e in ends]
+    if not axes:
+        return ops.identity(x)
+    return ctx.graph.apply("slice", [x], {"axes": tuple(axes), "starts": tuple(starts),
+                                          "stops": tuple(ends), "steps": tuple(steps)})
+
+
+@rule("Gather", versions=(13,))
+def _gather(ctx: NodeContext):
+    return ops.take(ctx.input(0), ctx.input(1), axis=ctx.attr("axis", 0))
+
+
+@rule("OneHot", versions=(11, 28), static=(1, 2))
+def _one_hot(ctx: NodeContext):
+    indices = ctx.input(0)
+    depth = int(ctx.require_static(1, "depth").reshape(()))
+    values = ctx.require_static(2, "values").reshape(-1)
+    if indices.dtype.kind not in "iu":
+        indices = ops.cast(indices, dtype="int64")
+    if indices.dtype.kind == "i":
+        # ONNX counts negative indices from the end.
+        indices = ops.where(ops.less(indices, 0), indices + depth, indices)
+    hot = ops.one_hot(indices, depth, dtype="bool", axis=ctx.attr("axis", -1))
+    return ops.where(hot, values[1:2].reshape(()), values[0:1].reshape(()))
+
+
+@rule("Pad", versions=(13, 18, 19, 21, 23, 24, 25), static=(1, 2, 3))
+def _pad(ctx: NodeContext):
+    x = ctx.input(0)
+    mode = ctx.attr("mode", "constant")
+    if mode != "constant":
+        raise ctx.fail(f"mode {mode!r} is not supported; only 'constant' is")
+    pads = [int(p) for p in ctx.require_static(1, "pads").reshape(-1)]
+    value = ctx.require_static(2, "constant value").reshape(()) if ctx.has(2) else 0
+    axes = list(range(x.ndim))
+    if ctx.version >= 18 and ctx.has(3):
+        axes = normalize_axes(ctx, [int(a) for a in ctx.require_static(3, "axes").reshape(-1)],
+                              x.ndim)
+    if len(pads) != 2 * len(axes):
+        raise ctx.fail(f"pads {pads} need a begin and an end for each of {len(axes)} axes")
+    widths = [[0, 0] for _ in range(x.ndim)]
+    for k, axis in enumerate(axes):
+        widths[axis] = [pads[k], pads[k + len(axes)]]
+    grow = [[max(b, 0), max(e, 0)] for b, e in widths]
+    out = ops.pad(x, grow, constant_values=float(value)) if any(map(any, grow)) else x
+    crop = [(axis, -min(b, 0), min(e, 0)) for axis, (b, e) in enumerate(widths)
+            if b < 0 or e < 0]
+    if crop:
+        # Negative pads remove elements.
+        out = ctx.graph.apply("slice", [out], {
+            "axes": tuple(a for a, _, _ in crop), "starts": tuple(b for _, b, _ in crop),
+            "stops": tuple(e if e else END for _, _, e in crop), "steps": (1,) * len(crop)})
+    return out if out is not x else ops.identity(x)
+

@@ -1,0 +1,72 @@
+"""Evaluation: the loss and metrics of a graph on data, in inference mode.
+
+The loss reported is each batch's loss weighted by its size, which for a loss
+with ``reduction="mean"`` is the loss over the whole data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..compiler import prune_to
+from ..executor import compile_plan
+from ..graph import Graph
+from ..training_spec import TrainingSpec
+from .data import DataLike, Dataset, as_dataset, iterate
+from .metrics import EpochMetrics, find_accuracy
+from .settings import resolve_spec
+
+
+class Evaluator:
+    """One compiled inference plan of a spec's loss (and predictions, for accuracy),
+    run over data sets batch by batch."""
+
+    def __init__(self, graph: Graph, spec: TrainingSpec) -> None:
+        self.graph = graph
+        self.spec = spec
+        self.accuracy = (find_accuracy(graph, spec.loss, spec.predictions, spec.labels)
+                         if "accuracy" in spec.metrics else None)
+        fetches = [spec.loss] + ([self.accuracy.predictions] if self.accuracy else [])
+        self.placeholders = [n for n in prune_to(graph, fetches) if n.op == "placeholder"]
+        self.plan = compile_plan(graph, fetches, [n.name for n in self.placeholders])
+
+    def bind(self, data: DataLike, what: str = "evaluation data",
+             mapping: Mapping[str, str] | None = None) -> Dataset:
+        """``data`` checked against the placeholders the evaluation needs; ``mapping``
+        (placeholder -> array) is laid over the spec's data_map."""
+        if isinstance(data, Dataset) and data.arrays.keys() == {n.name
+                                                                for n in self.placeholders}:
+            return data
+        return as_dataset(data, self.placeholders, {**self.spec.data_map, **(mapping or {})},
+                          what)
+
+    def __call__(self, data: DataLike, batch_size: int | None = None) -> dict[str, float]:
+        """{"loss": ..., "accuracy": ...} of the graph on ``data``."""
+        dataset = self.bind(data)
+        totals = EpochMetrics()
+        for feeds in iterate(dataset, batch_size or max(self.spec.batch_size, 256)):
+            out = self.plan.run(feeds, training=False)
+            size = len(next(iter(feeds.values())))
+            correct = (self.accuracy.correct(out[1], feeds[self.accuracy.labels])
+                       if self.accuracy else None)
+            totals.add(size, float(out[0]), correct)
+        return {**totals.result(self.accuracy is not None), "examples": dataset.size}
+
+
+def evaluate(graph: Graph, data: DataLike, *, batch_size: int | None = None,
+             **settings: Any) -> dict[str, float]:
+    """The loss (and accuracy, when the spec lists it) of ``graph`` on ``data``.
+
+    ``settings`` override the graph's training spec as in :func:`graphengine.training.train`
+    (``loss=...``, ``metrics=["loss", "accuracy"]``, ``data_map=...``).
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph()
+    >>> x = g.placeholder("x", (None,))
+    >>> w = g.parameter("w", np.float32(2.0))
+    >>> loss = ge.mean((x * w) ** 2.0)
+    >>> evaluate(g, {"x": np.ones(4, np.float32)}, loss=loss.name)
+    {'loss': 4.0, 'examples': 4}
+    """
+    return Evaluator(graph, resolve_spec(graph, **settings))(data, batch_size)

@@ -1,0 +1,265 @@
+"""Optimizers that update parameter arrays in place: SGD (momentum, Nesterov),
+Adam and AdamW, with weight decay and a gradient scale for clipping.
+
+Each optimizer owns its state (momentum buffers, moment estimates, the step
+count) and two scratch buffers per parameter, all allocated once by
+:meth:`Optimizer.setup`, so a training step allocates nothing here.  Gradients
+are read only: they may be views the executor shares with other values (a
+broadcast, a feed), so clipping is passed in as ``grad_scale`` and folded into
+the update instead of rescaling the gradient arrays.
+
+The update rules follow PyTorch's ``torch.optim`` (``dampening=0``), so
+hyperparameters mean the same thing as there:
+
+* SGD: ``g = s*grad + wd*p``; with momentum ``b = mu*b + g`` and the step is
+  ``b`` (or ``g + mu*b`` with Nesterov); ``p -= lr * step``.
+* Adam: ``g = s*grad + wd*p`` (L2 decay, coupled); ``m = b1*m + (1-b1)*g``;
+  ``v = b2*v + (1-b2)*g**2``; ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with the
+  bias corrections ``m_hat = m/(1-b1**t)``, ``v_hat = v/(1-b2**t)``.
+* AdamW: as Adam with ``g = s*grad``, and ``p *= 1 - lr*wd`` first (decoupled decay,
+  Loshchilov and Hutter, 2019).
+
+>>> import numpy as np
+>>> p = {"w": np.array([1.0, 2.0], np.float32)}
+>>> opt = SGD(momentum=0.9)
+>>> opt.setup(p)
+>>> opt.step(p, {"w": np.array([0.5, -1.0], np.float32)}, lr=0.1)
+>>> p["w"].tolist()
+[0.949999988079071, 2.0999999046325684]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import TrainingError
+from ..training_spec import OptimizerSpec
+
+
+class Optimizer:
+    """Base class: per-parameter state arrays (``slots``), a step count, and an
+    in-place update rule (``_update``) that subclasses define."""
+
+    name: ClassVar[str] = ""
+    #: Names of the per-parameter state arrays, saved in checkpoints.
+    slot_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, weight_decay: float = 0.0) -> None:
+        if weight_decay < 0:
+            raise TrainingError(f"{self.name}: weight_decay must be >= 0, got {weight_decay}")
+        self.weight_decay = float(weight_decay)
+        #: Number of updates applied so far (Adam's bias corrections use it).
+        self.iterations = 0
+        self.slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
+        self._scratch: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The settings that define the update (compared on resume)."""
+        return {"weight_decay": self.weight_decay}
+
+    def setup(self, params: Mapping[str, np.ndarray]) -> None:
+        """Allocate zeroed state and scratch buffers for ``params`` (name -> array)."""
+        for name, p in params.items():
+            for slot in self.slot_names:
+                self.slots[slot][name] = np.zeros_like(p)
+            self._scratch[name] = (np.empty_like(p), np.empty_like(p))
+
+    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray],
+             lr: float, grad_scale: float = 1.0) -> None:
+        """Apply one update to every parameter in ``params``, in place.
+
+        ``grad_scale`` multiplies every gradient first (clipping by global norm).
+        """
+        self.iterations += 1
+        for name, p in params.items():
+            self._update(name, p, grads[name], float(lr), float(grad_scale))
+
+    def _update(self, name: str, p: np.ndarray, grad: np.ndarray, lr: float,
+                scale: float) -> None:  # pragma: no cover - every optimizer overrides it
+        raise NotImplementedError
+
+    def _scaled_grad(self, p: np.ndarray, grad: np.ndarray, scale: float, out: np.ndarray,
+                     spare: np.ndarray, weight_decay: float) -> np.ndarray:
+        """``scale*grad + weight_decay*p`` in ``out`` (or ``grad`` itself when that is it)."""
+        if scale == 1.0 and not weight_decay:
+            return grad
+        np.multiply(grad, scale, out=out)
+        if weight_decay:
+            np.multiply(p, weight_decay, out=spare)
+            out += spare
+        return out
+
+    # -- checkpoints -------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+        """(scalars, slots): what a checkpoint stores to resume this optimizer."""
+        return {"iterations": self.iterations}, self.slots
+
+    def load_state(self, scalars: Mapping[str, Any],
+                   slots: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Restore :meth:`state` output into the buffers made by :meth:`setup`.
+
+        Parameters missing from ``slots`` keep fresh (zero) state.
+        """
+        self.iterations = int(scalars.get("iterations", 0))
+        for slot, arrays in self.slots.items():
+            for name, buffer in arrays.items():
+                saved = slots.get(slot, {}).get(name)
+                if saved is not None:
+                    if saved.shape != buffer.shape:
+                        raise TrainingError(f"optimizer state '{slot}' of parameter '{name}' "
+                                            f"has shape {saved.shape}, the parameter has "
+                                            f"{buffer.shape}")
+                    buffer[...] = saved
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
+
+    name = "sgd"
+
+    def __init__(self, *, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
+        if not 0.0 <= momentum < 1.0:
+            raise TrainingError(f"sgd: momentum must be in [0, 1), got {momentum}")
+        if nesterov and momentum == 0.0:
+            raise TrainingError("sgd: nesterov needs a momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.slot_names = ("momentum",) if momentum else ()
+        super().__init__(weight_decay=weight_decay)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"momentum": self.momentum, "nesterov": self.nesterov, **super().hyperparameters()}
+
+    def _update(self, name, p, grad, lr, scale):
+        tmp, spare = self._scratch[name]
+        g = self._scaled_grad(p, grad, scale, tmp, spare, self.weight_decay)
+        if self.momentum:
+            buf = self.slots["momentum"][name]
+            buf *= self.momentum
+            buf += g
+            if self.nesterov:
+                # step = g + mu*b, built in ``spare`` (``g`` may live in ``tmp``).
+                np.multiply(buf, self.momentum, out=spare)
+                spare += g
+                g = spare
+            else:
+                g = buf
+        np.multiply(g, lr, out=tmp)
+        p -= tmp
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba, 2015) with L2 weight decay added to the gradient."""
+
+    name = "adam"
+    slot_names = ("m", "v")
+    #: Adam adds weight decay to the gradient; AdamW applies it to the weights.
+    decoupled = False
+
+    def __init__(self, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        for label, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise TrainingError(f"{self.name}: {label} must be in [0, 1), got {beta}")
+        if eps <= 0:
+            raise TrainingError(f"{self.name}: eps must be > 0, got {eps}")
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        super().__init__(weight_decay=weight_decay)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                **super().hyperparameters()}
+
+    def _update(self, name, p, grad, lr, scale):
+        tmp, spare = self._scratch[name]
+        m, v = self.slots["m"][name], self.slots["v"][name]
+        if self.decoupled and self.weight_decay:
+            p *= 1.0 - lr * self.weight_decay
+        coupled = 0.0 if self.decoupled else self.weight_decay
+        g = self._scaled_grad(p, grad, scale, tmp, spare, coupled)
+        # v first: it needs g squared, and updating m may overwrite g when g is tmp.
+        np.multiply(g, g, out=spare)
+        spare *= 1.0 - self.beta2
+        v *= self.beta2
+        v += spare
+        np.multiply(g, 1.0 - self.beta1, out=tmp)
+        m *= self.beta1
+        m += tmp
+        t = self.iterations
+        bias1 = 1.0 - self.beta1 ** t
+        bias2 = 1.0 - self.beta2 ** t
+        # lr * m_hat / (sqrt(v_hat) + eps), computed as PyTorch does.
+        np.sqrt(v, out=spare)
+        spare /= math.sqrt(bias2)
+        spare += self.eps
+        np.divide(m, spare, out=tmp)
+        tmp *= lr / bias1
+        p -= tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (``p *= 1 - lr*wd`` before the Adam step)."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.01) -> None:
+        super().__init__(beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+
+
+#: Optimizers by the name used in training specs and on the command line.
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(name: str, **hyperparameters: Any) -> Optimizer:
+    """The optimizer called ``name`` with ``hyperparameters``; TrainingError names
+    the known optimizers or the settings a given one takes.
+
+    >>> make_optimizer("adam", beta1=0.8).hyperparameters()["beta1"]
+    0.8
+    """
+    try:
+        cls = OPTIMIZERS[name.lower()]
+    except KeyError:
+        raise TrainingError(f"unknown optimizer {name!r}; use one of "
+                            f"{', '.join(OPTIMIZERS)}") from None
+    try:
+        return cls(**hyperparameters)
+    except TypeError:
+        import inspect
+
+        known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        unknown = sorted(set(hyperparameters) - set(known))
+        raise TrainingError(f"optimizer {name!r} takes no setting {', '.join(unknown)}; its "
+                            f"settings are {', '.join(known)}") from None
+
+
+def optimizer_from_spec(spec: OptimizerSpec) -> Optimizer:
+    """The optimizer an :class:`~graphengine.training_spec.OptimizerSpec` describes
+    (its learning rate and clipping are applied by the trainer)."""
+    if spec.name == "sgd":
+        return SGD(momentum=spec.momentum, nesterov=spec.nesterov,
+                   weight_decay=spec.weight_decay)
+    return make_optimizer(spec.name, beta1=spec.beta1, beta2=spec.beta2, eps=spec.epsilon,
+                          weight_decay=spec.weight_decay)
+
+
+def global_norm(grads: Mapping[str, np.ndarray]) -> float:
+    """sqrt of the sum of squares of every gradient element (accumulated in float64)."""
+    total = 0.0
+    for g in grads.values():
+        flat = g.reshape(-1)
+        total += float(np.dot(flat, flat))
+    return math.sqrt(total)
+
+
+def clip_scale(norm: float, max_norm: float) -> float:
+    """The factor that brings a gradient of global norm ``norm`` to at most
+    ``max_norm`` (1 when it is already within; 1e-6 guards a zero norm, as PyTorch)."""
+    return min(1.0, max_norm / (norm + 1e-6))

@@ -1,0 +1,491 @@
+"""The training loop: compile once, then per step feed a batch, run the plan of
+the gradient graph, and update the parameters in place.
+
+:class:`Trainer` builds the gradient graph of the spec's loss with respect to
+the trained parameters and compiles one plan for it (and one for evaluation)
+when it is made; a step does no graph work.  The forward graph and the gradient
+graph share one dict of parameter values, so the optimizer's in-place updates
+are seen by both, and ``graph.values`` holds the trained values at the end.
+
+Every random draw depends only on the seed and counters: the example order of
+epoch ``e`` on ``(seed, e)``, the random ops of step ``s`` (dropout) on
+``(seed << 32) + s``.  So the seed and the counters are the whole RNG state,
+and a run resumed from a checkpoint ends with the same parameters, bit for
+bit, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..compiler import prune_to
+from ..errors import TrainingError
+from ..executor import Plan, compile_plan
+from ..gradients import GradientWarning, gradients
+from ..graph import Graph, Node, parse_ref
+from ..training_spec import TrainingSpec
+from . import checkpoint as ckpt_io
+from .data import BatchFeeder, DataLike, as_dataset, epoch_order, fixed_batch_size
+from .evaluate import Evaluator
+from .metrics import EpochMetrics, MetricsLog
+from .optimizers import clip_scale, global_norm, optimizer_from_spec
+from .progress import ProgressBar
+from .schedules import make_schedule
+from .settings import describe_changes, flatten, resolve_spec
+
+
+@dataclass
+class StepInfo:
+    """What a step callback sees.  ``step`` counts updates done (1 after the first);
+    ``epoch`` and ``batch`` count from 1."""
+
+    step: int
+    epoch: int
+    batch: int
+    batch_size: int
+    loss: float
+    learning_rate: float
+
+
+class Callback:
+    """Hooks called by :class:`Trainer`; subclass and override what you need.
+    Call ``trainer.stop()`` from a hook to end training after the current step."""
+
+    def on_step(self, trainer: Trainer, info: StepInfo) -> None:
+        """After each update."""
+
+    def on_epoch(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """After each epoch, with the record written to the metrics log."""
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the graph (its ``values`` trained), the spec used, one
+    record per epoch (as in the metrics log), the number of updates, and whether
+    the run ended before its last epoch (a callback stopped it)."""
+
+    graph: Graph
+    spec: TrainingSpec
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    stopped: bool = False
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last epoch's record (empty when no epoch ended)."""
+        return self.history[-1] if self.history else {}
+
+
+@dataclass
+class _RunState:
+    """Where a run is: updates done, epochs done, examples of the current epoch's
+    ``order`` consumed, and the running metric sums of that epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    order: np.ndarray | None = None
+    sums: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Train ``graph`` on ``data`` as its training spec says, with ``settings`` laid
+    over the spec (see :func:`graphengine.training.settings.resolve_spec`).
+
+    Args:
+        graph: the graph to train; its parameter values are updated in place.
+        data: an ``.npz`` path, a dict of arrays or a :class:`~.data.Dataset`.
+        val: validation data (same forms), evaluated after each epoch.
+        val_map: placeholder -> array names for ``val``, over the spec's data_map
+            (for a file that holds both splits under different names).
+        drop_last: leave out each epoch's last partial batch (see :mod:`.data`).
+        callbacks: :class:`Callback` objects.
+        checkpoint_dir: where to write checkpoints (None: none are written).
+        checkpoint_every: also write one every this many steps (0: at epoch ends only).
+        keep_checkpoints: how many of the newest checkpoints to keep (0: all).
+        log: path of the JSON-lines metrics log, one record per epoch (None: none).
+        progress: draw a progress bar and print epoch lines (None: the bar only
+            when ``stream`` is a terminal; False: print nothing).
+        stream: where the bar and messages go (default stderr).
+        **settings: training settings over the spec (``learning_rate=0.1`` ...).
+
+    Raises TrainingError when the data do not fit the placeholders (naming the
+    array and the placeholder) or the spec names what the graph lacks.
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph()
+    >>> x = g.placeholder("x", (None,))
+    >>> w = g.parameter("w", np.zeros((), np.float32))
+    >>> loss = ge.mean((x * w - x * 3.0) ** 2.0)
+    >>> data = {"x": np.linspace(-1, 1, 64, dtype=np.float32)}
+    >>> _ = Trainer(g, data, loss=loss.name, learning_rate=0.5, epochs=20,
+    ...             progress=False).fit()
+    >>> round(float(g.values["w"]), 3)
+    3.0
+    """
+
+    def __init__(self, graph: Graph, data: DataLike, *, val: DataLike | None = None,
+                 val_map: Mapping[str, str] | None = None, drop_last: bool = False,
+                 callbacks: Sequence[Callback] = (),
+                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
+                 keep_checkpoints: int = 3, log: str | os.PathLike | None = None,
+                 progress: bool | None = None, stream: IO[str] | None = None,
+                 **settings: Any) -> None:
+        self.graph = graph
+        self.spec = spec = resolve_spec(graph, **settings)
+        self.callbacks = list(callbacks)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_every = int(checkpoint_every)
+        self.keep_checkpoints = int(keep_checkpoints)
+        self.log = MetricsLog(log) if log is not None else None
+        self.stream = stream if stream is not None else sys.stderr
+        self.progress = progress
+        self.graph_hash = ckpt_io.graph_fingerprint(graph)
+        #: Seconds to hold a finished temporary checkpoint before its rename (tests
+        #: use it to kill a run in the middle of a write).
+        self._checkpoint_pause = 0.0
+        self._stop = False
+        self._last_checkpoint: Path | None = None
+
+        self.param_names = self._trained_parameters()
+        _own_values(graph)
+        self.evaluator = Evaluator(graph, spec)
+        self.accuracy = self.evaluator.accuracy
+        self._compile()
+        self.train_data = as_dataset(data, self._feeds, spec.data_map, "training data")
+        self.val_data = (self.evaluator.bind(val, "validation data", val_map)
+                         if val is not None else None)
+        if self.val_data is not None and self.val_data.fingerprint() == \
+                self.train_data.fingerprint():
+            # Easy to do by accident: a spec's data_map picks the training arrays from
+            # a file that holds both splits.
+            self._notice("note: the validation data are the training data (the same "
+                         "arrays); map the validation arrays to the placeholders")
+        fixed = fixed_batch_size(self._feeds)
+        if fixed is not None and fixed != spec.batch_size:
+            raise TrainingError(f"placeholders fix the batch size to {fixed} on axis 0, but "
+                                f"the batch size is {spec.batch_size}; set batch_size={fixed} "
+                                "or give the placeholders a symbolic batch dim (None)")
+        self.drop_last = drop_last or fixed is not None  # a fixed batch dim takes no less
+        size, b = self.train_data.size, spec.batch_size
+        self.steps_per_epoch = size // b if self.drop_last else -(-size // b)
+        if self.steps_per_epoch == 0:
+            raise TrainingError(f"the training data has {size} examples, fewer than one batch "
+                                f"of {b}, and the last partial batch is dropped; lower the "
+                                "batch size")
+        self.optimizer = optimizer_from_spec(spec.optimizer)
+        self.optimizer.setup({name: graph.values[name] for name in self.param_names})
+        self.schedule = make_schedule(spec.schedule, spec.optimizer.learning_rate,
+                                      spec.epochs * self.steps_per_epoch)
+
+    # -- setting up --------------------------------------------------------------
+    def _trained_parameters(self) -> list[str]:
+        graph = self.graph
+        names = list(self.spec.trainable) or [n.name for n in graph.parameters(trainable=True)]
+        # Running statistics follow the batches (see _update_running_stats); the
+        # optimizer must not move them too, even when they are marked trainable.
+        statistics = {name for node in graph.nodes if node.op == "batch_norm"
+                      for name in _running_stats(node)}
+        if statistics & set(names):
+            self._notice("not training " + ", ".join(repr(n) for n in names if n in statistics)
+                         + ": batch_norm running statistics are updated from the batches; "
+                         "mark them trainable=False")
+            names = [n for n in names if n not in statistics]
+        for name in names:
+            dtype = graph.node(name).types[0].dtype
+            if dtype.kind != "f":
+                raise TrainingError(f"parameter '{name}' has dtype {dtype}; only float "
+                                    "parameters can be trained")
+        if not names:
+            raise TrainingError(f"graph '{graph.name}' has no trainable parameter; mark some "
+                                "trainable, or list them in the spec's trainable field")
+        return names
+
+    def _compile(self) -> None:
+        """Build the gradient graph and compile the training plan: it fetches the
+        loss, the gradients, the batch statistics of batch_norm nodes and the
+        predictions (for accuracy)."""
+        graph, spec = self.graph, self.spec
+        with warnings.catch_warnings():
+            # A parameter the loss ignores gets a zero gradient; training says nothing.
+            warnings.simplefilter("ignore", GradientWarning)
+            self.grad_graph = gradients(graph, spec.loss, self.param_names)
+        self.grad_graph.values = graph.values  # one dict: updates reach the forward graph
+        info = self.grad_graph.gradient
+        if info.zero:
+            # Left out of the updates, so that weight decay does not shrink them either.
+            self._notice(f"note: the loss does not depend on {', '.join(map(repr, info.zero))}, "
+                         "so training leaves it as it is")
+            self.param_names = [p for p in self.param_names if p not in info.zero]
+        self._batch_norms = _batch_norms(graph, prune_to(graph, [spec.loss]))
+        fetches = [info.loss] + [info.grads[p] for p in self.param_names]
+        for node in self._batch_norms:
+            fetches += [f"{node.name}:1", f"{node.name}:2"]
+        if self.accuracy is not None:
+            fetches.append(self.accuracy.predictions)
+        self._feeds = [n for n in prune_to(self.grad_graph, fetches) if n.op == "placeholder"]
+        self.train_plan: Plan = compile_plan(self.grad_graph, fetches,
+                                             [n.name for n in self._feeds])
+        self._stat_scratch = {name: np.empty_like(graph.values[name])
+                              for node in self._batch_norms
+                              for name in _running_stats(node)}
+
+    # -- running -------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to end after the current step (from a callback)."""
+        self._stop = True
+
+    def fit(self, resume: str | os.PathLike | None = None) -> TrainResult:
+        """Train for the spec's epochs, or what is left of them after resuming from
+        ``resume`` (a checkpoint file, or a folder whose newest checkpoint is used).
+
+        Raises TrainingError on a non-finite loss (naming the step; the last
+        checkpoint written stays as it was) or on a checkpoint of another graph.
+        """
+        result = TrainResult(self.graph, self.spec)
+        if resume is not None:
+            state = self._resume(resume)
+        else:
+            state = _RunState()
+            if self.log is not None:
+                self.log.truncate_after(0)  # a fresh run starts a fresh log
+        params = {name: self.graph.values[name] for name in self.param_names}
+        feeder = BatchFeeder(self.train_data, self.spec.batch_size)
+        while state.epoch < self.spec.epochs and not self._stop:
+            record = self._run_epoch(state, params, feeder)
+            if record is not None:
+                result.history.append(record)
+        result.steps = state.step
+        result.stopped = state.epoch < self.spec.epochs
+        return result
+
+    def _run_epoch(self, state: _RunState, params: dict[str, np.ndarray],
+                   feeder: BatchFeeder) -> dict[str, Any] | None:
+        """Finish the epoch ``state`` is in; returns its record, or None when a
+        callback stopped the run before the epoch ended."""
+        spec = self.spec
+        if state.order is None:
+            state.order = epoch_order(spec.seed, state.epoch, self.train_data.size)
+        totals = EpochMetrics(state.sums)
+        bounds = self._bounds(state.position)
+        bar = ProgressBar(len(bounds), f"epoch {state.epoch + 1}/{spec.epochs}",
+                          stream=self.stream, enabled=self.progress)
+        started = time.perf_counter()
+        try:
+            for i, (start, stop) in enumerate(bounds):
+                batch = start // spec.batch_size
+                feeds = feeder.feeds(state.order[start:stop])
+                loss, correct = self._step(params, feeds, state.step, state.epoch, batch)
+                state.step += 1
+                state.position = stop
+                totals.add(stop - start, loss, correct)
+                bar.update(i + 1, step=state.step, loss=loss, examples=stop - start)
+                info = StepInfo(state.step, state.epoch + 1, batch + 1, stop - start, loss,
+                                self.schedule(state.step - 1))
+                for callback in self.callbacks:
+                    callback.on_step(self, info)
+                if i == len(bounds) - 1:
+                    break  # the epoch-end checkpoint follows
+                if self._stop or (self.checkpoint_every
+                                  and state.step % self.checkpoint_every == 0):
+                    state.sums = totals.sums()
+                    self._save(state)
+                if self._stop:
+                    return None
+        finally:
+            bar.close()
+        record = self._epoch_record(state, totals, time.perf_counter() - started)
+        # The log record goes first: a resume from an earlier checkpoint drops it
+        # (MetricsLog.truncate_after), so the log never holds an epoch twice.
+        if self.log is not None:
+            self.log.append(record)
+        state.epoch, state.position, state.order, state.sums = state.epoch + 1, 0, None, {}
+        self._save(state)
+        for callback in self.callbacks:
+            callback.on_epoch(self, record)
+        return record
+
+    def _bounds(self, position: int) -> list[tuple[int, int]]:
+        """(start, stop) of the batches left in an epoch, from example ``position``."""
+        size, b = self.train_data.size, self.spec.batch_size
+        stop = position + (size - position) // b * b if self.drop_last else size
+        return [(s, min(s + b, stop)) for s in range(position, stop, b)]
+
+    def _step(self, params: dict[str, np.ndarray], feeds: dict[str, np.ndarray], step: int,
+              epoch: int, batch: int) -> tuple[float, int | None]:
+        """One update; returns the batch's loss and its count of correct predictions."""
+        out = self.train_plan.run(feeds, training=True, seed=(self.spec.seed << 32) + step)
+        loss = float(out[0])
+        if not math.isfinite(loss):
+            self._fail_non_finite(f"the loss is {loss}", step, epoch, batch)
+        n = len(self.param_names)
+        grads = dict(zip(self.param_names, out[1:1 + n]))
+        scale = 1.0
+        clip = self.spec.optimizer.clip_global_norm
+        if clip:
+            norm = global_norm(grads)
+            if not math.isfinite(norm):
+                self._fail_non_finite(f"the gradient norm is {norm}", step, epoch, batch)
+            scale = clip_scale(norm, clip)
+        correct = None
+        if self.accuracy is not None:
+            correct = self.accuracy.correct(out[-1], feeds[self.accuracy.labels])
+        self.optimizer.step(params, grads, self.schedule(step), scale)
+        self._update_running_stats(out[1 + n:])
+        return loss, correct
+
+    def _update_running_stats(self, stats: list[np.ndarray]) -> None:
+        """running = momentum * running + (1 - momentum) * batch, for each batch_norm
+        (the convention documented on the op)."""
+        values = self.graph.values
+        for i, node in enumerate(self._batch_norms):
+            momentum = node.attrs["momentum"]
+            for name, batch_stat in zip(_running_stats(node), stats[2 * i:2 * i + 2]):
+                running, scratch = values[name], self._stat_scratch[name]
+                running *= momentum
+                np.multiply(batch_stat, 1.0 - momentum, out=scratch)
+                running += scratch
+
+    def _fail_non_finite(self, what: str, step: int, epoch: int, batch: int) -> None:
+        kept = (f"the last checkpoint, '{self._last_checkpoint}', is intact"
+                if self._last_checkpoint else "no checkpoint was written")
+        raise TrainingError(
+            f"{what} at step {step + 1} (epoch {epoch + 1}, batch {batch + 1}); training "
+            f"stopped before applying that step, and {kept}. Lower the learning rate "
+            f"(now {self.schedule(step):g}), clip gradients (clip_global_norm), or check the "
+            "data for inf or nan values")
+
+    def _epoch_record(self, state: _RunState, totals: EpochMetrics,
+                      seconds: float) -> dict[str, Any]:
+        record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step,
+                                  "learning_rate": self.schedule(state.step - 1)}
+        record.update(totals.result(self.accuracy is not None, prefix="train_"))
+        if self.val_data is not None:
+            val = self.evaluator(self.val_data)
+            record.update({f"val_{k}": v for k, v in val.items() if k != "examples"})
+        record["seconds"] = round(seconds, 4)
+        record["examples_per_second"] = round(totals.examples / max(seconds, 1e-9), 1)
+        if self.progress is not False:
+            parts = [f"epoch {record['epoch']}/{self.spec.epochs}", f"step {record['step']}"]
+            parts += [f"{k} {v:.4f}" for k, v in record.items()
+                      if k.startswith(("train_", "val_"))]
+            parts.append(f"{record['examples_per_second']:,.0f} ex/s")
+            print("  ".join(parts), file=self.stream, flush=True)
+        return record
+
+    def evaluate(self, data: DataLike, batch_size: int | None = None) -> dict[str, float]:
+        """The loss (and accuracy) of the graph on ``data`` in inference mode."""
+        return self.evaluator(data, batch_size)
+
+    # -- checkpoints ---------------------------------------------------------------
+    def _save(self, state: _RunState) -> None:
+        if self.checkpoint_dir is None:
+            return
+        scalars, slots = self.optimizer.state()
+        checkpoint = ckpt_io.Checkpoint(
+            graph_hash=self.graph_hash, step=state.step, epoch=state.epoch,
+            position=state.position, seed=self.spec.seed, params=dict(self.graph.values),
+            optimizer={"name": self.spec.optimizer.name, "scalars": scalars, "slots": slots},
+            order=state.order, config=flatten(self.spec), metrics=state.sums,
+            data={"size": self.train_data.size, "fingerprint": self.train_data.fingerprint()})
+        self._last_checkpoint = ckpt_io.write_checkpoint(
+            self.checkpoint_dir, checkpoint, keep=self.keep_checkpoints,
+            pause_before_rename=self._checkpoint_pause)
+
+    def _resume(self, path: str | os.PathLike) -> _RunState:
+        """Restore parameters, optimizer state and position from a checkpoint; say
+        what changed since it was written (and apply the new settings)."""
+        file = ckpt_io.find_resume_checkpoint(path)
+        saved = ckpt_io.read_checkpoint(file)
+        if saved.graph_hash != self.graph_hash:
+            raise TrainingError(
+                f"checkpoint '{file}' belongs to another graph: it records graph hash "
+                f"{saved.graph_hash}, but graph '{self.graph.name}' hashes to "
+                f"{self.graph_hash} (its nodes, ops, shapes or connections differ). Resume "
+                "with the model file the checkpoint was made from, or train from scratch "
+                "without --resume")
+        self._notice(f"resuming from '{file}': step {saved.step}, {saved.epoch} epoch(s) "
+                     f"done, {saved.position} examples into the next")
+        changes = describe_changes(saved.config, flatten(self.spec))
+        if changes:
+            self._notice(f"settings changed since the checkpoint; the new values apply from "
+                         f"step {saved.step + 1}:\n  " + "\n  ".join(changes))
+        for name, value in saved.params.items():
+            if name in self.graph.values:
+                self.graph.values[name][...] = value
+        if saved.optimizer.get("name") == self.spec.optimizer.name:
+            self.optimizer.load_state(saved.optimizer["scalars"], saved.optimizer["slots"])
+        else:
+            self._notice(f"the optimizer changed from {saved.optimizer.get('name')!r} to "
+                         f"{self.spec.optimizer.name!r}, so its state starts afresh")
+        state = _RunState(saved.step, saved.epoch, saved.position, saved.order, saved.metrics)
+        if saved.data.get("fingerprint") not in (None, self.train_data.fingerprint()):
+            self._notice(f"the training data differ from the checkpoint's "
+                         f"({saved.data.get('size')} examples then, {self.train_data.size} "
+                         f"now): epoch {saved.epoch + 1} starts over with a new order")
+            state = _RunState(saved.step, saved.epoch)
+        if self.log is not None:
+            self.log.truncate_after(saved.step)
+        self._last_checkpoint = file
+        return state
+
+    def _notice(self, message: str) -> None:
+        print(message, file=self.stream, flush=True)
+
+
+def _own_values(graph: Graph) -> None:
+    """Make every parameter value a writeable, contiguous array of its own (a value
+    read from a file may be a read-only view of the file's bytes)."""
+    for name, value in graph.values.items():
+        if not value.flags.writeable or not value.flags.c_contiguous:
+            graph.values[name] = np.array(value, copy=True, order="C")
+
+
+def _running_stats(node: Node) -> list[str]:
+    """The parameter names of a batch_norm node's running mean and variance."""
+    return [parse_ref(ref)[0] for ref in node.inputs[3:5]]
+
+
+def _batch_norms(graph: Graph, forward: list[Node]) -> list[Node]:
+    """batch_norm nodes whose running statistics are parameters the trainer keeps up."""
+    found = []
+    for node in forward:
+        if node.op != "batch_norm":
+            continue
+        if all(graph.node(name).op == "parameter" for name in _running_stats(node)):
+            found.append(node)
+        else:
+            warnings.warn(f"batch_norm '{node.name}': running_mean and running_var are not "
+                          "both parameters, so training leaves them as they are", stacklevel=4)
+    return found
+
+
+def train(graph: Graph, data: DataLike, *, resume: str | os.PathLike | None = None,
+          **options: Any) -> TrainResult:
+    """Train ``graph`` on ``data``: ``Trainer(graph, data, **options).fit(resume)``.
+
+    ``options`` are :class:`Trainer`'s (``val``, ``callbacks``, ``checkpoint_dir``,
+    ``log`` ...) and training settings over the graph's spec (``epochs=5``,
+    ``learning_rate=0.1``, ``optimizer="adam"`` ...).  The graph's parameter values
+    are trained in place.
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph()
+    >>> x = g.placeholder("x", (None,))
+    >>> w = g.parameter("w", np.zeros((), np.float32))
+    >>> g.set_training(ge.mean((x * w - x) ** 2.0), learning_rate=0.5, epochs=10)
+    >>> result = ge.train(g, {"x": np.ones(8, np.float32)}, progress=False)
+    >>> result.steps, round(float(g.values["w"]), 3)
+    (10, 1.0)
+    """
+    return Trainer(graph, data, **options).fit(resume)

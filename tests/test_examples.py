@@ -1,0 +1,73 @@
+"""The example scripts run as a user runs them and reach their documented results."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphengine as ge
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, out: Path, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), "--out", str(out), *args],
+                            capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_digits_data_file_holds_the_split():
+    with np.load(EXAMPLES / "data" / "digits.npz", allow_pickle=False) as d:
+        assert d["train_images"].shape == (1438, 8, 8) and d["test_images"].shape == (359, 8, 8)
+        assert d["train_images"].dtype == np.uint8 and d["train_images"].max() == 16
+        # Stratified: every class is a fifth of its images in the test split.
+        counts = np.bincount(d["test_labels"], minlength=10)
+        totals = counts + np.bincount(d["train_labels"], minlength=10)
+        assert np.all(np.abs(counts - 0.2 * totals) <= 0.5)
+
+
+def test_linear_regression_recovers_the_line(tmp_path):
+    stdout = run_example("linear_regression.py", tmp_path)
+    trained = ge.load(tmp_path / "trained.pb")
+    assert np.allclose(trained.values["w"].ravel(), [2.0, -3.0, 0.5], atol=0.05)
+    assert abs(float(trained.values["b"][0]) - 1.25) < 0.05
+    assert "test mean squared error" in stdout
+
+
+def test_logistic_regression_tells_threes_from_eights(tmp_path):
+    stdout = run_example("logistic_regression.py", tmp_path)
+    accuracy = float(re.search(r"test accuracy (\d\.\d+)", stdout).group(1))
+    assert accuracy >= 0.95
+    assert (tmp_path / "forward.png").exists() and (tmp_path / "gradient.png").exists()
+
+
+def test_digits_mlp_main_job_reaches_97_percent(tmp_path):
+    stdout = run_example("digits_mlp.py", tmp_path)
+    accuracy = float(re.search(r"test accuracy: (\d\.\d+)", stdout).group(1))
+    assert accuracy >= 0.97
+    for name in ("digits_mlp.pb", "forward.png", "gradient.png", "trained.pb",
+                 "checkpoints/metrics.jsonl"):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / "gradient.png").read_bytes().startswith(b"\x89PNG")
+    # The eval command agrees, given the test arrays for the placeholders.
+    data = EXAMPLES / "data" / "digits.npz"
+    result = subprocess.run(
+        [sys.executable, "-m", "graphengine", "eval", str(tmp_path / "trained.pb"), "--data",
+         str(data), "--map", "images=test_images", "--map", "labels=test_labels", "--json"],
+        capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_digits_cnn_reaches_98_percent(tmp_path):
+    stdout = run_example("digits_cnn.py", tmp_path)
+    accuracy = float(re.search(r"test accuracy (\d\.\d+)", stdout).group(1))
+    assert accuracy >= 0.98
+    trained = ge.load(tmp_path / "trained.pb")
+    # The trainer kept the running statistics of batch normalization up to date.
+    assert not np.allclose(trained.values["block1/running_var"], 1.0)

@@ -1,0 +1,124 @@
+"""Reading ONNX files: external data under containment rules."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from onnx import TensorProto, helper, numpy_helper
+
+import graphengine as ge
+
+W = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+
+def model_with_external(location: str, *, offset: int = 0, length: int | None = None):
+    """x (2, 3) @ W, with W's bytes stored at ``location`` (relative to the model)."""
+    w = numpy_helper.from_array(W, "W")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    entries = {"location": location, "offset": str(offset),
+               "length": str(W.nbytes if length is None else length)}
+    for key, value in entries.items():
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                              [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def write(folder, model, name="model.onnx"):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_external_data_saved_by_onnx_is_read(tmp_path):
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                              [numpy_helper.from_array(W, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, location="weights.bin",
+                    size_threshold=0)
+    assert (tmp_path / "weights.bin").exists()
+    np.testing.assert_array_equal(ge.from_onnx(path).values["W"], W)
+
+
+def test_offsets_inside_a_data_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "all.bin").write_bytes(b"\x00" * 16 + W.tobytes() + b"tail")
+    path = write(tmp_path, model_with_external("data/all.bin", offset=16))
+    np.testing.assert_array_equal(ge.from_onnx(path).values["W"], W)
+
+
+def test_a_model_proto_needs_its_folder(tmp_path):
+    (tmp_path / "w.bin").write_bytes(W.tobytes())
+    model = model_with_external("w.bin")
+    with pytest.raises(ge.FileFormatError, match="pass its path, or base_dir"):
+        ge.from_onnx(model)
+    np.testing.assert_array_equal(ge.from_onnx(model, base_dir=tmp_path).values["W"], W)
+
+
+@pytest.mark.parametrize("location", ["../outside.bin", "sub/../../outside.bin"])
+def test_paths_leaving_the_folder_are_refused(tmp_path, location):
+    (tmp_path / "outside.bin").write_bytes(W.tobytes())
+    path = write(tmp_path / "model", model_with_external(location))
+    with pytest.raises(ge.FileFormatError, match="outside the model's folder"):
+        ge.from_onnx(path)
+
+
+def test_absolute_paths_are_refused(tmp_path):
+    (tmp_path / "w.bin").write_bytes(W.tobytes())
+    path = write(tmp_path / "model", model_with_external(str(tmp_path / "w.bin")))
+    with pytest.raises(ge.FileFormatError, match="absolute path"):
+        ge.from_onnx(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symlinks on this platform")
+def test_symlinks_leaving_the_folder_are_refused(tmp_path):
+    (tmp_path / "secret.bin").write_bytes(W.tobytes())
+    folder = tmp_path / "model"
+    folder.mkdir()
+    try:
+        (folder / "w.bin").symlink_to(tmp_path / "secret.bin")
+    except OSError:
+        pytest.skip("cannot create symlinks here")
+    path = write(folder, model_with_external("w.bin"))
+    with pytest.raises(ge.FileFormatError, match="outside the model's folder"):
+        ge.from_onnx(path)
+    # A link that stays inside the folder is fine.
+    (folder / "real.bin").write_bytes(W.tobytes())
+    (folder / "inside.bin").symlink_to(folder / "real.bin")
+    path = write(folder, model_with_external("inside.bin"), "inside.onnx")
+    np.testing.assert_array_equal(ge.from_onnx(path).values["W"], W)
+
+
+def test_missing_and_short_data_files_are_refused(tmp_path):
+    path = write(tmp_path, model_with_external("missing.bin"))
+    with pytest.raises(ge.FileFormatError, match="does not exist"):
+        ge.from_onnx(path)
+    (tmp_path / "short.bin").write_bytes(W.tobytes()[:20])
+    path = write(tmp_path, model_with_external("short.bin"), "short.onnx")
+    with pytest.raises(ge.FileFormatError, match="too few"):
+        ge.from_onnx(path)
+    (tmp_path / "w.bin").write_bytes(W.tobytes())
+    path = write(tmp_path, model_with_external("w.bin", length=8), "length.onnx")
+    with pytest.raises(ge.FileFormatError, match="length 8 does not match"):
+        ge.from_onnx(path)
+
+
+def test_unreadable_files_raise_file_format_errors(tmp_path):
+    with pytest.raises(ge.FileFormatError, match="cannot read ONNX model"):
+        ge.from_onnx(tmp_path / "nope.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x96\x01 definitely not a model")
+    with pytest.raises(ge.FileFormatError):
+        ge.from_onnx(tmp_path / "bad.onnx")
