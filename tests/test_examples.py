@@ -71,3 +71,51 @@ def test_digits_cnn_reaches_98_percent(tmp_path):
     trained = ge.load(tmp_path / "trained.pb")
     # The trainer kept the running statistics of batch normalization up to date.
     assert not np.allclose(trained.values["block1/running_var"], 1.0)
+
+
+def _load_example(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _example_feeds(name: str, tmp_path: Path) -> list[str]:
+    with np.load(EXAMPLES / "data" / "digits.npz") as d:
+        images, labels = d["test_images"][:4], d["test_labels"][:4]
+    rng = np.random.default_rng(0)
+    feeds = {
+        "linear_regression": {"x": rng.normal(size=(5, 3)).astype(np.float32),
+                              "y": rng.normal(size=(5, 1)).astype(np.float32)},
+        "logistic_regression": {"images": images,
+                                "is_eight": np.array([0, 1, 0, 1], np.float32)},
+        "digits_mlp": {"images": images, "labels": labels},
+        "digits_cnn": {"images": images, "labels": labels},
+    }[name]
+    path = tmp_path / "feeds.npz"
+    np.savez(path, **feeds)
+    return ["--feed-npz", str(path)]
+
+
+@pytest.mark.parametrize("name", ["linear_regression", "logistic_regression", "digits_mlp",
+                                  "digits_cnn", "chain_rule"])
+def test_grad_and_check_commands_work_on_every_example(name, tmp_path, capsys):
+    from graphengine.cli.main import main
+
+    model = tmp_path / f"{name}.pb"
+    _load_example(name).build().save(model)
+    loss = ["--loss", "f/y", "--wrt", "x"] if name == "chain_rule" else []
+    assert main(["grad", str(model), *loss, "-o", str(tmp_path / "grad.pb")]) == 0
+    grad = ge.load(tmp_path / "grad.pb")
+    assert grad.gradient.grads and all(grad.node(n).derived_from for n in grad.gradient.nodes)
+    if name == "chain_rule":
+        np.save(tmp_path / "x.npy", np.float64(0.7))
+        feeds = ["--feed", f"x={tmp_path / 'x.npy'}"]
+    else:
+        feeds = _example_feeds(name, tmp_path)
+    # Training mode keeps batch-normalised values off relu's kink at exactly 0.
+    mode = ["--training"] if name == "digits_cnn" else []
+    assert main(["check", str(model), *loss, *feeds, *mode]) == 0, capsys.readouterr()
+    assert "gradient check passed" in capsys.readouterr().out
