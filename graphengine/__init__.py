@@ -1,8 +1,16 @@
 """graphengine: static computation graphs you can see, save, diff and re-run."""
 
 from . import ops
-from .errors import (ExecutionError, FeedError, FileFormatError, GradientError, GraphEngineError,
-                     GraphError, ShapeError, TrainingError)
+from .errors import (
+                     ExecutionError,
+                     FeedError,
+                     FileFormatError,
+                     GradientError,
+                     GraphEngineError,
+                     GraphError,
+                     ShapeError,
+                     TrainingError,
+)
 from .executor import run
 from .gradcheck import gradcheck
 from .gradients import GradientWarning, gradients

@@ -7,8 +7,9 @@ by insertion index, so one file gives one order in every process.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import networkx as nx
 

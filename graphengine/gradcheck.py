@@ -9,8 +9,9 @@ worst error with the index and both values, so a failure can be acted on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -124,7 +125,7 @@ def gradcheck(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
         grad = analytic[tg.gradient.grads[ref]]
         base, is_param = _base_value(g64, ref, feeds64)
 
-        def perturbed(delta: np.ndarray) -> float:
+        def perturbed(delta: np.ndarray, ref=ref, base=base, is_param=is_param) -> float:
             value = base + delta
             if is_param:
                 return f({ref: value}, feeds64)

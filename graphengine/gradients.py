@@ -14,16 +14,17 @@ that no gradient output needs are dropped at the end.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import networkx as nx
 import numpy as np
 
-from .compiler import to_networkx
+from .compiler import order_nodes, to_networkx
 from .dtypes import is_float
 from .errors import GradientError
-from .graph import Graph, GradientInfo, Node, Tensor, _GradientContext, make_ref, parse_ref
+from .graph import GradientInfo, Graph, Node, Tensor, _GradientContext, make_ref, parse_ref
 from .ops.registry import F
 
 #: Name scope of every node the pass adds.
@@ -68,20 +69,26 @@ def _differentiable_edge(node: Node, slot: int, in_type) -> bool:
             and is_float(in_type.dtype))
 
 
-def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
+def _reach(graph: Graph, g: nx.DiGraph, loss: str, wrt: Sequence[str]) -> _Reach:
+    """Sweep the NetworkX graph ``g`` of ``graph`` in topological order over the
+    ancestors of the loss: forward from the wrt tensors, then backward from the
+    loss, both along differentiable edges only."""
+    loss_node = parse_ref(loss)[0]
+    between = nx.ancestors(g, loss_node) | {loss_node}
+    order = [graph.node(n) for n in order_nodes(g) if n in between]
     forward = set(wrt)
-    for node in graph.nodes:
-        if any(ref in forward and _differentiable_edge(node, i, graph.tensor(ref).type)
+    for node in order:
+        if any(ref in forward and _differentiable_edge(node, i, graph.type_of(ref))
                for i, ref in enumerate(_canonical(node.inputs))):
             forward.update(r for r, t in zip(node.output_refs(), node.types) if is_float(t.dtype))
     backward = {loss}
     nodes = []
-    for node in reversed(graph.nodes):
+    for node in reversed(order):
         if not any(r in backward for r in node.output_refs()):
             continue
         carries = False
         for i, ref in enumerate(_canonical(node.inputs)):
-            if ref in forward and _differentiable_edge(node, i, graph.tensor(ref).type):
+            if ref in forward and _differentiable_edge(node, i, graph.type_of(ref)):
                 backward.add(ref)
                 carries = True
         if carries:
@@ -113,7 +120,7 @@ def explain_no_gradient(graph: Graph, loss: str, wrt: str, g: nx.DiGraph | None 
         for i, ref in enumerate(node.inputs):
             producer = parse_ref(ref)[0]
             if (producer == source or producer in between) and name in between and \
-                    not _differentiable_edge(node, i, graph.tensor(ref).type):
+                    not _differentiable_edge(node, i, graph.type_of(ref)):
                 blockers.append(_why_blocked(graph, node, i, ref))
     path = nx.shortest_path(g, source, target)
     text = "; ".join(dict.fromkeys(blockers)) or "no differentiable path"
@@ -194,7 +201,8 @@ def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
                             "reduce it (ge.sum, ge.mean) or pass grad_ys, the gradient to "
                             "start from, with the loss's shape")
 
-    reach = _reach(graph, loss_ref, wrt_refs)
+    nxg = to_networkx(graph)
+    reach = _reach(graph, nxg, loss_ref, wrt_refs)
     unsupported = [f"node '{n.name}' ({n.op}): {why}" for n in reach.nodes
                    if (why := n.opdef.gradient_unsupported(n.attrs)) is not None]
     if unsupported:
@@ -202,7 +210,6 @@ def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
                             "usable gradient rule: " + "; ".join(unsupported))
     disconnected = [ref for ref in wrt_refs if ref not in reach.live]
     if disconnected:
-        nxg = to_networkx(graph)
         reasons = "; ".join(f"'{ref}': {explain_no_gradient(graph, loss_ref, ref, nxg)}"
                             for ref in disconnected)
         if unconnected == "error":
@@ -284,7 +291,7 @@ def _backpropagate(graph: Graph, ctx: _GradientContext, reach: _Reach, loss: str
         if all(d is None for d in dys):
             continue
         inputs = _canonical(node.inputs)
-        wanted = [ref in reach.live and _differentiable_edge(node, i, graph.tensor(ref).type)
+        wanted = [ref in reach.live and _differentiable_edge(node, i, graph.type_of(ref))
                   for i, ref in enumerate(inputs)]
         ctx.derived_from, ctx.scope = node.name, _scope_of(node, scope)
         view = NodeView(graph, node, wanted)

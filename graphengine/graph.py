@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import re
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,8 @@ def check_name(name: str, what: str = "name") -> str:
 
 def parse_ref(ref: str) -> tuple[str, int]:
     """Split a tensor reference ``node`` or ``node:k`` into (node, k)."""
+    if ":" not in ref:  # the common case, on hot paths
+        return ref, 0
     name, sep, index = ref.rpartition(":")
     if not sep:
         return ref, 0
@@ -84,7 +87,7 @@ class Tensor:
 
     __array_ufunc__ = None  # make numpy defer to our reflected operators
 
-    def __init__(self, graph: "Graph", node: str, index: int = 0) -> None:
+    def __init__(self, graph: Graph, node: str, index: int = 0) -> None:
         self.graph = graph
         self.node = node
         self.index = index
@@ -125,7 +128,8 @@ class Tensor:
     def __len__(self) -> int:
         dim = self.shape[0] if self.shape else None
         if not isinstance(dim, int):
-            raise ShapeError(f"tensor '{self.name}' has no static length (shape {format_shape(self.shape)})")
+            raise ShapeError(f"tensor '{self.name}' has no static length "
+                             f"(shape {format_shape(self.shape)})")
         return dim
 
     # Operators are attached in graphengine.ops.api, next to the op functions.
@@ -185,7 +189,7 @@ class Graph:
         #: Free-form string metadata stored in the file.
         self.metadata: dict[str, str] = {}
         #: Set by ge.gradients: the loss, the wrt tensors and their gradient outputs.
-        self.gradient: "GradientInfo | None" = None
+        self.gradient: GradientInfo | None = None
         #: Set by g.set_training (issue: training from files).
         self.training: Any = None
         #: Fields from a newer format version, kept so that load-save keeps them.
@@ -222,6 +226,11 @@ class Graph:
         if node is None or index >= len(node.types):
             raise FeedError(f"graph '{self.name}' has no tensor {ref!r}{self._suggest(name)}")
         return Tensor(self, name, index)
+
+    def type_of(self, ref: str) -> TensorType:
+        """The type of tensor ``ref``, without making a handle (for hot loops)."""
+        name, index = parse_ref(ref)
+        return self._nodes[name].types[index]
 
     def _suggest(self, name: str) -> str:
         import difflib
@@ -461,7 +470,7 @@ class Graph:
 
         save(self, path, format=format, **options)
 
-    def copy(self, name: str | None = None) -> "Graph":
+    def copy(self, name: str | None = None) -> Graph:
         """A new graph with the same nodes, parameter values and metadata."""
         g = Graph(name or self.name)
         g._nodes = dict(self._nodes)
@@ -482,7 +491,7 @@ class Graph:
 
         return render_svg(self)
 
-    def set_training(self, loss: "Tensor | str", **settings: Any) -> None:
+    def set_training(self, loss: Tensor | str, **settings: Any) -> None:
         """Say how this graph is trained; the spec is saved with the graph, so
         ``graphengine train model.pb --data ...`` needs nothing else.
 

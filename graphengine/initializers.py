@@ -13,7 +13,8 @@ a convolution kernel (out_channels, in_channels, kh, kw) they are
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -7,15 +7,15 @@ known until run time, e.g. the result of broadcasting two different symbols).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Union
 
 import numpy as np
 
 from .dtypes import as_dtype
 from .errors import ShapeError
 
-Dim = Union[int, str, None]
+Dim = int | str | None
 Shape = tuple[Dim, ...]
 
 
@@ -49,10 +49,10 @@ class TensorType:
         """True when every dimension is a known integer."""
         return all(isinstance(d, int) for d in self.shape)
 
-    def with_dtype(self, dtype) -> "TensorType":
+    def with_dtype(self, dtype) -> TensorType:
         return TensorType(as_dtype(dtype), self.shape)
 
-    def with_shape(self, shape: Iterable[Dim]) -> "TensorType":
+    def with_shape(self, shape: Iterable[Dim]) -> TensorType:
         return TensorType(self.dtype, tuple(shape))
 
     def __str__(self) -> str:

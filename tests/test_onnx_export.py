@@ -166,11 +166,12 @@ CASES = [
         *ge.batch_norm(x, *[x.graph.parameter(n, _f(3, low=0.5)) for n in "gbmv"])]),
     ("losses", [("x", _f(6, 5)), ("l", rng.integers(0, 5, (6,)).astype(np.int64)),
                 ("p", _f(6, 5, low=0.0, high=1.0))],
-     lambda x, l, p: [*ge.softmax_cross_entropy(x, l), ge.softmax_cross_entropy(x, l,
-                                                                              reduction="none")[0],
-                      ge.softmax_cross_entropy(x, p, reduction="sum")[0],
-                      ge.softmax_cross_entropy(ge.transpose(x), l, axis=0)[0],
-                      ge.mean_squared_error(x, p), ge.mean_squared_error(x, p, "none")]),
+     lambda x, labels, p: [
+         *ge.softmax_cross_entropy(x, labels),
+         ge.softmax_cross_entropy(x, labels, reduction="none")[0],
+         ge.softmax_cross_entropy(x, p, reduction="sum")[0],
+         ge.softmax_cross_entropy(ge.transpose(x), labels, axis=0)[0],
+         ge.mean_squared_error(x, p), ge.mean_squared_error(x, p, "none")]),
 ]
 
 

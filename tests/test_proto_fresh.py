@@ -105,7 +105,8 @@ def test_module_imports_with_the_oldest_admitted_protobuf(pinned_env):
              f"m.ModelProto.FromString(m.ModelProto(format_version_major=1)"
              f".SerializeToString())\n"
              f"print('ok', p.__version__)")
-    result = subprocess.run([str(pinned_env), "-c", check], capture_output=True, text=True, check=False)
+    result = subprocess.run([str(pinned_env), "-c", check], capture_output=True, text=True,
+                            check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"ok {bound}"
 

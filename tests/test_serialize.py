@@ -491,7 +491,7 @@ def random_graphs(draw):
         tensors.append(g.parameter(f"p{i}", draw(arrays),
                                    trainable=draw(st.booleans())))
     tensors.append(g.constant(draw(arrays)))
-    for step in range(draw(st.integers(1, 8))):
+    for _ in range(draw(st.integers(1, 8))):
         scope = draw(st.sampled_from(["", "a", "a/b"]))
         with g.name_scope(scope) if scope else contextlib.nullcontext():
             if draw(st.booleans()):

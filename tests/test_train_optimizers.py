@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from graphengine.errors import TrainingError
-from graphengine.training.optimizers import SGD, Adam, AdamW, clip_scale, global_norm, make_optimizer
+from graphengine.training.optimizers import (
+    SGD,
+    Adam,
+    AdamW,
+    clip_scale,
+    global_norm,
+    make_optimizer,
+)
 
 P0 = np.array([[1.0, -2.0, 0.5], [0.25, 3.0, -1.5]])    # (2, 3): a swapped axis fails
 G1 = np.array([[0.5, 1.0, -0.25], [2.0, -1.0, 0.75]])

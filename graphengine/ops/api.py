@@ -50,13 +50,25 @@ def _make_function(opdef: OpDef) -> Callable:
     input_names = [i.name for i in opdef.inputs]
     attr_names = [a.name for a in opdef.attrs]
 
+    names = [p.name for p in params[:-1]]  # every parameter but the keyword-only name
+    known = set(names) | {"name"}
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
     def function(*args, **kwargs):
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise GraphError(f"{opdef.name}{signature}: {exc}") from None
-        bound.apply_defaults()
-        values = bound.arguments
+        # A hand-rolled bind: inspect.Signature.bind dominated the cost of building graphs.
+        values = dict(zip(names, args))
+        clash = values.keys() & kwargs.keys()
+        if len(args) > len(names) or clash or not kwargs.keys() <= known:
+            extra = sorted(kwargs.keys() - known) or args[len(names):]
+            problem = (f"multiple values for {min(clash)!r}" if clash else
+                       f"unexpected argument(s) {extra}")
+            raise GraphError(f"{opdef.name}{signature}: {problem}")
+        values.update(kwargs)
+        for key, value in defaults.items():
+            values.setdefault(key, value)
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise GraphError(f"{opdef.name}{signature}: missing argument {missing[0]!r}")
         inputs = [values[n] for n in input_names]
         if opdef.variadic:
             inputs = list(inputs[0]) if isinstance(inputs[0], (list, tuple)) else inputs

@@ -155,7 +155,8 @@ class BroadcastLike(OpDef):
             raise ValueError(f"cannot broadcast {format_shape(x.shape)} to "
                              f"{format_shape(like.shape)}") from None
         if len(out) != like.rank:
-            raise ValueError(f"{format_shape(x.shape)} has more dims than {format_shape(like.shape)}")
+            raise ValueError(f"{format_shape(x.shape)} has more dims than "
+                             f"{format_shape(like.shape)}")
         return TensorType(x.dtype, like.shape)
 
     def kernel(self, x, like, *, axes, mean):

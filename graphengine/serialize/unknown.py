@@ -91,7 +91,7 @@ def _skeleton(msg: _message.Message) -> _message.Message | None:
                 continue
             keyed = _key_field(field.message_type) is not None
             target = getattr(skeleton, field.name)
-            for item, sub in zip(items, subs):
+            for sub in subs:
                 if sub is not None:
                     target.add().CopyFrom(sub)
                 elif not keyed:  # an empty placeholder keeps the indices aligned

@@ -109,7 +109,7 @@ def check_gradient(spec: OpSpec) -> None:
     # A random linear functional of every float output makes a scalar loss whose
     # gradient exercises each output element with a different weight.
     terms = []
-    for k, t in enumerate(_outputs(out)):
+    for t in _outputs(out):
         if t.dtype.kind != "f":
             continue
         value = ge.run(g, t, feeds, training=spec.training)

@@ -79,10 +79,10 @@ SPECS = [
         lambda x: np.pad(x, (2, 1), constant_values=-3.5), [X], "pair"),
     row("pad", lambda x: ge.pad(x, ((0, 0), (1, 2), (3, 0))),
         lambda x: np.pad(x, ((0, 0), (1, 2), (3, 0))), [X], "per-axis", batch=True),
-    row("pad", lambda x: ge.pad(x, ((1, 2),)) ** 2.0, lambda x: np.pad(x, ((1, 2),)) ** 2, [u(3, 2)],
-        "broadcast-pair-order2", order2=True),
-    row("pad", lambda x: ge.pad(x, (1, 0)), lambda x: np.pad(x, (1, 0)), [np.arange(6).reshape(2, 3)],
-        "int64", grad=()),
+    row("pad", lambda x: ge.pad(x, ((1, 2),)) ** 2.0, lambda x: np.pad(x, ((1, 2),)) ** 2,
+        [u(3, 2)], "broadcast-pair-order2", order2=True),
+    row("pad", lambda x: ge.pad(x, (1, 0)), lambda x: np.pad(x, (1, 0)),
+        [np.arange(6).reshape(2, 3)], "int64", grad=()),
 ]
 
 test_forward = forward_tests(SPECS)

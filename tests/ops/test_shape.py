@@ -34,8 +34,8 @@ SPECS = [
         "batch-unknown", batch=True),
     row("reshape", lambda x: x.reshape(4, 3, 2) ** 2.0, lambda x: x.reshape(4, 3, 2) ** 2,
         [X], "method-order2", order2=True),
-    row("reshape_like", lambda x, like: api.reshape_like(x, like), lambda x, like: x.reshape(like.shape),
-        [u(6, 4), u(2, 3, 4)], "", grad=(0,)),
+    row("reshape_like", lambda x, like: api.reshape_like(x, like),
+        lambda x, like: x.reshape(like.shape), [u(6, 4), u(2, 3, 4)], "", grad=(0,)),
     # transpose
     row("transpose", ge.transpose, np.transpose, [X], "reverse"),
     row("transpose", lambda x: ge.transpose(x, (1, 2, 0)),
