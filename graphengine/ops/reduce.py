@@ -15,6 +15,8 @@ so each is the other's exact adjoint.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES, INDEX_TYPES, NUMERIC_TYPES
@@ -192,10 +194,8 @@ class SumLike(OpDef):
     def kernel(self, x, like, *, axes, mean):
         target = like.shape
         if axes is None:
-            lead = x.ndim - len(target)
-            axes = tuple(range(lead)) + tuple(
-                lead + i for i, d in enumerate(target) if d == 1 and x.shape[lead + i] != 1)
-            out = np.sum(x, axis=axes, keepdims=True, dtype=x.dtype).reshape(target)
+            out = np.sum(x, axis=_broadcast_axes(x.shape, target), keepdims=True,
+                         dtype=x.dtype).reshape(target)
         else:
             out = np.sum(x, axis=axes, dtype=x.dtype)
         if mean:
@@ -221,6 +221,15 @@ class ZerosLike(OpDef):
 
     def kernel(self, x):
         return np.zeros_like(x)
+
+
+@functools.lru_cache(maxsize=1024)
+def _broadcast_axes(shape: tuple[int, ...], target: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes of ``shape`` that broadcasting ``target`` to it added or stretched
+    (cached: a training loop asks the same question every step)."""
+    lead = len(shape) - len(target)
+    return tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(target) if d == 1 and shape[lead + i] != 1)
 
 
 def _expanded(shape, axes, rank):
