@@ -377,10 +377,12 @@ class Graph:
         types = self._infer(opdef, node_name, refs, attrs)
         ctx = self._grad_ctx
         if ctx is not None:
-            shortcut = _simplify(self, op, refs, types)
+            from .simplify import cse_key, simplify
+
+            shortcut = simplify(self, op, refs, types)
             if shortcut is not None:
                 return Tensor(self, *parse_ref(shortcut))
-            key = _cse_key(op, refs, attrs)
+            key = cse_key(op, refs, attrs)
             if key is not None and key in ctx.cse:
                 return self._handles(self._nodes[ctx.cse[key]])
         node = Node(node_name, op, tuple(refs), attrs, types, self.current_scope,
@@ -552,55 +554,4 @@ def _dtype_for_literals(inputs: Iterable[Any]) -> np.dtype | None:
     for value in inputs:
         if isinstance(value, Tensor) and value.dtype != np.bool_:
             return value.dtype
-    return None
-
-
-def _cse_key(op: str, refs: list[str], attrs: dict[str, Any]):
-    """A hashable identity for common-subexpression sharing, or None (random or
-    tensor-valued nodes are never shared)."""
-    if op in ("dropout", "constant", "placeholder", "parameter"):
-        return None
-    try:
-        items = tuple((k, v.name if isinstance(v, np.dtype) else v) for k, v in attrs.items())
-        hash(items)
-    except TypeError:
-        return None
-    return (op, tuple(refs), items)
-
-
-def _constant_value(graph: Graph, ref: str) -> np.ndarray | None:
-    node = graph._nodes.get(parse_ref(ref)[0])
-    return node.attrs["value"] if node is not None and node.op == "constant" else None
-
-
-def _is_const(graph: Graph, ref: str, scalar: float) -> bool:
-    value = _constant_value(graph, ref)
-    return value is not None and value.size > 0 and bool(np.all(value == scalar))
-
-
-def _simplify(graph: Graph, op: str, refs: list[str], types) -> str | None:
-    """Algebraic shortcuts applied while emitting gradient nodes: ``1*x``, ``x*1``,
-    ``x/1``, ``0+x``, ``x+0``, ``x-0`` return ``x`` when that keeps shape and dtype."""
-    out = types[0]
-
-    def same(ref: str) -> bool:
-        return graph.tensor(ref).type == out
-
-    if op == "multiply":
-        a, b = refs
-        if _is_const(graph, a, 1) and same(b):
-            return b
-        if _is_const(graph, b, 1) and same(a):
-            return a
-    elif op == "divide":
-        if _is_const(graph, refs[1], 1) and same(refs[0]):
-            return refs[0]
-    elif op in ("add", "subtract"):
-        a, b = refs
-        if _is_const(graph, b, 0) and same(a):
-            return a
-        if op == "add" and _is_const(graph, a, 0) and same(b):
-            return b
-    elif op == "add_n" and len(refs) == 1 and same(refs[0]):
-        return refs[0]
     return None

@@ -1,0 +1,69 @@
+"""Rewrites applied while the gradient pass emits nodes.
+
+Gradient rules are written plainly (``dy * (1 - y * y)``); these rewrites keep
+the graph they produce free of obvious waste: ``x*1``, ``x/1``, ``x+0`` and
+``x-0`` return ``x`` itself, and a node identical to one already emitted (same
+op, inputs and attributes) is shared instead of built again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .graph import parse_ref
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+
+def cse_key(op: str, refs: list[str], attrs: dict[str, Any]):
+    """A hashable identity for common-subexpression sharing, or None (random or
+    tensor-valued nodes are never shared)."""
+    if op in ("dropout", "constant", "placeholder", "parameter"):
+        return None
+    try:
+        items = tuple((k, v.name if isinstance(v, np.dtype) else v) for k, v in attrs.items())
+        hash(items)
+    except TypeError:
+        return None
+    return (op, tuple(refs), items)
+
+
+def _constant_value(graph: Graph, ref: str) -> np.ndarray | None:
+    node = graph._nodes.get(parse_ref(ref)[0])
+    return node.attrs["value"] if node is not None and node.op == "constant" else None
+
+
+def _is_const(graph: Graph, ref: str, scalar: float) -> bool:
+    value = _constant_value(graph, ref)
+    return value is not None and value.size > 0 and bool(np.all(value == scalar))
+
+
+def simplify(graph: Graph, op: str, refs: list[str], types) -> str | None:
+    """Algebraic shortcuts applied while emitting gradient nodes: ``1*x``, ``x*1``,
+    ``x/1``, ``0+x``, ``x+0``, ``x-0`` return ``x`` when that keeps shape and dtype."""
+    out = types[0]
+
+    def same(ref: str) -> bool:
+        return graph.tensor(ref).type == out
+
+    if op == "multiply":
+        a, b = refs
+        if _is_const(graph, a, 1) and same(b):
+            return b
+        if _is_const(graph, b, 1) and same(a):
+            return a
+    elif op == "divide":
+        if _is_const(graph, refs[1], 1) and same(refs[0]):
+            return refs[0]
+    elif op in ("add", "subtract"):
+        a, b = refs
+        if _is_const(graph, b, 0) and same(a):
+            return a
+        if op == "add" and _is_const(graph, a, 0) and same(b):
+            return b
+    elif op == "add_n" and len(refs) == 1 and same(refs[0]):
+        return refs[0]
+    return None
