@@ -152,6 +152,16 @@ def check_hvp(g, loss, wrt, feeds, spec: OpSpec) -> None:
                                    err_msg=f"{spec.name}: Hessian-vector product wrt {w}")
 
 
+def check_build_error(build, fragment: str, shape) -> None:
+    """``build(graph, x)`` on a float32 placeholder of ``shape`` must raise a
+    ShapeError that names the node and contains ``fragment``."""
+    g = ge.Graph()
+    x = g.placeholder("x", shape)
+    with pytest.raises(ge.ShapeError, match="node '") as info:
+        build(g, x)
+    assert fragment in str(info.value)
+
+
 def _params(specs, keep=lambda s: True):
     return [pytest.param(s, id=s.name, marks=s.marks) for s in specs if keep(s)]
 

@@ -6,7 +6,7 @@ import pytest
 
 import graphengine as ge
 
-from .spec import OpSpec, forward_tests, gradient_tests
+from .spec import OpSpec, check_build_error, forward_tests, gradient_tests
 
 R = np.random.default_rng(6)
 api = ge.ops.api
@@ -143,11 +143,7 @@ def test_conv2d_infers_symbolic_batch_and_spatial_dims():
      "w (out_channels, in_channels, kh, kw) must have rank 4"),
 ])
 def test_build_errors_name_node_and_problem(build, fragment):
-    g = ge.Graph()
-    x = g.placeholder("x", (None, 3, 8, 7))
-    with pytest.raises(ge.ShapeError, match="node '") as info:
-        build(g, x)
-    assert fragment in str(info.value)
+    check_build_error(build, fragment, (None, 3, 8, 7))
 
 
 def test_same_padding_needs_known_size_with_stride():
