@@ -88,8 +88,19 @@ class Plan:
             if step is None:
                 raise
             raise _kernel_error(step, values, exc) from exc
-        # Kernels may return numpy scalars for 0-d results; users get arrays.
-        return [np.asarray(values[i]) for i in self.fetch_slots]
+        # Kernels may return numpy scalars for 0-d results; users get arrays.  A
+        # fetch that is a parameter, constant or fed array itself (or an identity
+        # of one) is copied, so that changing the result cannot change the graph.
+        stored = {id(values[s]) for s in self.stored_slots}
+        return [np.array(values[i]) if id(values[i]) in stored else np.asarray(values[i])
+                for i in self.fetch_slots]
+
+    @functools.cached_property
+    def stored_slots(self) -> tuple[int, ...]:
+        """Slots of arrays that outlive a run: parameters, constants and feeds
+        (worked out once per plan)."""
+        return tuple([slot for _, slot in self.param_slots] + list(self.feed_slots.values())
+                     + [i for i, v in enumerate(self.template) if v is not None])
 
 
 def _kernel_error(step: _Step, values: list, exc: Exception) -> ExecutionError:

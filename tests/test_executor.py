@@ -128,3 +128,14 @@ def test_parameters_are_read_at_run_time():
     assert ge.run(g, y) == 6.0
     g.values["w"] = np.full(2, 2.0, np.float32)
     assert ge.run(g, y) == 12.0
+
+
+def test_fetched_parameters_and_constants_are_copies():
+    g = ge.Graph()
+    w = g.parameter("w", np.ones(2, np.float32))
+    c = g.constant(np.zeros(2, np.float32), name="c")
+    out = ge.run(g, [w, c, ge.identity(w)])
+    for value in out.values():
+        value += 5
+    np.testing.assert_array_equal(g.values["w"], [1, 1])
+    np.testing.assert_array_equal(ge.run(g, c), [0, 0])
