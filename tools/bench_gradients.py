@@ -10,9 +10,9 @@ prints both times and their ratio.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+from timing import best_of
 
 import graphengine as ge
 
@@ -33,14 +33,6 @@ def build_forward(num_nodes: int) -> tuple[ge.Graph, ge.Tensor]:
     loss = ge.mean(h * h, name="loss")
     return g, loss
 
-
-def best_of(repeat: int, fn) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def main() -> None:

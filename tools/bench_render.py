@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 
 import numpy as np
+from timing import best_of
 
 import graphengine as ge
 from graphengine.render import run_dot
@@ -36,14 +36,6 @@ def build_graph(scopes: int, nodes_per_scope: int) -> ge.Graph:
     ge.mean(h * h, name="loss")
     return g
 
-
-def best_of(repeat: int, fn):
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def main() -> None:
