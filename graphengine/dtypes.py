@@ -26,6 +26,10 @@ ALL_TYPES = NUMERIC_TYPES | BOOL_TYPES
 INDEX_TYPES = frozenset({"int32", "int64"})
 
 
+# numpy computes dtype.name on every access; hot paths look it up here instead.
+_NAMES = {np.dtype(name): name for name in DTYPE_NAMES}
+
+
 def as_dtype(value: Any) -> np.dtype:
     """Return the numpy dtype for ``value`` (a name, a numpy dtype or type).
 
@@ -34,6 +38,8 @@ def as_dtype(value: Any) -> np.dtype:
     >>> as_dtype("float32")
     dtype('float32')
     """
+    if isinstance(value, np.dtype) and value in _NAMES:
+        return value  # the common case: already a supported numpy dtype
     try:
         dtype = np.dtype(value)
     except TypeError as exc:
@@ -43,10 +49,6 @@ def as_dtype(value: Any) -> np.dtype:
             f"dtype {dtype.name!r} is not supported; use one of {', '.join(DTYPE_NAMES)}"
         )
     return dtype
-
-
-# numpy computes dtype.name on every access; hot paths look it up here instead.
-_NAMES = {np.dtype(name): name for name in DTYPE_NAMES}
 
 
 def dtype_name(dtype: np.dtype) -> str:

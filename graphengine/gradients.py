@@ -13,6 +13,8 @@ that no gradient output needs are dropped at the end.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -218,6 +220,28 @@ def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
         warnings.warn(f"the gradient of {len(disconnected)} wrt tensor(s) is zero: {reasons}",
                       GradientWarning, stacklevel=2)
 
+    with _gc_paused():
+        return _build(graph, loss_ref, loss_type, wrt_refs, reach, grad_ys, disconnected, name)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause Python's cyclic garbage collector while the pass runs: it allocates
+    tens of thousands of small objects that form no cycles, and collections
+    triggered by them cost about a fifth of the time on large graphs (measured
+    with tools/bench_gradients.py)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _build(graph: Graph, loss_ref: str, loss_type, wrt_refs: list[str], reach: _Reach,
+           grad_ys: Any, disconnected: list[str], name: str | None) -> Graph:
+    """Emit the gradient nodes into a copy of ``graph``; see :func:`gradients`."""
     out = graph.copy(name or f"{graph.name}_grad")
     before = set(out._nodes)
     scope = _free_scope(out)
@@ -320,13 +344,13 @@ def _zeros_if_none(graph: Graph, dy: Tensor | None, node: Node, index: int) -> T
 def _fit(graph: Graph, grad: Tensor, ref: str) -> Tensor:
     """Sum a gradient back to the shape of the input it flows into (undoing
     broadcasting) and check its dtype."""
-    target = graph.tensor(ref)
+    target = graph.type_of(ref)
     if grad.dtype != target.dtype:
         raise GradientError(f"internal error: gradient {grad.name} of '{ref}' has dtype "
                             f"{grad.dtype}, expected {target.dtype}")
     if grad.shape == target.shape:
         return grad
-    return F.sum_like(grad, target)
+    return F.sum_like(grad, graph.tensor(ref))
 
 
 def _scope_of(node: Node, scope: str) -> str:

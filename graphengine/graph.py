@@ -451,7 +451,7 @@ class Graph:
 
     def _infer(self, opdef: OpDef, node_name: str, refs: list[str],
                attrs: dict[str, Any]) -> tuple[TensorType, ...]:
-        in_types = [self.tensor(r).type for r in refs]
+        in_types = [self.type_of(r) for r in refs]
         return infer_types(opdef, node_name, in_types, attrs, refs)
 
     def _insert(self, node: Node) -> None:

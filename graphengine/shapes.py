@@ -96,6 +96,8 @@ def broadcast_shapes(*shapes: Shape) -> Shape:
     >>> broadcast_shapes(("N", 3), (3,))
     ('N', 3)
     """
+    if all(s == shapes[0] for s in shapes[1:]) and shapes:
+        return tuple(shapes[0])  # equal shapes, the common case, need no work
     rank = max((len(s) for s in shapes), default=0)
     result: list[Dim] = [1] * rank
     for shape in shapes:
