@@ -44,10 +44,14 @@ def mlp() -> ge.Graph:
 
 def bench_graph(scopes: int, nodes_per_scope: int) -> ge.Graph:
     """The MLP-like graph of tools/bench_render.py."""
-    path = ROOT / "tools" / "bench_render.py"
-    spec = importlib.util.spec_from_file_location("bench_render", path)
+    tools = ROOT / "tools"
+    spec = importlib.util.spec_from_file_location("bench_render", tools / "bench_render.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(tools))  # the benchmark imports its sibling timing.py
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(tools))
     return module.build_graph(scopes, nodes_per_scope)
 
 
