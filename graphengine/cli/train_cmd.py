@@ -167,7 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
     graph.training = result.spec
     save(graph, args.output)
     if not args.quiet:
-        summary = "  ".join(f"{k} {v:.4f}" for k, v in result.final.items()
+        summary = "  ".join(f"{k} {v:.4g}" for k, v in result.final.items()
                             if k.startswith(("train_", "val_")))
         print(f"trained {result.steps} steps{': ' + summary if summary else ''}; "
               f"wrote {args.output} (metrics log: {log})", file=sys.stderr)
@@ -185,6 +185,6 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, sort_keys=True))
     else:
-        print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+        print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in results.items()))
     return 0

@@ -377,7 +377,7 @@ class Trainer:
         record["examples_per_second"] = round(totals.examples / max(seconds, 1e-9), 1)
         if self.progress is not False:
             parts = [f"epoch {record['epoch']}/{self.spec.epochs}", f"step {record['step']}"]
-            parts += [f"{k} {v:.4f}" for k, v in record.items()
+            parts += [f"{k} {v:.4g}" for k, v in record.items()
                       if k.startswith(("train_", "val_"))]
             parts.append(f"{record['examples_per_second']:,.0f} ex/s")
             print("  ".join(parts), file=self.stream, flush=True)
