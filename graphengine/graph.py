@@ -532,8 +532,9 @@ def infer_types(opdef: OpDef, node_name: str, in_types: Sequence[TensorType],
             raise ShapeError(f"{where}: input '{spec.name}' ('{refs[i]}') has dtype "
                              f"{t.dtype.name}, expected one of {allowed}; convert it with "
                              "ge.cast")
+    labelled = [TensorType(t.dtype, t.shape, f"'{r}'") for t, r in zip(in_types, refs)]
     try:
-        out = opdef.infer(*in_types, **attrs)
+        out = opdef.infer(*labelled, **attrs)
     except (ShapeError, ValueError) as exc:
         operands = ", ".join(f"{opdef.input_spec(i).name}='{r}' {t}"
                              for i, (r, t) in enumerate(zip(refs, in_types)))

@@ -8,7 +8,7 @@ known until run time, e.g. the result of broadcasting two different symbols).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,10 +31,15 @@ def format_shape(shape: Shape) -> str:
 
 @dataclass(frozen=True)
 class TensorType:
-    """The static type of a tensor: a dtype and a shape of :data:`Dim` values."""
+    """The static type of a tensor: a dtype and a shape of :data:`Dim` values.
+
+    ``label`` names the tensor in error messages (``'x'``); it takes no part in
+    comparisons.  Inference rules receive labelled input types.
+    """
 
     dtype: np.dtype
     shape: Shape
+    label: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", as_dtype(self.dtype))
@@ -54,6 +59,10 @@ class TensorType:
 
     def with_shape(self, shape: Iterable[Dim]) -> TensorType:
         return TensorType(self.dtype, tuple(shape))
+
+    def named(self, fallback: str) -> str:
+        """How messages refer to this tensor: its label, else ``fallback``."""
+        return self.label or fallback
 
     def __str__(self) -> str:
         return f"{self.dtype.name}{format_shape(self.shape)}"

@@ -63,15 +63,17 @@ class Matmul(OpDef):
         a_shape = a.shape if a.rank > 1 else (1,) + a.shape
         b_shape = b.shape if b.rank > 1 else b.shape + (1,)
         if _inner_dims_differ(a_shape[-1], b_shape[-2]):
+            name_a, name_b = a.named("a"), b.named("b")
             raise ValueError(
-                f"cannot multiply a of shape {format_shape(a.shape)} by b of shape "
+                f"cannot multiply {name_a} of shape {format_shape(a.shape)} by {name_b} of shape "
                 f"{format_shape(b.shape)}: inner dimensions {a_shape[-1]} and {b_shape[-2]} "
-                "differ. Check the shape of b, or transpose it with ge.transpose(b)")
+                f"differ. Check the shape of {name_b}, or transpose it with ge.transpose")
         try:
             batch = broadcast_shapes(a_shape[:-2], b_shape[:-2])
         except ValueError:
-            raise ValueError(f"batch dimensions {format_shape(a_shape[:-2])} of a and "
-                             f"{format_shape(b_shape[:-2])} of b do not broadcast") from None
+            raise ValueError(f"batch dimensions {format_shape(a_shape[:-2])} of "
+                             f"{a.named('a')} and {format_shape(b_shape[:-2])} of "
+                             f"{b.named('b')} do not broadcast") from None
         rows = (a_shape[-2],) if a.rank > 1 else ()
         cols = (b_shape[-1],) if b.rank > 1 else ()
         return TensorType(a.dtype, batch + rows + cols)

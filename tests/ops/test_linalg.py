@@ -73,10 +73,10 @@ def test_two_dim_gradient_is_two_matmuls_of_transposes():
 
 
 @pytest.mark.parametrize("a_shape, b_shape, fragment", [
-    ((None, 3), (4, 2), ("cannot multiply a of shape (N, 3) by b of shape (4, 2): inner "
-                         "dimensions 3 and 4 differ. Check the shape of b, or transpose it")),
+    ((None, 3), (4, 2), ("cannot multiply 'x' of shape (N, 3) by 'w' of shape (4, 2): inner "
+                         "dimensions 3 and 4 differ. Check the shape of 'w', or transpose it")),
     ((3,), (4,), "inner dimensions 3 and 4 differ"),
-    ((2, 3, 4), (3, 4, 5), "batch dimensions (2,) of a and (3,) of b do not broadcast"),
+    ((2, 3, 4), (3, 4, 5), "batch dimensions (2,) of 'x' and (3,) of 'w' do not broadcast"),
     ((), (3,), "does not take scalars"),
 ])
 def test_build_errors(a_shape, b_shape, fragment):
