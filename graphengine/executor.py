@@ -153,6 +153,9 @@ def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
             param_slots.append((node.name, slot_of[node.name]))
         elif node.op == "constant":
             template[slot_of[node.name]] = node.attrs["value"]
+        elif node.op in _ALIASES:
+            # The output is the input: share its slot instead of running a kernel.
+            slot_of[node.name] = slot_of[_canonical(node.inputs[0])]
         else:
             steps.append(_Step(node, bind_kernel(node, context),
                                tuple(slot_of[_canonical(r)] for r in node.inputs),
@@ -175,6 +178,10 @@ def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
         step.release = tuple(sorted(releases.get(i, []) + unused))
     return Plan(graph, fetch_refs, placeholders, feed_slots, tuple(param_slots),
                 tuple(slot_of[r] for r in fetch_refs), steps, len(slot_of), template, context)
+
+
+#: Ops whose output is their input unchanged (gradient outputs are identities).
+_ALIASES = frozenset({"identity", "stop_gradient"})
 
 
 def _canonical(ref: str) -> str:

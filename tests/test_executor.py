@@ -139,3 +139,15 @@ def test_fetched_parameters_and_constants_are_copies():
         value += 5
     np.testing.assert_array_equal(g.values["w"], [1, 1])
     np.testing.assert_array_equal(ge.run(g, c), [0, 0])
+
+
+def test_identity_and_stop_gradient_share_their_input_slot():
+    g = ge.Graph()
+    x = g.placeholder("x", (3,))
+    y = ge.identity(ge.exp(x))
+    z = ge.stop_gradient(y) * 2.0
+    plan = executor.compile_plan(g, [y.name, z.name], ["x"])
+    assert [s.node.op for s in plan.steps] == ["exp", "multiply"]
+    out = ge.run(g, [y, z], {"x": np.zeros(3, np.float32)})
+    np.testing.assert_array_equal(out[y.name], [1, 1, 1])
+    np.testing.assert_array_equal(out[z.name], [2, 2, 2])
