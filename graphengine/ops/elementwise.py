@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dtypes import ALL_TYPES, BOOL_TYPES, FLOAT_TYPES, NUMERIC_TYPES, as_dtype
+from ..dtypes import ALL_TYPES, BOOL_TYPES, FLOAT_TYPES, NUMERIC_TYPES
 from ..shapes import TensorType, broadcast_shapes, format_shape
 from .registry import Attr, F, Input, OpDef, register
 
@@ -573,4 +573,4 @@ class Cast(OpDef):
         return [F.cast(dy, dtype=node.inputs[0].dtype)]
 
 
-__all__ = ["Binary", "Unary", "as_dtype", "broadcast_types"]
+__all__ = ["Binary", "Unary", "broadcast_types"]

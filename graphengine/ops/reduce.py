@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-from ..dtypes import ALL_TYPES, FLOAT_TYPES, INDEX_TYPES, NUMERIC_TYPES
+from ..dtypes import ALL_TYPES, FLOAT_TYPES, NUMERIC_TYPES
 from ..shapes import TensorType, broadcast_shapes, format_shape, normalize_axes, normalize_axis
 from .registry import Attr, F, Input, OpDef, register
 
@@ -241,4 +241,4 @@ def _expanded(shape, axes, rank):
     return tuple(out)
 
 
-__all__ = ["INDEX_TYPES", "Reduction"]
+__all__ = ["Reduction"]

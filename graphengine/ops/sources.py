@@ -6,8 +6,6 @@ parameter values (``Graph.values``) and constant arrays when it compiles a plan.
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..shapes import TensorType
 from .registry import Attr, OpDef, register
 
@@ -58,4 +56,4 @@ def is_source(op: str) -> bool:
     return op in ("placeholder", "parameter", "constant")
 
 
-__all__ = ["Constant", "Parameter", "Placeholder", "is_source", "np"]
+__all__ = ["Constant", "Parameter", "Placeholder", "is_source"]
