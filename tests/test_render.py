@@ -149,12 +149,13 @@ def test_scopes_are_nested_clusters_and_labels_use_the_name_inside_the_scope():
 def test_each_kind_of_node_has_its_own_style():
     g = mlp()
     g.constant(np.float32(2.0), name="two")
-    extra = ge.exp(g.tensor("layer1/tanh") * g.tensor("two"), name="extra")
+    frozen = g.parameter("frozen", np.float32(1.0), trainable=False)
+    extra = ge.exp(g.tensor("layer1/tanh") * g.tensor("two") * frozen, name="extra")
     g.mark_output("loss", extra)
     assert Dot(ge.to_dot(g)).nodes["loss"]["fillcolor"] == style.NODE_STYLES["output"]["fillcolor"]
     dot = Dot(ge.to_dot(g, loss="loss"))
-    expected = {"x": "placeholder", "layer1/w": "parameter", "two": "constant",
-                "layer1/add": "operation", "extra": "output", "loss": "loss"}
+    expected = {"x": "placeholder", "layer1/w": "parameter", "frozen": "frozen parameter",
+                "two": "constant", "layer1/add": "operation", "extra": "output", "loss": "loss"}
     for node, kind in expected.items():
         for key, value in style.NODE_STYLES[kind].items():
             assert dot.nodes[node][key] == value, (node, key)

@@ -164,6 +164,8 @@ def node_kind(node: Node, is_gradient: bool, outputs: set[str], loss: str | None
         return "gradient output" if is_output else "gradient"
     if loss is not None and loss in refs:
         return "loss"
+    if node.op == "parameter" and not node.attrs["trainable"]:
+        return "frozen parameter"  # batch-norm running statistics, frozen weights
     if is_source(node.op):
         return node.op
     return "output" if is_output else "operation"

@@ -15,6 +15,8 @@ GRADIENT_COLOR = "#c92a2a"
 NODE_STYLES: dict[str, dict[str, str]] = {
     "placeholder": {"shape": "ellipse", "fillcolor": "#d0ebff", "color": "#1c7ed6"},
     "parameter": {"shape": "box", "fillcolor": "#d3f9d8", "color": "#2f9e44"},
+    "frozen parameter": {"shape": "box", "style": "filled,dashed", "fillcolor": "#ebfbee",
+                         "color": "#2f9e44"},
     "constant": {"shape": "note", "fillcolor": "#f1f3f5", "color": "#868e96",
                  "fontsize": "9"},
     "operation": {"shape": "box", "style": "filled,rounded", "fillcolor": "#ffffff",
@@ -56,6 +58,7 @@ EDGE_STYLES: dict[str, dict[str, str]] = {
 LEGEND_TEXT = {
     "placeholder": "placeholder\n(fed)",
     "parameter": "parameter\n(trained)",
+    "frozen parameter": "parameter\n(not trained)",
     "constant": "constant",
     "operation": "operation",
     "output": "output",
@@ -84,7 +87,8 @@ def node_attrs(kind: str, context: bool = False) -> dict[str, str]:
 
 def legend_kinds(gradients: bool, collapsed: bool) -> tuple[list[str], list[str]]:
     """Node and edge kinds the legend lists for a drawing with these features."""
-    nodes = ["placeholder", "parameter", "constant", "operation", "output", "loss"]
+    nodes = ["placeholder", "parameter", "frozen parameter", "constant", "operation", "output",
+             "loss"]
     edges = ["forward"]
     if gradients:
         nodes += ["gradient", "gradient output"]
