@@ -153,6 +153,7 @@ class TrainingSpec:
     batch_size: int = 32
     epochs: int = 1
     seed: int = 0
+    drop_last: bool = False
     metrics: tuple[str, ...] = ("loss",)
     labels: str = ""
     predictions: str = ""
@@ -172,6 +173,8 @@ class TrainingSpec:
         _check_int("batch_size", self.batch_size, low=1)
         _check_int("epochs", self.epochs, low=1)
         _check_int("seed", self.seed, low=0)
+        if not isinstance(self.drop_last, bool):
+            raise _fail("drop_last", f"must be true or false, not {self.drop_last!r}")
         set_(self, "metrics", tuple(self.metrics) or ("loss",))
         for i, metric in enumerate(self.metrics):
             _check_choice(f"metrics[{i}]", metric, METRICS)
@@ -204,8 +207,8 @@ class TrainingSpec:
                 kind=sch.kind, warmup_steps=sch.warmup_steps, step_size=sch.step_size,
                 gamma=sch.gamma, min_lr=sch.min_lr, total_steps=sch.total_steps),
             batch_size=self.batch_size, epochs=self.epochs, seed=self.seed,
-            metrics=list(self.metrics), labels=self.labels, predictions=self.predictions,
-            data_map=dict(self.data_map))
+            drop_last=self.drop_last, metrics=list(self.metrics), labels=self.labels,
+            predictions=self.predictions, data_map=dict(self.data_map))
 
     @classmethod
     def from_proto(cls, proto: pb.TrainingSpecProto) -> TrainingSpec:
@@ -229,6 +232,7 @@ class TrainingSpec:
             schedule=schedule,
             batch_size=_optional(proto, "batch_size", TrainingSpec.batch_size),
             epochs=_optional(proto, "epochs", TrainingSpec.epochs), seed=proto.seed,
+            drop_last=proto.drop_last,
             metrics=tuple(proto.metrics), labels=proto.labels, predictions=proto.predictions,
             data_map=dict(proto.data_map))
 

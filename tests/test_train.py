@@ -63,6 +63,21 @@ def test_drop_last_leaves_out_the_partial_batch():
     assert len(rec.steps) == 18 and {s.batch_size for s in rec.steps} == {16}
 
 
+def test_drop_last_travels_in_the_file(tmp_path):
+    g = classifier()
+    g.set_training("loss", drop_last=True, batch_size=16, epochs=2)
+    g.save(tmp_path / "m.pb")
+    loaded = ge.load(tmp_path / "m.pb")
+    assert loaded.training.drop_last is True
+    rec = Recorder()
+    Trainer(loaded, classifier_data(100), callbacks=[rec], progress=False).fit()
+    assert {s.batch_size for s in rec.steps} == {16}
+    rec = Recorder()  # a setting given when training wins over the file
+    Trainer(loaded, classifier_data(100), callbacks=[rec], progress=False,
+            drop_last=False).fit()
+    assert {s.batch_size for s in rec.steps} == {16, 4}
+
+
 def test_metrics_log_has_one_json_line_per_epoch(tmp_path):
     log = tmp_path / "metrics.jsonl"
     val = classifier_data(40, seed=1)

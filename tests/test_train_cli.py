@@ -186,3 +186,15 @@ def test_one_file_with_both_splits(files, capsys):
                  "--map", "y=test_y", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["loss"] == pytest.approx(last["val_loss"]) and out["examples"] == 60
+
+
+def test_drop_last_flag_overrides_the_file(tmp_path):
+    g = classifier()
+    g.set_training("loss", batch_size=16, epochs=1)
+    g.save(tmp_path / "m.pb")
+    np.savez(tmp_path / "d.npz", **classifier_data(100))
+    code = main(["train", str(tmp_path / "m.pb"), "--data", str(tmp_path / "d.npz"),
+                 "--drop-last", "--quiet", "-o", str(tmp_path / "t.pb")])
+    assert code == 0
+    trained = ge.load(tmp_path / "t.pb")
+    assert trained.training.drop_last is True  # the spec actually used is saved

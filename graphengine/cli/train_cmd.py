@@ -71,7 +71,7 @@ def _add_train(subparsers) -> None:
                        help="cosine schedule: decay length (default: the whole run)")
     group.add_argument("--trainable", metavar="P1,P2", help="parameters to train (default: "
                                                             "every trainable parameter)")
-    group.add_argument("--drop-last", action="store_true",
+    group.add_argument("--drop-last", action="store_true", default=None,
                        help="leave out each epoch's last partial batch (default: keep it, "
                             "smaller)")
     run = parser.add_argument_group("checkpoints and output")
@@ -120,7 +120,7 @@ def _settings(args: argparse.Namespace, graph) -> dict[str, Any]:
     names = ["loss", "labels", "predictions", "epochs", "batch_size", "seed", "optimizer",
              "learning_rate", "momentum", "nesterov", "beta1", "beta2", "epsilon",
              "weight_decay", "clip_global_norm", "schedule", "warmup_steps", "step_size",
-             "gamma", "min_lr", "total_steps"]
+             "gamma", "min_lr", "total_steps", "drop_last"]
     settings = {name: getattr(args, name, None) for name in names}
     if args.metrics:
         settings["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -158,7 +158,7 @@ def run_train(args: argparse.Namespace) -> int:
         log = (Path(checkpoint_dir) / "metrics.jsonl" if checkpoint_dir is not None
                else output.with_name(output.stem + ".metrics.jsonl"))
     trainer = Trainer(graph, args.data, val=args.val,
-                      val_map=_parse_map(args.val_map, "--val-map"), drop_last=args.drop_last,
+                      val_map=_parse_map(args.val_map, "--val-map"),
                       checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
                       keep_checkpoints=args.keep, log=log,
                       progress=False if args.quiet else None, **_settings(args, graph))

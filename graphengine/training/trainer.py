@@ -108,7 +108,6 @@ class Trainer:
         val: validation data (same forms), evaluated after each epoch.
         val_map: placeholder -> array names for ``val``, over the spec's data_map
             (for a file that holds both splits under different names).
-        drop_last: leave out each epoch's last partial batch (see :mod:`.data`).
         callbacks: :class:`Callback` objects.
         checkpoint_dir: where to write checkpoints (None: none are written).
         checkpoint_every: also write one every this many steps (0: at epoch ends only).
@@ -135,7 +134,7 @@ class Trainer:
     """
 
     def __init__(self, graph: Graph, data: DataLike, *, val: DataLike | None = None,
-                 val_map: Mapping[str, str] | None = None, drop_last: bool = False,
+                 val_map: Mapping[str, str] | None = None,
                  callbacks: Sequence[Callback] = (),
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
                  keep_checkpoints: int = 3, log: str | os.PathLike | None = None,
@@ -176,7 +175,8 @@ class Trainer:
             raise TrainingError(f"placeholders fix the batch size to {fixed} on axis 0, but "
                                 f"the batch size is {spec.batch_size}; set batch_size={fixed} "
                                 "or give the placeholders a symbolic batch dim (None)")
-        self.drop_last = drop_last or fixed is not None  # a fixed batch dim takes no less
+        # A placeholder with a fixed batch dim takes no smaller batch.
+        self.drop_last = spec.drop_last or fixed is not None
         size, b = self.train_data.size, spec.batch_size
         self.steps_per_epoch = size // b if self.drop_last else -(-size // b)
         if self.steps_per_epoch == 0:
