@@ -190,16 +190,21 @@ def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(size)
 
 
-def batch_bounds(size: int, batch_size: int, drop_last: bool) -> list[tuple[int, int]]:
-    """(start, stop) of each batch of an epoch of ``size`` examples.
+def batch_bounds(size: int, batch_size: int, drop_last: bool,
+                 position: int = 0) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of an epoch of ``size`` examples, from example
+    ``position`` on (a resumed run starts mid-epoch).
 
     >>> batch_bounds(5, 2, drop_last=False)
     [(0, 2), (2, 4), (4, 5)]
     >>> batch_bounds(5, 2, drop_last=True)
     [(0, 2), (2, 4)]
+    >>> batch_bounds(5, 2, drop_last=False, position=2)
+    [(2, 4), (4, 5)]
     """
-    stop = size - size % batch_size if drop_last else size
-    return [(start, min(start + batch_size, stop)) for start in range(0, stop, batch_size)]
+    stop = position + (size - position) // batch_size * batch_size if drop_last else size
+    return [(start, min(start + batch_size, stop))
+            for start in range(position, stop, batch_size)]
 
 
 class BatchFeeder:

@@ -35,7 +35,7 @@ from ..gradients import GradientWarning, gradients
 from ..graph import Graph, Node, parse_ref
 from ..training_spec import TrainingSpec
 from . import checkpoint as ckpt_io
-from .data import BatchFeeder, DataLike, as_dataset, epoch_order, fixed_batch_size
+from .data import BatchFeeder, DataLike, as_dataset, batch_bounds, epoch_order, fixed_batch_size
 from .evaluate import Evaluator
 from .metrics import EpochMetrics, MetricsLog
 from .optimizers import clip_scale, global_norm, optimizer_from_spec
@@ -277,7 +277,8 @@ class Trainer:
         if state.order is None:
             state.order = epoch_order(spec.seed, state.epoch, self.train_data.size)
         totals = EpochMetrics(state.sums)
-        bounds = self._bounds(state.position)
+        bounds = batch_bounds(self.train_data.size, spec.batch_size, self.drop_last,
+                              state.position)
         bar = ProgressBar(len(bounds), f"epoch {state.epoch + 1}/{spec.epochs}",
                           stream=self.stream, enabled=self.progress)
         started = time.perf_counter()
@@ -314,12 +315,6 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_epoch(self, record)
         return record
-
-    def _bounds(self, position: int) -> list[tuple[int, int]]:
-        """(start, stop) of the batches left in an epoch, from example ``position``."""
-        size, b = self.train_data.size, self.spec.batch_size
-        stop = position + (size - position) // b * b if self.drop_last else size
-        return [(s, min(s + b, stop)) for s in range(position, stop, b)]
 
     def _step(self, params: dict[str, np.ndarray], feeds: dict[str, np.ndarray], step: int,
               epoch: int, batch: int) -> tuple[float, int | None]:
