@@ -178,7 +178,7 @@ class Trainer:
         # A placeholder with a fixed batch dim takes no smaller batch.
         self.drop_last = spec.drop_last or fixed is not None
         size, b = self.train_data.size, spec.batch_size
-        self.steps_per_epoch = size // b if self.drop_last else -(-size // b)
+        self.steps_per_epoch = len(batch_bounds(size, b, self.drop_last))
         if self.steps_per_epoch == 0:
             raise TrainingError(f"the training data has {size} examples, fewer than one batch "
                                 f"of {b}, and the last partial batch is dropped; lower the "
