@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from .errors import GraphError, ShapeError
 from .graph import Graph, Node, check_name, infer_types, parse_ref
 from .ops.registry import REGISTRY, get_op
+
+if TYPE_CHECKING:  # pragma: no cover
+    import networkx as nx
 
 
 @dataclass
@@ -33,6 +34,8 @@ class NodeRecord:
 def to_networkx(graph: Graph | Sequence[Node | NodeRecord]) -> nx.DiGraph:
     """A DiGraph with one vertex per node (attributes ``op`` and ``index``) and one
     edge per producer -> consumer pair (attribute ``refs``: the input slots)."""
+    import networkx as nx  # imported on first use, so `import graphengine` stays light
+
     nodes = graph.nodes if isinstance(graph, Graph) else list(graph)
     g = nx.DiGraph()
     for index, node in enumerate(nodes):
@@ -53,6 +56,8 @@ def to_networkx(graph: Graph | Sequence[Node | NodeRecord]) -> nx.DiGraph:
 def order_nodes(g: nx.DiGraph) -> list[str]:
     """Topological order, ties broken by insertion index; GraphError on a cycle,
     naming the nodes on it."""
+    import networkx as nx
+
     try:
         return list(nx.lexicographical_topological_sort(g, key=lambda n: g.nodes[n]["index"]))
     except nx.NetworkXUnfeasible:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import GraphError
 from .graph import Graph, check_name, parse_ref
-from .proto import graphengine_pb2 as pb
+
+if TYPE_CHECKING:  # pragma: no cover - protobuf is imported when a spec is read or written
+    from .proto import graphengine_pb2 as pb
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
@@ -196,6 +198,8 @@ class TrainingSpec:
     # -- the proto mapping ------------------------------------------------------
     def to_proto(self) -> pb.TrainingSpecProto:
         """This spec as a ``TrainingSpecProto``; every field is written explicitly."""
+        from .proto import graphengine_pb2 as pb
+
         opt, sch = self.optimizer, self.schedule
         return pb.TrainingSpecProto(
             loss=self.loss, trainable=list(self.trainable),

@@ -11,9 +11,6 @@ import sys
 import warnings
 
 from ..errors import GradientError
-from ..gradcheck import gradcheck
-from ..gradients import GradientWarning, gradients
-from ..serialize import load, save
 
 
 def add_parser(subparsers) -> None:
@@ -68,6 +65,9 @@ def _loss_of(graph, args) -> str:
 
 
 def run_grad(args: argparse.Namespace) -> int:
+    from ..gradients import GradientWarning, gradients
+    from ..serialize import load, save
+
     graph = load(args.file)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GradientWarning)
@@ -85,6 +85,8 @@ def run_grad(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from ..gradcheck import gradcheck
+    from ..serialize import load
     from .run_cmd import read_feeds
 
     graph = load(args.file)

@@ -15,11 +15,13 @@ import argparse
 import dataclasses
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..graph import Graph
-from ..serialize import FileInfo, load_with_info
 from ..shapes import TensorType, format_shape
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..serialize import FileInfo
 
 
 def add_parser(subparsers) -> None:
@@ -35,6 +37,8 @@ def add_parser(subparsers) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from ..serialize import load_with_info
+
     graph, info = load_with_info(args.file, args.format)
     summary = summarize(graph, info)
     if args.json:

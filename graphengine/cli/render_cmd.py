@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 from ..render import FORMATS, VIEWS, render
-from ..serialize import load
 from .main import CommandError
 from .run_cmd import read_feeds
 
@@ -43,6 +42,8 @@ def add_parser(subparsers) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
+    from ..serialize import load
+
     graph = load(args.file)
     feeds = read_feeds(args.feed, [])
     if args.grad and not feeds:

@@ -21,8 +21,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import FeedError, FileFormatError
-from ..executor import run
-from ..serialize import atomic_file, load
 from .main import CommandError
 
 #: Arrays up to this many elements are printed whole.
@@ -57,6 +55,9 @@ def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from ..executor import run
+    from ..serialize import load
+
     graph = load(args.file, args.format)
     feeds = read_feeds(args.feed, args.feed_npz)
     fetches = args.fetch or graph.outputs
@@ -139,6 +140,8 @@ def _load(path: str, what: str) -> Any:
 
 def save_npz(path: str, results: dict[str, np.ndarray]) -> None:
     """Save fetched arrays to ``path`` (an .npz, keyed by tensor name) atomically."""
+    from ..serialize import atomic_file
+
     with atomic_file(Path(path)) as out:
         np.savez(out, **results)
 

@@ -1,0 +1,53 @@
+"""Benchmark: time of `import graphengine` and of `graphengine --help`, against
+`import numpy` timed in the same run.
+
+Each figure is the fastest of ``--repeat`` fresh interpreters (``python -c``),
+interleaved, so the machine's load affects every figure alike.  The interpreter's
+own start-up (``python -c pass``) is subtracted; the graphengine import includes
+numpy's, which it needs.
+
+    python tools/bench_import.py [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+CASES = {
+    "python -c pass (subtracted)": ["-c", "pass"],
+    "import numpy (reference)": ["-c", "import numpy"],
+    "import graphengine": ["-c", "import graphengine"],
+    "graphengine --help": ["-m", "graphengine", "--help"],
+}
+
+
+def _time_once(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *args], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
+    best = dict.fromkeys(CASES, float("inf"))
+    for _ in range(args.repeat):
+        for name, case in CASES.items():
+            best[name] = min(best[name], _time_once(case))
+    base = best.pop("python -c pass (subtracted)")
+    numpy_time = best["import numpy (reference)"] - base
+    print(f"interpreter start-up: {base * 1e3:.0f} ms (subtracted below)")
+    for name, seconds in best.items():
+        own = seconds - base
+        print(f"{name}: {own * 1e3:.0f} ms ({own / numpy_time:.2f}x import numpy)")
+
+
+if __name__ == "__main__":
+    main()
