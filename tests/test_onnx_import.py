@@ -128,9 +128,13 @@ def test_layer_and_rms_normalization():
     check([node("RMSNormalization", ["x", "s"])], {"x": x, "s": f32(4)}, opset=NEWEST)
 
 
-def test_gelu_exact_form_is_refused_with_reason():
-    model = make_model([node("Gelu", ["x"])], {"x": f32(3)}, ["y"], opset=20)
-    with pytest.raises(OnnxConversionError, match="erf"):
+def test_gelu_exact_and_tanh_forms_and_erf():
+    x = f32(3, 5, low=-4, high=4)
+    check([node("Gelu", ["x"])], {"x": x}, opset=20)
+    check([node("Gelu", ["x"], approximate="tanh")], {"x": x}, opset=20)
+    check([node("Erf", ["x"])], {"x": x})
+    model = make_model([node("Gelu", ["x"], approximate="cubic")], {"x": x}, ["y"], opset=20)
+    with pytest.raises(OnnxConversionError, match="approximate='cubic'"):
         ge.from_onnx(model)
 
 
@@ -525,13 +529,13 @@ def test_freezing_an_unknown_initializer_is_refused():
 
 
 def test_unsupported_ops_are_all_listed_before_anything_is_built():
-    nodes = [node("TopK", ["x", "k"], ["v", "i"]), node("Erf", ["x"], ["e1"]),
-             node("Erf", ["e1"], ["e2"]), node("Relu", ["e2"], ["y"])]
+    nodes = [node("TopK", ["x", "k"], ["v", "i"]), node("Acos", ["x"], ["e1"]),
+             node("Acos", ["e1"], ["e2"]), node("Relu", ["e2"], ["y"])]
     model = make_model(nodes, {"x": f32(4)}, ["y"], initializers={"k": np.array([2])})
     with pytest.raises(OnnxConversionError) as info:
         ge.from_onnx(model)
     message = str(info.value)
-    assert "Erf x2 (opset 18" in message and "TopK x1 (opset 18" in message
+    assert "Acos x2 (opset 18" in message and "TopK x1 (opset 18" in message
     assert "Relu x" not in message
 
 

@@ -6,8 +6,8 @@ importer maps them back to the same kernels:
 
 * ``square`` is ``Mul(x, x)``; ``not_equal`` is ``Not(Equal)``; integer
   ``divide`` (true division, float64) casts to double first;
-* ``gelu`` (tanh form) is ``Gelu(approximate="tanh")`` from opset 20 and its
-  formula below that;
+* ``gelu`` is ``Gelu`` (with its ``approximate``) from opset 20 and its formula
+  below that (with ``Erf`` for the exact form);
 * ``sum``/``mean``/``max``/``min`` over ``axis=()`` are ``Identity`` (ONNX would
   reduce over every axis);
 * ``slice`` is ``Slice`` then ``Squeeze`` (int indices) and ``Unsqueeze``
@@ -42,7 +42,7 @@ _SAME_NAME = {
     "add": "Add", "subtract": "Sub", "multiply": "Mul", "power": "Pow", "maximum": "Max",
     "minimum": "Min", "add_n": "Sum", "negative": "Neg", "abs": "Abs", "sign": "Sign",
     "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "sin": "Sin", "cos": "Cos", "tanh": "Tanh",
-    "sigmoid": "Sigmoid", "relu": "Relu", "softplus": "Softplus", "where": "Where",
+    "sigmoid": "Sigmoid", "relu": "Relu", "erf": "Erf", "softplus": "Softplus", "where": "Where",
     "equal": "Equal", "greater": "Greater", "greater_equal": "GreaterOrEqual", "less": "Less",
     "less_equal": "LessOrEqual", "logical_and": "And", "logical_or": "Or",
     "logical_not": "Not", "identity": "Identity", "stop_gradient": "Identity",
@@ -89,13 +89,21 @@ def _alpha(ex: Emitter, node: Node) -> None:
 @rule("gelu")
 def _gelu(ex: Emitter, node: Node) -> None:
     x = ex.input(node, 0)
+    approximate = node.attrs["approximate"]
     if ex.opset >= 20:
-        ex.emit1(node, "Gelu", [x], ex.output(node), approximate="tanh")
+        ex.emit1(node, "Gelu", [x], ex.output(node), approximate=approximate)
         return
     dtype = ex.graph.tensor(node.inputs[0]).dtype
 
     def c(v):
         return ex.const(node, v, dtype)
+
+    if approximate == "none":
+        # x * (erf(x / sqrt(2)) + 1) * 0.5
+        e = ex.emit1(node, "Erf", [ex.emit1(node, "Mul", [x, c(1.0 / np.sqrt(2.0))])])
+        cdf = ex.emit1(node, "Mul", [ex.emit1(node, "Add", [e, c(1.0)]), c(0.5)])
+        ex.emit1(node, "Mul", [x, cdf], ex.output(node))
+        return
 
     # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))), in the kernel's order.
     cube = ex.emit1(node, "Pow", [x, c(3.0)])

@@ -1,5 +1,7 @@
 """Elementwise ops against numpy, and their gradients by finite differences."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -26,6 +28,14 @@ def sigmoid(x):
 def gelu(x):
     c = float(np.sqrt(2 / np.pi))
     return 0.5 * x * (1 + np.tanh(c * (x + 0.044715 * x ** 3)))
+
+
+def erf(x):
+    return np.vectorize(math.erf, otypes=[x.dtype])(x)
+
+
+def gelu_exact(x):
+    return x * 0.5 * (1 + np.vectorize(math.erf, otypes=[np.float64])(x / np.sqrt(2.0)))
 
 
 def elu(x, alpha=1.0):
@@ -67,6 +77,12 @@ SPECS = [
     OpSpec("elu", ge.elu, elu, [away_from_zero(3, 4)]),
     OpSpec("softplus", ge.softplus, lambda x: np.logaddexp(0, x), [u(3, 4, low=-30, high=30)]),
     OpSpec("gelu", ge.gelu, gelu, [u(3, 4, low=-4, high=4)], order2=True),
+    OpSpec("gelu", lambda x: ge.gelu(x, approximate="none"),
+           lambda x: gelu_exact(x).astype(x.dtype), [u(3, 4, low=-4, high=4)], id="exact",
+           batch=True, order2=True),
+    OpSpec("erf", ge.erf, erf, [u(4, 3, low=-3, high=3)], order2=True),
+    OpSpec("erf", ge.erf, erf, [np.array([-7.0, -5.9, -1e-9, 0.0, 2e-300, 0.3, 2.5, 6.1])],
+           id="tails", rtol=1e-14),
     OpSpec("clip", lambda x: ge.clip(x, -1.0, 0.5), lambda x: np.clip(x, -1.0, 0.5),
            [np.array([-2.0, -0.7, 0.1, 0.4, 1.5])]),
     OpSpec("clip", lambda x: ge.clip(x, a_max=0.5), lambda x: np.clip(x, None, 0.5),
