@@ -44,6 +44,9 @@ class _Step:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     release: tuple[int, ...]
+    #: The kernel returns one array, not a sequence (OpDef.multi_output is off;
+    #: a split into one section still returns a list).
+    single: bool = True
 
 
 @dataclass
@@ -61,6 +64,9 @@ class Plan:
     num_slots: int
     template: list[Any]                      # constants pre-filled
     context: RunContext = field(default_factory=RunContext)
+    #: For each fetch, whether it is returned as a copy: when it may share memory
+    #: with a parameter, constant or feed, or with an earlier fetch (see _view_roots).
+    fetch_copies: tuple[bool, ...] = ()
 
     def run(self, feeds: Mapping[str, Any], *, training: bool = False,
             seed: int = 0) -> list[np.ndarray]:
@@ -76,7 +82,7 @@ class Plan:
         try:
             with np.errstate(all="ignore"):
                 for step in self.steps:
-                    if len(step.outputs) == 1:
+                    if step.single:
                         values[step.outputs[0]] = step.fn(*[values[i] for i in step.inputs])
                     else:
                         for slot, value in zip(step.outputs, step.fn(*[values[i]
@@ -88,19 +94,11 @@ class Plan:
             if step is None:
                 raise
             raise _kernel_error(step, values, exc) from exc
-        # Kernels may return numpy scalars for 0-d results; users get arrays.  A
-        # fetch that is a parameter, constant or fed array itself (or an identity
-        # of one) is copied, so that changing the result cannot change the graph.
-        stored = {id(values[s]) for s in self.stored_slots}
-        return [np.array(values[i]) if id(values[i]) in stored else np.asarray(values[i])
-                for i in self.fetch_slots]
-
-    @functools.cached_property
-    def stored_slots(self) -> tuple[int, ...]:
-        """Slots of arrays that outlive a run: parameters, constants and feeds
-        (worked out once per plan)."""
-        return tuple([slot for _, slot in self.param_slots] + list(self.feed_slots.values())
-                     + [i for i, v in enumerate(self.template) if v is not None])
+        # Kernels may return numpy scalars for 0-d results; users get arrays.
+        # Fetches that may share memory with the graph or another fetch are copied
+        # (see fetch_copies), so that changing a result cannot change the graph.
+        return [np.array(values[i]) if copy else np.asarray(values[i])
+                for i, copy in zip(self.fetch_slots, self.fetch_copies)]
 
 
 def _kernel_error(step: _Step, values: list, exc: Exception) -> ExecutionError:
@@ -153,13 +151,14 @@ def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
             param_slots.append((node.name, slot_of[node.name]))
         elif node.op == "constant":
             template[slot_of[node.name]] = node.attrs["value"]
-        elif node.op in _ALIASES:
+        elif node.opdef.alias:
             # The output is the input: share its slot instead of running a kernel.
             slot_of[node.name] = slot_of[_canonical(node.inputs[0])]
         else:
             steps.append(_Step(node, bind_kernel(node, context),
                                tuple(slot_of[_canonical(r)] for r in node.inputs),
-                               tuple(slot_of[r] for r in node.output_refs()), ()))
+                               tuple(slot_of[r] for r in node.output_refs()), (),
+                               not node.opdef.multi_output))
     # Release each computed value after its last use, unless it is fetched, so
     # peak memory follows the largest live set.
     keep = {slot_of[r] for r in fetch_refs}
@@ -176,12 +175,32 @@ def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
         # An output nobody reads is dropped at once.
         unused = [s for s in step.outputs if s not in last_use and s not in keep]
         step.release = tuple(sorted(releases.get(i, []) + unused))
-    return Plan(graph, fetch_refs, placeholders, feed_slots, tuple(param_slots),
-                tuple(slot_of[r] for r in fetch_refs), steps, len(slot_of), template, context)
+    fetch_slots = tuple(slot_of[r] for r in fetch_refs)
+    stored = {s for _, s in param_slots} | set(feed_slots.values()) | {
+        i for i, v in enumerate(template) if v is not None}
+    roots = _view_roots(steps)
+    seen: set[int] = set()
+    copies = []
+    for slot in fetch_slots:
+        root = roots.get(slot, slot)
+        copies.append(root in stored or root in seen)
+        seen.add(root)
+    return Plan(graph, fetch_refs, placeholders, feed_slots, tuple(param_slots), fetch_slots,
+                steps, len(slot_of), template, context, tuple(copies))
 
 
-#: Ops whose output is their input unchanged (gradient outputs are identities).
-_ALIASES = frozenset({"identity", "stop_gradient"})
+def _view_roots(steps: list[_Step]) -> dict[int, int]:
+    """For each slot a kernel may fill with a view (its op's ``view_map``), the
+    slot whose memory it may share, followed through chains of views."""
+    roots: dict[int, int] = {}
+    for step in steps:
+        opdef = step.node.opdef
+        for k, slot in enumerate(step.outputs):
+            source = opdef.view_of(k)
+            if source is not None:
+                viewed = step.inputs[source]
+                roots[slot] = roots.get(viewed, viewed)
+    return roots
 
 
 def _canonical(ref: str) -> str:

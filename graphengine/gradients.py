@@ -319,11 +319,9 @@ def _backpropagate(graph: Graph, ctx: _GradientContext, reach: _Reach, loss: str
                   for i, ref in enumerate(inputs)]
         ctx.derived_from, ctx.scope = node.name, _scope_of(node, scope)
         view = NodeView(graph, node, wanted)
-        if len(dys) == 1:
-            results = node.opdef.vjp(view, dys[0])
-        else:
-            results = node.opdef.vjp(view, [_zeros_if_none(graph, d, node, k)
-                                            for k, d in enumerate(dys)])
+        # The contract (OpDef's docstring): one output gets its gradient, several
+        # get a list with None for those no gradient reached.
+        results = node.opdef.vjp(view, dys if node.opdef.multi_output else dys[0])
         assert len(results) == len(inputs), f"vjp of {node.op} returned {len(results)} grads"
         for ref, grad, want in zip(inputs, results, wanted):
             if grad is None or not want:
@@ -334,11 +332,6 @@ def _backpropagate(graph: Graph, ctx: _GradientContext, reach: _Reach, loss: str
     for ref in list(pending):
         total(ref, graph.node(parse_ref(ref)[0]))
     return totals
-
-
-def _zeros_if_none(graph: Graph, dy: Tensor | None, node: Node, index: int) -> Tensor:
-    """Multi-output rules get a zeros tensor for an output no gradient reached."""
-    return dy if dy is not None else F.zeros_like(Tensor(graph, node.name, index))
 
 
 def _fit(graph: Graph, grad: Tensor, ref: str) -> Tensor:

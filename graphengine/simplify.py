@@ -13,15 +13,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .graph import parse_ref
+from .ops.registry import get_op
+from .ops.sources import is_source
 
 if TYPE_CHECKING:
     from .graph import Graph
 
 
 def cse_key(op: str, refs: list[str], attrs: dict[str, Any]):
-    """A hashable identity for common-subexpression sharing, or None (random or
-    tensor-valued nodes are never shared)."""
-    if op in ("dropout", "constant", "placeholder", "parameter"):
+    """A hashable identity for common-subexpression sharing, or None: nodes of
+    ops declared ``random``, graph sources (whose identity is their name) and
+    tensor-valued nodes are never shared."""
+    if is_source(op) or get_op(op).random:
         return None
     try:
         items = tuple((k, v.name if isinstance(v, np.dtype) else v) for k, v in attrs.items())

@@ -151,3 +151,51 @@ def test_identity_and_stop_gradient_share_their_input_slot():
     out = ge.run(g, [y, z], {"x": np.zeros(3, np.float32)})
     np.testing.assert_array_equal(out[y.name], [1, 1, 1])
     np.testing.assert_array_equal(out[z.name], [2, 2, 2])
+
+
+@pytest.mark.parametrize("view", [
+    lambda w: ge.reshape(w, (3, 2)),
+    lambda w: ge.transpose(w),
+    lambda w: ge.transpose(ge.reshape(w, (6,))[1:]),    # a chain of views
+    lambda w: ge.expand_dims(w, 0),
+    lambda w: ge.split(w, 3, axis=1)[0],
+    lambda w: ge.cast(w, "float32"),
+], ids=["reshape", "transpose", "chain", "expand_dims", "split", "cast"])
+def test_fetched_views_of_parameters_and_feeds_are_copies(view):
+    """A kernel that returns a view (declared in its op's view_map) must not hand
+    users a live view of a parameter or of a fed array."""
+    g = ge.Graph()
+    w = g.parameter("w", np.arange(6, dtype=np.float32).reshape(2, 3))
+    x = g.placeholder("x", (2, 3))
+    fed = np.ones((2, 3), np.float32)
+    out = ge.run(g, [view(w), view(x)], {"x": fed})
+    for value in out.values():
+        value += 100
+    np.testing.assert_array_equal(g.values["w"], np.arange(6).reshape(2, 3))
+    np.testing.assert_array_equal(fed, np.ones((2, 3)))
+
+
+def test_views_of_computed_values_are_not_copied():
+    g = ge.Graph()
+    x = g.placeholder("x", (2, 3))
+    y = ge.reshape(ge.exp(x), (6,))
+    plan = executor.compile_plan(g, [y.name], ["x"])
+    assert plan.fetch_copies == (False,)
+
+
+def test_two_fetches_of_one_buffer_do_not_alias_each_other():
+    g = ge.Graph()
+    x = g.placeholder("x", (2, 3))
+    y = ge.exp(x)
+    out = ge.run(g, [y, ge.reshape(y, (6,)), ge.identity(y)], {"x": np.zeros((2, 3), np.float32)})
+    first, *others = out.values()
+    first += 1
+    for other in others:
+        np.testing.assert_array_equal(other, np.ones_like(other))
+
+
+def test_split_into_one_section_gives_the_piece_itself():
+    g = ge.Graph()
+    x = g.placeholder("x", (2, 3))
+    (piece,) = ge.split(x, 1, axis=1)
+    assert ge.run(g, piece, {"x": np.ones((2, 3), np.float32)}).shape == (2, 3)

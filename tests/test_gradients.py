@@ -332,3 +332,80 @@ def test_wrt_named_like_a_generated_node_gets_its_own_output():
     out = ge.run(tg, list(tg.gradient.grads.values()), {"x": xv})
     np.testing.assert_allclose(out["gradients/layer1/multiply"], xv)
     np.testing.assert_allclose(out["gradients/x"], 3 * xv * xv)
+
+
+# -- the gradient contract: dy for one output, a list with None for several ------------
+
+def _spy_on_vjp(monkeypatch, op: str) -> list:
+    """Record what the gradient pass hands op ``op``'s rule."""
+    opdef = REGISTRY[op]
+    rule = type(opdef).vjp
+    seen = []
+
+    def spy(self, node, dys):
+        seen.append(dys)
+        return rule(self, node, dys)
+
+    monkeypatch.setattr(type(opdef), "vjp", spy)
+    return seen
+
+
+def test_single_output_rules_get_the_tensor(monkeypatch):
+    seen = _spy_on_vjp(monkeypatch, "exp")
+    g = ge.Graph()
+    x = g.placeholder("x", (3,), "float64")
+    ge.gradients(g, ge.sum(ge.exp(x)), ["x"])
+    assert len(seen) == 1 and isinstance(seen[0], ge.Tensor)
+
+
+@pytest.mark.parametrize("sections", [1, 3])
+def test_split_rules_always_get_a_list_with_none_for_unreached_pieces(monkeypatch, sections):
+    seen = _spy_on_vjp(monkeypatch, "split")
+    g = ge.Graph()
+    x = g.placeholder("x", (6,), "float64")
+    pieces = ge.split(x, sections)
+    tg = ge.gradients(g, ge.sum(pieces[0] * 2.0), ["x"])
+    assert isinstance(seen[0], list) and len(seen[0]) == sections
+    assert all(d is None for d in seen[0][1:])
+    grad = ge.run(tg, tg.gradient.grads["x"], {"x": np.ones(6)})
+    np.testing.assert_array_equal(grad, [2.0] * (6 // sections) + [0.0] * (6 - 6 // sections))
+
+
+def test_unreached_outputs_of_multi_output_ops_make_no_zeros():
+    """batch_norm whose y alone reaches the loss, and a loss whose log_prob is
+    unused: no zeros_like stands in for the unreached outputs."""
+    g = ge.Graph()
+    x = g.placeholder("x", (4, 3), "float64")
+    labels = g.placeholder("labels", (4,), "int64")
+    one = np.ones(3)
+    y, _, _ = ge.batch_norm(x, g.parameter("gamma", one), g.parameter("beta", 0 * one),
+                            g.parameter("mean", 0 * one, trainable=False),
+                            g.parameter("var", one, trainable=False))
+    loss, _ = ge.softmax_cross_entropy(y, labels)
+    tg = ge.gradients(g, loss)
+    assert "zeros_like" not in ops_of(tg)
+
+
+@pytest.mark.parametrize("output", [1, 2])
+def test_batch_norm_gradient_through_its_statistics_alone(output):
+    """Only the batch mean (or variance) reaches the loss: dy is None."""
+    g = ge.Graph()
+    x = g.placeholder("x", (5, 3), "float64")
+    one = np.ones(3)
+    outs = ge.batch_norm(x, g.constant(one), g.constant(0 * one), g.constant(0 * one),
+                         g.constant(one))
+    loss = ge.sum(outs[output] * np.array([1.0, 2.0, 3.0]))
+    feeds = {"x": R.normal(size=(5, 3))}
+    result = ge.gradcheck(g, loss, ["x"], feeds, training=True)
+    assert result.ok, result
+
+
+def test_cross_entropy_gradient_through_log_prob_alone():
+    g = ge.Graph()
+    logits = g.placeholder("logits", (4, 3), "float64")
+    labels = g.placeholder("labels", (4,), "int64")
+    _, log_prob = ge.softmax_cross_entropy(logits, labels)
+    loss = ge.sum(log_prob * np.arange(12.0).reshape(4, 3))
+    feeds = {"logits": R.normal(size=(4, 3)), "labels": np.array([0, 2, 1, 0])}
+    result = ge.gradcheck(g, loss, ["logits"], feeds)
+    assert result.ok, result

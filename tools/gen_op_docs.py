@@ -27,7 +27,7 @@ def _dtypes(names) -> str:
 
 
 def _entry(name: str, opdef, function) -> list[str]:
-    internal = " (internal)" if getattr(opdef, "internal", False) else ""
+    internal = " (internal)" if opdef.internal else ""
     lines = [f"### `{name}`{internal}", ""]
     if function is not None:
         lines += [f"`ge.{name}{inspect.signature(function)}`", ""]

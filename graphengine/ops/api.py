@@ -101,7 +101,7 @@ _FUNCTIONS = _build_namespace()
 globals().update(_FUNCTIONS)
 #: Every public op function, by name (``ge.exp``, ``ge.matmul`` ...).
 __all__ = [n for n in sorted(_FUNCTIONS)
-           if not getattr(REGISTRY.get(n), "internal", False)]
+           if not (n in REGISTRY and REGISTRY[n].internal)]
 
 
 def _binary(op: str, reflected: bool = False) -> Callable:

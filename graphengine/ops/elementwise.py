@@ -589,6 +589,7 @@ class Identity(OpDef):
     """Returns its input unchanged.  d/dx = 1."""
 
     name = "identity"
+    alias = True
     inputs = (Input("x", ALL_TYPES),)
 
     def infer(self, x):
@@ -606,6 +607,7 @@ class StopGradient(OpDef):
     """Returns its input unchanged, but no gradient flows back through it."""
 
     name = "stop_gradient"
+    alias = True
     inputs = (Input("x", ALL_TYPES),)
     vjp = None
 
@@ -622,6 +624,7 @@ class Cast(OpDef):
     Gradients flow only from a float result back to a float input."""
 
     name = "cast"
+    view_map = {0: 0}  # a cast to the input's own dtype returns the input
     inputs = (Input("x", ALL_TYPES),)
     attrs = (Attr("dtype", "dtype"),)
 

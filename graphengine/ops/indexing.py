@@ -96,6 +96,7 @@ class Slice(OpDef):
     """
 
     name = "slice"
+    view_map = {0: 0}
     internal = True
     inputs = (Input("x", ALL_TYPES),)
     attrs = _SLICE_ATTRS

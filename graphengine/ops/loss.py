@@ -11,7 +11,7 @@ import numpy as np
 from ..dtypes import FLOAT_TYPES, INDEX_TYPES
 from ..errors import GradientError
 from ..shapes import Dim, TensorType, format_shape, normalize_axis
-from .nn import is_zeros, log_softmax_array
+from .nn import log_softmax_array
 from .registry import Attr, F, Input, OpDef, register
 
 _REDUCTION = Attr("reduction", "str", "mean", choices=("mean", "sum", "none"))
@@ -104,24 +104,28 @@ class SoftmaxCrossEntropy(OpDef):
         log_prob = node.outputs[1]
         axis = normalize_axis(node.attrs["axis"], logits.ndim)
         integer = labels.dtype.name in INDEX_TYPES
-        target_sum = None if integer else F.sum(labels, axis=axis)
-        per_sample = _per_sample_gradient(dloss, labels if integer else target_sum,
-                                          node.attrs["reduction"])
 
         def over_classes(v):
             return F.broadcast_like(v, logits, axes=[axis])
 
+        # Either output may be the only one the loss reaches (its gradient is None).
         d_logits = d_labels = None
+        if dloss is not None:
+            target_sum = None if integer else F.sum(labels, axis=axis)
+            per_sample = _per_sample_gradient(dloss, labels if integer else target_sum,
+                                              node.attrs["reduction"])
         if node.wants(0):
             p = F.exp(log_prob)
-            if integer:
-                d_logits = (p - _one_hot(labels, logits, axis)) * over_classes(per_sample)
-            else:
-                d_logits = p * over_classes(target_sum * per_sample) \
-                    - labels * over_classes(per_sample)
-            if not is_zeros(dlog_prob):   # log_prob used downstream: log_softmax's rule
-                d_logits = d_logits + dlog_prob - p * F.sum(dlog_prob, axis=axis, keepdims=True)
-        if node.wants(1):
+            terms = []
+            if dloss is not None and integer:
+                terms.append((p - _one_hot(labels, logits, axis)) * over_classes(per_sample))
+            elif dloss is not None:
+                terms.append(p * over_classes(target_sum * per_sample)
+                             - labels * over_classes(per_sample))
+            if dlog_prob is not None:   # log_prob used downstream: log_softmax's rule
+                terms.append(dlog_prob - p * F.sum(dlog_prob, axis=axis, keepdims=True))
+            d_logits = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+        if node.wants(1) and dloss is not None:
             d_labels = F.negative(log_prob * over_classes(per_sample))
         return [d_logits, d_labels]
 

@@ -1,9 +1,7 @@
 """Neural-network ops: softmax, log_softmax and dropout.
 
 Convolution, pooling and batch normalization have modules of their own
-(:mod:`.conv`, :mod:`.pool`, :mod:`.norm`).  ``is_zeros`` serves the gradient
-rules of multi-output ops (batch_norm in :mod:`.norm`, the losses in
-:mod:`.loss`).
+(:mod:`.conv`, :mod:`.pool`, :mod:`.norm`).
 """
 
 from __future__ import annotations
@@ -13,13 +11,6 @@ import numpy as np
 from ..dtypes import FLOAT_TYPES
 from ..shapes import normalize_axis
 from .registry import Attr, F, Input, OpDef, frontend, register
-
-
-def is_zeros(tensor) -> bool:
-    """True when a gradient handed to a multi-output rule is the zeros the gradient
-    pass makes for an output no gradient reached (so the rule can skip its terms)."""
-    return tensor.graph.node(tensor.node).op == "zeros_like"
-
 
 # -- softmax ----------------------------------------------------------------------
 
@@ -99,6 +90,8 @@ class Dropout(OpDef):
     name = "dropout"
     inputs = (Input("x", FLOAT_TYPES),)
     outputs = ("y", "mask")
+    view_map = {0: 0}  # an inference run returns x itself
+    random = True
     attrs = (Attr("rate", "float", 0.5), Attr("seed", "int", 0))
     uses_context = True
 
@@ -115,7 +108,8 @@ class Dropout(OpDef):
         return x * mask, mask
 
     def vjp(self, node, dys):
-        return [dys[0] * node.outputs[1]]
+        dy, _ = dys   # the mask does not depend on x: its gradient goes nowhere
+        return [None if dy is None else dy * node.outputs[1]]
 
 
 @frontend("dropout")
@@ -142,4 +136,4 @@ def dropout(x, rate: float = 0.5, seed: int | None = None, *, name: str | None =
 
 
 
-__all__ = ["Dropout", "LogSoftmax", "Softmax", "dropout", "is_zeros", "log_softmax_array"]
+__all__ = ["Dropout", "LogSoftmax", "Softmax", "dropout", "log_softmax_array"]

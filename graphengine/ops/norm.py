@@ -7,8 +7,7 @@ import numpy as np
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
 from ..shapes import TensorType, format_shape
-from .nn import is_zeros
-from .registry import Attr, F, Input, OpDef, register
+from .registry import Attr, F, Input, OpDef, StateUpdate, register
 
 
 @register
@@ -72,6 +71,8 @@ class BatchNorm(OpDef):
     outputs = ("y", "mean", "var")
     attrs = (Attr("epsilon", "float", 1e-5), Attr("momentum", "float", 0.9))
     uses_context = True
+    state_updates = (StateUpdate("running_mean", "mean", "momentum"),
+                     StateUpdate("running_var", "var", "momentum"))
 
     def infer(self, x, gamma, beta, running_mean, running_var, *, epsilon, momentum):
         if x.rank < 2:
@@ -123,18 +124,23 @@ class BatchNorm(OpDef):
 
         rstd = 1.0 / F.sqrt(var + node.attrs["epsilon"])
         centred = x - per_element(mean)
-        xhat = centred * per_element(rstd)
-        dbeta = F.sum(dy, axis=axes)
-        dgamma = F.sum(dy * xhat, axis=axes)
-        dx = None
+        dx = dgamma = dbeta = None
+        terms = []
+        if dy is not None:
+            xhat = centred * per_element(rstd)
+            dbeta = F.sum(dy, axis=axes)
+            dgamma = F.sum(dy * xhat, axis=axes)
         if node.wants(0):
             training = F.training_flag(x)
-            through_stats = per_element(dbeta, mean=True) + xhat * per_element(dgamma, mean=True)
-            dx = per_element(gamma * rstd) * (dy - through_stats * training)
-            if not is_zeros(dmean):
-                dx = dx + per_element(dmean, mean=True) * training
-            if not is_zeros(dvar):
-                dx = dx + centred * per_element(dvar, mean=True) * (training * 2.0)
+            if dy is not None:
+                through_stats = (per_element(dbeta, mean=True)
+                                 + xhat * per_element(dgamma, mean=True))
+                terms.append(per_element(gamma * rstd) * (dy - through_stats * training))
+            if dmean is not None:
+                terms.append(per_element(dmean, mean=True) * training)
+            if dvar is not None:
+                terms.append(centred * per_element(dvar, mean=True) * (training * 2.0))
+            dx = terms[0] if len(terms) == 1 else F.add_n(terms)
         return [dx, dgamma if node.wants(1) else None, dbeta if node.wants(2) else None,
                 None, None]
 

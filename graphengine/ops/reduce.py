@@ -145,6 +145,7 @@ class BroadcastLike(OpDef):
     sum and mean; used by gradient rules."""
 
     name = "broadcast_like"
+    view_map = {0: 0}
     internal = True
     inputs = (Input("x", ALL_TYPES), Input("like", ALL_TYPES, differentiable=False))
     attrs = (Attr("axes", "ints", None), Attr("mean", "bool", False))

@@ -10,6 +10,13 @@ An :class:`OpDef` subclass holds the four parts of an op side by side:
   graph nodes through the same op functions users call, or ``None`` for an op
   through which no gradient flows.
 
+Beside them sit the facts other passes need about an op, so that none of them
+checks an op's name: which outputs may be views of an input (``view_map``,
+``alias``; read by the executor), whether it draws random numbers (``random``;
+common-subexpression sharing reads it), the state it updates in a training run
+(``state_updates``; the trainer reads it) and whether it is an ``internal`` op
+that only gradient rules build.
+
 The serializer, compiler, executor, gradient pass, renderer and tests all read
 these declarations; none keeps a copy.
 """
@@ -17,7 +24,7 @@ these declarations; none keeps a copy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -129,6 +136,23 @@ def _as_dim(value: Any) -> Dim:
     return _as_int(value)
 
 
+@dataclass(frozen=True)
+class StateUpdate:
+    """State an op updates after each training step, as a moving average:
+
+        state = momentum * state + (1 - momentum) * batch
+
+    ``state`` is the input holding it (a parameter the optimizer must not move,
+    batch norm's running mean), ``batch`` the output holding this step's value
+    (the batch mean) and ``momentum`` the attribute with the factor.  The trainer
+    reads these declarations; the kernel itself never writes its inputs.
+    """
+
+    state: str
+    batch: str
+    momentum: str
+
+
 class _Undeclared:
     def __repr__(self) -> str:
         return "UNDECLARED"
@@ -143,9 +167,15 @@ class OpDef:
     Subclasses set ``name``, ``inputs``, ``outputs``, ``attrs`` and define
     ``infer`` and ``kernel``; they must set ``vjp`` to a method or to ``None``.
     ``infer`` and ``kernel`` receive the inputs positionally and the attributes
-    as keywords.  ``vjp(self, node, dys)`` receives a :class:`NodeView` and one
-    gradient tensor per output (``None`` where no gradient reaches it) and
-    returns one gradient per input (``None`` for no gradient).
+    as keywords.
+
+    The gradient contract: ``vjp(self, node, dy)`` receives a
+    :class:`~graphengine.gradients.NodeView` and, for an op with one output, the
+    gradient of that output (a tensor); for an op with several outputs (or a
+    number that depends on its attributes, ``split``), always a list with one
+    entry per output, ``None`` for an output no gradient reaches.  It returns a
+    list with one entry per input: a gradient tensor, or ``None`` for no
+    gradient.  No zeros are ever materialised for an unreached output.
     """
 
     name: ClassVar[str] = ""
@@ -155,8 +185,24 @@ class OpDef:
     #: Kernels of ops with ``uses_context`` get a ``ctx`` keyword
     #: (:class:`graphengine.executor.RunContext`: training flag and RNG).
     uses_context: ClassVar[bool] = False
-    #: Linear in its differentiable inputs: used to skip work in the gradient pass.
+    #: The gradient rule, or ``None`` for an op through which no gradient flows.
     vjp: ClassVar[Callable | None] = _UNDECLARED
+    #: Outputs the kernel may return as a view of an input, as PyTensor's
+    #: ``view_map``: ``{output index: input index}``.  The executor copies a
+    #: fetched output that may share memory with a parameter, constant or feed,
+    #: and a memory plan must not reuse an input's buffer while a view of it lives.
+    view_map: ClassVar[Mapping[int, int]] = {}
+    #: Output 0 is input 0 itself (``identity``, ``stop_gradient``): the executor
+    #: gives it the input's slot and runs no kernel.  Implies ``view_map = {0: 0}``.
+    alias: ClassVar[bool] = False
+    #: The kernel draws random numbers (``dropout``): two nodes with equal inputs
+    #: and attributes still differ, so common-subexpression sharing never merges them.
+    random: ClassVar[bool] = False
+    #: State the op updates after each training step (see :class:`StateUpdate`).
+    state_updates: ClassVar[tuple[StateUpdate, ...]] = ()
+    #: Built only by gradient rules and passes: left out of ``ge.__all__`` and
+    #: marked as such in the op reference.
+    internal: ClassVar[bool] = False
 
     # -- schema helpers -------------------------------------------------------
     @property
@@ -174,6 +220,23 @@ class OpDef:
     def num_outputs(self, attrs: dict[str, Any]) -> int:
         """How many outputs a node with these attributes has."""
         return len(self.outputs)
+
+    @property
+    def multi_output(self) -> bool:
+        """Whether the gradient rule gets a list of output gradients: the op
+        declares several outputs, or a count that depends on its attributes."""
+        return len(self.outputs) > 1 or type(self).num_outputs is not OpDef.num_outputs
+
+    def view_of(self, output: int) -> int | None:
+        """The input that output ``output`` may be a view of, or None."""
+        if self.alias and output == 0:
+            return 0
+        return self.view_map.get(output)
+
+    def state_inputs(self) -> list[int]:
+        """Positions of the inputs this op's state updates write."""
+        names = [i.name for i in self.inputs]
+        return [names.index(u.state) for u in self.state_updates]
 
     def output_name(self, index: int) -> str:
         return self.outputs[index] if index < len(self.outputs) else f"{self.outputs[-1]}{index}"
@@ -237,6 +300,18 @@ def register(cls: type[OpDef]) -> type[OpDef]:
     variadic = [i for i in cls.inputs if i.variadic]
     if variadic and len(cls.inputs) != 1:
         raise TypeError(f"op '{cls.name}': a variadic input must be the only input")
+    if cls.alias and (len(cls.inputs) != 1 or len(cls.outputs) != 1):
+        raise TypeError(f"op '{cls.name}': an alias op has one input and one output")
+    for out, inp in cls.view_map.items():
+        if not (0 <= inp < max(len(cls.inputs), 1) and out >= 0):
+            raise TypeError(f"op '{cls.name}': view_map entry {out}: {inp} names no input")
+    input_names = [i.name for i in cls.inputs]
+    attr_names = [a.name for a in cls.attrs]
+    for update in cls.state_updates:
+        if (update.state not in input_names or update.batch not in cls.outputs
+                or update.momentum not in attr_names):
+            raise TypeError(f"op '{cls.name}': state update {update} names an unknown "
+                            "input, output or attribute")
     REGISTRY[cls.name] = cls()
     return cls
 

@@ -121,6 +121,7 @@ class Reshape(OpDef):
     """
 
     name = "reshape"
+    view_map = {0: 0}
     inputs = (Input("a", ALL_TYPES),)
     attrs = (Attr("newshape", "ints"),)
 
@@ -140,6 +141,7 @@ class ReshapeLike(OpDef):
     dims work.  The adjoint of reshape, and its own adjoint."""
 
     name = "reshape_like"
+    view_map = {0: 0}
     internal = True
     inputs = (Input("x", ALL_TYPES), Input("like", ALL_TYPES, differentiable=False))
 
@@ -184,6 +186,7 @@ class Transpose(OpDef):
     """
 
     name = "transpose"
+    view_map = {0: 0}
     inputs = (Input("a", ALL_TYPES),)
     attrs = (Attr("axes", "ints", None),)
 
@@ -213,6 +216,7 @@ class ExpandDims(OpDef):
     """
 
     name = "expand_dims"
+    view_map = {0: 0}
     inputs = (Input("a", ALL_TYPES),)
     attrs = (Attr("axis", "ints"),)
 
@@ -249,6 +253,7 @@ class Squeeze(OpDef):
     """
 
     name = "squeeze"
+    view_map = {0: 0}
     inputs = (Input("a", ALL_TYPES),)
     attrs = (Attr("axis", "ints"),)
 
@@ -328,6 +333,7 @@ class BroadcastTo(OpDef):
     """
 
     name = "broadcast_to"
+    view_map = {0: 0}
     inputs = (Input("array", ALL_TYPES),)
     attrs = (Attr("shape", "ints"),)
 
@@ -405,6 +411,9 @@ class SplitLike(OpDef):
     def num_outputs(self, attrs):
         return attrs["num"]
 
+    def view_of(self, output):
+        return 0  # every piece is a view of x
+
     def infer(self, x, *likes, axis, num):
         if len(likes) != num or num < 1:
             raise ValueError(f"expected x and {num} tensors giving the sizes, got {len(likes)}")
@@ -420,8 +429,7 @@ class SplitLike(OpDef):
         return np.split(x, ends, axis=axis)
 
     def vjp(self, node, dys):
-        dys = dys if isinstance(dys, list) else [dys]
-        return [F.concatenate(dys, axis=node.attrs["axis"])] + [None] * node.attrs["num"]
+        return [_concatenate_pieces(node, dys)] + [None] * node.attrs["num"]
 
 
 @register
@@ -505,6 +513,9 @@ class Split(OpDef):
             return attrs["sections"]
         return len(attrs["indices"] or ()) + 1
 
+    def view_of(self, output):
+        return 0  # every piece is a view of ary
+
     def infer(self, ary, *, axis, indices, sections):
         if ary.rank == 0:
             raise ValueError("a 0-d tensor cannot be split")
@@ -529,8 +540,14 @@ class Split(OpDef):
         return np.split(ary, sections if sections is not None else list(indices), axis=axis)
 
     def vjp(self, node, dys):
-        dys = dys if isinstance(dys, list) else [dys]
-        return [F.concatenate(dys, axis=node.attrs["axis"])]
+        return [_concatenate_pieces(node, dys)]
+
+
+def _concatenate_pieces(node, dys):
+    """The gradient of a split: the pieces' gradients concatenated, with zeros
+    for the pieces no gradient reached."""
+    parts = [F.zeros_like(piece) if dy is None else dy for dy, piece in zip(dys, node.outputs)]
+    return F.concatenate(parts, axis=node.attrs["axis"])
 
 
 @frontend("split")

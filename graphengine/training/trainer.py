@@ -32,7 +32,7 @@ from ..compiler import prune_to
 from ..errors import TrainingError
 from ..executor import Plan, compile_plan
 from ..gradients import GradientWarning, gradients
-from ..graph import Graph, Node, parse_ref
+from ..graph import Graph, Node, make_ref, parse_ref
 from ..training_spec import TrainingSpec
 from . import checkpoint as ckpt_io
 from .data import BatchFeeder, DataLike, as_dataset, batch_bounds, epoch_order, fixed_batch_size
@@ -194,12 +194,13 @@ class Trainer:
         names = list(self.spec.trainable) or [n.name for n in graph.parameters(trainable=True)]
         # Running statistics follow the batches (see _update_running_stats); the
         # optimizer must not move them too, even when they are marked trainable.
-        statistics = {name for node in graph.nodes if node.op == "batch_norm"
-                      for name in _running_stats(node)}
+        statistics = {name for node in graph.nodes for name in _running_stats(node)}
         if statistics & set(names):
+            ops = sorted({node.op for node in graph.nodes
+                          if set(_running_stats(node)) & set(names)})
             self._notice("not training " + ", ".join(repr(n) for n in names if n in statistics)
-                         + ": batch_norm running statistics are updated from the batches; "
-                         "mark them trainable=False")
+                         + f": {'/'.join(ops)} running statistics are updated from the "
+                         "batches; mark them trainable=False")
             names = [n for n in names if n not in statistics]
         for name in names:
             dtype = graph.node(name).types[0].dtype
@@ -230,7 +231,8 @@ class Trainer:
         self._batch_norms = _batch_norms(graph, prune_to(graph, [spec.loss]))
         fetches = [info.loss] + [info.grads[p] for p in self.param_names]
         for node in self._batch_norms:
-            fetches += [f"{node.name}:1", f"{node.name}:2"]
+            fetches += [make_ref(node.name, node.opdef.outputs.index(update.batch))
+                        for update in node.opdef.state_updates]
         if self.accuracy is not None:
             fetches.append(self.accuracy.predictions)
         self._feeds = [n for n in prune_to(self.grad_graph, fetches) if n.op == "placeholder"]
@@ -340,15 +342,16 @@ class Trainer:
         return loss, correct
 
     def _update_running_stats(self, stats: list[np.ndarray]) -> None:
-        """running = momentum * running + (1 - momentum) * batch, for each batch_norm
-        (the convention documented on the op)."""
+        """running = momentum * running + (1 - momentum) * batch, for each state
+        update an op declares (batch_norm's running statistics; StateUpdate)."""
         values = self.graph.values
-        for i, node in enumerate(self._batch_norms):
-            momentum = node.attrs["momentum"]
-            for name, batch_stat in zip(_running_stats(node), stats[2 * i:2 * i + 2]):
+        batch_stats = iter(stats)
+        for node in self._batch_norms:
+            for name, update in zip(_running_stats(node), node.opdef.state_updates):
+                momentum = node.attrs[update.momentum]
                 running, scratch = values[name], self._stat_scratch[name]
                 running *= momentum
-                np.multiply(batch_stat, 1.0 - momentum, out=scratch)
+                np.multiply(next(batch_stats), 1.0 - momentum, out=scratch)
                 running += scratch
 
     def _fail_non_finite(self, what: str, step: int, epoch: int, batch: int) -> None:
@@ -447,21 +450,24 @@ def _own_values(graph: Graph) -> None:
 
 
 def _running_stats(node: Node) -> list[str]:
-    """The parameter names of a batch_norm node's running mean and variance."""
-    return [parse_ref(ref)[0] for ref in node.inputs[3:5]]
+    """The names of the tensors a node's declared state updates write (a
+    batch_norm's running mean and variance), in declaration order."""
+    return [parse_ref(node.inputs[i])[0] for i in node.opdef.state_inputs()]
 
 
 def _batch_norms(graph: Graph, forward: list[Node]) -> list[Node]:
-    """batch_norm nodes whose running statistics are parameters the trainer keeps up."""
+    """Nodes with declared state updates (batch_norm) whose state tensors are all
+    parameters, which the trainer keeps up."""
     found = []
     for node in forward:
-        if node.op != "batch_norm":
+        if not node.opdef.state_updates:
             continue
         if all(graph.node(name).op == "parameter" for name in _running_stats(node)):
             found.append(node)
         else:
-            warnings.warn(f"batch_norm '{node.name}': running_mean and running_var are not "
-                          "both parameters, so training leaves them as they are", stacklevel=4)
+            names = " and ".join(u.state for u in node.opdef.state_updates)
+            warnings.warn(f"{node.op} '{node.name}': {names} are not all parameters, so "
+                          "training leaves them as they are", stacklevel=4)
     return found
 
 
