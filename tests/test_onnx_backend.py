@@ -9,7 +9,8 @@ through the explicit lists below what graphengine does not support:
   a new onnx release brings an op that is in neither list);
 * ``NO_DTYPE``: element types graphengine has no dtype for (bfloat16, float8,
   int4, string ...);
-* cases whose default opset is below 13, the oldest graphengine imports;
+* (cases whose default opset is below 13 run too: the importer converts them
+  with onnx's version converter);
 * ``CASES``: single cases, each with its reason (random outputs, attributes our
   ops lack).
 
@@ -37,8 +38,6 @@ from onnx.backend.test.loader import load_model_tests
 from graphengine.onnx.backend import GraphEngineBackend
 from graphengine.onnx.import_rules import RULES
 from graphengine.onnx.tensor_types import ONNX_TO_NUMPY
-
-MIN_OPSET = 13
 
 _CONTROL_FLOW = "control flow and subgraphs are not part of graphengine's op set"
 _SEQUENCE = "sequences and optionals are not tensors; graphengine has tensors only"
@@ -163,9 +162,6 @@ def skip_reason(case) -> str | None:
     outside = sorted({n.op_type for n in model.graph.node if n.op_type in NOT_IN_OP_SET})
     if outside:
         return f"{', '.join(outside)}: {NOT_IN_OP_SET[outside[0]]}"
-    opset = _default_opset(model)
-    if opset is not None and opset < MIN_OPSET:
-        return f"opset {opset}: graphengine imports opsets {MIN_OPSET} and newer"
     missing = sorted(_element_types(model) & set(NO_DTYPE))
     if missing:
         return f"element type {', '.join(missing)}: {NO_DTYPE[missing[0]]}"
@@ -193,7 +189,7 @@ OnnxBackendNodeModelTest = _node_test_case()
 
 
 #: Node cases run and skipped with onnx 1.23.2 (every case run must pass).
-EXPECTED = {"1.23.2": {"run": 946, "skipped": 938}}
+EXPECTED = {"1.23.2": {"run": 977, "skipped": 907}}
 
 
 def test_lists_are_consistent():

@@ -546,8 +546,20 @@ def test_unsupported_dtypes_and_old_opsets_are_refused():
                               opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(OnnxConversionError, match="BFLOAT16"):
         ge.from_onnx(model)
-    old = make_model([node("Relu", ["x"])], {"x": f32(3)}, ["y"], opset=11)
-    with pytest.raises(OnnxConversionError, match="opset 11.*convert_version"):
+
+
+@pytest.mark.parametrize("opset", [7, 9, 11, 12])
+def test_older_opsets_are_converted(opset):
+    x = f32(2, 3)
+    nodes = [node("Relu", ["x"], ["r"]), node("ReduceSum", ["r"], ["s"], axes=[1], keepdims=1),
+             node("Unsqueeze", ["s"], ["y"], axes=[0])]
+    check(nodes, {"x": x}, opset=opset)
+
+
+def test_old_opset_conversion_failure_names_the_op():
+    old = make_model([node("Relu", ["x"])], {"x": f32(3)}, ["y"], opset=9)
+    old.graph.node[0].op_type = "NoSuchOp"
+    with pytest.raises(OnnxConversionError, match="opset 9.*NoSuchOp is not defined at opset 9"):
         ge.from_onnx(old)
 
 

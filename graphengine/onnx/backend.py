@@ -29,7 +29,14 @@ from onnx.backend.base import Backend, BackendRep, namedtupledict
 from ..errors import FeedError
 from ..executor import run
 from .errors import OnnxConversionError
-from .importer import ImportResult, check_supported, import_model, model_opset, static_inputs
+from .importer import (
+    ImportResult,
+    check_supported,
+    import_model,
+    model_opset,
+    static_inputs,
+    upgrade_opset,
+)
 from .tensor_types import NUMPY_TO_ONNX
 
 
@@ -99,6 +106,7 @@ class GraphEngineBackend(Backend):
     def is_compatible(cls, model: ModelProto, device: str = "CPU", **kwargs: Any) -> bool:
         """Whether the model's ops and dtypes are all importable."""
         try:
+            model = upgrade_opset(model)
             check_supported(model, model_opset(model))
         except OnnxConversionError:
             return False
@@ -109,6 +117,7 @@ class GraphEngineBackend(Backend):
         """Import ``model`` (raises OnnxConversionError when it cannot be)."""
         if not cls.supports_device(device):
             raise OnnxConversionError(f"graphengine runs on the CPU only, not on {device!r}")
+        model = upgrade_opset(model)
         check_supported(model, model_opset(model))
         return GraphEngineRep(model)
 

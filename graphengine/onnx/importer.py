@@ -89,6 +89,7 @@ def import_model(source: Any, *, freeze: Iterable[str] = (), name: str | None = 
     shapes or axes this way).
     """
     model, folder = load_model(source, base_dir)
+    model = upgrade_opset(model)
     opset = model_opset(model)
     if model.functions:
         # Model-local functions are compositions of ONNX ops: inline them.
@@ -113,17 +114,52 @@ def static_inputs(model: ModelProto) -> list[str]:
     return [v.name for v in graph.input if v.name in needed and v.name not in inits]
 
 
+def _declared_opset(model: ModelProto) -> int | None:
+    versions = {o.domain: o.version for o in model.opset_import}
+    return next((versions[d] for d in _DEFAULT_DOMAINS if d in versions), None)
+
+
+def upgrade_opset(model: ModelProto) -> ModelProto:
+    """``model`` itself at opset 13 or newer; an older model converted to opset 13
+    with onnx's version converter (``onnx.version_converter.convert_version``).
+
+    The converter rewrites each node with the adapters ONNX ships (Upsample
+    becomes Resize, attribute axes become inputs ...).  Raises
+    OnnxConversionError, with the converter's reason, when it cannot convert.
+    """
+    opset = _declared_opset(model)
+    if opset is None or opset >= MIN_OPSET:
+        return model
+    import onnx.version_converter
+
+    unknown = sorted({n.op_type for n in model.graph.node if (n.domain or "") in _DEFAULT_DOMAINS
+                      and schema_version(n.op_type, opset) is None})
+    if unknown:
+        raise OnnxConversionError(
+            f"the model uses opset {opset}, older than the {MIN_OPSET} graphengine imports, and "
+            f"onnx's version converter cannot convert it: {', '.join(unknown)} "
+            f"{'is' if len(unknown) == 1 else 'are'} not defined at opset {opset}")
+    try:
+        return onnx.version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # the converter raises RuntimeError, ValueError, its own types
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise OnnxConversionError(
+            f"the model uses opset {opset}; graphengine imports opsets {MIN_OPSET} and newer "
+            f"and converts older ones with onnx's version converter, which failed: {reason}. "
+            f"Export the model at opset {MIN_OPSET} or newer instead") from exc
+
+
 def model_opset(model: ModelProto) -> int:
     """The model's opset for the default ONNX domain, checked against our range."""
-    versions = {o.domain: o.version for o in model.opset_import}
-    opset = next((versions[d] for d in _DEFAULT_DOMAINS if d in versions), None)
+    opset = _declared_opset(model)
     newest = onnx.defs.onnx_opset_version()
     if opset is None:
         raise OnnxConversionError("the model imports no opset of the default ONNX domain")
     if opset < MIN_OPSET:
         raise OnnxConversionError(
             f"the model uses opset {opset}; graphengine imports opsets {MIN_OPSET} to {newest}. "
-            f"Convert it first: onnx.version_converter.convert_version(model, {MIN_OPSET})")
+            f"Convert it first: onnx.version_converter.convert_version(model, {MIN_OPSET}) "
+            "(graphengine.onnx.importer.upgrade_opset does)")
     if opset > newest:
         raise OnnxConversionError(
             f"the model uses opset {opset}, newer than the installed onnx knows ({newest}); "
