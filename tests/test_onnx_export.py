@@ -165,6 +165,16 @@ CASES = [
         ge.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
         *ge.dropout(x, 0.3),
         *ge.batch_norm(x, *[x.graph.parameter(n, _f(3, low=0.5)) for n in "gbmv"])]),
+    ("norms", [("x", _f(2, 3, 8, 7))], lambda x: [
+        *ge.layer_norm(x, x.graph.parameter("s", _f(8, 7, low=0.5)),
+                       x.graph.parameter("b", _f(7)), axis=2),
+        ge.layer_norm(x, x.graph.parameter("s1", _f(7, low=0.5)),
+                      x.graph.parameter("b1", _f(1)), epsilon=0.01)[0],
+        ge.instance_norm(x, x.graph.parameter("s2", _f(3, low=0.5)),
+                         x.graph.parameter("b2", _f(3)))]),
+    ("half-norms", [("x", _f(2, 3, 8, dtype=np.float16))], lambda x: [
+        *ge.layer_norm(x, x.graph.parameter("s", _f(8, low=0.5, dtype=np.float16)),
+                       x.graph.parameter("b", _f(8, dtype=np.float16)))]),
     ("losses", [("x", _f(6, 5)), ("l", rng.integers(0, 5, (6,)).astype(np.int64)),
                 ("p", _f(6, 5, low=0.0, high=1.0))],
      lambda x, labels, p: [

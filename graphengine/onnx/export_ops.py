@@ -14,6 +14,7 @@ importer maps them back to the same kernels:
   (``None``); ``stack`` is ``Unsqueeze`` + ``Concat``; ``one_hot`` is an
   ``Equal`` against a constant range (ONNX's OneHot counts negative indices from
   the end, ours gives zeros for them);
+* ``layer_norm`` is ``LayerNormalization`` from opset 17 and its formula below;
 * ``dropout`` and ``batch_norm`` are written in their inference form (ONNX
   models are served, not trained); ``training_flag`` is the constant 0;
 * ``softmax_cross_entropy`` is ``SoftmaxCrossEntropyLoss`` for integer labels
@@ -434,6 +435,51 @@ def _batch_norm(ex: Emitter, node: Node) -> None:
     # Inference form: the statistics used are the running ones.
     ex.emit1(node, "Identity", [mean], ex.output(node, 1))
     ex.emit1(node, "Identity", [var], ex.output(node, 2))
+
+
+@rule("layer_norm")
+def _layer_norm(ex: Emitter, node: Node) -> None:
+    x, scale, bias = ex.inputs(node)
+    x_type = ex.graph.tensor(node.inputs[0]).type
+    axis = normalize_axis(node.attrs["axis"], x_type.rank)
+    epsilon = node.attrs["epsilon"]
+    outputs = [ex.output(node, k) for k in range(3)]
+    half = x_type.dtype == np.float16
+    if ex.opset >= 17:
+        if half:  # stash_type=1 gives float32 statistics: ours are float16
+            stats = ex.emit(node, "LayerNormalization", [x, scale, bias],
+                            [outputs[0], ex.fresh(node, "mean"), ex.fresh(node, "inv_std")],
+                            axis=axis, epsilon=epsilon)
+            for k in (1, 2):
+                ex.emit1(node, "Cast", [stats[k]], outputs[k], to=to_onnx_dtype(np.float16))
+            return
+        ex.emit(node, "LayerNormalization", [x, scale, bias], outputs, axis=axis,
+                epsilon=epsilon)
+        return
+    # Before opset 17: the kernel's formula, in its order (float16 in float32).
+    compute = np.dtype(np.float32) if half else x_type.dtype
+    if half:
+        x, scale, bias = (ex.emit1(node, "Cast", [v], to=to_onnx_dtype(compute))
+                          for v in (x, scale, bias))
+    axes = list(range(axis, x_type.rank))
+    ends = [None if half else o for o in outputs]
+    mean = ex.axes(node, "ReduceMean", 18, axes, x, ends[1], keepdims=1)
+    centred = ex.emit1(node, "Sub", [x, mean])
+    var = ex.axes(node, "ReduceMean", 18, axes, ex.emit1(node, "Mul", [centred, centred]),
+                  keepdims=1)
+    std = ex.emit1(node, "Sqrt", [ex.emit1(node, "Add", [var, ex.const(node, epsilon, compute)])])
+    inv_std = ex.emit1(node, "Div", [ex.const(node, 1.0, compute), std], ends[2])
+    xhat = ex.emit1(node, "Mul", [centred, inv_std])
+    y = ex.emit1(node, "Add", [ex.emit1(node, "Mul", [xhat, scale]), bias], ends[0])
+    if half:
+        for value, out in zip((y, mean, inv_std), outputs):
+            ex.emit1(node, "Cast", [value], out, to=to_onnx_dtype(np.float16))
+
+
+@rule("instance_norm")
+def _instance_norm(ex: Emitter, node: Node) -> None:
+    ex.emit1(node, "InstanceNormalization", ex.inputs(node), ex.output(node),
+             epsilon=node.attrs["epsilon"])
 
 
 # -- losses ----------------------------------------------------------------------------------

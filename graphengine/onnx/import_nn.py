@@ -7,8 +7,9 @@ becomes explicit pads (SAME needs static spatial dims).  Integer MaxPool runs in
 float64 (exact: it only selects).  ``BatchNormalization`` in inference
 form becomes ``batch_norm`` (whose training runs use batch statistics, so an
 imported model trains as it would in its framework); ``training_mode=1`` is
-refused.  ``LayerNormalization`` and ``RMSNormalization`` are composed (in
-float32 for float16 inputs, as ``stash_type=1`` asks); ``Hardmax`` is a one-hot
+refused.  ``LayerNormalization`` is ``layer_norm`` and ``InstanceNormalization``
+``instance_norm`` (both normalize float16 in float32; ``stash_type=1`` also gives
+float32 Mean and InvStdDev); ``RMSNormalization`` is composed; ``Hardmax`` is a one-hot
 of the argmax.  ``Dropout`` becomes ``dropout``: identity in inference runs, random in
 training runs, whatever its ``training_mode`` input says; its mask output is
 bool, as ONNX's.
@@ -176,17 +177,23 @@ def _stashed(ctx: NodeContext, x):
 def _layer_norm(ctx: NodeContext):
     x = ctx.input(0)
     axis = normalize_axes(ctx, [ctx.attr("axis", -1)], x.ndim)[0]
-    axes = tuple(range(axis, x.ndim))
+    scale = ctx.input(1)
+    bias = ctx.input(2) if ctx.has(2) else ctx.graph.constant(np.zeros((), x.dtype))
     xs = _stashed(ctx, x)
-    mean = ops.mean(xs, axis=axes, keepdims=True)
-    centred = xs - mean
-    inv_std = 1.0 / ops.sqrt(ops.mean(centred * centred, axis=axes, keepdims=True)
-                             + ctx.attr("epsilon", 1e-5))
-    y = ops.cast(centred * inv_std, dtype=x.dtype) if xs is not x else centred * inv_std
-    y = y * ctx.input(1)
-    if ctx.has(2):
-        y = y + ctx.input(2)
-    return y, mean, inv_std
+    if xs is not x:
+        # stash_type=1: Mean and InvStdDev are float32 for a float16 x.
+        scale, bias = ops.cast(scale, dtype="float32"), ops.cast(bias, dtype="float32")
+    y, mean, inv_std = ops.layer_norm(xs, scale, bias, axis=axis,
+                                      epsilon=ctx.attr("epsilon", 1e-5))
+    return (ops.cast(y, dtype=x.dtype) if xs is not x else y), mean, inv_std
+
+
+@rule("InstanceNormalization", versions=(6, 22))
+def _instance_norm(ctx: NodeContext):
+    x = ctx.input(0)
+    if x.ndim < 3:
+        raise ctx.fail(f"the input needs N, C and spatial axes (rank >= 3), got shape {x.shape}")
+    return ops.instance_norm(x, ctx.input(1), ctx.input(2), epsilon=ctx.attr("epsilon", 1e-5))
 
 
 @rule("RMSNormalization", versions=(23,))

@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (importing a family registers its ops)
     loss,
     nn,
     norm,
+    normalization,
     pool,
     reduce,
     shape,
