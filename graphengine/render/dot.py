@@ -4,33 +4,55 @@ The text depends only on the graph: nodes come in graph order, clusters and
 edges in the order they are first met, and nothing is keyed by object ids, so
 one file always gives the same bytes.
 
-Forward edges point from producer to consumer.  An edge between gradient nodes
+Forward edges point from producer to consumer.  An edge between gradient units
 is written from consumer to producer with ``dir=back``: the arrow still shows
-the data flow, but ``dot`` ranks the gradient of the loss after the gradients
-of the parameters, so the backward pass runs right to left, against the
-forward pass.
+the data flow, but ``dot`` ranks the gradient of each op in the forward order,
+so the backward pass runs beside the forward pass, against it.
+
+Graphviz 2.43 (Debian 12's) fails with "trouble in init_rank" on nested
+clusters when an edge has ``constraint=false`` or ``weight=0`` (an RNN's
+``rnn/step0`` ... inside ``rnn`` is enough); no edge here has either.  Helper
+lines (values read by gradient rules, links to the gradient of a forward op)
+are ordinary edges, which rank consistently because they always point from a
+forward unit to a gradient unit, and gradient units rank in forward order.
 """
 
 from __future__ import annotations
 
+import math
+
 from ..graph import Graph, Node, make_ref, parse_ref
 from ..shapes import TensorType, format_shape
 from . import style
-from .selection import Box, Selection, node_kind
+from .selection import Selection, node_kind
 from .values import FULL_SIZE, Annotations, format_value
+
+#: Directions: forward flow top to bottom, or left to right.
+DIRECTIONS = ("auto", "TB", "LR")
 
 
 def write_dot(graph: Graph, sel: Selection, *, view: str, loss: str | None,
-              notes: Annotations, legend: bool) -> str:
-    """The DOT text of ``sel``, a selection of ``graph``."""
+              notes: Annotations, legend: bool, derived: bool = True, reads: bool = False,
+              direction: str = "auto", clusters: bool = True) -> str:
+    """The DOT text of ``sel``, a selection of ``graph``.
+
+    ``derived`` draws a dashed link from each forward op to the box of its gradient;
+    ``reads`` the forward values gradient rules read; ``clusters=False`` leaves
+    scope clusters out (the simpler layout tried when ``dot`` fails).
+    """
     statements = _node_statements(graph, sel, loss, notes)
-    lines = [f"digraph {quote(graph.name)} {{", *_defaults()]
-    lines += _cluster_lines(sel, statements)
-    lines += _edge_lines(graph, sel)
-    lines += _derived_lines(graph, sel)
+    edges = _edges(graph, sel, reads)
+    if derived:
+        edges += _derived_edges(sel)
+    rankdir = direction if direction != "auto" else choose_direction(sel, edges, statements)
+    lines = [f"digraph {quote(graph.name)} {{", *_defaults(rankdir)]
+    lines += _cluster_lines(sel, statements, clusters)
+    lines += [f"  {quote(a)} -> {quote(b)} {_attrs(attrs)};" for a, b, attrs in edges]
     if legend:
-        lines += _legend_lines(view != "forward", bool(sel.boxes))
+        lines += _legend_lines(view != "forward", sel, loss, reads)
     title = graph.name if view == "forward" else f"{graph.name}: {view} view"
+    if view != "forward" and loss:
+        title += f", L = {loss}"
     # Set last: clusters would otherwise inherit the title as their label.
     lines += [f"  label={quote(title)};", '  labelloc="t";', "}"]
     return "\n".join(lines) + "\n"
@@ -51,11 +73,11 @@ def _attrs(attrs: dict[str, str]) -> str:
     return f"[{items}]"
 
 
-def _defaults() -> list[str]:
+def _defaults(rankdir: str) -> list[str]:
     font = quote(style.FONT)
     return [
-        (f'  graph [rankdir="LR", fontname={font}, fontsize="12", nodesep="0.25", '
-         'ranksep="0.4", style="rounded", color="#ced4da", fontcolor="#495057", '
+        (f'  graph [rankdir="{rankdir}", fontname={font}, fontsize="12", nodesep="0.25", '
+         'ranksep="0.35", style="rounded", color="#ced4da", fontcolor="#495057", '
          'labeljust="l"];'),
         f'  node [fontname={font}, fontsize="10", penwidth="1.2"];',
         f'  edge [fontname={font}, fontsize="8", arrowsize="0.7", color="#343a40"];',
@@ -65,50 +87,64 @@ def _defaults() -> list[str]:
 # -- nodes -------------------------------------------------------------------------
 
 def _node_statements(graph: Graph, sel: Selection, loss: str | None,
-                     notes: Annotations) -> dict[str, str]:
-    """One statement per drawn unit (node or box), by unit id, in graph order."""
+                     notes: Annotations) -> dict[str, tuple[dict[str, str], list[str]]]:
+    """The attributes and label lines of each unit, by unit id, in drawing order."""
     outputs = set(graph.outputs)
-    info = graph.gradient
-    wrt_of = {g: w for w, g in info.grads.items()} if info else {}
     statements = {}
     for node in sel.nodes:
         unit = sel.unit[node.name]
-        if unit != node.name:
+        if unit in statements:
+            continue
+        box = sel.boxes.get(unit)
+        if box is not None:
+            attrs = style.node_attrs(box.kind)
+            attrs["tooltip"] = box.tooltip
+            statements[unit] = (attrs, box.label)
             continue
         is_grad = node.name in sel.gradient
-        kind = node_kind(node, is_grad, outputs, loss)
-        attrs = style.node_attrs(kind, context=node.name in sel.context)
-        # A gradient output says what it holds instead of its op (identity).
-        what = f"∂{info.loss}/∂{wrt_of[node.name]}" if node.name in wrt_of else node.op
-        # Nodes from outside the scope drawn: their full name says where they are.
-        name = node.name if node.name in sel.outside else _short_name(node, sel.scope_of)
-        attrs["label"] = _label(_node_label(node, name, what, notes))
+        attrs = style.node_attrs(node_kind(node, is_grad, outputs, loss),
+                                 context=node.name in sel.context)
         attrs["tooltip"] = node.name
-        statements[unit] = f"{quote(unit)} {_attrs(attrs)}"
-    for box in sel.boxes.values():
-        statements[box.id] = f"{quote(box.id)} {_attrs(_box_attrs(box))}"
+        if node.name in sel.outputs:
+            lines = _gradient_output_label(sel.outputs[node.name])
+        else:
+            # Nodes from outside the scope drawn: their full name says where they are.
+            name = node.name if node.name in sel.outside else _short_name(node, sel.scope_of)
+            lines = _node_label(node, name, node.op, node.name in notes.values)
+        statements[unit] = (attrs, lines + _value_lines(node, notes))
     return statements
 
 
+def _gradient_output_label(wrt: str) -> list[str]:
+    """``∂L/∂w`` over the full name of w: a fraction, not a path to divide."""
+    name, index = parse_ref(wrt)
+    short = name.rpartition("/")[2] + (f":{index}" if index else "")
+    return [f"∂L/∂{short}", make_ref(name, index)]
+
+
 def _short_name(node: Node, scope_of: dict[str, str]) -> str:
-    """The name inside the node's scope and inside the scope it is drawn in (a
-    gradient output ``gradients/layer1/w``, in scope ``gradients``, is drawn in
-    ``layer1`` as ``w``)."""
+    """The name inside the node's scope and inside the scope it is drawn in."""
     short = node.name.removeprefix(node.scope + "/") if node.scope else node.name
     drawn = scope_of[node.name]
     return short.removeprefix(drawn + "/") if drawn else short
 
 
-def _node_label(node: Node, short: str, what: str, notes: Annotations) -> list[str]:
-    """The name, then ``what`` (the op) unless the name says it, then values."""
+def _node_label(node: Node, short: str, what: str, has_value: bool) -> list[str]:
+    """The name, then ``what`` (the op) unless the name says it; a small constant's
+    value unless a value annotation shows it."""
     lines = [short]
     if node.op == "constant":
         value = node.attrs["value"]
-        if value.size <= FULL_SIZE and node.name not in notes.values:
+        if value.size <= FULL_SIZE and not has_value:
             lines += format_value(value)
     elif node.op not in ("placeholder", "parameter") and \
             not short.rpartition("/")[2].startswith(what):
         lines.append(what)
+    return lines
+
+
+def _value_lines(node: Node, notes: Annotations) -> list[str]:
+    lines = []
     refs = node.output_refs()
     for i, ref in enumerate(refs):
         output = "" if len(refs) == 1 else f"{node.opdef.output_name(i)} "
@@ -119,55 +155,53 @@ def _node_label(node: Node, short: str, what: str, notes: Annotations) -> list[s
     return lines
 
 
-def _box_attrs(box: Box) -> dict[str, str]:
-    kind = "gradient scope box" if box.gradient else "scope box"
-    count = len(box.nodes)
-    what = f"{count} {'gradient ' if box.gradient else ''}node{'s' if count > 1 else ''}"
-    title = f"∂ {box.scope}" if box.gradient else box.scope
-    attrs = style.node_attrs(kind)
-    attrs["label"] = _label([title, what])
-    attrs["tooltip"] = box.scope
-    return attrs
-
-
 # -- clusters ------------------------------------------------------------------------
 
-def _cluster_lines(sel: Selection, statements: dict[str, str]) -> list[str]:
-    """Node statements nested in one cluster per scope."""
+def _cluster_lines(sel: Selection, statements: dict[str, tuple[dict[str, str], list[str]]],
+                   clusters: bool) -> list[str]:
+    """Node statements nested in their clusters (all at the top without ``clusters``)."""
     members: dict[str, list[str]] = {}
-    children: dict[str, dict[str, None]] = {"": {}}
-    for unit, statement in statements.items():
-        box = sel.boxes.get(unit)
-        scope = box.scope.rpartition("/")[0] if box else sel.scope_of[unit]
-        members.setdefault(scope, []).append(statement)
-        while scope:
-            parent = scope.rpartition("/")[0]
-            known = scope in children.setdefault(parent, {})
-            children[parent][scope] = None
-            if known:
-                break
-            scope = parent
-    return _cluster(members, children, "", 1)
+    for unit, (attrs, lines) in statements.items():
+        cid = sel.cluster_of.get(unit, "") if clusters else ""
+        attrs = {**attrs, "label": _label(lines)}
+        members.setdefault(cid, []).append(f"{quote(unit)} {_attrs(attrs)}")
+    children: dict[str, list[str]] = {}
+    if clusters:
+        used = set(members)
+        for cid, cluster in reversed(list(sel.clusters.items())):
+            if cid in used:
+                used.add(cluster.parent)
+        for cid, cluster in sel.clusters.items():
+            if cid in used:
+                children.setdefault(cluster.parent, []).append(cid)
+    return _cluster(sel, members, children, "", 1)
 
 
-def _cluster(members: dict[str, list[str]], children: dict[str, dict[str, None]],
-             scope: str, depth: int) -> list[str]:
+def _cluster(sel: Selection, members: dict[str, list[str]], children: dict[str, list[str]],
+             cid: str, depth: int) -> list[str]:
     pad = "  " * depth
-    lines = [pad + s + ";" for s in members.get(scope, [])]
-    for child in children.get(scope, {}):
-        lines.append(f"{pad}subgraph {quote('cluster_' + child)} {{")
-        lines.append(f"{pad}  label={quote(child.rpartition('/')[2])}; tooltip={quote(child)};")
-        lines += _cluster(members, children, child, depth + 1)
+    lines = [pad + s + ";" for s in members.get(cid, [])]
+    for child in children.get(cid, []):
+        cluster = sel.clusters[child]
+        lines.append(f"{pad}subgraph {quote(child)} {{")
+        lines.append(f"{pad}  label={quote(cluster.label)}; tooltip={quote(cluster.tooltip)};")
+        if child.startswith("cluster_#"):  # an expanded gradient group
+            lines.append(f'{pad}  color="{style.GRADIENT_COLOR}"; style="rounded,dashed"; '
+                         f'fontcolor="{style.GRADIENT_COLOR}";')
+        lines += _cluster(sel, members, children, child, depth + 1)
         lines.append(pad + "}")
     return lines
 
 
 # -- edges ---------------------------------------------------------------------------
 
-def _edge_lines(graph: Graph, sel: Selection) -> list[str]:
+Edge = tuple[str, str, dict[str, str]]
+
+
+def _edges(graph: Graph, sel: Selection, reads: bool) -> list[Edge]:
     """One edge per (producer unit, consumer unit, kind), labelled with the types of
-    the tensors it carries (several where a node has several outputs, or a
-    collapsed box gathers several edges)."""
+    the tensors it carries (several where a node has several outputs, or a box
+    gathers several edges)."""
     groups: dict[tuple[str, str, str], dict[str, None]] = {}
     for node in sel.nodes:
         dst = sel.unit[node.name]
@@ -181,19 +215,22 @@ def _edge_lines(graph: Graph, sel: Selection) -> list[str]:
             else:
                 kind = _edge_kind(graph.node(name), name in sel.gradient,
                                   node.name in sel.gradient)
+            if kind == "reads" and not reads:
+                continue
+            if kind == "constant" and (src in sel.boxes or dst in sel.boxes):
+                continue  # a constant shared by gradient rules: no flow worth a line
             groups.setdefault((src, dst, kind), {})[make_ref(name, index)] = None
-    lines = []
+    edges = []
     for (src, dst, kind), refs in groups.items():
         attrs = dict(style.EDGE_STYLES[kind])
-        if kind in ("reads", "constant"):
-            pass  # a forward value's type is on its forward edge; a constant shows its value
-        else:
+        if kind not in ("reads", "constant"):
+            # a forward value's type is on its forward edge; a constant shows its value
             attrs["label"] = quote(_types_label([graph.tensor(r).type for r in refs]))
         if kind in ("gradient", "constant"):
             src, dst = dst, src
             attrs["dir"] = "back"
-        lines.append(f"  {quote(src)} -> {quote(dst)} {_attrs(attrs)};")
-    return lines
+        edges.append((src, dst, attrs))
+    return edges
 
 
 def _edge_kind(producer: Node, from_gradient: bool, to_gradient: bool) -> str:
@@ -218,42 +255,114 @@ def _types_label(types: list[TensorType]) -> str:
     return f"{len(types)} tensors"
 
 
-def _derived_lines(graph: Graph, sel: Selection) -> list[str]:
-    """Dashed links from each forward node to the gradient nodes derived from it."""
+def _derived_edges(sel: Selection) -> list[Edge]:
+    """A dashed link from each drawn forward unit to the unit holding its gradient
+    (a gradient group's box, a gradient output); none into an expanded group,
+    whose cluster says what it differentiates."""
     links: dict[tuple[str, str], None] = {}
+    forward_units = {sel.unit[n.name] for n in sel.nodes if n.name not in sel.gradient}
     for node in sel.nodes:
-        if node.name in sel.gradient and node.name not in sel.context:
-            forward = sel.unit.get(node.derived_from)
-            if forward is not None and forward != sel.unit[node.name]:
-                links[(forward, sel.unit[node.name])] = None
-    attrs = _attrs(style.EDGE_STYLES["derived"])
-    return [f"  {quote(a)} -> {quote(b)} {attrs};" for a, b in links]
+        if node.name not in sel.gradient or node.name in sel.context:
+            continue
+        unit = sel.unit[node.name]
+        source = node.derived_from
+        if unit == node.name and node.name not in sel.outputs and source in sel.groups.values():
+            continue  # a member of an expanded group
+        forward = sel.unit.get(source)
+        if forward is not None and forward in forward_units and forward != unit:
+            links[(forward, unit)] = None
+    attrs = style.EDGE_STYLES["derived"]
+    return [(a, b, dict(attrs)) for a, b in links]
+
+
+# -- direction -----------------------------------------------------------------------
+
+#: Inches per character of a 10-point label, and per label line.
+_CHAR_WIDTH, _LINE_HEIGHT = 0.075, 0.17
+
+
+def choose_direction(sel: Selection, edges: list[Edge],
+                     statements: dict[str, tuple[dict[str, str], list[str]]]) -> str:
+    """``TB`` or ``LR``, whichever lays the drawing out nearer a 4:3 page.
+
+    Each unit's rank is its longest path from a source along the edges (as dot
+    ranks them); the estimate takes the number of ranks, the widest rank and
+    the mean size of a unit's label.
+    """
+    rank = _ranks(list(statements), edges)
+    if not rank:
+        return "TB"
+    depth = max(rank.values()) + 1
+    breadth = max(_counts(rank.values()))
+    widths = [max(len(line) for line in lines) * _CHAR_WIDTH + 0.3
+              for _, lines in statements.values()]
+    heights = [len(lines) * _LINE_HEIGHT + 0.2 for _, lines in statements.values()]
+    w, h = sum(widths) / len(widths), sum(heights) / len(heights)
+    edge_label = 0.9  # an edge label "(N, 16) float32" sits between ranks
+    tb = (breadth * (w + 0.25), depth * (h + 0.35 + 0.15))
+    lr = (depth * (w + 0.35 + edge_label), breadth * (h + 0.25))
+
+    def off(size: tuple[float, float]) -> float:
+        return abs(math.log(size[0] / size[1] / (4 / 3)))
+
+    return "TB" if off(tb) <= off(lr) else "LR"
+
+
+def _counts(values) -> list[int]:
+    counts: dict[int, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return list(counts.values())
+
+
+def _ranks(units: list[str], edges: list[Edge]) -> dict[str, int]:
+    """Longest-path ranks (Kahn's order; units left on a cycle keep rank 0)."""
+    succ: dict[str, list[str]] = {u: [] for u in units}
+    indegree = dict.fromkeys(units, 0)
+    for a, b, _ in edges:
+        if a in succ and b in indegree:
+            succ[a].append(b)
+            indegree[b] += 1
+    rank = dict.fromkeys(units, 0)
+    ready = [u for u in units if indegree[u] == 0]
+    while ready:
+        u = ready.pop()
+        for v in succ[u]:
+            rank[v] = max(rank[v], rank[u] + 1)
+            indegree[v] -= 1
+            if indegree[v] == 0:
+                ready.append(v)
+    return rank
 
 
 # -- legend --------------------------------------------------------------------------
 
-def _legend_lines(gradients: bool, collapsed: bool) -> list[str]:
-    """A cluster with one sample per node and edge kind; invisible edges chain the
-    samples into two rows (node kinds, edge kinds)."""
-    node_kinds, edge_kinds = style.legend_kinds(gradients, collapsed)
-    lines = ['  subgraph "cluster_legend" {', '    label="legend"; color="#adb5bd";']
-    row = []
+def _legend_lines(gradients: bool, sel: Selection, loss: str | None,
+                  reads: bool) -> list[str]:
+    """One node whose HTML table holds a swatch per node kind and a line per edge
+    kind the drawing can hold: one node, so it adds nothing to the layout."""
+    kinds = {b.kind for b in sel.boxes.values()}
+    node_kinds, edge_kinds = style.legend_kinds(gradients, kinds)
+    edge_kinds = [k for k in edge_kinds if reads or k != "reads"]
+    rows = ['<TR><TD COLSPAN="2" BORDER="0"><B>legend</B></TD></TR>']
     for kind in node_kinds:
         attrs = style.node_attrs(kind)
-        attrs["label"] = _label(style.LEGEND_TEXT[kind].split("\n"))
-        row.append(quote(f"#legend {kind}"))
-        lines.append(f"    {row[-1]} {_attrs(attrs)};")
-    lines.append(f"    {' -> '.join(row)} [style=\"invis\"];")
-    row = []
+        text = style.LEGEND_TEXT[kind]
+        if kind == "gradient output" and loss:
+            text = f"∂L/∂w: gradient of L = {loss} for w"
+        rows.append(f'<TR><TD BGCOLOR="{attrs["fillcolor"]}" COLOR="{attrs["color"]}" '
+                    f'WIDTH="30"> </TD><TD BORDER="0" ALIGN="LEFT">{_html(text)}</TD></TR>')
     for kind in edge_kinds:
-        start, end = quote(f"#legend {kind} edge"), quote(f"#legend {kind} edge text")
-        edge = {k: v for k, v in style.EDGE_STYLES[kind].items() if k != "constraint"}
-        lines.append(f'    {start} [shape="point", width="0.05"];')
-        lines.append(f'    {end} [shape="plaintext", '
-                     f'label={quote(style.EDGE_LEGEND_TEXT[kind])}];')
-        lines.append(f"    {start} -> {end} {_attrs(edge)};")
-        row += [start, end]
-    for end, start in zip(row[1::2], row[2::2]):
-        lines.append(f'    {end} -> {start} [style="invis"];')
-    lines.append("  }")
-    return lines
+        attrs = style.EDGE_STYLES[kind]
+        stroke = {"dotted": "┈┈┈", "dashed": "╌╌╌"}.get(attrs.get("style", ""), "───")
+        rows.append(f'<TR><TD BORDER="0"><FONT COLOR="{attrs["color"]}">{stroke}▶</FONT></TD>'
+                    f'<TD BORDER="0" ALIGN="LEFT">{_html(style.EDGE_LEGEND_TEXT[kind])}</TD>'
+                    '</TR>')
+    table = ('<<TABLE BORDER="1" COLOR="#adb5bd" CELLBORDER="1" CELLSPACING="2" '
+             f'CELLPADDING="2">{"".join(rows)}</TABLE>>')
+    return [f'  "#legend" [shape="plaintext", fontsize="9", label={table}];']
+
+
+def _html(text: str) -> str:
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\n", " "))

@@ -1,14 +1,22 @@
-"""What a drawing shows: which nodes, in which scope, as themselves or inside a box.
+"""What a drawing shows: which nodes, grouped how, inside which clusters.
 
 Gradient nodes live under ``gradients/<forward scope>``; a drawing places each
 in the scope of the forward node it derives from (``gradients/layer1/mul``
 beside ``layer1/mul``), so clusters, ``scope`` and ``collapse_depth`` treat
-both the same way.
+both the same way.  The gradient nodes that differentiate one forward op (the
+few nodes a conv2d's rule emits, say) form its *gradient group*: drawn as one
+box ``∂ conv2d``, or expanded into a labelled cluster of its nodes.
+
+Each drawn thing is a *unit*: a node drawn as itself, or a box standing for
+several nodes (a collapsed scope, a gradient group, a run of consecutive nodes
+when even one box per scope would be too many for ``dot``).
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ..errors import RenderError
@@ -17,33 +25,71 @@ from ..ops.sources import is_source
 
 VIEWS = ("forward", "gradient", "both")
 
+#: A drawing holds at most this many units (nodes and boxes) unless asked
+#: otherwise: above it, scopes are collapsed automatically, the deepest first,
+#: and when one box per top-level scope is still too many, runs of consecutive
+#: nodes become boxes.  dot lays out 300 units in about a second.
+NODE_BUDGET = 300
+
+#: A gradient view draws every gradient node when there are at most this many;
+#: above it, the gradient of each forward op is one box (see ``expand``).
+EXPAND_BUDGET = 40
+
 _GRADIENT_SCOPE = re.compile(r"^gradients(_\d+)?$")
 
 
 @dataclass
 class Box:
-    """Every node of one scope (below the collapse depth), drawn as one node."""
+    """Several nodes drawn as one: ``kind`` is a style key (see ``style.NODE_STYLES``),
+    ``label`` its lines; ``forward`` names the forward node a gradient group
+    differentiates."""
 
     id: str
-    scope: str
-    gradient: bool
+    kind: str
+    label: list[str]
+    tooltip: str
     nodes: list[str] = field(default_factory=list)
+    forward: str = ""
+
+
+@dataclass
+class Cluster:
+    """A labelled cluster: a name scope, or an expanded gradient group."""
+
+    id: str
+    label: str
+    tooltip: str
+    parent: str  # "" for the top level
 
 
 @dataclass
 class Selection:
-    """The nodes to draw and how: ``unit`` maps each node to its own name or the
-    id of the box it is drawn in; ``context`` nodes are outside the selection
-    and drawn faded, because selected nodes read them; ``outside`` are those of
-    them outside the scope asked for."""
+    """The nodes to draw and how.
+
+    ``unit`` maps each drawn node to its own name or the id of its box;
+    ``cluster_of`` maps each unit to its innermost cluster ("" at the top).
+    ``context`` nodes are outside the selection and drawn faded, because
+    selected nodes read them; ``outside`` are those of them outside the scope
+    asked for.  ``groups`` maps each gradient node to the forward node it
+    differentiates; ``notes`` says what was done automatically.
+    """
 
     nodes: list[Node]
     context: set[str]
     outside: set[str]
     gradient: set[str]
+    outputs: dict[str, str]  # gradient output node -> the wrt tensor
     scope_of: dict[str, str]
     unit: dict[str, str]
     boxes: dict[str, Box]
+    clusters: dict[str, Cluster]
+    cluster_of: dict[str, str]
+    groups: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+    def units(self) -> list[str]:
+        """Unit ids in drawing order (graph order of their first node)."""
+        return list(dict.fromkeys(self.unit[n.name] for n in self.nodes))
 
 
 def gradient_nodes(graph: Graph) -> set[str]:
@@ -77,33 +123,45 @@ def _forward_scope(scope: str) -> str:
 
 
 def select(graph: Graph, view: str, scope: str | None = None,
-           collapse_depth: int | None = None) -> Selection:
-    """Choose the nodes of ``view``, keep those inside ``scope`` and collapse scopes
-    deeper than ``collapse_depth`` into boxes.
+           collapse_depth: int | None = None, *,
+           expand: bool | Collection[str] | None = None, reads: bool = False,
+           max_nodes: int | None = NODE_BUDGET) -> Selection:
+    """Choose the nodes of ``view``, keep those inside ``scope``, and group them.
 
-    Raises RenderError for an empty scope or a negative depth.
+    Args:
+        collapse_depth: scopes nested this deep or deeper are each one box
+            (1: every top-level scope; 2: their sub-scopes; 0 means 1).
+        expand: which gradient groups show their nodes: True (all), False (none),
+            names of forward nodes, or None (all when the view has at most
+            ``EXPAND_BUDGET`` gradient nodes).
+        reads: also draw the forward values gradient rules read, faded.
+        max_nodes: the node budget (None: no limit); see ``NODE_BUDGET``.
+
+    Raises RenderError for an empty scope or a negative depth or budget.
     """
+    if collapse_depth is not None and collapse_depth < 0:
+        raise RenderError(f"collapse depth must be 0 or more, got {collapse_depth}")
+    if max_nodes is not None and max_nodes < 1:
+        raise RenderError(f"the node budget must be 1 or more, got {max_nodes}")
     grad = gradient_nodes(graph)
     scope_of = drawn_scopes(graph, grad)
     chosen = _nodes_of_view(graph, view, grad)
     if scope:
-        chosen = _nodes_in_scope(graph, chosen, scope, scope_of)
-    # Context: nodes outside the selection that it reads, or that gradient nodes
-    # derive from (the dashed links need both ends).
-    context: dict[str, None] = {}
-    for name in chosen:
-        node = graph.node(name)
-        wanted = [parse_ref(r)[0] for r in node.inputs]
-        if node.derived_from in graph:
-            wanted.append(node.derived_from)
-        for other in wanted:
-            if other not in chosen:
-                context[other] = None
+        chosen = _nodes_in_scope(chosen, scope, scope_of)
+    context = _context(graph, chosen, grad, reads)
     drawn = set(chosen) | set(context)
     nodes = [n for n in graph.nodes if n.name in drawn]
-    unit, boxes = _collapse(nodes, scope_of, grad, collapse_depth)
-    outside = set(context) if scope else set()
-    return Selection(nodes, set(context), outside, grad, scope_of, unit, boxes)
+    outputs = _gradient_outputs(graph, drawn)
+    groups = {n.name: n.derived_from for n in nodes
+              if n.name in grad and n.name not in outputs and n.derived_from in graph}
+    expanded = _expanded(expand, groups, chosen)
+    sel = Selection(nodes, set(context), set(context) if scope else set(), grad, outputs,
+                    scope_of, {}, {}, {}, {}, groups)
+    depth = max(collapse_depth, 1) if collapse_depth is not None else None
+    _group(graph, sel, depth, expanded)
+    if collapse_depth is None and max_nodes is not None and len(sel.units()) > max_nodes:
+        _fit_budget(graph, sel, expanded, max_nodes)
+    return sel
 
 
 def _nodes_of_view(graph: Graph, view: str, grad: set[str]) -> dict[str, None]:
@@ -114,7 +172,7 @@ def _nodes_of_view(graph: Graph, view: str, grad: set[str]) -> dict[str, None]:
     return {n.name: None for n in graph.nodes}
 
 
-def _nodes_in_scope(graph: Graph, chosen: dict[str, None], scope: str,
+def _nodes_in_scope(chosen: dict[str, None], scope: str,
                     scope_of: dict[str, str]) -> dict[str, None]:
     wanted = _forward_scope(scope)
     if not wanted:  # "gradients" itself: gradient nodes mirror the whole graph
@@ -132,28 +190,197 @@ def _nodes_in_scope(graph: Graph, chosen: dict[str, None], scope: str,
     return kept
 
 
-def _collapse(nodes: list[Node], scope_of: dict[str, str], grad: set[str],
-              depth: int | None) -> tuple[dict[str, str], dict[str, Box]]:
-    """Map each node to itself, or (when its scope is deeper than ``depth``) to the
-    box of its scope cut to ``depth + 1`` segments; forward and gradient nodes of
-    one scope get separate boxes, so the backward flow stays visible."""
-    if depth is not None and depth < 0:
-        raise RenderError(f"collapse depth must be 0 or more, got {depth}")
-    unit: dict[str, str] = {}
-    boxes: dict[str, Box] = {}
-    for node in nodes:
-        parts = scope_of[node.name].split("/") if scope_of[node.name] else []
-        if depth is None or len(parts) <= depth:
-            unit[node.name] = node.name
+def _context(graph: Graph, chosen: dict[str, None], grad: set[str],
+             reads: bool) -> dict[str, None]:
+    """Nodes outside the selection that it reads (forward values read by gradient
+    rules, and the forward nodes gradient nodes derive from, only with ``reads``)."""
+    context: dict[str, None] = {}
+    for name in chosen:
+        node = graph.node(name)
+        wanted = [parse_ref(r)[0] for r in node.inputs]
+        if name in grad:
+            if reads:
+                if node.derived_from in graph:
+                    wanted.append(node.derived_from)
+            else:
+                wanted = [w for w in wanted if w in grad]
+        for other in wanted:
+            if other not in chosen:
+                context[other] = None
+    return context
+
+
+def _gradient_outputs(graph: Graph, drawn: set[str]) -> dict[str, str]:
+    """Gradient output node -> the tensor it is the gradient for."""
+    if graph.gradient is None:
+        return {}
+    found = {}
+    for wrt, grad_ref in graph.gradient.grads.items():
+        name = parse_ref(grad_ref)[0]
+        if name in drawn and name in graph.gradient.nodes:
+            found.setdefault(name, wrt)
+    return found
+
+
+def _expanded(expand: bool | Collection[str] | None, groups: dict[str, str],
+              chosen: dict[str, None]) -> set[str]:
+    """The forward nodes whose gradient groups are drawn node by node."""
+    forward = set(groups.values())
+    if expand is None:
+        expand = sum(1 for g in groups if g in chosen) <= EXPAND_BUDGET
+    if expand is True:
+        return forward
+    if expand is False:
+        return set()
+    wanted = {name.removeprefix("gradients/") for name in expand}
+    unknown = sorted(wanted - forward)
+    if unknown:
+        some = ", ".join(sorted(forward)[:5])
+        raise RenderError(f"cannot expand the gradient of {', '.join(map(repr, unknown))}: no "
+                          f"gradient node derives from it; forward nodes with gradients "
+                          f"include {some or 'none'}")
+    return wanted
+
+
+def _group(graph: Graph, sel: Selection, depth: int | None, expanded: set[str]) -> None:
+    """Fill ``sel.unit``, ``boxes`` and ``clusters``: scopes nested ``depth`` deep or
+    deeper become boxes (forward and gradient nodes of one scope apart, so the
+    backward flow stays visible), gradient groups not expanded become boxes."""
+    sel.unit.clear()
+    sel.boxes.clear()
+    sel.clusters.clear()
+    sel.cluster_of.clear()
+    for node in sel.nodes:
+        scope = sel.scope_of[node.name]
+        parts = scope.split("/") if scope else []
+        is_grad = node.name in sel.gradient
+        if depth is not None and len(parts) >= depth:
+            box_scope = "/".join(parts[:depth])
+            # '#' and spaces never occur in node names, so box ids cannot collide.
+            box_id = f"#{'gradient ' if is_grad else ''}box {box_scope}"
+            if box_id not in sel.boxes:
+                sel.boxes[box_id] = Box(box_id, "gradient scope box" if is_grad else "scope box",
+                                        [f"∂ {box_scope}" if is_grad else box_scope], box_scope)
+                sel.cluster_of[box_id] = _scope_cluster(sel, "/".join(parts[:depth - 1]))
+            sel.boxes[box_id].nodes.append(node.name)
+            sel.unit[node.name] = box_id
             continue
-        box_scope = "/".join(parts[:depth + 1])
-        is_grad = node.name in grad
-        # '#' and spaces never occur in node names, so box ids cannot collide.
-        box_id = f"#{'gradient ' if is_grad else ''}box {box_scope}"
-        box = boxes.setdefault(box_id, Box(box_id, box_scope, is_grad))
-        box.nodes.append(node.name)
-        unit[node.name] = box_id
-    return unit, boxes
+        forward = sel.groups.get(node.name)
+        if forward is None:
+            sel.unit[node.name] = node.name
+            sel.cluster_of[node.name] = _scope_cluster(sel, scope)
+        elif forward in expanded:
+            sel.unit[node.name] = node.name
+            sel.cluster_of[node.name] = _group_cluster(graph, sel, forward, scope)
+        else:
+            box_id = f"#gradient of {forward}"
+            if box_id not in sel.boxes:
+                sel.boxes[box_id] = Box(box_id, "gradient group", [], f"gradient of {forward}",
+                                        forward=forward)
+                sel.cluster_of[box_id] = _scope_cluster(sel, scope)
+            sel.boxes[box_id].nodes.append(node.name)
+            sel.unit[node.name] = box_id
+    for box in sel.boxes.values():
+        if box.kind == "gradient group":
+            box.label = _group_label(graph, box, sel.scope_of)
+        elif box.kind != "chunk":
+            count = len(box.nodes)
+            grad = "gradient " if box.kind == "gradient scope box" else ""
+            box.label.append(f"{count} {grad}node{'s' if count > 1 else ''}")
+
+
+def _scope_cluster(sel: Selection, scope: str) -> str:
+    """The cluster id of ``scope`` (made, with its parents, when first needed)."""
+    if not scope:
+        return ""
+    cid = "cluster_" + scope
+    if cid not in sel.clusters:
+        parent, _, last = scope.rpartition("/")
+        sel.clusters[cid] = Cluster(cid, last, scope, "")
+        sel.clusters[cid].parent = _scope_cluster(sel, parent)
+    return cid
+
+
+def _group_cluster(graph: Graph, sel: Selection, forward: str, scope: str) -> str:
+    cid = f"cluster_#gradient of {forward}"
+    if cid not in sel.clusters:
+        parent = _scope_cluster(sel, scope)
+        sel.clusters[cid] = Cluster(cid, f"∂ {_short(graph.node(forward), scope)}",
+                                    f"gradient of {forward}", parent)
+    return cid
+
+
+def _short(node: Node, drawn_scope: str) -> str:
+    """A node's name inside the scope it is drawn in."""
+    return node.name.removeprefix(drawn_scope + "/") if drawn_scope else node.name
+
+
+def _group_label(graph: Graph, box: Box, scope_of: dict[str, str]) -> list[str]:
+    """``∂ conv2d``, the forward op when the name does not say it, and what the group
+    holds: its op when it is one node, else the count."""
+    forward = graph.node(box.forward)
+    short = _short(forward, scope_of[forward.name])
+    lines = [f"∂ {short}"]
+    if not is_source(forward.op) and not short.rpartition("/")[2].startswith(forward.op):
+        lines.append(forward.op)
+    ops = [graph.node(n).op for n in box.nodes]
+    lines.append(ops[0] if len(ops) == 1 else f"{len(ops)} ops")
+    return lines
+
+
+def _fit_budget(graph: Graph, sel: Selection, expanded: set[str], budget: int) -> None:
+    """Collapse scopes, the deepest first, until the drawing holds at most ``budget``
+    units; failing that, draw runs of consecutive units as boxes."""
+    before = len(sel.units())
+    if expanded:
+        _group(graph, sel, None, set())
+        if len(sel.units()) <= budget:
+            sel.notes.append(
+                f"the drawing has {before:,} nodes, more than the budget of {budget:,}: drew "
+                f"the gradient "
+                f"of each forward op as one box ({len(sel.units()):,} units); expand some "
+                f"with expand (--expand NAME)")
+            return
+    deepest = max((len(s.split("/")) for s in sel.scope_of.values() if s), default=0)
+    for depth in range(deepest, 0, -1):
+        _group(graph, sel, depth, set())
+        if len(sel.units()) <= budget:
+            sel.notes.append(
+                f"the drawing has {before:,} nodes, more than the budget of {budget:,}: drew "
+                f"every scope nested {depth} or more deep as one box ({len(sel.units()):,} "
+                f"units); choose with collapse_depth (--collapse-depth), scope (--scope) "
+                f"or max_nodes (--max-nodes)")
+            return
+    _chunk(sel, budget)
+    why = "even with every top-level scope as one box" if deepest else "and it has no scopes"
+    sel.notes.append(
+        f"the drawing has {before:,} nodes, more than the budget of {budget:,}, {why}: drew "
+        f"runs of consecutive nodes as {len(sel.units()):,} boxes; draw a part with scope "
+        f"(--scope), or raise max_nodes (--max-nodes)")
+
+
+def _chunk(sel: Selection, budget: int) -> None:
+    """Replace the units by boxes of consecutive units in graph order, at most half
+    the budget of them (so edges between them stay few as well)."""
+    units = sel.units()
+    size = math.ceil(len(units) / max(1, budget // 2))
+    members: dict[str, list[str]] = {}
+    for node in sel.nodes:
+        members.setdefault(sel.unit[node.name], []).append(node.name)
+    chunk_of: dict[str, str] = {}
+    boxes: dict[str, Box] = {}
+    for start in range(0, len(units), size):
+        run = units[start:start + size]
+        box_id = f"#nodes {start + 1}-{start + len(run)}"
+        names = [n for u in run for n in members[u]]
+        boxes[box_id] = Box(box_id, "chunk", [f"{len(names):,} nodes", f"from {names[0]}",
+                                              f"to {names[-1]}"], box_id[1:], names)
+        for u in run:
+            chunk_of[u] = box_id
+    sel.unit = {name: chunk_of[unit] for name, unit in sel.unit.items()}
+    sel.boxes = boxes
+    sel.clusters = {}
+    sel.cluster_of = {box_id: "" for box_id in boxes}
 
 
 def node_kind(node: Node, is_gradient: bool, outputs: set[str], loss: str | None) -> str:

@@ -27,10 +27,13 @@ NODE_STYLES: dict[str, dict[str, str]] = {
              "color": "#d9480f"},
     "gradient": {"shape": "box", "style": "filled,rounded", "fillcolor": "#ffe3e3",
                  "color": GRADIENT_COLOR, "fontcolor": "#862e2e"},
-    "gradient output": {"shape": "box", "style": "filled,rounded,bold", "fillcolor": "#ffc9c9",
+    "gradient output": {"shape": "box", "style": "filled,rounded,bold", "fillcolor": "#ffa8a8",
                         "color": GRADIENT_COLOR, "peripheries": "2"},
+    "gradient group": {"shape": "box", "style": "filled,rounded", "fillcolor": "#ffc9c9",
+                       "color": GRADIENT_COLOR, "fontcolor": "#862e2e", "penwidth": "1.6"},
     "scope box": {"shape": "box3d", "fillcolor": "#e7f5ff", "color": "#1864ab"},
     "gradient scope box": {"shape": "box3d", "fillcolor": "#fff5f5", "color": GRADIENT_COLOR},
+    "chunk": {"shape": "box3d", "fillcolor": "#f1f3f5", "color": "#495057"},
 }
 
 #: Forward nodes drawn only because the selection reads them are faded.
@@ -42,17 +45,17 @@ EDGE_STYLES: dict[str, dict[str, str]] = {
     "forward": {"color": "#343a40"},
     # a gradient tensor; drawn against the forward flow (see dot.py)
     "gradient": {"color": GRADIENT_COLOR, "fontcolor": GRADIENT_COLOR, "penwidth": "1.4"},
-    # a forward value that a gradient rule reads (tanh' uses tanh's output)
-    "reads": {"color": "#adb5bd", "fontcolor": "#868e96", "style": "dotted",
-              "constraint": "false"},
+    # a forward value that a gradient rule reads (tanh' uses tanh's output).  No helper
+    # line has constraint=false or weight=0: Graphviz 2.43 fails on either inside
+    # nested clusters ("trouble in init_rank"); see dot.py.
+    "reads": {"color": "#adb5bd", "fontcolor": "#868e96", "style": "dotted"},
     # a constant that a gradient rule reads (not a gradient: drawn like "reads",
     # but it places the constant beside the gradient nodes)
     "constant": {"color": "#adb5bd", "style": "dotted"},
     # between two context nodes (see CONTEXT_STYLE)
     "context": {"color": "#ced4da", "fontcolor": "#adb5bd"},
     # a gradient node -> the forward node it derives from
-    "derived": {"color": "#f08c00", "style": "dashed", "arrowhead": "none",
-                "constraint": "false"},
+    "derived": {"color": "#f08c00", "style": "dashed", "arrowhead": "none"},
 }
 
 LEGEND_TEXT = {
@@ -64,16 +67,18 @@ LEGEND_TEXT = {
     "output": "output",
     "loss": "loss",
     "gradient": "gradient op",
-    "gradient output": "d loss / d wrt",
+    "gradient group": "∂ op: the gradient nodes\nof one forward op",
+    "gradient output": "∂L/∂w: gradient of the loss L for w",
     "scope box": "collapsed scope",
     "gradient scope box": "collapsed\ngradient scope",
+    "chunk": "consecutive nodes",
 }
 
 EDGE_LEGEND_TEXT = {
     "forward": "forward value",
     "gradient": "gradient",
     "reads": "value read by a gradient rule",
-    "derived": "derived from",
+    "derived": "∂ box of the forward op",
 }
 
 
@@ -85,14 +90,14 @@ def node_attrs(kind: str, context: bool = False) -> dict[str, str]:
     return attrs
 
 
-def legend_kinds(gradients: bool, collapsed: bool) -> tuple[list[str], list[str]]:
-    """Node and edge kinds the legend lists for a drawing with these features."""
+def legend_kinds(gradients: bool, boxes: set[str]) -> tuple[list[str], list[str]]:
+    """Node and edge kinds the legend lists for a drawing with gradients or not and
+    boxes of these kinds."""
     nodes = ["placeholder", "parameter", "frozen parameter", "constant", "operation", "output",
              "loss"]
     edges = ["forward"]
     if gradients:
-        nodes += ["gradient", "gradient output"]
+        nodes += ["gradient", "gradient group", "gradient output"]
         edges += ["gradient", "reads", "derived"]
-    if collapsed:
-        nodes += ["scope box"] + (["gradient scope box"] if gradients else [])
+    nodes += [kind for kind in ("scope box", "gradient scope box", "chunk") if kind in boxes]
     return nodes, edges

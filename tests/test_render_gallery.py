@@ -1,0 +1,328 @@
+"""Drawings of real architectures (examples/gallery.py) with the ``dot`` users have.
+
+Graphviz 2.43 (Debian 12's) failed with "trouble in init_rank" on the gradient
+view of an RNN unrolled in nested scopes; these tests lay out every gallery
+model in every view with the installed ``dot`` and check what the drawing
+holds.  The full view x format matrix is marked slow (CI runs it); the RNN that
+broke, the node budget and the fallbacks run every time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphengine as ge
+from graphengine.graph import parse_ref
+from graphengine.render import NODE_BUDGET, RenderWarning
+
+render_module = importlib.import_module("graphengine.render")  # ge.render is the function
+ROOT = Path(__file__).resolve().parents[1]
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is absent")
+
+#: Bounds every gallery drawing keeps (PNG pixels at dot's 96 dpi): no side
+#: longer than this, and the longer side at most this many times the shorter.
+MAX_SIDE_PX = 6000
+MAX_ASPECT = 4.0
+
+
+def _gallery():
+    spec = importlib.util.spec_from_file_location("gallery", ROOT / "examples" / "gallery.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GALLERY = _gallery()
+MODELS = sorted(GALLERY.MODELS)
+_NODE_ID = re.compile(r'^\s*"([^"]+)" \[', re.MULTILINE)
+
+
+def node_ids(text: str) -> set[str]:
+    return set(_NODE_ID.findall(text))
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def svg_size(text: str) -> tuple[float, float]:
+    match = re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', text)
+    return float(match.group(1)), float(match.group(2))
+
+
+def check_bounds(width: float, height: float, what: str) -> None:
+    assert max(width, height) <= MAX_SIDE_PX, f"{what}: {width} x {height}"
+    assert max(width, height) / min(width, height) <= MAX_ASPECT, f"{what}: {width} x {height}"
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return {name: build() for name, build in GALLERY.MODELS.items()}
+
+
+@pytest.fixture(scope="module")
+def gradient_graphs(graphs):
+    return {name: ge.gradients(g, g.training.loss) for name, g in graphs.items()}
+
+
+# -- what the DOT text holds (fast: no dot) ------------------------------------------------
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_view_draws_every_forward_op_by_id(graphs, name):
+    g = graphs[name]
+    ids = node_ids(ge.to_dot(g))
+    missing = [n.name for n in g.nodes if n.name not in ids]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("view", ["gradient", "both"])
+@pytest.mark.parametrize("name", MODELS)
+def test_gradient_views_draw_every_gradient_output_and_each_op_gradient(
+        graphs, gradient_graphs, name, view):
+    tg = gradient_graphs[name]
+    text = ge.to_dot(graphs[name], view=view)
+    assert text == ge.to_dot(tg, view=view)  # differentiated on the fly, or saved so
+    ids = node_ids(text)
+    outputs = {parse_ref(ref)[0] for ref in tg.gradient.grads.values()}
+    assert outputs and outputs <= ids, sorted(outputs - ids)
+    # the gradient of every forward op the loss reaches is drawn: as its nodes, or
+    # as one box "#gradient of <op>"
+    differentiated = {n.derived_from for n in tg.nodes if n.name in tg.gradient.nodes}
+    for op in differentiated:
+        members = [n.name for n in tg.nodes if n.derived_from == op]
+        assert f"#gradient of {op}" in ids or set(members) & ids, op
+    if view == "both":
+        assert {n.name for n in graphs[name].nodes} <= ids
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_gallery_dot_text_is_deterministic(graphs, name):
+    for view in GALLERY.VIEWS:
+        first = ge.to_dot(graphs[name], view=view)
+        assert first == ge.to_dot(GALLERY.MODELS[name](), view=view), view
+
+
+def test_gallery_dot_text_is_the_same_in_another_process(graphs):
+    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+              "from tests.test_render_gallery import GALLERY; import graphengine as ge; "
+              "sys.stdout.write(ge.to_dot(GALLERY.build_text_rnn(), view='both'))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True, env={"PYTHONHASHSEED": "7", "PATH": "",
+                                             "PYTHONPATH": str(ROOT)})
+    assert result.stdout == ge.to_dot(graphs["text_rnn"], view="both")
+
+
+def test_no_edge_uses_what_graphviz_2_43_cannot_rank_in_nested_clusters(graphs):
+    for name, g in graphs.items():
+        for view in GALLERY.VIEWS:
+            text = ge.to_dot(g, view=view, reads=True)
+            assert "constraint" not in text and "weight" not in text, (name, view)
+
+
+def test_backward_pass_is_grouped_by_the_forward_op_it_differentiates(graphs):
+    text = ge.to_dot(graphs["digits_cnn"], view="both")
+    # one labelled box per forward op, linked to it
+    assert '"#gradient of block1/conv2d" [' in text
+    assert re.search(r'"#gradient of block1/batch_norm" \[[^\n]*label="∂ batch_norm\\n\d+ ops"',
+                     text)
+    assert '"block1/conv2d" -> "#gradient of block1/conv2d"' in text
+    # gradient outputs say what they hold, with the full name beneath
+    assert re.search(r'"gradients/block1/w" \[[^\n]*label="∂L/∂w\\nblock1/w"', text)
+    # a legend by default
+    assert '"#legend"' in text and '"#legend"' not in ge.to_dot(graphs["digits_cnn"],
+                                                                legend=False)
+    # expanding one op draws its nodes in a cluster named after it
+    expanded = ge.to_dot(graphs["digits_cnn"], view="both", expand=["block1/batch_norm"])
+    assert 'subgraph "cluster_#gradient of block1/batch_norm" {' in expanded
+    assert '"#gradient of block1/batch_norm"' not in expanded.replace("cluster_#", "")
+    assert '"#gradient of block2/batch_norm" [' in expanded
+    with pytest.raises(ge.RenderError, match="cannot expand the gradient of 'nope'"):
+        ge.to_dot(graphs["digits_cnn"], view="both", expand=["nope"])
+
+
+def test_collapse_depth_one_draws_each_top_level_scope_as_a_box(graphs):
+    g = graphs["digits_cnn"]  # one-level scopes: preprocess, block1, block2, logits
+    full, one = ge.to_dot(g), ge.to_dot(g, collapse_depth=1)
+    assert one != full
+    assert {"#box block1", "#box block2", "#box preprocess", "#box logits"} <= node_ids(one)
+    deep = graphs["transformer_encoder"]  # attention/query, mlp/up, ...
+    two = node_ids(ge.to_dot(deep, collapse_depth=2))
+    assert {"#box attention/query", "#box mlp/up"} <= two and "#box attention" not in two
+
+
+# -- the node budget ---------------------------------------------------------------------------
+
+def test_views_above_the_node_budget_collapse_deepest_scopes_first():
+    g = GALLERY.build_text_rnn(steps=60)  # about 400 forward nodes under rnn/step<k>
+    assert len(g) > NODE_BUDGET
+    with pytest.warns(RenderWarning, match="every scope nested 2 or more deep as one box"):
+        text = ge.to_dot(g)
+    ids = node_ids(text)
+    assert "#box rnn/step0" in ids and "rnn/step0/tanh" not in ids
+    assert len(ids) <= NODE_BUDGET
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit depth or budget says nothing
+        ge.to_dot(g, collapse_depth=2)
+        assert "rnn/step0/tanh" in node_ids(ge.to_dot(g, max_nodes=None))
+
+
+@pytest.mark.slow
+def test_a_100000_node_chain_is_drawn_as_runs_of_consecutive_nodes(tmp_path):
+    g = ge.Graph("chain")
+    h = g.placeholder("x", (3,))
+    for _ in range(100_000):
+        h = ge.sin(h)
+    with pytest.warns(RenderWarning, match="it has no scopes: drew runs of consecutive nodes"):
+        text = ge.to_dot(g)
+    ids = node_ids(text) - {"#legend"}
+    assert len(ids) <= NODE_BUDGET // 2
+    assert text.count(" -> ") == len(ids) - 1  # still a chain
+    assert '"#nodes 1-667" [' in text and "from x" in text
+
+
+@needs_dot
+def test_cli_draws_a_huge_graph_within_the_budget_and_says_so(tmp_path, capsys):
+    from graphengine.cli.main import main
+
+    g = ge.Graph("chain")
+    h = g.placeholder("x", (3,))
+    for _ in range(3_000):
+        h = ge.sin(h)
+    g.save(tmp_path / "chain.pb")
+    assert main(["render", str(tmp_path / "chain.pb"), "-o", str(tmp_path / "c.svg")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("graphengine render: note: the drawing has 3,001 nodes")
+    assert out[1] == f"wrote {tmp_path / 'c.svg'}"
+
+
+# -- dot: failures, fallbacks, timeouts ----------------------------------------------------------
+
+@needs_dot
+@pytest.mark.parametrize("view", ["gradient", "both"])
+def test_the_rnn_with_nested_scopes_renders_with_the_installed_dot(tmp_path, graphs, view):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RenderWarning)  # no fallback needed
+        path = ge.render(graphs["text_rnn"], tmp_path / f"rnn_{view}.png", view=view)
+    check_bounds(*png_size(path.read_bytes()), f"text_rnn {view}")
+
+
+@needs_dot
+def test_a_failing_dot_falls_back_to_newrank_then_to_no_clusters(tmp_path, graphs,
+                                                                  monkeypatch):
+    real = render_module.run_dot
+    seen = []
+
+    def picky(text, fmt, timeout=None):
+        seen.append(text)
+        if "newrank" not in text or (len(seen) > 2 and "subgraph" in text):
+            raise render_module.DotFailedError("dot failed", "trouble in init_rank")
+        return real(text, fmt, timeout)
+
+    monkeypatch.setattr(render_module, "run_dot", picky)
+    with pytest.warns(RenderWarning, match=r"\(trouble in init_rank\); drew it with Graphviz's "
+                                           r"other ranking \(newrank=true\) instead"):
+        ge.render(graphs["text_rnn"], tmp_path / "a.svg", view="both")
+    assert (tmp_path / "a.svg").read_text().startswith("<?xml")
+
+    def clusters_fail(text, fmt, timeout=None):
+        if "subgraph" in text:
+            raise render_module.DotFailedError("dot failed", "trouble in init_rank")
+        return real(text, fmt, timeout)
+
+    monkeypatch.setattr(render_module, "run_dot", clusters_fail)
+    with pytest.warns(RenderWarning, match="drew it with no scope clusters instead"):
+        ge.render(graphs["text_rnn"], tmp_path / "b.svg", view="both")
+
+    def always_fail(text, fmt, timeout=None):
+        raise render_module.DotFailedError("Graphviz's dot failed (exit code 1)", "boom")
+
+    monkeypatch.setattr(render_module, "run_dot", always_fail)
+    with pytest.raises(ge.RenderError, match="exit code 1"):
+        ge.render(graphs["text_rnn"], tmp_path / "c.svg", view="both")
+
+
+@needs_dot
+def test_dot_past_its_timeout_is_stopped_with_one_clear_line(tmp_path, graphs, capsys):
+    from graphengine.cli.main import main
+
+    with pytest.raises(ge.RenderError, match=r"did not finish laying out [\d,]+ nodes and "
+                                             r"[\d,]+ edges within 0.001 s"):
+        ge.render(graphs["transformer_encoder"], tmp_path / "t.svg", view="both",
+                  timeout=0.001)
+    graphs["text_rnn"].save(tmp_path / "rnn.pb")
+    code = main(["render", str(tmp_path / "rnn.pb"), "-o", str(tmp_path / "r.png"),
+                 "--view", "both", "--timeout", "0.001"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("graphengine render: RenderError: Graphviz's dot did not finish")
+    assert "--timeout SECONDS" in err
+
+
+# -- values on a realistic drawing ---------------------------------------------------------------
+
+def _digits_batch():
+    with np.load(ROOT / "examples" / "data" / "digits.npz", allow_pickle=False) as d:
+        return {"images": d["test_images"][:16], "labels": d["test_labels"][:16]}
+
+
+def _text_boxes(svg: str) -> list[tuple[float, float, float, float, str]]:
+    """The box of each text line of a dot SVG: (left, right, top, bottom, text),
+    from its anchor, font size and an upper bound of Helvetica's glyph width."""
+    boxes = []
+    pattern = re.compile(r'<text text-anchor="(\w+)" x="([-\d.]+)" y="([-\d.]+)" '
+                         r'font-family="[^"]*" font-size="([\d.]+)"[^>]*>([^<]*)</text>')
+    for anchor, x, y, size, text in pattern.findall(svg):
+        x, y, size = float(x), float(y), float(size)
+        width = 0.5 * size * len(text)  # Helvetica averages about 0.5 em a glyph
+        left = {"start": x, "middle": x - width / 2, "end": x - width}[anchor]
+        boxes.append((left, left + width, y - 0.75 * size, y + 0.2 * size, text))
+    return boxes
+
+
+@needs_dot
+def test_values_and_gradients_on_the_cnn_do_not_overlap(tmp_path, graphs):
+    path = ge.render(graphs["digits_cnn"], tmp_path / "cnn.svg", view="forward",
+                     feeds=_digits_batch(), grad=True, legend=False)
+    svg = path.read_text()
+    assert svg.count(">grad (") > 10 and svg.count(">value (") > 10
+    boxes = _text_boxes(svg)
+    overlaps = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            width = min(a[1], b[1]) - max(a[0], b[0])
+            height = min(a[3], b[3]) - max(a[2], b[2])
+            if width > 2 and height > 2:  # more than a sliver of two points
+                overlaps.append((a[4], b[4]))
+    assert not overlaps, overlaps[:5]
+
+
+# -- the whole matrix, with the installed dot ----------------------------------------------------
+
+@needs_dot
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["svg", "png"])
+@pytest.mark.parametrize("view", ["forward", "gradient", "both"])
+@pytest.mark.parametrize("name", MODELS)
+def test_every_gallery_view_renders_within_bounds(tmp_path, graphs, name, view, fmt):
+    import time
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RenderWarning)  # no fallback, no automatic collapse
+        path = ge.render(graphs[name], tmp_path / f"{name}_{view}.{fmt}", view=view)
+    seconds = time.perf_counter() - start
+    data = path.read_bytes()
+    size = png_size(data) if fmt == "png" else svg_size(data.decode())
+    check_bounds(*size, f"{name} {view}")
+    assert seconds < 10, f"{name} {view} {fmt} took {seconds:.1f} s"
