@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "ops.md"
 
 FAMILIES = ["elementwise", "reduce", "linalg", "shape", "indexing", "nn", "conv", "pool", "norm",
-            "loss", "sources"]
+            "loss", "collective", "sources"]
 
 
 def _dtypes(names) -> str:

@@ -84,6 +84,13 @@ def _add_train(subparsers) -> None:
                                                      "DIR (or from a checkpoint file)")
     run.add_argument("--log", metavar="FILE.jsonl", help="per-epoch metrics log (JSON lines)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
+    mpi = parser.add_argument_group("data-parallel training over MPI (the [mpi] extra)")
+    mpi.add_argument("--workers", type=int, metavar="K",
+                     help="train data-parallel in K processes, started with mpiexec (the same "
+                          "as mpiexec -n K graphengine train ...)")
+    mpi.add_argument("--sync-batch-norm", action="store_true",
+                     help="batch_norm statistics over the whole batch, from every process "
+                          "(default: each process's own slice)")
     # For tests: hold each finished temporary checkpoint this long before its rename.
     parser.add_argument("--pause-before-rename", type=float, default=0.0,
                         help=argparse.SUPPRESS)
@@ -144,6 +151,21 @@ def _parse_map(items: list[str], option: str) -> dict[str, str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ..mpi import launched_by_mpi
+    from ..training.distributed import from_launcher, launch
+
+    if args.workers is not None and args.workers < 1:
+        raise CommandError(f"--workers {args.workers}: give a number of processes >= 1")
+    if (args.workers or 1) > 1 and not launched_by_mpi():
+        return launch(args.workers, args.argv)
+    parallel = from_launcher(sync_batch_norm=args.sync_batch_norm, workers=args.workers)
+    if parallel is None:
+        return _train(args, None)
+    with parallel.stop_job_on_error("train", args.debug):
+        return _train(args, parallel)
+
+
+def _train(args: argparse.Namespace, parallel) -> int:
     from ..serialize import load, save
     from ..training.trainer import Trainer
 
@@ -161,9 +183,12 @@ def run_train(args: argparse.Namespace) -> int:
                       val_map=_parse_map(args.val_map, "--val-map"),
                       checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
                       keep_checkpoints=args.keep, log=log,
-                      progress=False if args.quiet else None, **_settings(args, graph))
+                      progress=False if args.quiet else None, parallel=parallel,
+                      **_settings(args, graph))
     trainer._checkpoint_pause = args.pause_before_rename
     result = trainer.fit(resume=args.resume)
+    if parallel is not None and not parallel.is_root:
+        return 0  # rank 0 writes the model
     graph.training = result.spec
     save(graph, args.output)
     if not args.quiet:

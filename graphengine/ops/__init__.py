@@ -1,6 +1,7 @@
 """The op set.  Importing this package registers every op family."""
 
 from . import (  # noqa: F401  (importing a family registers its ops)
+    collective,
     conv,
     elementwise,
     indexing,

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from .optimizers import clip_scale, global_norm, optimizer_from_spec
 from .progress import ProgressBar
 from .schedules import make_schedule
 from .settings import describe_changes, flatten, resolve_spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .distributed import DataParallel
 
 
 @dataclass
@@ -116,6 +119,9 @@ class Trainer:
         progress: draw a progress bar and print epoch lines (None: the bar only
             when ``stream`` is a terminal; False: print nothing).
         stream: where the bar and messages go (default stderr).
+        parallel: train as one process of a data-parallel MPI job
+            (:class:`~.distributed.DataParallel`); only rank 0 writes checkpoints,
+            the log and messages.
         **settings: training settings over the spec (``learning_rate=0.1`` ...).
 
     Raises TrainingError when the data do not fit the placeholders (naming the
@@ -139,7 +145,11 @@ class Trainer:
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
                  keep_checkpoints: int = 3, log: str | os.PathLike | None = None,
                  progress: bool | None = None, stream: IO[str] | None = None,
-                 **settings: Any) -> None:
+                 parallel: DataParallel | None = None, **settings: Any) -> None:
+        self.parallel = parallel
+        if parallel is not None:
+            checkpoint_dir, log, progress, stream = parallel.outputs(checkpoint_dir, log,
+                                                                     progress, stream)
         self.graph = graph
         self.spec = spec = resolve_spec(graph, **settings)
         self.callbacks = list(callbacks)
@@ -220,7 +230,9 @@ class Trainer:
         with warnings.catch_warnings():
             # A parameter the loss ignores gets a zero gradient; training says nothing.
             warnings.simplefilter("ignore", GradientWarning)
-            self.grad_graph = gradients(graph, spec.loss, self.param_names)
+            self.grad_graph = (
+                gradients(graph, spec.loss, self.param_names) if self.parallel is None
+                else self.parallel.gradient_graph(graph, spec.loss, self.param_names))
         self.grad_graph.values = graph.values  # one dict: updates reach the forward graph
         info = self.grad_graph.gradient
         if info.zero:
@@ -231,13 +243,17 @@ class Trainer:
         self._batch_norms = _batch_norms(graph, prune_to(graph, [spec.loss]))
         fetches = [info.loss] + [info.grads[p] for p in self.param_names]
         for node in self._batch_norms:
-            fetches += [make_ref(node.name, node.opdef.outputs.index(update.batch))
-                        for update in node.opdef.state_updates]
+            stats = [make_ref(node.name, node.opdef.outputs.index(update.batch))
+                     for update in node.opdef.state_updates]
+            fetches += stats if self.parallel is None else list(map(self.parallel.fetch, stats))
         if self.accuracy is not None:
             fetches.append(self.accuracy.predictions)
-        self._feeds = [n for n in prune_to(self.grad_graph, fetches) if n.op == "placeholder"]
+        # A fed seed gradient (a data-parallel share) is the trainer's, not the data's.
+        self._feeds = [n for n in prune_to(self.grad_graph, fetches)
+                       if n.op == "placeholder" and n.name != info.seed]
         self.train_plan: Plan = compile_plan(self.grad_graph, fetches,
-                                             [n.name for n in self._feeds])
+                                             [n.name for n in self._feeds]
+                                             + ([info.seed] if info.seed else []))
         self._stat_scratch = {name: np.empty_like(graph.values[name])
                               for node in self._batch_norms
                               for name in _running_stats(node)}
@@ -255,12 +271,14 @@ class Trainer:
         checkpoint written stays as it was) or on a checkpoint of another graph.
         """
         result = TrainResult(self.graph, self.spec)
-        if resume is not None:
+        if resume is not None and (self.parallel is None or self.parallel.is_root):
             state = self._resume(resume)
         else:
             state = _RunState()
             if self.log is not None:
                 self.log.truncate_after(0)  # a fresh run starts a fresh log
+        if self.parallel is not None:
+            state = self.parallel.synchronize(self, state)  # every process as rank 0
         params = {name: self.graph.values[name] for name in self.param_names}
         feeder = BatchFeeder(self.train_data, self.spec.batch_size)
         while state.epoch < self.spec.epochs and not self._stop:
@@ -269,6 +287,8 @@ class Trainer:
                 result.history.append(record)
         result.steps = state.step
         result.stopped = state.epoch < self.spec.epochs
+        if self.parallel is not None:
+            self.parallel.finish(self)
         return result
 
     def _run_epoch(self, state: _RunState, params: dict[str, np.ndarray],
@@ -287,7 +307,9 @@ class Trainer:
         try:
             for i, (start, stop) in enumerate(bounds):
                 batch = start // spec.batch_size
-                feeds = feeder.feeds(state.order[start:stop])
+                indices = state.order[start:stop]
+                feeds = (feeder.feeds(indices) if self.parallel is None
+                         else self.parallel.feeds(feeder, indices))
                 loss, correct = self._step(params, feeds, state.step, state.epoch, batch)
                 state.step += 1
                 state.position = stop
@@ -297,6 +319,8 @@ class Trainer:
                                 self.schedule(state.step - 1))
                 for callback in self.callbacks:
                     callback.on_step(self, info)
+                if self.parallel is not None and self.callbacks:
+                    self._stop = self.parallel.agree_to_stop(self._stop)
                 if i == len(bounds) - 1:
                     break  # the epoch-end checkpoint follows
                 if self._stop or (self.checkpoint_every
@@ -321,7 +345,10 @@ class Trainer:
     def _step(self, params: dict[str, np.ndarray], feeds: dict[str, np.ndarray], step: int,
               epoch: int, batch: int) -> tuple[float, int | None]:
         """One update; returns the batch's loss and its count of correct predictions."""
-        out = self.train_plan.run(feeds, training=True, seed=(self.spec.seed << 32) + step)
+        seed = (self.spec.seed << 32) + step
+        if self.parallel is not None:
+            seed = self.parallel.run_seed(seed)
+        out = self.train_plan.run(feeds, training=True, seed=seed)
         loss = float(out[0])
         if not math.isfinite(loss):
             self._fail_non_finite(f"the loss is {loss}", step, epoch, batch)
@@ -337,6 +364,8 @@ class Trainer:
         correct = None
         if self.accuracy is not None:
             correct = self.accuracy.correct(out[-1], feeds[self.accuracy.labels])
+            if self.parallel is not None:
+                correct = self.parallel.total(correct)
         self.optimizer.step(params, grads, self.schedule(step), scale)
         self._update_running_stats(out[1 + n:])
         return loss, correct
@@ -369,7 +398,8 @@ class Trainer:
                                   "learning_rate": self.schedule(state.step - 1)}
         record.update(totals.result(self.accuracy is not None, prefix="train_"))
         if self.val_data is not None:
-            val = self.evaluator(self.val_data)
+            val = (self.evaluator(self.val_data) if self.parallel is None
+                   else self.parallel.evaluate(self.evaluator, self.val_data))
             record.update({f"val_{k}": v for k, v in val.items() if k != "examples"})
         record["seconds"] = round(seconds, 4)
         record["examples_per_second"] = round(totals.examples / max(seconds, 1e-9), 1)
