@@ -19,7 +19,6 @@ import numpy as np
 from ..dtypes import NUMERIC_TYPES
 from ..mpi import world
 from ..shapes import TensorType
-from .nn import is_zeros
 from .norm import BatchNorm, _stat_axes
 from .registry import Attr, F, Input, OpDef, get_op, register
 
@@ -141,20 +140,27 @@ class SyncBatchNorm(OpDef):
 
         rstd = 1.0 / F.sqrt(var + node.attrs["epsilon"])
         centred = x - per_element(mean)
-        xhat = centred * per_element(rstd)
-        dbeta = F.sum(dy, axis=axes)
-        dgamma = F.sum(dy * xhat, axis=axes)
-        dx = None
+        dx = dgamma = dbeta = None
+        terms = []
+        if dy is not None:
+            xhat = centred * per_element(rstd)
+            dbeta = F.sum(dy, axis=axes)
+            dgamma = F.sum(dy * xhat, axis=axes)
         if node.wants(0):
-            # 1/M in a training run, 0 in an inference run (no statistics of x then).
+            # 1/M (M: the global count) in a training run, 0 in an inference run,
+            # where the statistics do not depend on x.
             inverse = F.training_flag(x) / count
-            total_beta, total_gamma = F.split(F.allreduce(F.concatenate([dbeta, dgamma])), 2)
-            through_stats = per_element(total_beta) + xhat * per_element(total_gamma)
-            dx = per_element(gamma * rstd) * (dy - through_stats * inverse)
-            if not is_zeros(dmean):
-                dx = dx + per_element(F.allreduce(dmean)) * inverse
-            if not is_zeros(dvar):
-                dx = dx + centred * per_element(F.allreduce(dvar)) * (inverse * 2.0)
+            if dy is not None:
+                total_beta, total_gamma = F.split(F.allreduce(F.concatenate([dbeta, dgamma])),
+                                                  2)
+                through_stats = per_element(total_beta) + xhat * per_element(total_gamma)
+                terms.append(per_element(gamma * rstd) * (dy - through_stats * inverse))
+            if dmean is not None:
+                terms.append(per_element(F.allreduce(dmean)) * inverse)
+            if dvar is not None:
+                terms.append(centred * per_element(F.allreduce(dvar)) * (inverse * 2.0))
+            if terms:
+                dx = terms[0] if len(terms) == 1 else F.add_n(terms)
         return [dx, dgamma if node.wants(1) else None, dbeta if node.wants(2) else None,
                 None, None]
 
