@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover - what the lazy names below resolve to
     from .gradcheck import gradcheck
     from .gradients import GradientWarning, gradients
     from .onnx import from_onnx, to_onnx
+    from .passes import PassReport, optimize
     from .render import RenderError, render, to_dot
     from .serialize import load, save
     from .training import Trainer, train
@@ -47,6 +48,8 @@ _LAZY = {
     "GradientWarning": "gradients",
     "from_onnx": "onnx",
     "to_onnx": "onnx",
+    "optimize": "passes",
+    "PassReport": "passes",
     "RenderError": "render",
     "render": "render",
     "to_dot": "render",
@@ -59,7 +62,7 @@ _LAZY = {
 __all__ = ["Graph", "Tensor", "run", "ops", "gradients", "gradcheck", "GradientWarning",
            "GraphEngineError", "GraphError", "ShapeError", "FeedError", "FileFormatError",
            "GradientError", "ExecutionError", "TrainingError", "RenderError", "render", "to_dot",
-           "load", "save", "train", "Trainer", "from_onnx", "to_onnx",
+           "load", "save", "train", "Trainer", "from_onnx", "to_onnx", "optimize", "PassReport",
            *_op_names]
 
 

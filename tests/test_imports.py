@@ -52,6 +52,7 @@ def test_cli_parser_loads_no_heavy_module():
 @pytest.mark.parametrize("name, module", [("run", "graphengine.executor"),
                                           ("load", "graphengine.serialize"),
                                           ("gradients", "graphengine.gradients"),
+                                          ("optimize", "graphengine.passes"),
                                           ("train", "graphengine.training")])
 def test_lazy_names_resolve_on_use(name, module):
     modules = _loaded_after(f"import graphengine as ge\nassert callable(ge.{name})")

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from ..errors import GraphEngineError
 
 #: Modules of graphengine.cli that each add one or more sub-commands.
-COMMANDS = ["inspect_cmd", "run_cmd", "grad_cmd", "render_cmd", "train_cmd", "onnx_cmd"]
+COMMANDS = ["inspect_cmd", "run_cmd", "grad_cmd", "render_cmd", "train_cmd", "onnx_cmd",
+            "optimize_cmd"]
 
 
 class CommandError(GraphEngineError):

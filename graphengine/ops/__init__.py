@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (importing a family registers its ops)
     collective,
     conv,
     elementwise,
+    fused,
     indexing,
     linalg,
     loss,

@@ -1,0 +1,363 @@
+"""Fused ops: what the fusion pass (:mod:`graphengine.passes.fuse`) builds.
+
+Each is an ordinary registry op (schema, shape rule, numpy kernel, gradient rule),
+so an optimized graph saves, loads, draws, runs and differentiates like any
+other.  They are internal: users write ``ge.relu(x @ w + b)`` and the pass makes
+the ``dense`` node.
+
+* ``dense``: matmul + bias + activation in one kernel (the activation in place);
+* ``relu_grad``: relu's backward, ``dy * (y > 0)``;
+* ``softmax_cross_entropy_grad``: softmax cross-entropy's backward with integer
+  labels, ``(exp(log_prob) - one_hot(labels)) * g``;
+* ``batch_norm_grad``: batch normalization's backward, the three gradients in one
+  kernel;
+* ``elementwise_chain``: a chain of unary elementwise ops in one step.
+
+The gradient rules of the last three rebuild their formula from primitive ops
+and differentiate it (:func:`_vjp_by_expansion`): these rules only run when an
+optimized gradient graph is differentiated again (second order), so one rule
+that follows the primitives exactly beats a hand-derived one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..dtypes import FLOAT_TYPES, INDEX_TYPES
+from ..shapes import TensorType, format_shape, normalize_axis
+from .registry import REGISTRY, Attr, F, Input, OpDef, register
+
+#: Activations ``dense`` applies, each with its derivative written from the output y.
+ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
+
+#: Unary ops an ``elementwise_chain`` may hold: one float input, no attributes, the
+#: input's type out, a gradient rule.
+CHAINABLE = ("negative", "square", "abs", "exp", "log", "sqrt", "sin", "cos", "tanh",
+             "sigmoid", "relu", "softplus")
+
+
+def _same_dims(a, b) -> bool:
+    return len(a) == len(b) and all(
+        x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a, b))
+
+
+# -- forward ------------------------------------------------------------------------
+
+@register
+class Dense(OpDef):
+    """activation(x @ w + b) for x (N, K), w (K, M), b (M,): one matmul, then the
+    bias and the activation applied in place.  ``activation`` is none, relu, tanh
+    or sigmoid.  vjp: with dz = dy * activation'(y) (from the output y: relu_grad,
+    1 - y**2, y (1 - y)), dx = dz @ w.T, dw = x.T @ dz, db = sum(dz, axis 0).
+    """
+
+    name = "dense"
+    internal = True
+    inputs = (Input("x", FLOAT_TYPES), Input("w", FLOAT_TYPES), Input("b", FLOAT_TYPES))
+    attrs = (Attr("activation", "str", "none", choices=ACTIVATIONS),)
+
+    def infer(self, x, w, b, *, activation):
+        if x.dtype != w.dtype or b.dtype != x.dtype:
+            raise ValueError(f"x, w and b must have one dtype, got {x.dtype.name}, "
+                             f"{w.dtype.name} and {b.dtype.name}")
+        if x.rank != 2 or w.rank != 2 or b.rank != 1:
+            raise ValueError(f"expected x (N, K), w (K, M) and b (M,), got "
+                             f"{format_shape(x.shape)}, {format_shape(w.shape)} and "
+                             f"{format_shape(b.shape)}")
+        if not _same_dims(x.shape[1:], w.shape[:1]) or not _same_dims(w.shape[1:], b.shape):
+            raise ValueError(f"shapes x {format_shape(x.shape)}, w {format_shape(w.shape)} "
+                             f"and b {format_shape(b.shape)} do not fit x @ w + b")
+        return TensorType(x.dtype, (x.shape[0], w.shape[1]))
+
+    def kernel(self, x, w, b, *, activation):
+        y = x @ w
+        y += b
+        if activation == "relu":
+            np.maximum(y, y.dtype.type(0), out=y)
+        elif activation == "tanh":
+            np.tanh(y, out=y)
+        elif activation == "sigmoid":
+            y = REGISTRY["sigmoid"].kernel(y)
+        return y
+
+    def vjp(self, node, dy):
+        x, w, _ = node.inputs
+        y = node.outputs[0]
+        activation = node.attrs["activation"]
+        if activation == "relu":
+            dz = F.relu_grad(dy, y)
+        elif activation == "tanh":
+            dz = dy * (1.0 - y * y)
+        elif activation == "sigmoid":
+            dz = dy * (y * (1.0 - y))
+        else:
+            dz = dy
+        return [F.matmul(dz, F.transpose(w)) if node.wants(0) else None,
+                F.matmul(F.transpose(x), dz) if node.wants(1) else None,
+                F.sum(dz, axis=0) if node.wants(2) else None]
+
+
+@register
+class ElementwiseChain(OpDef):
+    """The unary elementwise ops named in ``ops`` (from :data:`CHAINABLE`) applied
+    in order: ``elementwise_chain(x, ops=("exp", "tanh"))`` is tanh(exp(x)), one
+    plan step instead of two.  vjp: the chain rule through each op's own rule
+    (the intermediate values are recomputed in the gradient graph)."""
+
+    name = "elementwise_chain"
+    internal = True
+    inputs = (Input("x", FLOAT_TYPES),)
+    attrs = (Attr("ops", "strs"),)
+
+    def infer(self, x, *, ops):
+        if len(ops) < 2:
+            raise ValueError(f"a chain holds at least two ops, got {list(ops)}")
+        bad = [op for op in ops if op not in CHAINABLE]
+        if bad:
+            raise ValueError(f"{bad[0]!r} cannot be chained; ops must be among "
+                             f"{', '.join(CHAINABLE)}")
+        return x
+
+    def kernel(self, x, *, ops):
+        for op in ops:
+            x = REGISTRY[op].kernel(x)
+        return x
+
+    def vjp(self, node, dy):
+        def expand(x):
+            for op in node.attrs["ops"]:
+                x = getattr(F, op)(x)
+            return [x]
+
+        return _vjp_by_expansion(node, [dy], expand)
+
+
+# -- backward -----------------------------------------------------------------------
+
+@register
+class ReluGrad(OpDef):
+    """relu's backward: dy where y > 0, else 0 (y is relu's output, or its input:
+    both are positive at the same places).  vjp: d dy = relu_grad(g, y); y gets no
+    gradient (its derivative is zero almost everywhere)."""
+
+    name = "relu_grad"
+    internal = True
+    inputs = (Input("dy", FLOAT_TYPES), Input("y", FLOAT_TYPES, differentiable=False))
+
+    def infer(self, dy, y):
+        if dy.dtype != y.dtype or not _same_dims(dy.shape, y.shape):
+            raise ValueError(f"dy {dy} and y {y} must have one dtype and shape")
+        return dy
+
+    def kernel(self, dy, y):
+        return np.multiply(dy, y > 0)
+
+    def vjp(self, node, dy):
+        return [F.relu_grad(dy, node.inputs[1]), None]
+
+
+@register
+class SoftmaxCrossEntropyGrad(OpDef):
+    """softmax_cross_entropy's gradient with respect to the logits, for integer
+    labels: (exp(log_prob) - one_hot(labels, axis)) * g, with g (the loss gradient
+    per sample, labels' shape) repeated along the class ``axis``.  A label outside
+    [0, classes) gives a zero one-hot row, as ``one_hot`` does.  vjp: by expansion
+    into exp, one_hot, subtract, broadcast_like and multiply."""
+
+    name = "softmax_cross_entropy_grad"
+    internal = True
+    inputs = (Input("log_prob", FLOAT_TYPES), Input("labels", INDEX_TYPES, differentiable=False),
+              Input("g", FLOAT_TYPES))
+    attrs = (Attr("axis", "int", -1),)
+
+    def infer(self, log_prob, labels, g, *, axis):
+        axis = normalize_axis(axis, log_prob.rank)
+        samples = log_prob.shape[:axis] + log_prob.shape[axis + 1:]
+        if not _same_dims(labels.shape, samples) or not _same_dims(g.shape, samples):
+            raise ValueError(f"labels {format_shape(labels.shape)} and g "
+                             f"{format_shape(g.shape)} must have the shape of log_prob "
+                             f"without axis {axis}, {format_shape(samples)}")
+        if g.dtype != log_prob.dtype:
+            raise ValueError(f"g is {g.dtype.name} but log_prob is {log_prob.dtype.name}")
+        if not isinstance(log_prob.shape[axis], int):
+            raise ValueError(f"the class axis {axis} of log_prob must have a known size")
+        return log_prob
+
+    def kernel(self, log_prob, labels, g, *, axis):
+        axis = normalize_axis(axis, log_prob.ndim)
+        classes = log_prob.shape[axis]
+        p = np.exp(log_prob)
+        index = np.expand_dims(labels, axis)
+        if labels.size and labels.min() >= 0 and labels.max() < classes:
+            picked = np.take_along_axis(p, index, axis)
+            np.put_along_axis(p, index, picked - p.dtype.type(1), axis)
+        else:  # one_hot's rule: an out-of-range label has no one
+            p -= (np.arange(classes).reshape([-1 if a == axis else 1 for a in range(p.ndim)])
+                  == index)
+        p *= np.expand_dims(g, axis)
+        return p
+
+    def vjp(self, node, dy):
+        axis = normalize_axis(node.attrs["axis"], node.inputs[0].ndim)
+
+        def expand(log_prob, labels, g):
+            depth = log_prob.shape[axis]
+            hot = F.one_hot(labels, depth=depth, dtype=log_prob.dtype, axis=axis)
+            return [(F.exp(log_prob) - hot) * F.broadcast_like(g, log_prob, axes=[axis])]
+
+        return _vjp_by_expansion(node, [dy], expand)
+
+
+def _stat_axes(rank: int) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, rank))
+
+
+@register
+class BatchNormGrad(OpDef):
+    """batch_norm's backward: dx, dgamma and dbeta from dy, x, gamma and the
+    statistics the forward node used (its mean and var outputs).  With rstd =
+    1 / sqrt(var + epsilon), xhat = (x - mean) rstd and M elements per channel:
+    dbeta = sum(dy), dgamma = sum(dy xhat), dx = gamma rstd (dy - t (dbeta + xhat
+    dgamma) / M), where t is 1 in a training run (the statistics depend on x)
+    and 0 in an inference run.  vjp: by expansion into those primitives."""
+
+    name = "batch_norm_grad"
+    internal = True
+    inputs = (Input("dy", FLOAT_TYPES), Input("x", FLOAT_TYPES), Input("gamma", FLOAT_TYPES),
+              Input("mean", FLOAT_TYPES), Input("var", FLOAT_TYPES))
+    outputs = ("dx", "dgamma", "dbeta")
+    attrs = (Attr("epsilon", "float", 1e-5),)
+    uses_context = True
+
+    def infer(self, dy, x, gamma, mean, var, *, epsilon):
+        if x.rank < 2 or not _same_dims(dy.shape, x.shape):
+            raise ValueError(f"dy {format_shape(dy.shape)} and x {format_shape(x.shape)} "
+                             "must have one shape with a channel axis 1")
+        for name, t in (("dy", dy), ("gamma", gamma), ("mean", mean), ("var", var)):
+            if t.dtype != x.dtype:
+                raise ValueError(f"{name} is {t.dtype.name} but x is {x.dtype.name}")
+        for name, t in (("gamma", gamma), ("mean", mean), ("var", var)):
+            if not _same_dims(t.shape, x.shape[1:2]):
+                raise ValueError(f"{name} must have shape ({x.shape[1]},), got "
+                                 f"{format_shape(t.shape)}")
+        return x, gamma, gamma
+
+    def kernel(self, dy, x, gamma, mean, var, *, epsilon, ctx):
+        axes = _stat_axes(x.ndim)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        rstd = 1 / np.sqrt(var + x.dtype.type(epsilon))
+        xhat = (x - mean.reshape(shape)) * rstd.reshape(shape)
+        dbeta = np.sum(dy, axis=axes, dtype=x.dtype)
+        dgamma = np.sum(dy * xhat, axis=axes, dtype=x.dtype)
+        if ctx.training:
+            count = x.dtype.type(x.size // x.shape[1])
+            xhat *= (dgamma / count).reshape(shape)
+            xhat += (dbeta / count).reshape(shape)
+            dx = dy - xhat
+        else:
+            dx = dy.copy()
+        dx *= (gamma * rstd).reshape(shape)
+        return dx, dgamma, dbeta
+
+    def vjp(self, node, dys):
+        eps = node.attrs["epsilon"]
+
+        def expand(dy, x, gamma, mean, var):
+            axes = _stat_axes(x.ndim)
+
+            def per_element(v, mean=False):
+                return F.broadcast_like(v, x, axes=axes, mean=mean)
+
+            rstd = 1.0 / F.sqrt(var + eps)
+            xhat = (x - per_element(mean)) * per_element(rstd)
+            dbeta = F.sum(dy, axis=axes)
+            dgamma = F.sum(dy * xhat, axis=axes)
+            through_stats = per_element(dbeta, mean=True) + xhat * per_element(dgamma, mean=True)
+            dx = per_element(gamma * rstd) * (dy - through_stats * F.training_flag(x))
+            return [dx, dgamma, dbeta]
+
+        return _vjp_by_expansion(node, dys, expand)
+
+
+# -- gradients by expansion -----------------------------------------------------------
+
+def _vjp_by_expansion(node, dys: Sequence, expand: Callable) -> list:
+    """The vjp of a fused node, by building its formula from primitive ops on the
+    node's inputs (``expand(*inputs)`` returns one tensor per output) and running
+    reverse mode over just those nodes.  ``dys`` holds one gradient per output
+    (None where none arrives); returns one gradient per input (None for none)."""
+    from ..gradients import NodeView, _fit
+
+    outputs = expand(*node.inputs)
+    graph = node.inputs[0].graph
+    stop = {t.name for t in node.inputs}
+    order = _local_order(graph, [t.name for t in outputs], stop)
+    pending: dict[str, list] = {}
+    for out, dy in zip(outputs, dys):
+        if dy is not None and not _is_zeros(dy):
+            pending.setdefault(out.name, []).append(dy)
+    depends = _depends_on(graph, order, stop)
+    for inner in reversed(order):
+        grads = [_total(pending.pop(r, None)) for r in inner.output_refs()]
+        if all(g is None for g in grads) or inner.opdef.vjp is None:
+            continue
+        wanted = [ref in depends and inner.opdef.input_spec(i).differentiable
+                  and ref in _float_refs(graph, [ref])
+                  for i, ref in enumerate(inner.inputs)]
+        view = NodeView(graph, inner, wanted)
+        results = inner.opdef.vjp(view, grads[0] if len(grads) == 1 else grads)
+        for ref, grad, want in zip(inner.inputs, results, wanted):
+            if grad is not None and want:
+                pending.setdefault(ref, []).append(_fit(graph, grad, ref))
+    return [_total(pending.get(t.name)) if node.wants(i) else None
+            for i, t in enumerate(node.inputs)]
+
+
+def _is_zeros(tensor) -> bool:
+    return tensor.graph.node(tensor.node).op == "zeros_like"
+
+
+def _total(parts):
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else F.add_n(parts)
+
+
+def _float_refs(graph, refs):
+    return {r for r in refs if graph.type_of(r).dtype.kind == "f"}
+
+
+def _local_order(graph, roots: list[str], stop: set[str]) -> list:
+    """The nodes between ``stop`` (the fused node's inputs) and ``roots``, in
+    topological order (a depth-first post-order)."""
+    from ..graph import parse_ref
+
+    order, seen = [], set()
+    stack = [(parse_ref(r)[0], False) for r in reversed(roots) if r not in stop]
+    while stack:
+        name, done = stack.pop()
+        if done:
+            order.append(graph.node(name))
+            continue
+        if name in seen:
+            continue
+        seen.add(name)
+        stack.append((name, True))
+        for ref in reversed(graph.node(name).inputs):
+            if ref not in stop and parse_ref(ref)[0] not in seen:
+                stack.append((parse_ref(ref)[0], False))
+    return order
+
+
+def _depends_on(graph, order, stop: set[str]) -> set[str]:
+    """Tensor refs among ``order``'s inputs and outputs that depend on ``stop``."""
+    live = set(stop)
+    for node in order:
+        if any(r in live for r in node.inputs):
+            live.update(node.output_refs())
+    return live
+
+
+__all__ = ["ACTIVATIONS", "CHAINABLE"]

@@ -1,0 +1,288 @@
+"""Fusion: common forward and backward patterns become one fused op each
+(:mod:`graphengine.ops.fused`), so a plan runs one kernel where it ran several.
+
+Forward:
+
+* ``activation(matmul(x, w) + b)``, x (N, K), w (K, M), b (M,), activation relu,
+  tanh or sigmoid (or none: ``matmul(x, w) + b`` alone) -> ``dense``;
+* a chain of unary elementwise ops (``exp``, ``tanh``, ``sqrt`` ...) ->
+  ``elementwise_chain``.
+
+Backward (the nodes the gradient pass emits):
+
+* relu's rule, ``where(y > 0, dy, 0)`` -> ``relu_grad(dy, y)``;
+* softmax cross-entropy's rule for integer labels, ``(exp(log_prob) -
+  one_hot(labels)) * g`` -> ``softmax_cross_entropy_grad``;
+* batch norm's rule (about twenty nodes) -> ``batch_norm_grad``.  Its nodes are
+  found by replaying the op's own gradient rule against the graph: the rule,
+  run again with identical nodes shared, must land on existing nodes only, which
+  then are exactly its dx, dgamma and dbeta.
+
+A pattern fuses only when its inner nodes feed nothing else and are not kept
+tensors, so no value is computed twice.  The fused node takes the name of the
+node it replaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..graph import Graph, Node, parse_ref
+from ..ops.fused import CHAINABLE
+from ..shapes import normalize_axis
+from .rewrite import Rewriter, use_counts
+
+_ACTIVATIONS = ("relu", "tanh", "sigmoid")
+
+
+def fuse_ops(graph: Graph, keep: Sequence[str], **_: Any) -> Graph:
+    """Apply the fusions of this module in one sweep; see the module docstring.
+
+    >>> import numpy as np, graphengine as ge
+    >>> from graphengine.passes import fuse_ops
+    >>> g = ge.Graph()
+    >>> x = g.placeholder("x", (None, 3))
+    >>> w, b = g.parameter("w", shape=(3, 2)), g.parameter("b", shape=(2,), init="zeros")
+    >>> g.mark_output(ge.relu(x @ w + b))
+    >>> [n.op for n in fuse_ops(g, g.outputs).nodes]
+    ['placeholder', 'parameter', 'parameter', 'dense']
+    """
+    fuser = _Fuser(graph, keep)
+    return fuser.run()
+
+
+class _Fuser:
+    def __init__(self, graph: Graph, keep: Sequence[str]) -> None:
+        self.graph = graph
+        self.rw = Rewriter(graph, keep)
+        self.uses = use_counts(graph)
+        self.consumers: dict[str, list[Node]] = {}
+        for node in graph.nodes:
+            for ref in node.inputs:
+                self.consumers.setdefault(parse_ref(ref)[0], []).append(node)
+        self.batch_norm = _find_batch_norm_gradients(graph)
+
+    def run(self) -> Graph:
+        rw = self.rw
+        for node in self.graph.nodes:
+            inputs = rw.inputs(node)
+            if node.name in self.batch_norm:
+                self._batch_norm_part(node)
+                continue
+            rule = _RULES.get(node.op)
+            if rule is None or not rule(self, node, inputs):
+                rw.copy(node)
+        return rw.finish()
+
+    # -- helpers -------------------------------------------------------------------
+    def inner(self, ref: str, op: str | tuple[str, ...]) -> Node | None:
+        """The producer of new-graph ref ``ref`` when it is an unkept, single-use,
+        single-output node of ``op`` copied from the source graph."""
+        node = self.rw.producer(ref)
+        ops = (op,) if isinstance(op, str) else op
+        if node is None or node.op not in ops or len(node.types) != 1:
+            return None
+        # Use counts are those of the source graph: valid for copied nodes and for
+        # fused ones, which take the name of the node they replace.
+        if self.uses.get(ref, 0) != 1 or node.name in self.rw.keep_nodes:
+            return None
+        return node
+
+    def _batch_norm_part(self, node: Node) -> None:
+        """Emit batch_norm_grad at the first of its three gradients, and let each
+        of the three be the matching output."""
+        rw = self.rw
+        forward, dy, grads = self.batch_norm[node.name]
+        key = f"__fused__{forward.name}"
+        if key not in rw.subst:
+            fused = rw.emit("batch_norm_grad",
+                            [rw.ref(dy), rw.ref(forward.inputs[0]), rw.ref(forward.inputs[1]),
+                             rw.ref(f"{forward.name}:1"), rw.ref(f"{forward.name}:2")],
+                            {"epsilon": forward.attrs["epsilon"]}, like=node)
+            rw.subst[key] = fused[0]
+        base = parse_ref(rw.subst[key])[0]
+        k = grads.index(node.output_refs()[0])
+        rw.replace(node, [f"{base}:{k}" if k else base])
+
+
+def _dense(f: _Fuser, node: Node, inputs: list[str]) -> bool:
+    """activation(x @ w + b), or x @ w + b when the sum feeds no activation."""
+    rw = f.rw
+    if node.op in _ACTIVATIONS:
+        total, activation = f.inner(inputs[0], "add"), node.op
+        if total is None:
+            return _chain(f, node, inputs)
+        operands = total.inputs
+    else:  # an add: leave it to its activation, if that will fuse it
+        consumers = f.consumers.get(node.name, [])
+        if len(consumers) == 1 and consumers[0].op in _ACTIVATIONS and \
+                f.uses.get(node.name, 0) == 1 and node.name not in rw.keep_nodes:
+            return False
+        total, activation, operands = node, "none", inputs
+    for product_ref, bias in (operands, operands[::-1]):
+        product = f.inner(product_ref, "matmul")
+        if product is None:
+            continue
+        x, w = product.inputs
+        tx, tw, tb = rw.type_of(x), rw.type_of(w), rw.type_of(bias)
+        if len(tx.shape) != 2 or len(tw.shape) != 2 or len(tb.shape) != 1 or \
+                rw.type_of(product_ref) != total.types[0] or not \
+                tx.dtype == tw.dtype == tb.dtype:
+            continue
+        rw.emit("dense", [x, w, bias], {"activation": activation}, like=node, name=node.name)
+        return True
+    return False
+
+
+def _chain(f: _Fuser, node: Node, inputs: list[str]) -> bool:
+    """u2(u1(x)) for chainable unary ops -> elementwise_chain(x, ops=(u1, u2))."""
+    if node.op not in CHAINABLE:
+        return False
+    inner = f.inner(inputs[0], (*CHAINABLE, "elementwise_chain"))
+    if inner is None or inner.types[0] != node.types[0]:
+        return False
+    ops = inner.attrs["ops"] if inner.op == "elementwise_chain" else (inner.op,)
+    f.rw.emit("elementwise_chain", [inner.inputs[0]], {"ops": (*ops, node.op)}, like=node,
+              name=node.name)
+    return True
+
+
+def _where(f: _Fuser, node: Node, inputs: list[str]) -> bool:
+    """where(t > 0, dy, 0) -> relu_grad(dy, t)."""
+    rw = f.rw
+    condition, dy, zero = inputs
+    test = rw.producer(condition)
+    if test is None or test.op != "greater" or not _is_zero(rw, zero) \
+            or not _is_zero(rw, test.inputs[1]):
+        return False
+    t = test.inputs[0]
+    if rw.type_of(t) != node.types[0] or rw.type_of(dy) != node.types[0]:
+        return False
+    rw.emit("relu_grad", [dy, t], {}, like=node, name=node.name)
+    return True
+
+
+def _is_zero(rw: Rewriter, ref: str) -> bool:
+    value = rw.constant(ref)
+    return value is not None and value.shape == () and float(value) == 0.0
+
+
+def _multiply(f: _Fuser, node: Node, inputs: list[str]) -> bool:
+    """(exp(P) - one_hot(L, axis=a)) * broadcast_like(G, axes=(a,)) ->
+    softmax_cross_entropy_grad(P, L, G, axis=a)."""
+    rw = f.rw
+    out = node.types[0]
+    for diff_ref, spread_ref in (inputs, inputs[::-1]):
+        diff, spread = f.inner(diff_ref, "subtract"), rw.producer(spread_ref)
+        if diff is None or spread is None or spread.op != "broadcast_like" \
+                or spread.attrs["mean"] or spread.attrs["axes"] is None \
+                or len(spread.attrs["axes"]) != 1:
+            continue
+        ex, hot = f.inner(diff.inputs[0], "exp"), rw.producer(diff.inputs[1])
+        if ex is None or hot is None or hot.op != "one_hot":
+            continue
+        rank = len(out.shape)
+        axis = normalize_axis(spread.attrs["axes"][0], rank)
+        log_prob, labels, g = ex.inputs[0], hot.inputs[0], spread.inputs[0]
+        if hot.attrs["axis"] % rank != axis or hot.attrs["dtype"] != out.dtype \
+                or rw.type_of(log_prob) != out or rw.type_of(spread_ref) != out \
+                or rw.type_of(diff_ref) != out or hot.attrs["depth"] != out.shape[axis] \
+                or rw.type_of(labels).dtype.name not in ("int32", "int64"):
+            continue
+        rw.emit("softmax_cross_entropy_grad", [log_prob, labels, g], {"axis": axis},
+                like=node, name=node.name)
+        return True
+    return False
+
+
+_RULES = {"relu": _dense, "tanh": _dense, "sigmoid": _dense, "add": _dense, "where": _where,
+          "multiply": _multiply, **{op: _chain for op in CHAINABLE if op not in _ACTIVATIONS}}
+
+
+# -- batch norm: find the gradient nodes by replaying the rule ----------------------
+
+def _find_batch_norm_gradients(graph: Graph) -> dict[str, tuple[Node, str, list[str]]]:
+    """For each batch_norm node whose gradients (x, gamma and beta) are in the
+    graph: {name of each gradient's node: (forward node, dy, [dx, dgamma, dbeta])}."""
+    info = graph.gradient
+    if info is None:
+        return {}
+    section = set(info.nodes)
+    derived: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        if node.name in section and node.derived_from:
+            derived.setdefault(node.derived_from, []).append(node)
+    found: dict[str, tuple[Node, str, list[str]]] = {}
+    for forward in graph.nodes:
+        if forward.op != "batch_norm" or forward.name not in derived:
+            continue
+        match = _replay_batch_norm(graph, forward, derived[forward.name])
+        if match is None:
+            continue
+        dy, grads = match
+        names = [parse_ref(r)[0] for r in grads]
+        if len(set(names)) != 3 or any(r != n for r, n in zip(grads, names)):
+            continue
+        for name in names:
+            found[name] = (forward, dy, grads)
+    return found
+
+
+def _replay_batch_norm(graph: Graph, forward: Node, nodes: list[Node]):
+    """(dy, [dx, dgamma, dbeta]) when batch_norm's rule, replayed on dy with no
+    gradient reaching the statistics outputs, builds nothing new; else None."""
+    from ..simplify import cse_key
+
+    y_type = forward.types[0]
+    candidates = []
+    for node in nodes:
+        for ref in (*node.inputs, *node.output_refs()):
+            if ref not in candidates and parse_ref(ref)[0] != forward.name and \
+                    ref != forward.inputs[0] and graph.type_of(ref) == y_type:
+                candidates.append(ref)
+    table: dict = {}
+    for node in graph.nodes:
+        if node.op == "constant":
+            value = node.attrs["value"]
+            table.setdefault(("constant", value.dtype.str, value.shape, value.tobytes()),
+                             node.name)
+            continue
+        key = cse_key(node.op, list(node.inputs), node.attrs)
+        if key is not None:
+            table.setdefault(key, node.name)
+    for dy in candidates[:8]:
+        for zeros in (False, True):
+            grads = _replay(graph, forward, table, dy, zeros)
+            if grads is not None:
+                return dy, grads
+    return None
+
+
+def _replay(graph: Graph, forward: Node, table: dict, dy: str, zeros: bool):
+    """Run batch_norm's rule on ``dy`` against a scratch view of ``graph`` whose
+    identical nodes are shared; its three gradients when it built nothing new.
+    ``zeros``: hand the statistics outputs zeros tensors instead of None (the
+    older multi-output contract)."""
+    from ..gradients import NodeView
+    from ..graph import Tensor, _GradientContext
+    from ..ops.registry import F
+
+    scratch = Graph(graph.name)  # shares the node records; values are not needed
+    scratch._nodes = dict(graph._nodes)
+    scratch._grad_ctx = _GradientContext(scope="replay", cse=dict(table))
+    try:
+        view = NodeView(scratch, forward, [True, True, True, False, False])
+        stats = [F.zeros_like(view.outputs[k]) if zeros else None for k in (1, 2)]
+        allowed = len(scratch)
+        results = forward.opdef.vjp(view, [scratch.tensor(dy), *stats])
+    except Exception:
+        return None
+    finally:
+        scratch._grad_ctx = None
+    if len(scratch) != allowed or len(results) < 3:
+        return None
+    grads = [r.name for r in results[:3] if isinstance(r, Tensor)]
+    if len(grads) == 3 and all(parse_ref(r)[0] in graph for r in grads):
+        return grads
+    return None

@@ -1,0 +1,422 @@
+"""The optimization passes: each one, and the whole pipeline, must leave every
+result and every gradient unchanged on random inputs, for the models users bring
+(MLP, CNN with batch norm, ResNet block, transformer layer, RNN) and for random
+graphs (a seeded hypothesis property).  The optimized graphs must save, load,
+draw and differentiate like any other."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+
+import graphengine as ge
+from graphengine.passes import PASSES
+
+R = np.random.default_rng(5)
+
+
+def f32(*shape, low=-1.0, high=1.0):
+    return R.uniform(low, high, size=shape).astype(np.float32)
+
+
+# -- models ---------------------------------------------------------------------------
+
+def mlp():
+    g = ge.Graph("mlp")
+    x = g.placeholder("x", (None, 6))
+    labels = g.placeholder("labels", (None,), "int64")
+    h = x
+    for i, (k, m) in enumerate([(6, 8), (8, 8)]):
+        with g.name_scope(f"layer{i}"):
+            w = g.parameter("w", shape=(k, m))
+            b = g.parameter("b", shape=(m,), init="normal")
+            h = ge.relu(h @ w + b)
+    with g.name_scope("head"):
+        logits = h @ g.parameter("w", shape=(8, 4)) + g.parameter("b", shape=(4,))
+    loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
+    feeds = {"x": f32(5, 6), "labels": R.integers(0, 4, size=5)}
+    return g, loss, feeds
+
+
+def cnn_batch_norm():
+    g = ge.Graph("cnn")
+    x = g.placeholder("x", (None, 1, 8, 8))
+    labels = g.placeholder("labels", (None,), "int64")
+    with g.name_scope("block"):
+        k = g.parameter("kernel", shape=(3, 1, 3, 3), init="he_normal")
+        h = ge.conv2d(x, k, padding=1)
+        gamma = g.parameter("gamma", np.ones(3, np.float32) * 1.5)
+        beta = g.parameter("beta", np.full(3, 0.1, np.float32))
+        mean = g.parameter("running_mean", np.zeros(3, np.float32), trainable=False)
+        var = g.parameter("running_var", np.ones(3, np.float32), trainable=False)
+        h, _, _ = ge.batch_norm(h, gamma, beta, mean, var)
+        h = ge.max_pool2d(ge.relu(h), 2)
+    flat = ge.reshape(h, (-1, 48))
+    with g.name_scope("head"):
+        logits = ge.matmul(flat, g.parameter("w", shape=(48, 5))) + g.parameter("b", shape=(5,))
+    loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
+    feeds = {"x": f32(4, 1, 8, 8), "labels": R.integers(0, 5, size=4)}
+    return g, loss, feeds
+
+
+def resnet_block():
+    g = ge.Graph("resnet")
+    x = g.placeholder("x", (None, 2, 6, 6))
+    h = x
+    with g.name_scope("block"):
+        for i in range(2):
+            with g.name_scope(f"conv{i}"):
+                k = g.parameter("kernel", shape=(2, 2, 3, 3), init="he_normal")
+                h = ge.conv2d(h, k, padding=1)
+                gamma = g.parameter("gamma", np.ones(2, np.float32))
+                beta = g.parameter("beta", np.zeros(2, np.float32))
+                rm = g.parameter("running_mean", np.zeros(2, np.float32), trainable=False)
+                rv = g.parameter("running_var", np.ones(2, np.float32), trainable=False)
+                h, _, _ = ge.batch_norm(h, gamma, beta, rm, rv)
+                if i == 0:
+                    h = ge.relu(h)
+        h = ge.relu(h + x)
+    loss = ge.mean(h * h, name="loss")
+    return g, loss, {"x": f32(3, 2, 6, 6)}
+
+
+def transformer_layer():
+    g = ge.Graph("transformer")
+    t, d = 5, 8
+    x = g.placeholder("x", (t, d))
+    labels = g.placeholder("labels", (t,), "int64")
+
+    def layer_norm(h, name):
+        with g.name_scope(name):
+            mu = ge.mean(h, axis=-1, keepdims=True)
+            c = h - mu
+            var = ge.mean(c * c, axis=-1, keepdims=True)
+            return c / ge.sqrt(var + 1e-5) * g.parameter("scale", np.ones(d, np.float32)) \
+                + g.parameter("shift", np.zeros(d, np.float32))
+
+    with g.name_scope("attention"):
+        q = x @ g.parameter("wq", shape=(d, d))
+        k = x @ g.parameter("wk", shape=(d, d))
+        v = x @ g.parameter("wv", shape=(d, d))
+        scores = ge.matmul(q, ge.transpose(k)) * (1.0 / np.sqrt(d))
+        attended = ge.matmul(ge.softmax(scores, axis=-1), v)
+        h = layer_norm(x + attended @ g.parameter("wo", shape=(d, d)), "norm1")
+    with g.name_scope("mlp"):
+        inner = ge.relu(h @ g.parameter("w1", shape=(d, 16)) + g.parameter("b1", shape=(16,)))
+        h = layer_norm(h + inner @ g.parameter("w2", shape=(16, d)), "norm2")
+    with g.name_scope("head"):
+        # Cross-entropy written by hand: log-softmax times a one-hot, summed.
+        logp = ge.log_softmax(h @ g.parameter("w", shape=(d, 4)), axis=-1)
+        picked = ge.sum(logp * ge.one_hot(labels, 4), axis=-1)
+    loss = ge.negative(ge.mean(picked), name="loss")
+    return g, loss, {"x": f32(t, d), "labels": R.integers(0, 4, size=t)}
+
+
+def rnn():
+    g = ge.Graph("rnn")
+    steps, n, d, hidden = 4, 3, 2, 5
+    xs = [g.placeholder(f"x{t}", (None, d)) for t in range(steps)]
+    with g.name_scope("rnn"):
+        wx = g.parameter("wx", shape=(d, hidden))
+        wh = g.parameter("wh", shape=(hidden, hidden))
+        b = g.parameter("b", shape=(hidden,), init="normal")
+        h = g.constant(np.zeros((1, hidden), np.float32), name="h0")
+        for t, x in enumerate(xs):
+            with g.name_scope(f"step{t}"):
+                with g.name_scope("cell"):
+                    h = ge.tanh(x @ wx + ge.broadcast_to(h, (1, hidden)) @ wh + b) \
+                        if t == 0 else ge.tanh(x @ wx + h @ wh + b)
+    with g.name_scope("readout"):
+        y = ge.sigmoid(h @ g.parameter("w", shape=(hidden, 1)) + g.parameter("c", shape=(1,)))
+    loss = ge.mean(ge.square(y - 0.5), name="loss")
+    return g, loss, {f"x{t}": f32(n, d) for t in range(steps)}
+
+
+MODELS = {"mlp": mlp, "cnn_batch_norm": cnn_batch_norm, "resnet_block": resnet_block,
+          "transformer_layer": transformer_layer, "rnn": rnn}
+
+
+def _compare(a, b, fetches, feeds, training, rtol=2e-5, atol=2e-6):
+    got_a = ge.run(a, fetches, feeds, training=training)
+    got_b = ge.run(b, fetches, feeds, training=training)
+    for name in fetches:
+        np.testing.assert_allclose(got_b[name], got_a[name], rtol=rtol, atol=atol,
+                                   err_msg=f"{name} (training={training})")
+
+
+def _gradient_graph(g, loss):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ge.GradientWarning)
+        return ge.gradients(g, loss)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("passes", [[name] for name in PASSES] + [None], ids=lambda p:
+                         "all" if p is None else p[0])
+def test_pass_keeps_results_and_gradients(model, passes):
+    g, loss, feeds = MODELS[model]()
+    tg = _gradient_graph(g, loss)
+    opt, report = ge.optimize(tg, passes)
+    assert [r.name for r in report.records] == (passes or list(PASSES))
+    assert report.nodes_after == len(opt) <= len(tg)
+    fetches = [tg.gradient.loss, *tg.gradient.grads.values()]
+    for training in (True, False):
+        _compare(tg, opt, fetches, feeds, training)
+    assert opt.gradient.grads == tg.gradient.grads
+    assert set(opt.gradient.nodes) <= set(opt._nodes)
+
+
+EXPECTED_FUSIONS = {
+    "mlp": {"dense": 2, "relu_grad": 2, "softmax_cross_entropy_grad": 1},
+    "cnn_batch_norm": {"batch_norm_grad": 1, "relu_grad": 1, "softmax_cross_entropy_grad": 1},
+    "resnet_block": {"batch_norm_grad": 2, "relu_grad": 2},
+    "transformer_layer": {"dense": 1, "relu_grad": 1},
+    "rnn": {"dense": 1},
+}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_pipeline_fuses_the_common_patterns(model):
+    g, loss, _ = MODELS[model]()
+    opt, report = ge.optimize(_gradient_graph(g, loss))
+    ops = Counter(n.op for n in opt.nodes)
+    for op, count in EXPECTED_FUSIONS[model].items():
+        assert ops[op] >= count, f"{model}: {op} x{ops[op]}, expected {count}\n{report}"
+    assert report.nodes_after < report.nodes_before
+
+
+def test_log_softmax_times_one_hot_becomes_cross_entropy():
+    # In a forward graph; in a gradient graph the log-softmax feeds its own rule too.
+    g, loss, feeds = transformer_layer()
+    g.mark_output(loss)
+    opt, _ = ge.optimize(g)
+    ops = Counter(n.op for n in opt.nodes)
+    assert ops["softmax_cross_entropy"] == 1 and ops["log_softmax"] == 0 and ops["dense"] == 1
+    _compare(g, opt, [loss.name], feeds, False)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_optimized_forward_graph_differentiates(model, tmp_path):
+    """Optimize the forward graph, then differentiate it: the fused ops' own
+    gradient rules must give the same gradients, also after a save-load."""
+    g, loss, feeds = MODELS[model]()
+    g.mark_output(loss)
+    opt, _ = ge.optimize(g)
+    path = tmp_path / "opt.pb"
+    opt.save(path)
+    loaded = ge.load(path)
+    assert [(n.name, n.op, n.inputs) for n in loaded.nodes] == \
+        [(n.name, n.op, n.inputs) for n in opt.nodes]
+    ta, tb = _gradient_graph(g, loss.name), _gradient_graph(loaded, loss.name)
+    fetches = [loss.name, *ta.gradient.grads.values()]
+    for training in (True, False):
+        _compare(ta, tb, fetches, feeds, training)
+    assert "digraph" in ge.to_dot(tb)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn_batch_norm", "rnn"])
+def test_optimized_graph_passes_gradcheck(model):
+    g, loss, feeds = MODELS[model]()
+    g.mark_output(loss)
+    opt, _ = ge.optimize(g)
+    assert any(n.op in ("dense", "elementwise_chain") for n in opt.nodes)
+    result = ge.gradcheck(opt, loss.name, None, feeds, rtol=1e-4, atol=1e-6)
+    assert result.ok, str(result)
+
+
+def test_optimized_gradient_graph_saves_and_loads(tmp_path):
+    g, loss, feeds = cnn_batch_norm()
+    opt, _ = ge.optimize(_gradient_graph(g, loss))
+    path = tmp_path / "grad_opt.pb"
+    opt.save(path)
+    loaded = ge.load(path)
+    assert loaded.gradient.nodes == opt.gradient.nodes
+    fetches = [opt.gradient.loss, *opt.gradient.grads.values()]
+    _compare(opt, loaded, fetches, feeds, True, rtol=0, atol=0)
+
+
+def test_training_an_optimized_graph_matches():
+    g, loss, feeds = mlp()
+    g.set_training(loss, optimizer="sgd", learning_rate=0.1, batch_size=5, epochs=3)
+    opt, _ = ge.optimize(g)
+    assert opt.training == g.training
+    data = {"x": feeds["x"], "labels": feeds["labels"]}
+    a = ge.train(g.copy(), data, quiet=True) if _train_takes_quiet() else ge.train(g.copy(), data)
+    b = ge.train(opt, data, quiet=True) if _train_takes_quiet() else ge.train(opt, data)
+    for name in g.values:
+        np.testing.assert_allclose(b.graph.values[name], a.graph.values[name], rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
+
+
+def _train_takes_quiet() -> bool:
+    import inspect
+
+    return "quiet" in inspect.signature(ge.train).parameters
+
+
+# -- single passes on small graphs --------------------------------------------------------
+
+def test_dead_code_is_removed_but_interface_stays():
+    g = ge.Graph()
+    x = g.placeholder("x", (3,))
+    g.placeholder("unused", (2,))
+    g.parameter("p", np.ones(2, np.float32))
+    ge.exp(ge.sin(x))
+    g.mark_output(ge.cos(x, name="out"))
+    opt, report = ge.optimize(g, ["dce"])
+    assert [n.name for n in opt.nodes] == ["x", "unused", "p", "out"]
+    assert report.records[0].nodes_before == 6 and report.records[0].nodes_after == 4
+
+
+def test_cse_never_merges_random_ops():
+    g = ge.Graph()
+    x = g.placeholder("x", (100,))
+    a, _ = ge.dropout(x, 0.5, seed=1)
+    b, _ = ge.dropout(x, 0.5, seed=1)
+    g.mark_output(a - b, ge.exp(x) + ge.exp(x))
+    opt, _ = ge.optimize(g, ["cse"])
+    ops = Counter(n.op for n in opt.nodes)
+    assert ops["dropout"] == 2 and ops["exp"] == 1
+
+
+def test_constant_folding_is_bounded():
+    g = ge.Graph()
+    x = g.placeholder("x", (4,))
+    small = ge.exp(g.constant(np.arange(4, dtype=np.float32)))
+    big = ge.broadcast_to(g.constant(np.float32(2.0)), (300, 300))
+    g.mark_output(x * small, ge.sum(big) + ge.sum(x))
+    opt, _ = ge.optimize(g, ["fold"])
+    ops = Counter(n.op for n in opt.nodes)
+    assert ops["exp"] == 0 and ops["broadcast_to"] == 1
+    assert max(n.attrs["value"].size for n in opt.nodes if n.op == "constant") <= 65536
+    opt2, _ = ge.optimize(g, ["fold"], max_fold_elements=1 << 20)
+    assert Counter(n.op for n in opt2.nodes)["broadcast_to"] == 0
+    feeds = {"x": f32(4)}
+    _compare(g, opt, g.outputs, feeds, False)
+
+
+def test_constant_folding_leaves_context_ops():
+    g = ge.Graph()
+    c = g.constant(np.ones((2, 3), np.float32))
+    flag = ge.ops.api.training_flag(c)
+    g.mark_output(flag * 2.0)
+    opt, _ = ge.optimize(g, ["fold"])
+    assert Counter(n.op for n in opt.nodes)["training_flag"] == 1
+    assert float(ge.run(opt, g.outputs[0], {}, training=True)) == 2.0
+
+
+def test_algebraic_rewrites():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 2, 3))
+    t = ge.transpose(ge.transpose(x, (0, 2, 1)), (0, 2, 1))
+    r = ge.reshape(ge.reshape(x, (-1, 6)), (-1, 3, 2))
+    s = x * ge.broadcast_to(g.constant(np.float32(3.0)), (2, 3))
+    one = x * 1.0
+    g.mark_output(ge.exp(t), ge.exp(r), ge.exp(s), ge.exp(one))
+    opt, _ = ge.optimize(g, ["simplify"])
+    ops = Counter(n.op for n in opt.nodes)
+    assert ops["transpose"] == 0 and ops["reshape"] == 1 and ops["broadcast_to"] == 0
+    assert ops["multiply"] == 1
+    _compare(g, opt, g.outputs, {"x": f32(3, 2, 3)}, False, rtol=0, atol=0)
+
+
+def test_unknown_pass_and_keep_are_refused():
+    g, loss, _ = mlp()
+    with pytest.raises(ge.GraphError, match="unknown pass 'inline'; the passes are dce"):
+        ge.optimize(g, ["inline"])
+    with pytest.raises(ge.FeedError, match="no tensor 'nope'"):
+        ge.optimize(g, keep=["nope"])
+
+
+def test_kept_tensor_survives_under_its_name():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3))
+    w = g.parameter("w", shape=(3, 2))
+    b = g.parameter("b", shape=(2,))
+    z = ge.add(x @ w, b, name="z")
+    g.mark_output(ge.relu(z, name="y"))
+    opt, _ = ge.optimize(g, keep=["z"])
+    feeds = {"x": f32(4, 3)}
+    _compare(g, opt, ["z", "y"], feeds, False)
+    opt2, _ = ge.optimize(g)
+    assert "z" not in opt2 and opt2.node("y").op == "dense"
+
+
+# -- random graphs (a property) ------------------------------------------------------------
+
+UNARY = ["exp", "tanh", "sigmoid", "relu", "negative", "square", "sin"]
+BINARY = ["add", "subtract", "multiply", "maximum"]
+
+
+@st.composite
+def random_graphs(draw):
+    g = ge.Graph("random")
+    x = g.placeholder("x", (None, 3))
+    y = g.placeholder("y", (None, 3))
+    w = g.parameter("w", shape=(3, 3))
+    b = g.parameter("b", shape=(3,), init="normal")
+    pool = [x, y, w]
+    for _ in range(draw(st.integers(3, 14))):
+        kind = draw(st.sampled_from(["unary", "binary", "const", "dense", "transpose",
+                                     "reshape", "dup"]))
+        a = draw(st.sampled_from(pool))
+        if kind == "unary":
+            pool.append(getattr(ge, draw(st.sampled_from(UNARY)))(a))
+        elif kind == "binary":
+            other = draw(st.sampled_from([t for t in pool if t.shape == a.shape] or [a]))
+            pool.append(getattr(ge, draw(st.sampled_from(BINARY)))(a, other))
+        elif kind == "const":
+            c = ge.exp(g.constant(np.float32(draw(st.floats(-1, 1)))))
+            pool.append(a * c + draw(st.sampled_from([0.0, 1.0])))
+        elif kind == "dense" and a.ndim == 2 and a.shape[1] == 3:
+            pool.append(ge.tanh(a @ w + b))
+        elif kind == "transpose" and a.shape == (3, 3):
+            pool.append(ge.transpose(ge.transpose(a)))
+        elif kind == "reshape":
+            pool.append(ge.reshape(ge.reshape(a, (-1,)), (-1, 3)))
+        else:  # the same expression twice: CSE's case
+            pool.append(ge.sin(a) + ge.sin(a))
+    outs = [t for t in pool[3:] if "N" in t.shape][-2:] or [x * w[0]]
+    loss = ge.add_n([ge.mean(t * t) for t in outs]) if len(outs) > 1 else ge.mean(outs[0] ** 2)
+    return g, loss
+
+
+@seed(20251201)
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(random_graphs(), st.sampled_from([None, ["cse", "simplify"], ["fold", "fuse"]]))
+def test_property_random_graphs_keep_values_and_gradients(built, passes):
+    g, loss = built
+    tg = _gradient_graph(g, loss)
+    opt, _ = ge.optimize(tg, passes)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.uniform(-1, 1, (4, 3)).astype(np.float32),
+             "y": rng.uniform(-1, 1, (4, 3)).astype(np.float32)}
+    fetches = [loss.name, *tg.gradient.grads.values()]
+    _compare(tg, opt, fetches, feeds, False, rtol=1e-4, atol=1e-5)
+    assert len(opt) <= len(tg)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+def test_cli_optimize_writes_a_smaller_equivalent_file(tmp_path):
+    g, loss, feeds = mlp()
+    tg = _gradient_graph(g, loss)
+    src, out = tmp_path / "grad.pb", tmp_path / "opt.pb"
+    tg.save(src)
+    done = subprocess.run([sys.executable, "-m", "graphengine", "optimize", str(src), "-o",
+                           str(out), "--report"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "fuse" in done.stdout and "nodes before" in done.stdout
+    assert f"{len(tg)} -> " in done.stdout
+    opt = ge.load(out)
+    _compare(tg, opt, [tg.gradient.loss, *tg.gradient.grads.values()], feeds, True)
+    bad = subprocess.run([sys.executable, "-m", "graphengine", "optimize", str(src), "-o",
+                          str(out), "--passes", "dce,bogus"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "unknown pass 'bogus'" in bad.stderr
