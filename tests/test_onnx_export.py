@@ -27,7 +27,7 @@ rng = np.random.default_rng(1)
 #: Backward kernels, which no forward graph holds: refused by name.
 NOT_EXPORTED = {"conv2d_backprop_input", "conv2d_backprop_filter", "avg_pool2d_grad",
                 "max_pool2d_grad", "max_pool2d_gather", "slice_grad", "take_grad",
-                "split_like",
+                "split_like", "relu_grad", "softmax_cross_entropy_grad", "batch_norm_grad",
                 # Collectives of data-parallel gradient graphs: ONNX has no MPI.
                 "allreduce", "sync_batch_norm"}
 

@@ -261,6 +261,23 @@ def _train_takes_quiet() -> bool:
     return "quiet" in inspect.signature(ge.train).parameters
 
 
+def test_optimized_forward_graph_exports_to_onnx():
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    g = ge.Graph("exported")
+    x = g.placeholder("x", (None, 6))
+    h = ge.tanh(x @ g.parameter("w", shape=(6, 5)) + g.parameter("b", shape=(5,)))
+    g.mark_output(ge.square(ge.sigmoid(ge.exp(h @ g.parameter("w2", shape=(5, 2))))))
+    opt, _ = ge.optimize(g)
+    assert {"dense", "elementwise_chain"} <= {n.op for n in opt.nodes}
+    model = ge.to_onnx(opt)
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    feeds = {"x": f32(3, 6)}
+    (theirs,) = session.run(None, feeds)
+    np.testing.assert_allclose(theirs, ge.run(g, g.outputs[0], feeds), rtol=1e-5, atol=1e-6)
+
+
 # -- single passes on small graphs --------------------------------------------------------
 
 def test_dead_code_is_removed_but_interface_stays():

@@ -542,3 +542,25 @@ def _mean_squared_error(ex: Emitter, node: Node) -> None:
     square = ex.emit1(node, "Mul", [diff, diff])
     _reduce_all(ex, node, "ReduceMean" if reduction == "mean" else "ReduceSum", square,
                 ex.output(node))
+
+
+# -- fused ops (graphengine.ops.fused, made by ge.optimize) --------------------------------
+
+@rule("dense")
+def _dense(ex: Emitter, node: Node) -> None:
+    activation = node.attrs["activation"]
+    out = ex.output(node)
+    total = ex.emit1(node, "Gemm", ex.inputs(node), out if activation == "none" else None)
+    if activation != "none":
+        ex.emit1(node, _SAME_NAME[activation], [total], out)
+
+
+@rule("elementwise_chain")
+def _elementwise_chain(ex: Emitter, node: Node) -> None:
+    value, ops = ex.input(node, 0), node.attrs["ops"]
+    for k, op in enumerate(ops):
+        out = ex.output(node) if k == len(ops) - 1 else None
+        if op == "square":
+            value = ex.emit1(node, "Mul", [value, value], out)
+        else:
+            value = ex.emit1(node, _SAME_NAME[op], [value], out)

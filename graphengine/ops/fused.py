@@ -296,7 +296,7 @@ def _vjp_by_expansion(node, dys: Sequence, expand: Callable) -> list:
     order = _local_order(graph, [t.name for t in outputs], stop)
     pending: dict[str, list] = {}
     for out, dy in zip(outputs, dys):
-        if dy is not None and not _is_zeros(dy):
+        if dy is not None:
             pending.setdefault(out.name, []).append(dy)
     depends = _depends_on(graph, order, stop)
     for inner in reversed(order):
@@ -313,10 +313,6 @@ def _vjp_by_expansion(node, dys: Sequence, expand: Callable) -> list:
                 pending.setdefault(ref, []).append(_fit(graph, grad, ref))
     return [_total(pending.get(t.name)) if node.wants(i) else None
             for i, t in enumerate(node.inputs)]
-
-
-def _is_zeros(tensor) -> bool:
-    return tensor.graph.node(tensor.node).op == "zeros_like"
 
 
 def _total(parts):

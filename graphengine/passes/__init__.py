@@ -119,7 +119,7 @@ def optimize(graph: Graph, passes: Sequence[str] | None = None, *,
     >>> [n.op for n in opt.nodes]
     ['placeholder', 'parameter', 'parameter', 'dense']
     >>> [(r.name, r.nodes_before, r.nodes_after) for r in report.records][-1]
-    ('fuse', 7, 4)
+    ('fuse', 6, 4)
     """
     names = list(PASSES) if passes is None else list(passes)
     unknown = [n for n in names if n not in PASSES]

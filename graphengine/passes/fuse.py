@@ -252,35 +252,29 @@ def _replay_batch_norm(graph: Graph, forward: Node, nodes: list[Node]):
         if key is not None:
             table.setdefault(key, node.name)
     for dy in candidates[:8]:
-        for zeros in (False, True):
-            grads = _replay(graph, forward, table, dy, zeros)
-            if grads is not None:
-                return dy, grads
+        grads = _replay(graph, forward, table, dy)
+        if grads is not None:
+            return dy, grads
     return None
 
 
-def _replay(graph: Graph, forward: Node, table: dict, dy: str, zeros: bool):
+def _replay(graph: Graph, forward: Node, table: dict, dy: str):
     """Run batch_norm's rule on ``dy`` against a scratch view of ``graph`` whose
-    identical nodes are shared; its three gradients when it built nothing new.
-    ``zeros``: hand the statistics outputs zeros tensors instead of None (the
-    older multi-output contract)."""
+    identical nodes are shared; its three gradients when it built nothing new."""
     from ..gradients import NodeView
     from ..graph import Tensor, _GradientContext
-    from ..ops.registry import F
 
     scratch = Graph(graph.name)  # shares the node records; values are not needed
     scratch._nodes = dict(graph._nodes)
     scratch._grad_ctx = _GradientContext(scope="replay", cse=dict(table))
     try:
         view = NodeView(scratch, forward, [True, True, True, False, False])
-        stats = [F.zeros_like(view.outputs[k]) if zeros else None for k in (1, 2)]
-        allowed = len(scratch)
-        results = forward.opdef.vjp(view, [scratch.tensor(dy), *stats])
+        results = forward.opdef.vjp(view, [scratch.tensor(dy), None, None])
     except Exception:
         return None
     finally:
         scratch._grad_ctx = None
-    if len(scratch) != allowed or len(results) < 3:
+    if len(scratch) != len(graph) or len(results) < 3:
         return None
     grads = [r.name for r in results[:3] if isinstance(r, Tensor)]
     if len(grads) == 3 and all(parse_ref(r)[0] in graph for r in grads):

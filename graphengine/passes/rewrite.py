@@ -48,12 +48,12 @@ def kept_refs(graph: Graph, extra: Iterable[str] = ()) -> list[str]:
 
 def is_random(opdef: OpDef) -> bool:
     """The op draws random numbers: two equal nodes still differ."""
-    return bool(getattr(opdef, "random", False))
+    return opdef.random
 
 
 def updates_state(opdef: OpDef) -> bool:
     """The trainer updates state from this op's outputs (batch-norm statistics)."""
-    return bool(getattr(opdef, "state_updates", ()))
+    return bool(opdef.state_updates)
 
 
 def use_counts(graph: Graph) -> dict[str, int]:

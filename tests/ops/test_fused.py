@@ -71,8 +71,8 @@ for shape, axis in (((6, 4), 1), ((3, 4, 5), 1)):
     samples = shape[:axis] + shape[axis + 1:]
     SPECS.append(OpSpec(
         "softmax_cross_entropy_grad",
-        lambda p, l, g, a=axis: api.softmax_cross_entropy_grad(p, l, g, axis=a),
-        lambda p, l, g, a=axis: sce_grad_ref(p, l, g, a),
+        lambda p, lab, g, a=axis: api.softmax_cross_entropy_grad(p, lab, g, axis=a),
+        lambda p, lab, g, a=axis: sce_grad_ref(p, lab, g, a),
         [log_probs(*shape, axis=axis), R.integers(0, shape[axis], size=samples), u(*samples)],
         id=f"{shape}-axis{axis}".replace(" ", ""), order2=True))
 for shape in ((6, 3), (4, 3, 5, 2)):
