@@ -40,7 +40,7 @@ class RunContext:
 @dataclass
 class _Step:
     node: Node
-    fn: Callable
+    fn: Callable[..., Any]
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     release: tuple[int, ...]
@@ -101,7 +101,7 @@ class Plan:
                 for i, copy in zip(self.fetch_slots, self.fetch_copies)]
 
 
-def _kernel_error(step: _Step, values: list, exc: Exception) -> ExecutionError:
+def _kernel_error(step: _Step, values: list[Any], exc: Exception) -> ExecutionError:
     shapes = ", ".join(f"{ref} {getattr(values[i], 'dtype', '?')}"
                        f"{getattr(values[i], 'shape', '')}"
                        for ref, i in zip(step.node.inputs, step.inputs))
@@ -109,7 +109,7 @@ def _kernel_error(step: _Step, values: list, exc: Exception) -> ExecutionError:
                           f"[{shapes}]: {type(exc).__name__}: {exc}")
 
 
-def bind_kernel(node: Node, context: RunContext) -> Callable:
+def bind_kernel(node: Node, context: RunContext) -> Callable[..., Any]:
     """The node's kernel with its attributes (and context) bound, ready to call."""
     opdef = node.opdef
     attrs = dict(node.attrs)
@@ -268,7 +268,8 @@ def run(graph: Graph, fetches: str | Tensor | Sequence[str | Tensor],
     array([1., 1.], dtype=float32)
     """
     single = isinstance(fetches, (str, Tensor))
-    fetch_list = [fetches] if single else list(fetches)
+    fetch_list: list[str | Tensor] = ([fetches] if isinstance(fetches, (str, Tensor))
+                                      else list(fetches))
     if not fetch_list:
         raise FeedError("nothing to fetch: give at least one tensor name")
     names = [f.name if isinstance(f, Tensor) else f for f in fetch_list]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from .dtypes import is_float
 from .errors import GradientError
 from .graph import GradientInfo, Graph, Node, Tensor, _GradientContext, make_ref, parse_ref
 from .ops.registry import F
+from .shapes import TensorType
 
 #: Name scope of every node the pass adds.
 SCOPE = "gradients"
@@ -65,7 +66,7 @@ class _Reach:
     nodes: list[Node]       # nodes to differentiate, in forward order
 
 
-def _differentiable_edge(node: Node, slot: int, in_type) -> bool:
+def _differentiable_edge(node: Node, slot: int, in_type: TensorType) -> bool:
     opdef = node.opdef
     return (opdef.differentiable and opdef.input_spec(slot).differentiable
             and is_float(in_type.dtype))
@@ -225,7 +226,7 @@ def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
 
 
 @contextlib.contextmanager
-def _gc_paused():
+def _gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while the pass runs: it allocates
     tens of thousands of small objects that form no cycles, and collections
     triggered by them cost about a fifth of the time on large graphs (measured
@@ -239,7 +240,7 @@ def _gc_paused():
             gc.enable()
 
 
-def _build(graph: Graph, loss_ref: str, loss_type, wrt_refs: list[str], reach: _Reach,
+def _build(graph: Graph, loss_ref: str, loss_type: TensorType, wrt_refs: list[str], reach: _Reach,
            grad_ys: Any, disconnected: list[str], name: str | None) -> Graph:
     """Emit the gradient nodes into a copy of ``graph``; see :func:`gradients`."""
     out = graph.copy(name or f"{graph.name}_grad")
@@ -257,7 +258,9 @@ def _build(graph: Graph, loss_ref: str, loss_type, wrt_refs: list[str], reach: _
             x = out.tensor(ref)
             value = totals.get(ref)
             op, arg = ("identity", value) if value is not None else ("zeros_like", x)
-            grads[ref] = out.apply(op, [arg], name=output_names[ref].split("/", 1)[1]).name
+            grad = out.apply(op, [arg], name=output_names[ref].split("/", 1)[1])
+            assert isinstance(grad, Tensor)
+            grads[ref] = grad.name
     finally:
         out._grad_ctx = None
     fed_seed = seed_ref if out.node(parse_ref(seed_ref)[0]).op == "placeholder" else ""
@@ -277,7 +280,8 @@ def _tensor_ref(graph: Graph, value: str | Tensor, what: str) -> str:
         raise GradientError(f"{what}: {exc}") from None
 
 
-def _seed(graph: Graph, ctx: _GradientContext, loss: str, loss_type, grad_ys: Any) -> str:
+def _seed(graph: Graph, ctx: _GradientContext, loss: str, loss_type: TensorType,
+          grad_ys: Any) -> str:
     ctx.derived_from = parse_ref(loss)[0]
     if isinstance(grad_ys, str):
         if grad_ys != "placeholder":
@@ -321,7 +325,9 @@ def _backpropagate(graph: Graph, ctx: _GradientContext, reach: _Reach, loss: str
         view = NodeView(graph, node, wanted)
         # The contract (OpDef's docstring): one output gets its gradient, several
         # get a list with None for those no gradient reached.
-        results = node.opdef.vjp(view, dys if node.opdef.multi_output else dys[0])
+        rule = node.opdef.vjp
+        assert rule is not None, f"{node.op} is on a gradient path without a rule"
+        results = rule(view, dys if node.opdef.multi_output else dys[0])
         assert len(results) == len(inputs), f"vjp of {node.op} returned {len(results)} grads"
         for ref, grad, want in zip(inputs, results, wanted):
             if grad is None or not want:

@@ -15,7 +15,8 @@ array.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,7 +24,10 @@ from ..dtypes import ALL_TYPES, FLOAT_TYPES, INDEX_TYPES, INT_TYPES, NUMERIC_TYP
 from ..errors import GraphError, ShapeError
 from ..graph import Tensor
 from ..shapes import Shape, TensorType, format_shape, normalize_axes, normalize_axis
-from .registry import Attr, F, Input, OpDef, frontend, register
+from .registry import Array, Attr, F, Input, OpDef, frontend, register
+
+if TYPE_CHECKING:
+    from ..gradients import NodeView
 
 #: An omitted slice stop: numpy clamps it to the axis, whatever its size (the
 #: ONNX convention); a negative step uses -END.
@@ -43,13 +47,16 @@ _SLICE_ATTRS = (Attr("axes", "ints", ()), Attr("starts", "ints", ()), Attr("stop
                 Attr("indices", "ints", ()), Attr("new_axes", "ints", ()))
 
 
-def _slice_type(x: TensorType, axes, starts, stops, steps, index_axes, indices,
-                new_axes) -> TensorType:
+Ints = Sequence[int]
+
+
+def _slice_type(x: TensorType, axes: Ints, starts: Ints, stops: Ints, steps: Ints,
+                index_axes: Ints, indices: Ints, new_axes: Ints) -> TensorType:
     if not len(axes) == len(starts) == len(stops) == len(steps) or \
             len(index_axes) != len(indices):
         raise ValueError("axes, starts, stops and steps need one entry each per sliced axis, "
                          "and index_axes and indices one each per indexed axis")
-    touched = [normalize_axis(a, x.rank) for a in axes + index_axes]
+    touched = [normalize_axis(a, x.rank) for a in [*axes, *index_axes]]
     if len(set(touched)) != len(touched):
         raise ValueError(f"axes {axes} and index_axes {index_axes} repeat an axis")
     dims = list(x.shape)
@@ -69,7 +76,8 @@ def _slice_type(x: TensorType, axes, starts, stops, steps, index_axes, indices,
     return x.with_shape(1 if i in new else next(it) for i in range(rank))
 
 
-def _numpy_key(rank: int, axes, starts, stops, steps, index_axes, indices) -> tuple:
+def _numpy_key(rank: int, axes: Ints, starts: Ints, stops: Ints, steps: Ints,
+               index_axes: Ints, indices: Ints) -> tuple[Any, ...]:
     key: list[Any] = [slice(None)] * rank
     for a, start, stop, step in zip(axes, starts, stops, steps):
         key[a] = slice(start, stop, step)
@@ -101,14 +109,14 @@ class Slice(OpDef):
     inputs = (Input("x", ALL_TYPES),)
     attrs = _SLICE_ATTRS
 
-    def infer(self, x, **key):
+    def infer(self, x: TensorType, **key: Any) -> TensorType:
         return _slice_type(x, **key)
 
-    def kernel(self, x, *, new_axes, **key):
+    def kernel(self, x: Array, *, new_axes: tuple[int, ...], **key: Any) -> Array:
         out = x[_numpy_key(x.ndim, **key)]
         return np.expand_dims(out, new_axes) if new_axes else out
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.slice_grad(dy, node.inputs[0], **node.attrs)]
 
 
@@ -122,7 +130,7 @@ class SliceGrad(OpDef):
     inputs = (Input("dy", FLOAT_TYPES), Input("like", ALL_TYPES, differentiable=False))
     attrs = _SLICE_ATTRS
 
-    def infer(self, dy, like, **key):
+    def infer(self, dy: TensorType, like: TensorType, **key: Any) -> TensorType:
         sliced = _slice_type(like, **key)
         if dy.rank != sliced.rank or any(isinstance(a, int) and isinstance(b, int) and a != b
                                          for a, b in zip(dy.shape, sliced.shape)):
@@ -130,12 +138,12 @@ class SliceGrad(OpDef):
                              f"shape {format_shape(sliced.shape)}")
         return TensorType(dy.dtype, like.shape)
 
-    def kernel(self, dy, like, *, new_axes, **key):
+    def kernel(self, dy: Array, like: Array, *, new_axes: tuple[int, ...], **key: Any) -> Array:
         out = np.zeros(like.shape, dy.dtype)
         out[_numpy_key(like.ndim, **key)] = np.squeeze(dy, new_axes) if new_axes else dy
         return out
 
-    def vjp(self, node, ddy):
+    def vjp(self, node: NodeView, ddy: Tensor) -> list[Tensor | None]:
         return [F.slice(ddy, **node.attrs), None]
 
 
@@ -240,13 +248,13 @@ class Take(OpDef):
     inputs = (Input("a", ALL_TYPES), Input("indices", INDEX_TYPES, differentiable=False))
     attrs = (Attr("axis", "int", None),)
 
-    def infer(self, a, indices, *, axis):
+    def infer(self, a: TensorType, indices: TensorType, *, axis: int | None) -> TensorType:
         return TensorType(a.dtype, _take_shape(a, indices, axis))
 
-    def kernel(self, a, indices, *, axis):
+    def kernel(self, a: Array, indices: Array, *, axis: int | None) -> Array:
         return np.take(a, indices, axis=axis)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         a, indices = node.inputs
         return [F.take_grad(dy, a, indices, axis=node.attrs["axis"]), None]
 
@@ -263,7 +271,8 @@ class TakeGrad(OpDef):
               Input("indices", INDEX_TYPES, differentiable=False))
     attrs = (Attr("axis", "int", None),)
 
-    def infer(self, dy, like, indices, *, axis):
+    def infer(self, dy: TensorType, like: TensorType, indices: TensorType, *,
+              axis: int | None) -> TensorType:
         taken = _take_shape(like, indices, axis)
         if len(taken) != dy.rank or any(isinstance(a, int) and isinstance(b, int) and a != b
                                         for a, b in zip(dy.shape, taken)):
@@ -271,15 +280,16 @@ class TakeGrad(OpDef):
                              f"of shape {format_shape(taken)}")
         return TensorType(dy.dtype, like.shape)
 
-    def kernel(self, dy, like, indices, *, axis):
+    def kernel(self, dy: Array, like: Array, indices: Array, *, axis: int | None) -> Array:
         out = np.zeros(like.shape, dy.dtype)
         if axis is None:
             np.add.at(out.reshape(-1), indices, dy)  # a view: out is fresh and contiguous
         else:
-            np.add.at(out, (slice(None),) * (axis % like.ndim) + (indices,), dy)
+            key: tuple[Any, ...] = (slice(None),) * (axis % like.ndim) + (indices,)
+            np.add.at(out, key, dy)
         return out
 
-    def vjp(self, node, ddy):
+    def vjp(self, node: NodeView, ddy: Tensor) -> list[Tensor | None]:
         indices = node.inputs[2]
         return [F.take(ddy, indices, axis=node.attrs["axis"]), None, None]
 
@@ -303,14 +313,15 @@ class OneHot(OpDef):
     attrs = (Attr("depth", "int"), Attr("dtype", "dtype", "float32"), Attr("axis", "int", -1))
     vjp = None
 
-    def infer(self, indices, *, depth, dtype, axis):
+    def infer(self, indices: TensorType, *, depth: int, dtype: np.dtype[Any],
+              axis: int) -> TensorType:
         if depth < 0:
             raise ValueError(f"depth must be non-negative, got {depth}")
         shape = list(indices.shape)
         shape.insert(normalize_axis(axis, indices.rank + 1), depth)
-        return TensorType(dtype, shape)
+        return TensorType(dtype, tuple(shape))
 
-    def kernel(self, indices, *, depth, dtype, axis):
+    def kernel(self, indices: Array, *, depth: int, dtype: np.dtype[Any], axis: int) -> Array:
         at = axis % (indices.ndim + 1)
         positions = np.arange(depth).reshape((depth,) + (1,) * (indices.ndim - at))
         return (np.expand_dims(indices, at) == positions).astype(dtype)
@@ -332,7 +343,8 @@ class Pad(OpDef):
     inputs = (Input("array", NUMERIC_TYPES),)
     attrs = (Attr("pad_width", "ints"), Attr("constant_values", "float", 0.0))
 
-    def infer(self, array, *, pad_width, constant_values):
+    def infer(self, array: TensorType, *, pad_width: tuple[int, ...],
+              constant_values: float) -> TensorType:
         if len(pad_width) != 2 * array.rank:
             raise ValueError(f"pad_width {pad_width} needs a (before, after) pair for each of "
                              f"the {array.rank} axes")
@@ -343,14 +355,14 @@ class Pad(OpDef):
             d + b + a if isinstance(d, int) else (d if b + a == 0 else None)
             for d, (b, a) in zip(array.shape, pairs))
 
-    def kernel(self, array, *, pad_width, constant_values):
+    def kernel(self, array: Array, *, pad_width: tuple[int, ...], constant_values: float) -> Array:
         pairs = list(zip(pad_width[::2], pad_width[1::2]))
         shape = tuple(d + b + a for d, (b, a) in zip(array.shape, pairs))
         out = np.full(shape, constant_values, dtype=array.dtype)
         out[tuple(slice(b, b + d) for d, (b, _) in zip(array.shape, pairs))] = array
         return out
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         pw = node.attrs["pad_width"]
         return [dy[tuple(slice(b, -a if a else None) for b, a in zip(pw[::2], pw[1::2]))]]
 
@@ -387,7 +399,7 @@ def pad(array: Tensor, pad_width: Any, mode: str = "constant", constant_values: 
 
 # -- numpy-style Tensor indexing ---------------------------------------------------------
 
-def _iterate(self: Tensor):
+def _iterate(self: Tensor) -> Iterator[Tensor]:
     # Without this, Python would iterate through __getitem__ until an IndexError,
     # which never comes for a symbolic first dim.
     return (self[i] for i in range(len(self)))
@@ -400,6 +412,7 @@ def _no_array(self: Tensor, dtype: Any = None, copy: Any = None) -> np.ndarray:
                      "compute it with ge.run(graph, tensor, feeds)")
 
 
-Tensor.__getitem__ = _getitem
-Tensor.__iter__ = _iterate
-Tensor.__array__ = _no_array
+# setattr: graph.py declares these methods for type checkers; they are made here.
+setattr(Tensor, "__getitem__", _getitem)  # noqa: B010
+setattr(Tensor, "__iter__", _iterate)  # noqa: B010
+setattr(Tensor, "__array__", _no_array)  # noqa: B010

@@ -8,11 +8,17 @@ dimensions broadcast.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..dtypes import NUMERIC_TYPES
 from ..shapes import Dim, TensorType, broadcast_shapes, format_shape
 from .registry import F, Input, OpDef, register
+
+if TYPE_CHECKING:
+    from ..gradients import NodeView
+    from ..graph import Tensor
 
 
 def _inner_dims_differ(k_a: Dim, k_b: Dim) -> bool:
@@ -20,7 +26,7 @@ def _inner_dims_differ(k_a: Dim, k_b: Dim) -> bool:
     return isinstance(k_a, int) and isinstance(k_b, int) and k_a != k_b
 
 
-def _swap_last_axes(t):
+def _swap_last_axes(t: Tensor) -> Tensor:
     """``t`` with its last two axes swapped (a batch of transposed matrices)."""
     axes = list(range(t.ndim))
     axes[-2], axes[-1] = axes[-1], axes[-2]
@@ -78,7 +84,7 @@ class Matmul(OpDef):
         cols = (b_shape[-1],) if b.rank > 1 else ()
         return TensorType(a.dtype, batch + rows + cols)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         a, b = node.inputs
         if a.ndim == 1 and b.ndim == 1:  # a scalar result: d/da = dy b, d/db = dy a
             return [dy * b if node.wants(0) else None, dy * a if node.wants(1) else None]

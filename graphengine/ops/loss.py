@@ -6,13 +6,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..dtypes import FLOAT_TYPES, INDEX_TYPES
 from ..errors import GradientError
 from ..shapes import Dim, TensorType, format_shape, normalize_axis
 from .nn import log_softmax_array
-from .registry import Attr, F, Input, OpDef, register
+from .registry import Array, Attr, F, Input, OpDef, register
+
+if TYPE_CHECKING:
+    from ..gradients import NodeView
+    from ..graph import Tensor
 
 _REDUCTION = Attr("reduction", "str", "mean", choices=("mean", "sum", "none"))
 
@@ -71,7 +78,8 @@ class SoftmaxCrossEntropy(OpDef):
     outputs = ("loss", "log_prob")
     attrs = (Attr("axis", "int", -1), _REDUCTION)
 
-    def infer(self, logits, labels, *, axis, reduction):
+    def infer(self, logits: TensorType, labels: TensorType, *, axis: int,
+              reduction: str) -> Sequence[TensorType]:
         axis = normalize_axis(axis, logits.rank)
         samples = logits.shape[:axis] + logits.shape[axis + 1:]
         if labels.dtype.name in INDEX_TYPES:
@@ -85,7 +93,7 @@ class SoftmaxCrossEntropy(OpDef):
         loss_shape = samples if reduction == "none" else ()
         return TensorType(logits.dtype, loss_shape), logits
 
-    def kernel(self, logits, labels, *, axis, reduction):
+    def kernel(self, logits: Array, labels: Array, *, axis: int, reduction: str) -> Sequence[Array]:
         log_prob = log_softmax_array(logits, axis)
         if labels.dtype.kind in "iu":
             _check_labels(labels, logits.shape[axis])
@@ -98,29 +106,29 @@ class SoftmaxCrossEntropy(OpDef):
             per_sample = -np.sum(labels * log_prob, axis=axis, dtype=logits.dtype)
         return _reduce(per_sample, reduction), log_prob
 
-    def vjp(self, node, dys):
+    def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dloss, dlog_prob = dys
         logits, labels = node.inputs
         log_prob = node.outputs[1]
         axis = normalize_axis(node.attrs["axis"], logits.ndim)
         integer = labels.dtype.name in INDEX_TYPES
 
-        def over_classes(v):
+        def over_classes(v: Tensor) -> Tensor:
             return F.broadcast_like(v, logits, axes=[axis])
 
         # Either output may be the only one the loss reaches (its gradient is None).
         d_logits = d_labels = None
         if dloss is not None:
-            target_sum = None if integer else F.sum(labels, axis=axis)
-            per_sample = _per_sample_gradient(dloss, labels if integer else target_sum,
-                                              node.attrs["reduction"])
+            # Shaped like the samples: the labels, or each sample's sum of targets.
+            samples = labels if integer else F.sum(labels, axis=axis)
+            per_sample = _per_sample_gradient(dloss, samples, node.attrs["reduction"])
         if node.wants(0):
             p = F.exp(log_prob)
             terms = []
             if dloss is not None and integer:
                 terms.append((p - _one_hot(labels, logits, axis)) * over_classes(per_sample))
             elif dloss is not None:
-                terms.append(p * over_classes(target_sum * per_sample)
+                terms.append(p * over_classes(samples * per_sample)
                              - labels * over_classes(per_sample))
             if dlog_prob is not None:   # log_prob used downstream: log_softmax's rule
                 terms.append(dlog_prob - p * F.sum(dlog_prob, axis=axis, keepdims=True))
@@ -130,7 +138,7 @@ class SoftmaxCrossEntropy(OpDef):
         return [d_logits, d_labels]
 
 
-def _one_hot(labels, logits, axis: int):
+def _one_hot(labels: Tensor, logits: Tensor, axis: int) -> Tensor:
     classes = logits.shape[axis]
     if not isinstance(classes, int):
         raise GradientError(f"softmax_cross_entropy with integer labels: the number of classes "
@@ -139,7 +147,7 @@ def _one_hot(labels, logits, axis: int):
     return F.one_hot(labels, depth=classes, dtype=logits.dtype, axis=axis)
 
 
-def _per_sample_gradient(dloss, samples, reduction: str):
+def _per_sample_gradient(dloss: Tensor, samples: Tensor, reduction: str) -> Tensor:
     """The loss gradient for each sample, shaped like ``samples``."""
     if reduction == "none":
         return dloss
@@ -165,7 +173,7 @@ class MeanSquaredError(OpDef):
     inputs = (Input("pred", FLOAT_TYPES), Input("target", FLOAT_TYPES))
     attrs = (_REDUCTION,)
 
-    def infer(self, pred, target, *, reduction):
+    def infer(self, pred: TensorType, target: TensorType, *, reduction: str) -> TensorType:
         if pred.dtype != target.dtype:
             raise ValueError(f"pred is {pred.dtype.name} but target is {target.dtype.name}; "
                              "cast one with ge.cast")
@@ -175,11 +183,11 @@ class MeanSquaredError(OpDef):
         shape = tuple(p if isinstance(p, int) else t for p, t in zip(pred.shape, target.shape))
         return pred.with_shape(shape if reduction == "none" else ())
 
-    def kernel(self, pred, target, *, reduction):
+    def kernel(self, pred: Array, target: Array, *, reduction: str) -> Array:
         diff = pred - target
         return _reduce(np.square(diff, out=diff), reduction)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         pred, target = node.inputs
         reduction = node.attrs["reduction"]
         per_element = dy if reduction == "none" else F.broadcast_like(

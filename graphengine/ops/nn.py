@@ -6,11 +6,19 @@ Convolution, pooling and batch normalization have modules of their own
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..dtypes import FLOAT_TYPES
-from ..shapes import normalize_axis
-from .registry import Attr, F, Input, OpDef, frontend, register
+from ..shapes import TensorType, normalize_axis
+from .registry import Array, Attr, F, Input, OpDef, frontend, register
+
+if TYPE_CHECKING:
+    from ..executor import RunContext
+    from ..gradients import NodeView
+    from ..graph import Tensor
 
 # -- softmax ----------------------------------------------------------------------
 
@@ -25,7 +33,7 @@ class _SoftmaxFamily(OpDef):
     inputs = (Input("x", FLOAT_TYPES),)
     attrs = (Attr("axis", "int", -1),)
 
-    def infer(self, x, *, axis):
+    def infer(self, x: TensorType, *, axis: int) -> TensorType:
         normalize_axis(axis, x.rank)
         return x
 
@@ -45,12 +53,12 @@ class Softmax(_SoftmaxFamily):
 
     name = "softmax"
 
-    def kernel(self, x, *, axis):
+    def kernel(self, x: Array, *, axis: int) -> Array:
         e = np.exp(x - np.max(x, axis=axis, keepdims=True))
         e /= np.sum(e, axis=axis, keepdims=True)
         return e
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         y = node.outputs[0]
         return [y * (dy - F.sum(dy * y, axis=node.attrs["axis"], keepdims=True))]
 
@@ -69,10 +77,10 @@ class LogSoftmax(_SoftmaxFamily):
 
     name = "log_softmax"
 
-    def kernel(self, x, *, axis):
+    def kernel(self, x: Array, *, axis: int) -> Array:
         return log_softmax_array(x, axis)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         y = node.outputs[0]
         return [dy - F.exp(y) * F.sum(dy, axis=node.attrs["axis"], keepdims=True)]
 
@@ -95,25 +103,26 @@ class Dropout(OpDef):
     attrs = (Attr("rate", "float", 0.5), Attr("seed", "int", 0))
     uses_context = True
 
-    def infer(self, x, *, rate, seed):
+    def infer(self, x: TensorType, *, rate: float, seed: int) -> Sequence[TensorType]:
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"rate must be in [0, 1), got {rate}")
         return x, x
 
-    def kernel(self, x, *, rate, seed, ctx):
+    def kernel(self, x: Array, *, rate: float, seed: int, ctx: RunContext) -> Sequence[Array]:
         if not ctx.training or rate == 0.0:
             return x, np.ones_like(x)
         keep = ctx.rng(seed).random(x.shape) >= rate
         mask = np.where(keep, x.dtype.type(1.0 / (1.0 - rate)), x.dtype.type(0))
         return x * mask, mask
 
-    def vjp(self, node, dys):
+    def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dy, _ = dys   # the mask does not depend on x: its gradient goes nowhere
         return [None if dy is None else dy * node.outputs[1]]
 
 
 @frontend("dropout")
-def dropout(x, rate: float = 0.5, seed: int | None = None, *, name: str | None = None):
+def dropout(x: Tensor, rate: float = 0.5, seed: int | None = None, *,
+            name: str | None = None) -> tuple[Tensor, Tensor]:
     """Inverted dropout of ``x``; returns ``(y, mask)`` (see the op's docstring).
 
     Without ``seed``, the node takes the number of dropout nodes already in the

@@ -3,11 +3,19 @@ gradient rule, built once, serve both training and inference runs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
 from ..shapes import TensorType, format_shape
-from .registry import Attr, F, Input, OpDef, StateUpdate, register
+from .registry import Array, Attr, F, Input, OpDef, StateUpdate, register
+
+if TYPE_CHECKING:
+    from ..executor import RunContext
+    from ..gradients import NodeView
+    from ..graph import Tensor
 
 
 @register
@@ -21,10 +29,10 @@ class TrainingFlag(OpDef):
     uses_context = True
     vjp = None
 
-    def infer(self, like):
+    def infer(self, like: TensorType) -> TensorType:
         return TensorType(like.dtype, ())
 
-    def kernel(self, like, *, ctx):
+    def kernel(self, like: Array, *, ctx: RunContext) -> Array:
         return np.asarray(1 if ctx.training else 0, like.dtype)
 
 
@@ -74,7 +82,8 @@ class BatchNorm(OpDef):
     state_updates = (StateUpdate("running_mean", "mean", "momentum"),
                      StateUpdate("running_var", "var", "momentum"))
 
-    def infer(self, x, gamma, beta, running_mean, running_var, *, epsilon, momentum):
+    def infer(self, x: TensorType, gamma: TensorType, beta: TensorType, running_mean: TensorType,
+              running_var: TensorType, *, epsilon: float, momentum: float) -> Sequence[TensorType]:
         if x.rank < 2:
             raise ValueError(f"x must have a channel axis 1 (rank >= 2), got shape "
                              f"{format_shape(x.shape)}")
@@ -95,7 +104,8 @@ class BatchNorm(OpDef):
         stats = TensorType(x.dtype, (channels,))
         return x, stats, stats
 
-    def kernel(self, x, gamma, beta, running_mean, running_var, *, epsilon, momentum, ctx):
+    def kernel(self, x: Array, gamma: Array, beta: Array, running_mean: Array, running_var: Array,
+               *, epsilon: float, momentum: float, ctx: RunContext) -> Sequence[Array]:
         axes = _stat_axes(x.ndim)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         if ctx.training:
@@ -112,13 +122,13 @@ class BatchNorm(OpDef):
         centred += beta.reshape(shape)
         return centred, mean, var
 
-    def vjp(self, node, dys):
+    def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dy, dmean, dvar = dys
         x, gamma = node.inputs[0], node.inputs[1]
         _, mean, var = node.outputs
         axes = _stat_axes(x.ndim)
 
-        def per_element(v, mean=False):
+        def per_element(v: Tensor, mean: bool = False) -> Tensor:
             """A per-channel value broadcast over x (divided by M with mean=True)."""
             return F.broadcast_like(v, x, axes=axes, mean=mean)
 
@@ -132,7 +142,7 @@ class BatchNorm(OpDef):
             dgamma = F.sum(dy * xhat, axis=axes)
         if node.wants(0):
             training = F.training_flag(x)
-            if dy is not None:
+            if dy is not None and dbeta is not None and dgamma is not None:
                 through_stats = (per_element(dbeta, mean=True)
                                  + xhat * per_element(dgamma, mean=True))
                 terms.append(per_element(gamma * rstd) * (dy - through_stats * training))

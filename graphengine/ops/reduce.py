@@ -16,15 +16,28 @@ so each is the other's exact adjoint.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES, NUMERIC_TYPES
-from ..shapes import TensorType, broadcast_shapes, format_shape, normalize_axes, normalize_axis
-from .registry import Attr, F, Input, OpDef, register
+from ..shapes import (
+    Shape,
+    TensorType,
+    broadcast_shapes,
+    format_shape,
+    normalize_axes,
+    normalize_axis,
+)
+from .registry import Array, Attr, F, Input, OpDef, register
+
+if TYPE_CHECKING:
+    from ..gradients import NodeView
+    from ..graph import Tensor
 
 
-def reduced_shape(shape, axes, keepdims):
+def reduced_shape(shape: Shape, axes: Sequence[int], keepdims: bool) -> Shape:
     if keepdims:
         return tuple(1 if i in axes else d for i, d in enumerate(shape))
     return tuple(d for i, d in enumerate(shape) if i not in axes)
@@ -34,11 +47,11 @@ class Reduction(OpDef):
     inputs = (Input("x", NUMERIC_TYPES),)
     attrs = (Attr("axis", "ints", None), Attr("keepdims", "bool", False))
 
-    def infer(self, x, *, axis, keepdims):
+    def infer(self, x: TensorType, *, axis: tuple[int, ...] | None, keepdims: bool) -> TensorType:
         axes = normalize_axes(axis, x.rank)
         return x.with_shape(reduced_shape(x.shape, axes, keepdims))
 
-    def axes(self, node) -> tuple[int, ...] | None:
+    def axes(self, node: NodeView) -> tuple[int, ...] | None:
         """The reduced axes to re-insert in the gradient (None when kept)."""
         x = node.inputs[0]
         if node.attrs["keepdims"]:
@@ -53,10 +66,10 @@ class Sum(Reduction):
 
     name = "sum"
 
-    def kernel(self, x, *, axis, keepdims):
+    def kernel(self, x: Array, *, axis: tuple[int, ...] | None, keepdims: bool) -> Array:
         return np.sum(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.broadcast_like(dy, node.inputs[0], axes=self.axes(node))]
 
 
@@ -68,22 +81,22 @@ class Mean(Reduction):
     name = "mean"
     inputs = (Input("x", FLOAT_TYPES),)
 
-    def kernel(self, x, *, axis, keepdims):
+    def kernel(self, x: Array, *, axis: tuple[int, ...] | None, keepdims: bool) -> Array:
         return np.mean(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.broadcast_like(dy, node.inputs[0], axes=self.axes(node), mean=True)]
 
 
 class Extremum(Reduction):
     """max or min; the gradient is shared equally among tied extreme elements."""
 
-    def infer(self, x, *, axis, keepdims):
+    def infer(self, x: TensorType, *, axis: tuple[int, ...] | None, keepdims: bool) -> TensorType:
         if 0 in x.shape and axis is None:
             raise ValueError(f"cannot take the {self.name} of an empty tensor")
         return super().infer(x, axis=axis, keepdims=keepdims)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x, y = node.inputs[0], node.outputs[0]
         axes = self.axes(node)
         hit = F.cast(F.equal(x, F.broadcast_like(y, x, axes=axes)), dtype=x.dtype)
@@ -98,7 +111,7 @@ class Max(Extremum):
 
     name = "max"
 
-    def kernel(self, x, *, axis, keepdims):
+    def kernel(self, x: Array, *, axis: tuple[int, ...] | None, keepdims: bool) -> Array:
         return np.max(x, axis=axis, keepdims=keepdims)
 
 
@@ -108,7 +121,7 @@ class Min(Extremum):
 
     name = "min"
 
-    def kernel(self, x, *, axis, keepdims):
+    def kernel(self, x: Array, *, axis: tuple[int, ...] | None, keepdims: bool) -> Array:
         return np.min(x, axis=axis, keepdims=keepdims)
 
 
@@ -122,15 +135,16 @@ class Argmax(OpDef):
     attrs = (Attr("axis", "int", None), Attr("keepdims", "bool", False))
     vjp = None
 
-    def infer(self, x, *, axis, keepdims):
+    def infer(self, x: TensorType, *, axis: int | None, keepdims: bool) -> TensorType:
+        shape: Shape
         if axis is None:
             shape = (1,) * x.rank if keepdims else ()
         else:
             a = normalize_axis(axis, x.rank)
             shape = reduced_shape(x.shape, (a,), keepdims)
-        return TensorType("int64", shape)
+        return TensorType(np.dtype("int64"), shape)
 
-    def kernel(self, x, *, axis, keepdims):
+    def kernel(self, x: Array, *, axis: int | None, keepdims: bool) -> Array:
         return np.argmax(x, axis=axis, keepdims=keepdims).astype(np.int64, copy=False)
 
 
@@ -150,7 +164,8 @@ class BroadcastLike(OpDef):
     inputs = (Input("x", ALL_TYPES), Input("like", ALL_TYPES, differentiable=False))
     attrs = (Attr("axes", "ints", None), Attr("mean", "bool", False))
 
-    def infer(self, x, like, *, axes, mean):
+    def infer(self, x: TensorType, like: TensorType, *, axes: tuple[int, ...] | None,
+              mean: bool) -> TensorType:
         shape = _expanded(x.shape, axes, like.rank)
         try:
             out = broadcast_shapes(shape, like.shape)
@@ -162,7 +177,7 @@ class BroadcastLike(OpDef):
                              f"{format_shape(like.shape)}")
         return TensorType(x.dtype, like.shape)
 
-    def kernel(self, x, like, *, axes, mean):
+    def kernel(self, x: Array, like: Array, *, axes: tuple[int, ...] | None, mean: bool) -> Array:
         if axes is not None:
             x = np.expand_dims(x, axes)
         out = np.broadcast_to(x, like.shape)
@@ -170,7 +185,7 @@ class BroadcastLike(OpDef):
             return out / x.dtype.type(_fold_count(out, x.size))
         return out
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x = node.inputs[0]
         return [F.sum_like(dy, x, axes=node.attrs["axes"], mean=node.attrs["mean"]), None]
 
@@ -186,13 +201,14 @@ class SumLike(OpDef):
     inputs = (Input("x", NUMERIC_TYPES), Input("like", ALL_TYPES, differentiable=False))
     attrs = (Attr("axes", "ints", None), Attr("mean", "bool", False))
 
-    def infer(self, x, like, *, axes, mean):
+    def infer(self, x: TensorType, like: TensorType, *, axes: tuple[int, ...] | None,
+              mean: bool) -> TensorType:
         if like.rank > x.rank:
             raise ValueError(f"cannot sum {format_shape(x.shape)} to the larger rank of "
                              f"{format_shape(like.shape)}")
         return TensorType(x.dtype, like.shape)
 
-    def kernel(self, x, like, *, axes, mean):
+    def kernel(self, x: Array, like: Array, *, axes: tuple[int, ...] | None, mean: bool) -> Array:
         target = like.shape
         if axes is None:
             out = np.sum(x, axis=_broadcast_axes(x.shape, target), keepdims=True,
@@ -203,7 +219,7 @@ class SumLike(OpDef):
             out = out / x.dtype.type(_fold_count(x, out.size))
         return out
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x = node.inputs[0]
         return [F.broadcast_like(dy, x, axes=node.attrs["axes"], mean=node.attrs["mean"]), None]
 
@@ -217,10 +233,10 @@ class ZerosLike(OpDef):
     inputs = (Input("x", ALL_TYPES, differentiable=False),)
     vjp = None
 
-    def infer(self, x):
+    def infer(self, x: TensorType) -> TensorType:
         return x
 
-    def kernel(self, x):
+    def kernel(self, x: Array) -> Array:
         return np.zeros_like(x)
 
 
@@ -233,7 +249,7 @@ def _broadcast_axes(shape: tuple[int, ...], target: tuple[int, ...]) -> tuple[in
         lead + i for i, d in enumerate(target) if d == 1 and shape[lead + i] != 1)
 
 
-def _expanded(shape, axes, rank):
+def _expanded(shape: Shape, axes: Sequence[int] | None, rank: int) -> Shape:
     if axes is None:
         return shape
     out = list(shape)

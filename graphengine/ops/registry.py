@@ -24,15 +24,18 @@ these declarations; none keeps a copy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import numpy as np
 
 from ..dtypes import ALL_TYPES, as_dtype
 from ..errors import GraphError
 from ..shapes import Dim
+
+#: What kernels take and return: numpy arrays of any shape and dtype.
+Array: TypeAlias = "np.ndarray[Any, np.dtype[Any]]"
 
 
 class _Required:
@@ -58,7 +61,7 @@ class Input:
     """
 
     name: str
-    dtypes: frozenset = ALL_TYPES
+    dtypes: frozenset[str] = ALL_TYPES
     differentiable: bool = True
     variadic: bool = False
 
@@ -74,7 +77,7 @@ class Attr:
     name: str
     kind: str
     default: Any = REQUIRED
-    choices: tuple | None = None
+    choices: tuple[Any, ...] | None = None
 
     def __post_init__(self) -> None:
         assert self.kind in ATTR_KINDS, self.kind
@@ -186,7 +189,7 @@ class OpDef:
     #: (:class:`graphengine.executor.RunContext`: training flag and RNG).
     uses_context: ClassVar[bool] = False
     #: The gradient rule, or ``None`` for an op through which no gradient flows.
-    vjp: ClassVar[Callable | None] = _UNDECLARED
+    vjp: ClassVar[Callable[..., list[Any]] | None] = _UNDECLARED
     #: Outputs the kernel may return as a view of an input, as PyTensor's
     #: ``view_map``: ``{output index: input index}``.  The executor copies a
     #: fetched output that may share memory with a parameter, constant or feed,
@@ -276,10 +279,13 @@ class OpDef:
         return None
 
     # -- the parts each op defines ---------------------------------------------
-    def infer(self, *types, **attrs):  # pragma: no cover - every op overrides it
+    def infer(self, *types: Any, **attrs: Any) -> Any:  # pragma: no cover - every op has one
+        """Output types (one TensorType, or a sequence for several outputs) from
+        input types; raise ValueError with the reason when they do not fit."""
         raise NotImplementedError
 
-    def kernel(self, *arrays, **attrs):  # pragma: no cover - every op overrides it
+    def kernel(self, *arrays: Any, **attrs: Any) -> Any:  # pragma: no cover - every op has one
+        """Output arrays (one, or a sequence for several outputs) from input arrays."""
         raise NotImplementedError
 
 
@@ -326,7 +332,7 @@ def get_op(name: str) -> OpDef:
         raise GraphError(f"unknown op {name!r}.{hint}") from None
 
 
-def size_of(shape) -> int:
+def size_of(shape: Sequence[int]) -> int:
     """Number of elements of a concrete shape."""
     return math.prod(shape)
 
@@ -334,13 +340,15 @@ def size_of(shape) -> int:
 #: Hand-written Python front-ends, by function name, for ops whose numpy-style
 #: signature differs from their schema (``split``, slicing) and for helpers
 #: that compose ops.  Ops without one get a generated function.
-FRONTENDS: dict[str, Callable] = {}
+FRONTENDS: dict[str, Callable[..., Any]] = {}
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
-def frontend(name: str) -> Callable[[Callable], Callable]:
+def frontend(name: str) -> Callable[[_Function], _Function]:
     """Register ``fn`` as the public function ``ge.<name>``."""
 
-    def decorate(fn: Callable) -> Callable:
+    def decorate(fn: _Function) -> _Function:
         if name in FRONTENDS:
             raise TypeError(f"front-end {name!r} is defined twice")
         FRONTENDS[name] = fn
@@ -355,7 +363,7 @@ class _OpFunctions:
     Looked up on use, because the op families are imported before ``api`` is.
     """
 
-    def __getattr__(self, name: str) -> Callable:
+    def __getattr__(self, name: str) -> Callable[..., Any]:
         from . import api
 
         return getattr(api, name)

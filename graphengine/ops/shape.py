@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -29,10 +29,13 @@ from ..dtypes import ALL_TYPES
 from ..graph import Tensor
 from ..shapes import Dim, Shape, TensorType, format_shape, normalize_axes, normalize_axis
 from .indexing import END, is_int  # noqa: F401  (END: graphengine.onnx imports it from here)
-from .registry import Attr, F, Input, OpDef, frontend, register
+from .registry import Array, Attr, F, Input, OpDef, frontend, register
+
+if TYPE_CHECKING:
+    from ..gradients import NodeView
 
 
-def _as_list(out) -> list[Tensor]:
+def _as_list(out: Tensor | tuple[Tensor, ...]) -> list[Tensor]:
     """Graph.apply returns a bare tensor for a single output: make it a list."""
     return list(out) if isinstance(out, tuple) else [out]
 
@@ -95,7 +98,7 @@ def _reshaped(shape: Shape, newshape: tuple[int, ...]) -> Shape:
             raise ValueError(f"{what}: {in_known} elements do not divide into rows of "
                              f"{out_known}")
         fill = in_known // out_known
-    out = list(newshape)
+    out: list[Dim] = list(newshape)
     out[fill_at[0]] = fill
     return tuple(out)
 
@@ -125,13 +128,13 @@ class Reshape(OpDef):
     inputs = (Input("a", ALL_TYPES),)
     attrs = (Attr("newshape", "ints"),)
 
-    def infer(self, a, *, newshape):
+    def infer(self, a: TensorType, *, newshape: tuple[int, ...]) -> TensorType:
         return a.with_shape(_reshaped(a.shape, newshape))
 
-    def kernel(self, a, *, newshape):
+    def kernel(self, a: Array, *, newshape: tuple[int, ...]) -> Array:
         return np.reshape(a, newshape)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.reshape_like(dy, node.inputs[0])]
 
 
@@ -145,17 +148,18 @@ class ReshapeLike(OpDef):
     internal = True
     inputs = (Input("x", ALL_TYPES), Input("like", ALL_TYPES, differentiable=False))
 
-    def infer(self, x, like):
-        sizes = [math.prod(t.shape) for t in (x, like) if t.is_static]
+    def infer(self, x: TensorType, like: TensorType) -> TensorType:
+        sizes = [math.prod(d for d in t.shape if isinstance(d, int))
+                 for t in (x, like) if t.is_static]
         if len(sizes) == 2 and sizes[0] != sizes[1]:
             raise ValueError(f"cannot reshape {format_shape(x.shape)} ({sizes[0]} elements) "
                              f"like {format_shape(like.shape)} ({sizes[1]} elements)")
         return TensorType(x.dtype, like.shape)
 
-    def kernel(self, x, like):
+    def kernel(self, x: Array, like: Array) -> Array:
         return np.reshape(x, like.shape)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.reshape_like(dy, node.inputs[0]), None]
 
 
@@ -190,13 +194,13 @@ class Transpose(OpDef):
     inputs = (Input("a", ALL_TYPES),)
     attrs = (Attr("axes", "ints", None),)
 
-    def infer(self, a, *, axes):
+    def infer(self, a: TensorType, *, axes: tuple[int, ...] | None) -> TensorType:
         return a.with_shape(a.shape[i] for i in _permutation(axes, a.rank))
 
-    def kernel(self, a, *, axes):
+    def kernel(self, a: Array, *, axes: tuple[int, ...] | None) -> Array:
         return np.transpose(a, axes)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         perm = _permutation(node.attrs["axes"], node.inputs[0].ndim)
         inverse = sorted(range(len(perm)), key=perm.__getitem__)
         return [F.transpose(dy, axes=inverse)]
@@ -220,16 +224,16 @@ class ExpandDims(OpDef):
     inputs = (Input("a", ALL_TYPES),)
     attrs = (Attr("axis", "ints"),)
 
-    def infer(self, a, *, axis):
+    def infer(self, a: TensorType, *, axis: tuple[int, ...]) -> TensorType:
         rank = a.rank + len(axis)
         new = normalize_axes(axis, rank)
         dims = iter(a.shape)
         return a.with_shape(1 if i in new else next(dims) for i in range(rank))
 
-    def kernel(self, a, *, axis):
+    def kernel(self, a: Array, *, axis: tuple[int, ...]) -> Array:
         return np.expand_dims(a, axis)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.squeeze(dy, axis=node.attrs["axis"])]
 
 
@@ -257,7 +261,7 @@ class Squeeze(OpDef):
     inputs = (Input("a", ALL_TYPES),)
     attrs = (Attr("axis", "ints"),)
 
-    def infer(self, a, *, axis):
+    def infer(self, a: TensorType, *, axis: tuple[int, ...]) -> TensorType:
         axes = normalize_axes(axis, a.rank)
         for i in axes:
             if isinstance(a.shape[i], int) and a.shape[i] != 1:
@@ -265,10 +269,10 @@ class Squeeze(OpDef):
                                  f"its size is {a.shape[i]}, not 1")
         return a.with_shape(d for i, d in enumerate(a.shape) if i not in axes)
 
-    def kernel(self, a, *, axis):
+    def kernel(self, a: Array, *, axis: tuple[int, ...]) -> Array:
         return np.squeeze(a, axis)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.expand_dims(dy, axis=normalize_axes(node.attrs["axis"], node.inputs[0].ndim))]
 
 
@@ -337,16 +341,16 @@ class BroadcastTo(OpDef):
     inputs = (Input("array", ALL_TYPES),)
     attrs = (Attr("shape", "ints"),)
 
-    def infer(self, array, *, shape):
+    def infer(self, array: TensorType, *, shape: tuple[int, ...]) -> TensorType:
         return array.with_shape(_broadcast_target(array.shape, shape))
 
-    def kernel(self, array, *, shape):
+    def kernel(self, array: Array, *, shape: tuple[int, ...]) -> Array:
         if -1 in shape:
             lead = len(shape) - array.ndim
             shape = tuple(array.shape[i - lead] if t == -1 else t for i, t in enumerate(shape))
         return np.broadcast_to(array, shape)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [dy]
 
 
@@ -372,7 +376,7 @@ class Concatenate(OpDef):
     inputs = (Input("arrays", ALL_TYPES, variadic=True),)
     attrs = (Attr("axis", "int", 0),)
 
-    def infer(self, *arrays, axis):
+    def infer(self, *arrays: TensorType, axis: int) -> TensorType:
         _check_same_dtype(arrays)
         first = arrays[0]
         if first.rank == 0:
@@ -389,12 +393,12 @@ class Concatenate(OpDef):
         dims[ax] = _sum_dims([t.shape[ax] for t in arrays])
         return first.with_shape(dims)
 
-    def kernel(self, *arrays, axis):
+    def kernel(self, *arrays: Array, axis: int) -> Array:
         return np.concatenate(arrays, axis=axis)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         xs = node.inputs
-        return _as_list(F.split_like([dy, *xs], axis=node.attrs["axis"], num=len(xs)))
+        return [*_as_list(F.split_like([dy, *xs], axis=node.attrs["axis"], num=len(xs)))]
 
 
 @register
@@ -408,13 +412,13 @@ class SplitLike(OpDef):
     inputs = (Input("xs", ALL_TYPES, variadic=True),)
     attrs = (Attr("axis", "int"), Attr("num", "int"))
 
-    def num_outputs(self, attrs):
+    def num_outputs(self, attrs: dict[str, Any]) -> int:
         return attrs["num"]
 
-    def view_of(self, output):
+    def view_of(self, output: int) -> int | None:
         return 0  # every piece is a view of x
 
-    def infer(self, x, *likes, axis, num):
+    def infer(self, x: TensorType, *likes: TensorType, axis: int, num: int) -> Sequence[TensorType]:
         if len(likes) != num or num < 1:
             raise ValueError(f"expected x and {num} tensors giving the sizes, got {len(likes)}")
         ax = normalize_axis(axis, x.rank)
@@ -424,11 +428,11 @@ class SplitLike(OpDef):
                              f"{total}")
         return [x.with_shape(x.shape[:ax] + (t.shape[ax],) + x.shape[ax + 1:]) for t in likes]
 
-    def kernel(self, x, *likes, axis, num):
+    def kernel(self, x: Array, *likes: Array, axis: int, num: int) -> Sequence[Array]:
         ends = np.cumsum([t.shape[axis] for t in likes[:-1]])
         return np.split(x, ends, axis=axis)
 
-    def vjp(self, node, dys):
+    def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         return [_concatenate_pieces(node, dys)] + [None] * node.attrs["num"]
 
 
@@ -449,7 +453,7 @@ class Stack(OpDef):
     inputs = (Input("arrays", ALL_TYPES, variadic=True),)
     attrs = (Attr("axis", "int", 0),)
 
-    def infer(self, *arrays, axis):
+    def infer(self, *arrays: TensorType, axis: int) -> TensorType:
         _check_same_dtype(arrays)
         first = arrays[0]
         dims = list(first.shape)
@@ -463,10 +467,10 @@ class Stack(OpDef):
         dims.insert(normalize_axis(axis, first.rank + 1), len(arrays))
         return first.with_shape(dims)
 
-    def kernel(self, *arrays, axis):
+    def kernel(self, *arrays: Array, axis: int) -> Array:
         return np.stack(arrays, axis=axis)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         axis = node.attrs["axis"]
         pieces = F.split(dy, len(node.inputs), axis=axis)
         return [F.squeeze(p, axis=axis) if node.wants(i) else None
@@ -508,15 +512,16 @@ class Split(OpDef):
     attrs = (Attr("axis", "int", 0), Attr("indices", "ints", None),
              Attr("sections", "int", None))
 
-    def num_outputs(self, attrs):
+    def num_outputs(self, attrs: dict[str, Any]) -> int:
         if attrs["sections"] is not None:
             return attrs["sections"]
         return len(attrs["indices"] or ()) + 1
 
-    def view_of(self, output):
+    def view_of(self, output: int) -> int | None:
         return 0  # every piece is a view of ary
 
-    def infer(self, ary, *, axis, indices, sections):
+    def infer(self, ary: TensorType, *, axis: int, indices: tuple[int, ...] | None,
+              sections: int | None) -> Sequence[TensorType]:
         if ary.rank == 0:
             raise ValueError("a 0-d tensor cannot be split")
         ax = normalize_axis(axis, ary.rank)
@@ -533,17 +538,18 @@ class Split(OpDef):
                 size if sections == 1 else None)
             sizes = [piece] * sections
         else:
-            sizes = _split_sizes(size, indices)
+            sizes = _split_sizes(size, indices or ())
         return [ary.with_shape(ary.shape[:ax] + (s,) + ary.shape[ax + 1:]) for s in sizes]
 
-    def kernel(self, ary, *, axis, indices, sections):
-        return np.split(ary, sections if sections is not None else list(indices), axis=axis)
+    def kernel(self, ary: Array, *, axis: int, indices: tuple[int, ...] | None,
+               sections: int | None) -> Sequence[Array]:
+        return np.split(ary, sections if sections is not None else list(indices or ()), axis=axis)
 
-    def vjp(self, node, dys):
+    def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         return [_concatenate_pieces(node, dys)]
 
 
-def _concatenate_pieces(node, dys):
+def _concatenate_pieces(node: NodeView, dys: list[Tensor | None]) -> Tensor:
     """The gradient of a split: the pieces' gradients concatenated, with zeros
     for the pieces no gradient reached."""
     parts = [F.zeros_like(piece) if dy is None else dy for dy, piece in zip(dys, node.outputs)]
@@ -568,7 +574,7 @@ def split(ary: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0, 
             indices_or_sections, (bool, np.bool_)):
         attrs: dict[str, Any] = {"sections": indices_or_sections}
     else:
-        attrs = {"indices": tuple(indices_or_sections)}
+        attrs = {"indices": tuple(cast(Sequence[int], indices_or_sections))}
     return _as_list(F.call("split", [ary], {**attrs, "axis": axis}, name))
 
 
@@ -581,20 +587,18 @@ def _transposed(self: Tensor) -> Tensor:
 
 def _reshape(self: Tensor, *shape: int | Sequence[int]) -> Tensor:
     """``x.reshape(2, -1)`` or ``x.reshape((2, -1))``, as numpy; see ge.reshape."""
-    if len(shape) == 1 and not is_int(shape[0]):
-        shape = tuple(shape[0])
-    return F.reshape(self, shape)
+    dims = shape[0] if len(shape) == 1 and not is_int(shape[0]) else shape
+    return F.reshape(self, tuple(cast(Sequence[int], dims)))
 
 
 def _transpose(self: Tensor, *axes: int | Sequence[int] | None) -> Tensor:
     """``x.transpose()``, ``x.transpose(1, 0, 2)`` or ``x.transpose((1, 0, 2))``,
     as numpy; see ge.transpose."""
-    if len(axes) == 1 and not is_int(axes[0]):
-        axes = axes[0]
-    return F.transpose(self, axes or None)
+    order = axes[0] if len(axes) == 1 and not is_int(axes[0]) else axes
+    return F.transpose(self, order or None)
 
 
-def _reduction_method(op: str):
+def _reduction_method(op: str) -> Callable[..., Tensor]:
     def method(self: Tensor, axis: int | Sequence[int] | None = None,
                keepdims: bool = False) -> Tensor:
         return getattr(F, op)(self, axis=axis, keepdims=keepdims)
@@ -609,9 +613,10 @@ def _astype(self: Tensor, dtype: Any) -> Tensor:
     return F.cast(self, dtype)
 
 
-Tensor.T = property(_transposed, doc=_transposed.__doc__)
-Tensor.reshape = _reshape
-Tensor.transpose = _transpose
+# setattr: graph.py declares these methods for type checkers; they are made here.
+setattr(Tensor, "T", property(_transposed, doc=_transposed.__doc__))  # noqa: B010
+setattr(Tensor, "reshape", _reshape)  # noqa: B010
+setattr(Tensor, "transpose", _transpose)  # noqa: B010
 for _op in ("sum", "mean", "max", "min"):
     setattr(Tensor, _op, _reduction_method(_op))
-Tensor.astype = _astype
+setattr(Tensor, "astype", _astype)  # noqa: B010

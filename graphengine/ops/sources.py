@@ -6,8 +6,12 @@ parameter values (``Graph.values``) and constant arrays when it compiles a plan.
 
 from __future__ import annotations
 
-from ..shapes import TensorType
-from .registry import Attr, OpDef, register
+from typing import Any
+
+import numpy as np
+
+from ..shapes import Shape, TensorType
+from .registry import Array, Attr, OpDef, register
 
 
 @register
@@ -18,7 +22,7 @@ class Placeholder(OpDef):
     attrs = (Attr("dtype", "dtype", "float32"), Attr("shape", "shape", ()))
     vjp = None
 
-    def infer(self, *, dtype, shape):
+    def infer(self, *, dtype: np.dtype[Any], shape: Shape) -> TensorType:
         return TensorType(dtype, shape)
 
 
@@ -31,7 +35,7 @@ class Parameter(OpDef):
     attrs = (Attr("dtype", "dtype"), Attr("shape", "shape"), Attr("trainable", "bool", True))
     vjp = None
 
-    def infer(self, *, dtype, shape, trainable):
+    def infer(self, *, dtype: np.dtype[Any], shape: Shape, trainable: bool) -> TensorType:
         if any(not isinstance(d, int) for d in shape):
             raise ValueError(f"a parameter's shape must be concrete, got {shape}")
         return TensorType(dtype, shape)
@@ -45,10 +49,10 @@ class Constant(OpDef):
     attrs = (Attr("value", "tensor"),)
     vjp = None
 
-    def infer(self, *, value):
+    def infer(self, *, value: Array) -> TensorType:
         return TensorType(value.dtype, value.shape)
 
-    def kernel(self, *, value):
+    def kernel(self, *, value: Array) -> Array:
         return value
 
 
