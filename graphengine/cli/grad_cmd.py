@@ -1,6 +1,7 @@
 """``graphengine grad`` and ``graphengine check``: build and verify gradient graphs.
 
     graphengine grad model.pb --loss loss [--wrt w --wrt b] -o model_grad.pb
+    graphengine grad model.pb --data-parallel [--sync-batch-norm] -o model_dp.pb
     graphengine check model.pb --loss loss --feed x=x.npy [--wrt w]
 """
 
@@ -27,6 +28,13 @@ def add_parser(subparsers) -> None:
                            "gradients/seed")
     grad.add_argument("--unconnected", choices=["zeros", "error"], default="zeros",
                       help="what a wrt tensor the loss does not depend on gets (default zeros)")
+    grad.add_argument("--data-parallel", action="store_true",
+                      help="the gradient graph each process of a data-parallel job runs: the "
+                           "seed fed as gradients/seed (its share of the batch), then the "
+                           "loss and gradients summed over the processes by fused allreduce "
+                           "nodes")
+    grad.add_argument("--sync-batch-norm", action="store_true",
+                      help="with --data-parallel: sync_batch_norm in place of batch_norm")
     grad.set_defaults(func=run_grad)
 
     check = subparsers.add_parser(
@@ -71,9 +79,16 @@ def run_grad(args: argparse.Namespace) -> int:
     graph = load(args.file)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GradientWarning)
-        result = gradients(graph, _loss_of(graph, args), args.wrt,
-                           grad_ys="placeholder" if args.seed_placeholder else None,
-                           unconnected=args.unconnected)
+        if args.data_parallel:
+            from ..training.distributed import data_parallel_gradients
+
+            wrt = args.wrt or [n.name for n in graph.parameters(trainable=True)]
+            result = data_parallel_gradients(graph, _loss_of(graph, args), wrt,
+                                             sync_batch_norm=args.sync_batch_norm)
+        else:
+            result = gradients(graph, _loss_of(graph, args), args.wrt,
+                               grad_ys="placeholder" if args.seed_placeholder else None,
+                               unconnected=args.unconnected)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     save(result, args.output)

@@ -134,9 +134,15 @@ def data_parallel_gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str]
         weighted = F.multiply(out.tensor(loss_ref), seed, name="weighted_loss")
         reduced: dict[str, str] = {}
         stats = _batch_statistics(out, loss_ref, seed)
+        # Readable names for the reduced tensors: data_parallel/loss,
+        # data_parallel/gradients/<wrt>, data_parallel/<node>_<output>.
+        labels = {weighted.name: "loss"}
+        labels.update({out.tensor(info.grads[w]).name: f"gradients/{w.replace(':', '_')}"
+                       for w in wrt})
+        labels.update({t.name: ref.replace(":", "_") for ref, t in stats.items()})
         tensors = [weighted] + [out.tensor(info.grads[w]) for w in wrt] + list(stats.values())
-        for bucket in _buckets(tensors, bucket_bytes):
-            reduced.update(_fused_allreduce(out, bucket, len(reduced)))
+        for number, bucket in enumerate(_buckets(tensors, bucket_bytes)):
+            reduced.update(_fused_allreduce(out, bucket, number, labels))
     names = {ref: reduced[t.name] for ref, t in stats.items()}
     out.gradient = GradientInfo(reduced[weighted.name],
                                 {w: reduced[out.tensor(info.grads[w]).name] for w in wrt},
@@ -181,9 +187,10 @@ def _buckets(tensors: list[Tensor], limit: int) -> list[list[Tensor]]:
     return [group for groups in by_dtype.values() for group in groups]
 
 
-def _fused_allreduce(graph: Graph, bucket: list[Tensor], number: int) -> dict[str, str]:
+def _fused_allreduce(graph: Graph, bucket: list[Tensor], number: int,
+                     labels: dict[str, str]) -> dict[str, str]:
     """One allreduce of the bucket's tensors flattened into one buffer; returns
-    tensor -> its reduced copy, reshaped back."""
+    tensor -> its reduced copy, reshaped back and named by ``labels``."""
     for tensor in bucket:
         if not all(isinstance(d, int) for d in tensor.shape):
             raise TrainingError(f"data-parallel training: tensor '{tensor.name}' has shape "
@@ -193,7 +200,8 @@ def _fused_allreduce(graph: Graph, bucket: list[Tensor], number: int) -> dict[st
     buffer = flat[0] if len(flat) == 1 else F.concatenate(flat, name=f"bucket_{number}")
     summed = F.allreduce(buffer, name=f"allreduce_{number}")
     pieces = [summed] if len(bucket) == 1 else F.split(summed, list(np.cumsum(sizes)[:-1]))
-    return {t.name: F.reshape(p, t.shape).name for t, p in zip(bucket, pieces)}
+    return {t.name: F.reshape(p, t.shape, name=labels[t.name]).name
+            for t, p in zip(bucket, pieces)}
 
 
 # -- the job ---------------------------------------------------------------------------

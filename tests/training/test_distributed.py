@@ -349,3 +349,30 @@ def test_buckets_split_by_size_and_dtype():
     want = ge.run(plain, list(plain.gradient.grads.values()), data, training=True)
     for a, b in zip(got.values(), want.values()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_grad_command_writes_the_data_parallel_graph(tmp_path, capsys):
+    from graphengine.cli.main import main
+
+    cnn().save(tmp_path / "model.pb")
+    assert main(["grad", str(tmp_path / "model.pb"), "--data-parallel", "--sync-batch-norm",
+                 "-o", str(tmp_path / "dp.pb")]) == 0
+    assert "->  data_parallel/gradients/conv/w" in capsys.readouterr().out
+    dp = ge.load(tmp_path / "dp.pb")
+    assert dp.gradient.seed == "gradients/seed"
+    assert {n.op for n in dp.nodes} >= {"allreduce", "sync_batch_norm"}
+    assert main(["inspect", str(tmp_path / "dp.pb")]) == 0
+    assert "allreduce" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_an_error_of_every_process_is_printed_once_and_stops_the_job(mlp_files):
+    f = mlp_files
+    started = time.monotonic()
+    done = graphengine("train", f / "model.pb", "--data", f / "missing.npz", "-o",
+                       f / "out.pb", workers=2, check=False)
+    assert done.returncode != 0
+    assert time.monotonic() - started < 60
+    assert done.stderr.count("does not exist") == 1, done.stderr
+    assert "graphengine train (process 0 of 2): TrainingError" in done.stderr
+    assert "stopping every process of the job" in done.stderr
