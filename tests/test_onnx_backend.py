@@ -70,10 +70,10 @@ NOT_IN_OP_SET: dict[str, str] = {
     **dict.fromkeys(["GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND",
                      "TensorScatter"], "graphengine's take gathers along one axis only; "
                     "it has no element-wise gather or scatter"),
-    **dict.fromkeys(["ConvTranspose", "DeformConv", "Col2Im", "MaxUnpool", "LpPool",
+    **dict.fromkeys(["DeformConv", "Col2Im", "MaxUnpool", "LpPool",
                      "RoiAlign", "GridSample", "AffineGrid", "Resize", "Upsample",
                      "DepthToSpace", "SpaceToDepth", "CenterCropPad", "CausalConvWithState"],
-                    "graphengine has conv2d, max_pool2d and avg_pool2d only"),
+                    "graphengine has conv2d, conv_transpose2d, max_pool and avg_pool only"),
     **dict.fromkeys(["GroupNormalization", "LpNormalization",
                      "MeanVarianceNormalization", "LRN"],
                     "graphengine has batch, layer, instance and RMS normalization only"),
@@ -90,7 +90,6 @@ NO_DTYPE: dict[str, str] = {
 }
 
 _RANDOM_OUTPUT = "training-mode dropout draws a random mask, which cannot match ONNX's"
-_POOL = "graphengine's pools round down and have no dilation (ceil_mode/dilations)"
 
 #: Single cases, with the reason each is skipped.
 CASES: dict[str, str] = {
@@ -108,27 +107,9 @@ CASES: dict[str, str] = {
     "test_einsum_batch_diagonal": "Einsum diagonals are not a matrix product",
     "test_identity_opt": _SEQUENCE,
     "test_identity_sequence": _SEQUENCE,
-    "test_maxpool_with_argmax_2d_precomputed_pads": "MaxPool's Indices output",
-    "test_maxpool_with_argmax_2d_precomputed_strides": "MaxPool's Indices output",
-    **dict.fromkeys([
-        "test_averagepool_2d_ceil", "test_averagepool_2d_ceil_last_window_starts_on_pad",
-        "test_averagepool_2d_dilations", "test_maxpool_2d_ceil",
-        "test_maxpool_2d_ceil_output_size_reduce_by_one", "test_maxpool_2d_dilations"], _POOL),
-    **dict.fromkeys([
-        "test_averagepool_3d_default", "test_averagepool_3d_dilations_small",
-        "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True",
-        "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False",
-        "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
-        "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False",
-        "test_maxpool_3d_default", "test_maxpool_3d_dilations",
-        "test_maxpool_3d_dilations_use_ref_impl", "test_maxpool_3d_dilations_use_ref_impl_large"],
-        "3-D pooling: graphengine pools 1-D and 2-D windows only"),
-    **dict.fromkeys([
-        f"test_causal_conv_with_state_{name}_expanded" for name in (
-            "basic", "decode_step", "fp16", "kernel_size_one", "short_input_no_past_state",
-            "silu", "silu_fp16", "silu_with_past_state", "swish_alias",
-            "with_bias_and_past_state", "with_bias", "with_past_state")],
-        "grouped (depthwise) Conv: graphengine's conv2d has no groups"),
+    "test_maxpool_with_argmax_2d_precomputed_strides": "MaxPool storage_order=1: graphengine's "
+    "indices are row-major",
+    "test_convtranspose_3d": "3-D ConvTranspose: graphengine's convolutions are 1-D and 2-D",
 }
 
 
@@ -189,7 +170,7 @@ OnnxBackendNodeModelTest = _node_test_case()
 
 
 #: Node cases run and skipped with onnx 1.23.2 (every case run must pass).
-EXPECTED = {"1.23.2": {"run": 979, "skipped": 905}}
+EXPECTED = {"1.23.2": {"run": 1018, "skipped": 866}}
 
 
 def test_lists_are_consistent():

@@ -25,8 +25,8 @@ OPSETS = sorted({13, 18, DEFAULT_OPSET, NEWEST})
 rng = np.random.default_rng(1)
 
 #: Backward kernels, which no forward graph holds: refused by name.
-NOT_EXPORTED = {"conv2d_backprop_input", "conv2d_backprop_filter", "avg_pool2d_grad",
-                "max_pool2d_grad", "max_pool2d_gather", "slice_grad", "take_grad",
+NOT_EXPORTED = {"conv2d_backprop_input", "conv2d_backprop_filter", "avg_pool_grad",
+                "max_pool_grad", "slice_grad", "take_grad",
                 "split_like", "relu_grad", "softmax_cross_entropy_grad", "batch_norm_grad",
                 # Collectives of data-parallel gradient graphs: ONNX has no MPI.
                 "allreduce", "sync_batch_norm"}
@@ -165,6 +165,13 @@ CASES = [
                   dilation=(1, 2)),
         ge.max_pool2d(x, 3, stride=2, padding=1), ge.avg_pool2d(x, 2, padding=1),
         ge.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
+        *ge.max_pool2d(x, 2, stride=(2, 1), dilation=(2, 1), ceil_mode=True,
+                       return_indices=True),
+        ge.avg_pool2d(x, 3, stride=2, padding=(1, 0, 0, 1), ceil_mode=True,
+                      count_include_pad=False),
+        ge.conv2d(x, x.graph.parameter("wg", _f(6, 1, 3, 3)), padding=1, groups=3),
+        ge.conv_transpose2d(x, x.graph.parameter("wt", _f(3, 2, 3, 2)), stride=2, padding=1,
+                            output_padding=(1, 0)),
         *ge.dropout(x, 0.3),
         *ge.batch_norm(x, *[x.graph.parameter(n, _f(3, low=0.5)) for n in "gbmv"])]),
     ("norms", [("x", _f(2, 3, 8, 7))], lambda x: [
@@ -177,6 +184,11 @@ CASES = [
     ("half-norms", [("x", _f(2, 3, 8, dtype=np.float16))], lambda x: [
         *ge.layer_norm(x, x.graph.parameter("s", _f(8, low=0.5, dtype=np.float16)),
                        x.graph.parameter("b", _f(8, dtype=np.float16)))]),
+    ("pool13", [("x", _f(2, 3, 5, 6, 7)), ("s", _f(2, 3, 9))], lambda x, s: [
+        *ge.max_pool3d(x, (2, 3, 2), stride=(1, 2, 2), padding=(1, 0, 0, 0, 1, 1),
+                       return_indices=True),
+        ge.avg_pool3d(x, 2, ceil_mode=True), ge.max_pool1d(s, 3, stride=2, padding=1),
+        ge.avg_pool1d(s, 2, stride=1, padding=1, ceil_mode=True)]),
     ("losses", [("x", _f(6, 5)), ("l", rng.integers(0, 5, (6,)).astype(np.int64)),
                 ("p", _f(6, 5, low=0.0, high=1.0))],
      lambda x, labels, p: [
@@ -195,6 +207,14 @@ def test_ops(case, opset):
     g, tensors = _graph(*inputs)
     g.mark_output(*build(*tensors))
     check_export(g, dict(inputs), opset=opset)
+
+
+def test_dilated_average_pool_needs_opset_19():
+    g, (x,) = _graph(("x", _f(2, 3, 9, 8)))
+    g.mark_output(ge.avg_pool2d(x, 2, stride=1, dilation=(2, 3), count_include_pad=False))
+    check_export(g, {"x": _f(2, 3, 9, 8)}, opset=max(19, NEWEST))
+    with pytest.raises(OnnxConversionError, match="needs opset 19 or newer, not 18"):
+        ge.to_onnx(g, opset=18)
 
 
 def test_gradient_helpers_export():

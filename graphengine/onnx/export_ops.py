@@ -23,7 +23,7 @@ importer maps them back to the same kernels:
 
 Gradient helpers ``broadcast_like``, ``sum_like`` (when its axes are known),
 ``reshape_like`` and ``zeros_like`` are exported too; the other backward
-kernels (``conv2d_backprop_*``, ``*_pool2d_grad``, ``max_pool2d_gather``,
+kernels (``conv2d_backprop_*``, ``*_pool_grad``,
 ``slice_grad``, ``take_grad``, ``split_like``) are refused by name.
 """
 
@@ -393,27 +393,53 @@ def _softmax(ex: Emitter, node: Node) -> None:
     ex.emit1(node, op_type, ex.inputs(node), ex.output(node), axis=node.attrs["axis"])
 
 
+def _window_attrs(node: Node) -> dict:
+    return {"strides": list(node.attrs["stride"]), "pads": list(node.attrs["padding"]),
+            "dilations": list(node.attrs["dilation"])}
+
+
 @rule("conv2d")
 def _conv2d(ex: Emitter, node: Node) -> None:
     w_shape = ex.graph.tensor(node.inputs[1]).shape
-    ex.emit1(node, "Conv", ex.inputs(node), ex.output(node),
-             kernel_shape=list(w_shape[2:]), strides=list(node.attrs["stride"]),
-             pads=list(node.attrs["padding"]), dilations=list(node.attrs["dilation"]))
+    ex.emit1(node, "Conv", ex.inputs(node), ex.output(node), kernel_shape=list(w_shape[2:]),
+             group=node.attrs["groups"], **_window_attrs(node))
 
 
-@rule("max_pool2d")
-def _max_pool2d(ex: Emitter, node: Node) -> None:
-    ex.emit1(node, "MaxPool", ex.inputs(node), ex.output(node),
-             kernel_shape=list(node.attrs["kernel_size"]), strides=list(node.attrs["stride"]),
-             pads=list(node.attrs["padding"]))
+@rule("conv_transpose2d")
+def _conv_transpose2d(ex: Emitter, node: Node) -> None:
+    w_shape = ex.graph.tensor(node.inputs[1]).shape
+    ex.emit1(node, "ConvTranspose", ex.inputs(node), ex.output(node),
+             kernel_shape=list(w_shape[2:]), group=node.attrs["groups"],
+             output_padding=list(node.attrs["output_padding"]), **_window_attrs(node))
 
 
-@rule("avg_pool2d")
-def _avg_pool2d(ex: Emitter, node: Node) -> None:
+def _is_read(graph, ref: str) -> bool:
+    """Whether any node or graph output reads tensor ``ref``."""
+    return ref in graph.outputs or any(ref in n.inputs for n in graph.nodes)
+
+
+def _pool_attrs(node: Node) -> dict:
+    return {"kernel_shape": list(node.attrs["kernel_size"]),
+            "ceil_mode": int(node.attrs["ceil_mode"]), **_window_attrs(node)}
+
+
+@rule("max_pool")
+def _max_pool(ex: Emitter, node: Node) -> None:
+    outputs = [ex.output(node)]
+    if _is_read(ex.graph, ex.output(node, 1)):
+        outputs.append(ex.output(node, 1))      # ONNX's Indices: row-major, flat, int64
+    ex.emit(node, "MaxPool", ex.inputs(node), outputs, **_pool_attrs(node))
+
+
+@rule("avg_pool")
+def _avg_pool(ex: Emitter, node: Node) -> None:
+    attrs = _pool_attrs(node)
+    if ex.opset < 19:    # AveragePool has dilations from opset 19 on
+        if any(d != 1 for d in attrs.pop("dilations")):
+            raise ex.fail(node, f"a dilated AveragePool needs opset 19 or newer, not "
+                                f"{ex.opset}; export with opset=19")
     ex.emit1(node, "AveragePool", ex.inputs(node), ex.output(node),
-             kernel_shape=list(node.attrs["kernel_size"]), strides=list(node.attrs["stride"]),
-             pads=list(node.attrs["padding"]),
-             count_include_pad=int(node.attrs["count_include_pad"]))
+             count_include_pad=int(node.attrs["count_include_pad"]), **attrs)
 
 
 @rule("dropout")

@@ -1,8 +1,9 @@
 """Import rules for ONNX's neural-network ops: Softmax, LogSoftmax, Conv, pooling,
 BatchNormalization and Dropout.
 
-Convolution and pooling are 2-D (NCHW) or 1-D (NCL, run as NC1L), without
-groups, dilated pooling or ``ceil_mode``; ``auto_pad`` SAME_UPPER/SAME_LOWER/VALID
+Convolution (``Conv``, ``ConvTranspose``, with groups) is 2-D (NCHW) or 1-D (NCL,
+run as NC1L); pooling is 1-D, 2-D or 3-D with dilations, ``ceil_mode`` and
+MaxPool's row-major Indices output; ``auto_pad`` SAME_UPPER/SAME_LOWER/VALID
 becomes explicit pads (SAME needs static spatial dims).  Integer MaxPool runs in
 float64 (exact: it only selects).  ``BatchNormalization`` in inference
 form becomes ``batch_norm`` (whose training runs use batch statistics, so an
@@ -20,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import api as ops
+from ..ops.window import same_pads
 from .import_rules import NodeContext, normalize_axes, rule
 
 _SOFTMAX_VERSIONS = (13,)
@@ -36,12 +38,12 @@ def _log_softmax(ctx: NodeContext):
 
 
 def _window(ctx: NodeContext, x, kernel: list[int], *, dilations: list[int] | None = None):
-    """(strides, pads, dilations) of a 1-D or 2-D conv or pool, auto_pad resolved,
-    in ONNX's layout (pads: all begins, then all ends)."""
+    """(strides, pads, dilations) of a conv or pool window, auto_pad resolved, in
+    ONNX's layout (pads: all begins, then all ends)."""
     spatial = x.ndim - 2
-    if spatial not in (1, 2) or len(kernel) != spatial:
-        raise ctx.fail(f"only 1-D and 2-D windows are supported, got input shape {x.shape} "
-                       f"and kernel {kernel}")
+    if spatial not in (1, 2, 3) or len(kernel) != spatial:
+        raise ctx.fail(f"only 1-D, 2-D and 3-D windows are supported, got input shape "
+                       f"{x.shape} and kernel {kernel}")
     strides = list(ctx.attr("strides", [1] * spatial))
     dilations = list(dilations or ctx.attr("dilations", [1] * spatial))
     auto_pad = ctx.attr("auto_pad", "NOTSET")
@@ -50,26 +52,20 @@ def _window(ctx: NodeContext, x, kernel: list[int], *, dilations: list[int] | No
     elif auto_pad == "VALID":
         pads = [0] * 2 * spatial
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
-        for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations):
-            if not isinstance(size, int):
-                raise ctx.fail(f"auto_pad={auto_pad} needs static spatial dims, got "
-                               f"{x.shape}")
-            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
-            small, big = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else big)
-            end.append(big if auto_pad == "SAME_UPPER" else small)
-        pads = begin + end
+        if not all(isinstance(size, int) for size in x.shape[2:]):
+            raise ctx.fail(f"auto_pad={auto_pad} needs static spatial dims, got {x.shape}")
+        pads = list(same_pads(ctx.node.op_type, x.shape[2:], kernel, strides, dilations,
+                              upper=auto_pad == "SAME_UPPER"))
     else:
         raise ctx.fail(f"auto_pad {auto_pad!r} is not supported")
     return strides, pads, dilations
 
 
-def _to_2d(x, kernel, strides, pads, dilations):
-    """A 1-D window problem as a 2-D one of height 1 (x becomes N, C, 1, L)."""
+def _to_2d(x, strides, pads, dilations):
+    """A 1-D convolution as a 2-D one of height 1 (x becomes N, C, 1, L)."""
     if x.ndim == 4:
-        return x, kernel, strides, pads, dilations
-    return (ops.expand_dims(x, axis=2), [1, *kernel], [1, *strides], [0, pads[0], 0, pads[1]],
+        return x, strides, pads, dilations
+    return (ops.expand_dims(x, axis=2), [1, *strides], [0, pads[0], 0, pads[1]],
             [1, *dilations])
 
 
@@ -77,18 +73,74 @@ def _from_2d(out, ndim: int):
     return ops.squeeze(out, axis=2) if ndim == 3 else out
 
 
+def _conv_window(ctx: NodeContext, x, w):
+    if x.ndim not in (3, 4):
+        raise ctx.fail(f"only 1-D and 2-D convolutions are supported (graphengine has "
+                       f"conv2d), got input shape {x.shape}")
+    kernel = list(ctx.attr("kernel_shape", w.shape[2:]))
+    return kernel, _window(ctx, x, kernel)
+
+
 @rule("Conv", versions=(11, 22))
 def _conv(ctx: NodeContext):
     x, w = ctx.input(0), ctx.input(1)
-    if ctx.attr("group", 1) != 1:
-        raise ctx.fail(f"group={ctx.attr('group')} is not supported (graphengine's conv2d "
-                       "has no groups)")
-    kernel = list(ctx.attr("kernel_shape", w.shape[2:]))
-    strides, pads, dilations = _window(ctx, x, kernel)
-    x2, _, strides, pads, dilations = _to_2d(x, kernel, strides, pads, dilations)
+    _, (strides, pads, dilations) = _conv_window(ctx, x, w)
+    x2, strides, pads, dilations = _to_2d(x, strides, pads, dilations)
     w2 = w if w.ndim == 4 else ops.expand_dims(w, axis=2)
     out = ctx.graph.apply("conv2d", [x2, w2], {"stride": strides, "padding": pads,
-                                               "dilation": dilations})
+                                               "dilation": dilations,
+                                               "groups": ctx.attr("group", 1)})
+    if ctx.has(2):
+        out = out + ops.reshape(ctx.input(2), (-1, 1, 1))
+    return _from_2d(out, x.ndim)
+
+
+@rule("ConvTranspose", versions=(11, 22))
+def _conv_transpose(ctx: NodeContext):
+    x, w = ctx.input(0), ctx.input(1)
+    if x.ndim not in (3, 4):
+        raise ctx.fail(f"only 1-D and 2-D transposed convolutions are supported "
+                       f"(graphengine has conv_transpose2d), got input shape {x.shape}")
+    spatial = x.ndim - 2
+    kernel = list(ctx.attr("kernel_shape", w.shape[2:]))
+    strides = list(ctx.attr("strides", [1] * spatial))
+    dilations = list(ctx.attr("dilations", [1] * spatial))
+    extra = list(ctx.attr("output_padding", [0] * spatial))
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    target = ctx.attr("output_shape", None)
+    if target is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        target = [size * s if isinstance(size, int) else None
+                  for size, s in zip(x.shape[2:], strides)]
+    if target is not None:
+        target = list(target)[-spatial:]
+        if not all(isinstance(v, int) for v in list(x.shape[2:]) + target):
+            raise ctx.fail(f"output_shape/auto_pad need static spatial dims, got {x.shape}")
+        begins, ends = [], []
+        for i in range(spatial):
+            full = (x.shape[2 + i] - 1) * strides[i] + extra[i] + (kernel[i] - 1) * dilations[i] + 1
+            total = full - target[i]
+            if total < 0:
+                extra[i] -= total      # the output reaches past the last window
+                total = 0
+            small, large = total // 2, total - total // 2
+            upper = auto_pad == "SAME_UPPER"
+            begins.append(small if upper else large)
+            ends.append(large if upper else small)
+        pads = begins + ends
+    elif auto_pad in ("NOTSET", "VALID"):
+        pads = list(ctx.attr("pads", [0] * 2 * spatial)) if auto_pad == "NOTSET" \
+            else [0] * 2 * spatial
+    else:
+        raise ctx.fail(f"auto_pad {auto_pad!r} is not supported")
+    x2, strides, pads, dilations = _to_2d(x, strides, pads, dilations)
+    w2 = w if w.ndim == 4 else ops.expand_dims(w, axis=2)
+    extra = extra if spatial == 2 else [0, *extra]
+    if any(not 0 <= e < s for e, s in zip(extra, strides)):
+        raise ctx.fail(f"output_padding {extra} (after output_shape) must be smaller than the "
+                       f"strides {strides}")
+    out = ctx.graph.apply("conv_transpose2d", [x2, w2],
+                          {"stride": strides, "padding": pads, "dilation": dilations,
+                           "groups": ctx.attr("group", 1), "output_padding": extra})
     if ctx.has(2):
         out = out + ops.reshape(ctx.input(2), (-1, 1, 1))
     return _from_2d(out, x.ndim)
@@ -96,40 +148,28 @@ def _conv(ctx: NodeContext):
 
 def _pool(ctx: NodeContext, op: str, x, **extra):
     kernel = list(ctx.attr("kernel_shape"))
-    if any(d != 1 for d in ctx.attr("dilations", [1] * len(kernel))):
-        raise ctx.fail("dilated pooling is not supported")
-    strides, pads, _ = _window(ctx, x, kernel, dilations=[1] * len(kernel))
-    if ctx.attr("ceil_mode", 0) and not _ceil_is_floor(x.shape[2:], kernel, strides, pads):
-        raise ctx.fail("ceil_mode=1 is not supported (graphengine's pools round down)")
-    x2, kernel, strides, pads, _ = _to_2d(x, kernel, strides, pads, [1] * len(kernel))
-    out = ctx.graph.apply(op, [x2], {"kernel_size": kernel, "stride": strides,
-                                     "padding": pads, **extra})
-    return _from_2d(out, x.ndim)
-
-
-def _ceil_is_floor(spatial, kernel, strides, pads) -> bool:
-    n = len(spatial)
-    for i, (size, k, s) in enumerate(zip(spatial, kernel, strides)):
-        if not isinstance(size, int) or (size + pads[i] + pads[i + n] - k) % s:
-            return False
-    return True
+    strides, pads, dilations = _window(ctx, x, kernel)
+    return ctx.graph.apply(op, [x], {"kernel_size": kernel, "stride": strides,
+                                     "padding": pads, "dilation": dilations,
+                                     "ceil_mode": bool(ctx.attr("ceil_mode", 0)), **extra})
 
 
 @rule("MaxPool", versions=(12, 22))
 def _max_pool(ctx: NodeContext):
     x = ctx.input(0)
-    if len(ctx.node.output) > 1 and ctx.node.output[1]:
-        raise ctx.fail("the Indices output of MaxPool is not supported")
+    if ctx.attr("storage_order", 0) != 0 and len(ctx.node.output) > 1 and ctx.node.output[1]:
+        raise ctx.fail("storage_order=1 (column-major Indices) is not supported; graphengine's "
+                       "indices are row-major")
     if x.dtype.kind != "f":
-        # Our max_pool2d takes floats; float64 holds every int8/uint8 value exactly.
-        out = _pool(ctx, "max_pool2d", ops.cast(x, dtype="float64"))
-        return ops.cast(out, dtype=x.dtype)
-    return _pool(ctx, "max_pool2d", x)
+        # Our max_pool takes floats; float64 holds every int8/uint8 value exactly.
+        y, indices = _pool(ctx, "max_pool", ops.cast(x, dtype="float64"))
+        return ops.cast(y, dtype=x.dtype), indices
+    return _pool(ctx, "max_pool", x)
 
 
 @rule("AveragePool", versions=(11, 19, 22))
 def _average_pool(ctx: NodeContext):
-    return _pool(ctx, "avg_pool2d", ctx.input(0),
+    return _pool(ctx, "avg_pool", ctx.input(0),
                  count_include_pad=bool(ctx.attr("count_include_pad", 0)))
 
 

@@ -1,87 +1,146 @@
-"""2-D convolution: ``conv2d`` and the internal ops of its gradient.
+"""2-D convolution: ``conv2d`` (grouped and depthwise included), ``conv_transpose2d``
+and the internal ops of their gradients.
 
 Images are NCHW (batch, channels, height, width) and convolution weights are
-(out_channels, in_channels, kh, kw), as in PyTorch and ONNX.  The window
+(out_channels, in_channels / groups, kh, kw), as in PyTorch and ONNX.  The window
 attributes (stride, padding, dilation) and their canonical form are described
 in :mod:`.window`.
 
+Every kernel is one batched matrix product over an im2col matrix laid out as
+(groups, in_channels/groups * kh * kw, N * OH * OW): the window view is copied
+once, in the order that makes each group's weights a plain (out, k) matrix,
+and the batch and output positions form one long GEMM dimension.  That layout
+wins over NHWC and per-image products on this machine (see
+``tools/bench_speed.py``); only the output is transposed back to NCHW.
+
 The backward pass needs kernels of its own, so it is two internal ops with their
 own gradient rules, and a gradient graph can be differentiated again:
-``conv2d_backprop_input`` (a transposed convolution) and
-``conv2d_backprop_filter`` are bilinear.
+``conv2d_backprop_input`` (a transposed convolution, sharing its kernel with
+``conv_transpose2d``) and ``conv2d_backprop_filter`` are bilinear.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
+from ..errors import ShapeError
 from ..shapes import TensorType, format_shape
 from .registry import Attr, F, Input, OpDef, frontend, register
 from .window import (
     as_pair,
     check_grad_shape,
-    check_rank4,
+    check_rank,
     check_window,
-    crop_hw,
-    output_hw,
-    pad_hw,
+    crop_spatial,
+    output_sizes,
+    pad_spatial,
     resolve_padding,
     window_slices,
+    windows,
 )
 
 _CONV_ATTRS = (Attr("stride", "ints", (1, 1)), Attr("padding", "ints", (0, 0, 0, 0)),
-               Attr("dilation", "ints", (1, 1)))
+               Attr("dilation", "ints", (1, 1)), Attr("groups", "int", 1))
 
 
-def _conv_types(x: TensorType, w: TensorType, stride, padding, dilation) -> TensorType:
-    check_rank4(x, "x (N, C, H, W)")
-    check_rank4(w, "w (out_channels, in_channels, kh, kw)")
-    check_window(stride, padding, dilation)
+def _check_groups(channels, groups: int, what: str) -> None:
+    if groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups}")
+    if isinstance(channels, int) and channels % groups:
+        raise ValueError(f"{what} {channels} is not divisible by groups={groups}")
+
+
+def _conv_types(x: TensorType, w: TensorType, stride, padding, dilation,
+                groups) -> TensorType:
+    check_rank(x, 4, "x (N, C, H, W)")
+    check_rank(w, 4, "w (out_channels, in_channels / groups, kh, kw)")
+    check_window(stride, padding, dilation, 2)
     if x.dtype != w.dtype:
         raise ValueError(f"x is {x.dtype.name} but w is {w.dtype.name}; cast one with ge.cast")
-    c, ci = x.shape[1], w.shape[1]
-    if isinstance(c, int) and isinstance(ci, int) and c != ci:
+    c, ci, o = x.shape[1], w.shape[1], w.shape[0]
+    _check_groups(c, groups, "the input channel count")
+    _check_groups(o, groups, "the output channel count (w's axis 0)")
+    if isinstance(c, int) and isinstance(ci, int) and c != ci * groups:
+        per_group = f" / groups={groups} = {c // groups}" if groups > 1 else ""
         raise ValueError(f"x has {c} channels (axis 1 of {format_shape(x.shape)}) but w expects "
-                         f"{ci} (w is (out_channels, in_channels, kh, kw) = "
-                         f"{format_shape(w.shape)}); the weight's axis 1 must match x's axis 1")
-    oh, ow = output_hw(x.shape, w.shape[2:], stride, padding, dilation)
+                         f"{ci * groups} (w is (out_channels, in_channels / groups, kh, kw) = "
+                         f"{format_shape(w.shape)}); the weight's axis 1 must be "
+                         f"{c}{per_group}")
+    oh, ow = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
     return TensorType(x.dtype, (x.shape[0], w.shape[0], oh, ow))
 
 
-def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
-    """A view (N, C, OH, OW, kh, kw) of every window of the padded input (no copy)."""
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
-    span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    view = sliding_window_view(xp, span, axis=(2, 3))
-    return view[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :oh, :ow]
+# -- the three kernels ---------------------------------------------------------------------
 
+def _im2col(x: np.ndarray, kernel, stride, padding, dilation, out, groups) -> np.ndarray:
+    """(groups, C/groups * kh * kw, N * OH * OW): every window of padded x as a column."""
+    n, c = x.shape[:2]
+    view = windows(pad_spatial(x, padding), kernel, stride, dilation, out)  # (N,C,OH,OW,kh,kw)
+    return view.transpose(1, 4, 5, 0, 2, 3).reshape(
+        groups, c // groups * kernel[0] * kernel[1], n * out[0] * out[1])
+
+
+def _by_group(dy: np.ndarray, groups: int) -> np.ndarray:
+    """dy (N, O, OH, OW) as (groups, O/groups, N * OH * OW)."""
+    n, o = dy.shape[:2]
+    return dy.transpose(1, 0, 2, 3).reshape(groups, o // groups, -1)
+
+
+def _convolve(x, w, stride, padding, dilation, groups):
+    out = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
+    cols = _im2col(x, w.shape[2:], stride, padding, dilation, out, groups)
+    y = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), cols)   # (G, O/G, N*OH*OW)
+    y = y.reshape(w.shape[0], x.shape[0], *out)
+    return np.ascontiguousarray(y.transpose(1, 0, 2, 3))
+
+
+def _transpose_convolve(dy, w, shape, stride, padding, dilation, groups):
+    """The adjoint of _convolve in x: dy (N, O, OH, OW) spread back onto an input of
+    ``shape`` (N, C, H, W) through the weights (O, C/groups, kh, kw)."""
+    n, c, h, wd = shape
+    kernel, out = w.shape[2:], dy.shape[2:]
+    wg = w.reshape(groups, w.shape[0] // groups, -1)
+    cols = np.matmul(wg.transpose(0, 2, 1), _by_group(dy, groups))    # (G, C/G*kh*kw, N*L)
+    cols = cols.reshape(c, kernel[0], kernel[1], n, *out)
+    full = (h + padding[0] + padding[2], wd + padding[1] + padding[3])
+    dxp = np.zeros((n, c) + full, dy.dtype)
+    channels_first = dxp.transpose(1, 0, 2, 3)    # a view, in the columns' (C, N) order
+    for (i, j), index in window_slices(kernel, stride, dilation, out):
+        channels_first[index] += cols[:, i, j]
+    return crop_spatial(dxp, padding, (h, wd))
+
+
+def _filter_gradient(x, dy, kernel, stride, padding, dilation, groups):
+    cols = _im2col(x, kernel, stride, padding, dilation, dy.shape[2:], groups)
+    dw = np.matmul(_by_group(dy, groups), cols.transpose(0, 2, 1))    # (G, O/G, C/G*kh*kw)
+    return dw.reshape(dy.shape[1], x.shape[1] // groups, *kernel)
+
+
+# -- the ops -------------------------------------------------------------------------------
 
 @register
 class Conv2d(OpDef):
     """2-D cross-correlation (what deep-learning frameworks call convolution) of
-    x (N, C, H, W) with w (O, C, kh, kw), giving (N, O, OH, OW):
+    x (N, C, H, W) with w (O, C/groups, kh, kw), giving (N, O, OH, OW):
 
-        y[n, o, p, q] = sum_{c,i,j} x_pad[n, c, p*sh + i*dh, q*sw + j*dw] * w[o, c, i, j]
+        y[n, o, p, q] = sum_{c,i,j} x_pad[n, g*C/G + c, p*sh + i*dh, q*sw + j*dw] * w[o, c, i, j]
 
-    with zero padding.  There is no bias input: add one of shape (O, 1, 1), which
-    broadcasts against NCHW.  No groups.  vjp: dx = conv2d_backprop_input(dy, w),
-    dw = conv2d_backprop_filter(x, dy)."""
+    with zero padding, where g = o // (O/groups) is the group of output channel o:
+    each group of C/groups input channels feeds its own O/groups outputs
+    (groups = C = O is a depthwise convolution).  There is no bias input: add one
+    of shape (O, 1, 1), which broadcasts against NCHW.
+    vjp: dx = conv2d_backprop_input(dy, w), dw = conv2d_backprop_filter(x, dy)."""
 
     name = "conv2d"
     inputs = (Input("x", FLOAT_TYPES), Input("w", FLOAT_TYPES))
     attrs = _CONV_ATTRS
 
-    def infer(self, x, w, *, stride, padding, dilation):
-        return _conv_types(x, w, stride, padding, dilation)
+    def infer(self, x, w, *, stride, padding, dilation, groups):
+        return _conv_types(x, w, stride, padding, dilation, groups)
 
-    def kernel(self, x, w, *, stride, padding, dilation):
-        out_hw = output_hw(x.shape, w.shape[2:], stride, padding, dilation)
-        windows = _windows(pad_hw(x, padding), w.shape[2:], stride, dilation, out_hw)
-        # One matrix product over (C, kh, kw): tensordot gathers the windows once.
-        out = np.tensordot(windows, w, axes=([1, 4, 5], [1, 2, 3]))    # (N, OH, OW, O)
-        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    def kernel(self, x, w, *, stride, padding, dilation, groups):
+        return _convolve(x, w, stride, padding, dilation, groups)
 
     def vjp(self, node, dy):
         x, w = node.inputs
@@ -93,8 +152,8 @@ class Conv2d(OpDef):
 @register
 class Conv2dBackpropInput(OpDef):
     """The gradient of conv2d with respect to x: the transposed convolution of dy
-    (N, O, OH, OW) with w (O, C, kh, kw), cropped to the shape of ``like`` (the
-    forward x, which fixes H and W where the stride rounded down).  Bilinear:
+    (N, O, OH, OW) with w (O, C/groups, kh, kw), cropped to the shape of ``like``
+    (the forward x, which fixes H and W where the stride rounded down).  Bilinear:
     d/d dy = conv2d(g, w), d/dw = conv2d_backprop_filter(g, dy)."""
 
     name = "conv2d_backprop_input"
@@ -103,21 +162,13 @@ class Conv2dBackpropInput(OpDef):
               Input("like", ALL_TYPES, differentiable=False))
     attrs = _CONV_ATTRS
 
-    def infer(self, dy, w, like, *, stride, padding, dilation):
-        expected = _conv_types(like.with_dtype(w.dtype), w, stride, padding, dilation)
+    def infer(self, dy, w, like, *, stride, padding, dilation, groups):
+        expected = _conv_types(like.with_dtype(w.dtype), w, stride, padding, dilation, groups)
         check_grad_shape(dy, expected)
         return TensorType(dy.dtype, like.shape)
 
-    def kernel(self, dy, w, like, *, stride, padding, dilation):
-        n, c, h, wd = like.shape
-        kernel = w.shape[2:]
-        # All kh*kw contributions in one product, then added into place window by window.
-        cols = np.tensordot(dy, w, axes=([1], [0])).transpose(0, 3, 4, 5, 1, 2)
-        dxp = np.zeros((n, c, h + padding[0] + padding[2], wd + padding[1] + padding[3]),
-                       dy.dtype)
-        for k, index in window_slices(kernel, stride, dilation, dy.shape[2:]):
-            dxp[index] += cols[:, :, k // kernel[1], k % kernel[1]]
-        return crop_hw(dxp, padding, (h, wd))
+    def kernel(self, dy, w, like, *, stride, padding, dilation, groups):
+        return _transpose_convolve(dy, w, like.shape, stride, padding, dilation, groups)
 
     def vjp(self, node, g):
         dy, w, _ = node.inputs
@@ -139,14 +190,13 @@ class Conv2dBackpropFilter(OpDef):
               Input("like", ALL_TYPES, differentiable=False))
     attrs = _CONV_ATTRS
 
-    def infer(self, x, dy, like, *, stride, padding, dilation):
-        expected = _conv_types(x, like.with_dtype(x.dtype), stride, padding, dilation)
+    def infer(self, x, dy, like, *, stride, padding, dilation, groups):
+        expected = _conv_types(x, like.with_dtype(x.dtype), stride, padding, dilation, groups)
         check_grad_shape(dy, expected)
         return TensorType(x.dtype, like.shape)
 
-    def kernel(self, x, dy, like, *, stride, padding, dilation):
-        windows = _windows(pad_hw(x, padding), like.shape[2:], stride, dilation, dy.shape[2:])
-        return np.tensordot(dy, windows, axes=([0, 2, 3], [0, 2, 3]))  # (O, C, kh, kw)
+    def kernel(self, x, dy, like, *, stride, padding, dilation, groups):
+        return _filter_gradient(x, dy, like.shape[2:], stride, padding, dilation, groups)
 
     def vjp(self, node, g):
         x, dy, _ = node.inputs
@@ -156,32 +206,132 @@ class Conv2dBackpropFilter(OpDef):
                 None]
 
 
+def _transpose_size(size, k, stride, dilation, begin, end, extra):
+    if not isinstance(size, int) or not isinstance(k, int):
+        return None
+    out = (size - 1) * stride + dilation * (k - 1) + 1 - begin - end + extra
+    if out < 1:
+        raise ValueError(f"the padding {begin}+{end} leaves no output (size {out}); use "
+                         "less padding")
+    return out
+
+
+@register
+class ConvTranspose2d(OpDef):
+    """2-D transposed convolution (the adjoint of conv2d in its input, also called
+    deconvolution) of x (N, C, H, W) with w (C, O/groups, kh, kw), giving
+    (N, O, OH, OW) with OH = (H - 1)*sh + dh*(kh - 1) + 1 - top - bottom +
+    output_padding[0] (likewise OW), as PyTorch's conv_transpose2d and ONNX's
+    ConvTranspose.  ``output_padding`` (each smaller than the stride) adds rows
+    and columns at the bottom and right.  conv2d(y, w) with the same attributes
+    maps the output back to x's shape, so
+    vjp: dx = conv2d(dy, w), dw = conv2d_backprop_filter(dy, x)."""
+
+    name = "conv_transpose2d"
+    inputs = (Input("x", FLOAT_TYPES), Input("w", FLOAT_TYPES))
+    attrs = _CONV_ATTRS + (Attr("output_padding", "ints", (0, 0)),)
+
+    def infer(self, x, w, *, stride, padding, dilation, groups, output_padding):
+        check_rank(x, 4, "x (N, C, H, W)")
+        check_rank(w, 4, "w (in_channels, out_channels / groups, kh, kw)")
+        check_window(stride, padding, dilation, 2)
+        if x.dtype != w.dtype:
+            raise ValueError(f"x is {x.dtype.name} but w is {w.dtype.name}; cast one with "
+                             "ge.cast")
+        if len(output_padding) != 2 or any(not 0 <= p < s
+                                           for p, s in zip(output_padding, stride)):
+            raise ValueError(f"output_padding must be 2 ints, each >= 0 and smaller than the "
+                             f"stride {stride}; got {output_padding}")
+        c, wc = x.shape[1], w.shape[0]
+        _check_groups(wc, groups, "the input channel count (w's axis 0)")
+        if isinstance(c, int) and isinstance(wc, int) and c != wc:
+            raise ValueError(f"x has {c} channels (axis 1 of {format_shape(x.shape)}) but w "
+                             f"(in_channels, out_channels / groups, kh, kw) = "
+                             f"{format_shape(w.shape)} expects {wc}")
+        o = w.shape[1] * groups if isinstance(w.shape[1], int) else None
+        sizes = tuple(_transpose_size(x.shape[2 + i], w.shape[2 + i], stride[i], dilation[i],
+                                      padding[i], padding[2 + i], output_padding[i])
+                      for i in range(2))
+        return TensorType(x.dtype, (x.shape[0], o) + sizes)
+
+    def kernel(self, x, w, *, stride, padding, dilation, groups, output_padding):
+        sizes = tuple(_transpose_size(x.shape[2 + i], w.shape[2 + i], stride[i], dilation[i],
+                                      padding[i], padding[2 + i], output_padding[i])
+                      for i in range(2))
+        shape = (x.shape[0], w.shape[1] * groups) + sizes
+        return _transpose_convolve(x, w, shape, stride, padding, dilation, groups)
+
+    def vjp(self, node, dy):
+        x, w = node.inputs
+        attrs = {k: v for k, v in node.attrs.items() if k != "output_padding"}
+        return [F.conv2d(dy, w, **attrs) if node.wants(0) else None,
+                F.conv2d_backprop_filter(dy, x, w, **attrs) if node.wants(1) else None]
+
+
+def _weight_kernel(w) -> tuple:
+    return tuple(w.shape if hasattr(w, "shape") else np.shape(w))[2:]
+
+
 @frontend("conv2d")
-def conv2d(x, w, stride=1, padding=0, dilation=1, *, name: str | None = None):
-    """2-D convolution of NCHW ``x`` with ``w`` (out_channels, in_channels, kh, kw).
+def conv2d(x, w, stride=1, padding=0, dilation=1, groups: int = 1, *,
+           name: str | None = None):
+    """2-D convolution of NCHW ``x`` with ``w`` (out_channels, in_channels / groups,
+    kh, kw).
 
     ``stride`` and ``dilation``: an int or (height, width).  ``padding``: an int,
     (pad_h, pad_w), ONNX pads (top, left, bottom, right), ``"valid"`` (none) or
     ``"same"`` (output size ceil(size / stride); the odd extra row or column goes
-    at the bottom or right, as ONNX SAME_UPPER).  Add a bias of shape
-    (out_channels, 1, 1) with ``+``.  Raises ShapeError when the channels do not
-    match or the window does not fit.
+    at the bottom or right, as ONNX SAME_UPPER).  ``groups`` splits the channels
+    into groups convolved separately (groups = in_channels = out_channels is a
+    depthwise convolution).  Add a bias of shape (out_channels, 1, 1) with ``+``.
+    Raises ShapeError when the channels do not match or the window does not fit.
 
     >>> import numpy as np, graphengine as ge
     >>> g = ge.Graph()
-    >>> x = g.placeholder("x", (None, 1, 5, 7))
-    >>> w = g.parameter("w", np.ones((4, 1, 3, 3), np.float32))
+    >>> x = g.placeholder("x", (None, 4, 5, 7))
+    >>> w = g.parameter("w", np.ones((6, 4, 3, 3), np.float32))
     >>> ge.conv2d(x, w, padding="same").shape
-    ('N', 4, 5, 7)
+    ('N', 6, 5, 7)
     >>> ge.conv2d(x, w, stride=2).shape
-    ('N', 4, 2, 3)
+    ('N', 6, 2, 3)
+    >>> depthwise = g.parameter("dw", np.ones((4, 1, 3, 3), np.float32))
+    >>> ge.conv2d(x, depthwise, padding=1, groups=4).shape
+    ('N', 4, 5, 7)
     """
     stride, dilation = as_pair(stride), as_pair(dilation)
-    kernel = tuple(w.shape if hasattr(w, "shape") else np.shape(w))[2:]
-    padding = resolve_padding("conv2d", padding, x, kernel, stride, dilation)
+    padding = resolve_padding("conv2d", padding, x, _weight_kernel(w), stride, dilation)
     return F.call("conv2d", [x, w], {"stride": stride, "padding": padding,
-                                    "dilation": dilation}, name)
+                                    "dilation": dilation, "groups": groups}, name)
 
 
+@frontend("conv_transpose2d")
+def conv_transpose2d(x, w, stride=1, padding=0, dilation=1, groups: int = 1,
+                     output_padding=0, *, name: str | None = None):
+    """2-D transposed convolution of NCHW ``x`` with ``w`` (in_channels,
+    out_channels / groups, kh, kw), as PyTorch's ``conv_transpose2d``.
 
-__all__ = ["Conv2d", "conv2d"]
+    ``stride``, ``dilation`` and ``output_padding``: an int or (height, width).
+    ``padding``: an int, (pad_h, pad_w) or ONNX pads (top, left, bottom, right),
+    removed from the output's borders.  A stride-2 transposed convolution doubles
+    the height and width (kernel 2, or kernel 3 with padding 1 and
+    output_padding 1):
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph()
+    >>> x = g.placeholder("x", (None, 8, 5, 7))
+    >>> w = g.parameter("w", np.ones((8, 3, 3, 3), np.float32))
+    >>> ge.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1).shape
+    ('N', 3, 10, 14)
+    """
+    if isinstance(padding, str):
+        raise ShapeError(f"conv_transpose2d: padding must be an int, 2 or 4 ints, not "
+                         f"{padding!r} (compute 'same' pads from the output size you want)")
+    stride, dilation = as_pair(stride), as_pair(dilation)
+    padding = resolve_padding("conv_transpose2d", padding, x, _weight_kernel(w), stride,
+                              dilation)
+    return F.call("conv_transpose2d", [x, w],
+                  {"stride": stride, "padding": padding, "dilation": dilation,
+                   "groups": groups, "output_padding": as_pair(output_padding)}, name)
+
+
+__all__ = ["Conv2d", "ConvTranspose2d", "conv2d", "conv_transpose2d"]

@@ -1,265 +1,329 @@
-"""2-D pooling: ``max_pool2d``, ``avg_pool2d`` and the internal ops of their gradients.
+"""N-d pooling (1-D, 2-D and 3-D windows): ``max_pool``, ``avg_pool`` and the
+internal ops of their gradients.
 
-Inputs are NCHW (batch, channels, height, width).  The window attributes
-(kernel_size, stride, padding) and their canonical form are described in
-:mod:`.window`.  Padding must be smaller than the kernel, so that every window
-holds at least one input element; there is no ceil mode.
+Inputs are channels-first, (N, C, *spatial).  The window attributes
+(kernel_size, stride, padding, dilation, ceil_mode) and their canonical form
+are described in :mod:`.window`.  Padding must be smaller than the (dilated)
+kernel, so that every window holds at least one input element.
+
+``max_pool`` has two outputs: the maxima and their indices, each the flat
+position of the chosen element in the whole input (as ONNX MaxPool's Indices
+output with the default row-major storage order, and PyTorch's
+``return_indices`` except that PyTorch counts within each (n, c) plane).  The
+forward pass finds the maxima once; its gradient reads the indices instead of
+searching the windows again.
 
 The backward passes need kernels of their own, so they are internal ops with
 their own gradient rules, and a gradient graph can be differentiated again:
-``avg_pool2d_grad``, ``max_pool2d_grad`` and ``max_pool2d_gather`` are linear in
-their gradient input.
+``max_pool_grad`` (adjoint: ``take`` at the indices) and ``avg_pool_grad``
+(adjoint: ``avg_pool``) are linear in their gradient input.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..dtypes import ALL_TYPES, FLOAT_TYPES
+from ..dtypes import ALL_TYPES, FLOAT_TYPES, INDEX_TYPES
+from ..errors import ShapeError
 from ..shapes import TensorType
 from .registry import Attr, F, Input, OpDef, frontend, register
 from .window import (
-    as_pair,
+    as_tuple,
+    axis_names,
     check_grad_shape,
-    check_rank4,
     check_window,
-    crop_hw,
-    output_hw,
-    pad_hw,
+    crop_spatial,
+    output_sizes,
+    pad_spatial,
+    padded_sizes,
     resolve_padding,
     window_slices,
 )
 
-_POOL_ATTRS = (Attr("kernel_size", "ints"), Attr("stride", "ints"),
-               Attr("padding", "ints", (0, 0, 0, 0)))
-
-
-def _pool_types(x: TensorType, kernel_size, stride, padding) -> TensorType:
-    check_rank4(x, "x (N, C, H, W)")
-    if len(kernel_size) != 2 or min(kernel_size) < 1:
-        raise ValueError(f"kernel_size must be 2 positive ints (height, width), got "
-                         f"{kernel_size}")
-    check_window(stride, padding)
-    kh, kw = kernel_size
-    if max(padding[0], padding[2]) >= kh or max(padding[1], padding[3]) >= kw:
-        raise ValueError(f"padding {padding} must be smaller than the kernel {kernel_size} on "
-                         "each side, so that every window holds at least one input element")
-    return x.with_shape(x.shape[:2] + output_hw(x.shape, kernel_size, stride, padding))
-
-
-def _pool_attrs(op: str, x, kernel_size, stride, padding) -> dict:
-    kernel_size = as_pair(kernel_size)
-    stride = kernel_size if stride is None else as_pair(stride)
-    return {"kernel_size": kernel_size, "stride": stride,
-            "padding": resolve_padding(op, padding, x, kernel_size, stride, (1, 1))}
-
-
-def _argmax_windows(xp: np.ndarray, kernel_size, stride, out_hw) -> np.ndarray:
-    """Position (row-major within the kernel) of each window's maximum; the first on ties."""
-    best = arg = None
-    for k, index in window_slices(kernel_size, stride, (1, 1), out_hw):
-        values = xp[index]
-        if best is None:
-            best, arg = values.copy(), np.zeros(values.shape, np.int32)
-            continue
-        better = values > best            # strict: an earlier tie keeps the place
-        np.copyto(best, values, where=better)
-        np.copyto(arg, k, where=better)
-    return arg
-
-
-@register
-class MaxPool2d(OpDef):
-    """The maximum of each kh x kw window of NCHW x (padding counts as -inf, so it
-    is never chosen).  vjp: the whole gradient goes to the first maximum of each
-    window (row-major), as in PyTorch (``ge.max`` instead shares it among ties)."""
-
-    name = "max_pool2d"
-    inputs = (Input("x", FLOAT_TYPES),)
-    attrs = _POOL_ATTRS
-
-    def infer(self, x, *, kernel_size, stride, padding):
-        return _pool_types(x, kernel_size, stride, padding)
-
-    def kernel(self, x, *, kernel_size, stride, padding):
-        xp = pad_hw(x, padding, -np.inf)
-        out_hw = output_hw(x.shape, kernel_size, stride, padding)
-        out = None
-        for _, index in window_slices(kernel_size, stride, (1, 1), out_hw):
-            out = xp[index].copy() if out is None else np.maximum(out, xp[index], out=out)
-        return out
-
-    def vjp(self, node, dy):
-        return [F.max_pool2d_grad(node.inputs[0], dy, **node.attrs)]
-
-
-@register
-class MaxPool2dGrad(OpDef):
-    """The gradient of max_pool2d: each window's dy added at the position of that
-    window's first maximum in x, zeros elsewhere.  Linear in dy; its gradient with
-    respect to x is zero wherever it exists (the argmax positions are piecewise
-    constant in x), so x is not differentiable.  vjp: max_pool2d_gather(x, g)."""
-
-    name = "max_pool2d_grad"
-    internal = True
-    inputs = (Input("x", FLOAT_TYPES, differentiable=False), Input("dy", FLOAT_TYPES))
-    attrs = _POOL_ATTRS
-
-    def infer(self, x, dy, *, kernel_size, stride, padding):
-        check_grad_shape(dy, _pool_types(x, kernel_size, stride, padding))
-        return x
-
-    def kernel(self, x, dy, *, kernel_size, stride, padding):
-        xp = pad_hw(x, padding, -np.inf)
-        arg = _argmax_windows(xp, kernel_size, stride, dy.shape[2:])
-        dxp = np.zeros(xp.shape, dy.dtype)
-        for k, index in window_slices(kernel_size, stride, (1, 1), dy.shape[2:]):
-            dxp[index] += np.where(arg == k, dy, 0)
-        return crop_hw(dxp, padding, x.shape[2:])
-
-    def vjp(self, node, g):
-        return [None, F.max_pool2d_gather(node.inputs[0], g, **node.attrs)]
-
-
-@register
-class MaxPool2dGather(OpDef):
-    """For each max_pool2d window of x, the value of g (shaped like x) at the
-    window's first maximum: the adjoint of max_pool2d_grad.  Linear in g.
-    vjp: max_pool2d_grad(x, dy)."""
-
-    name = "max_pool2d_gather"
-    internal = True
-    inputs = (Input("x", FLOAT_TYPES, differentiable=False), Input("g", FLOAT_TYPES))
-    attrs = _POOL_ATTRS
-
-    def infer(self, x, g, *, kernel_size, stride, padding):
-        if g.rank != x.rank or g.dtype != x.dtype:
-            raise ValueError(f"g must have the type of x ({x}), got {g}")
-        return _pool_types(x, kernel_size, stride, padding)
-
-    def kernel(self, x, g, *, kernel_size, stride, padding):
-        xp = pad_hw(x, padding, -np.inf)
-        out_hw = output_hw(x.shape, kernel_size, stride, padding)
-        arg = _argmax_windows(xp, kernel_size, stride, out_hw)
-        gp = pad_hw(g, padding)
-        out = np.empty(arg.shape, g.dtype)
-        for k, index in window_slices(kernel_size, stride, (1, 1), out_hw):
-            np.copyto(out, gp[index], where=arg == k)   # exactly one k per window
-        return out
-
-    def vjp(self, node, dy):
-        return [None, F.max_pool2d_grad(node.inputs[0], dy, **node.attrs)]
-
-
+_POOL_ATTRS = (Attr("kernel_size", "ints"), Attr("stride", "ints"), Attr("padding", "ints"),
+               Attr("dilation", "ints"), Attr("ceil_mode", "bool", False))
 _AVG_ATTRS = _POOL_ATTRS + (Attr("count_include_pad", "bool", True),)
 
 
-def _avg_divisor(in_hw, kernel_size, stride, padding, count_include_pad, dtype):
-    """What each window's sum is divided by: kh*kw, or (count_include_pad=False) the
-    number of real input elements in the window, as an (OH, OW) array."""
-    if count_include_pad:
-        return dtype.type(kernel_size[0] * kernel_size[1])
-    ones = pad_hw(np.ones((1, 1) + tuple(in_hw), dtype), padding)
-    out_hw = output_hw((1, 1) + tuple(in_hw), kernel_size, stride, padding)
-    counts = np.zeros(out_hw, dtype)
-    for _, index in window_slices(kernel_size, stride, (1, 1), out_hw):
-        counts += ones[index][0, 0]
-    return counts
+def _pool_types(x: TensorType, kernel_size, stride, padding, dilation,
+                ceil_mode) -> TensorType:
+    rank = len(kernel_size)
+    if rank not in (1, 2, 3) or min(kernel_size) < 1:
+        raise ValueError(f"kernel_size must be 1, 2 or 3 positive ints (one per spatial "
+                         f"axis), got {kernel_size}")
+    if x.rank != rank + 2:
+        raise ValueError(f"a {rank}-D pool needs x of rank {rank + 2} (N, C, "
+                         f"{', '.join(axis_names(rank))}), got {x}")
+    check_window(stride, padding, dilation, rank)
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel_size, dilation)]
+    if any(max(padding[i], padding[rank + i]) >= spans[i] for i in range(rank)):
+        raise ValueError(f"padding {padding} must be smaller than the kernel {kernel_size} on "
+                         "each side, so that every window holds at least one input element")
+    out = output_sizes(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return x.with_shape(x.shape[:2] + out)
+
+
+def _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """(output sizes, padded sizes) of a pool over an input of ``x_shape``."""
+    out = output_sizes(x_shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return out, padded_sizes(x_shape[2:], kernel_size, stride, padding, dilation, out)
+
+
+def _window_starts(sizes, kernel_size, stride, padding, out) -> np.ndarray:
+    """Flat index into one (n, c) plane of the first kernel position of every window
+    (it may fall in the padding: only sums with in-window offsets are real)."""
+    rank = len(kernel_size)
+    plane_strides = [math.prod(sizes[i + 1:]) for i in range(rank)]
+    start = np.zeros(out, np.int64)
+    for i in range(rank):
+        axis = (np.arange(out[i], dtype=np.int64) * stride[i] - padding[i]) * plane_strides[i]
+        start = start + axis.reshape((-1,) + (1,) * (rank - 1 - i))
+    return start
+
+
+def _max_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode):
+    out, full = _geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    xp = pad_spatial(x, padding, -np.inf, full)
+    sizes = x.shape[2:]
+    plane_strides = [math.prod(sizes[i + 1:]) for i in range(len(sizes))]
+    best = offset = None
+    # One pass per kernel position, each over every window at once; a strict
+    # comparison keeps the first maximum (row-major) on ties, as PyTorch does.
+    for offsets, index in window_slices(kernel_size, stride, dilation, out):
+        step = sum(o * d * s for o, d, s in zip(offsets, dilation, plane_strides))
+        values = xp[index]
+        if best is None:
+            best, offset = values.copy(), np.full(values.shape, step, np.int64)
+            continue
+        better = values > best
+        np.copyto(best, values, where=better)
+        np.copyto(offset, step, where=better)
+    planes = np.arange(x.shape[0] * x.shape[1], dtype=np.int64) * math.prod(sizes)
+    offset += planes.reshape(x.shape[:2] + (1,) * len(sizes))
+    offset += _window_starts(sizes, kernel_size, stride, padding, out)
+    return best, offset
 
 
 @register
-class AvgPool2d(OpDef):
-    """The mean of each kh x kw window of NCHW x, with zero padding.  By default
-    the padding counts in the mean (count_include_pad=True, as PyTorch; ONNX's
-    default is False: set it to match).  vjp: avg_pool2d_grad(dy)."""
+class MaxPool(OpDef):
+    """The maximum of each window of x (N, C, *spatial) with 1, 2 or 3 spatial
+    axes, and its flat index in x (padding counts as -inf, so it is never
+    chosen).  The first maximum (row-major within the window) wins ties, as in
+    PyTorch.  vjp: the whole gradient goes to that element
+    (max_pool_grad(dy, indices)); ``ge.max`` instead shares it among ties."""
 
-    name = "avg_pool2d"
+    name = "max_pool"
+    inputs = (Input("x", FLOAT_TYPES),)
+    outputs = ("y", "indices")
+    attrs = _POOL_ATTRS
+
+    def infer(self, x, **attrs):
+        y = _pool_types(x, **attrs)
+        return y, y.with_dtype("int64")
+
+    def kernel(self, x, **attrs):
+        return _max_with_indices(x, **attrs)
+
+    def vjp(self, node, dys):
+        dy = dys[0]
+        if dy is None:
+            return [None]
+        a = node.attrs
+        disjoint = all(s >= d * (k - 1) + 1
+                       for k, s, d in zip(a["kernel_size"], a["stride"], a["dilation"]))
+        return [F.max_pool_grad(dy, node.outputs[1], node.inputs[0], disjoint=disjoint)]
+
+
+@register
+class MaxPoolGrad(OpDef):
+    """Zeros shaped like ``like``, with each element of dy added at the flat
+    position given by ``indices`` (the gradient of max_pool).  ``disjoint`` says
+    that no two windows share an element, so no index repeats and the values are
+    stored instead of summed.  Linear in dy; vjp: take(g, indices)."""
+
+    name = "max_pool_grad"
+    internal = True
+    inputs = (Input("dy", FLOAT_TYPES), Input("indices", INDEX_TYPES, differentiable=False),
+              Input("like", ALL_TYPES, differentiable=False))
+    attrs = (Attr("disjoint", "bool", False),)
+
+    def infer(self, dy, indices, like, *, disjoint):
+        check_grad_shape(indices.with_dtype(dy.dtype), dy)
+        if dy.rank != like.rank:
+            raise ValueError(f"dy {dy} and like {like} must have the same rank")
+        return like.with_dtype(dy.dtype)
+
+    def kernel(self, dy, indices, like, *, disjoint):
+        if disjoint:
+            out = np.zeros(like.size, dy.dtype)
+            out[indices.reshape(-1)] = dy.reshape(-1)
+        else:
+            out = np.bincount(indices.reshape(-1), weights=dy.reshape(-1),
+                              minlength=like.size).astype(dy.dtype, copy=False)
+        return out.reshape(like.shape)
+
+    def vjp(self, node, g):
+        return [F.take(g, node.inputs[1]), None, None]
+
+
+def _divisor(sizes, kernel_size, stride, padding, dilation, out, count_include_pad, dtype):
+    """What each window's sum is divided by, broadcast over (*out): the number of
+    its elements inside the input, or also inside the explicit padding
+    (count_include_pad); the extra end padding of ceil mode never counts."""
+    rank = len(kernel_size)
+    divisor = np.ones((), dtype)
+    for i in range(rank):
+        positions = (np.arange(out[i])[:, None] * stride[i] - padding[i]
+                     + np.arange(kernel_size[i])[None, :] * dilation[i])
+        low, high = (-padding[i], sizes[i] + padding[rank + i]) if count_include_pad \
+            else (0, sizes[i])
+        counts = ((positions >= low) & (positions < high)).sum(axis=1).astype(dtype)
+        divisor = divisor * counts.reshape((-1,) + (1,) * (rank - 1 - i))
+    return divisor
+
+
+@register
+class AvgPool(OpDef):
+    """The mean of each window of x (N, C, *spatial) with 1, 2 or 3 spatial
+    axes, with zero padding.  By default the explicit padding counts in the mean
+    (count_include_pad=True, as PyTorch; ONNX's default is False: set it to
+    match); the extra end padding of ceil mode never does.
+    vjp: avg_pool_grad(dy)."""
+
+    name = "avg_pool"
     inputs = (Input("x", FLOAT_TYPES),)
     attrs = _AVG_ATTRS
 
-    def infer(self, x, *, kernel_size, stride, padding, count_include_pad):
-        return _pool_types(x, kernel_size, stride, padding)
+    def infer(self, x, *, count_include_pad, **attrs):
+        return _pool_types(x, **attrs)
 
-    def kernel(self, x, *, kernel_size, stride, padding, count_include_pad):
-        xp = pad_hw(x, padding)
-        out_hw = output_hw(x.shape, kernel_size, stride, padding)
-        out = None
-        for _, index in window_slices(kernel_size, stride, (1, 1), out_hw):
-            out = xp[index].copy() if out is None else np.add(out, xp[index], out=out)
-        out /= _avg_divisor(x.shape[2:], kernel_size, stride, padding, count_include_pad,
-                            x.dtype)
-        return out
+    def kernel(self, x, *, kernel_size, stride, padding, dilation, ceil_mode,
+               count_include_pad):
+        out, full = _geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        xp = pad_spatial(x, padding, 0.0, full)
+        total = None
+        for _, index in window_slices(kernel_size, stride, dilation, out):
+            total = xp[index].copy() if total is None else np.add(total, xp[index], out=total)
+        total /= _divisor(x.shape[2:], kernel_size, stride, padding, dilation, out,
+                          count_include_pad, x.dtype)
+        return total
 
     def vjp(self, node, dy):
-        return [F.avg_pool2d_grad(dy, node.inputs[0], **node.attrs)]
+        return [F.avg_pool_grad(dy, node.inputs[0], **node.attrs)]
 
 
 @register
-class AvgPool2dGrad(OpDef):
-    """The gradient of avg_pool2d: each window's dy, divided as the forward pass
+class AvgPoolGrad(OpDef):
+    """The gradient of avg_pool: each window's dy, divided as the forward pass
     divided, spread over the window and cropped to the shape of ``like`` (the
-    forward x).  Linear; vjp: avg_pool2d(g)."""
+    forward x).  Linear; vjp: avg_pool(g)."""
 
-    name = "avg_pool2d_grad"
+    name = "avg_pool_grad"
     internal = True
     inputs = (Input("dy", FLOAT_TYPES), Input("like", ALL_TYPES, differentiable=False))
     attrs = _AVG_ATTRS
 
-    def infer(self, dy, like, *, kernel_size, stride, padding, count_include_pad):
-        check_grad_shape(dy, _pool_types(like.with_dtype(dy.dtype), kernel_size, stride,
-                                          padding))
+    def infer(self, dy, like, *, count_include_pad, **attrs):
+        check_grad_shape(dy, _pool_types(like.with_dtype(dy.dtype), **attrs))
         return like.with_dtype(dy.dtype)
 
-    def kernel(self, dy, like, *, kernel_size, stride, padding, count_include_pad):
-        n, c, h, w = like.shape
-        share = dy / _avg_divisor((h, w), kernel_size, stride, padding, count_include_pad,
-                                  dy.dtype)
-        dxp = np.zeros((n, c, h + padding[0] + padding[2], w + padding[1] + padding[3]),
-                       dy.dtype)
-        for _, index in window_slices(kernel_size, stride, (1, 1), dy.shape[2:]):
+    def kernel(self, dy, like, *, kernel_size, stride, padding, dilation, ceil_mode,
+               count_include_pad):
+        out, full = _geometry(like.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        share = dy / _divisor(like.shape[2:], kernel_size, stride, padding, dilation, out,
+                              count_include_pad, dy.dtype)
+        dxp = np.zeros(like.shape[:2] + full, dy.dtype)
+        for _, index in window_slices(kernel_size, stride, dilation, out):
             dxp[index] += share
-        return crop_hw(dxp, padding, (h, w))
+        return crop_spatial(dxp, padding, like.shape[2:])
 
     def vjp(self, node, g):
-        return [F.avg_pool2d(g, **node.attrs), None]
+        return [F.avg_pool(g, **node.attrs), None]
 
 
-@frontend("max_pool2d")
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, name: str | None = None):
-    """Max pooling of NCHW ``x`` over ``kernel_size`` windows (an int or a pair).
+# -- front-ends ------------------------------------------------------------------------------
 
-    ``stride`` defaults to ``kernel_size`` (as PyTorch); ``padding`` is an int, a
-    pair, ONNX pads (top, left, bottom, right), ``"valid"`` or ``"same"``, and must
-    be smaller than the kernel.  Padding never wins the max.  Output sizes round
-    down (no ceil mode).
+def _pool_attrs(op: str, rank: int, x, kernel_size, stride, padding, dilation,
+                ceil_mode) -> dict:
+    kernel_size = as_tuple(kernel_size, rank)
+    stride = kernel_size if stride is None else as_tuple(stride, rank)
+    dilation = as_tuple(dilation, rank)
+    if not isinstance(kernel_size, (tuple, list)) or len(kernel_size) != rank:
+        raise ShapeError(f"{op}: kernel_size must be an int or {rank} ints, got {kernel_size!r}")
+    return {"kernel_size": kernel_size, "stride": stride, "dilation": dilation,
+            "padding": resolve_padding(op, padding, x, kernel_size, stride, dilation),
+            "ceil_mode": ceil_mode}
+
+
+def _max_pool_frontend(rank: int):
+    op = f"max_pool{rank}d"
+
+    def max_pool_nd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                    return_indices=False, *, name: str | None = None):
+        attrs = _pool_attrs(op, rank, x, kernel_size, stride, padding, dilation, ceil_mode)
+        y, indices = F.call("max_pool", [x], attrs, name)
+        return (y, indices) if return_indices else y
+
+    max_pool_nd.__name__ = max_pool_nd.__qualname__ = op
+    return frontend(op)(max_pool_nd)
+
+
+def _avg_pool_frontend(rank: int):
+    op = f"avg_pool{rank}d"
+
+    def avg_pool_nd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                    count_include_pad=True, *, name: str | None = None):
+        attrs = _pool_attrs(op, rank, x, kernel_size, stride, padding, dilation, ceil_mode)
+        attrs["count_include_pad"] = count_include_pad
+        return F.call("avg_pool", [x], attrs, name)
+
+    avg_pool_nd.__name__ = avg_pool_nd.__qualname__ = op
+    return frontend(op)(avg_pool_nd)
+
+
+_SHAPES = {1: ("(N, C, L)", "(None, 3, 9)", "('N', 3, 4)", "('N', 3, 9)"),
+           2: ("(N, C, H, W)", "(None, 3, 8, 6)", "('N', 3, 4, 3)", "('N', 3, 8, 6)"),
+           3: ("(N, C, D, H, W)", "(None, 3, 4, 8, 6)", "('N', 3, 2, 4, 3)",
+               "('N', 3, 4, 8, 6)")}
+
+max_pool1d, max_pool2d, max_pool3d = (_max_pool_frontend(r) for r in (1, 2, 3))
+avg_pool1d, avg_pool2d, avg_pool3d = (_avg_pool_frontend(r) for r in (1, 2, 3))
+
+for _rank, _fn in ((1, max_pool1d), (2, max_pool2d), (3, max_pool3d)):
+    _layout, _shape, _halved, _same = _SHAPES[_rank]
+    _fn.__doc__ = f"""Max pooling of ``x`` {_layout} over ``kernel_size`` windows (an int
+    or {_rank} ints).
+
+    ``stride`` defaults to ``kernel_size`` (as PyTorch); ``padding`` is an int,
+    {_rank} ints (symmetric), {2 * _rank} ONNX pads (begins, then ends), ``"valid"``
+    or ``"same"``, and must be smaller than the kernel; padding never wins the
+    max.  ``dilation`` spaces the window's elements; ``ceil_mode=True`` rounds
+    the output size up instead of down.  With ``return_indices=True`` it returns
+    (y, indices): the flat index in ``x`` of each maximum (int64).
 
     >>> import graphengine as ge
-    >>> x = ge.Graph().placeholder("x", (None, 3, 8, 6))
-    >>> ge.max_pool2d(x, 2).shape
-    ('N', 3, 4, 3)
+    >>> x = ge.Graph().placeholder("x", {_shape})
+    >>> ge.max_pool{_rank}d(x, 2).shape
+    {_halved}
     """
-    return F.call("max_pool2d", [x], _pool_attrs("max_pool2d", x, kernel_size, stride, padding),
-                 name)
 
+for _rank, _fn in ((1, avg_pool1d), (2, avg_pool2d), (3, avg_pool3d)):
+    _layout, _shape, _halved, _same = _SHAPES[_rank]
+    _fn.__doc__ = f"""Average pooling of ``x`` {_layout}; arguments as
+    :func:`max_pool{_rank}d`.
 
-@frontend("avg_pool2d")
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *,
-               name: str | None = None):
-    """Average pooling of NCHW ``x``; arguments as :func:`max_pool2d`.
-
-    With ``count_include_pad=True`` (PyTorch's default) every window is divided by
-    kh*kw, zero padding included; with False, by the number of real elements
-    (ONNX's default).
+    With ``count_include_pad=True`` (PyTorch's default) the explicit zero padding
+    counts in each window's mean; with False, only the real elements do (ONNX's
+    default).
 
     >>> import graphengine as ge
-    >>> x = ge.Graph().placeholder("x", (None, 3, 8, 6))
-    >>> ge.avg_pool2d(x, 3, stride=1, padding=1).shape
-    ('N', 3, 8, 6)
+    >>> x = ge.Graph().placeholder("x", {_shape})
+    >>> ge.avg_pool{_rank}d(x, 3, stride=1, padding=1).shape
+    {_same}
     """
-    attrs = _pool_attrs("avg_pool2d", x, kernel_size, stride, padding)
-    attrs["count_include_pad"] = count_include_pad
-    return F.call("avg_pool2d", [x], attrs, name)
 
 
-
-__all__ = ["AvgPool2d", "MaxPool2d", "avg_pool2d", "max_pool2d"]
+__all__ = ["AvgPool", "MaxPool", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d",
+           "max_pool2d", "max_pool3d"]

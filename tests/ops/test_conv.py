@@ -113,6 +113,75 @@ SPECS += [
            id="same-stride2"),
 ]
 
+
+# -- groups and transposed convolution ------------------------------------------------------
+
+def grouped(ref, groups):
+    """A reference applied to each group of channels (x split on axis 1, w on axis 0)."""
+    def run(x, w, *args):
+        xs, ws = np.split(x, groups, axis=1), np.split(w, groups, axis=0)
+        return np.concatenate([ref(a, b, *args) for a, b in zip(xs, ws)], axis=1)
+    return run
+
+
+def conv_transpose_ref(x, w, stride, pads, dilation, groups, output_padding):
+    c_out = w.shape[1] * groups
+    sizes = [(x.shape[2 + i] - 1) * stride[i] + dilation[i] * (w.shape[2 + i] - 1) + 1
+             - pads[i] - pads[2 + i] + output_padding[i] for i in range(2)]
+    out = []
+    for xg, wg in zip(np.split(x, groups, axis=1), np.split(w, groups, axis=0)):
+        like = np.zeros((x.shape[0], c_out // groups, *sizes), x.dtype)
+        out.append(conv2d_input_grad_ref(xg, wg, like, stride, pads, dilation))
+    return np.concatenate(out, axis=1)
+
+
+# (x shape, w shape, stride, pads, dilation, groups)
+GROUP_CASES = [
+    ((2, 4, 6, 5), (6, 2, 3, 2), (1, 1), (1, 0, 1, 1), (1, 1), 2),
+    ((2, 3, 7, 6), (3, 1, 3, 3), (2, 1), (1, 1, 1, 1), (1, 2), 3),     # depthwise
+    ((1, 4, 5, 7), (8, 1, 2, 3), (1, 2), (0, 1, 1, 0), (1, 1), 4),     # depthwise, multiplier 2
+]
+for xs, ws, stride, pads, dil, groups in GROUP_CASES:
+    attrs = {"stride": stride, "padding": pads, "dilation": dil, "groups": groups}
+    case = f"x{xs}-w{ws}-s{stride}-p{pads}-d{dil}-g{groups}".replace(" ", "")
+    oh, ow = conv_geometry(xs, ws, stride, pads, dil)
+    dy_shape = (xs[0], ws[0], oh, ow)
+    args = (stride, pads, dil)
+    SPECS += [
+        OpSpec("conv2d", lambda x, w, a=attrs: ge.conv2d(x, w, **a),
+               lambda x, w, a=args, n=groups: grouped(conv2d_ref, n)(x, w, *a),
+               [u(*xs), u(*ws)], id=case, order2=groups == 3),
+        OpSpec("conv2d_backprop_input",
+               lambda dy, w, x, a=attrs: api.conv2d_backprop_input(dy, w, x, **a),
+               lambda dy, w, x, a=args, n=groups: np.concatenate(
+                   [conv2d_input_grad_ref(d, ww, xx, *a) for d, ww, xx in zip(
+                       np.split(dy, n, 1), np.split(w, n, 0), np.split(x, n, 1))], axis=1),
+               [u(*dy_shape), u(*ws), u(*xs)], id=case),
+        OpSpec("conv2d_backprop_filter",
+               lambda x, dy, w, a=attrs: api.conv2d_backprop_filter(x, dy, w, **a),
+               lambda x, dy, w, a=args, n=groups: np.concatenate(
+                   [conv2d_filter_grad_ref(xx, d, ww, *a) for xx, d, ww in zip(
+                       np.split(x, n, 1), np.split(dy, n, 1), np.split(w, n, 0))], axis=0),
+               [u(*xs), u(*dy_shape), u(*ws)], id=case),
+    ]
+
+# conv_transpose2d: (x shape, w shape (C_in, C_out/groups, kh, kw), stride, pads, dilation,
+# groups, output_padding)
+TRANSPOSE_CASES = [
+    ((2, 3, 4, 5), (3, 2, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, (1, 1)),
+    ((1, 4, 3, 4), (4, 3, 2, 3), (1, 2), (0, 1, 1, 0), (2, 1), 2, (0, 1)),
+    ((2, 2, 5, 3), (2, 1, 3, 2), (3, 1), (2, 0, 0, 1), (1, 1), 2, (2, 0)),
+]
+for xs, ws, stride, pads, dil, groups, extra in TRANSPOSE_CASES:
+    attrs = {"stride": stride, "padding": pads, "dilation": dil, "groups": groups,
+             "output_padding": extra}
+    case = f"x{xs}-w{ws}-s{stride}-p{pads}-d{dil}-g{groups}-o{extra}".replace(" ", "")
+    SPECS.append(OpSpec(
+        "conv_transpose2d", lambda x, w, a=attrs: ge.conv_transpose2d(x, w, **a),
+        lambda x, w, a=attrs: conv_transpose_ref(x, w, a["stride"], a["padding"], a["dilation"],
+                                                 a["groups"], a["output_padding"]),
+        [u(*xs), u(*ws)], id=case, order2=groups == 1))
+
 test_forward = forward_tests(SPECS)
 test_gradient = gradient_tests(SPECS)
 
@@ -140,10 +209,30 @@ def test_conv2d_infers_symbolic_batch_and_spatial_dims():
     (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3, 3), np.float32)),
                             padding=(1, 2, 3)), "padding must be 4 non-negative ints"),
     (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3), np.float32))),
-     "w (out_channels, in_channels, kh, kw) must have rank 4"),
+     "w (out_channels, in_channels / groups, kh, kw) must have rank 4"),
+    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 1, 3, 3), np.float32)), groups=2),
+     "the input channel count 3 is not divisible by groups=2"),
+    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((3, 3, 3, 3), np.float32)), groups=3),
+     "the weight's axis 1 must be 3 / groups=3 = 1"),
+    (lambda g, x: ge.conv_transpose2d(x, g.parameter("w", np.zeros((3, 2, 3, 3), np.float32)),
+                                      stride=2, output_padding=2),
+     "output_padding must be 2 ints, each >= 0 and smaller than the stride"),
+    (lambda g, x: ge.conv_transpose2d(x, g.parameter("w", np.zeros((2, 2, 3, 3), np.float32))),
+     "expects 2"),
 ])
 def test_build_errors_name_node_and_problem(build, fragment):
     check_build_error(build, fragment, (None, 3, 8, 7))
+
+
+def test_conv_transpose2d_inverts_the_shape_of_a_strided_conv():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 8, 5, 7))
+    w = g.parameter("w", np.zeros((8, 3, 3, 3), np.float32))
+    y = ge.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1)
+    assert y.shape == ("N", 3, 10, 14)
+    assert ge.conv2d(y, w, stride=2, padding=1).shape == ("N", 8, 5, 7)
+    with pytest.raises(ge.ShapeError, match="padding must be an int"):
+        ge.conv_transpose2d(x, w, padding="same")
 
 
 def test_same_padding_needs_known_size_with_stride():

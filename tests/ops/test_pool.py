@@ -1,5 +1,9 @@
-"""max_pool2d, avg_pool2d and their gradient ops against naive numpy references
-written here, and their gradients by finite differences."""
+"""max_pool, avg_pool (1-D, 2-D, 3-D) and their gradient ops against naive numpy
+references written here (loops over output positions), and their gradients by
+finite differences."""
+
+import itertools
+import math
 
 import numpy as np
 import pytest
@@ -7,7 +11,6 @@ import pytest
 import graphengine as ge
 
 from .spec import OpSpec, check_build_error, forward_tests, gradient_tests
-from .test_conv import out_size, pad4, patch_index
 
 R = np.random.default_rng(7)
 api = ge.ops.api
@@ -22,69 +25,66 @@ def distinct(*shape):
     return R.permutation(int(np.prod(shape))).reshape(shape) * 0.1 - 1.0
 
 
-# -- references: plain loops over output positions ------------------------------------
+# -- references: plain loops over output positions and window elements ------------------
 
-def pool_windows(x, kernel, stride, pads, value):
-    """Yield (p, q, window (N, C, kh, kw)) of the padded input."""
-    xp = pad4(x, pads, value)
-    oh = out_size(x.shape[2], kernel[0], stride[0], 1, pads[0] + pads[2])
-    ow = out_size(x.shape[3], kernel[1], stride[1], 1, pads[1] + pads[3])
-    for p in range(oh):
-        for q in range(ow):
-            yield p, q, xp[patch_index(p, q, kernel, stride, (1, 1))]
-
-
-def max_pool_ref(x, kernel, stride, pads):
-    windows = list(pool_windows(x, kernel, stride, pads, -np.inf))
-    out = np.zeros(x.shape[:2] + (windows[-1][0] + 1, windows[-1][1] + 1), x.dtype)
-    for p, q, win in windows:
-        out[:, :, p, q] = win.max(axis=(2, 3))
-    return out
+def out_sizes(sizes, kernel, stride, pads, dilation, ceil_mode):
+    rank, out = len(kernel), []
+    for i in range(rank):
+        room = sizes[i] + pads[i] + pads[rank + i] - dilation[i] * (kernel[i] - 1) - 1
+        o = (-(-room // stride[i]) if ceil_mode else room // stride[i]) + 1
+        if ceil_mode and (o - 1) * stride[i] >= sizes[i] + pads[i]:
+            o -= 1
+        out.append(o)
+    return tuple(out)
 
 
-def avg_pool_ref(x, kernel, stride, pads, count_include_pad=True):
-    windows = list(pool_windows(x, kernel, stride, pads, 0.0))
-    ones = np.ones((1, 1) + x.shape[2:], x.dtype)
-    real = {(p, q): win for p, q, win in pool_windows(ones, kernel, stride, pads, 0.0)}
-    out = np.zeros(x.shape[:2] + (windows[-1][0] + 1, windows[-1][1] + 1), x.dtype)
-    for p, q, win in windows:
-        count = kernel[0] * kernel[1] if count_include_pad else real[p, q].sum()
-        out[:, :, p, q] = win.sum(axis=(2, 3)) / count
-    return out
+def window_elements(sizes, kernel, stride, pads, dilation, position):
+    """(input coordinates or None when in the padding, inside explicit padding?)
+    of every element of the window at output ``position``, row-major."""
+    rank = len(kernel)
+    for offsets in itertools.product(*(range(k) for k in kernel)):
+        coords = tuple(position[i] * stride[i] - pads[i] + offsets[i] * dilation[i]
+                       for i in range(rank))
+        inside = all(0 <= c < s for c, s in zip(coords, sizes))
+        in_pads = all(-pads[i] <= coords[i] < sizes[i] + pads[rank + i] for i in range(rank))
+        yield (coords if inside else None), in_pads
 
 
-def max_pool_scatter_ref(x, dy, kernel, stride, pads):
-    """dy of each window added at its first maximum (row-major)."""
-    dxp = np.zeros(pad4(x, pads).shape, dy.dtype)
-    for p, q, win in pool_windows(x, kernel, stride, pads, -np.inf):
-        flat = win.reshape(win.shape[:2] + (-1,)).argmax(axis=2)
-        i, j = np.divmod(flat, kernel[1])
-        for n in range(x.shape[0]):
-            for c in range(x.shape[1]):
-                dxp[n, c, p * stride[0] + i[n, c], q * stride[1] + j[n, c]] += dy[n, c, p, q]
-    return dxp[:, :, pads[0]:pads[0] + x.shape[2], pads[1]:pads[1] + x.shape[3]]
+def pool_ref(x, kernel, stride, pads, dilation, ceil_mode, kind, count_include_pad=True):
+    """(values, flat indices) for kind='max'; values for kind='avg'."""
+    sizes = x.shape[2:]
+    out = out_sizes(sizes, kernel, stride, pads, dilation, ceil_mode)
+    y = np.zeros(x.shape[:2] + out, x.dtype)
+    idx = np.zeros(x.shape[:2] + out, np.int64)
+    for n, c in np.ndindex(x.shape[:2]):
+        for pos in np.ndindex(out):
+            elems = list(window_elements(sizes, kernel, stride, pads, dilation, pos))
+            real = [e for e, _ in elems if e is not None]
+            if kind == "max":
+                values = [x[(n, c) + e] for e in real]
+                best = int(np.argmax(values))        # the first maximum
+                y[(n, c) + pos] = values[best]
+                idx[(n, c) + pos] = np.ravel_multi_index((n, c) + real[best], x.shape)
+            else:
+                count = sum(p for _, p in elems) if count_include_pad else len(real)
+                y[(n, c) + pos] = sum(x[(n, c) + e] for e in real) / count
+    return (y, idx) if kind == "max" else y
 
 
-def max_pool_gather_ref(x, g, kernel, stride, pads):
-    gp = pad4(g, pads)
-    windows = list(pool_windows(x, kernel, stride, pads, -np.inf))
-    out = np.zeros(x.shape[:2] + (windows[-1][0] + 1, windows[-1][1] + 1), g.dtype)
-    for p, q, win in windows:
-        flat = win.reshape(win.shape[:2] + (-1,)).argmax(axis=2)
-        i, j = np.divmod(flat, kernel[1])
-        for n in range(x.shape[0]):
-            for c in range(x.shape[1]):
-                out[n, c, p, q] = gp[n, c, p * stride[0] + i[n, c], q * stride[1] + j[n, c]]
-    return out
+def scatter_ref(dy, indices, like):
+    out = np.zeros(like.size, dy.dtype)
+    for value, i in zip(dy.ravel(), indices.ravel()):
+        out[i] += value
+    return out.reshape(like.shape)
 
 
-def avg_pool_grad_ref(dy, like, kernel, stride, pads, count_include_pad=True):
-    # The adjoint of avg_pool_ref, column by column of its matrix.
+def adjoint_ref(forward, dy, like):
+    """The adjoint of the linear map ``forward``, column by column of its matrix."""
     out = np.zeros(like.shape, dy.dtype)
     for index in np.ndindex(like.shape):
         e = np.zeros(like.shape, dy.dtype)
         e[index] = 1
-        out[index] = np.sum(avg_pool_ref(e, kernel, stride, pads, count_include_pad) * dy)
+        out[index] = np.sum(forward(e) * dy)
     return out
 
 
@@ -92,46 +92,64 @@ def avg_pool_grad_ref(dy, like, kernel, stride, pads, count_include_pad=True):
 
 SPECS = []
 
-# pooling: (x shape, kernel, stride, pads)
+# (x shape, kernel, stride, pads, dilation, ceil_mode): 1-D, 2-D and 3-D windows.
 POOL_CASES = [
-    ((2, 3, 6, 4), (2, 2), (2, 2), (0, 0, 0, 0)),
-    ((2, 2, 7, 5), (3, 2), (2, 1), (1, 1, 1, 0)),
-    ((1, 3, 5, 6), (3, 3), (1, 2), (2, 1, 0, 2)),
+    ((2, 3, 6, 4), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),
+    ((2, 2, 7, 5), (3, 2), (2, 1), (1, 1, 1, 0), (1, 1), False),
+    ((1, 3, 5, 6), (3, 3), (1, 2), (2, 1, 0, 2), (1, 1), False),
+    ((2, 2, 7, 6), (3, 2), (2, 2), (1, 0, 0, 1), (1, 1), True),
+    ((1, 2, 8, 7), (2, 3), (1, 2), (0, 1, 1, 0), (3, 2), False),
+    ((1, 2, 9, 7), (2, 2), (3, 2), (1, 0, 0, 1), (2, 2), True),
+    ((2, 3, 9), (3,), (2,), (1, 1), (1,), True),
+    ((2, 2, 10), (2,), (3,), (0, 1), (3,), False),
+    ((1, 2, 4, 5, 6), (2, 2, 3), (2, 1, 2), (0, 1, 1, 0, 0, 1), (1, 1, 1), True),
+    ((1, 1, 5, 4, 5), (2, 2, 2), (1, 2, 1), (0, 0, 0, 1, 0, 0), (2, 1, 2), False),
 ]
-for xs, kernel, stride, pads in POOL_CASES:
-    attrs = {"kernel_size": kernel, "stride": stride, "padding": pads}
-    case = f"x{xs}-k{kernel}-s{stride}-p{pads}".replace(" ", "")
-    oh = out_size(xs[2], kernel[0], stride[0], 1, pads[0] + pads[2])
-    ow = out_size(xs[3], kernel[1], stride[1], 1, pads[1] + pads[3])
-    dy_shape = xs[:2] + (oh, ow)
+for xs, kernel, stride, pads, dil, ceil in POOL_CASES:
+    attrs = {"kernel_size": kernel, "stride": stride, "padding": pads, "dilation": dil,
+             "ceil_mode": ceil}
+    geometry = (kernel, stride, pads, dil, ceil)
+    case = f"x{xs}-k{kernel}-s{stride}-p{pads}-d{dil}-ceil{int(ceil)}".replace(" ", "")
+    dy_shape = xs[:2] + out_sizes(xs[2:], *geometry[:4], ceil)
+    x = distinct(*xs)
+    _, indices = pool_ref(x, *geometry, "max")
     SPECS += [
-        OpSpec("max_pool2d", lambda x, a=attrs: ge.max_pool2d(x, **a),
-               lambda x, a=attrs: max_pool_ref(x, a["kernel_size"], a["stride"], a["padding"]),
-               [distinct(*xs)], id=case, batch=True),
-        OpSpec("max_pool2d_grad", lambda x, dy, a=attrs: api.max_pool2d_grad(x, dy, **a),
-               lambda x, dy, a=attrs: max_pool_scatter_ref(x, dy, a["kernel_size"], a["stride"],
-                                                           a["padding"]),
-               [distinct(*xs), u(*dy_shape)], id=case),
-        OpSpec("max_pool2d_gather", lambda x, g, a=attrs: api.max_pool2d_gather(x, g, **a),
-               lambda x, g, a=attrs: max_pool_gather_ref(x, g, a["kernel_size"], a["stride"],
-                                                         a["padding"]),
-               [distinct(*xs), u(*xs)], id=case),
+        OpSpec("max_pool", lambda x, a=attrs: api.max_pool(x, **a),
+               lambda x, a=geometry: pool_ref(x, *a, "max"), [x], id=case, batch=True),
+        OpSpec("max_pool_grad",
+               lambda dy, i, x: api.max_pool_grad(dy, i, x, disjoint=False),
+               scatter_ref, [u(*dy_shape), indices, u(*xs)], id=case),
     ]
     for include in (True, False):
         a2 = {**attrs, "count_include_pad": include}
+
+        def avg(x, a=geometry, include=include):
+            return pool_ref(x, *a, "avg", include)
+
         SPECS += [
-            OpSpec("avg_pool2d", lambda x, a=a2: ge.avg_pool2d(x, **a),
-                   lambda x, a=a2: avg_pool_ref(x, a["kernel_size"], a["stride"], a["padding"],
-                                                a["count_include_pad"]),
+            OpSpec("avg_pool", lambda x, a=a2: api.avg_pool(x, **a), avg,
                    [u(*xs)], id=f"{case}-include_pad={include}", batch=True),
-            OpSpec("avg_pool2d_grad", lambda dy, x, a=a2: api.avg_pool2d_grad(dy, x, **a),
-                   lambda dy, x, a=a2: avg_pool_grad_ref(dy, x, a["kernel_size"], a["stride"],
-                                                         a["padding"], a["count_include_pad"]),
+            OpSpec("avg_pool_grad", lambda dy, x, a=a2: api.avg_pool_grad(dy, x, **a),
+                   lambda dy, x, f=avg: adjoint_ref(f, dy, x),
                    [u(*dy_shape), u(*xs)], id=f"{case}-include_pad={include}"),
         ]
-SPECS.append(OpSpec("max_pool2d", lambda x: ge.max_pool2d(x, 3, stride=1, padding="same"),
-                    lambda x: max_pool_ref(x, (3, 3), (1, 1), (1, 1, 1, 1)), [distinct(1, 2, 4, 5)],
-                    id="same"))
+
+# The gradient of a disjoint max pool (stride >= window) stores instead of adding.
+_x = distinct(2, 3, 6, 4)
+SPECS += [
+    OpSpec("max_pool_grad", lambda dy, i, x: api.max_pool_grad(dy, i, x, disjoint=True),
+           scatter_ref, [u(2, 3, 3, 2), pool_ref(_x, (2, 2), (2, 2), (0,) * 4, (1, 1), False,
+                                                   "max")[1], _x], id="disjoint", order2=True),
+    OpSpec("max_pool", lambda x: ge.max_pool2d(x, 3, stride=1, padding="same"),
+           lambda x: pool_ref(x, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False, "max")[0],
+           [distinct(1, 2, 4, 5)], id="same"),
+    OpSpec("avg_pool", lambda x: ge.avg_pool3d(x, 2, ceil_mode=True),
+           lambda x: pool_ref(x, (2, 2, 2), (2, 2, 2), (0,) * 6, (1, 1, 1), True, "avg"),
+           [u(1, 2, 3, 4, 5)], id="frontend-3d", order2=True),
+    OpSpec("max_pool", lambda x: ge.max_pool1d(x, 2, stride=1, dilation=2, return_indices=True),
+           lambda x: pool_ref(x, (2,), (1,), (0, 0), (2,), False, "max"),
+           [distinct(2, 3, 7)], id="frontend-1d"),
+]
 
 test_forward = forward_tests(SPECS)
 test_gradient = gradient_tests(SPECS)
@@ -147,10 +165,37 @@ def test_pool_stride_defaults_to_kernel_size():
     assert g.node(y.node).attrs["stride"] == (3, 2)
 
 
+def test_ceil_mode_drops_a_window_that_starts_in_the_padding():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 1, 5, 5))
+    # (5 + 1 - 2) / 2 rounds up to 2, + 1 = 3 windows; the third starts at 4 < 5 + 0.
+    assert ge.max_pool2d(x, 2, padding=(0, 0, 1, 1), ceil_mode=True).shape == ("N", 1, 3, 3)
+    # (5 + 2 - 3) / 2 = 2, + 1 = 3 either way
+    assert ge.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True).shape == ("N", 1, 3, 3)
+    y = g.placeholder("y", (None, 1, 6))
+    # room 6 + 1 - 2 = 5 -> ceil(5 / 2) + 1 = 4, but window 4 would start at 6 >= 6 + 0.
+    assert ge.avg_pool1d(y, 2, stride=2, padding=(0, 1), ceil_mode=True).shape == ("N", 1, 3)
+
+
+def test_max_pool_gradient_uses_the_forward_indices():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 2, 6, 4), "float64")
+    loss = ge.sum(ge.max_pool2d(x, 2) * 3.0)
+    tg = ge.gradients(g, loss, ["x"])
+    ops = [n.op for n in tg.nodes]
+    assert "max_pool_grad" in ops and ops.count("max_pool") == 1
+    grad = ge.run(tg, tg.gradient.grads["x"], {"x": distinct(2, 2, 6, 4)})
+    assert np.count_nonzero(grad) == 2 * 2 * 3 * 2 and np.all(grad[grad != 0] == 3.0)
+
+
 @pytest.mark.parametrize("build, fragment", [
-    (lambda g, x: ge.max_pool2d(x, 0), "kernel_size must be 2 positive ints"),
+    (lambda g, x: ge.max_pool2d(x, 0), "kernel_size must be 1, 2 or 3 positive ints"),
     (lambda g, x: ge.max_pool2d(x, 2, padding=2), "must be smaller than the kernel"),
     (lambda g, x: ge.avg_pool2d(x, 9), "the window spans 9 along the height"),
+    (lambda g, x: ge.max_pool3d(x, 2), "a 3-D pool needs x of rank 5"),
+    (lambda g, x: ge.avg_pool2d(x, 2, dilation=(1, 0)), "dilation must be 2 positive ints"),
+    (lambda g, x: ge.max_pool2d(x, 2, padding=(1, 1, 1)),
+     "padding must be 4 non-negative ints"),
 ])
 def test_build_errors_name_node_and_problem(build, fragment):
     check_build_error(build, fragment, (None, 3, 8, 7))
@@ -161,6 +206,16 @@ def test_conv_and_pool_gradients_with_symbolic_batch():
     x = g.placeholder("x", (None, 2, 6, 5), "float64")
     w = g.parameter("w", u(3, 2, 3, 2))
     h = ge.max_pool2d(ge.conv2d(x, w, stride=(1, 2), padding=1), 2, stride=1)
-    loss = ge.sum(ge.avg_pool2d(h, (2, 1), padding=(1, 0)) * 0.5)
+    loss = ge.sum(ge.avg_pool2d(h, (2, 1), padding=(1, 0), ceil_mode=True) * 0.5)
     result = ge.gradcheck(g, loss, ["x", "w"], {"x": distinct(3, 2, 6, 5)})
     assert result.ok, str(result)
+
+
+def test_max_pool_indices_count_through_batch_and_channels():
+    x = distinct(2, 3, 4, 4)
+    g = ge.Graph()
+    xt = g.placeholder("x", x.shape, "float64")
+    y, i = ge.max_pool2d(xt, 2, return_indices=True)
+    out = ge.run(g, [y, i], {"x": x})
+    np.testing.assert_array_equal(x.reshape(-1)[out[i.name]], out[y.name])
+    assert out[i.name].max() < math.prod(x.shape)
