@@ -230,7 +230,12 @@ def test_reads_draws_the_forward_nodes_gradient_rules_read_and_links():
     assert dot.label("layer1/tanh") == ["tanh"]  # in its cluster, so its short name
     for node in grad_nodes:
         assert fill(dot, node.name) in (style.NODE_STYLES["gradient"]["fillcolor"],
+                                        style.NODE_STYLES["gradient helper"]["fillcolor"],
                                         style.NODE_STYLES["gradient output"]["fillcolor"])
+    # y * y in tanh's rule holds no gradient; the product with the incoming one does
+    assert fill(dot, "gradients/layer1/multiply") == \
+        style.NODE_STYLES["gradient helper"]["fillcolor"]
+    assert fill(dot, "gradients/layer1/multiply_1") == style.NODE_STYLES["gradient"]["fillcolor"]
     # expanded groups sit in a cluster that names the forward op; only the gradient
     # outputs get a dashed link to the tensor they are the gradient for
     outputs = {ge.graph.parse_ref(g)[0]: w for w, g in tg.gradient.grads.items()}
@@ -244,11 +249,13 @@ def test_gradient_edges_run_against_the_forward_flow():
     tg = ge.gradients(mlp(), "loss")
     dot = Dot(ge.to_dot(tg, view="both"))
     expected = set()
+    flow = {tg.gradient.nodes[0]}  # the seed, and what reads it: 1 - y*y holds no gradient
     for node in tg.nodes:
         if node.derived_from:
             for ref in node.inputs:
                 producer = ge.graph.parse_ref(ref)[0]
-                if tg.node(producer).derived_from and tg.node(producer).op != "constant":
+                if producer in flow:
+                    flow.add(node.name)
                     expected.add((node.name, producer))  # written consumer -> producer
     gradient_edges = dot.edges_of("gradient")
     assert {(a, b) for a, b, _ in gradient_edges} == expected
@@ -258,7 +265,8 @@ def test_gradient_edges_run_against_the_forward_flow():
     assert dot.pairs("reads") == set()
     assert ("layer1/tanh", "gradients/layer1/multiply") in Dot(
         ge.to_dot(tg, view="both", reads=True)).pairs("reads")
-    assert ("gradients/layer1/subtract", "gradients/layer1/constant") in dot.pairs("constant")
+    assert ("gradients/layer1/subtract", "gradients/layer1/constant") in dot.pairs("helper")
+    assert ("gradients/layer1/multiply_1", "gradients/layer1/subtract") in dot.pairs("helper")
     assert dot.drawn() == {n.name for n in tg.nodes}
     # no construct that Graphviz 2.43 cannot rank in nested clusters
     assert "constraint" not in dot.text and "weight" not in dot.text

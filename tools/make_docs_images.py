@@ -3,9 +3,10 @@
     python tools/make_docs_images.py [--check]
 
 They are made from the examples' graphs (the digits MLP as built by
-examples/digits_mlp.py, the chain rule of examples/chain_rule.py) by
-``graphengine render``.  ``--check`` compares instead of writing, and exits 1
-when a committed drawing is stale (tests/test_docs_images.py runs it).
+examples/digits_mlp.py, the chain rule of examples/chain_rule.py, the digits
+CNN and the unrolled RNN of examples/gallery.py) by ``graphengine render``.
+``--check`` compares instead of writing, and exits 1 when a committed drawing
+is stale (tests/test_docs_images.py runs it).
 """
 
 from __future__ import annotations
@@ -38,9 +39,15 @@ def make(folder: pathlib.Path) -> list[pathlib.Path]:
     _example("digits_mlp").build().save(mlp)
     chain = folder / "chain_rule_grad.pb"
     ge.gradients(_example("chain_rule").build(), "f/y", wrt=["x"]).save(chain)
+    gallery = _example("gallery")
+    cnn, rnn = folder / "digits_cnn.pb", folder / "text_rnn.pb"
+    gallery.build_digits_cnn().save(cnn)
+    gallery.build_text_rnn().save(rnn)
     jobs = [(mlp, "digits_mlp_forward.svg", ["--view", "forward"]),
             (mlp, "digits_mlp_gradient.svg", ["--view", "gradient"]),
-            (chain, "chain_rule.svg", ["--view", "both", "--legend"])]
+            (chain, "chain_rule.svg", ["--view", "both"]),
+            (cnn, "digits_cnn_both.svg", ["--view", "both"]),
+            (rnn, "text_rnn_gradient.svg", ["--view", "gradient"])]
     outputs = []
     for model, image, options in jobs:
         out = folder / image

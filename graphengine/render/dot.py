@@ -40,16 +40,18 @@ def write_dot(graph: Graph, sel: Selection, *, view: str, loss: str | None,
     ``reads`` the forward values gradient rules read; ``clusters=False`` leaves
     scope clusters out (the simpler layout tried when ``dot`` fails).
     """
-    statements = _node_statements(graph, sel, loss, notes)
-    edges = _edges(graph, sel, reads)
+    statements, node_kinds = _node_statements(graph, sel, loss, notes)
+    edges, edge_kinds = _edges(graph, sel, reads)
     if derived:
-        edges += _derived_edges(sel)
+        links = _derived_edges(sel)
+        edges += links
+        edge_kinds |= {"derived"} if links else set()
     rankdir = direction if direction != "auto" else choose_direction(sel, edges, statements)
     lines = [f"digraph {quote(graph.name)} {{", *_defaults(rankdir)]
     lines += _cluster_lines(sel, statements, clusters)
     lines += [f"  {quote(a)} -> {quote(b)} {_attrs(attrs)};" for a, b, attrs in edges]
     if legend:
-        lines += _legend_lines(view != "forward", sel, loss, reads)
+        lines += _legend_lines(node_kinds, edge_kinds, loss)
     title = graph.name if view == "forward" else f"{graph.name}: {view} view"
     if view != "forward" and loss:
         title += f", L = {loss}"
@@ -86,11 +88,13 @@ def _defaults(rankdir: str) -> list[str]:
 
 # -- nodes -------------------------------------------------------------------------
 
-def _node_statements(graph: Graph, sel: Selection, loss: str | None,
-                     notes: Annotations) -> dict[str, tuple[dict[str, str], list[str]]]:
-    """The attributes and label lines of each unit, by unit id, in drawing order."""
+def _node_statements(graph: Graph, sel: Selection, loss: str | None, notes: Annotations
+                     ) -> tuple[dict[str, tuple[dict[str, str], list[str]]], set[str]]:
+    """The attributes and label lines of each unit, by unit id, in drawing order, and
+    the node kinds drawn."""
     outputs = set(graph.outputs)
     statements = {}
+    kinds = set()
     for node in sel.nodes:
         unit = sel.unit[node.name]
         if unit in statements:
@@ -100,10 +104,13 @@ def _node_statements(graph: Graph, sel: Selection, loss: str | None,
             attrs = style.node_attrs(box.kind)
             attrs["tooltip"] = box.tooltip
             statements[unit] = (attrs, box.label)
+            kinds.add(box.kind)
             continue
-        is_grad = node.name in sel.gradient
-        attrs = style.node_attrs(node_kind(node, is_grad, outputs, loss),
-                                 context=node.name in sel.context)
+        kind = node_kind(node, node.name in sel.gradient, outputs, loss)
+        if kind == "gradient" and node.name not in sel.flow:
+            kind = "gradient helper"
+        kinds.add(kind)
+        attrs = style.node_attrs(kind, context=node.name in sel.context)
         attrs["tooltip"] = node.name
         if node.name in sel.outputs:
             lines = _gradient_output_label(sel.outputs[node.name])
@@ -112,7 +119,7 @@ def _node_statements(graph: Graph, sel: Selection, loss: str | None,
             name = node.name if node.name in sel.outside else _short_name(node, sel.scope_of)
             lines = _node_label(node, name, node.op, node.name in notes.values)
         statements[unit] = (attrs, lines + _value_lines(node, notes))
-    return statements
+    return statements, kinds
 
 
 def _gradient_output_label(wrt: str) -> list[str]:
@@ -198,10 +205,10 @@ def _cluster(sel: Selection, members: dict[str, list[str]], children: dict[str, 
 Edge = tuple[str, str, dict[str, str]]
 
 
-def _edges(graph: Graph, sel: Selection, reads: bool) -> list[Edge]:
+def _edges(graph: Graph, sel: Selection, reads: bool) -> tuple[list[Edge], set[str]]:
     """One edge per (producer unit, consumer unit, kind), labelled with the types of
     the tensors it carries (several where a node has several outputs, or a box
-    gathers several edges)."""
+    gathers several edges); and the edge kinds drawn."""
     groups: dict[tuple[str, str, str], dict[str, None]] = {}
     for node in sel.nodes:
         dst = sel.unit[node.name]
@@ -213,36 +220,37 @@ def _edges(graph: Graph, sel: Selection, reads: bool) -> list[Edge]:
             if node.name in sel.context:
                 kind = "context"
             else:
-                kind = _edge_kind(graph.node(name), name in sel.gradient,
+                kind = _edge_kind(name in sel.gradient, name in sel.flow,
                                   node.name in sel.gradient)
             if kind == "reads" and not reads:
                 continue
-            if kind == "constant" and (src in sel.boxes or dst in sel.boxes):
-                continue  # a constant shared by gradient rules: no flow worth a line
+            if kind == "helper" and (src in sel.boxes or dst in sel.boxes):
+                continue  # a constant or a transposed weight shared by gradient rules
             groups.setdefault((src, dst, kind), {})[make_ref(name, index)] = None
     edges = []
     for (src, dst, kind), refs in groups.items():
         attrs = dict(style.EDGE_STYLES[kind])
-        if kind not in ("reads", "constant"):
+        if kind not in ("reads", "helper"):
             # a forward value's type is on its forward edge; a constant shows its value
             attrs["label"] = quote(_types_label([graph.tensor(r).type for r in refs]))
-        if kind in ("gradient", "constant"):
+        if kind in ("gradient", "helper"):
             src, dst = dst, src
             attrs["dir"] = "back"
         edges.append((src, dst, attrs))
-    return edges
+    return edges, {kind for _, _, kind in groups}
 
 
-def _edge_kind(producer: Node, from_gradient: bool, to_gradient: bool) -> str:
+def _edge_kind(from_gradient: bool, from_flow: bool, to_gradient: bool) -> str:
     """``gradient`` for a gradient flowing between gradient nodes; ``reads`` for a
-    forward value a gradient rule takes; ``constant`` for a constant it takes
-    (which the pass shares between scopes: drawn red, it would look like a
-    gradient flowing from one scope to another)."""
+    forward value a gradient rule takes; ``helper`` for a gradient node's value
+    that holds no gradient (a constant, a transposed weight), which the pass
+    shares between rules: drawn red, it would look like a gradient flowing
+    from one op to another."""
     if not to_gradient:
         return "forward"
     if not from_gradient:
         return "reads"
-    return "constant" if producer.op == "constant" else "gradient"
+    return "gradient" if from_flow else "helper"
 
 
 def _types_label(types: list[TensorType]) -> str:
@@ -337,22 +345,19 @@ def _ranks(units: list[str], edges: list[Edge]) -> dict[str, int]:
 
 # -- legend --------------------------------------------------------------------------
 
-def _legend_lines(gradients: bool, sel: Selection, loss: str | None,
-                  reads: bool) -> list[str]:
+def _legend_lines(node_kinds: set[str], edge_kinds: set[str], loss: str | None) -> list[str]:
     """One node whose HTML table holds a swatch per node kind and a line per edge
-    kind the drawing can hold: one node, so it adds nothing to the layout."""
-    kinds = {b.kind for b in sel.boxes.values()}
-    node_kinds, edge_kinds = style.legend_kinds(gradients, kinds)
-    edge_kinds = [k for k in edge_kinds if reads or k != "reads"]
+    kind the drawing holds: one node, so it adds nothing to the layout."""
+    node_order, edge_order = style.legend_kinds()
     rows = ['<TR><TD COLSPAN="2" BORDER="0"><B>legend</B></TD></TR>']
-    for kind in node_kinds:
+    for kind in (k for k in node_order if k in node_kinds):
         attrs = style.node_attrs(kind)
         text = style.LEGEND_TEXT[kind]
         if kind == "gradient output" and loss:
             text = f"∂L/∂w: gradient of L = {loss} for w"
         rows.append(f'<TR><TD BGCOLOR="{attrs["fillcolor"]}" COLOR="{attrs["color"]}" '
                     f'WIDTH="30"> </TD><TD BORDER="0" ALIGN="LEFT">{_html(text)}</TD></TR>')
-    for kind in edge_kinds:
+    for kind in (k for k in edge_order if k in edge_kinds):
         attrs = style.EDGE_STYLES[kind]
         stroke = {"dotted": "┈┈┈", "dashed": "╌╌╌"}.get(attrs.get("style", ""), "───")
         rows.append(f'<TR><TD BORDER="0"><FONT COLOR="{attrs["color"]}">{stroke}▶</FONT></TD>'

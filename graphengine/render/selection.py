@@ -71,7 +71,10 @@ class Selection:
     ``context`` nodes are outside the selection and drawn faded, because
     selected nodes read them; ``outside`` are those of them outside the scope
     asked for.  ``groups`` maps each gradient node to the forward node it
-    differentiates; ``notes`` says what was done automatically.
+    differentiates; ``flow`` holds the gradient nodes the seed gradient flows
+    through (the others compute from forward values alone: a transposed weight
+    that several steps of an RNN share); ``notes`` says what was done
+    automatically.
     """
 
     nodes: list[Node]
@@ -85,6 +88,7 @@ class Selection:
     clusters: dict[str, Cluster]
     cluster_of: dict[str, str]
     groups: dict[str, str]
+    flow: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
     def units(self) -> list[str]:
@@ -98,6 +102,17 @@ def gradient_nodes(graph: Graph) -> set[str]:
     if graph.gradient is not None:
         names.update(graph.gradient.nodes)
     return names
+
+
+def gradient_flow(graph: Graph, grad: set[str]) -> set[str]:
+    """The gradient nodes that depend on the seed gradient: the seed (the first node
+    the gradient pass added) and every gradient node reading one of them."""
+    flow: set[str] = set()
+    for node in graph.nodes:
+        if node.name in grad and (not flow or any(parse_ref(r)[0] in flow
+                                                  for r in node.inputs)):
+            flow.add(node.name)
+    return flow
 
 
 def drawn_scopes(graph: Graph, grad: set[str]) -> dict[str, str]:
@@ -156,7 +171,7 @@ def select(graph: Graph, view: str, scope: str | None = None,
               if n.name in grad and n.name not in outputs and n.derived_from in graph}
     expanded = _expanded(expand, groups, chosen)
     sel = Selection(nodes, set(context), set(context) if scope else set(), grad, outputs,
-                    scope_of, {}, {}, {}, {}, groups)
+                    scope_of, {}, {}, {}, {}, groups, gradient_flow(graph, grad))
     depth = max(collapse_depth, 1) if collapse_depth is not None else None
     _group(graph, sel, depth, expanded)
     if collapse_depth is None and max_nodes is not None and len(sel.units()) > max_nodes:

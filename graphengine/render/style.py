@@ -29,6 +29,9 @@ NODE_STYLES: dict[str, dict[str, str]] = {
                  "color": GRADIENT_COLOR, "fontcolor": "#862e2e"},
     "gradient output": {"shape": "box", "style": "filled,rounded,bold", "fillcolor": "#ffa8a8",
                         "color": GRADIENT_COLOR, "peripheries": "2"},
+    # a gradient node that holds no gradient: computed from forward values alone
+    "gradient helper": {"shape": "box", "style": "filled,rounded", "fillcolor": "#fff5f5",
+                        "color": "#eebcbc", "fontcolor": "#868e96"},
     "gradient group": {"shape": "box", "style": "filled,rounded", "fillcolor": "#ffc9c9",
                        "color": GRADIENT_COLOR, "fontcolor": "#862e2e", "penwidth": "1.6"},
     "scope box": {"shape": "box3d", "fillcolor": "#e7f5ff", "color": "#1864ab"},
@@ -49,9 +52,9 @@ EDGE_STYLES: dict[str, dict[str, str]] = {
     # line has constraint=false or weight=0: Graphviz 2.43 fails on either inside
     # nested clusters ("trouble in init_rank"); see dot.py.
     "reads": {"color": "#adb5bd", "fontcolor": "#868e96", "style": "dotted"},
-    # a constant that a gradient rule reads (not a gradient: drawn like "reads",
-    # but it places the constant beside the gradient nodes)
-    "constant": {"color": "#adb5bd", "style": "dotted"},
+    # a value a gradient rule reads from a gradient node that holds no gradient (a
+    # constant, a transposed weight): drawn like "reads", not as a gradient
+    "helper": {"color": "#adb5bd", "style": "dotted"},
     # between two context nodes (see CONTEXT_STYLE)
     "context": {"color": "#ced4da", "fontcolor": "#adb5bd"},
     # a gradient node -> the forward node it derives from
@@ -67,6 +70,7 @@ LEGEND_TEXT = {
     "output": "output",
     "loss": "loss",
     "gradient": "gradient op",
+    "gradient helper": "op of a gradient rule\nthat holds no gradient",
     "gradient group": "∂ op: the gradient nodes\nof one forward op",
     "gradient output": "∂L/∂w: gradient of the loss L for w",
     "scope box": "collapsed scope",
@@ -78,6 +82,8 @@ EDGE_LEGEND_TEXT = {
     "forward": "forward value",
     "gradient": "gradient",
     "reads": "value read by a gradient rule",
+    "helper": "value (no gradient) shared by rules",
+    "context": "between nodes outside the selection",
     "derived": "∂ box of the forward op",
 }
 
@@ -90,14 +96,6 @@ def node_attrs(kind: str, context: bool = False) -> dict[str, str]:
     return attrs
 
 
-def legend_kinds(gradients: bool, boxes: set[str]) -> tuple[list[str], list[str]]:
-    """Node and edge kinds the legend lists for a drawing with gradients or not and
-    boxes of these kinds."""
-    nodes = ["placeholder", "parameter", "frozen parameter", "constant", "operation", "output",
-             "loss"]
-    edges = ["forward"]
-    if gradients:
-        nodes += ["gradient", "gradient group", "gradient output"]
-        edges += ["gradient", "reads", "derived"]
-    nodes += [kind for kind in ("scope box", "gradient scope box", "chunk") if kind in boxes]
-    return nodes, edges
+def legend_kinds() -> tuple[list[str], list[str]]:
+    """Node and edge kinds in the order the legend lists them (those drawn)."""
+    return list(LEGEND_TEXT), list(EDGE_LEGEND_TEXT)
