@@ -23,6 +23,7 @@ from .errors import (
                      GraphError,
                      ShapeError,
                      TrainingError,
+                     TrainingInterrupted,
 )
 from .graph import Graph, Tensor
 from .ops.api import *  # noqa: F401,F403  the op functions: ge.exp, ge.matmul ...
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover - what the lazy names below resolve to
     from .passes import PassReport, optimize
     from .render import RenderError, render, to_dot
     from .serialize import load, save
-    from .training import Trainer, train
+    from .training import BestCheckpoint, Callback, EarlyStopping, Trainer, add_loss, train
 
 __version__ = "0.1.0"
 
@@ -57,12 +58,17 @@ _LAZY = {
     "save": "serialize",
     "Trainer": "training",
     "train": "training",
+    "add_loss": "training",
+    "Callback": "training",
+    "EarlyStopping": "training",
+    "BestCheckpoint": "training",
 }
 
 __all__ = ["Graph", "Tensor", "run", "ops", "gradients", "gradcheck", "GradientWarning",
            "GraphEngineError", "GraphError", "ShapeError", "FeedError", "FileFormatError",
            "GradientError", "ExecutionError", "TrainingError", "RenderError", "render", "to_dot",
            "load", "save", "train", "Trainer", "from_onnx", "to_onnx", "optimize", "PassReport",
+           "TrainingInterrupted", "add_loss", "Callback", "EarlyStopping", "BestCheckpoint",
            *_op_names]
 
 

@@ -49,6 +49,17 @@ class TrainingError(GraphEngineError):
     checkpoint that belongs to another graph."""
 
 
+class TrainingInterrupted(TrainingError):
+    """Training was stopped by Ctrl-C after a whole step.  ``checkpoint`` is the
+    checkpoint written at that step (None when there was nowhere to write it)
+    and ``step`` the number of updates done."""
+
+    def __init__(self, message: str, checkpoint=None, step: int = 0) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+        self.step = step
+
+
 class RenderError(GraphEngineError):
     """A drawing cannot be made: Graphviz's ``dot`` is missing or failed, the output
     format is unknown, or the view needs a loss that the graph does not name."""

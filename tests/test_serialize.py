@@ -454,7 +454,7 @@ BAD_SPECS = [
     (lambda: TrainingSpec(loss=""), "loss"),
     (lambda: TrainingSpec(loss="l", batch_size=0), "batch_size"),
     (lambda: TrainingSpec(loss="l", epochs=1.5), "epochs"),
-    (lambda: TrainingSpec(loss="l", metrics=("f1",)), "metrics"),
+    (lambda: TrainingSpec(loss="l", metrics=("f2",)), "metrics"),
     (lambda: TrainingSpec(loss="l", metrics=("accuracy",)), "labels"),
     (lambda: TrainingSpec(loss="l", trainable=("bad name",)), "trainable"),
     (lambda: TrainingSpec(loss="l", data_map={"x": ""}), "data_map"),

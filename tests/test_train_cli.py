@@ -35,8 +35,8 @@ def test_train_writes_a_model_that_loads_and_runs(files, capsys):
     code = main(["train", str(files / "model.pb"), "--data", str(files / "train.npz"),
                  "--val", str(files / "test.npz"), "--epochs", "5", "-o", str(out)])
     assert code == 0
-    err = capsys.readouterr().err
-    assert "epoch 5/5  step 50" in err and f"wrote {out}" in err
+    captured = capsys.readouterr()
+    assert "epoch 5/5  step 50" in captured.err and f"wrote {out}" in captured.out
     trained = ge.load(out)
     original = ge.load(files / "model.pb")
     assert [n.name for n in trained.nodes] == [n.name for n in original.nodes]
@@ -182,6 +182,7 @@ def test_one_file_with_both_splits(files, capsys):
     trained = ge.load(files / "t.pb")
     assert trained.training.data_map == {"x": "train_x", "y": "train_y"}
     assert last["val_loss"] == pytest.approx(evaluate(trained, test)["loss"])
+    capsys.readouterr()  # the training summary
     assert main(["eval", str(files / "t.pb"), "--data", both, "--map", "x=test_x",
                  "--map", "y=test_y", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -4,25 +4,35 @@
     graphengine train model.pb --data train.npz --loss loss --optimizer adam --lr 1e-3 \\
         --epochs 10 --checkpoint-dir ckpt -o trained.pb
     graphengine train model.pb --data train.npz --resume ckpt -o trained.pb
+    graphengine train imported.pb --data train.npz --loss cross_entropy \
+        --predictions logits --labels y --val val.npz --patience 5 -o trained.pb
     graphengine eval trained.pb --data test.npz
 
 Every training setting comes from the file's training spec unless an option
 overrides it; a graph without a spec trains with defaults, its loss named by
-``--loss`` (or found: its only scalar float output).  The trained model is the
-same graph with new parameter values and the spec that was used, written
-atomically.  The metrics of each epoch go to a JSON-lines log (``--log``; by
-default ``metrics.jsonl`` in the checkpoint folder, else ``<output>.metrics.jsonl``).
+``--loss`` (or found: its only scalar float output).  ``--loss KIND`` with
+``--predictions OUTPUT --labels ARRAY`` adds a loss instead (see
+:mod:`graphengine.training.losses`).  The trained model is the same graph with
+new parameter values and the spec that was used, written atomically.  The
+metrics of each epoch (and validation, and every ``--log-every`` steps) go to
+a JSON-lines log (``--log``; by default ``metrics.jsonl`` in the checkpoint
+folder, else ``<output>.metrics.jsonl``); the summary goes to stdout
+(``--json``: one JSON object).  Ctrl-C stops after the current step, writes a
+checkpoint (into ``--checkpoint-dir``, else ``<output>.interrupted/``) and prints
+the command that resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..training_spec import METRICS, OPTIMIZERS, SCHEDULES
+from ..training_spec import LOSS_KINDS, METRICS, OPTIMIZERS, SCHEDULES
 from .main import CommandError
 
 
@@ -41,7 +51,8 @@ def _add_train(subparsers) -> None:
     parser.add_argument("-o", "--output", required=True, help="where to write the trained model")
     _add_data_options(parser)
     parser.add_argument("--val", metavar="VAL.npz", help="validation data, evaluated after "
-                                                         "each epoch")
+                                                         "each epoch (and every --val-every "
+                                                         "steps)")
     parser.add_argument("--val-map", action="append", default=[], metavar="PLACEHOLDER=ARRAY",
                         help="feed a placeholder from this array of the validation data "
                              "(repeatable; default: as for the training data)")
@@ -60,20 +71,59 @@ def _add_train(subparsers) -> None:
     group.add_argument("--weight-decay", type=float, metavar="WD")
     group.add_argument("--clip-norm", type=float, dest="clip_global_norm", metavar="NORM",
                        help="clip gradients to this global L2 norm (0: no clipping)")
+    group.add_argument("--clip-value", type=float, metavar="V",
+                       help="clip each gradient element to [-V, V] (0: no clipping)")
     group.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule")
     group.add_argument("--warmup-steps", type=int, metavar="N",
                        help="linear warm-up over the first N steps")
     group.add_argument("--step-size", type=int, metavar="N",
-                       help="step schedule: steps between decays")
-    group.add_argument("--gamma", type=float, metavar="G", help="step schedule: decay factor")
-    group.add_argument("--min-lr", type=float, metavar="LR", help="cosine schedule: final rate")
+                       help="step, exponential: steps between decays by gamma")
+    group.add_argument("--gamma", type=float, metavar="G",
+                       help="step, exponential, reduce_on_plateau: decay factor")
+    group.add_argument("--min-lr", type=float, metavar="LR",
+                       help="cosine, polynomial: final rate; reduce_on_plateau: lowest rate")
     group.add_argument("--total-steps", type=int, metavar="N",
-                       help="cosine schedule: decay length (default: the whole run)")
-    group.add_argument("--trainable", metavar="P1,P2", help="parameters to train (default: "
-                                                            "every trainable parameter)")
+                       help="cosine, polynomial, one_cycle: length (default: the whole run)")
+    group.add_argument("--power", type=float, metavar="P", help="polynomial: exponent")
+    group.add_argument("--pct-start", type=float, metavar="F",
+                       help="one_cycle: fraction of the steps spent rising")
+    group.add_argument("--div-factor", type=float, metavar="D",
+                       help="one_cycle: the first rate is lr / D")
+    group.add_argument("--final-div-factor", type=float, metavar="D",
+                       help="one_cycle: the last rate is lr / (div_factor * D)")
+    group.add_argument("--plateau-patience", type=int, metavar="N",
+                       help="reduce_on_plateau: validations without improvement per reduction")
+    group.add_argument("--plateau-monitor", metavar="KEY",
+                       help="reduce_on_plateau: the record key watched (default val_loss)")
+    group.add_argument("--boundaries", metavar="S1,S2", help="piecewise: steps where the "
+                                                             "rate changes")
+    group.add_argument("--values", metavar="LR0,LR1,LR2",
+                       help="piecewise: the rates, one more than the boundaries")
+    group.add_argument("--trainable", action="append", metavar="PATTERN",
+                       help="parameters to train, by name, scope or glob ('dense2', "
+                            "'dense2/*', '*/bias'; comma-separated or repeated; default: "
+                            "every trainable parameter)")
+    group.add_argument("--freeze", action="append", metavar="PATTERN",
+                       help="parameters not to train, by name, scope or glob")
     group.add_argument("--drop-last", action="store_true", default=None,
                        help="leave out each epoch's last partial batch (default: keep it, "
                             "smaller)")
+    watch = parser.add_argument_group("validation and early stopping")
+    watch.add_argument("--val-every", type=int, dest="validate_every", metavar="N",
+                       help="also validate every N steps (default: at epoch ends only)")
+    watch.add_argument("--early-stopping", action="store_true",
+                       help="stop when the monitored metric stops improving (patience 5)")
+    watch.add_argument("--patience", type=int, metavar="N",
+                       help="early stopping after N validations without improvement "
+                            "(implies --early-stopping)")
+    watch.add_argument("--min-delta", type=float, metavar="D",
+                       help="early stopping: the smallest change that counts")
+    watch.add_argument("--monitor", metavar="KEY", help="early stopping and best.pb: the "
+                       "record key watched (default: val_loss with --val, else train_loss)")
+    watch.add_argument("--mode", choices=["min", "max"],
+                       help="whether lower or higher is better (default: from the name)")
+    watch.add_argument("--restore-best", action="store_true",
+                       help="end with the parameters of the best validation")
     run = parser.add_argument_group("checkpoints and output")
     run.add_argument("--checkpoint-dir", metavar="DIR", help="write checkpoints here")
     run.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
@@ -82,7 +132,14 @@ def _add_train(subparsers) -> None:
                      help="keep the K newest checkpoints (default 3; 0 keeps all)")
     run.add_argument("--resume", metavar="DIR", help="continue from the newest checkpoint in "
                                                      "DIR (or from a checkpoint file)")
-    run.add_argument("--log", metavar="FILE.jsonl", help="per-epoch metrics log (JSON lines)")
+    run.add_argument("--best", metavar="FILE.pb", help="where to write the model with the best "
+                     "parameters (default: best.pb in the checkpoint folder)")
+    run.add_argument("--log", metavar="FILE.jsonl", help="metrics log (JSON lines): a record "
+                     "per epoch and per validation")
+    run.add_argument("--log-every", type=int, metavar="N",
+                     help="also log the loss and learning rate every N steps")
+    run.add_argument("--json", action="store_true",
+                     help="print the final summary as one JSON object on stdout")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
     mpi = parser.add_argument_group("data-parallel training over MPI (the [mpi] extra)")
     mpi.add_argument("--workers", type=int, metavar="K",
@@ -108,6 +165,7 @@ def _add_eval(subparsers) -> None:
                         help="examples per run (default: 256, or the spec's if larger)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run_eval)
+    # eval has no such options; _settings reads them through getattr.
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -115,28 +173,82 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="arrays named as the placeholders, one example per row")
     parser.add_argument("--map", action="append", default=[], metavar="PLACEHOLDER=ARRAY",
                         help="feed a placeholder from an array of another name (repeatable)")
-    parser.add_argument("--loss", help="the loss tensor (default: the training spec's)")
+    parser.add_argument("--loss", metavar="TENSOR|KIND",
+                        help="the loss tensor (default: the training spec's), or a loss to "
+                             f"add: {', '.join(LOSS_KINDS)} (with --predictions and --labels)")
+    parser.add_argument("--huber-delta", type=float, default=1.0, metavar="D",
+                        help="huber loss: where it turns from quadratic to linear (default 1)")
+    names = ", ".join(m for m in METRICS if m != "top5_accuracy")
     parser.add_argument("--metrics", metavar="M1,M2",
-                        help=f"metrics to report, from {', '.join(METRICS)}")
-    parser.add_argument("--labels", help="accuracy: the placeholder holding the labels")
-    parser.add_argument("--predictions", help="accuracy: the tensor of predictions or logits")
+                        help=f"metrics to report, from {names}, topK_accuracy (top5_accuracy)")
+    parser.add_argument("--labels", metavar="ARRAY",
+                        help="the labels: an array of the data (a placeholder of its name is "
+                             "made when --loss KIND adds a loss) or a placeholder")
+    parser.add_argument("--predictions", metavar="OUTPUT",
+                        help="the tensor of predictions or logits (an output name)")
 
 
 def _settings(args: argparse.Namespace, graph) -> dict[str, Any]:
     """Training settings given on the command line (None: not given)."""
     names = ["loss", "labels", "predictions", "epochs", "batch_size", "seed", "optimizer",
              "learning_rate", "momentum", "nesterov", "beta1", "beta2", "epsilon",
-             "weight_decay", "clip_global_norm", "schedule", "warmup_steps", "step_size",
-             "gamma", "min_lr", "total_steps", "drop_last"]
+             "weight_decay", "clip_global_norm", "clip_value", "schedule", "warmup_steps",
+             "step_size", "gamma", "min_lr", "total_steps", "power", "pct_start", "div_factor",
+             "final_div_factor", "plateau_patience", "plateau_monitor", "drop_last",
+             "validate_every", "log_every"]
     settings = {name: getattr(args, name, None) for name in names}
+    if args.loss in LOSS_KINDS:
+        for key in ("loss", "labels", "predictions"):
+            settings.pop(key)  # _add_loss put them in the graph's spec
     if args.metrics:
-        settings["metrics"] = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    if getattr(args, "trainable", None):
-        settings["trainable"] = [p.strip() for p in args.trainable.split(",") if p.strip()]
+        settings["metrics"] = _split(args.metrics)
+    for option, key in (("trainable", "trainable"), ("freeze", "frozen")):
+        if getattr(args, option, None):
+            settings[key] = [p for item in getattr(args, option) for p in _split(item)]
+    if getattr(args, "boundaries", None):
+        settings["boundaries"] = [_number(v, int, "--boundaries") for v in _split(args.boundaries)]
+    if getattr(args, "values", None):
+        settings["values"] = [_number(v, float, "--values") for v in _split(args.values)]
+    stop = _early_stopping(args, graph)
+    if stop is not None:
+        settings["early_stopping"] = stop
+    if getattr(args, "monitor", None) and stop is None:
+        settings["best_monitor"] = args.monitor
     if args.map:
         data_map = dict(graph.training.data_map) if graph.training is not None else {}
         settings["data_map"] = {**data_map, **_parse_map(args.map, "--map")}
     return settings
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _number(text: str, kind: type, option: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise CommandError(f"{option}: {text!r} is not {'an int' if kind is int else 'a number'}"
+                           ) from None
+
+
+def _early_stopping(args: argparse.Namespace, graph) -> dict[str, Any] | None:
+    """The early-stopping settings the options ask for, over the spec's (None: no
+    option asks for it)."""
+    given = {"patience": getattr(args, "patience", None),
+             "min_delta": getattr(args, "min_delta", None),
+             "monitor": getattr(args, "monitor", None), "mode": getattr(args, "mode", None),
+             "restore_best": True if getattr(args, "restore_best", False) else None}
+    given = {k: v for k, v in given.items() if v is not None}
+    current = graph.training.early_stopping if graph.training is not None else None
+    wanted = getattr(args, "early_stopping", False) or "patience" in given or (
+        "restore_best" in given) or ("min_delta" in given)
+    if not wanted and current is None:
+        return None
+    import dataclasses
+
+    base = dataclasses.asdict(current) if current is not None else {}
+    return {**base, **given}
 
 
 def _parse_map(items: list[str], option: str) -> dict[str, str]:
@@ -148,6 +260,69 @@ def _parse_map(items: list[str], option: str) -> dict[str, str]:
             raise CommandError(f"{option} {item!r}: expected PLACEHOLDER=ARRAY")
         out[placeholder] = array
     return out
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    for option, value, zero in (("--checkpoint-every", args.checkpoint_every,
+                                 "0 writes checkpoints at epoch ends only"),
+                                ("--keep", args.keep, "0 keeps every checkpoint"),
+                                ("--val-every", args.validate_every, "0 validates at epoch ends"),
+                                ("--log-every", args.log_every, "0 logs epochs only"),
+                                ("--patience", args.patience, "at least 1")):
+        if value is not None and value < (1 if option == "--patience" else 0):
+            raise CommandError(f"{option} must be >= {1 if option == '--patience' else 0} "
+                               f"({zero}), got {value}")
+
+
+def _add_loss(args: argparse.Namespace, graph, data: dict | None) -> None:
+    """``--loss KIND``: add that loss to the graph, its labels placeholder made from
+    the data's array."""
+    if args.loss not in LOSS_KINDS:
+        return
+    if not args.predictions or not args.labels:
+        outputs = ", ".join(repr(o) for o in graph.outputs) or "none"
+        raise CommandError(f"--loss {args.loss} needs --predictions OUTPUT (the graph's outputs: "
+                           f"{outputs}) and --labels ARRAY (an array of the data)")
+    from ..training.losses import add_loss
+
+    example = None
+    labels = args.labels
+    if data is not None and args.labels not in graph:
+        if args.labels not in data:
+            raise CommandError(f"--labels {args.labels!r}: the data have no such array; they "
+                               f"have {', '.join(map(repr, data)) or 'none'}")
+        example = data[args.labels]
+    add_loss(graph, args.loss, _prediction_ref(graph, args.predictions), labels,
+             example=example, delta=args.huber_delta)
+
+
+def _prediction_ref(graph, name: str) -> str:
+    """An output given by its name as the user knows it: a tensor reference, or
+    an output whose node is named so (ONNX output names become node names)."""
+    if name in graph or (":" in name and name.rpartition(":")[0] in graph):
+        return name
+    matches = [ref for ref in graph.outputs if ref.split("/")[-1].split(":")[0] == name]
+    if len(matches) == 1:
+        return matches[0]
+    outputs = ", ".join(repr(o) for o in graph.outputs) or "none"
+    raise CommandError(f"--predictions {name!r} is not a tensor of graph '{graph.name}'; its "
+                       f"outputs are {outputs}")
+
+
+def _resume_command(argv: list[str], where: Path) -> str:
+    """The command line that continues an interrupted run from ``where``."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == "--resume":
+            skip = True
+            continue
+        if item.startswith("--resume="):
+            continue
+        out.append(item)
+    return shlex.join(["graphengine", *out, "--resume", str(where)])
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -166,50 +341,83 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, parallel) -> int:
+    from ..errors import TrainingInterrupted
     from ..serialize import load, save
+    from ..training.data import load_npz
     from ..training.trainer import Trainer
 
+    _check_counts(args)
     graph = load(args.file)
+    data = load_npz(args.data) if args.loss in LOSS_KINDS else args.data
+    _add_loss(args, graph, data if isinstance(data, dict) else None)
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and args.resume is not None:
         resume = Path(args.resume)
         checkpoint_dir = resume if resume.is_dir() else resume.parent
+    output = Path(args.output)
     log = args.log
     if log is None:
-        output = Path(args.output)
         log = (Path(checkpoint_dir) / "metrics.jsonl" if checkpoint_dir is not None
                else output.with_name(output.stem + ".metrics.jsonl"))
-    trainer = Trainer(graph, args.data, val=args.val,
+    trainer = Trainer(graph, data, val=args.val,
                       val_map=_parse_map(args.val_map, "--val-map"),
                       checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
                       keep_checkpoints=args.keep, log=log,
-                      progress=False if args.quiet else None, parallel=parallel,
+                      best_path=args.best if args.best else "",
+                      emergency_dir=output.with_name(output.name + ".interrupted"),
+                      progress=False if args.quiet or args.json else None, parallel=parallel,
                       **_settings(args, graph))
     trainer._checkpoint_pause = args.pause_before_rename
-    result = trainer.fit(resume=args.resume)
+    try:
+        result = trainer.fit(resume=args.resume)
+    except TrainingInterrupted as exc:
+        print(f"graphengine train: {exc}", file=sys.stderr)
+        if exc.checkpoint is not None:
+            folder = Path(exc.checkpoint).parent
+            print("resume with:\n  " + _resume_command(args.argv, folder), file=sys.stderr)
+        return 130
     if parallel is not None and not parallel.is_root:
         return 0  # rank 0 writes the model
     graph.training = result.spec
     save(graph, args.output)
-    if not args.quiet:
-        summary = "  ".join(f"{k} {v:.4g}" for k, v in result.final.items()
-                            if k.startswith(("train_", "val_")))
-        print(f"trained {result.steps} steps{': ' + summary if summary else ''}; "
-              f"wrote {args.output} (metrics log: {log})", file=sys.stderr)
+    summary = result.summary()
+    summary.update(output=str(args.output), log=str(log))
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+        return 0
+    parts = "  ".join(f"{k} {v:.4g}" for k, v in summary["final"].items())
+    line = f"trained {result.steps} steps in {result.seconds:.1f}s"
+    if result.stopped:
+        line += " (stopped early)"
+    print(f"{line}{': ' + parts if parts else ''}")
+    if result.best:
+        best = result.best
+        where = f", written to {best['path']}" if "path" in best else ""
+        print(f"best {best['monitor']} {best['value']:.4g} at step {best['step']}{where}")
+    print(f"wrote {args.output} (metrics log: {log})")
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..serialize import load
+    from ..training.data import load_npz
     from ..training.evaluate import evaluate
 
     graph = load(args.file)
+    data = load_npz(args.data) if args.loss in LOSS_KINDS else args.data
+    _add_loss(args, graph, data if isinstance(data, dict) else None)
     settings = _settings(args, graph)
     del settings["batch_size"]  # here --batch-size sizes evaluation runs, not a setting
-    results = evaluate(graph, args.data, batch_size=args.batch_size, **settings)
+    results = evaluate(graph, data, batch_size=args.batch_size, **settings)
     if args.json:
         print(json.dumps(results, sort_keys=True))
     else:
         print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in results.items()))
+    bad = [k for k, v in results.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        print(f"graphengine eval: {', '.join(f'{k} is {results[k]}' for k in bad)}: the model or "
+              "the data hold inf or nan values (check the data with numpy.isfinite)",
+              file=sys.stderr)
+        return 1
     return 0

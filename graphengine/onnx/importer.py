@@ -7,7 +7,8 @@ walks the nodes in order:
 
 * graph inputs become placeholders (``dim_param`` dims become symbolic dims,
   dims with neither value nor name get a symbol of their own);
-* initializers become parameters (trainable unless frozen or not float) when a
+* initializers become parameters (trainable unless frozen, not float, or only
+  read as state that an update writes, such as batch-norm running statistics) when a
   node reads them as tensors, and so do initializers nothing reads; those read
   only as static inputs (shapes, axes, pads ...) stay values.  Computing from a
   float initializer at import time is never done: training changes it;
@@ -382,6 +383,13 @@ class _Importer:
                     f"node '{node.name or node.output[0]}' ({node.op_type}) reads {name!r}, "
                     "which no earlier node, graph input or initializer defines (nodes must be "
                     "in topological order)")
+        if self._copies_initializer(node):
+            # PyTorch's exporter merges initializers that happen to be equal (a fresh
+            # batch norm's weight and running_var are both ones) and reads the copy
+            # through Identity.  They are different tensors that training moves
+            # apart, so each becomes its own initializer again.
+            self.initializers[node.output[0]] = self.initializers[node.input[0]].copy()
+            return
         if self._can_fold(rule, node):
             outputs = self._fold(rule, node, version)
         else:
@@ -397,6 +405,14 @@ class _Importer:
             if isinstance(value, Tensor):
                 self._claim(value, out_name)
             self.values[out_name] = value
+
+    def _copies_initializer(self, node: NodeProto) -> bool:
+        """An Identity of a float initializer into a new name (see _convert)."""
+        return (node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1
+                and node.input[0] in self.initializers
+                and self.initializers[node.input[0]].dtype.kind == "f"
+                and node.output[0] not in self.initializers
+                and node.output[0] not in {o.name for o in self.model.graph.output})
 
     def _can_fold(self, rule: Rule, node: NodeProto) -> bool:
         """Whether every input is known at import time.  A float initializer counts
@@ -499,12 +515,20 @@ class _Importer:
             node, index = parse_ref(r)
             return make_ref(new_names.get(node, node), index)
 
+        # Values only an update writes (batch-norm running statistics) are not
+        # learned: imported as non-trainable, so the optimizer leaves them alone.
+        from ..training.selection import state_parameters
+
+        state = set(state_parameters(graph))
         records = []
         for node in graph.nodes:
             name = new_names.get(node.name, node.name)
             scope = name.rpartition("/")[0] if node.name in new_names else node.scope
+            attrs = dict(node.attrs)
+            if node.name in state:
+                attrs["trainable"] = False
             records.append(NodeRecord(name, node.op, [ref(r) for r in node.inputs],
-                                      dict(node.attrs), scope, node.derived_from))
+                                      attrs, scope, node.derived_from))
         out = build_graph(graph.name, records, graph.values)
         out.metadata.update(graph.metadata)
         self.result.outputs = [ref(r) for r in self.result.outputs]

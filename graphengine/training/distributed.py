@@ -303,7 +303,7 @@ class DataParallel:
                        result.get("accuracy", 0.0) * result["examples"], result["examples"])
         loss_sum, correct, examples = self.comm.allreduce(sums)
         out = {"loss": float(loss_sum / examples)}
-        if evaluator.accuracy is not None:
+        if evaluator.comparison is not None and "accuracy" in evaluator.spec.metrics:
             out["accuracy"] = float(correct / examples)
         out["examples"] = int(examples)
         return out

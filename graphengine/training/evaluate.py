@@ -14,20 +14,21 @@ from ..executor import compile_plan
 from ..graph import Graph
 from ..training_spec import TrainingSpec
 from .data import DataLike, Dataset, as_dataset, iterate
-from .metrics import EpochMetrics, find_accuracy
+from .metrics import EpochMetrics, find_comparison
 from .settings import resolve_spec
 
 
 class Evaluator:
-    """One compiled inference plan of a spec's loss (and predictions, for accuracy),
+    """One compiled inference plan of a spec's loss (and predictions, for metrics),
     run over data sets batch by batch."""
 
     def __init__(self, graph: Graph, spec: TrainingSpec) -> None:
         self.graph = graph
         self.spec = spec
-        self.accuracy = (find_accuracy(graph, spec.loss, spec.predictions, spec.labels)
-                         if "accuracy" in spec.metrics else None)
-        fetches = [spec.loss] + ([self.accuracy.predictions] if self.accuracy else [])
+        compared = [m for m in spec.metrics if m != "loss"]
+        self.comparison = (find_comparison(graph, spec.loss, spec.predictions, spec.labels,
+                                           compared[0]) if compared else None)
+        fetches = [spec.loss] + ([self.comparison.predictions] if self.comparison else [])
         self.placeholders = [n for n in prune_to(graph, fetches) if n.op == "placeholder"]
         self.plan = compile_plan(graph, fetches, [n.name for n in self.placeholders])
 
@@ -42,21 +43,22 @@ class Evaluator:
                           what)
 
     def __call__(self, data: DataLike, batch_size: int | None = None) -> dict[str, float]:
-        """{"loss": ..., "accuracy": ...} of the graph on ``data``."""
+        """{"loss": ..., "accuracy": ..., "examples": N} of the graph on ``data``."""
         dataset = self.bind(data)
-        totals = EpochMetrics()
+        totals = EpochMetrics(self.spec.metrics, self.comparison)
         for feeds in iterate(dataset, batch_size or max(self.spec.batch_size, 256)):
             out = self.plan.run(feeds, training=False)
             size = len(next(iter(feeds.values())))
-            correct = (self.accuracy.correct(out[1], feeds[self.accuracy.labels])
-                       if self.accuracy else None)
-            totals.add(size, float(out[0]), correct)
-        return {**totals.result(self.accuracy is not None), "examples": dataset.size}
+            if self.comparison is not None:
+                totals.add(size, float(out[0]), out[1], feeds[self.comparison.labels])
+            else:
+                totals.add(size, float(out[0]))
+        return {**totals.result(), "examples": dataset.size}
 
 
 def evaluate(graph: Graph, data: DataLike, *, batch_size: int | None = None,
              **settings: Any) -> dict[str, float]:
-    """The loss (and accuracy, when the spec lists it) of ``graph`` on ``data``.
+    """The loss and the spec's metrics of ``graph`` on ``data``.
 
     ``settings`` override the graph's training spec as in :func:`graphengine.training.train`
     (``loss=...``, ``metrics=["loss", "accuracy"]``, ``data_map=...``).

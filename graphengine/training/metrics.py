@@ -1,31 +1,43 @@
-"""Metrics of a training run and their per-epoch log.
+"""Metrics of a training run and their log.
 
 The loss is averaged over examples (each batch's loss weighted by its size, so
 for a loss with ``reduction="mean"`` the epoch figure is the loss over all the
-examples it saw).  Accuracy compares the predictions tensor with the labels
-placeholder:
+examples it saw).  The other metrics compare the predictions tensor with the
+labels placeholder, accumulated over a whole pass (an epoch, or the validation
+data), so that they equal the metric of all the examples at once:
 
-* predictions with a class axis, shape (N, C): the predicted class is the
-  argmax over the last axis; labels are class indices (N,) or one-hot / class
-  probabilities (N, C), whose argmax is the label;
-* predictions of one value per example, (N,) or (N, 1): a binary classifier,
-  predicting 1 above 0.5 when the tensor comes out of a ``sigmoid`` node and
-  above 0 otherwise (logits); labels are 0 or 1.
+* classification, from the predicted class: predictions with a class axis
+  (N, C) give the argmax over the last axis; labels are class indices (N,) or
+  one-hot / class probabilities (N, C), whose argmax is the label.  Predictions
+  of one value per example, (N,) or (N, 1), are a binary classifier, predicting
+  1 above 0.5 when the tensor comes out of a ``sigmoid`` node and above 0
+  otherwise (logits); labels are 0 or 1.
+
+  - ``accuracy``: the fraction classified correctly;
+  - ``topK_accuracy``: the fraction whose label is among the K largest
+    predictions (scikit-learn's ``top_k_accuracy_score``);
+  - ``precision``, ``recall``, ``f1``: macro averages over the classes that occur
+    in the labels or the predictions, a class never predicted counting 0
+    (scikit-learn's ``average="macro"``, ``zero_division=0``).
+
+* regression, element by element: ``mae``, the mean absolute error, and ``r2``,
+  the coefficient of determination ``1 - SS_res / SS_tot`` of each output
+  column, averaged over columns (scikit-learn's ``r2_score``; for a constant
+  target column, 1 when it is predicted exactly and 0 otherwise).
 
 Without ``predictions`` and ``labels`` in the training spec, a loss computed
 by ``softmax_cross_entropy`` supplies them: its logits and its labels.
 
-:class:`MetricsLog` appends one JSON object per line per epoch, so a plot is a
-few lines of code::
-
-    rows = [json.loads(line) for line in open("metrics.jsonl")]
-    plt.plot([r["epoch"] for r in rows], [r["train_loss"] for r in rows])
+:class:`MetricsLog` appends one JSON object per line (a record per epoch, and
+one every ``log_every`` steps with ``"kind": "step"``); ``graphengine plot``
+draws them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,62 +46,69 @@ import numpy as np
 
 from ..errors import TrainingError
 from ..graph import Graph, parse_ref
+from ..training_spec import top_k
 
 
 @dataclass(frozen=True)
-class Accuracy:
-    """How to count correct predictions: ``predictions`` (a tensor reference)
-    against ``labels`` (a placeholder); ``threshold`` is used for a binary
-    classifier (one value per example)."""
+class Comparison:
+    """How predictions are compared with labels: ``predictions`` (a tensor
+    reference) against ``labels`` (a placeholder); ``threshold`` is used for a
+    binary classifier (one value per example)."""
 
     predictions: str
     labels: str
     binary: bool
     threshold: float = 0.0
 
-    def correct(self, predictions: np.ndarray, labels: np.ndarray) -> int:
-        """How many examples of a batch are classified correctly."""
+    def classes(self, predictions: np.ndarray, labels: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted class, true class) of each example of a batch."""
         if self.binary:
             predicted = predictions.reshape(len(predictions), -1)[:, 0] > self.threshold
             truth = labels.reshape(len(labels), -1)[:, 0] > 0.5
-        else:
-            predicted = np.argmax(predictions, axis=-1)
-            truth = labels if labels.ndim == predicted.ndim else np.argmax(labels, axis=-1)
+            return predicted.astype(np.int64), truth.astype(np.int64)
+        predicted = np.argmax(predictions, axis=-1)
+        truth = labels if labels.ndim == predicted.ndim else np.argmax(labels, axis=-1)
+        return predicted, truth.astype(np.int64, copy=False)
+
+    def correct(self, predictions: np.ndarray, labels: np.ndarray) -> int:
+        """How many examples of a batch are classified correctly."""
+        predicted, truth = self.classes(predictions, labels)
         return int(np.count_nonzero(predicted == truth))
 
 
-def find_accuracy(graph: Graph, loss: str, predictions: str = "",
-                  labels: str = "") -> Accuracy:
-    """The accuracy metric of a classifier; TrainingError says what to set when the
-    predictions or the labels cannot be found.
+def find_comparison(graph: Graph, loss: str, predictions: str = "",
+                    labels: str = "", metric: str = "accuracy") -> Comparison:
+    """What ``metric`` compares; TrainingError says what to set when the predictions
+    or the labels cannot be found.
 
     >>> import graphengine as ge
     >>> g = ge.Graph()
     >>> x = g.placeholder("x", (None, 3))
     >>> y = g.placeholder("y", (None,), "int64")
     >>> loss, _ = ge.softmax_cross_entropy(x * 2.0, y)
-    >>> find_accuracy(g, loss.name)
-    Accuracy(predictions='multiply', labels='y', binary=False, threshold=0.0)
+    >>> find_comparison(g, loss.name)
+    Comparison(predictions='multiply', labels='y', binary=False, threshold=0.0)
     """
     if not predictions or not labels:
         source = _classifier_loss(graph, loss)
         if source is None:
             raise TrainingError(
-                f"metric 'accuracy': cannot tell the predictions and labels of loss '{loss}', "
+                f"metric {metric!r}: cannot tell the predictions and labels of loss '{loss}', "
                 "which no softmax_cross_entropy node computes; name them in the training "
                 "spec (predictions=..., labels=...) or on the command line (--predictions, "
-                "--labels)")
+                "--labels), or add the loss with --loss KIND (ge.add_loss)")
         predictions = predictions or source[0]
         labels = labels or source[1]
     pred = graph.tensor(predictions)
     label_node = graph.node(parse_ref(labels)[0])
     if label_node.op != "placeholder":
-        raise TrainingError(f"metric 'accuracy': labels '{labels}' must be a placeholder fed "
+        raise TrainingError(f"metric {metric!r}: labels '{labels}' must be a placeholder fed "
                             f"from the data, not a {label_node.op} node")
     shape = pred.shape
-    binary = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+    binary = len(shape) <= 1 or (len(shape) == 2 and shape[1] == 1)
     threshold = 0.5 if graph.node(pred.node).op == "sigmoid" else 0.0
-    return Accuracy(pred.name, label_node.name, binary, threshold)
+    return Comparison(pred.name, label_node.name, binary, threshold)
 
 
 def _classifier_loss(graph: Graph, loss: str) -> tuple[str, str] | None:
@@ -120,31 +139,138 @@ def _one_tensor_input(graph: Graph, node) -> bool:
 
 
 class EpochMetrics:
-    """Running sums over the batches of one epoch (or one evaluation pass)."""
+    """Running sums over the batches of one epoch (or one evaluation pass) for the
+    loss and ``metrics`` (names as in the training spec); ``comparison`` is
+    needed for every metric but the loss.  ``sums`` restores a checkpoint's."""
 
-    def __init__(self, sums: dict[str, float] | None = None) -> None:
-        sums = sums or {}
-        self.examples = int(sums.get("examples", 0))
-        self.loss_sum = float(sums.get("loss_sum", 0.0))
-        self.correct = int(sums.get("correct", 0))
+    def __init__(self, metrics: Sequence[str] = ("loss",), comparison: Comparison | None = None,
+                 sums: dict[str, float] | None = None) -> None:
+        self.metrics = [m for m in metrics if m != "loss"]
+        if self.metrics and comparison is None:
+            raise TrainingError(f"metric {self.metrics[0]!r} needs predictions and labels")
+        self.comparison = comparison
+        self.totals: dict[str, float] = {"examples": 0, "loss_sum": 0.0}
+        self.totals.update(sums or {})
 
-    def add(self, batch_size: int, loss: float, correct: int | None = None) -> None:
-        self.examples += batch_size
-        self.loss_sum += loss * batch_size
+    @property
+    def examples(self) -> int:
+        return int(self.totals["examples"])
+
+    def _bump(self, key: str, amount: float) -> None:
+        self.totals[key] = self.totals.get(key, 0) + amount
+
+    def add(self, batch_size: int, loss: float, predictions: np.ndarray | None = None,
+            labels: np.ndarray | None = None, correct: int | None = None) -> None:
+        """Count one batch: its size, its loss and, when metrics other than the loss
+        are asked for, its predictions and labels (or, for accuracy alone, the count
+        of ``correct`` predictions, as data-parallel training adds them up)."""
+        self._bump("examples", batch_size)
+        self._bump("loss_sum", loss * batch_size)
         if correct is not None:
-            self.correct += correct
+            self._bump("correct", correct)
+            return
+        if not self.metrics or predictions is None:
+            return
+        assert self.comparison is not None and labels is not None
+        classify = [m for m in self.metrics if m in ("accuracy", "precision", "recall", "f1")]
+        if classify:
+            predicted, truth = self.comparison.classes(predictions, labels)
+            if "accuracy" in classify:
+                self._bump("correct", int(np.count_nonzero(predicted == truth)))
+            if len(classify) > ("accuracy" in classify):
+                self._count_classes(predicted, truth)
+        for metric in self.metrics:
+            k = top_k(metric)
+            if k is not None:
+                self._bump(f"top{k}", self._top_k_correct(predictions, labels, k))
+        if "mae" in self.metrics or "r2" in self.metrics:
+            self._regression(predictions, labels)
+
+    def _count_classes(self, predicted: np.ndarray, truth: np.ndarray) -> None:
+        size = int(max(predicted.max(initial=0), truth.max(initial=0))) + 1
+        hits = np.bincount(truth[predicted == truth], minlength=size)
+        guessed = np.bincount(predicted, minlength=size)
+        actual = np.bincount(truth, minlength=size)
+        for c in np.flatnonzero(guessed + actual):
+            self._bump(f"tp/{c}", int(hits[c]))
+            self._bump(f"predicted/{c}", int(guessed[c]))
+            self._bump(f"true/{c}", int(actual[c]))
+
+    def _top_k_correct(self, predictions: np.ndarray, labels: np.ndarray, k: int) -> int:
+        assert self.comparison is not None
+        if self.comparison.binary:
+            return self.comparison.correct(predictions, labels) if k < 2 else len(predictions)
+        _, truth = self.comparison.classes(predictions, labels)
+        scores = predictions.reshape(len(predictions), -1)
+        if k >= scores.shape[1]:
+            return len(scores)
+        own = np.take_along_axis(scores, truth[:, None], axis=1)
+        # Counted as scikit-learn ranks: the label is in the top k when fewer than k
+        # classes score strictly higher.
+        higher = np.count_nonzero(scores > own, axis=1)
+        return int(np.count_nonzero(higher < k))
+
+    def _regression(self, predictions: np.ndarray, labels: np.ndarray) -> None:
+        pred = predictions.reshape(len(predictions), -1).astype(np.float64)
+        true = labels.reshape(len(labels), -1).astype(np.float64)
+        if true.shape != pred.shape:
+            raise TrainingError(f"metrics mae/r2: labels of shape {labels.shape} do not fit "
+                                f"predictions of shape {predictions.shape}")
+        error = pred - true
+        self._bump("abs_error", float(np.abs(error).sum()))
+        self._bump("elements", error.size)
+        for j in range(true.shape[1]):
+            self._bump(f"r2/{j}/sum", float(true[:, j].sum()))
+            self._bump(f"r2/{j}/sum_sq", float(np.square(true[:, j]).sum()))
+            self._bump(f"r2/{j}/sse", float(np.square(error[:, j]).sum()))
 
     def sums(self) -> dict[str, float]:
         """The running sums, as a checkpoint stores them."""
-        return {"examples": self.examples, "loss_sum": self.loss_sum, "correct": self.correct}
+        return dict(self.totals)
 
-    def result(self, accuracy: bool, prefix: str = "") -> dict[str, float]:
-        """{"loss": mean loss, "accuracy": fraction correct} (keys with ``prefix``)."""
-        n = max(self.examples, 1)
-        out = {f"{prefix}loss": self.loss_sum / n}
-        if accuracy:
-            out[f"{prefix}accuracy"] = self.correct / n
+    def result(self, prefix: str = "") -> dict[str, float]:
+        """{"loss": mean loss, "accuracy": ..., ...} (keys with ``prefix``)."""
+        t = self.totals
+        n = max(t["examples"], 1)
+        out = {f"{prefix}loss": t["loss_sum"] / n}
+        for metric in self.metrics:
+            out[f"{prefix}{metric}"] = self._value(metric, n)
         return out
+
+    def _value(self, metric: str, n: float) -> float:
+        t = self.totals
+        k = top_k(metric)
+        if k is not None:
+            return t.get(f"top{k}", 0) / n
+        if metric == "accuracy":
+            return t.get("correct", 0) / n
+        if metric in ("precision", "recall", "f1"):
+            classes = sorted({int(key.split("/")[1]) for key in t if key.startswith("true/")})
+            if not classes:
+                return 0.0
+            scores = []
+            for c in classes:
+                tp, guessed, actual = (t[f"tp/{c}"], t[f"predicted/{c}"], t[f"true/{c}"])
+                denominator = {"precision": guessed, "recall": actual,
+                               "f1": (guessed + actual) / 2}[metric]
+                scores.append(tp / denominator if denominator else 0.0)
+            return float(np.mean(scores))
+        if metric == "mae":
+            return t.get("abs_error", 0.0) / max(t.get("elements", 0), 1)
+        return self._r2(n)
+
+    def _r2(self, n: float) -> float:
+        t = self.totals
+        columns = sorted({int(key.split("/")[1]) for key in t if key.startswith("r2/")})
+        scores = []
+        for j in columns:
+            total, squares, sse = t[f"r2/{j}/sum"], t[f"r2/{j}/sum_sq"], t[f"r2/{j}/sse"]
+            sst = squares - total * total / n
+            if sst <= 1e-12 * max(squares, 1.0):
+                scores.append(1.0 if sse == 0 else 0.0)  # scikit-learn's constant-target rule
+            else:
+                scores.append(1.0 - sse / sst)
+        return float(np.mean(scores)) if scores else 0.0
 
 
 class MetricsLog:

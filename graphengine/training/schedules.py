@@ -8,6 +8,21 @@ rates as an uninterrupted one.
 * ``step``: ``lr * gamma ** (step // step_size)``.
 * ``cosine``: half a cosine from ``lr`` down to ``min_lr`` at ``total_steps``
   (Loshchilov and Hutter, 2017, without restarts), held at ``min_lr`` after.
+* ``exponential``: ``lr * gamma ** (step / step_size)``, a smooth decay by
+  ``gamma`` every ``step_size`` steps.
+* ``polynomial``: ``min_lr + (lr - min_lr) * (1 - step / total_steps) ** power``,
+  held at ``min_lr`` after ``total_steps`` (power 1: linear).
+* ``one_cycle``: Smith's 1cycle, as PyTorch's ``OneCycleLR`` (cosine annealing,
+  two phases): from ``lr / div_factor`` up to ``lr`` at step ``pct_start *
+  total_steps - 1``, then down to ``lr / (div_factor * final_div_factor)`` at
+  step ``total_steps - 1``, each half a cosine.
+* ``piecewise``: ``values[i]`` where ``i`` is how many ``boundaries`` are <= step
+  (absolute rates, as Keras's ``PiecewiseConstantDecay``; ``lr`` is not used).
+* ``reduce_on_plateau``: ``lr`` times ``gamma`` for each plateau of the
+  monitored metric (``plateau_patience`` validations in a row without an
+  improvement larger than ``plateau_min_delta``), never below ``min_lr``
+  (Keras's ``ReduceLROnPlateau``).  It depends on the metrics, not on the step
+  alone, so its state goes into checkpoints.
 
 Each can start with a linear warm-up over ``warmup_steps`` updates: update
 ``k < warmup_steps`` uses ``(k + 1) / warmup_steps`` of the rate, so the rate
@@ -21,11 +36,14 @@ would be wasted).  A cosine schedule begins its decay when the warm-up ends.
 
 from __future__ import annotations
 
+import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import TrainingError
 from ..training_spec import ScheduleSpec
+from .monitor import Monitor
 
 
 def _warmup_factor(step: int, warmup_steps: int) -> float:
@@ -83,15 +101,158 @@ class Cosine:
         return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_schedule(spec: ScheduleSpec, lr: float, run_steps: int) -> Constant | Step | Cosine:
+@dataclass(frozen=True)
+class Exponential:
+    """``lr * gamma ** (step / step_size)``, after the warm-up factor."""
+
+    lr: float
+    step_size: int
+    gamma: float = 0.1
+    warmup_steps: int = 0
+
+    def __call__(self, step: int) -> float:
+        decayed = self.lr * self.gamma ** (step / self.step_size)
+        return decayed * _warmup_factor(step, self.warmup_steps)
+
+
+@dataclass(frozen=True)
+class Polynomial:
+    """Decay from ``lr`` to ``min_lr`` as ``(1 - step / total_steps) ** power``."""
+
+    lr: float
+    total_steps: int
+    power: float = 1.0
+    min_lr: float = 0.0
+    warmup_steps: int = 0
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.lr * _warmup_factor(step, self.warmup_steps)
+        left = max(0.0, 1.0 - min(step, self.total_steps) / max(self.total_steps, 1))
+        return self.min_lr + (self.lr - self.min_lr) * left ** self.power
+
+
+@dataclass(frozen=True)
+class OneCycle:
+    """PyTorch's ``OneCycleLR`` (``anneal_strategy="cos"``, two phases) with
+    ``max_lr = lr``."""
+
+    lr: float
+    total_steps: int
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+    def __call__(self, step: int) -> float:
+        first = self.lr / self.div_factor
+        last = first / self.final_div_factor
+        peak = float(self.pct_start * self.total_steps) - 1
+        end = float(self.total_steps - 1)
+        if step <= peak:
+            return _cos_anneal(first, self.lr, step / peak if peak > 0 else 1.0)
+        span = end - peak
+        return _cos_anneal(self.lr, last, min(1.0, (step - peak) / span) if span > 0 else 1.0)
+
+
+def _cos_anneal(start: float, end: float, fraction: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1.0)
+
+
+@dataclass(frozen=True)
+class Piecewise:
+    """``values[i]`` from step ``boundaries[i - 1]`` on (``values[0]`` before the first)."""
+
+    boundaries: tuple[int, ...]
+    values: tuple[float, ...]
+    warmup_steps: int = 0
+
+    def __call__(self, step: int) -> float:
+        rate = self.values[bisect.bisect_right(self.boundaries, step)]
+        return rate * _warmup_factor(step, self.warmup_steps)
+
+
+@dataclass
+class ReduceOnPlateau:
+    """``lr`` times ``gamma`` per plateau of ``monitor``, not below ``min_lr``.
+
+    The trainer calls :meth:`observe` after each validation with the record; the
+    rate of every later step follows.  ``cooldown`` is not offered: a plateau
+    count restarts after each reduction, as Keras's with ``cooldown=0``.
+
+    >>> s = ReduceOnPlateau(1.0, "val_loss", patience=1, gamma=0.5)
+    >>> for loss in (1.0, 0.9, 0.9, 0.9):
+    ...     s.observe({"val_loss": loss})
+    >>> s(100)
+    0.25
+    """
+
+    lr: float
+    monitor: str
+    patience: int = 0
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    min_delta: float = 0.0
+    mode: str = ""
+    warmup_steps: int = 0
+    scale: float = 1.0
+    _watch: Monitor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._watch = Monitor(self.monitor, self.mode, self.min_delta)
+
+    def __call__(self, step: int) -> float:
+        return max(self.lr * self.scale, min(self.min_lr, self.lr)) * _warmup_factor(
+            step, self.warmup_steps)
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """Count a validation record; reduce the rate at the end of a plateau."""
+        value = self._watch.value(record)
+        if value is None:
+            raise self._watch.missing(record)
+        if not self._watch.update(value) and self._watch.wait >= max(self.patience, 1):
+            self.scale *= self.gamma
+            self._watch.wait = 0
+
+    def state(self) -> dict[str, float]:
+        return {"scale": self.scale, **self._watch.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.scale = float(state.get("scale", 1.0))
+        self._watch.load_state(state)
+
+
+Schedule = Constant | Step | Cosine | Exponential | Polynomial | OneCycle | Piecewise \
+    | ReduceOnPlateau
+
+
+def make_schedule(spec: ScheduleSpec, lr: float, run_steps: int,
+                  default_monitor: str = "val_loss") -> Schedule:
     """The schedule ``spec`` describes for base rate ``lr``; ``run_steps`` (epochs times
-    batches per epoch) is the cosine's length when ``spec.total_steps`` is 0.
+    batches per epoch) is the length of cosine, polynomial and one-cycle schedules
+    when ``spec.total_steps`` is 0; ``default_monitor`` is watched by
+    reduce-on-plateau when ``spec.plateau_monitor`` is empty.
 
     >>> make_schedule(ScheduleSpec("step", step_size=2, gamma=0.5), 1.0, 10)(4)
     0.25
     """
+    total = spec.total_steps or run_steps
     if spec.kind == "cosine":
-        return Cosine(lr, spec.total_steps or run_steps, spec.warmup_steps, spec.min_lr)
+        return Cosine(lr, total, spec.warmup_steps, spec.min_lr)
     if spec.kind == "step":
         return Step(lr, spec.step_size, spec.gamma, spec.warmup_steps)
+    if spec.kind == "exponential":
+        return Exponential(lr, spec.step_size, spec.gamma, spec.warmup_steps)
+    if spec.kind == "polynomial":
+        return Polynomial(lr, total, spec.power, spec.min_lr, spec.warmup_steps)
+    if spec.kind == "one_cycle":
+        if spec.warmup_steps:
+            raise TrainingError("one_cycle schedule: it has its own warm-up (pct_start); set "
+                                "warmup_steps to 0")
+        return OneCycle(lr, total, spec.pct_start, spec.div_factor, spec.final_div_factor)
+    if spec.kind == "piecewise":
+        return Piecewise(spec.boundaries, spec.values, spec.warmup_steps)
+    if spec.kind == "reduce_on_plateau":
+        return ReduceOnPlateau(lr, spec.plateau_monitor or default_monitor,
+                               spec.plateau_patience, spec.gamma, spec.min_lr,
+                               spec.plateau_min_delta, spec.plateau_mode, spec.warmup_steps)
     return Constant(lr, spec.warmup_steps)

@@ -9,9 +9,9 @@ the optimizer's and the schedule's fields are given flat, and the names
                  warmup_steps=100, batch_size=64)
 
 When the graph has no spec and no loss is given, the loss is the graph's only
-scalar float output (or the loss of its gradient section).  When "accuracy" is
-asked for without ``predictions`` and ``labels``, they come from the
-``softmax_cross_entropy`` node that computes the loss.
+scalar float output (or the loss of its gradient section).  When a metric
+other than the loss is asked for without ``predictions`` and ``labels``, they
+come from the ``softmax_cross_entropy`` node that computes the loss.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 from ..errors import GraphError, TrainingError
 from ..graph import Graph
-from ..training_spec import OptimizerSpec, ScheduleSpec, TrainingSpec
-from .metrics import find_accuracy
+from ..training_spec import EarlyStoppingSpec, OptimizerSpec, ScheduleSpec, TrainingSpec
+from .metrics import find_comparison
 
 _OPTIMIZER_FIELDS = {f.name for f in dataclasses.fields(OptimizerSpec)} - {"name"}
 _SCHEDULE_FIELDS = {f.name for f in dataclasses.fields(ScheduleSpec)} - {"kind"}
@@ -54,14 +54,19 @@ def resolve_spec(graph: Graph, spec: TrainingSpec | None = None,
         optimizer = _replace(base.optimizer, overrides, _OPTIMIZER_FIELDS, "optimizer", "name")
         schedule = _replace(base.schedule, overrides, _SCHEDULE_FIELDS, "schedule", "kind")
         top = {k: overrides[k] for k in _SPEC_FIELDS if k in overrides}
-        if "trainable" in top:
-            top["trainable"] = tuple(top["trainable"])
+        for key in ("trainable", "frozen"):
+            if key in top:
+                top[key] = (top[key],) if isinstance(top[key], str) else tuple(top[key])
+        if "early_stopping" in top:
+            top["early_stopping"] = as_early_stopping(top["early_stopping"])
         metrics = tuple(top.get("metrics", base.metrics))
-        if "accuracy" in metrics:
+        compared = [m for m in metrics if m != "loss"]
+        if compared:
             labels = top.get("labels", base.labels)
             predictions = top.get("predictions", base.predictions)
             if not labels or not predictions:
-                found = find_accuracy(graph, top.get("loss", base.loss), predictions, labels)
+                found = find_comparison(graph, top.get("loss", base.loss), predictions, labels,
+                                        compared[0])
                 top["labels"], top["predictions"] = found.labels, found.predictions
         resolved = _rebuild(base, optimizer=optimizer, schedule=schedule, **top)
         resolved.check_graph(graph)
@@ -70,9 +75,31 @@ def resolve_spec(graph: Graph, spec: TrainingSpec | None = None,
     return resolved
 
 
+def as_early_stopping(value: Any) -> EarlyStoppingSpec | None:
+    """An EarlyStoppingSpec from what a user may write: the spec itself, a dict of
+    its fields, True (the defaults) or False (none)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return EarlyStoppingSpec()
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {f.name for f in dataclasses.fields(EarlyStoppingSpec)})
+        if unknown:
+            raise TrainingError(f"early_stopping: unknown field(s) {', '.join(unknown)}; the "
+                                "fields are monitor, patience, min_delta, mode, restore_best")
+        return EarlyStoppingSpec(**value)
+    if isinstance(value, EarlyStoppingSpec):
+        return value
+    raise TrainingError(f"early_stopping must be an EarlyStoppingSpec, a dict or a bool, not "
+                        f"{type(value).__name__}")
+
+
 def _replace(spec: Any, overrides: dict[str, Any], fields: set[str], key: str,
              key_field: str) -> Any:
     changes = {k: overrides[k] for k in fields if k in overrides}
+    for k in ("boundaries", "values"):
+        if k in changes:
+            changes[k] = tuple(changes[k])
     if key in overrides:
         changes[key_field] = overrides[key]
     return dataclasses.replace(spec, **changes) if changes else spec
@@ -113,9 +140,9 @@ def flatten(spec: TrainingSpec) -> dict[str, Any]:
     checkpoints record it."""
     out: dict[str, Any] = {}
     for key, value in dataclasses.asdict(spec).items():
-        if isinstance(value, dict) and key in ("optimizer", "schedule"):
+        if isinstance(value, dict) and key in ("optimizer", "schedule", "early_stopping"):
             for sub, item in value.items():
-                out[f"{key}.{sub}"] = item
+                out[f"{key}.{sub}"] = list(item) if isinstance(item, tuple) else item
         elif isinstance(value, tuple):
             out[key] = list(value)
         else:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,18 +31,20 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from ..compiler import prune_to
-from ..errors import TrainingError
+from ..errors import TrainingError, TrainingInterrupted
 from ..executor import Plan, compile_plan
 from ..gradients import GradientWarning, gradients
 from ..graph import Graph, Node, make_ref, parse_ref
 from ..training_spec import TrainingSpec
 from . import checkpoint as ckpt_io
+from .callbacks import BestCheckpoint, Callback, EarlyStopping
 from .data import BatchFeeder, DataLike, as_dataset, batch_bounds, epoch_order, fixed_batch_size
 from .evaluate import Evaluator
 from .metrics import EpochMetrics, MetricsLog
 from .optimizers import clip_scale, global_norm, optimizer_from_spec
 from .progress import ProgressBar
-from .schedules import make_schedule
+from .schedules import ReduceOnPlateau, make_schedule
+from .selection import describe_names, select_parameters
 from .settings import describe_changes, flatten, resolve_spec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,33 +64,37 @@ class StepInfo:
     learning_rate: float
 
 
-class Callback:
-    """Hooks called by :class:`Trainer`; subclass and override what you need.
-    Call ``trainer.stop()`` from a hook to end training after the current step."""
-
-    def on_step(self, trainer: Trainer, info: StepInfo) -> None:
-        """After each update."""
-
-    def on_epoch(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        """After each epoch, with the record written to the metrics log."""
-
-
 @dataclass
 class TrainResult:
     """What a run produced: the graph (its ``values`` trained), the spec used, one
-    record per epoch (as in the metrics log), the number of updates, and whether
-    the run ended before its last epoch (a callback stopped it)."""
+    record per epoch (as in the metrics log), every validation record, the
+    number of updates, whether the run ended before its last epoch (early
+    stopping or a callback stopped it), and the best monitored value with its
+    step (when validations were watched)."""
 
     graph: Graph
     spec: TrainingSpec
     history: list[dict[str, Any]] = field(default_factory=list)
+    validations: list[dict[str, Any]] = field(default_factory=list)
     steps: int = 0
     stopped: bool = False
+    best: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
 
     @property
     def final(self) -> dict[str, Any]:
         """The last epoch's record (empty when no epoch ended)."""
         return self.history[-1] if self.history else {}
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary: steps, epochs, stopped, seconds, the final
+        record's metrics and the best (what ``graphengine train --json`` prints)."""
+        final = {k: v for k, v in self.final.items() if k.startswith(("train_", "val_"))}
+        if self.validations:
+            final.update({k: v for k, v in self.validations[-1].items()
+                          if k.startswith("val_")})
+        return {"steps": self.steps, "epochs": len(self.history), "stopped": self.stopped,
+                "seconds": round(self.seconds, 3), "final": final, "best": self.best}
 
 
 @dataclass
@@ -108,14 +116,20 @@ class Trainer:
     Args:
         graph: the graph to train; its parameter values are updated in place.
         data: an ``.npz`` path, a dict of arrays or a :class:`~.data.Dataset`.
-        val: validation data (same forms), evaluated after each epoch.
+        val: validation data (same forms), evaluated after each epoch (and every
+            ``validate_every`` steps, a spec setting).
         val_map: placeholder -> array names for ``val``, over the spec's data_map
             (for a file that holds both splits under different names).
         callbacks: :class:`Callback` objects.
         checkpoint_dir: where to write checkpoints (None: none are written).
         checkpoint_every: also write one every this many steps (0: at epoch ends only).
         keep_checkpoints: how many of the newest checkpoints to keep (0: all).
-        log: path of the JSON-lines metrics log, one record per epoch (None: none).
+        best_path: where to write the model with the best parameters (default:
+            ``best.pb`` in ``checkpoint_dir`` when there is one; None otherwise).
+        emergency_dir: where an interrupted run (Ctrl-C) writes its checkpoint when
+            there is no ``checkpoint_dir`` (None: nowhere).
+        log: path of the JSON-lines metrics log, one record per epoch, per
+            validation and every ``log_every`` steps (None: none).
         progress: draw a progress bar and print epoch lines (None: the bar only
             when ``stream`` is a terminal; False: print nothing).
         stream: where the bar and messages go (default stderr).
@@ -143,7 +157,9 @@ class Trainer:
                  val_map: Mapping[str, str] | None = None,
                  callbacks: Sequence[Callback] = (),
                  checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
-                 keep_checkpoints: int = 3, log: str | os.PathLike | None = None,
+                 keep_checkpoints: int = 3, best_path: str | os.PathLike | None = "",
+                 emergency_dir: str | os.PathLike | None = None,
+                 log: str | os.PathLike | None = None,
                  progress: bool | None = None, stream: IO[str] | None = None,
                  parallel: DataParallel | None = None, **settings: Any) -> None:
         self.parallel = parallel
@@ -152,10 +168,17 @@ class Trainer:
                                                                      progress, stream)
         self.graph = graph
         self.spec = spec = resolve_spec(graph, **settings)
+        unsupported = [m for m in spec.metrics if m not in ("loss", "accuracy")]
+        if parallel is not None and unsupported:
+            raise TrainingError(f"metric(s) {', '.join(unsupported)} are not computed in "
+                                "data-parallel training yet (loss and accuracy are); train "
+                                "with one process or report them with graphengine eval")
         self.callbacks = list(callbacks)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.checkpoint_every = int(checkpoint_every)
-        self.keep_checkpoints = int(keep_checkpoints)
+        self.checkpoint_every = _count("checkpoint_every", checkpoint_every,
+                                       "0 checkpoints at epoch ends only")
+        self.keep_checkpoints = _count("keep_checkpoints", keep_checkpoints, "0 keeps all")
+        self.emergency_dir = Path(emergency_dir) if emergency_dir is not None else None
         self.log = MetricsLog(log) if log is not None else None
         self.stream = stream if stream is not None else sys.stderr
         self.progress = progress
@@ -164,12 +187,15 @@ class Trainer:
         #: use it to kill a run in the middle of a write).
         self._checkpoint_pause = 0.0
         self._stop = False
+        self._interrupted = False
         self._last_checkpoint: Path | None = None
+        self._saved_at = -1  # the step of the last checkpoint written or resumed from
+        self._result: TrainResult | None = None
 
         self.param_names = self._trained_parameters()
         _own_values(graph)
         self.evaluator = Evaluator(graph, spec)
-        self.accuracy = self.evaluator.accuracy
+        self.comparison = self.evaluator.comparison
         self._compile()
         self.train_data = as_dataset(data, self._feeds, spec.data_map, "training data")
         self.val_data = (self.evaluator.bind(val, "validation data", val_map)
@@ -195,37 +221,71 @@ class Trainer:
                                 "batch size")
         self.optimizer = optimizer_from_spec(spec.optimizer)
         self.optimizer.setup({name: graph.values[name] for name in self.param_names})
+        #: The record key that monitors watch when they are not told: the validation
+        #: loss with validation data, else the epoch's training loss.
+        self.default_monitor = "val_loss" if self.val_data is not None else "train_loss"
         self.schedule = make_schedule(spec.schedule, spec.optimizer.learning_rate,
-                                      spec.epochs * self.steps_per_epoch)
+                                      spec.epochs * self.steps_per_epoch, self.default_monitor)
+        self._add_spec_callbacks(best_path)
 
     # -- setting up --------------------------------------------------------------
     def _trained_parameters(self) -> list[str]:
-        graph = self.graph
-        names = list(self.spec.trainable) or [n.name for n in graph.parameters(trainable=True)]
+        graph, spec = self.graph, self.spec
+        try:
+            if spec.trainable:
+                names = select_parameters(graph, spec.trainable, "trainable")
+            else:
+                names = [n.name for n in graph.parameters(trainable=True)]
+            if spec.frozen:
+                frozen = set(select_parameters(graph, spec.frozen, "frozen"))
+                names = [n for n in names if n not in frozen]
+        except Exception as exc:  # GraphError: a pattern that selects nothing
+            raise TrainingError(str(exc)) from None
         # Running statistics follow the batches (see _update_running_stats); the
         # optimizer must not move them too, even when they are marked trainable.
         statistics = {name for node in graph.nodes for name in _running_stats(node)}
-        if statistics & set(names):
+        named = statistics & set(spec.trainable)  # asked for by name, not by scope or glob
+        if named or (statistics & set(names) and not spec.trainable):
             ops = sorted({node.op for node in graph.nodes
                           if set(_running_stats(node)) & set(names)})
             self._notice("not training " + ", ".join(repr(n) for n in names if n in statistics)
                          + f": {'/'.join(ops)} running statistics are updated from the "
                          "batches; mark them trainable=False")
-            names = [n for n in names if n not in statistics]
+        names = [n for n in names if n not in statistics]
         for name in names:
             dtype = graph.node(name).types[0].dtype
             if dtype.kind != "f":
                 raise TrainingError(f"parameter '{name}' has dtype {dtype}; only float "
                                     "parameters can be trained")
         if not names:
-            raise TrainingError(f"graph '{graph.name}' has no trainable parameter; mark some "
-                                "trainable, or list them in the spec's trainable field")
+            everything = [n.name for n in graph.parameters()]
+            raise TrainingError(f"graph '{graph.name}' has no parameter to train (after "
+                                f"trainable={list(spec.trainable)}, frozen={list(spec.frozen)}); "
+                                f"mark some trainable, or select them with --trainable: "
+                                f"{describe_names(everything)}")
         return names
+
+    def _add_spec_callbacks(self, best_path: str | os.PathLike | None) -> None:
+        """The early stopping and best checkpoint that the spec asks for; a best
+        checkpoint goes to ``best.pb`` in the checkpoint folder by default."""
+        spec = self.spec
+        stop = spec.early_stopping
+        if stop is not None and not any(isinstance(c, EarlyStopping) for c in self.callbacks):
+            self.callbacks.append(EarlyStopping(stop.monitor, stop.patience, stop.min_delta,
+                                                stop.mode, stop.restore_best))
+        if best_path == "":
+            best_path = self.checkpoint_dir / "best.pb" if self.checkpoint_dir else None
+        if best_path is not None and not any(isinstance(c, BestCheckpoint)
+                                             for c in self.callbacks):
+            monitor = spec.best_monitor or (stop.monitor if stop is not None else "")
+            mode = stop.mode if stop is not None and not spec.best_monitor else ""
+            self.callbacks.append(BestCheckpoint(best_path, monitor, mode))
+
 
     def _compile(self) -> None:
         """Build the gradient graph and compile the training plan: it fetches the
         loss, the gradients, the batch statistics of batch_norm nodes and the
-        predictions (for accuracy)."""
+        predictions (for the metrics)."""
         graph, spec = self.graph, self.spec
         with warnings.catch_warnings():
             # A parameter the loss ignores gets a zero gradient; training says nothing.
@@ -246,8 +306,8 @@ class Trainer:
             stats = [make_ref(node.name, node.opdef.outputs.index(update.batch))
                      for update in node.opdef.state_updates]
             fetches += stats if self.parallel is None else list(map(self.parallel.fetch, stats))
-        if self.accuracy is not None:
-            fetches.append(self.accuracy.predictions)
+        if self.comparison is not None:
+            fetches.append(self.comparison.predictions)
         # A fed seed gradient (a data-parallel share) is the trainer's, not the data's.
         self._feeds = [n for n in prune_to(self.grad_graph, fetches)
                        if n.op == "placeholder" and n.name != info.seed]
@@ -270,7 +330,10 @@ class Trainer:
         Raises TrainingError on a non-finite loss (naming the step; the last
         checkpoint written stays as it was) or on a checkpoint of another graph.
         """
-        result = TrainResult(self.graph, self.spec)
+        started = time.perf_counter()
+        self._result = result = TrainResult(self.graph, self.spec)
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
         if resume is not None and (self.parallel is None or self.parallel.is_root):
             state = self._resume(resume)
         else:
@@ -281,15 +344,42 @@ class Trainer:
             state = self.parallel.synchronize(self, state)  # every process as rank 0
         params = {name: self.graph.values[name] for name in self.param_names}
         feeder = BatchFeeder(self.train_data, self.spec.batch_size)
-        while state.epoch < self.spec.epochs and not self._stop:
-            record = self._run_epoch(state, params, feeder)
-            if record is not None:
-                result.history.append(record)
+        with _catch_interrupt(self):
+            while state.epoch < self.spec.epochs and not self._stop:
+                record = self._run_epoch(state, params, feeder)
+                if record is not None:
+                    result.history.append(record)
         result.steps = state.step
         result.stopped = state.epoch < self.spec.epochs
+        result.seconds = time.perf_counter() - started
         if self.parallel is not None:
             self.parallel.finish(self)
+        if self._interrupted:
+            raise self._interruption(state)
+        best = next((c for c in self.callbacks if isinstance(c, (BestCheckpoint, EarlyStopping))
+                     and c.best_step), None)
+        if best is not None and best._watch is not None:
+            result.best = {"monitor": best._watch.monitor, "value": best.best,
+                           "step": best.best_step}
+            if isinstance(best, BestCheckpoint):
+                result.best["path"] = str(best.path)
+        for callback in self.callbacks:
+            callback.on_train_end(self, result)
         return result
+
+    def _interruption(self, state: _RunState) -> TrainingInterrupted:
+        """The error an interrupted run ends with, after saving where it stopped."""
+        where = self._last_checkpoint if self._saved_at == state.step else None
+        if where is None and self.emergency_dir is not None:
+            self._save(state, self.emergency_dir)
+            where = self._last_checkpoint
+        if where is None:
+            message = (f"interrupted at step {state.step}; no checkpoint folder was given, so "
+                       "the parameters were not saved (use --checkpoint-dir DIR)")
+        else:
+            message = (f"interrupted at step {state.step} (epoch {state.epoch + 1}); "
+                       f"checkpoint written to '{where}'")
+        return TrainingInterrupted(message, checkpoint=where, step=state.step)
 
     def _run_epoch(self, state: _RunState, params: dict[str, np.ndarray],
                    feeder: BatchFeeder) -> dict[str, Any] | None:
@@ -298,7 +388,7 @@ class Trainer:
         spec = self.spec
         if state.order is None:
             state.order = epoch_order(spec.seed, state.epoch, self.train_data.size)
-        totals = EpochMetrics(state.sums)
+        totals = EpochMetrics(spec.metrics, self.comparison, state.sums)
         bounds = batch_bounds(self.train_data.size, spec.batch_size, self.drop_last,
                               state.position)
         bar = ProgressBar(len(bounds), f"epoch {state.epoch + 1}/{spec.epochs}",
@@ -310,18 +400,28 @@ class Trainer:
                 indices = state.order[start:stop]
                 feeds = (feeder.feeds(indices) if self.parallel is None
                          else self.parallel.feeds(feeder, indices))
-                loss, correct = self._step(params, feeds, state.step, state.epoch, batch)
+                loss, predictions = self._step(params, feeds, state.step, state.epoch, batch)
                 state.step += 1
                 state.position = stop
-                totals.add(stop - start, loss, correct)
+                if predictions is None:
+                    totals.add(stop - start, loss)
+                elif self.parallel is None:
+                    totals.add(stop - start, loss, predictions, feeds[self.comparison.labels])
+                else:  # this process saw a share of the batch: the counts are added up
+                    correct = self.comparison.correct(predictions, feeds[self.comparison.labels])
+                    totals.add(stop - start, loss, correct=self.parallel.total(correct))
                 bar.update(i + 1, step=state.step, loss=loss, examples=stop - start)
                 info = StepInfo(state.step, state.epoch + 1, batch + 1, stop - start, loss,
                                 self.schedule(state.step - 1))
                 for callback in self.callbacks:
                     callback.on_step(self, info)
+                last = i == len(bounds) - 1
+                self._log_step(state, info, validate=not last)
+                if self._interrupted:
+                    self._stop = True
                 if self.parallel is not None and self.callbacks:
                     self._stop = self.parallel.agree_to_stop(self._stop)
-                if i == len(bounds) - 1:
+                if last:
                     break  # the epoch-end checkpoint follows
                 if self._stop or (self.checkpoint_every
                                   and state.step % self.checkpoint_every == 0):
@@ -336,15 +436,59 @@ class Trainer:
         # (MetricsLog.truncate_after), so the log never holds an epoch twice.
         if self.log is not None:
             self.log.append(record)
+        self._observe(record)
         state.epoch, state.position, state.order, state.sums = state.epoch + 1, 0, None, {}
         self._save(state)
         for callback in self.callbacks:
             callback.on_epoch(self, record)
         return record
 
+    def _log_step(self, state: _RunState, info: StepInfo, validate: bool) -> None:
+        """The per-step record every log_every steps, and a validation every
+        validate_every steps (the epoch's last step validates with its record)."""
+        spec = self.spec
+        record: dict[str, Any] | None = None
+        if spec.log_every and state.step % spec.log_every == 0:
+            record = {"kind": "step", "epoch": state.epoch + 1, "step": state.step,
+                      "loss": info.loss, "learning_rate": info.learning_rate}
+        if (validate and spec.validate_every and self.val_data is not None
+                and state.step % spec.validate_every == 0):
+            record = record or {"kind": "validation", "epoch": state.epoch + 1,
+                                "step": state.step}
+            record.update(self._validate())
+            self._notice("  ".join([f"step {state.step}"]
+                                   + [f"{k} {v:.4g}" for k, v in record.items()
+                                      if k.startswith("val_")]), quiet_ok=True)
+        if record is None:
+            return
+        if self.log is not None:
+            self.log.append(record)
+        if any(k.startswith("val_") for k in record):
+            self._observe(record)
+
+    def _validate(self) -> dict[str, float]:
+        assert self.val_data is not None
+        val = (self.evaluator(self.val_data) if self.parallel is None
+               else self.parallel.evaluate(self.evaluator, self.val_data))
+        return {f"val_{k}": v for k, v in val.items() if k != "examples"}
+
+    def _observe(self, record: dict[str, Any]) -> None:
+        """Hand a validation record (or, without validation data, an epoch record)
+        to the monitors: the plateau schedule and the callbacks."""
+        validated = any(k.startswith("val_") for k in record)
+        if self.val_data is not None and not validated:
+            return
+        if validated and self._result is not None:
+            self._result.validations.append(record)
+        if isinstance(self.schedule, ReduceOnPlateau):
+            self.schedule.observe(record)
+        for callback in self.callbacks:
+            callback.on_validation(self, record)
+
     def _step(self, params: dict[str, np.ndarray], feeds: dict[str, np.ndarray], step: int,
-              epoch: int, batch: int) -> tuple[float, int | None]:
-        """One update; returns the batch's loss and its count of correct predictions."""
+              epoch: int, batch: int) -> tuple[float, np.ndarray | None]:
+        """One update; returns the batch's loss and its predictions (None when no
+        metric needs them)."""
         seed = (self.spec.seed << 32) + step
         if self.parallel is not None:
             seed = self.parallel.run_seed(seed)
@@ -354,6 +498,9 @@ class Trainer:
             self._fail_non_finite(f"the loss is {loss}", step, epoch, batch)
         n = len(self.param_names)
         grads = dict(zip(self.param_names, out[1:1 + n]))
+        limit = self.spec.optimizer.clip_value
+        if limit:
+            grads = {name: np.clip(g, -limit, limit) for name, g in grads.items()}
         scale = 1.0
         clip = self.spec.optimizer.clip_global_norm
         if clip:
@@ -361,14 +508,11 @@ class Trainer:
             if not math.isfinite(norm):
                 self._fail_non_finite(f"the gradient norm is {norm}", step, epoch, batch)
             scale = clip_scale(norm, clip)
-        correct = None
-        if self.accuracy is not None:
-            correct = self.accuracy.correct(out[-1], feeds[self.accuracy.labels])
-            if self.parallel is not None:
-                correct = self.parallel.total(correct)
+        predictions = out[-1] if self.comparison is not None else None
         self.optimizer.step(params, grads, self.schedule(step), scale)
-        self._update_running_stats(out[1 + n:])
-        return loss, correct
+        stats = sum(len(node.opdef.state_updates) for node in self._batch_norms)
+        self._update_running_stats(out[1 + n:1 + n + stats])
+        return loss, predictions
 
     def _update_running_stats(self, stats: list[np.ndarray]) -> None:
         """running = momentum * running + (1 - momentum) * batch, for each state
@@ -394,13 +538,11 @@ class Trainer:
 
     def _epoch_record(self, state: _RunState, totals: EpochMetrics,
                       seconds: float) -> dict[str, Any]:
-        record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step,
+        record: dict[str, Any] = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step,
                                   "learning_rate": self.schedule(state.step - 1)}
-        record.update(totals.result(self.accuracy is not None, prefix="train_"))
+        record.update(totals.result(prefix="train_"))
         if self.val_data is not None:
-            val = (self.evaluator(self.val_data) if self.parallel is None
-                   else self.parallel.evaluate(self.evaluator, self.val_data))
-            record.update({f"val_{k}": v for k, v in val.items() if k != "examples"})
+            record.update(self._validate())
         record["seconds"] = round(seconds, 4)
         record["examples_per_second"] = round(totals.examples / max(seconds, 1e-9), 1)
         if self.progress is not False:
@@ -412,23 +554,56 @@ class Trainer:
         return record
 
     def evaluate(self, data: DataLike, batch_size: int | None = None) -> dict[str, float]:
-        """The loss (and accuracy) of the graph on ``data`` in inference mode."""
+        """The loss and metrics of the graph on ``data`` in inference mode."""
         return self.evaluator(data, batch_size)
 
     # -- checkpoints ---------------------------------------------------------------
-    def _save(self, state: _RunState) -> None:
-        if self.checkpoint_dir is None:
+    def _save(self, state: _RunState, folder: Path | None = None) -> None:
+        folder = folder or self.checkpoint_dir
+        if folder is None:
             return
         scalars, slots = self.optimizer.state()
         checkpoint = ckpt_io.Checkpoint(
             graph_hash=self.graph_hash, step=state.step, epoch=state.epoch,
             position=state.position, seed=self.spec.seed, params=dict(self.graph.values),
             optimizer={"name": self.spec.optimizer.name, "scalars": scalars, "slots": slots},
-            order=state.order, config=flatten(self.spec), metrics=state.sums,
+            order=state.order, config=flatten(self.spec),
+            metrics={**state.sums, **self._monitor_state()},
             data={"size": self.train_data.size, "fingerprint": self.train_data.fingerprint()})
         self._last_checkpoint = ckpt_io.write_checkpoint(
-            self.checkpoint_dir, checkpoint, keep=self.keep_checkpoints,
+            folder, checkpoint, keep=self.keep_checkpoints,
             pause_before_rename=self._checkpoint_pause)
+        self._saved_at = state.step
+
+    def _monitor_state(self) -> dict[str, float]:
+        """The state of the plateau schedule and the callbacks, as checkpoint numbers
+        under "state/..." keys beside the running metric sums."""
+        out: dict[str, float] = {}
+        parts: list[tuple[str, Any]] = [(f"callback{i}", c) for i, c in enumerate(self.callbacks)]
+        if isinstance(self.schedule, ReduceOnPlateau):
+            parts.append(("schedule", self.schedule))
+        for prefix, part in parts:
+            for key, value in part.state().items():
+                out[f"state/{prefix}/{key}"] = float(value)
+        return out
+
+    def _load_monitor_state(self, saved: dict[str, float]) -> dict[str, float]:
+        """Restore what _monitor_state saved; returns the other entries (the sums)."""
+        parts: dict[str, Any] = {f"callback{i}": c for i, c in enumerate(self.callbacks)}
+        if isinstance(self.schedule, ReduceOnPlateau):
+            parts["schedule"] = self.schedule
+        grouped: dict[str, dict[str, float]] = {}
+        sums = {}
+        for key, value in saved.items():
+            if key.startswith("state/"):
+                _, prefix, name = key.split("/", 2)
+                grouped.setdefault(prefix, {})[name] = value
+            else:
+                sums[key] = value
+        for prefix, state in grouped.items():
+            if prefix in parts:
+                parts[prefix].load_state(state)
+        return sums
 
     def _resume(self, path: str | os.PathLike) -> _RunState:
         """Restore parameters, optimizer state and position from a checkpoint; say
@@ -456,7 +631,8 @@ class Trainer:
         else:
             self._notice(f"the optimizer changed from {saved.optimizer.get('name')!r} to "
                          f"{self.spec.optimizer.name!r}, so its state starts afresh")
-        state = _RunState(saved.step, saved.epoch, saved.position, saved.order, saved.metrics)
+        sums = self._load_monitor_state(dict(saved.metrics))
+        state = _RunState(saved.step, saved.epoch, saved.position, saved.order, sums)
         if saved.data.get("fingerprint") not in (None, self.train_data.fingerprint()):
             self._notice(f"the training data differ from the checkpoint's "
                          f"({saved.data.get('size')} examples then, {self.train_data.size} "
@@ -465,10 +641,53 @@ class Trainer:
         if self.log is not None:
             self.log.truncate_after(saved.step)
         self._last_checkpoint = file
+        self._saved_at = saved.step
         return state
 
-    def _notice(self, message: str) -> None:
+    def notice(self, message: str) -> None:
+        """Print a message where the run prints (not when progress is off)."""
+        self._notice(message, quiet_ok=True)
+
+    def _notice(self, message: str, quiet_ok: bool = False) -> None:
+        if quiet_ok and self.progress is False:
+            return
         print(message, file=self.stream, flush=True)
+
+
+def _count(name: str, value: Any, zero: str) -> int:
+    """A non-negative int option, else TrainingError saying what 0 means."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise TrainingError(f"{name} must be an int >= 0 ({zero}), got {value!r}")
+    return int(value)
+
+
+class _catch_interrupt:
+    """Turn the first Ctrl-C (SIGINT) during training into a request to stop after
+    the current step, so the parameters are never left half updated and a
+    checkpoint can be written; a second Ctrl-C interrupts at once.  Only the main
+    thread can take signals; elsewhere this does nothing."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return  # someone else handles Ctrl-C (a notebook, a test harness): leave it
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.trainer._interrupted:
+            raise KeyboardInterrupt
+        self.trainer._interrupted = True
+        print("\ninterrupt: stopping after this step and saving a checkpoint (Ctrl-C again "
+              "to quit at once)", file=self.trainer.stream, flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def _own_values(graph: Graph) -> None:

@@ -1,0 +1,205 @@
+"""Adding a loss to a graph that has none: ``ge.add_loss`` and ``graphengine train
+--loss KIND --predictions OUTPUT --labels ARRAY``.
+
+Each kind is built from existing ops (so its gradient needs no rule of its
+own), under the name scope ``<kind>_loss``, as the mean over every element:
+
+* ``cross_entropy``: softmax cross-entropy from logits (N, C) and integer class
+  labels (N,), or class probabilities (N, C);
+* ``binary_cross_entropy``: from logits x and 0/1 (or soft) labels y, in the
+  stable form ``max(x, 0) - x * y + log(1 + exp(-|x|))`` (PyTorch's
+  ``BCEWithLogitsLoss``);
+* ``mse``: ``(p - y) ** 2``; ``l1``: ``|p - y|``;
+* ``huber``: ``0.5 d**2`` for ``|d| <= delta``, else ``delta * (|d| - 0.5 delta)``
+  (PyTorch's ``HuberLoss``), written as ``0.5 m**2 + delta (|d| - m)`` with
+  ``m = min(|d|, delta)``.
+
+The labels placeholder is made from an example array (the data file's): its
+dtype and its shape after the batch axis, with a symbolic batch dim.  Labels of
+shape (N,) against predictions (N, 1) are reshaped in the graph, and labels of
+another float dtype are cast, as a user of PyTorch would expect to just work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import TrainingError
+from ..graph import Graph, Tensor
+from ..ops import api as ops
+from ..training_spec import LOSS_KINDS
+
+#: Metrics a loss kind reports by default.
+DEFAULT_METRICS = {"cross_entropy": ("loss", "accuracy"),
+                   "binary_cross_entropy": ("loss", "accuracy"),
+                   "mse": ("loss", "mae"), "l1": ("loss", "mae"), "huber": ("loss", "mae")}
+
+
+def add_loss(graph: Graph, kind: str, predictions: Tensor | str, labels: Tensor | str,
+             *, example: Any = None, delta: float = 1.0, metrics: Any = None,
+             **settings: Any) -> Tensor:
+    """Add a loss of ``kind`` (one of LOSS_KINDS) comparing ``predictions`` (a
+    tensor or an output name) with ``labels``, and make it the graph's training
+    loss (``graph.training``: the rest of an existing spec is kept, ``settings``
+    laid over it as in ``set_training``).  Returns the scalar loss tensor.
+
+    ``labels`` is a placeholder (tensor or name), or the name of a placeholder to
+    create, shaped and typed like ``example`` (an array of labels, one row per
+    example); without ``example``, integer class indices (N,) for
+    ``cross_entropy`` and the predictions' shape and dtype otherwise.
+    ``metrics`` defaults to loss and accuracy for classifiers, loss and mae for
+    regressions.
+
+    Raises TrainingError for an unknown kind or labels that cannot fit.
+
+    >>> import numpy as np, graphengine as ge
+    >>> g = ge.Graph()
+    >>> x = g.placeholder("x", (None, 4))
+    >>> logits = x @ g.parameter("w", shape=(4, 3))
+    >>> loss = ge.add_loss(g, "cross_entropy", logits, "y", example=np.array([0, 2, 1]))
+    >>> g.training.loss, g.training.labels, g.training.metrics
+    ('cross_entropy_loss/loss', 'y', ('loss', 'accuracy'))
+    """
+    if kind not in LOSS_KINDS:
+        raise TrainingError(f"unknown loss kind {kind!r}; the kinds are {', '.join(LOSS_KINDS)}")
+    pred = _prediction(graph, predictions)
+    if pred.dtype.kind != "f":
+        raise TrainingError(f"loss {kind}: predictions '{pred.name}' are {pred.dtype.name}; they "
+                            "must be float (logits or values)")
+    target = _labels(graph, kind, pred, labels, example)
+    existing = _existing_loss(graph, kind, pred, target)
+    if existing is not None:
+        loss = existing
+    else:
+        with graph.name_scope(f"{kind}_loss"):
+            value = _BUILDERS[kind](pred, _fit_labels(kind, pred, target), delta)
+            # A second loss of one kind (other predictions) gets a numbered name.
+            free = f"{kind}_loss/loss" not in graph
+            loss = ops.identity(value, name="loss" if free else None)
+    from .settings import resolve_spec
+
+    chosen = metrics if metrics is not None else DEFAULT_METRICS[kind]
+    if graph.training is not None:
+        graph.training = resolve_spec(graph, loss=loss.name, predictions=pred.name,
+                                      labels=target.node, metrics=list(chosen),
+                                      loss_kind=kind, **settings)
+    else:
+        graph.set_training(loss, predictions=pred.name, labels=target.node,
+                           metrics=list(chosen), loss_kind=kind, **settings)
+    return loss
+
+
+def _prediction(graph: Graph, predictions: Tensor | str) -> Tensor:
+    if isinstance(predictions, Tensor):
+        return predictions
+    try:
+        return graph.tensor(predictions)
+    except Exception:
+        outputs = ", ".join(repr(o) for o in graph.outputs) or "none"
+        raise TrainingError(f"predictions {predictions!r} is not a tensor of graph "
+                            f"'{graph.name}'; its outputs are {outputs}") from None
+
+
+def _labels(graph: Graph, kind: str, pred: Tensor, labels: Tensor | str,
+            example: Any) -> Tensor:
+    """The labels placeholder: given, found by name, or made from ``example``."""
+    if isinstance(labels, Tensor):
+        node = graph.node(labels.node)
+    elif labels in graph:
+        node = graph.node(labels)
+    else:
+        dtype, rest = _label_type(kind, pred, example)
+        return graph.placeholder(labels, (None, *rest), dtype)
+    if node.op != "placeholder":
+        raise TrainingError(f"labels '{node.name}' is a {node.op} node; the labels must be a "
+                            "placeholder fed from the data (or a new name, to make one)")
+    return Tensor(graph, node.name)
+
+
+def _label_type(kind: str, pred: Tensor, example: Any) -> tuple[np.dtype, tuple[Any, ...]]:
+    if example is not None:
+        array = np.asarray(example)
+        if array.ndim == 0:
+            raise TrainingError("the labels array must hold one row per example, not a scalar")
+        dtype = array.dtype
+        if dtype.kind == "b" or (dtype.kind in "iu" and kind != "cross_entropy"):
+            dtype = pred.dtype  # 0/1 or integer targets of a regression: compared as floats
+        elif dtype.kind in "iu":
+            dtype = np.dtype("int64")
+        elif dtype.kind != "f":
+            raise TrainingError(f"the labels array has dtype {array.dtype}; labels must be "
+                                "numbers")
+        return dtype, tuple(array.shape[1:])
+    if kind == "cross_entropy":
+        return np.dtype("int64"), tuple(pred.shape[1:-1])
+    return pred.dtype, tuple(pred.shape[1:])
+
+
+def _fit_labels(kind: str, pred: Tensor, target: Tensor) -> Tensor:
+    """Labels in the form the loss compares: float labels cast to the predictions'
+    dtype, (N,) against (N, 1) reshaped."""
+    if kind == "cross_entropy":
+        if target.dtype.kind in "iu":
+            if target.ndim != pred.ndim - 1:
+                raise TrainingError(
+                    f"cross_entropy: integer labels '{target.name}' {tuple(target.shape)} must "
+                    f"have the shape of the predictions {tuple(pred.shape)} without the class "
+                    "axis (one class index per example)")
+            return target
+        if target.ndim == pred.ndim - 1:
+            return ops.cast(target, dtype="int64")  # class indices stored as floats
+    if target.dtype != pred.dtype:
+        target = ops.cast(target, dtype=pred.dtype.name)
+    if target.ndim == pred.ndim - 1 and pred.ndim >= 1 and pred.shape[-1] == 1:
+        target = ops.expand_dims(target, axis=-1)
+    elif target.ndim == pred.ndim + 1 and target.shape[-1] == 1:
+        target = ops.squeeze(target, axis=[-1])
+    clash = any(isinstance(a, int) and isinstance(b, int) and a != b
+                for a, b in zip(target.shape[1:], pred.shape[1:]))
+    if target.ndim != pred.ndim or clash:
+        raise TrainingError(f"loss {kind}: labels '{target.name}' of shape {tuple(target.shape)} "
+                            f"do not fit predictions '{pred.name}' of shape {tuple(pred.shape)}")
+    return target
+
+
+def _cross_entropy(pred: Tensor, target: Tensor, delta: float) -> Tensor:
+    return ops.softmax_cross_entropy(pred, target)[0]
+
+
+def _binary_cross_entropy(pred: Tensor, target: Tensor, delta: float) -> Tensor:
+    # max(x, 0) - x y + log(1 + exp(-|x|)): never exponentiates a large number.
+    per_element = ops.relu(pred) - pred * target + ops.softplus(ops.negative(ops.abs(pred)))
+    return ops.mean(per_element)
+
+
+def _mse(pred: Tensor, target: Tensor, delta: float) -> Tensor:
+    return ops.mean_squared_error(pred, target)
+
+
+def _l1(pred: Tensor, target: Tensor, delta: float) -> Tensor:
+    return ops.mean(ops.abs(pred - target))
+
+
+def _huber(pred: Tensor, target: Tensor, delta: float) -> Tensor:
+    if not delta > 0:
+        raise TrainingError(f"huber loss: delta must be positive, got {delta}")
+    error = ops.abs(pred - target)
+    small = ops.minimum(error, delta)
+    return ops.mean(small * small * 0.5 + (error - small) * delta)
+
+
+_BUILDERS = {"cross_entropy": _cross_entropy, "binary_cross_entropy": _binary_cross_entropy,
+             "mse": _mse, "l1": _l1, "huber": _huber}
+
+
+def _existing_loss(graph: Graph, kind: str, pred: Tensor, target: Tensor) -> Tensor | None:
+    """The loss an earlier add_loss made for the same predictions and labels (a
+    trained file trained again with the same --loss), so it is not added twice."""
+    spec = graph.training
+    name = f"{kind}_loss/loss"
+    if (spec is not None and spec.loss == name and name in graph
+            and spec.predictions == pred.name and spec.labels == target.node):
+        return Tensor(graph, name)
+    return None
