@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]  # to start it again (mpiexec, resume)
+    # To start the command again: under mpiexec, or the resume command after Ctrl-C.
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return int(args.func(args) or 0)
     except GraphEngineError as exc:
