@@ -14,16 +14,24 @@ the same graph (the plan's order is a function of the graph).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..dtypes import NUMERIC_TYPES
 from ..mpi import world
 from ..shapes import TensorType
 from .norm import BatchNorm, _stat_axes
-from .registry import Attr, F, Input, OpDef, get_op, register
+from .registry import Array, Attr, F, Input, OpDef, get_op, register
+
+if TYPE_CHECKING:
+    from ..executor import RunContext
+    from ..gradients import NodeView
+    from ..graph import Tensor
 
 
-def allreduce_array(x: np.ndarray) -> np.ndarray:
+def allreduce_array(x: Array) -> Array:
     """The sum of ``x`` over the processes of the job (``x`` itself on one process)."""
     comm = world()
     if comm is None or comm.size == 1:
@@ -55,12 +63,12 @@ class Allreduce(OpDef):
     attrs = (Attr("reduction", "str", "sum", choices=("sum", "mean")),)
     view_map = {0: 0}  # on one process, x itself
 
-    def infer(self, x, *, reduction):
+    def infer(self, x: TensorType, *, reduction: str) -> TensorType:
         if reduction == "mean" and x.dtype.kind != "f":
             raise ValueError(f"reduction='mean' needs a float x, got {x.dtype.name}")
         return x
 
-    def kernel(self, x, *, reduction):
+    def kernel(self, x: Array, *, reduction: str) -> Array:
         x = np.asarray(x)
         comm = world()
         if comm is None or comm.size == 1:
@@ -70,7 +78,7 @@ class Allreduce(OpDef):
             out /= out.dtype.type(comm.size)
         return out
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.allreduce(dy, reduction=node.attrs["reduction"])]
 
 
@@ -101,12 +109,14 @@ class SyncBatchNorm(OpDef):
     uses_context = True
     state_updates = BatchNorm.state_updates
 
-    def infer(self, x, gamma, beta, running_mean, running_var, *, epsilon, momentum):
+    def infer(self, x: TensorType, gamma: TensorType, beta: TensorType, running_mean: TensorType,
+              running_var: TensorType, *, epsilon: float, momentum: float) -> Sequence[TensorType]:
         y, mean, var = get_op("batch_norm").infer(x, gamma, beta, running_mean, running_var,
                                                   epsilon=epsilon, momentum=momentum)
         return y, mean, var, TensorType(x.dtype, ())
 
-    def kernel(self, x, gamma, beta, running_mean, running_var, *, epsilon, momentum, ctx):
+    def kernel(self, x: Array, gamma: Array, beta: Array, running_mean: Array, running_var: Array,
+               *, epsilon: float, momentum: float, ctx: RunContext) -> Sequence[Array]:
         axes = _stat_axes(x.ndim)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         local_count = x.size // max(x.shape[1], 1)
@@ -128,13 +138,13 @@ class SyncBatchNorm(OpDef):
         centred += beta.reshape(shape)
         return centred, mean, var, np.asarray(count, x.dtype)
 
-    def vjp(self, node, dys):
+    def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dy, dmean, dvar, _ = dys  # count does not depend on the values of x
         x, gamma = node.inputs[0], node.inputs[1]
         _, mean, var, count = node.outputs
         axes = _stat_axes(x.ndim)
 
-        def per_element(v):
+        def per_element(v: Tensor) -> Tensor:
             """A per-channel value broadcast over x."""
             return F.broadcast_like(v, x, axes=axes)
 

@@ -176,8 +176,7 @@ def _buckets(tensors: list[Tensor], limit: int) -> list[list[Tensor]]:
     by_dtype: dict[np.dtype, list[list[Tensor]]] = {}
     sizes: dict[np.dtype, int] = {}
     for tensor in tensors:
-        nbytes = math.prod(d if isinstance(d, int) else 1 for d in tensor.shape) \
-            * tensor.dtype.itemsize
+        nbytes = math.prod(d for d in tensor.shape if isinstance(d, int)) * tensor.dtype.itemsize
         groups = by_dtype.setdefault(tensor.dtype, [[]])
         if groups[-1] and sizes[tensor.dtype] + nbytes > limit:
             groups.append([])
@@ -195,13 +194,14 @@ def _fused_allreduce(graph: Graph, bucket: list[Tensor], number: int,
         if not all(isinstance(d, int) for d in tensor.shape):
             raise TrainingError(f"data-parallel training: tensor '{tensor.name}' has shape "
                                 f"{tensor.shape}; only tensors of static shape can be fused")
-    sizes = [math.prod(t.shape) for t in bucket]
+    shapes = [tuple(d for d in t.shape if isinstance(d, int)) for t in bucket]
+    sizes = [math.prod(shape) for shape in shapes]
     flat = [F.reshape(t, (-1,)) for t in bucket]
     buffer = flat[0] if len(flat) == 1 else F.concatenate(flat, name=f"bucket_{number}")
     summed = F.allreduce(buffer, name=f"allreduce_{number}")
     pieces = [summed] if len(bucket) == 1 else F.split(summed, list(np.cumsum(sizes)[:-1]))
-    return {t.name: F.reshape(p, t.shape, name=labels[t.name]).name
-            for t, p in zip(bucket, pieces)}
+    return {t.name: F.reshape(p, shape, name=labels[t.name]).name
+            for t, p, shape in zip(bucket, pieces, shapes)}
 
 
 # -- the job ---------------------------------------------------------------------------
@@ -250,6 +250,7 @@ class DataParallel:
         """The training graph: :func:`data_parallel_gradients`."""
         out = data_parallel_gradients(graph, loss, wrt, sync_batch_norm=self.sync_batch_norm,
                                       bucket_bytes=self.bucket_bytes)
+        assert out.gradient is not None
         self.seed_name = out.gradient.seed
         self._seed_dtype = out.tensor(self.seed_name).dtype
         pairs = out.metadata.get("data_parallel.stats", "")
@@ -366,7 +367,7 @@ class DataParallel:
             yield
         except BaseException as exc:
             if not self.is_root:
-                time.sleep(1.0)
+                time.sleep(3.0)  # rank 0's abort, when it fails too, ends us first
             where = f"process {self.rank} of {self.size}"
             if debug:
                 traceback.print_exc()
@@ -392,7 +393,7 @@ def graph_values_digest(values: dict[str, np.ndarray]) -> str:
     for name in sorted(values):
         array = np.ascontiguousarray(values[name])
         h.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        h.update(memoryview(array).cast("B"))
+        h.update(array.tobytes())
     return h.hexdigest()
 
 
