@@ -71,7 +71,7 @@ NOT_IN_OP_SET: dict[str, str] = {
                      "TensorScatter"], "graphengine's take gathers along one axis only; "
                     "it has no element-wise gather or scatter"),
     **dict.fromkeys(["DeformConv", "Col2Im", "MaxUnpool", "LpPool",
-                     "RoiAlign", "GridSample", "AffineGrid", "Resize", "Upsample",
+                     "RoiAlign", "GridSample", "AffineGrid", "Upsample",
                      "DepthToSpace", "SpaceToDepth", "CenterCropPad", "CausalConvWithState"],
                     "graphengine has conv2d, conv_transpose2d, max_pool and avg_pool only"),
     **dict.fromkeys(["GroupNormalization", "LpNormalization",

@@ -26,7 +26,7 @@ rng = np.random.default_rng(1)
 
 #: Backward kernels, which no forward graph holds: refused by name.
 NOT_EXPORTED = {"conv2d_backprop_input", "conv2d_backprop_filter", "avg_pool_grad",
-                "max_pool_grad", "slice_grad", "take_grad",
+                "max_pool_grad", "slice_grad", "take_grad", "resize_grad",
                 "split_like", "relu_grad", "softmax_cross_entropy_grad", "batch_norm_grad",
                 # Collectives of data-parallel gradient graphs: ONNX has no MPI.
                 "allreduce", "sync_batch_norm"}
@@ -181,6 +181,11 @@ CASES = [
                       x.graph.parameter("b1", _f(1)), epsilon=0.01)[0],
         ge.instance_norm(x, x.graph.parameter("s2", _f(3, low=0.5)),
                          x.graph.parameter("b2", _f(3)))]),
+    ("resize", [("x", _f(2, 3, 4, 5))], lambda x: [
+        ge.resize(x, sizes=(-1, 3, 8, 15), scales=(1.0, 1.0, 2.0, 3.0), mode="linear"),
+        ge.resize(x, sizes=(-1, 3, 3, 7), scales=(1.0, 1.0, 0.75, 1.5), mode="cubic"),
+        ge.resize(x, sizes=(-1, 3, 2, 10), scales=(1.0, 1.0, 0.5, 2.0), mode="nearest",
+                  coordinate_transformation_mode="asymmetric")]),
     ("half-norms", [("x", _f(2, 3, 8, dtype=np.float16))], lambda x: [
         *ge.layer_norm(x, x.graph.parameter("s", _f(8, low=0.5, dtype=np.float16)),
                        x.graph.parameter("b", _f(8, dtype=np.float16)))]),

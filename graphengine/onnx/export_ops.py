@@ -24,7 +24,7 @@ importer maps them back to the same kernels:
 Gradient helpers ``broadcast_like``, ``sum_like`` (when its axes are known),
 ``reshape_like`` and ``zeros_like`` are exported too; the other backward
 kernels (``conv2d_backprop_*``, ``*_pool_grad``,
-``slice_grad``, ``take_grad``, ``split_like``) are refused by name.
+``slice_grad``, ``take_grad``, ``resize_grad``, ``split_like``) are refused by name.
 """
 
 from __future__ import annotations
@@ -590,3 +590,44 @@ def _elementwise_chain(ex: Emitter, node: Node) -> None:
             value = ex.emit1(node, "Mul", [value, value], out)
         else:
             value = ex.emit1(node, _SAME_NAME[op], [value], out)
+
+
+# -- resize ------------------------------------------------------------------------------------
+
+@rule("resize")
+def _resize(ex: Emitter, node: Node) -> None:
+    """Resize with scales when they determine every size (floor(size * scale)),
+    else with sizes when every scale is size / input size."""
+    attrs = node.attrs
+    x_type = ex.graph.tensor(node.inputs[0]).type
+    sizes, scales = attrs["sizes"], attrs["scales"]
+    # ONNX computes floor(size * scale) in double from float32 scales.
+    by_scales = all(s == -1 or (isinstance(d, int)
+                                and s == int(np.floor(d * float(np.float32(sc)))))
+                    for s, d, sc in zip(sizes, x_type.shape, scales))
+    by_sizes = all(s != -1 and isinstance(d, int) and np.isclose(sc, s / d)
+                   for s, d, sc in zip(sizes, x_type.shape, scales))
+    coordinate_mode = attrs["coordinate_transformation_mode"]
+    if attrs["antialias"] and ex.opset < 18:
+        raise ex.fail(node, f"antialias needs opset 18 or newer (exporting at {ex.opset})")
+    if coordinate_mode == "half_pixel_symmetric" and ex.opset < 19:
+        raise ex.fail(node, f"half_pixel_symmetric needs opset 19 or newer (exporting at "
+                            f"{ex.opset})")
+    roi = ""
+    if coordinate_mode == "tf_crop_and_resize":
+        roi = ex.const(node, np.asarray(attrs["roi"] or [0.0] * x_type.rank + [1.0] * x_type.rank,
+                                        np.float32), base="roi")
+    if by_scales:
+        inputs = [ex.input(node, 0), roi, ex.const(node, np.asarray(scales, np.float32),
+                                                   base="scales")]
+    elif by_sizes:
+        inputs = [ex.input(node, 0), roi, "", ex.ints(node, sizes, "sizes")]
+    else:
+        raise ex.fail(node, f"sizes {list(sizes)} and scales {list(scales)} are not ONNX's: "
+                            "ONNX derives one from the other")
+    extra = {"antialias": int(attrs["antialias"])} if ex.opset >= 18 else {}
+    ex.emit1(node, "Resize", inputs, ex.output(node), mode=attrs["mode"],
+             coordinate_transformation_mode=coordinate_mode,
+             nearest_mode=attrs["nearest_mode"], cubic_coeff_a=attrs["cubic_coeff_a"],
+             exclude_outside=int(attrs["exclude_outside"]),
+             extrapolation_value=attrs["extrapolation_value"], **extra)

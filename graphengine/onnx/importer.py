@@ -53,6 +53,7 @@ from . import (  # noqa: F401
     import_loss,
     import_nn,
     import_reduce,
+    import_resize,
     import_shape,
 )
 from .errors import OnnxConversionError

@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 from onnx import helper
 
 import graphengine as ge
+from graphengine.onnx import OnnxConversionError
 
 from ..onnx_helpers import assert_same, make_model, reference, run_imported
 
@@ -51,3 +52,50 @@ def test_layer_normalization_is_one_node_and_trains():
     assert [n.op for n in graph.nodes if n.op not in ("placeholder", "parameter")] == [
         "layer_norm"]
     assert {p.name for p in graph.parameters(trainable=True)} == {"s", "b"}
+
+
+# -- resize --------------------------------------------------------------------------------
+
+RESIZE_CASES = [
+    (dict(mode="nearest"), "scales", [1, 1, 2, 2]),
+    (dict(mode="linear"), "scales", [1, 1, 2, 3]),
+    (dict(mode="linear", coordinate_transformation_mode="align_corners"), "sizes", [2, 3, 7, 4]),
+    (dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"), "sizes",
+     [2, 3, 1, 9]),
+    (dict(mode="cubic"), "scales", [1, 1, 0.5, 1.5]),
+    (dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+     "sizes", [2, 3, 9, 11]),
+    (dict(mode="linear", antialias=1), "scales", [1, 1, 0.5, 0.6]),
+]
+
+
+@pytest.mark.parametrize("attrs, kind, values", RESIZE_CASES,
+                         ids=[f"{a['mode']}-{k}-{i}" for i, (a, k, _) in enumerate(RESIZE_CASES)])
+def test_resize_against_onnxruntime(attrs, kind, values):
+    x = f32(2, 3, 4, 5)
+    if kind == "scales":
+        inputs, inits = ["x", "", "scales"], {"scales": np.array(values, np.float32)}
+    else:
+        inputs, inits = ["x", "", "", "sizes"], {"sizes": np.array(values, np.int64)}
+    check([node("Resize", inputs, **attrs)], {"x": x}, opset=19, initializers=inits)
+
+
+def test_resize_with_a_symbolic_batch_and_axes():
+    x = f32(2, 3, 4, 5)
+    model = make_model([node("Resize", ["x", "", "scales"], mode="linear", axes=[3, 2])],
+                       {"x": (np.float32, ["N", 3, 4, 5])}, ["y"], opset=19,
+                       initializers={"scales": np.array([2.0, 1.5], np.float32)})
+    graph = ge.from_onnx(model)
+    assert graph.tensor(graph.outputs[0]).shape == ("N", 3, 6, 10)
+    assert_same(run_imported(model, {"x": x}), reference(model, {"x": x}))
+
+
+def test_resize_of_uint8_nearest_and_a_refusal():
+    x = rng.integers(0, 255, (1, 1, 3, 3)).astype(np.uint8)
+    check([node("Resize", ["x", "", "scales"], mode="nearest")], {"x": x},
+          initializers={"scales": np.array([1, 1, 2, 2], np.float32)})
+    model = make_model([node("Resize", ["x", "", "scales", "sizes"])], {"x": f32(1, 1, 2, 2)},
+                       ["y"], initializers={"scales": np.array([1, 1, 2, 2], np.float32),
+                                            "sizes": np.array([1, 1, 4, 4], np.int64)})
+    with pytest.raises(OnnxConversionError, match="exactly one of scales and sizes"):
+        ge.from_onnx(model)
