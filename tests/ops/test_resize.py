@@ -89,6 +89,21 @@ SPECS = [
 ]
 
 
+
+def resize_grad_ref(dy, like):
+    """A^T dy along axis 1, A's columns being the resized unit vectors."""
+    n, size = like.shape[1], dy.shape[1]
+    columns = np.stack([linear_ref(np.eye(n)[k][None], (1, size), "half_pixel")[0]
+                        for k in range(n)])            # (n, size): row k = A e_k
+    return (dy @ columns.T).astype(dy.dtype)
+
+
+SPECS.append(OpSpec(
+    "resize_grad", lambda dy, like: ge.ops.api.resize_grad(dy, like, sizes=(-1, 10),
+                                                          scales=(1.0, 2.0), mode="linear"),
+    resize_grad_ref, [u(3, 10), u(3, 5)], grad=(0,), order2=True))
+
+
 def ge_reference(x, sizes, scales, **attrs):
     """onnx's reference evaluator where installed (the cubic, antialias and crop
     formulas are ONNX's own); the test skips without onnx.  Its cubic weights are
