@@ -18,17 +18,19 @@ import gc
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
 
-from .compiler import order_nodes, to_networkx
+from .compiler import to_networkx
 from .dtypes import is_float
 from .errors import GradientError
 from .graph import GradientInfo, Graph, Node, Tensor, _GradientContext, make_ref, parse_ref
 from .ops.registry import F
 from .shapes import TensorType
+
+if TYPE_CHECKING:  # pragma: no cover - NetworkX is imported only to explain a missing gradient
+    import networkx as nx
 
 #: Name scope of every node the pass adds.
 SCOPE = "gradients"
@@ -50,7 +52,8 @@ class NodeView:
         self.name = node.name
         self.op = node.op
         self.attrs = node.attrs
-        self.inputs = [graph.tensor(r) for r in node.inputs]
+        # The node's inputs exist in ``graph``: handles without the lookup checks.
+        self.inputs = [Tensor(graph, *parse_ref(r)) for r in node.inputs]
         self.outputs = [Tensor(graph, node.name, i) for i in range(len(node.types))]
         self._wanted = wanted
 
@@ -72,16 +75,34 @@ def _differentiable_edge(node: Node, slot: int, in_type: TensorType) -> bool:
             and is_float(in_type.dtype))
 
 
-def _reach(graph: Graph, g: nx.DiGraph, loss: str, wrt: Sequence[str]) -> _Reach:
-    """Sweep the NetworkX graph ``g`` of ``graph`` in topological order over the
-    ancestors of the loss: forward from the wrt tensors, then backward from the
-    loss, both along differentiable edges only."""
-    loss_node = parse_ref(loss)[0]
-    between = nx.ancestors(g, loss_node) | {loss_node}
-    order = [graph.node(n) for n in order_nodes(g) if n in between]
+def _ancestors(graph: Graph, root: str) -> list[Node]:
+    """``root`` and the nodes it depends on, in graph order.
+
+    A graph's insertion order is a topological order (every node is added after
+    its inputs, by the builder, the loader and the passes), so one backward sweep
+    over it finds the ancestors, and the order is the one ``order_nodes`` gives.
+    """
+    nodes = list(graph._nodes.values())
+    position = {n.name: i for i, n in enumerate(nodes)}
+    needed = {root}
+    ancestors = []
+    for node in reversed(nodes[:position[root] + 1]):
+        if node.name in needed:
+            ancestors.append(node)
+            for ref in node.inputs:
+                needed.add(parse_ref(ref)[0])
+    ancestors.reverse()
+    return ancestors
+
+
+def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
+    """Sweep the ancestors of the loss in topological order: forward from the wrt
+    tensors, then backward from the loss, both along differentiable edges only."""
+    order = _ancestors(graph, parse_ref(loss)[0])
+    type_of = graph.type_of
     forward = set(wrt)
     for node in order:
-        if any(ref in forward and _differentiable_edge(node, i, graph.type_of(ref))
+        if any(ref in forward and _differentiable_edge(node, i, type_of(ref))
                for i, ref in enumerate(_canonical(node.inputs))):
             forward.update(r for r, t in zip(node.output_refs(), node.types) if is_float(t.dtype))
     backward = {loss}
@@ -91,7 +112,7 @@ def _reach(graph: Graph, g: nx.DiGraph, loss: str, wrt: Sequence[str]) -> _Reach
             continue
         carries = False
         for i, ref in enumerate(_canonical(node.inputs)):
-            if ref in forward and _differentiable_edge(node, i, graph.type_of(ref)):
+            if ref in forward and _differentiable_edge(node, i, type_of(ref)):
                 backward.add(ref)
                 carries = True
         if carries:
@@ -101,7 +122,8 @@ def _reach(graph: Graph, g: nx.DiGraph, loss: str, wrt: Sequence[str]) -> _Reach
 
 
 def _canonical(refs: Sequence[str]) -> list[str]:
-    return [make_ref(*parse_ref(r)) for r in refs]
+    # Only a ``node:k`` reference can be written two ways (``node:0`` is ``node``).
+    return [make_ref(*parse_ref(r)) if ":" in r else r for r in refs]
 
 
 def explain_no_gradient(graph: Graph, loss: str, wrt: str, g: nx.DiGraph | None = None) -> str:
@@ -109,6 +131,8 @@ def explain_no_gradient(graph: Graph, loss: str, wrt: str, g: nx.DiGraph | None 
 
     ``g`` is ``to_networkx(graph)``, when the caller already has it.
     """
+    import networkx as nx
+
     g = to_networkx(graph) if g is None else g
     source, target = parse_ref(wrt)[0], parse_ref(loss)[0]
     if source == target:
@@ -204,8 +228,7 @@ def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
                             "reduce it (ge.sum, ge.mean) or pass grad_ys, the gradient to "
                             "start from, with the loss's shape")
 
-    nxg = to_networkx(graph)
-    reach = _reach(graph, nxg, loss_ref, wrt_refs)
+    reach = _reach(graph, loss_ref, wrt_refs)
     unsupported = [f"node '{n.name}' ({n.op}): {why}" for n in reach.nodes
                    if (why := n.opdef.gradient_unsupported(n.attrs)) is not None]
     if unsupported:
@@ -213,6 +236,7 @@ def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
                             "usable gradient rule: " + "; ".join(unsupported))
     disconnected = [ref for ref in wrt_refs if ref not in reach.live]
     if disconnected:
+        nxg = to_networkx(graph)
         reasons = "; ".join(f"'{ref}': {explain_no_gradient(graph, loss_ref, ref, nxg)}"
                             for ref in disconnected)
         if unconnected == "error":
@@ -319,15 +343,16 @@ def _backpropagate(graph: Graph, ctx: _GradientContext, reach: _Reach, loss: str
         if all(d is None for d in dys):
             continue
         inputs = _canonical(node.inputs)
-        wanted = [ref in reach.live and _differentiable_edge(node, i, graph.type_of(ref))
-                  for i, ref in enumerate(inputs)]
+        opdef = node.opdef
+        wanted = [ref in reach.live and opdef.input_spec(i).differentiable
+                  and is_float(graph.type_of(ref).dtype) for i, ref in enumerate(inputs)]
         ctx.derived_from, ctx.scope = node.name, _scope_of(node, scope)
         view = NodeView(graph, node, wanted)
         # The contract (OpDef's docstring): one output gets its gradient, several
         # get a list with None for those no gradient reached.
-        rule = node.opdef.vjp
+        rule = opdef.vjp
         assert rule is not None, f"{node.op} is on a gradient path without a rule"
-        results = rule(view, dys if node.opdef.multi_output else dys[0])
+        results = rule(view, dys if opdef.multi_output else dys[0])
         assert len(results) == len(inputs), f"vjp of {node.op} returned {len(results)} grads"
         for ref, grad, want in zip(inputs, results, wanted):
             if grad is None or not want:
@@ -344,12 +369,13 @@ def _fit(graph: Graph, grad: Tensor, ref: str) -> Tensor:
     """Sum a gradient back to the shape of the input it flows into (undoing
     broadcasting) and check its dtype."""
     target = graph.type_of(ref)
-    if grad.dtype != target.dtype:
+    have = graph._nodes[grad.node].types[grad.index]
+    if have.dtype != target.dtype:
         raise GradientError(f"internal error: gradient {grad.name} of '{ref}' has dtype "
-                            f"{grad.dtype}, expected {target.dtype}")
-    if grad.shape == target.shape:
+                            f"{have.dtype}, expected {target.dtype}")
+    if have.shape == target.shape:
         return grad
-    return F.sum_like(grad, graph.tensor(ref))
+    return F.sum_like(grad, Tensor(graph, *parse_ref(ref)))
 
 
 def _scope_of(node: Node, scope: str) -> str:

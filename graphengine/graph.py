@@ -435,6 +435,8 @@ class Graph:
         return self._handles(node)
 
     def _handles(self, node: Node) -> Tensor | tuple[Tensor, ...]:
+        if len(node.types) == 1:
+            return Tensor(self, node.name, 0)
         handles = tuple(Tensor(self, node.name, i) for i in range(len(node.types)))
         return handles[0] if len(handles) == 1 else handles
 
@@ -574,13 +576,20 @@ def infer_types(opdef: OpDef, node_name: str, in_types: Sequence[TensorType],
             raise ShapeError(f"{where}: input '{spec.name}' ('{refs[i]}') has dtype "
                              f"{t.dtype.name}, expected one of {allowed}; convert it with "
                              "ge.cast")
-    labelled = [TensorType(t.dtype, t.shape, f"'{r}'") for t, r in zip(in_types, refs)]
     try:
-        out = opdef.infer(*labelled, **attrs)
-    except (ShapeError, ValueError) as exc:
-        operands = ", ".join(f"{opdef.input_spec(i).name}='{r}' {t}"
-                             for i, (r, t) in enumerate(zip(refs, in_types)))
-        raise ShapeError(f"{where}: {exc} (operands: {operands or 'none'})") from None
+        out = opdef.infer(*in_types, **attrs)
+    except (ShapeError, ValueError):
+        out = None
+    if out is None:
+        # Run the rule again on types labelled with the operands' names, so its
+        # message names them; labelling only on failure keeps building fast.
+        labelled = [TensorType(t.dtype, t.shape, f"'{r}'") for t, r in zip(in_types, refs)]
+        try:
+            out = opdef.infer(*labelled, **attrs)
+        except (ShapeError, ValueError) as exc:
+            operands = ", ".join(f"{opdef.input_spec(i).name}='{r}' {t}"
+                                 for i, (r, t) in enumerate(zip(refs, in_types)))
+            raise ShapeError(f"{where}: {exc} (operands: {operands or 'none'})") from None
     out = (out,) if isinstance(out, TensorType) else tuple(out)
     assert len(out) == opdef.num_outputs(attrs), opdef.name
     return out

@@ -50,7 +50,7 @@ def simplify(graph: Graph, op: str, refs: list[str], types) -> str | None:
     out = types[0]
 
     def same(ref: str) -> bool:
-        return graph.tensor(ref).type == out
+        return graph.type_of(ref) == out
 
     if op == "multiply":
         a, b = refs

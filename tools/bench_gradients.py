@@ -1,16 +1,21 @@
-"""Benchmark: time to build the gradient graph of a 10,000-node forward graph.
+"""Benchmark: time to build the gradient graph of a 10,000-node forward graph,
+and how that time grows up to 100,000 nodes.
 
-The reference, measured in the same run, is the time to build the forward graph
-itself through the public API (so machine noise affects both); the script
-prints both times and their ratio.
+Two references are timed in the same run, so machine noise affects all figures
+alike: building the forward graph itself through the public API, and building a
+NetworkX DiGraph with the same nodes and edges (plain Python work of the same
+size that none of our code takes part in).  The script prints each time and the
+ratios; ``--scaling`` also prints the time per forward node at 10k, 30k and 100k
+nodes (linear growth keeps it flat).
 
-    python tools/bench_gradients.py [--nodes 10000] [--repeat 3]
+    python tools/bench_gradients.py [--nodes 10000] [--repeat 3] [--scaling]
 """
 
 from __future__ import annotations
 
 import argparse
 
+import networkx as nx
 import numpy as np
 from timing import best_of
 
@@ -34,19 +39,42 @@ def build_forward(num_nodes: int) -> tuple[ge.Graph, ge.Tensor]:
     return g, loss
 
 
+def build_networkx(graph: ge.Graph) -> nx.DiGraph:
+    """The neutral reference: the same nodes and edges as a NetworkX DiGraph."""
+    d = nx.DiGraph()
+    for node in graph.nodes:
+        d.add_node(node.name, op=node.op)
+        for ref in node.inputs:
+            d.add_edge(ref.partition(":")[0], node.name)
+    return d
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scaling", action="store_true",
+                        help="also time 10k, 30k and 100k forward nodes")
     args = parser.parse_args()
     build_time, (g, loss) = best_of(args.repeat, lambda: build_forward(args.nodes))
+    nx_time, _ = best_of(args.repeat, lambda: build_networkx(g))
     grad_time, tg = best_of(args.repeat, lambda: ge.gradients(g, loss))
     added = len(tg.gradient.nodes)
-    print(f"forward graph: {len(g)} nodes, built in {build_time * 1e3:.0f} ms (reference)")
+    print(f"forward graph: {len(g)} nodes, built in {build_time * 1e3:.0f} ms (reference 1)")
+    print(f"networkx DiGraph of it: {nx_time * 1e3:.0f} ms (reference 2)")
     print(f"gradient graph: {added} nodes added ({added / len(g):.2f} per forward node), "
           f"built in {grad_time * 1e3:.0f} ms")
     print(f"ratio gradient pass / forward build: {grad_time / build_time:.2f}")
+    print(f"ratio gradient pass / networkx DiGraph: {grad_time / nx_time:.2f}")
+    if args.scaling:
+        for size in (10_000, 30_000, 100_000):
+            g, loss = build_forward(size)
+            seconds, tg = best_of(1 if size > 30_000 else args.repeat,
+                                  lambda g=g, loss=loss: ge.gradients(g, loss))
+            ref, _ = best_of(1, lambda g=g: build_networkx(g))
+            print(f"{len(g):>7} forward nodes: {len(tg.gradient.nodes):>7} added, "
+                  f"{seconds:.3f} s, {seconds / len(g) * 1e6:.1f} us per forward node "
+                  f"({seconds / ref:.2f}x its networkx DiGraph)")
 
 
 if __name__ == "__main__":

@@ -249,6 +249,8 @@ class OpDef:
 
         The result is ordered by name, so equal nodes serialise to equal bytes.
         """
+        if not attrs and not self.attrs:
+            return {}  # the common case of elementwise ops, on the hot path of building
         known = {a.name: a for a in self.attrs}
         unknown = sorted(set(attrs) - set(known))
         if unknown:
