@@ -19,6 +19,7 @@ import numpy as np
 from .compiler import prune_to
 from .errors import ExecutionError, FeedError
 from .graph import Graph, Node, Tensor, make_ref, parse_ref
+from .memory_plan import MAX_SIGNATURES, Recording, build_memory_plan, shape_signature
 from .shapes import format_shape
 
 
@@ -68,6 +69,13 @@ class Plan:
     #: with a parameter, constant or feed, or with an earlier fetch (see _view_roots).
     fetch_copies: tuple[bool, ...] = ()
 
+    #: Fetched arrays may live in the plan's buffers, valid until the next run
+    #: (see :mod:`graphengine.memory_plan`); off by default.
+    reuse_fetch_buffers: bool = False
+    #: Output buffers per shape signature (None: the signature could not be planned).
+    _memory: dict[tuple[Any, ...], list[np.ndarray | None] | None] = field(
+        default_factory=dict)
+
     def run(self, feeds: Mapping[str, Any], *, training: bool = False,
             seed: int = 0) -> list[np.ndarray]:
         values = list(self.template)
@@ -78,16 +86,47 @@ class Plan:
             values[slot] = params[name]
         self.context.training = training
         self.context.seed = seed
+        key = shape_signature(values, self._input_slots, training)
+        buffers = self._memory.get(key, ())
+        if buffers:
+            try:
+                return self._execute(list(values), buffers)
+            except Exception:
+                # A shape that depends on input values: run this signature unplanned
+                # from now on (the plain run below reports a real failure).
+                self._memory[key] = None
+        elif buffers == () and len(self._memory) < MAX_SIGNATURES:
+            recording = Recording()
+            result = self._execute(values, None, recording)
+            self._memory[key] = build_memory_plan(self.steps, recording, self.fetch_slots,
+                                                  self.reuse_fetch_buffers)
+            return result
+        return self._execute(values, None)
+
+    @functools.cached_property
+    def _input_slots(self) -> tuple[int, ...]:
+        return tuple(self.feed_slots.values()) + tuple(s for _, s in self.param_slots)
+
+    def _execute(self, values: list[Any], buffers: Sequence[np.ndarray | None] | None,
+                 recording: Recording | None = None) -> list[np.ndarray]:
         step = None
         try:
             with np.errstate(all="ignore"):
-                for step in self.steps:
-                    if step.single:
-                        values[step.outputs[0]] = step.fn(*[values[i] for i in step.inputs])
+                for i, step in enumerate(self.steps):
+                    args = [values[j] for j in step.inputs]
+                    buf = buffers[i] if buffers is not None else None
+                    if buf is not None:
+                        values[step.outputs[0]] = step.fn(*args, out=buf)
+                    elif step.single:
+                        values[step.outputs[0]] = result = step.fn(*args)
+                        if recording is not None:
+                            recording.add(args, [result])
                     else:
-                        for slot, value in zip(step.outputs, step.fn(*[values[i]
-                                                                        for i in step.inputs])):
+                        results = list(step.fn(*args))
+                        for slot, value in zip(step.outputs, results):
                             values[slot] = value
+                        if recording is not None:
+                            recording.add(args, results)
                     for slot in step.release:
                         values[slot] = None
         except Exception as exc:
@@ -118,8 +157,14 @@ def bind_kernel(node: Node, context: RunContext) -> Callable[..., Any]:
     return functools.partial(opdef.kernel, **attrs) if attrs else opdef.kernel
 
 
-def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]) -> Plan:
-    """Compile a plan computing ``fetches`` (tensor references) from feeds."""
+def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str], *,
+                 reuse_fetch_buffers: bool = False) -> Plan:
+    """Compile a plan computing ``fetches`` (tensor references) from feeds.
+
+    Runs reuse preallocated output buffers (:mod:`graphengine.memory_plan`);
+    with ``reuse_fetch_buffers`` the fetched arrays may be such buffers too, so
+    each run overwrites the previous run's results (for loops that consume them
+    at once, as the trainer does)."""
     fetch_refs = tuple(graph.tensor(f).name for f in fetches)
     nodes = prune_to(graph, fetch_refs)
     feed_set = set(feed_names)
@@ -186,7 +231,7 @@ def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
         copies.append(root in stored or root in seen)
         seen.add(root)
     return Plan(graph, fetch_refs, placeholders, feed_slots, tuple(param_slots), fetch_slots,
-                steps, len(slot_of), template, context, tuple(copies))
+                steps, len(slot_of), template, context, tuple(copies), reuse_fetch_buffers)
 
 
 def _view_roots(steps: list[_Step]) -> dict[int, int]:

@@ -311,9 +311,12 @@ class Trainer:
         # A fed seed gradient (a data-parallel share) is the trainer's, not the data's.
         self._feeds = [n for n in prune_to(self.grad_graph, fetches)
                        if n.op == "placeholder" and n.name != info.seed]
+        # Each step consumes its fetches before the next: they may live in the
+        # plan's reused buffers, so a step allocates no gradient arrays.
         self.train_plan: Plan = compile_plan(self.grad_graph, fetches,
                                              [n.name for n in self._feeds]
-                                             + ([info.seed] if info.seed else []))
+                                             + ([info.seed] if info.seed else []),
+                                             reuse_fetch_buffers=True)
         self._stat_scratch = {name: np.empty_like(graph.values[name])
                               for node in self._batch_norms
                               for name in _running_stats(node)}

@@ -1,0 +1,126 @@
+"""Static memory plans: preallocated output buffers for a compiled plan.
+
+A plan's first run with a given set of input shapes is a recording run: it
+notes the shape and dtype of every value and which outputs share memory with an
+input (a reshape or transpose returning a view).  :func:`build_memory_plan`
+then gives every step whose kernel is a numpy ufunc (the elementwise ops and
+``matmul``, which all take ``out=``) an output buffer, allocated once and reused
+by every later run with the same shapes:
+
+* **liveness**: a buffer is busy from the step that fills it to the last read of
+  it or of any view of it, and is then free for a later step of the same shape
+  and dtype;
+* **in place**: an elementwise step may write into the buffer of an input that
+  dies at that step (numpy's ufuncs handle exact overlap);
+* **aliasing**: parameters, constants and feeds never get a buffer (only values
+  computed by the run do), and a fetched value, or a value a fetched view reads,
+  is never planned unless the plan was compiled with ``reuse_fetch_buffers``
+  (then the fetched arrays are valid until the next run, which overwrites them:
+  the trainer, which consumes its gradients at once, asks for that).
+
+Steps whose kernel takes no ``out=`` allocate as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Larger plans than this many steps are still planned; the limit is on how many
+#: shape signatures one plan keeps buffers for.
+MAX_SIGNATURES = 4
+
+
+@dataclass
+class Recording:
+    """What a recording run saw: per step, its output arrays and, per output, the
+    input positions it may share memory with."""
+
+    outputs: list[list[Any]] = field(default_factory=list)
+    shares: list[list[tuple[int, ...]]] = field(default_factory=list)
+
+    def add(self, args: Sequence[Any], results: Sequence[Any]) -> None:
+        self.outputs.append(list(results))
+        self.shares.append([
+            tuple(j for j, a in enumerate(args)
+                  if isinstance(r, np.ndarray) and isinstance(a, np.ndarray)
+                  and np.may_share_memory(r, a))
+            for r in results])
+
+
+def _takes_out(fn: Any) -> bool:
+    return isinstance(fn, np.ufunc) and fn.nout == 1
+
+
+def build_memory_plan(steps: Sequence[Any], recording: Recording,
+                      fetch_slots: Sequence[int],
+                      reuse_fetch_buffers: bool) -> list[np.ndarray | None]:
+    """One entry per step: the buffer its single output is written into, or None
+    for a step that allocates its own result."""
+    # The slot whose memory each computed slot may use, through observed views.
+    root: dict[int, int] = {}
+    for step, shares in zip(steps, recording.shares):
+        for slot, shared in zip(step.outputs, shares):
+            root[slot] = root.get(step.inputs[shared[0]], step.inputs[shared[0]]) \
+                if shared else slot
+    never = len(steps)
+    # A buffer is busy until the last read of its root or of any view of it.
+    end: dict[int, int] = {}
+    for i, step in enumerate(steps):
+        for slot in step.outputs:
+            r = root[slot]
+            end[r] = max(end.get(r, i), i)
+        for slot in step.inputs:
+            r = root.get(slot)
+            if r is not None:
+                end[r] = max(end[r], i)
+    fetched_roots = {root.get(s, s) for s in fetch_slots}
+    for r in fetched_roots:
+        end[r] = never
+    candidates = set()
+    for i, (step, outs, shares) in enumerate(zip(steps, recording.outputs, recording.shares)):
+        if (len(step.outputs) == 1 and _takes_out(step.fn) and not shares[0]
+                and isinstance(outs[0], np.ndarray)
+                and (reuse_fetch_buffers or step.outputs[0] not in fetched_roots)):
+            candidates.add(i)
+
+    buffers: list[np.ndarray | None] = [None] * len(steps)
+    free: dict[tuple[Any, ...], list[np.ndarray]] = {}
+    dying: dict[int, list[tuple[tuple[Any, ...], np.ndarray]]] = {}
+    owner: dict[int, np.ndarray] = {}         # root slot -> its buffer
+    for i, step in enumerate(steps):
+        if i in candidates:
+            out = recording.outputs[i][0]
+            key = (out.shape, out.dtype.str)
+            buf = None
+            if step.fn.signature is None:     # elementwise: in place into a dying input
+                for slot in step.inputs:
+                    r = root.get(slot)
+                    if r in owner and end[r] == i and (owner[r].shape, owner[r].dtype.str) == key:
+                        buf = owner[r]
+                        dying[i] = [e for e in dying.get(i, []) if e[1] is not buf]
+                        break
+            if buf is None:
+                pool = free.get(key)
+                buf = pool.pop() if pool else np.empty(out.shape, out.dtype)
+            buffers[i] = buf
+            owner[step.outputs[0]] = buf
+            last = end[step.outputs[0]]
+            if last < never:
+                dying.setdefault(last, []).append((key, buf))
+        # Buffers whose last reader was this step are free for the next ones.
+        for key, buf in dying.pop(i, []):
+            free.setdefault(key, []).append(buf)
+    return buffers
+
+
+def shape_signature(values: Sequence[Any], slots: Sequence[int], training: bool) -> tuple:
+    """What a memory plan depends on: the shapes, dtypes and layouts of the run's
+    inputs, and the mode (dropout returns its input itself in inference)."""
+    return (training,) + tuple(
+        (getattr(v, "shape", None), getattr(v, "dtype", None),
+         bool(getattr(v, "flags", None) is not None and v.flags.c_contiguous))
+        for v in (values[s] for s in slots))
