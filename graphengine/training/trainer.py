@@ -359,8 +359,9 @@ class Trainer:
             self.parallel.finish(self)
         if self._interrupted:
             raise self._interruption(state)
-        best = next((c for c in self.callbacks if isinstance(c, (BestCheckpoint, EarlyStopping))
-                     and c.best_step), None)
+        watchers = ([c for c in self.callbacks if isinstance(c, BestCheckpoint)]
+                    + [c for c in self.callbacks if isinstance(c, EarlyStopping)])
+        best = next((c for c in watchers if c.best_step), None)
         if best is not None and best._watch is not None:
             result.best = {"monitor": best._watch.monitor, "value": best.best,
                            "step": best.best_step}

@@ -1,0 +1,121 @@
+"""Early stopping and the best checkpoint on a crafted validation curve.
+
+One weight w is trained towards 3 (targets 3x) while the validation targets are
+1.5x, so the validation loss E[x^2] (w - 1.5)^2 falls until w passes 1.5 and
+rises after: the best step and the stopping step follow from the recorded w.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+import graphengine as ge
+
+
+def _model(**settings):
+    g = ge.Graph("curve")
+    x = g.placeholder("x", (None,))
+    t = g.placeholder("t", (None,))
+    w = g.parameter("w", np.zeros((), np.float64))
+    g.set_training(ge.mean((ge.cast(x, "float64") * w - ge.cast(t, "float64")) ** 2.0),
+                   batch_size=8, epochs=40, learning_rate=0.05, seed=1, **settings)
+    return g
+
+
+X = np.linspace(-1, 1, 32, dtype=np.float32)
+TRAIN = {"x": X, "t": 3 * X}
+VAL = {"x": X, "t": 1.5 * X}
+
+
+class Weights(ge.Callback):
+    def __init__(self):
+        self.w = {}
+
+    def on_step(self, trainer, info):
+        self.w[info.step] = float(trainer.graph.values["w"])
+
+
+def _val_loss(w):
+    return float(np.mean((X.astype(np.float64) * w - VAL["t"].astype(np.float64)) ** 2))
+
+
+@pytest.mark.parametrize("patience", [1, 3])
+def test_stops_where_the_curve_says_and_best_pb_holds_the_best_step(tmp_path, patience):
+    weights = Weights()
+    g = _model(validate_every=1, early_stopping={"patience": patience})
+    result = ge.train(g, TRAIN, val=VAL, callbacks=[weights], checkpoint_dir=tmp_path / "ck",
+                      log=tmp_path / "ck" / "metrics.jsonl", progress=False)
+    losses = {step: _val_loss(w) for step, w in weights.w.items()}
+    best_step = min(losses, key=losses.get)
+    # Every step validates; the run stops `patience` validations after the best.
+    assert result.stopped and result.steps == best_step + patience
+    assert result.best["step"] == best_step and result.best["monitor"] == "val_loss"
+    assert result.best["value"] == pytest.approx(losses[best_step], rel=1e-9)
+    best = ge.load(tmp_path / "ck" / "best.pb")
+    assert float(best.values["w"]) == weights.w[best_step]       # bit for bit
+    assert best.metadata["best_step"] == str(best_step)
+    assert float(g.values["w"]) == weights.w[result.steps]        # Keras: the last weights
+    log = [json.loads(line) for line in (tmp_path / "ck" / "metrics.jsonl").open()]
+    assert [r["step"] for r in log if "val_loss" in r] == list(range(1, result.steps + 1))
+
+
+def test_restore_best_puts_back_the_best_parameters():
+    weights = Weights()
+    g = _model(validate_every=2, early_stopping={"patience": 2, "restore_best": True})
+    result = ge.train(g, TRAIN, val=VAL, callbacks=[weights], progress=False)
+    validated = {s: _val_loss(w) for s, w in weights.w.items() if s % 2 == 0 or s % 4 == 0}
+    best_step = min(validated, key=validated.get)
+    assert result.best["step"] == best_step
+    assert float(g.values["w"]) == weights.w[best_step]
+
+
+def test_min_delta_and_mode_max():
+    stop = ge.EarlyStopping(monitor="val_score", patience=2, min_delta=0.1, mode="max")
+
+    class Fake:
+        default_monitor = "val_loss"
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+        def notice(self, message):
+            pass
+
+    trainer = Fake()
+    stop.on_train_begin(trainer)
+    for step, score in enumerate([0.5, 0.55, 0.65, 0.7, 0.74], start=1):
+        stop.on_validation(trainer, {"step": step, "val_score": score})
+        if trainer.stopped:
+            break
+    # 0.55 is no improvement on 0.5 (min_delta 0.1), 0.65 is; 0.7 and 0.74 are not.
+    assert stop.best_step == 3 and stop.stopped_step == 5
+
+
+def test_without_validation_data_it_watches_the_training_loss():
+    g = _model(early_stopping={"patience": 2, "min_delta": 1e-3})
+    result = ge.train(g, TRAIN, progress=False)
+    assert result.stopped and result.best["monitor"] == "train_loss"
+
+
+def test_an_unknown_monitor_names_the_keys():
+    g = _model(early_stopping={"monitor": "val_acc"})
+    with pytest.raises(ge.TrainingError, match=r"cannot monitor 'val_acc'.*'val_loss'"):
+        ge.train(g, TRAIN, val=VAL, progress=False)
+
+
+def test_early_stopping_from_the_command_line(tmp_path, capsys):
+    from graphengine.cli.main import main
+
+    _model().save(tmp_path / "m.pb")
+    np.savez(tmp_path / "train.npz", **TRAIN)
+    np.savez(tmp_path / "val.npz", **VAL)
+    assert main(["train", str(tmp_path / "m.pb"), "--data", str(tmp_path / "train.npz"),
+                 "--val", str(tmp_path / "val.npz"), "--patience", "2", "--val-every", "1",
+                 "--checkpoint-dir", str(tmp_path / "ck"), "--json",
+                 "-o", str(tmp_path / "t.pb")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["stopped"] and summary["best"]["path"] == str(tmp_path / "ck" / "best.pb")
+    spec = ge.load(tmp_path / "t.pb").training
+    assert spec.early_stopping.patience == 2 and spec.validate_every == 1
