@@ -28,6 +28,9 @@ class OpSpec:
     (float64 for float inputs; the forward check also runs them as float32).
     ``grad`` lists the input positions to gradient-check (default: every float
     input; ``()`` for none).  ``batch`` makes dimension 0 of every input symbolic.
+    Every gradient row also checks second order (a Hessian-vector product against
+    finite differences of the gradient); ``order2=False`` opts out, with the
+    reason beside it (a tie, where the gradient itself jumps).
     """
 
     op: str
@@ -44,7 +47,7 @@ class OpSpec:
     eps: float = 1e-6
     check_float32: bool = True
     training: bool = False
-    order2: bool = False            # also check a Hessian-vector product
+    order2: bool = True
     marks: tuple = field(default_factory=tuple)
 
     @property

@@ -28,7 +28,8 @@ for (name, fn, np_fn), axis, keepdims in itertools.product(
                         batch=axis not in (None,)))
 SPECS += [
     OpSpec("max", lambda x: ge.max(x, axis=1), lambda x: np.max(x, axis=1),
-           [np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 0.5]])], id="ties"),
+           [np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 0.5]])], id="ties",
+           order2=False),  # at a tie the gradient jumps: it has no finite difference
     OpSpec("sum", lambda x: ge.sum(x, axis=0), lambda x: np.sum(x, axis=0), [X], id="batch",
            batch=True, order2=True),
     OpSpec("mean", lambda x: ge.mean(x * x), lambda x: np.mean(x * x), [X], id="order2",
