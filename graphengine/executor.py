@@ -18,9 +18,9 @@ import numpy as np
 
 from .compiler import prune_to
 from .errors import ExecutionError, FeedError
-from .graph import Graph, Node, Tensor, make_ref, parse_ref
+from .graph import Graph, Node, Tensor, canonical_ref
 from .memory_plan import MAX_SIGNATURES, Recording, build_memory_plan, shape_signature
-from .shapes import format_shape
+from .shapes import format_shape, match_dims
 
 
 class RunContext:
@@ -198,10 +198,10 @@ def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
             template[slot_of[node.name]] = node.attrs["value"]
         elif node.opdef.alias:
             # The output is the input: share its slot instead of running a kernel.
-            slot_of[node.name] = slot_of[_canonical(node.inputs[0])]
+            slot_of[node.name] = slot_of[canonical_ref(node.inputs[0])]
         else:
             steps.append(_Step(node, bind_kernel(node, context),
-                               tuple(slot_of[_canonical(r)] for r in node.inputs),
+                               tuple(slot_of[canonical_ref(r)] for r in node.inputs),
                                tuple(slot_of[r] for r in node.output_refs()), (),
                                not node.opdef.multi_output))
     # Release each computed value after its last use, unless it is fetched, so
@@ -248,10 +248,6 @@ def _view_roots(steps: list[_Step]) -> dict[int, int]:
     return roots
 
 
-def _canonical(ref: str) -> str:
-    return make_ref(*parse_ref(ref))
-
-
 def check_feeds(placeholders: Sequence[Node], feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Check fed values against placeholders: dtype exactly, shape dim by dim,
     each symbolic dim bound to one size across all feeds.  Returns the arrays."""
@@ -276,19 +272,16 @@ def check_feeds(placeholders: Sequence[Node], feeds: Mapping[str, Any]) -> dict[
             raise FeedError(f"feed '{node.name}' has shape {array.shape} (rank {array.ndim}), "
                             f"but placeholder '{node.name}' has shape "
                             f"{format_shape(declared.shape)} (rank {len(declared.shape)})")
-        for axis, (dim, size) in enumerate(zip(declared.shape, array.shape)):
-            if isinstance(dim, int):
-                if dim != size:
-                    raise FeedError(f"feed '{node.name}' has shape {array.shape}, but placeholder "
-                                    f"'{node.name}' needs {format_shape(declared.shape)}: "
-                                    f"axis {axis} is {size}, expected {dim}")
-            elif isinstance(dim, str):
-                if dim in bound and bound[dim][0] != size:
-                    first_size, first_feed = bound[dim]
-                    raise FeedError(f"feed '{node.name}' has {dim}={size} on axis {axis}, but "
-                                    f"feed '{first_feed}' set {dim}={first_size}; every feed "
-                                    f"must agree on the size of {dim}")
-                bound.setdefault(dim, (size, node.name))
+        bad = match_dims(declared.shape, array.shape, node.name, bound)
+        if bad is not None and bad.bound_by:
+            raise FeedError(f"feed '{node.name}' has {bad.expected}={bad.size} on axis "
+                            f"{bad.axis}, but feed '{bad.bound_by}' set {bad.expected}="
+                            f"{bad.bound_size}; every feed must agree on the size of "
+                            f"{bad.expected}")
+        if bad is not None:
+            raise FeedError(f"feed '{node.name}' has shape {array.shape}, but placeholder "
+                            f"'{node.name}' needs {format_shape(declared.shape)}: "
+                            f"axis {bad.axis} is {bad.size}, expected {bad.expected}")
         out[node.name] = array
     return out
 

@@ -25,7 +25,16 @@ import numpy as np
 from .compiler import to_networkx
 from .dtypes import is_float
 from .errors import GradientError
-from .graph import GradientInfo, Graph, Node, Tensor, _GradientContext, make_ref, parse_ref
+from .graph import (
+    GradientInfo,
+    Graph,
+    Node,
+    Tensor,
+    _GradientContext,
+    fresh_name,
+    make_ref,
+    parse_ref,
+)
 from .ops.registry import F
 from .shapes import TensorType
 
@@ -385,12 +394,7 @@ def _scope_of(node: Node, scope: str) -> str:
 def _free_scope(graph: Graph) -> str:
     """``gradients``, or ``gradients_1``, ``gradients_2`` ... when a graph already
     holds gradient nodes (differentiating a gradient graph again)."""
-    taken = {n.split("/", 1)[0] for n in graph._nodes}
-    scope, k = SCOPE, 0
-    while scope in taken:
-        k += 1
-        scope = f"{SCOPE}_{k}"
-    return scope
+    return fresh_name(SCOPE, {n.split("/", 1)[0] for n in graph._nodes})
 
 
 def _drop_unused(graph: Graph, before: set[str], keep: list[str]) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
@@ -51,6 +51,32 @@ def parse_ref(ref: str) -> tuple[str, int]:
 def make_ref(node: str, index: int) -> str:
     """The canonical reference to output ``index`` of ``node``."""
     return node if index == 0 else f"{node}:{index}"
+
+
+def canonical_ref(ref: str) -> str:
+    """``ref`` in canonical form: ``node:0`` becomes ``node``; others are kept."""
+    return make_ref(*parse_ref(ref))
+
+
+def fresh_name(base: str, taken: Container[str], first: int = 1) -> str:
+    """``base`` if it is not in ``taken``, else the first free ``base_k`` from
+    ``k = first`` on: the one naming scheme for generated names."""
+    if base not in taken:
+        return base
+    k = first
+    while f"{base}_{k}" in taken:
+        k += 1
+    return f"{base}_{k}"
+
+
+class _Taken:
+    """Names in use: the graph's nodes and the names a gradient pass reserved."""
+
+    def __init__(self, nodes: Container[str], reserved: Container[str]) -> None:
+        self._nodes, self._reserved = nodes, reserved
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes or name in self._reserved
 
 
 @dataclass(frozen=True, eq=False)
@@ -330,15 +356,13 @@ class Graph:
     def _unique_name(self, base: str) -> str:
         name = self._qualify(base)
         reserved = self._grad_ctx.reserved if self._grad_ctx is not None else ()
-        if name not in self._nodes and name not in reserved:
+        taken = _Taken(self._nodes, reserved)
+        if name not in taken:
             return name
-        count = self._counters.get(name, 0)
-        while True:
-            count += 1
-            candidate = f"{name}_{count}"
-            if candidate not in self._nodes and candidate not in reserved:
-                self._counters[name] = count
-                return candidate
+        # The counter remembers the last suffix used, so naming n nodes alike is O(n).
+        fresh = fresh_name(name, taken, self._counters.get(name, 0) + 1)
+        self._counters[name] = int(fresh.rsplit("_", 1)[1])
+        return fresh
 
     def _explicit_name(self, name: str) -> str:
         full = self._qualify(check_name(name))

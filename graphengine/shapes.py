@@ -7,7 +7,7 @@ known until run time, e.g. the result of broadcasting two different symbols).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,16 +68,6 @@ class TensorType:
         return f"{self.dtype.name}{format_shape(self.shape)}"
 
 
-def known_size(shape: Shape) -> int | None:
-    """The number of elements, or None when a dimension is not a known int."""
-    size = 1
-    for d in shape:
-        if not isinstance(d, int):
-            return None
-        size *= d
-    return size
-
-
 def broadcast_dims(a: Dim, b: Dim) -> Dim:
     """Broadcast two dimensions as numpy does; raise ValueError when they cannot."""
     if a == b:
@@ -133,6 +123,35 @@ def normalize_axes(axis, rank: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def dims_match(dim: Dim, size: int) -> bool:
-    """Does a runtime size fit a declared dimension (symbols are checked elsewhere)?"""
-    return not isinstance(dim, int) or dim == size
+@dataclass(frozen=True)
+class DimMismatch:
+    """Where a runtime shape breaks its declared dims (see :func:`match_dims`).
+
+    ``expected`` is the declared dim; for a symbolic one, ``bound_size`` is the
+    size an earlier array bound it to and ``bound_by`` that array's name.
+    """
+
+    axis: int
+    size: int
+    expected: Dim
+    bound_size: int | None = None
+    bound_by: str = ""
+
+
+def match_dims(declared: Shape, actual: Sequence[int], owner: str,
+               bound: dict[str, tuple[int, str]], first_axis: int = 0) -> DimMismatch | None:
+    """Check a runtime shape against declared dims of the same rank, from axis
+    ``first_axis`` on: a known dim must equal its size, and a symbolic dim takes
+    one size across every array checked with the same ``bound`` (which records
+    each symbol's size and the ``owner`` that bound it first).  Returns the first
+    mismatch, or None.  Feeds and training data are both checked with it."""
+    for axis in range(first_axis, len(declared)):
+        dim, size = declared[axis], actual[axis]
+        if isinstance(dim, int):
+            if dim != size:
+                return DimMismatch(axis, size, dim)
+        elif isinstance(dim, str):
+            if dim in bound and bound[dim][0] != size:
+                return DimMismatch(axis, size, dim, *bound[dim])
+            bound.setdefault(dim, (size, owner))
+    return None

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from onnx import NodeProto, helper, numpy_helper
 
-from ..graph import Graph, Node, make_ref, parse_ref
+from ..graph import Graph, Node, canonical_ref, fresh_name, make_ref, parse_ref
 from .errors import OnnxConversionError
 from .tensor_types import to_onnx_dtype
 
@@ -56,7 +56,7 @@ class Emitter:
 
     # -- names ----------------------------------------------------------------------
     def input(self, node: Node, index: int) -> str:
-        return make_ref(*parse_ref(node.inputs[index]))
+        return canonical_ref(node.inputs[index])
 
     def inputs(self, node: Node) -> list[str]:
         return [self.input(node, i) for i in range(len(node.inputs))]
@@ -65,10 +65,7 @@ class Emitter:
         return make_ref(node.name, index)
 
     def fresh(self, node: Node, base: str) -> str:
-        name, k = f"{node.name}/{base}", 0
-        while name in self._used:
-            k += 1
-            name = f"{node.name}/{base}_{k}"
+        name = fresh_name(f"{node.name}/{base}", self._used)
         self._used.add(name)
         return name
 

@@ -43,7 +43,7 @@ from onnx import ModelProto, NodeProto
 
 from ..compiler import NodeRecord, build_graph
 from ..executor import run
-from ..graph import Graph, Tensor, make_ref, parse_ref
+from ..graph import Graph, Tensor, fresh_name, make_ref, parse_ref
 from ..ops import api as ops
 from ..ops.sources import is_source
 from . import (  # noqa: F401
@@ -269,11 +269,7 @@ class _Importer:
 
     # -- naming ------------------------------------------------------------------
     def fresh(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.graph:
-            k += 1
-            name = f"{base}_{k}"
-        return name
+        return fresh_name(base, self.graph)
 
     # -- values ------------------------------------------------------------------
     def read_tensor(self, proto: onnx.TensorProto, what: str) -> np.ndarray:

@@ -25,7 +25,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import GraphError
-from ..graph import GradientInfo, Graph, Node, infer_types, make_ref, parse_ref
+from ..graph import (
+    GradientInfo,
+    Graph,
+    Node,
+    canonical_ref,
+    fresh_name,
+    infer_types,
+    parse_ref,
+)
 from ..ops.registry import OpDef, get_op
 
 #: Ops that are the graph's interface or state: never removed, merged or renamed.
@@ -43,7 +51,7 @@ def kept_refs(graph: Graph, extra: Iterable[str] = ()) -> list[str]:
     if spec is not None:
         refs += [r for r in (spec.loss, spec.predictions, spec.labels) if r]
     refs += list(extra)
-    return [make_ref(*parse_ref(r)) for r in dict.fromkeys(refs)]
+    return [canonical_ref(r) for r in dict.fromkeys(refs)]
 
 
 def is_random(opdef: OpDef) -> bool:
@@ -61,7 +69,7 @@ def use_counts(graph: Graph) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in graph.nodes:
         for ref in node.inputs:
-            ref = make_ref(*parse_ref(ref))
+            ref = canonical_ref(ref)
             counts[ref] = counts.get(ref, 0) + 1
     return counts
 
@@ -86,7 +94,7 @@ class Rewriter:
     # -- reading the new graph ---------------------------------------------------
     def ref(self, ref: str) -> str:
         """What source tensor ``ref`` is in the new graph."""
-        ref = make_ref(*parse_ref(ref))
+        ref = canonical_ref(ref)
         return self.subst.get(ref, ref)
 
     def inputs(self, node: Node) -> list[str]:
@@ -147,11 +155,7 @@ class Rewriter:
         return node.output_refs()
 
     def _fresh(self, scope: str, base: str) -> str:
-        stem = f"{scope}/{base}" if scope else base
-        name, k = stem, 0
-        while name in self._taken:
-            k += 1
-            name = f"{stem}_{k}"
+        name = fresh_name(f"{scope}/{base}" if scope else base, self._taken)
         self._taken.add(name)
         return name
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import TrainingError
 from ..graph import Node
-from ..shapes import format_shape
+from ..shapes import format_shape, match_dims
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -143,17 +143,15 @@ def _fit(array: np.ndarray, array_name: str, node: Node, source: str,
         raise TrainingError(f"{where} has shape {array.shape}, the placeholder has shape "
                             f"{format_shape(declared.shape)}: ranks differ (the data needs "
                             "the placeholder's rank, with examples along axis 0)")
-    for axis in range(1, array.ndim):
-        dim, size = declared.shape[axis], array.shape[axis]
-        if isinstance(dim, int) and dim != size:
-            raise TrainingError(f"{where} has shape {array.shape}, the placeholder needs "
-                                f"{format_shape(declared.shape)}: axis {axis} is {size}, "
-                                f"expected {dim}")
-        if isinstance(dim, str):
-            if dim in dims and dims[dim][0] != size:
-                raise TrainingError(f"{where} has {dim}={size} on axis {axis}, but array "
-                                    f"{dims[dim][1]!r} has {dim}={dims[dim][0]}")
-            dims.setdefault(dim, (size, array_name))
+    # Axis 0 holds the examples; batches are checked against it when fed.
+    bad = match_dims(declared.shape, array.shape, array_name, dims, first_axis=1)
+    if bad is not None and bad.bound_by:
+        raise TrainingError(f"{where} has {bad.expected}={bad.size} on axis {bad.axis}, but "
+                            f"array {bad.bound_by!r} has {bad.expected}={bad.bound_size}")
+    if bad is not None:
+        raise TrainingError(f"{where} has shape {array.shape}, the placeholder needs "
+                            f"{format_shape(declared.shape)}: axis {bad.axis} is {bad.size}, "
+                            f"expected {bad.expected}")
     return np.ascontiguousarray(array)
 
 
