@@ -326,3 +326,57 @@ def test_every_gallery_view_renders_within_bounds(tmp_path, graphs, name, view, 
     size = png_size(data) if fmt == "png" else svg_size(data.decode())
     check_bounds(*size, f"{name} {view}")
     assert seconds < 10, f"{name} {view} {fmt} took {seconds:.1f} s"
+
+
+# -- random nested scopes against the installed dot ----------------------------------------------
+
+def random_scoped_graph(seed: int) -> ge.Graph:
+    """A seeded random network: up to three levels of nested scopes, weights shared
+    between scopes (as an RNN shares its cell), fan-out and skip connections."""
+    rng = np.random.default_rng(seed)
+    g = ge.Graph(f"random{seed}")
+    x = g.placeholder("x", (None, 4))
+    shared = g.parameter("shared", shape=(4, 4))
+    live = [x]
+    for block in range(int(rng.integers(2, 5))):
+        with g.name_scope(f"block{block}"):
+            for step in range(int(rng.integers(1, 4))):
+                with g.name_scope(f"step{step}"):
+                    h = live[int(rng.integers(len(live)))]
+                    choice = int(rng.integers(4))
+                    if choice == 0:
+                        h = ge.matmul(h, shared)
+                    elif choice == 1:
+                        w = g.parameter("w", shape=(4, 4))
+                        h = ge.tanh(ge.matmul(h, w) + live[-1])
+                    elif choice == 2:
+                        with g.name_scope("inner"):
+                            h = ge.sigmoid(h) * ge.relu(live[0])
+                    else:
+                        h = ge.exp(-h * h) + ge.matmul(live[-1], shared)
+                    live.append(h)
+    ge.mean(ge.add_n([t for t in live[1:]]) ** 2, name="loss")
+    g.set_training("loss")
+    return g
+
+
+def _render_all_ways(graph: ge.Graph, tmp_path: Path) -> None:
+    for view in GALLERY.VIEWS:
+        for options in ({}, {"expand": True}, {"expand": False, "reads": True},
+                        {"collapse_depth": 2}, {"direction": "LR"}):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RenderWarning)  # no fallback
+                ge.render(graph, tmp_path / "r.svg", view=view, **options)
+
+
+@needs_dot
+@pytest.mark.parametrize("seed", range(3))
+def test_random_nested_scopes_lay_out_without_a_fallback(tmp_path, seed):
+    _render_all_ways(random_scoped_graph(seed), tmp_path)
+
+
+@needs_dot
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3, 40))
+def test_many_random_nested_scopes_lay_out_without_a_fallback(tmp_path, seed):
+    _render_all_ways(random_scoped_graph(seed), tmp_path)

@@ -11,7 +11,11 @@ so the backward pass runs beside the forward pass, against it.
 
 Graphviz 2.43 (Debian 12's) fails with "trouble in init_rank" on nested
 clusters when an edge has ``constraint=false`` or ``weight=0`` (an RNN's
-``rnn/step0`` ... inside ``rnn`` is enough); no edge here has either.  Helper
+``rnn/step0`` ... inside ``rnn`` is enough), or when labelled edges cross
+between clusters (dot ranks an edge label as a node of its own, and 2.43
+cannot place it between clusters); no edge here has the first two, and an
+edge between two clusters carries its label as an ``xlabel``, placed after the
+layout.  Helper
 lines (values read by gradient rules, links to the gradient of a forward op)
 are ordinary edges, which rank consistently because they always point from a
 forward unit to a gradient unit, and gradient units rank in forward order.
@@ -46,6 +50,8 @@ def write_dot(graph: Graph, sel: Selection, *, view: str, loss: str | None,
         links = _derived_edges(sel)
         edges += links
         edge_kinds |= {"derived"} if links else set()
+    if clusters:
+        edges = [_cross_cluster_label(sel, edge) for edge in edges]
     rankdir = direction if direction != "auto" else choose_direction(sel, edges, statements)
     lines = [f"digraph {quote(graph.name)} {{", *_defaults(rankdir)]
     lines += _cluster_lines(sel, statements, clusters)
@@ -71,7 +77,8 @@ def _label(lines: list[str]) -> str:
 
 def _attrs(attrs: dict[str, str]) -> str:
     """An attribute list; ``label`` comes already quoted (it holds ``\\n`` escapes)."""
-    items = ", ".join(f"{k}={v if k == 'label' else quote(v)}" for k, v in attrs.items())
+    items = ", ".join(f"{k}={v if k in ('label', 'xlabel') else quote(v)}"
+                      for k, v in attrs.items())
     return f"[{items}]"
 
 
@@ -238,6 +245,14 @@ def _edges(graph: Graph, sel: Selection, reads: bool) -> tuple[list[Edge], set[s
             attrs["dir"] = "back"
         edges.append((src, dst, attrs))
     return edges, {kind for _, _, kind in groups}
+
+
+def _cross_cluster_label(sel: Selection, edge: Edge) -> Edge:
+    """An edge between units of different clusters with its label as an xlabel."""
+    src, dst, attrs = edge
+    if "label" in attrs and sel.cluster_of.get(src, "") != sel.cluster_of.get(dst, ""):
+        attrs = {("xlabel" if k == "label" else k): v for k, v in attrs.items()}
+    return src, dst, attrs
 
 
 def _edge_kind(from_gradient: bool, from_flow: bool, to_gradient: bool) -> str:
