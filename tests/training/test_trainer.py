@@ -12,7 +12,7 @@ from graphengine.training import Callback, Trainer, evaluate
 from graphengine.training.checkpoint import list_checkpoints, read_checkpoint
 from graphengine.training.data import epoch_order
 
-from .train_models import assert_bitwise_equal, classifier, classifier_data, parameters
+from ..train_models import assert_bitwise_equal, classifier, classifier_data, parameters
 
 
 class Recorder(Callback):

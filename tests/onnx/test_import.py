@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import graphengine as ge
 from graphengine.onnx import OnnxConversionError
 
-from .onnx_helpers import NEWEST, assert_same, make_model, reference, run_imported
+from ..onnx_helpers import NEWEST, assert_same, make_model, reference, run_imported
 
 OPSETS = sorted({13, 18, NEWEST})
 rng = np.random.default_rng(0)

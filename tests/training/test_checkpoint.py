@@ -17,7 +17,7 @@ from graphengine.training.checkpoint import (
 )
 from graphengine.training.settings import describe_changes, flatten
 
-from .train_models import classifier
+from ..train_models import classifier
 
 
 def checkpoint(step: int) -> Checkpoint:

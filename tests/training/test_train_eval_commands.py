@@ -18,7 +18,7 @@ from graphengine.cli.main import main
 from graphengine.training import evaluate
 from graphengine.training.checkpoint import list_checkpoints
 
-from .train_models import assert_bitwise_equal, classifier, classifier_data, parameters
+from ..train_models import assert_bitwise_equal, classifier, classifier_data, parameters
 
 
 @pytest.fixture

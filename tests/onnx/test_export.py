@@ -18,9 +18,9 @@ import graphengine as ge
 from graphengine.onnx import DEFAULT_OPSET, OnnxConversionError
 from graphengine.onnx.export_rules import RULES
 
-from .onnx_helpers import NEWEST
+from ..onnx_helpers import NEWEST
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 OPSETS = sorted({13, 18, DEFAULT_OPSET, NEWEST})
 rng = np.random.default_rng(1)
 
