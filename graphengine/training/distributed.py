@@ -333,6 +333,9 @@ class DataParallel:
                 self.comm.broadcast_array(slots[slot][name])
         trainer.optimizer.load_state(self.comm.broadcast(scalars), slots)
         state = self.comm.broadcast(state)
+        # The monitors' state (early stopping, a plateau schedule) that rank 0 may
+        # have resumed; callbacks that only rank 0 has (BestCheckpoint) are skipped.
+        trainer._load_monitor_state(self.comm.broadcast(trainer._monitor_state()))
         if self.sync_batch_norm and trainer._batch_norms:
             self._check_last_batch(trainer, state)
         return state

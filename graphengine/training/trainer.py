@@ -423,7 +423,7 @@ class Trainer:
                 self._log_step(state, info, validate=not last)
                 if self._interrupted:
                     self._stop = True
-                if self.parallel is not None and self.callbacks:
+                if self.parallel is not None:  # callbacks differ by rank (BestCheckpoint)
                     self._stop = self.parallel.agree_to_stop(self._stop)
                 if last:
                     break  # the epoch-end checkpoint follows

@@ -376,3 +376,60 @@ def test_an_error_of_every_process_is_printed_once_and_stops_the_job(mlp_files):
     assert done.stderr.count("does not exist") == 1, done.stderr
     assert "graphengine train (process 0 of 2): TrainingError" in done.stderr
     assert "stopping every process of the job" in done.stderr
+
+
+WORKER = '''
+import json, sys
+import numpy as np
+import graphengine as ge
+from graphengine.mpi import world
+from graphengine.training import Callback, Trainer
+from graphengine.training.distributed import from_launcher
+
+class StopOnOneProcess(Callback):
+    """Asks to stop at step 5 on the last process only."""
+    def on_step(self, trainer, info):
+        comm = world()
+        if info.step == 5 and (comm is None or comm.rank == comm.size - 1):
+            trainer.stop()
+
+model, data, out, stop = sys.argv[1:5]
+g = ge.load(model)
+arrays = dict(np.load(data))
+callbacks = [StopOnOneProcess()] if stop == "stop" else []
+result = Trainer(g, arrays, val=arrays, progress=False, parallel=from_launcher(),
+                 callbacks=callbacks).fit()
+comm = world()
+if comm is None or comm.rank == 0:
+    np.savez(out, **g.values)
+    with open(out + ".json", "w") as f:
+        json.dump({"steps": result.steps, "history": result.history}, f)
+'''
+
+
+@pytest.mark.slow
+def test_python_api_stand_in_example_and_a_stop_on_one_process(mlp_files):
+    """33 examples in batches of 16: the last batch holds 1 example, so process 1
+    runs a stand-in with share 0; parameters and metrics still match one process.
+    A callback that stops on one process only stops every process at that step."""
+    f = mlp_files
+    (f / "worker.py").write_text(WORKER)
+    data = {k: v[:33] for k, v in np.load(f / "train.npz").items()}
+    np.savez(f / "small.npz", **data)
+    results = {}
+    for workers, stop in [(1, "run"), (2, "run"), (2, "stop")]:
+        out = f / f"out-{workers}-{stop}.npz"
+        prefix = [str(MPIEXEC), "-n", str(workers)] if workers > 1 else []
+        done = subprocess.run([*prefix, sys.executable, str(f / "worker.py"), str(f / "model.pb"),
+                               str(f / "small.npz"), str(out), stop], capture_output=True,
+                              text=True, env=environment(), timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+        results[workers, stop] = (dict(np.load(out)),
+                                  json.loads(Path(str(out) + ".json").read_text()))
+    (one, one_log), (two, two_log) = results[1, "run"], results[2, "run"]
+    assert_close(one, two, rtol=1e-12)
+    assert one_log["steps"] == two_log["steps"] == 9
+    for a, b in zip(one_log["history"], two_log["history"]):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert b[key] == pytest.approx(a[key], rel=1e-12), key
+    assert results[2, "stop"][1]["steps"] == 5
