@@ -52,6 +52,7 @@ from . import (  # noqa: F401
     import_linalg,
     import_loss,
     import_nn,
+    import_recurrent,
     import_reduce,
     import_resize,
     import_shape,
