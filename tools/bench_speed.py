@@ -7,7 +7,8 @@ same model, timed three ways in one process:
   trainer's SGD (``graphengine.training.optimizers.SGD``), as ``graphengine
   train`` runs them;
 * ``numpy``: the same step written by hand, as fast as we know how (im2col
-  convolution in NHWC, reshaped max pooling, preallocated update buffers);
+  convolution with channel-major activations, so each conv is one GEMM without
+  transposes; reshaped max pooling; preallocated update buffers);
 * ``torch``: PyTorch eager on the CPU with its default threads (skipped when
   torch is not importable).
 
@@ -53,7 +54,8 @@ class GeStep:
         tg = ge.gradients(graph, loss, names)
         tg.values = graph.values
         fetches = [tg.gradient.loss] + [tg.gradient.grads[p] for p in names]
-        self.plan = compile_plan(tg, fetches, list(feeds))
+        # As the trainer compiles it: fetches are consumed before the next step.
+        self.plan = compile_plan(tg, fetches, list(feeds), reuse_fetch_buffers=True)
         self.feeds = feeds
         self.params = {p: graph.values[p] for p in names}
         self.names = names
@@ -161,75 +163,72 @@ class NumpyMLP:
 
 
 class NumpyCNN:
-    """NHWC inside: im2col rows are (kh, kw, C) windows, one GEMM per conv."""
+    """Activations kept channel-major, (C, N, H, W), the layout in which every
+    convolution is one GEMM with no transposes: im2col rows are (C, kh, kw)
+    windows, the weights stay (O, C*kh*kw)."""
 
     def __init__(self, graph, feeds):
         v = graph.values
-        # (O, C, kh, kw) -> (kh*kw*C, O), matching the im2col row order.
-        self.w = [v[f"conv{i}/w"].transpose(2, 3, 1, 0).reshape(-1, v[f"conv{i}/w"].shape[0])
-                  .copy() for i in range(2)]
-        self.b = [v[f"conv{i}/b"].reshape(-1).copy() for i in range(2)]
+        self.w = [v[f"conv{i}/w"].reshape(v[f"conv{i}/w"].shape[0], -1).copy() for i in range(2)]
+        self.b = [v[f"conv{i}/b"].reshape(-1, 1).copy() for i in range(2)]
         self.wd, self.bd = v["dense/w"].copy(), v["dense/b"].copy()
-        # The dense weight reads NCHW-flattened features; permute its rows to NHWC once.
-        self.wd = self.wd.reshape(32, 7, 7, 10).transpose(1, 2, 0, 3).reshape(-1, 10).copy()
-        self.x = np.ascontiguousarray(feeds["x"].transpose(0, 2, 3, 1))
+        self.x = np.ascontiguousarray(feeds["x"].transpose(1, 0, 2, 3))
         self.y = feeds["y"]
         self.params = self.w + self.b + [self.wd, self.bd]
         self.tmp = [np.empty_like(p) for p in self.params]
 
     @staticmethod
     def im2col(x):
-        n, h, w, c = x.shape
-        xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        win = sliding_window_view(xp, (3, 3), axis=(1, 2))       # (N, H, W, C, 3, 3)
-        return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * h * w, 9 * c)
+        c, n, h, w = x.shape
+        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        win = sliding_window_view(xp, (3, 3), axis=(2, 3))       # (C, N, H, W, 3, 3)
+        return win.transpose(0, 4, 5, 1, 2, 3).reshape(c * 9, n * h * w)
 
     @staticmethod
     def col2im(dcols, shape):
-        n, h, w, c = shape
-        d = dcols.reshape(n, h, w, 3, 3, c)
-        dxp = np.zeros((n, h + 2, w + 2, c), dcols.dtype)
+        c, n, h, w = shape
+        d = dcols.reshape(c, 3, 3, n, h, w)
+        dxp = np.zeros((c, n, h + 2, w + 2), dcols.dtype)
         for i in range(3):
             for j in range(3):
-                dxp[:, i:i + h, j:j + w] += d[:, :, :, i, j]
-        return dxp[:, 1:-1, 1:-1]
+                dxp[:, :, i:i + h, j:j + w] += d[:, i, j]
+        return dxp[:, :, 1:-1, 1:-1]
 
     @staticmethod
-    def pool(h):
-        n, hh, ww, c = h.shape
-        r = h.reshape(n, hh // 2, 2, ww // 2, 2, c)
-        y = r.max(axis=(2, 4))
-        mask = r == y[:, :, None, :, None]
-        return y, mask
+    def pool(a):
+        c, n, h, w = a.shape
+        r = a.reshape(c, n, h // 2, 2, w // 2, 2)
+        y = r.max(axis=(3, 5))
+        return y, r == y[:, :, :, None, :, None]
 
     def __call__(self) -> float:
         h = self.x
         saved = []
         for w, b in zip(self.w, self.b):
             cols = self.im2col(h)
-            a = cols @ w
+            a = w @ cols
             a += b
             np.maximum(a, 0, out=a)
-            a = a.reshape(h.shape[:3] + (w.shape[1],))
+            a = a.reshape((w.shape[0],) + h.shape[1:])
             y, mask = self.pool(a)
             saved.append((h.shape, cols, a, mask))
             h = y
-        flat = h.reshape(len(h), -1)
+        flat = h.transpose(1, 0, 2, 3).reshape(h.shape[1], -1)   # NCHW feature order
         logits = flat @ self.wd
         logits += self.bd
         loss, d = _softmax_xent(logits, self.y)
         gwd, gbd = flat.T @ d, d.sum(axis=0)
-        dh = (d @ self.wd.T).reshape(h.shape)
+        dh = (d @ self.wd.T).reshape(h.shape[1], h.shape[0], 7, 7).transpose(1, 0, 2, 3)
         gw, gb = [None, None], [None, None]
         for i in (1, 0):
             shape, cols, a, mask = saved[i]
-            da = (mask * dh[:, :, None, :, None]).reshape(a.shape)
+            da = (mask * dh[:, :, :, None, :, None]).reshape(a.shape)
             da *= a > 0
-            da2 = da.reshape(-1, da.shape[-1])
-            gw[i] = cols.T @ da2
-            gb[i] = da2.sum(axis=0)
+            da2 = da.reshape(da.shape[0], -1)
+            gw[i] = da2 @ cols.T
+            gb[i] = da2.sum(axis=1, keepdims=True)
             if i:
-                dh = self.col2im(da2 @ self.w[i].T, shape)
+                dh = self.col2im(self.w[i].T @ da2, shape)
         for p, g, t in zip(self.params, gw + gb + [gwd, gbd], self.tmp):
             np.multiply(g, LR, out=t)
             p -= t
@@ -273,7 +272,7 @@ def torch_step(torch, model, inputs, loss_fn):
         loss = loss_fn(model(inputs[0]), *inputs[1:])
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
@@ -316,7 +315,7 @@ def torch_chain(torch, graph, length):
         loss = h.sum()
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 

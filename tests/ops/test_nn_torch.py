@@ -170,3 +170,43 @@ def test_small_cnn_loss_and_gradients():
     for name in params:
         np.testing.assert_allclose(got[tg.gradient.grads[name]], t[name].grad.numpy(),
                                    rtol=1e-8, atol=1e-11, err_msg=name)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups", [
+    ((2, 4, 7, 6), (6, 2, 3, 3), (1, 2), (1, 0), (1, 1), 2),
+    ((2, 3, 8, 7), (3, 1, 3, 3), (2, 1), (1, 1), (2, 1), 3),     # depthwise
+])
+def test_grouped_conv2d(x_shape, w_shape, stride, padding, dilation, groups):
+    compare(lambda x, w: ge.conv2d(x, w, stride, padding, dilation, groups),
+            lambda x, w: TF.conv2d(x, w, stride=stride, padding=padding, dilation=dilation,
+                                   groups=groups), [u(*x_shape), u(*w_shape)])
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, extra, dilation, groups", [
+    ((2, 4, 5, 4), (4, 3, 3, 3), (2, 2), (1, 1), (1, 0), (1, 1), 1),
+    ((1, 4, 4, 5), (4, 2, 2, 3), (3, 1), (0, 1), (2, 0), (1, 2), 2),
+])
+def test_conv_transpose2d(x_shape, w_shape, stride, padding, extra, dilation, groups):
+    compare(lambda x, w: ge.conv_transpose2d(x, w, stride, padding, dilation, groups, extra),
+            lambda x, w: TF.conv_transpose2d(x, w, stride=stride, padding=padding,
+                                             output_padding=extra, groups=groups,
+                                             dilation=dilation), [u(*x_shape), u(*w_shape)])
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil", [
+    ((2, 3, 9), 3, 2, 1, 1, True),
+    ((2, 2, 9, 8), (3, 2), (2, 2), (1, 1), (1, 2), True),
+    ((1, 2, 5, 6, 7), 2, (1, 2, 2), (1, 0, 1), 1, False),
+])
+def test_nd_pools_with_ceil_mode_and_dilation(shape, kernel, stride, padding, dilation, ceil):
+    rank = len(shape) - 2
+    x = R.permutation(int(np.prod(shape))).reshape(shape) * 0.01    # no ties
+    ge_max, ge_avg = getattr(ge, f"max_pool{rank}d"), getattr(ge, f"avg_pool{rank}d")
+    torch_max = getattr(TF, f"max_pool{rank}d")
+    torch_avg = getattr(TF, f"avg_pool{rank}d")
+    compare(lambda t: ge_max(t, kernel, stride, padding, dilation, ceil),
+            lambda t: torch_max(t, kernel, stride, padding, dilation, ceil), [x])
+    if dilation == 1:    # PyTorch's average pools have no dilation
+        for include in (True, False):
+            compare(lambda t: ge_avg(t, kernel, stride, padding, 1, ceil, include),
+                    lambda t: torch_avg(t, kernel, stride, padding, ceil, include), [x])
