@@ -208,5 +208,5 @@ def test_nd_pools_with_ceil_mode_and_dilation(shape, kernel, stride, padding, di
             lambda t: torch_max(t, kernel, stride, padding, dilation, ceil), [x])
     if dilation == 1:    # PyTorch's average pools have no dilation
         for include in (True, False):
-            compare(lambda t: ge_avg(t, kernel, stride, padding, 1, ceil, include),
-                    lambda t: torch_avg(t, kernel, stride, padding, ceil, include), [x])
+            compare(lambda t, i=include: ge_avg(t, kernel, stride, padding, 1, ceil, i),
+                    lambda t, i=include: torch_avg(t, kernel, stride, padding, ceil, i), [x])
