@@ -380,3 +380,31 @@ def test_random_nested_scopes_lay_out_without_a_fallback(tmp_path, seed):
 @pytest.mark.parametrize("seed", range(3, 40))
 def test_many_random_nested_scopes_lay_out_without_a_fallback(tmp_path, seed):
     _render_all_ways(random_scoped_graph(seed), tmp_path)
+
+
+def test_cli_passes_the_drawing_options(tmp_path, graphs, capsys):
+    from graphengine.cli.main import main
+
+    g = graphs["digits_cnn"]
+    g.save(tmp_path / "cnn.pb")
+    out = tmp_path / "cnn.dot"
+    argv = ["render", str(tmp_path / "cnn.pb"), "-o", str(out), "--view", "both",
+            "--expand", "block1/conv2d", "--expand", "logits/matmul", "--no-legend",
+            "--reads", "--no-derived", "--direction", "LR", "--max-nodes", "0"]
+    assert main(argv) == 0
+    assert out.read_text() == ge.to_dot(g, view="both", expand=["block1/conv2d",
+                                                                "logits/matmul"],
+                                         legend=False, reads=True, derived=False,
+                                         direction="LR", max_nodes=None)
+    assert main(["render", str(tmp_path / "cnn.pb"), "-o", str(out), "--view", "both",
+                 "--expand", "all"]) == 0
+    assert out.read_text() == ge.to_dot(g, view="both", expand=True)
+    capsys.readouterr()
+    for extra, message in ((["--expand", "all", "--expand", "x"], "stand alone"),
+                           (["--timeout", "0"], "--timeout must be positive"),
+                           (["--max-nodes", "-1"], "--max-nodes must be 0"),
+                           (["--expand", "nope"], "cannot expand the gradient of 'nope'")):
+        assert main(["render", str(tmp_path / "cnn.pb"), "-o", str(out), "--view", "both",
+                     *extra]) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
