@@ -281,8 +281,7 @@ def _build(graph: Graph, loss_ref: str, loss_type: TensorType, wrt_refs: list[st
     scope = _free_scope(out)
     output_names = {ref: f"{scope}/{ref.replace(':', '_')}" for ref in wrt_refs}
     ctx = _GradientContext(scope=scope, reserved=set(output_names.values()))
-    out._grad_ctx = ctx
-    try:
+    with out.emitting_gradients(ctx):
         seed_ref = _seed(out, ctx, loss_ref, loss_type, grad_ys)
         totals = _backpropagate(out, ctx, reach, loss_ref, seed_ref, set(wrt_refs), scope)
         grads = {}
@@ -294,8 +293,6 @@ def _build(graph: Graph, loss_ref: str, loss_type: TensorType, wrt_refs: list[st
             grad = out.apply(op, [arg], name=output_names[ref].split("/", 1)[1])
             assert isinstance(grad, Tensor)
             grads[ref] = grad.name
-    finally:
-        out._grad_ctx = None
     fed_seed = seed_ref if out.node(parse_ref(seed_ref)[0]).op == "placeholder" else ""
     added = _drop_unused(out, before, list(grads.values()) + ([fed_seed] if fed_seed else []))
     out.gradient = GradientInfo(

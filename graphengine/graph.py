@@ -529,6 +529,19 @@ class Graph:
         self._nodes[node.name] = node
         self._changed()
 
+    @contextlib.contextmanager
+    def emitting_gradients(self, ctx: _GradientContext) -> Iterator[_GradientContext]:
+        """The one hook through which a pass emits gradient-style nodes: while the
+        block runs, Graph.apply names nodes in ``ctx.scope`` (avoiding
+        ``ctx.reserved``), links them to ``ctx.derived_from``, applies the
+        simplify.py rewrites and shares identical nodes through ``ctx.cse``."""
+        previous = self._grad_ctx
+        self._grad_ctx = ctx
+        try:
+            yield ctx
+        finally:
+            self._grad_ctx = previous
+
     def _changed(self) -> None:
         self._version += 1
         self._plans.clear()

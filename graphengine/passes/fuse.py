@@ -266,14 +266,12 @@ def _replay(graph: Graph, forward: Node, table: dict, dy: str):
 
     scratch = Graph(graph.name)  # shares the node records; values are not needed
     scratch._nodes = dict(graph._nodes)
-    scratch._grad_ctx = _GradientContext(scope="replay", cse=dict(table))
     try:
-        view = NodeView(scratch, forward, [True, True, True, False, False])
-        results = forward.opdef.vjp(view, [scratch.tensor(dy), None, None])
+        with scratch.emitting_gradients(_GradientContext(scope="replay", cse=dict(table))):
+            view = NodeView(scratch, forward, [True, True, True, False, False])
+            results = forward.opdef.vjp(view, [scratch.tensor(dy), None, None])
     except Exception:
         return None
-    finally:
-        scratch._grad_ctx = None
     if len(scratch) != len(graph) or len(results) < 3:
         return None
     grads = [r.name for r in results[:3] if isinstance(r, Tensor)]
