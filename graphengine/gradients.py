@@ -107,7 +107,9 @@ def _ancestors(graph: Graph, root: str) -> list[Node]:
 def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
     """Sweep the ancestors of the loss in topological order: forward from the wrt
     tensors, then backward from the loss, both along differentiable edges only."""
-    order = _ancestors(graph, parse_ref(loss)[0])
+    # Nodes of ops without a gradient rule pass nothing on, either way (sources
+    # among them: having no inputs, they take part in neither sweep).
+    order = [n for n in _ancestors(graph, parse_ref(loss)[0]) if n.opdef.differentiable]
     type_of = graph.type_of
     forward = set(wrt)
     for node in order:
