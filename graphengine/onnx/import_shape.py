@@ -282,12 +282,31 @@ def _one_hot(ctx: NodeContext):
     return ops.where(hot, values[1:2].reshape(()), values[0:1].reshape(()))
 
 
+def _pad_by_index(ctx: NodeContext, x, grow, mode: str):
+    """Pad modes edge, reflect and wrap as a take along each padded axis, with the
+    source indices numpy.pad gives (ONNX's modes are numpy's): the gradient is
+    take's, which sums the copies back onto their source elements."""
+    out = x
+    for axis, (begin, end) in enumerate(grow):
+        if not begin and not end:
+            continue
+        size = x.shape[axis]
+        if not isinstance(size, int):
+            raise ctx.fail(f"mode {mode!r} needs a static size along padded axis {axis}, got "
+                           f"{x.shape}")
+        if mode == "reflect" and size < 2 and (begin or end):
+            raise ctx.fail(f"mode 'reflect' needs at least 2 elements along axis {axis}")
+        index = np.pad(np.arange(size, dtype=np.int64), (begin, end), mode=mode)
+        out = ops.take(out, ctx.graph.constant(index), axis=axis)
+    return out
+
+
 @rule("Pad", versions=(13, 18, 19, 21, 23, 24, 25), static=(1, 2, 3))
 def _pad(ctx: NodeContext):
     x = ctx.input(0)
     mode = ctx.attr("mode", "constant")
-    if mode != "constant":
-        raise ctx.fail(f"mode {mode!r} is not supported; only 'constant' is")
+    if mode not in ("constant", "edge", "reflect", "wrap"):
+        raise ctx.fail(f"mode {mode!r} is not one of constant, edge, reflect, wrap")
     pads = [int(p) for p in ctx.require_static(1, "pads").reshape(-1)]
     value = ctx.require_static(2, "constant value").reshape(()) if ctx.has(2) else 0
     axes = list(range(x.ndim))
@@ -300,7 +319,10 @@ def _pad(ctx: NodeContext):
     for k, axis in enumerate(axes):
         widths[axis] = [pads[k], pads[k + len(axes)]]
     grow = [[max(b, 0), max(e, 0)] for b, e in widths]
-    out = ops.pad(x, grow, constant_values=float(value)) if any(map(any, grow)) else x
+    if mode == "constant":
+        out = ops.pad(x, grow, constant_values=float(value)) if any(map(any, grow)) else x
+    else:
+        out = _pad_by_index(ctx, x, grow, mode)
     crop = [(axis, -min(b, 0), min(e, 0)) for axis, (b, e) in enumerate(widths)
             if b < 0 or e < 0]
     if crop:

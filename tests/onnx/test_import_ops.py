@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 from onnx import helper
 
 import graphengine as ge
+from graphengine.gradcheck import to_float64
 from graphengine.onnx import OnnxConversionError
 
 from ..onnx_helpers import assert_same, make_model, reference, run_imported
@@ -99,3 +100,18 @@ def test_resize_of_uint8_nearest_and_a_refusal():
                                             "sizes": np.array([1, 1, 4, 4], np.int64)})
     with pytest.raises(OnnxConversionError, match="exactly one of scales and sizes"):
         ge.from_onnx(model)
+
+
+# -- pad modes -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["edge", "reflect", "wrap"])
+def test_pad_modes_and_their_gradient(mode):
+    x = f32(2, 3, 5)
+    pads = np.array([0, 2, 1, 0, 1, 3], np.int64)
+    check([node("Pad", ["x", "pads"], mode=mode)], {"x": x}, initializers={"pads": pads})
+    model = make_model([node("Pad", ["x", "pads"], mode=mode)], {"x": x}, ["y"],
+                       initializers={"pads": pads})
+    graph = to_float64(ge.from_onnx(model))
+    loss = ge.sum(ge.square(graph.tensor(graph.outputs[0])))
+    result = ge.gradcheck(graph, loss, ["x"], {"x": x.astype(np.float64)})
+    assert result.ok, result
