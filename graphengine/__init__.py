@@ -26,6 +26,7 @@ from .errors import (
                      TrainingInterrupted,
 )
 from .graph import Graph, Tensor
+from .limits import Limits, get_limits, set_limits, using_limits
 from .ops.api import *  # noqa: F401,F403  the op functions: ge.exp, ge.matmul ...
 from .ops.api import __all__ as _op_names
 
@@ -69,6 +70,7 @@ __all__ = ["Graph", "Tensor", "run", "ops", "gradients", "gradcheck", "GradientW
            "GradientError", "ExecutionError", "TrainingError", "RenderError", "render", "to_dot",
            "load", "save", "train", "Trainer", "from_onnx", "to_onnx", "optimize", "PassReport",
            "TrainingInterrupted", "add_loss", "Callback", "EarlyStopping", "BestCheckpoint",
+           "Limits", "get_limits", "set_limits", "using_limits",
            *_op_names]
 
 

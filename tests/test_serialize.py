@@ -3,10 +3,12 @@ writes, versions and fields from newer versions.  Bad files: test_bad_files.py."
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -238,20 +240,28 @@ def _big_graph() -> ge.Graph:
     return g
 
 
+def _data_file(folder: Path, name: str) -> Path:
+    """The one data file of model ``name``: ``<name>.<12 hex digits>.data``."""
+    found = [p for p in folder.iterdir() if re.fullmatch(re.escape(name) + r"\.[0-9a-f]{12}\.data",
+                                                         p.name)]
+    assert len(found) == 1, sorted(p.name for p in folder.iterdir())
+    return found[0]
+
+
 @pytest.mark.parametrize("name", ["big.pb", "big.pbtxt"])
 def test_tensors_over_the_threshold_go_to_the_data_file(tmp_path, name):
     g = _big_graph()
     loaded = round_trip(g, tmp_path / name, external_data_threshold=16)
     assert_same_graph(g, loaded)
-    data = tmp_path / (name + ".data")
-    assert data.exists()
+    data = _data_file(tmp_path, name)
     model = serialize._parse((tmp_path / name).read_bytes(), serialize._format_for(
         tmp_path / name, None), tmp_path / name)
     external = {p.name: p.value.external for p in model.graph.parameters
                 if p.value.HasField("external")}
     assert set(external) == {"w"} and model.graph.parameters[1].value.raw_data
     ext = external["w"]
-    assert ext.location == data.name and ext.length == 32 and len(ext.sha256) == 64
+    assert ext.location == data.name and ext.length == 32 and ext.HasField("crc32")
+    assert ext.crc32 == zlib.crc32(np.arange(4, dtype="<f8").tobytes())
     constant = model.graph.nodes[0].attribute[0].value.tensor
     assert constant.HasField("external") and constant.external.offset % 64 == 0
     assert data.stat().st_size == constant.external.offset + 32
@@ -263,27 +273,72 @@ def test_default_threshold_moves_the_largest_tensors_out(tmp_path, monkeypatch):
     loaded = round_trip(g, tmp_path / "auto.pb")
     assert_same_graph(g, loaded)
     _, info = serialize.load_with_info(tmp_path / "auto.pb")
-    assert info.data_files == ("auto.pb.data",)
+    assert info.data_files == (_data_file(tmp_path, "auto.pb").name,)
     assert serialize._choose_threshold([32, 4, 32], None) == 31
-    assert serialize._choose_threshold([16, 4, 8], None) is None  # 28 bytes fit
-    assert serialize._choose_threshold([32, 4, 8], None) == 31    # 44 do not
+    assert serialize._choose_threshold([16, 4, 8], None) == serialize.EXTERNAL_THRESHOLD
+    assert serialize._choose_threshold([32, 4, 8], None) == 31    # 44 do not fit
     assert serialize._choose_threshold([32, 4, 8], 0) == 0
+    assert serialize._choose_threshold([32, 4, 8], 8) == 8
+
+
+def test_tensors_over_a_mebibyte_go_to_the_data_file_by_default(tmp_path):
+    g = ge.Graph("default")
+    w = g.parameter("w", np.arange(2**18 + 1, dtype=np.float32))   # just over 1 MiB
+    b = g.parameter("b", np.arange(2**18, dtype=np.float32))       # exactly 1 MiB: inline
+    g.mark_output(ge.sum(w) + ge.sum(b))
+    ge.save(g, tmp_path / "m.pb")
+    data = _data_file(tmp_path, "m.pb")
+    assert data.stat().st_size == w.shape[0] * 4
+    loaded = ge.load(tmp_path / "m.pb")
+    assert_same_graph(g, loaded)
+    # Mapped copy-on-write: writable, and a write never reaches the file.
+    value = loaded.values["w"]
+    assert value.flags.writeable and not value.flags.owndata
+    value[:] = -1
+    assert_same_graph(g, ge.load(tmp_path / "m.pb"))
+
+
+def test_a_damaged_data_file_is_caught_by_its_crc32(tmp_path):
+    ge.save(_big_graph(), tmp_path / "m.pb", external_data_threshold=16)
+    data = _data_file(tmp_path, "m.pb")
+    raw = bytearray(data.read_bytes())
+    raw[3] ^= 0x10
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ge.FileFormatError, match="do not match the recorded crc32"):
+        ge.load(tmp_path / "m.pb")
+    ge.load(tmp_path / "m.pb", verify_data=False)  # the caller's choice
+
+
+def test_a_new_save_writes_a_new_data_file_and_removes_the_old(tmp_path):
+    path = tmp_path / "m.pb"
+    ge.save(_big_graph(), path, external_data_threshold=16)
+    first = _data_file(tmp_path, "m.pb")
+    ge.save(_big_graph(), path, external_data_threshold=16)
+    assert _data_file(tmp_path, "m.pb") == first      # same tensors, same name
+    g = _big_graph()
+    g.values["w"][:] = 7
+    ge.save(g, path, external_data_threshold=16)
+    second = _data_file(tmp_path, "m.pb")             # and the old one is gone
+    assert second != first
+    assert_same_graph(g, ge.load(path))
 
 
 def test_a_save_without_external_tensors_removes_the_old_data_file(tmp_path):
     path = tmp_path / "m.pb"
     ge.save(_big_graph(), path, external_data_threshold=16)
-    assert (tmp_path / "m.pb.data").exists()
+    _data_file(tmp_path, "m.pb")
+    (tmp_path / "m.pb.data").write_bytes(b"from an older graphengine")
     ge.save(_big_graph(), path)
-    assert not (tmp_path / "m.pb.data").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pb"]
     assert_same_graph(_big_graph(), ge.load(path))
 
 
 def test_symlink_to_a_data_file_inside_the_folder_is_followed(tmp_path):
     ge.save(_big_graph(), tmp_path / "m.pb", external_data_threshold=16)
     (tmp_path / "store").mkdir()
-    (tmp_path / "m.pb.data").rename(tmp_path / "store" / "real.data")
-    (tmp_path / "m.pb.data").symlink_to(tmp_path / "store" / "real.data")
+    data = _data_file(tmp_path, "m.pb")
+    data.rename(tmp_path / "store" / "real.data")
+    data.symlink_to(tmp_path / "store" / "real.data")
     assert_same_graph(_big_graph(), ge.load(tmp_path / "m.pb"))
 
 

@@ -19,8 +19,10 @@ allocating anything, and then runs the validation pass
   training spec naming tensors that do not exist;
 * ``ShapeError``: shape or dtype inference fails on a node.
 
-Large tensors go to a data file beside the model (``<model file>.data``), as in
-ONNX, because protobuf cannot hold messages over 2 GiB; see :func:`save`.
+Tensors over 1 MiB go to a data file beside the model
+(``<model file>.<hash>.data``), as in ONNX: protobuf cannot hold messages over
+2 GiB, and raw bytes in a file of their own are written and mapped back
+without copies; see :func:`save`.
 
 The work is split by concern: ``files`` (formats, versions, atomic writes,
 parsing), ``tensors`` (dtype enums, writing tensors inline or to the data file),
@@ -32,10 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 from ..graph import Graph
-from .decode import MAX_RANK, _Reader
+from ..limits import MAX_RANK
+from .decode import _Reader
 from .encode import _graph_to_model
 from .files import (
     FORMAT_VERSION,
@@ -49,8 +53,16 @@ from .files import (
     _read_file,
     _serialize,
     atomic_file,
+    remove_stale_temporaries,
 )
-from .tensors import DATA_ALIGNMENT, INLINE_LIMIT, _choose_threshold, _tensor_sizes, _TensorWriter
+from .tensors import (
+    DATA_ALIGNMENT,
+    EXTERNAL_THRESHOLD,
+    INLINE_LIMIT,
+    _choose_threshold,
+    _tensor_sizes,
+    _TensorWriter,
+)
 from .unknown import (
     _restore_preserved,
     _varint,  # noqa: F401  (tests build wire-format bytes with it)
@@ -61,6 +73,7 @@ from .unknown import (
 # serialize.files.MAX_FILE_BYTES.
 __all__ = [
     "DATA_ALIGNMENT",
+    "EXTERNAL_THRESHOLD",
     "FORMAT_VERSION",
     "INLINE_LIMIT",
     "MAX_FILE_BYTES",
@@ -83,19 +96,25 @@ def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
     ``.textproto``) name means text and any other binary.
 
     Tensors (parameter values and constants) larger than
-    ``external_data_threshold`` bytes are written to ``<file name>.data`` beside
-    the model instead of inline.  By default (None) every tensor stays inline
-    while all of them together take at most 1.5 GiB; past that, the largest go
-    to the data file, largest first, until what stays inline fits.  Each file is
-    written to a temporary file in the same folder, flushed to disk and renamed
-    over the target, so a reader never sees half a file; the data file is
-    renamed first.  A data file left from an earlier save of the same path is
-    removed when the new save needs none.
+    ``external_data_threshold`` bytes (default :data:`EXTERNAL_THRESHOLD`, 1 MiB)
+    go to a data file beside the model, ``<file name>.<hash>.data``, as raw
+    little-endian bytes, each 64-byte aligned with its crc32, written straight
+    from the arrays; :func:`load` maps them back without copying.  Whatever the
+    threshold, the largest tensors also move there while those left inline
+    would need more than 1.5 GiB.
+
+    The model and its data file are replaced together: the data file goes
+    under a new name (its hash), then the model is renamed over ``path`` (the
+    single switch from the old save to the new one), and only then are data
+    files of earlier saves of ``path`` removed.  A process killed at any point
+    leaves the old model with its data, or the new one with its data.  Each
+    file is written to a temporary file in the same folder and flushed to disk
+    first; temporary files of ``path`` left by killed processes are removed.
 
     Raises GraphError when the graph's gradient section or training spec names
     nodes it does not have, ShapeError when a parameter's value no longer fits
     its declared type, FileFormatError when the model would pass 2 GiB (lower
-    the threshold), and OSError when the file cannot be written.
+    the threshold), and OSError (naming ``path``) when the file cannot be written.
 
     >>> import os, tempfile, numpy as np, graphengine as ge
     >>> g = ge.Graph("demo")
@@ -107,39 +126,71 @@ def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
     """
     path = Path(path)
     fmt = _format_for(path, format)
-    data_path = path.with_name(path.name + ".data")
+    remove_stale_temporaries(path)
     threshold = _choose_threshold(_tensor_sizes(graph), external_data_threshold)
-    with contextlib.ExitStack() as stack:
-        writer = _TensorWriter(threshold, data_path, stack)
-        model = _graph_to_model(graph, writer)
-        if graph._unknown_fields:
-            _restore_preserved(model, graph._unknown_fields, fmt)
+    writer = _TensorWriter(threshold)
+    model = _graph_to_model(graph, writer)
+    if graph._unknown_fields:
+        _restore_preserved(model, graph._unknown_fields, fmt)
+    data_tmp = data_final = None
+    try:
+        if writer.used:
+            data_tmp, data_final = writer.write_data(path)
         payload = _serialize(model, fmt, path)
-    # The data file is in place (ExitStack renamed it) before the model that
-    # points into it.
-    with atomic_file(path) as out:
-        out.write(payload)
-    if not writer.used and data_path.exists():
-        data_path.unlink()
+        if data_tmp is not None:
+            os.replace(data_tmp, data_final)  # a new name: the old model's file stays
+            data_tmp = None
+        with atomic_file(path, _pause_between_renames) as out:
+            out.write(payload)
+    finally:
+        if data_tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(data_tmp)
+    _remove_old_data_files(path, keep=data_final)
 
 
-def load(path: str | os.PathLike, format: str | None = None) -> Graph:
+#: Seconds to wait between the data file's rename and the model's (crash tests).
+_pause_between_renames = 0.0
+
+
+def _remove_old_data_files(path: Path, keep: Path | None) -> None:
+    """Data files of earlier saves of ``path``: ``<name>.data`` and ``<name>.<hash>.data``."""
+    pattern = re.compile(re.escape(path.name) + r"(\.[0-9a-f]{12})?\.data")
+    with contextlib.suppress(OSError):
+        for old in path.parent.iterdir():
+            if pattern.fullmatch(old.name) and (keep is None or old.name != keep.name):
+                with contextlib.suppress(OSError):
+                    old.unlink()
+
+
+def load(path: str | os.PathLike, format: str | None = None, *, verify_data: bool = True,
+         allow_linked_data: bool = False) -> Graph:
     """Read a graph saved by :func:`save` (binary or text, by name or ``format``).
+
+    Tensors in a data file are mapped copy-on-write, not copied: parameters are
+    writable arrays whose changes never reach the file.  ``verify_data=False``
+    skips their checksums (a load then touches no tensor byte);
+    ``allow_linked_data=True`` accepts data files with several hard links or
+    another owner than the model file (see :mod:`graphengine.input_files`).
 
     Raises FileFormatError, GraphError or ShapeError as described in the
     module docstring; never a protobuf or numpy error.
     """
-    return load_with_info(path, format)[0]
+    return load_with_info(path, format, verify_data=verify_data,
+                          allow_linked_data=allow_linked_data)[0]
 
 
-def load_with_info(path: str | os.PathLike,
-                   format: str | None = None) -> tuple[Graph, FileInfo]:
+def load_with_info(path: str | os.PathLike, format: str | None = None, *,
+                   verify_data: bool = True,
+                   allow_linked_data: bool = False) -> tuple[Graph, FileInfo]:
     """Like :func:`load`, and also return the file's :class:`FileInfo`."""
     path = Path(path)
     fmt = _format_for(path, format)
-    model = _parse(_read_file(path), fmt, path)
+    data, owner = _read_file(path)
+    model = _parse(data, fmt, path)
+    del data
     _check_header(model, path)
-    reader = _Reader(path)
+    reader = _Reader(path, owner, verify_data=verify_data, allow_linked_data=allow_linked_data)
     graph = reader.graph(model)
     info = FileInfo(str(path), fmt, (model.format_version_major, model.format_version_minor),
                     model.opset_version, model.producer_name, model.producer_version,

@@ -12,22 +12,22 @@ import numpy as np
 from ..compiler import NodeRecord, build_graph
 from ..errors import FileFormatError, GraphEngineError, GraphError
 from ..graph import GradientInfo, Graph, check_name, parse_ref
+from ..limits import MAX_RANK
 from ..proto import graphengine_pb2 as pb
 from ..training_spec import TrainingSpec
 from .external import _DataFiles
 from .tensors import _DTYPE_OF_ENUM
 from .unknown import _extract_preserved_bytes
 
-#: numpy's rank limit is 64 (32 before numpy 2); we accept the smaller.
-MAX_RANK = 32
 
 
 class _Reader:
     """Turns a parsed ModelProto into a validated Graph; errors name the file and field."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, owner: int | None = None, *, verify_data: bool = True,
+                 allow_linked_data: bool = False) -> None:
         self.path = path
-        self.data = _DataFiles(path)
+        self.data = _DataFiles(path, owner, verify=verify_data, allow_linked=allow_linked_data)
 
     @property
     def data_files(self) -> list[str]:
@@ -127,6 +127,9 @@ class _Reader:
         return dtype
 
     def shape(self, shape: pb.ShapeProto, where: str) -> tuple:
+        if len(shape.dims) > MAX_RANK:
+            raise self.error(where, f"has rank {len(shape.dims)}; at most {MAX_RANK} is "
+                                    "supported (numpy's limit)")
         dims: list[Any] = []
         for axis, dim in enumerate(shape.dims):
             kind = dim.WhichOneof("value")
@@ -148,22 +151,19 @@ class _Reader:
         if len(dims) > MAX_RANK:
             raise self.error(where, f"has rank {len(dims)}; at most {MAX_RANK} is supported")
         if any(d < 0 for d in dims):
-            raise self.error(where, f"has negative dims {dims}")
+            raise self.error(where, f"has negative dims {_short(dims)}")
         count = math.prod(dims)  # exact Python int: absurd dims cannot overflow
         nbytes = count * dtype.itemsize
         if proto.HasField("external"):
             if proto.raw_data:
                 raise self.error(where, "has both raw_data and external data; keep one")
-            buffer: bytes | bytearray = self.data.read(proto.external, nbytes, where)
-        else:
-            buffer = proto.raw_data
-            if len(buffer) != nbytes:
-                raise self.error(where, f"raw_data has {len(buffer)} bytes, but dims {dims} "
-                                        f"of {dtype.name} need {nbytes}")
-        array = np.frombuffer(buffer, dtype=dtype.newbyteorder("<"), count=count)
-        # A bytearray from a data file can be adopted as is; protobuf's bytes are
-        # read-only, and parameter values must be writable, so those are copied.
-        return array.reshape(dims).astype(dtype, copy=not isinstance(buffer, bytearray))
+            return self.data.read(proto.external, dtype, dims, where)
+        if len(proto.raw_data) != nbytes:
+            raise self.error(where, f"raw_data has {len(proto.raw_data)} bytes, but dims "
+                                    f"{_short(dims)} of {dtype.name} need {nbytes}")
+        array = np.frombuffer(proto.raw_data, dtype=dtype.newbyteorder("<"), count=count)
+        # protobuf's bytes are read-only, and parameter values must be writable.
+        return array.reshape(dims).astype(dtype, copy=True)
 
     # -- after validation -------------------------------------------------------
     def _restore_outputs(self, graph: Graph, gp: pb.GraphProto) -> None:
@@ -187,6 +187,13 @@ class _Reader:
         return GradientInfo(loss=grad.loss, grads=grads,
                             nodes=tuple(node.name for node in grad.nodes), seed=grad.seed,
                             zero=tuple(grad.zero))
+
+
+def _short(items: list, limit: int = 8) -> str:
+    """A list for a one-line message: at most ``limit`` entries, then a count."""
+    if len(items) <= limit:
+        return str(items)
+    return f"[{', '.join(map(str, items[:limit]))}, ... ({len(items)} in all)]"
 
 
 def _check_optional_name(name: str, what: str) -> None:

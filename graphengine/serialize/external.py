@@ -1,56 +1,140 @@
-"""External data on load: a tensor's bytes read from a data file beside the
-model, refused unless that file stays inside the model's folder.
+"""External data on load: tensors read from a data file beside the model.
+
+The rules, each checked before a tensor's bytes are touched:
+
+* the location is a relative path that stays inside the model's folder
+  (no ``..``, no absolute path, no symbolic link leading out);
+* the file is a regular file with one hard link and the model file's owner
+  (:func:`graphengine.input_files.check_data_file`), unless the caller passes
+  ``allow_linked_data=True``;
+* each tensor lies inside the file, and no two tensors share bytes, so the
+  bytes a model makes us read never exceed the real size of its data files;
+* the recorded crc32 (or, in older files, sha256) matches, unless the caller
+  passes ``verify_data=False``.
+
+Tensors are not copied: each data file is mapped once, copy-on-write
+(``mmap.ACCESS_COPY``), and every tensor is an ``np.frombuffer`` view of the
+map, so loading costs no more than the checksums, and writing into a
+parameter (training does) changes memory of this process only, never the file.
 
 The data file is written by tensors._TensorWriter.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import mmap
 import os
+import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+import numpy as np
+
 from ..errors import FileFormatError
+from ..input_files import check_data_file, open_input
 from ..proto import graphengine_pb2 as pb
 
 
 class _DataFiles:
-    """Reads external tensor bytes, confined to the model's folder."""
+    """Maps external tensor bytes, confined to the model's folder."""
 
-    def __init__(self, model_path: Path) -> None:
+    def __init__(self, model_path: Path, owner: int | None = None, *,
+                 verify: bool = True, allow_linked: bool = False) -> None:
         self.model_path = model_path
         self.folder = model_path.parent
+        self.owner = owner
+        self.verify = verify
+        self.allow_linked = allow_linked
         self.used: list[str] = []
+        self._maps: dict[Path, mmap.mmap | None] = {}
+        self._regions: dict[Path, list[tuple[int, int, str]]] = {}
 
-    def read(self, ext: pb.ExternalData, nbytes: int, where: str) -> bytearray:
-        """The ``nbytes`` bytes ``ext`` points to; FileFormatError if they are not there."""
+    def read(self, ext: pb.ExternalData, dtype: np.dtype, dims: list[int],
+             where: str) -> np.ndarray:
+        """The tensor ``ext`` points to, a writable copy-on-write view of the data file;
+        FileFormatError if its bytes are not there or are claimed twice."""
+        nbytes = dtype.itemsize
+        for d in dims:
+            nbytes *= d
         if ext.length != nbytes:
             raise self._error(where, f"external data length is {ext.length} bytes, but its "
                                      f"dims and dtype need {nbytes}")
         path = self._resolve(ext.location, where)
+        mapped = self._map(path, ext.location, where)
+        size = 0 if mapped is None else len(mapped)
+        if ext.offset + ext.length > size:
+            raise self._error(where, f"external data at offset {ext.offset}, length "
+                                     f"{ext.length} lies past the end of '{ext.location}' "
+                                     f"({size} bytes); the data file is truncated or belongs "
+                                     "to another save")
+        if ext.offset % dtype.itemsize:
+            raise self._error(where, f"external data offset {ext.offset} is not a multiple of "
+                                     f"the item size of {dtype.name} ({dtype.itemsize})")
+        self._claim(path, ext, where)
+        if ext.location not in self.used:
+            self.used.append(ext.location)
+        if ext.length == 0:
+            return np.zeros(dims, dtype)
+        array = np.frombuffer(mapped, dtype=dtype.newbyteorder("<"),
+                              count=ext.length // dtype.itemsize, offset=ext.offset)
+        if self.verify:
+            self._verify(array, ext, where)
+        if not dtype.isnative:  # pragma: no cover - every platform we run on is little-endian
+            return array.reshape(dims).astype(dtype)
+        return array.reshape(dims)
+
+    def _map(self, path: Path, location: str, where: str) -> mmap.mmap | None:
+        """The data file mapped copy-on-write (None for an empty file), mapped once."""
+        if path in self._maps:
+            return self._maps[path]
         try:
-            with open(path, "rb") as data:
-                size = os.fstat(data.fileno()).st_size
-                if ext.offset + ext.length > size:
-                    raise self._error(where, f"external data at offset {ext.offset}, length "
-                                             f"{ext.length} lies past the end of "
-                                             f"'{ext.location}' ({size} bytes); the data file "
-                                             "is truncated or belongs to another save")
-                buffer = bytearray(ext.length)  # only once the file is known to hold it
-                data.seek(ext.offset)
-                got = data.readinto(buffer)
-        except OSError as exc:
-            raise self._error(where, f"cannot read external data file '{ext.location}': "
-                                     f"{exc.strerror or exc}") from exc
-        if got != ext.length:
-            raise self._error(where, f"read {got} of {ext.length} bytes from '{ext.location}'")
-        if ext.sha256 and hashlib.sha256(buffer).hexdigest() != ext.sha256.lower():
+            opened = open_input(path, "external data file", FileFormatError)
+        except FileFormatError as exc:
+            raise self._error(where, str(exc)) from None
+        with opened as data:
+            st = os.fstat(data.fileno())
+            try:
+                check_data_file(location, st, self.owner, "external data file",
+                                FileFormatError, self.allow_linked)
+            except FileFormatError as exc:
+                raise self._error(where, str(exc)) from None
+            try:
+                mapped = (mmap.mmap(data.fileno(), 0, access=mmap.ACCESS_COPY)
+                          if st.st_size else None)
+            except (OSError, ValueError) as exc:
+                raise self._error(where, f"cannot map external data file '{location}': "
+                                         f"{exc}") from exc
+        self._maps[path] = mapped
+        return mapped
+
+    def _claim(self, path: Path, ext: pb.ExternalData, where: str) -> None:
+        """Record the tensor's byte range; refuse one that overlaps another tensor's."""
+        if ext.length == 0:
+            return
+        regions = self._regions.setdefault(path, [])
+        start, stop = ext.offset, ext.offset + ext.length
+        i = bisect.bisect_left(regions, (start, stop, where))
+        for j in (i - 1, i):
+            if 0 <= j < len(regions):
+                other_start, other_stop, other = regions[j]
+                if other_start < stop and start < other_stop:
+                    raise self._error(where, f"its external data (bytes {start} to {stop} of "
+                                             f"'{ext.location}') overlaps that of {other}; "
+                                             "each tensor needs bytes of its own")
+        regions.insert(i, (start, stop, where))
+
+    def _verify(self, array: np.ndarray, ext: pb.ExternalData, where: str) -> None:
+        data = memoryview(array.view(np.uint8))
+        if ext.HasField("crc32"):
+            if zlib.crc32(data) != ext.crc32:
+                raise self._error(where, f"the bytes in '{ext.location}' do not match the "
+                                         "recorded crc32; the data file is damaged or belongs "
+                                         "to another save of the model")
+        elif ext.sha256 and hashlib.sha256(data).hexdigest() != ext.sha256.lower():
             raise self._error(where, f"the bytes in '{ext.location}' do not match the recorded "
                                      "sha256; the data file belongs to another save of the "
                                      "model: save it again")
-        if ext.location not in self.used:
-            self.used.append(ext.location)
-        return buffer
 
     def _resolve(self, location: str, where: str) -> Path:
         """The data file ``location`` names, refused unless it stays in the model's folder."""
@@ -73,8 +157,6 @@ class _DataFiles:
         if not path.is_relative_to(folder):
             raise self._error(where, f"external data location {location!r} leads outside the "
                                      "model's folder through a symbolic link")
-        if not path.is_file():
-            raise self._error(where, f"external data location {location!r} is not a file")
         return path
 
     def _error(self, where: str, message: str) -> FileFormatError:

@@ -18,6 +18,7 @@ from google.protobuf import message as _message
 from google.protobuf import text_format
 
 from ..errors import FileFormatError
+from ..input_files import open_input
 from ..proto import graphengine_pb2 as pb
 
 #: The format this package writes, and the newest major version it reads.
@@ -51,17 +52,69 @@ def _format_for(path: Path, format: str | None) -> str:
     return format
 
 
+def temporary_path(path: Path) -> Path:
+    """A fresh temporary name beside ``path``: ``.<name>.<pid>.<random>.tmp``.
+
+    The process id in the name lets :func:`remove_stale_temporaries` tell the
+    files of a process that died from those of one still writing.
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete temporary files of ``path`` (and of its data files) left by processes
+    that no longer run, killed in the middle of a write.  Returns what was removed.
+    """
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}*.tmp"))
+    except OSError:
+        return removed
+    for stray in candidates:
+        parts = stray.name.rsplit(".", 3)  # [".name...", pid, random, "tmp"]
+        if len(parts) != 4 or not parts[1].isdigit() or process_is_running(int(parts[1])):
+            continue
+        with contextlib.suppress(OSError):
+            stray.unlink()
+            removed.append(stray)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters taken literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def process_is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists (True when that cannot be told)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # another user's process, or a pid we cannot ask about: keep its file
+    return True
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path, pause_before_rename: float = 0.0) -> Iterator[BinaryIO]:
     """A file object whose content replaces ``path`` only when the block succeeds.
 
-    The temporary file is ``.<name>.<pid>.<random>.tmp`` beside ``path``.
-    ``pause_before_rename`` (seconds) exists for crash tests that kill the
-    process between the write and the rename.
+    The temporary file is ``.<name>.<pid>.<random>.tmp`` beside ``path``
+    (:func:`temporary_path`).  ``pause_before_rename`` (seconds) exists for
+    crash tests that kill the process between the write and the rename.  An
+    OSError names ``path``, not the temporary file.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with mode 0o666 lets the umask decide the permissions, as open() would.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        # os.open with mode 0o666 lets the umask decide the permissions, as open() would.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write there ({exc.strerror})", str(path)) from None
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
@@ -70,9 +123,11 @@ def atomic_file(path: Path, pause_before_rename: float = 0.0) -> Iterator[Binary
         if pause_before_rename:
             time.sleep(pause_before_rename)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename == str(tmp):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     _fsync_folder(path.parent)
 
@@ -91,19 +146,19 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _read_file(path: Path) -> bytes:
-    try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise FileFormatError(f"cannot read model file '{path}': not a regular file")
-        if size > MAX_FILE_BYTES:
-            raise FileFormatError(
-                f"model file '{path}' is {size} bytes; a model file holds at most 2 GiB "
-                "(protobuf's limit), larger tensors belong in external data")
-        return path.read_bytes()
-    except OSError as exc:
-        raise FileFormatError(f"cannot read model file '{path}': "
-                              f"{exc.strerror or exc}") from exc
+def _read_file(path: Path) -> tuple[bytes, int | None]:
+    """The bytes of a model file and its owner's user id (None where not known)."""
+    with open_input(path, "model file", FileFormatError) as f:
+        try:
+            st = os.fstat(f.fileno())
+            if st.st_size > MAX_FILE_BYTES:
+                raise FileFormatError(
+                    f"model file '{path}' is {st.st_size} bytes; a model file holds at most "
+                    "2 GiB (protobuf's limit), larger tensors belong in external data")
+            return f.read(), getattr(st, "st_uid", None)
+        except OSError as exc:
+            raise FileFormatError(f"cannot read model file '{path}': "
+                                  f"{exc.strerror or exc}") from exc
 
 
 def _parse(data: bytes, fmt: str, path: Path) -> pb.ModelProto:

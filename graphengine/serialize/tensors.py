@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,13 +22,18 @@ from ..dtypes import DTYPE_NAMES, as_dtype
 from ..errors import FileFormatError
 from ..graph import Graph
 from ..proto import graphengine_pb2 as pb
-from .files import atomic_file
+from .files import temporary_path
 
-#: With the default threshold, tensors stay in the model file while together
-#: they need at most this much, which leaves headroom under the 2 GiB limit.
+#: Tensors larger than this many bytes go to the data file beside the model by
+#: default, as raw little-endian bytes that a load maps without copying.
+EXTERNAL_THRESHOLD = 2**20
+#: Whatever the threshold, tensors stay in the model file while together they
+#: need at most this much, which leaves headroom under the 2 GiB limit.
 INLINE_LIMIT = 1536 * 2**20
 #: Tensors in a data file start at multiples of this, so they can be mapped.
 DATA_ALIGNMENT = 64
+#: Bytes written (and checksummed, in a second thread) at a time.
+_CHUNK = 32 * 2**20
 
 _ENUM_OF_DTYPE = {name: i + 1 for i, name in enumerate(DTYPE_NAMES)}
 _DTYPE_OF_ENUM = {i + 1: np.dtype(name) for i, name in enumerate(DTYPE_NAMES)}
@@ -44,19 +52,24 @@ def _tensor_sizes(graph: Graph) -> list[int]:
     return sizes
 
 
-def _choose_threshold(sizes: list[int], requested: int | None) -> int | None:
-    """The byte size above which tensors go to the data file; None for "none do"."""
-    if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
-            raise FileFormatError(f"external_data_threshold must be an int >= 0 (bytes), "
-                                  f"got {requested!r}")
-        return requested
-    inline = sum(sizes)
+def _choose_threshold(sizes: list[int], requested: int | None) -> int:
+    """The byte size above which tensors go to the data file.
+
+    ``requested`` None means :data:`EXTERNAL_THRESHOLD`; either way the
+    threshold is lowered while the tensors left inline need more than
+    :data:`INLINE_LIMIT`.
+    """
+    if requested is None:
+        requested = EXTERNAL_THRESHOLD
+    elif isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise FileFormatError(f"external_data_threshold must be an int >= 0 (bytes), "
+                              f"got {requested!r}")
+    inline = sum(size for size in sizes if size <= requested)
     if inline <= INLINE_LIMIT:
-        return None
+        return requested
     # Move the largest tensors out first, a whole size class at a time, so that
     # "larger than the threshold" describes exactly what moved.
-    counts = Counter(sizes)
+    counts = Counter(size for size in sizes if size <= requested)
     for size in sorted(counts, reverse=True):
         inline -= size * counts[size]
         if inline <= INLINE_LIMIT:
@@ -72,43 +85,72 @@ def _little_endian(array: Any) -> np.ndarray:
 
 
 class _TensorWriter:
-    """Fills TensorProtos, writing tensors over the threshold to the data file.
-
-    The data file is opened on first use, inside ``stack``, so it is renamed into
-    place when the stack closes and removed if saving fails.
+    """Fills TensorProtos; tensors over the threshold are kept to be written to the
+    data file by :meth:`write_data`, once the model knows every offset.
     """
 
-    def __init__(self, threshold: int | None, data_path: Path,
-                 stack: contextlib.ExitStack) -> None:
+    def __init__(self, threshold: int) -> None:
         self.threshold = threshold
-        self.data_path = data_path
-        self._stack = stack
-        self._out: BinaryIO | None = None
+        self._pending: list[tuple[np.ndarray, pb.ExternalData]] = []
         self._offset = 0
 
     @property
     def used(self) -> bool:
-        return self._out is not None
+        return bool(self._pending)
 
     def encode(self, value: Any, proto: pb.TensorProto) -> None:
         array = _little_endian(value)
         proto.dtype = _ENUM_OF_DTYPE[array.dtype.name]
         proto.dims.extend(array.shape)
-        if self.threshold is not None and array.nbytes > self.threshold:
-            self._write_external(array, proto.external)
+        if array.nbytes > self.threshold:
+            self._offset += -self._offset % DATA_ALIGNMENT
+            proto.external.offset = self._offset
+            proto.external.length = array.nbytes
+            self._pending.append((array, proto.external))
+            self._offset += array.nbytes
         else:
             proto.raw_data = array.tobytes()
 
-    def _write_external(self, array: np.ndarray, ext: pb.ExternalData) -> None:
-        if self._out is None:
-            self._out = self._stack.enter_context(atomic_file(self.data_path))
-        padding = -self._offset % DATA_ALIGNMENT
-        self._out.write(b"\0" * padding)
-        self._offset += padding
-        data = array.reshape(-1).view(np.uint8)  # the bytes, without a copy
-        self._out.write(data)
-        ext.location = self.data_path.name
-        ext.offset = self._offset
-        ext.length = data.nbytes
-        ext.sha256 = hashlib.sha256(data).hexdigest()
-        self._offset += data.nbytes
+    def write_data(self, model_path: Path) -> tuple[Path, Path]:
+        """Write the pending tensors to a temporary file beside ``model_path``; fill in
+        each one's location and crc32.  Returns (temporary file, final name).
+
+        The final name is ``<model name>.<hash>.data``, the hash taken over every
+        tensor's offset, length and crc32, so the same tensors give the same name
+        and a new save never overwrites the data file the old model reads.
+        """
+        tmp = temporary_path(model_path.with_name(model_path.name + ".data"))
+        digest = hashlib.sha256()
+        try:
+            with open(tmp, "xb") as out, ThreadPoolExecutor(1) as hasher:
+                position = 0
+                for array, ext in self._pending:
+                    out.write(b"\0" * (ext.offset - position))
+                    ext.crc32 = _write_with_crc(out, array, hasher)
+                    position = ext.offset + ext.length
+                    digest.update(f"{ext.offset},{ext.length},{ext.crc32};".encode())
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.filename == str(tmp):
+                raise OSError(exc.errno, f"cannot write the data file of the model "
+                                         f"({exc.strerror})", str(model_path)) from None
+            raise
+        final = model_path.with_name(f"{model_path.name}.{digest.hexdigest()[:12]}.data")
+        for _, ext in self._pending:
+            ext.location = final.name
+        return tmp, final
+
+
+def _write_with_crc(out: BinaryIO, array: np.ndarray, hasher: ThreadPoolExecutor) -> int:
+    """Write ``array``'s bytes (no copy) to ``out`` while a second thread computes their
+    CRC-32; both release the GIL, so they run side by side."""
+    data = memoryview(array.reshape(-1).view(np.uint8))
+    crc = hasher.submit(zlib.crc32, b"")
+    for start in range(0, len(data), _CHUNK):
+        chunk = data[start:start + _CHUNK]
+        crc = hasher.submit(lambda c, previous: zlib.crc32(c, previous.result()), chunk, crc)
+        out.write(chunk)
+    return crc.result()

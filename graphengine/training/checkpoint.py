@@ -16,16 +16,37 @@ was taken from.
 
 Files are written atomically (a temporary file in the same folder, flushed to
 disk, then renamed over the final name), so a reader sees a complete
-checkpoint or none; the newest ``keep`` are kept.
+checkpoint or none; the newest ``keep`` are kept.  The header records the
+CRC-32 of every array.
+
+**Reading never trusts the file.**  The archive is read by the bounded reader
+(:mod:`graphengine.npz_files`); every header field is checked for its type and
+range, every array against its checksum (:func:`read_checkpoint`), and then
+everything against the graph, the optimizer and the data of the run that
+resumes (:func:`check_against`): the same parameter names, each of its exact
+shape and dtype, every optimizer slot present, an example order that is the
+permutation of the data the seed gives, counters that agree with each other.
+A checkpoint that fails is refused with a TrainingError naming the field;
+``--resume DIR`` then says so and takes the newest good one before it
+(:func:`resume_checkpoint`).
+
+**One run per folder.**  A run that writes checkpoints holds a lock on
+``DIR/.lock`` (:class:`FolderLock`): a second trainer on the same folder is
+refused, and so is a fresh run (no ``--resume``) in a folder that already holds
+checkpoints, which would otherwise prune and overwrite that run's files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +55,15 @@ import numpy as np
 
 from ..errors import TrainingError
 from ..graph import Graph
+from ..input_files import open_input
+from ..npz_files import read_npz
 from ..serialize import atomic_file
+from ..serialize.files import process_is_running
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no folder lock
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = "graphengine-checkpoint"
 VERSION = 1
@@ -142,6 +171,7 @@ def write_checkpoint(directory: str | os.PathLike, ckpt: Checkpoint, *, keep: in
                       "slots": sorted(slots)},
         "config": ckpt.config, "metrics": ckpt.metrics, "data": ckpt.data,
         "time": time.time(),
+        "crc32": {name: _crc32(array) for name, array in sorted(arrays.items())},
     }
     arrays["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
     final = checkpoint_path(folder, ckpt.step)
@@ -151,46 +181,212 @@ def write_checkpoint(directory: str | os.PathLike, ckpt: Checkpoint, *, keep: in
     return final
 
 
+def _crc32(array: np.ndarray) -> int:
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
 def _prune(folder: Path, keep: int) -> None:
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
-    # Temporary files left by a process killed mid-write are never read; clear them.
+    # Temporary files left by a process killed mid-write are never read; clear
+    # them, but never those of a process that still runs.
     for stray in folder.glob(".ckpt-*.npz.*.tmp"):
-        if stray.name.split(".")[-3] != str(os.getpid()):
+        pid = stray.name.split(".")[-3]
+        if pid.isdigit() and not process_is_running(int(pid)):
             stray.unlink(missing_ok=True)
 
 
+class DamagedCheckpoint(TrainingError):
+    """A checkpoint file that cannot be read or is inconsistent in itself."""
+
+
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint file; TrainingError when it is not one we can read."""
+    """Read a checkpoint file, checking every header field and array checksum.
+
+    Raises DamagedCheckpoint (a TrainingError) naming the field when it is not a
+    checkpoint this graphengine can read.
+    """
+    arrays = read_npz(path, "checkpoint", DamagedCheckpoint)
+    raw = arrays.pop("header", None)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise TrainingError(f"checkpoint '{path}' does not exist") from None
-    except (OSError, EOFError, ValueError) as exc:
-        raise TrainingError(f"checkpoint '{path}' cannot be read: {exc}") from None
-    try:
-        header = json.loads(arrays.pop("header").tobytes().decode())
-    except (KeyError, ValueError) as exc:
-        raise TrainingError(f"'{path}' is not a graphengine checkpoint (no readable "
-                            f"header: {exc})") from None
-    if header.get("format") != FORMAT:
-        raise TrainingError(f"'{path}' is not a graphengine checkpoint")
-    if header.get("version", 0) > VERSION:
-        raise TrainingError(f"checkpoint '{path}' has version {header['version']}, this "
-                            f"graphengine reads version {VERSION} and older; upgrade it")
-    names = header["params"]
-    opt = header["optimizer"]
-    slots = {slot: {name: arrays[f"slot.{slot}.{i}"] for i, name in enumerate(opt["params"])
-                    if f"slot.{slot}.{i}" in arrays}
-             for slot in opt["slots"]}
+        if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+            raise ValueError("no header array")
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedCheckpoint(f"'{path}' is not a graphengine checkpoint (no readable "
+                                f"header: {exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise DamagedCheckpoint(f"'{path}' is not a graphengine checkpoint")
+    fields = _HeaderFields(header, path)
+    version = fields.integer("version", 1)
+    if version > VERSION:
+        raise TrainingError(f"checkpoint '{path}' has version {version}, this graphengine "
+                            f"reads version {VERSION} and older; upgrade it")
+    checksums = header.get("crc32")
+    if checksums is not None:
+        fields.check(isinstance(checksums, dict) and set(checksums) == set(arrays),
+                     "crc32", "a checksum for every array")
+        for name, array in arrays.items():
+            if checksums[name] != _crc32(array):
+                raise DamagedCheckpoint(f"checkpoint '{path}': array {name!r} does not match "
+                                        "its recorded crc32; the file is damaged")
+    names = fields.names("params")
+    opt = fields.mapping("optimizer")
+    opt_fields = _HeaderFields(opt, path, "optimizer.")
+    opt_params = opt_fields.names("params")
+    slot_names = opt_fields.names("slots")
+    scalars = opt_fields.mapping("scalars")
+    rng = _HeaderFields(fields.mapping("rng"), path, "rng.")
+    params = {}
+    for i, name in enumerate(names):
+        params[name] = fields.array(arrays, f"param.{i}", f"parameter {name!r}")
+    slots: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in slot_names}
+    for slot in slot_names:
+        for i, name in enumerate(opt_params):
+            if f"slot.{slot}.{i}" in arrays:
+                slots[slot][name] = fields.array(arrays, f"slot.{slot}.{i}",
+                                                 f"optimizer slot {slot!r} of {name!r}")
+    expected = {f"param.{i}" for i in range(len(names))} | {"order"} | {
+        f"slot.{slot}.{i}" for slot in slot_names for i in range(len(opt_params))}
+    extra = sorted(set(arrays) - expected)
+    fields.check(not extra, "arrays", f"only the arrays the header lists, not {extra[:4]}")
+    order = arrays.get("order")
+    if order is not None:
+        fields.check(order.ndim == 1 and order.dtype.kind in "iu", "order",
+                     "a 1-d integer array")
+    metrics = fields.mapping("metrics", required=False)
+    for key, value in metrics.items():
+        fields.check(isinstance(value, (int, float)) and not isinstance(value, bool)
+                     and math.isfinite(value), f"metrics.{key}", "a finite number")
     return Checkpoint(
-        graph_hash=header["graph_hash"], step=header["step"], epoch=header["epoch"],
-        position=header["position"], seed=header["rng"]["seed"],
-        params={name: arrays[f"param.{i}"] for i, name in enumerate(names)},
-        optimizer={"name": opt["name"], "scalars": opt["scalars"], "slots": slots},
-        order=arrays.get("order"), config=header.get("config", {}),
-        metrics=header.get("metrics", {}), data=header.get("data", {}))
+        graph_hash=fields.text("graph_hash"), step=fields.integer("step"),
+        epoch=fields.integer("epoch"), position=fields.integer("position"),
+        seed=rng.integer("seed"), params=params,
+        optimizer={"name": opt_fields.text("name"), "scalars": dict(scalars), "slots": slots},
+        order=order, config=dict(fields.mapping("config", required=False)),
+        metrics=dict(metrics), data=dict(fields.mapping("data", required=False)))
+
+
+class _HeaderFields:
+    """Typed access to a checkpoint header; DamagedCheckpoint names the field."""
+
+    def __init__(self, header: Mapping[str, Any], path: Any, prefix: str = "") -> None:
+        self.header, self.path, self.prefix = header, path, prefix
+
+    def check(self, ok: bool, name: str, expected: str) -> None:
+        if not ok:
+            seen = self.header.get(name, "(missing)")
+            raise DamagedCheckpoint(f"checkpoint '{self.path}': header field "
+                                    f"{self.prefix}{name} is {_short(seen)}; expected "
+                                    f"{expected}")
+
+    def integer(self, name: str, default: int | None = None) -> int:
+        value = self.header.get(name, default)
+        self.check(isinstance(value, int) and not isinstance(value, bool)
+                   and 0 <= value < 2**63, name, "an integer >= 0")
+        return value
+
+    def text(self, name: str) -> str:
+        value = self.header.get(name)
+        self.check(isinstance(value, str), name, "a string")
+        return value
+
+    def names(self, name: str) -> list[str]:
+        value = self.header.get(name)
+        self.check(isinstance(value, list) and all(isinstance(v, str) for v in value)
+                   and len(set(value)) == len(value), name, "a list of distinct names")
+        return value
+
+    def mapping(self, name: str, required: bool = True) -> Mapping[str, Any]:
+        value = self.header.get(name, None if required else {})
+        self.check(isinstance(value, dict), name, "an object")
+        return value
+
+    def array(self, arrays: Mapping[str, np.ndarray], key: str, what: str) -> np.ndarray:
+        if key not in arrays:
+            raise DamagedCheckpoint(f"checkpoint '{self.path}' has no array {key!r} for "
+                                    f"{what}; the file is incomplete")
+        return arrays[key]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_against(ckpt: Checkpoint, path: Any, *, graph: Graph, trained: Sequence[str],
+                  optimizer_name: str, slot_names: Sequence[str], data_size: int,
+                  data_fingerprint: str, batch_size: int,
+                  steps_per_epoch: Callable[[int, bool], int]) -> None:
+    """Check a checkpoint against the run that resumes from it: every parameter of
+    the graph with its exact shape and dtype, every slot of the optimizer for
+    every trained parameter, counters and order that fit the data.
+
+    ``steps_per_epoch(batch_size, drop_last)`` gives the steps of one epoch.
+    Raises DamagedCheckpoint naming what does not fit.
+    """
+    where = f"checkpoint '{path}'"
+
+    def fail(message: str) -> None:
+        raise DamagedCheckpoint(f"{where}: {message}")
+
+    declared = {n.name: n.types[0] for n in graph.parameters()}
+    missing = [name for name in declared if name not in ckpt.params]
+    unknown = [name for name in ckpt.params if name not in declared]
+    if missing or unknown:
+        fail(f"its parameters do not match the graph's (missing: {missing[:5] or 'none'}; "
+             f"not in the graph: {unknown[:5] or 'none'})")
+    for name, value in ckpt.params.items():
+        t = declared[name]
+        if value.dtype != t.dtype or value.shape != tuple(t.shape):
+            fail(f"parameter {name!r} is {value.dtype}{value.shape}, the graph declares "
+                 f"{t}; it belongs to another model or is damaged")
+    if ckpt.optimizer["name"] == optimizer_name:
+        slots = ckpt.optimizer["slots"]
+        if sorted(slots) != sorted(slot_names):
+            fail(f"optimizer {optimizer_name!r} keeps slots {sorted(slot_names)}, the "
+                 f"checkpoint has {sorted(slots)}")
+        for slot in slot_names:
+            for name in trained:
+                saved = slots[slot].get(name)
+                if saved is None:
+                    fail(f"optimizer slot {slot!r} of parameter {name!r} is missing")
+                t = declared[name]
+                if saved.dtype != t.dtype or saved.shape != tuple(t.shape):
+                    fail(f"optimizer slot {slot!r} of {name!r} is {saved.dtype}{saved.shape}, "
+                         f"the parameter is {t}")
+        iterations = ckpt.optimizer["scalars"].get("iterations", 0)
+        if not isinstance(iterations, int) or isinstance(iterations, bool) or not (
+                0 <= iterations <= ckpt.step):
+            fail(f"optimizer.scalars.iterations is {_short(iterations)}; expected an "
+                 f"integer from 0 to the step ({ckpt.step})")
+    same_data = ckpt.data.get("fingerprint") in (None, data_fingerprint)
+    if not same_data:
+        return  # the trainer starts the epoch over with a new order
+    if not 0 <= ckpt.position <= data_size:
+        fail(f"position {ckpt.position} lies outside the data's {data_size} examples")
+    if ckpt.epoch > ckpt.step:
+        fail(f"it records {ckpt.epoch} finished epochs in only {ckpt.step} steps")
+    config = ckpt.config
+    saved_batch = config.get("batch_size", batch_size)
+    drop_last = bool(config.get("drop_last", False))
+    if isinstance(saved_batch, int) and saved_batch > 0:
+        per_epoch = steps_per_epoch(saved_batch, drop_last)
+        in_epoch = -(-ckpt.position // saved_batch)
+        if per_epoch and ckpt.step != ckpt.epoch * per_epoch + in_epoch:
+            fail(f"step {ckpt.step} does not fit {ckpt.epoch} epoch(s) of {per_epoch} steps "
+                 f"and position {ckpt.position} (batch size {saved_batch})")
+    if ckpt.position and ckpt.order is None:
+        fail(f"it stopped {ckpt.position} examples into an epoch but holds no example order")
+    if ckpt.order is not None:
+        order = ckpt.order
+        if order.shape != (data_size,) or not np.array_equal(
+                np.sort(order), np.arange(data_size)):
+            fail(f"its example order is not a permutation of the {data_size} examples")
+    metrics = ckpt.metrics
+    examples = metrics.get("examples", 0)
+    if not 0 <= examples <= ckpt.position or not 0 <= metrics.get("correct", 0) <= examples:
+        fail(f"its running metrics {metrics} do not fit position {ckpt.position}")
 
 
 def find_resume_checkpoint(path: str | os.PathLike) -> Path:
@@ -198,8 +394,106 @@ def find_resume_checkpoint(path: str | os.PathLike) -> Path:
     target = Path(path)
     if target.is_file():
         return target
+    if target.exists() and not target.is_dir():
+        with open_input(target, "checkpoint", TrainingError):
+            pass  # says what it is (a FIFO, a device)
     latest = latest_checkpoint(target)
     if latest is None:
         what = "does not exist" if not target.exists() else "holds no checkpoint (ckpt-*.npz)"
         raise TrainingError(f"cannot resume: '{target}' {what}")
     return latest
+
+
+def resume_checkpoint(path: str | os.PathLike, check: Callable[[Checkpoint, Path], None],
+                      notice: Callable[[str], None]) -> tuple[Path, Checkpoint]:
+    """The checkpoint to resume from, read and checked (``check(ckpt, file)``).
+
+    For a file, that file or a TrainingError.  For a folder, the newest
+    checkpoint that reads and passes the checks: each damaged one newer than it
+    is reported through ``notice`` (and left in place, for inspection).
+    """
+    target = Path(path)
+    if target.is_file() or not target.is_dir():
+        file = find_resume_checkpoint(target)
+        ckpt = read_checkpoint(file)
+        check(ckpt, file)
+        return file, ckpt
+    candidates = list_checkpoints(target)
+    if not candidates:
+        find_resume_checkpoint(target)  # raises, saying what is wrong
+    problems = []
+    for file in reversed(candidates):
+        try:
+            ckpt = read_checkpoint(file)
+            check(ckpt, file)
+        except DamagedCheckpoint as exc:
+            problems.append(str(exc))
+            notice(f"skipping damaged checkpoint: {exc}")
+            continue
+        if problems:
+            notice(f"resuming from '{file}', the newest good checkpoint")
+        return file, ckpt
+    raise TrainingError(f"cannot resume from '{target}': none of its {len(candidates)} "
+                        f"checkpoint(s) is usable; the newest: {problems[0]}")
+
+
+# -- one run per folder ------------------------------------------------------------------
+
+class FolderLock:
+    """An exclusive lock on a checkpoint folder for one training run.
+
+    ``flock`` on ``DIR/.lock``: the kernel releases it when the process ends,
+    even by SIGKILL, so a killed run never leaves the folder locked.
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self._fd: int | None = None
+
+    def acquire(self, resume: str | os.PathLike | None) -> FolderLock:
+        """Take the lock; TrainingError if another run holds it, or if this fresh run
+        (``resume`` None, or a checkpoint elsewhere) would mix with the folder's
+        checkpoints."""
+        folder = self.directory
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise TrainingError(
+                    f"checkpoint folder '{folder}' is in use by another training run "
+                    f"(process {holder}); two runs in one folder would delete each other's "
+                    "checkpoints. Wait for it to end, or give this run another "
+                    "--checkpoint-dir") from None
+        self._fd = fd
+        try:
+            if list_checkpoints(folder) and not _resumes_from(resume, folder):
+                found = list_checkpoints(folder)
+                raise TrainingError(
+                    f"checkpoint folder '{folder}' already holds {len(found)} checkpoint(s) "
+                    f"of an earlier run (newest '{found[-1].name}'); a fresh run there would "
+                    f"prune and overwrite them. Continue that run with --resume {folder}, or "
+                    "give this one an empty --checkpoint-dir")
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def _resumes_from(resume: str | os.PathLike | None, folder: Path) -> bool:
+    if resume is None:
+        return False
+    target = Path(resume).resolve()
+    folder = folder.resolve()
+    return target == folder or target.parent == folder

@@ -32,31 +32,19 @@ import numpy as np
 
 from ..errors import TrainingError
 from ..graph import Node
+from ..npz_files import read_npz
 from ..shapes import format_shape, match_dims
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file, read without unpickling (no code runs).
+    """The arrays of an ``.npz`` file, read by the bounded reader
+    (:mod:`graphengine.npz_files`: no unpickling, no allocation beyond what the
+    file really holds or the size limit).
 
-    Raises TrainingError when the file is missing, is not an npz file, or holds
-    object arrays.
+    Raises TrainingError when the file is missing, not a regular file, not an
+    npz file, damaged or truncated, or holds object arrays.
     """
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except FileNotFoundError:
-        raise TrainingError(f"data file '{path}' does not exist") from None
-    if magic != b"PK\x03\x04":  # an .npz file is a zip archive of .npy files
-        raise TrainingError(f"data file '{path}' is not a readable .npz file (no zip "
-                            "header); write it with numpy.savez")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except ValueError as exc:  # object arrays need pickle, which we refuse
-        raise TrainingError(f"data file '{path}' holds an array that needs pickle to load "
-                            f"({exc}); store plain numeric arrays") from None
-    except (OSError, EOFError) as exc:  # includes zipfile.BadZipFile
-        raise TrainingError(f"data file '{path}' is not a readable .npz file: {exc}") from None
+    return read_npz(path, "data file", TrainingError)
 
 
 @dataclass
@@ -210,6 +198,9 @@ class BatchFeeder:
 
     def __init__(self, data: Dataset, batch_size: int) -> None:
         self.data = data
+        # No batch holds more than every example: a batch size of 10**9 on 200
+        # examples needs buffers of 200 rows.
+        batch_size = min(batch_size, data.size)
         self._full = {name: np.empty((batch_size, *a.shape[1:]), a.dtype)
                       for name, a in data.arrays.items()}
 

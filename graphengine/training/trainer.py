@@ -331,8 +331,22 @@ class Trainer:
         ``resume`` (a checkpoint file, or a folder whose newest checkpoint is used).
 
         Raises TrainingError on a non-finite loss (naming the step; the last
-        checkpoint written stays as it was) or on a checkpoint of another graph.
+        checkpoint written stays as it was), on a checkpoint of another graph, on a
+        checkpoint folder in use by another run, and on a fresh run (no ``resume``)
+        in a folder that holds another run's checkpoints.
         """
+        # One run per checkpoint folder: refuse a concurrent trainer, and a fresh
+        # run that would prune and overwrite another run's checkpoints.
+        root = self.parallel is None or self.parallel.is_root
+        lock = (ckpt_io.FolderLock(self.checkpoint_dir).acquire(resume)
+                if self.checkpoint_dir is not None and root else None)
+        try:
+            return self._fit(resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, resume: str | os.PathLike | None) -> TrainResult:
         started = time.perf_counter()
         self._result = result = TrainResult(self.graph, self.spec)
         for callback in self.callbacks:
@@ -612,15 +626,7 @@ class Trainer:
     def _resume(self, path: str | os.PathLike) -> _RunState:
         """Restore parameters, optimizer state and position from a checkpoint; say
         what changed since it was written (and apply the new settings)."""
-        file = ckpt_io.find_resume_checkpoint(path)
-        saved = ckpt_io.read_checkpoint(file)
-        if saved.graph_hash != self.graph_hash:
-            raise TrainingError(
-                f"checkpoint '{file}' belongs to another graph: it records graph hash "
-                f"{saved.graph_hash}, but graph '{self.graph.name}' hashes to "
-                f"{self.graph_hash} (its nodes, ops, shapes or connections differ). Resume "
-                "with the model file the checkpoint was made from, or train from scratch "
-                "without --resume")
+        file, saved = ckpt_io.resume_checkpoint(path, self._check_checkpoint, self._notice)
         self._notice(f"resuming from '{file}': step {saved.step}, {saved.epoch} epoch(s) "
                      f"done, {saved.position} examples into the next")
         changes = describe_changes(saved.config, flatten(self.spec))
@@ -647,6 +653,23 @@ class Trainer:
         self._last_checkpoint = file
         self._saved_at = saved.step
         return state
+
+    def _check_checkpoint(self, saved: ckpt_io.Checkpoint, file: Path) -> None:
+        """Refuse a checkpoint of another graph, or one that does not fit this run."""
+        if saved.graph_hash != self.graph_hash:
+            raise TrainingError(
+                f"checkpoint '{file}' belongs to another graph: it records graph hash "
+                f"{saved.graph_hash}, but graph '{self.graph.name}' hashes to "
+                f"{self.graph_hash} (its nodes, ops, shapes or connections differ). Resume "
+                "with the model file the checkpoint was made from, or train from scratch "
+                "without --resume")
+        size, forced = self.train_data.size, self.drop_last and not self.spec.drop_last
+        ckpt_io.check_against(
+            saved, file, graph=self.graph, trained=self.param_names,
+            optimizer_name=self.spec.optimizer.name, slot_names=self.optimizer.slot_names,
+            data_size=size, data_fingerprint=self.train_data.fingerprint(),
+            batch_size=self.spec.batch_size,
+            steps_per_epoch=lambda b, drop: len(batch_bounds(size, b, drop or forced)))
 
     def notice(self, message: str) -> None:
         """Print a message where the run prints (not when progress is off)."""
