@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from . import limits
 from .dtypes import as_dtype, dtype_name
 from .errors import FeedError, GraphError, ShapeError
 from .ops.registry import OpDef, get_op
@@ -613,6 +614,9 @@ def infer_types(opdef: OpDef, node_name: str, in_types: Sequence[TensorType],
             raise ShapeError(f"{where}: input '{spec.name}' ('{refs[i]}') has dtype "
                              f"{t.dtype.name}, expected one of {allowed}; convert it with "
                              "ge.cast")
+    # Bounds first (graphengine.limits): a split into 10**9 pieces is refused
+    # before its output types are built.
+    limits.check_output_count(opdef.num_outputs(attrs), where)
     try:
         out = opdef.infer(*in_types, **attrs)
     except (ShapeError, ValueError):
@@ -626,10 +630,22 @@ def infer_types(opdef: OpDef, node_name: str, in_types: Sequence[TensorType],
         except (ShapeError, ValueError) as exc:
             operands = ", ".join(f"{opdef.input_spec(i).name}='{r}' {t}"
                                  for i, (r, t) in enumerate(zip(refs, in_types)))
-            raise ShapeError(f"{where}: {exc} (operands: {operands or 'none'})") from None
+            raise ShapeError(_shorten(f"{where}: {exc} (operands: {operands or 'none'})")
+                             ) from None
     out = (out,) if isinstance(out, TensorType) else tuple(out)
     assert len(out) == opdef.num_outputs(attrs), opdef.name
+    for t in out:
+        limits.check_rank(len(t.shape), where)
+        if not opdef.stored:
+            limits.check_result_size(t.shape, t.dtype.itemsize, where)
     return out
+
+
+def _shorten(message: str, limit: int = 600) -> str:
+    """A message cut to ``limit`` characters, so one line never prints 10**5 axes."""
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit - 80]} ... ({len(message):,} characters in all)"
 
 
 def _as_size(d: Any, name: str) -> int:

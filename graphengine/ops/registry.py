@@ -206,6 +206,10 @@ class OpDef:
     #: Built only by gradient rules and passes: left out of ``ge.__all__`` and
     #: marked as such in the op reference.
     internal: ClassVar[bool] = False
+    #: The output's value is stored with the graph (a parameter's value, a
+    #: constant): its bytes already exist, so the per-tensor size budget of
+    #: :mod:`graphengine.limits` applies to computed results only.
+    stored: ClassVar[bool] = False
 
     # -- schema helpers -------------------------------------------------------
     @property

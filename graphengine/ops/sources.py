@@ -34,6 +34,7 @@ class Parameter(OpDef):
     name = "parameter"
     attrs = (Attr("dtype", "dtype"), Attr("shape", "shape"), Attr("trainable", "bool", True))
     vjp = None
+    stored = True
 
     def infer(self, *, dtype: np.dtype[Any], shape: Shape, trainable: bool) -> TensorType:
         if any(not isinstance(d, int) for d in shape):
@@ -48,6 +49,7 @@ class Constant(OpDef):
     name = "constant"
     attrs = (Attr("value", "tensor"),)
     vjp = None
+    stored = True
 
     def infer(self, *, value: Array) -> TensorType:
         return TensorType(value.dtype, value.shape)

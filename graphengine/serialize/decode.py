@@ -20,7 +20,6 @@ from .tensors import _DTYPE_OF_ENUM
 from .unknown import _extract_preserved_bytes
 
 
-
 class _Reader:
     """Turns a parsed ModelProto into a validated Graph; errors name the file and field."""
 

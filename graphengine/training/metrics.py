@@ -286,30 +286,43 @@ class MetricsLog:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def records(self) -> list[dict[str, Any]]:
-        """Every record in the file (none when it does not exist)."""
+        """Every record in the file (none when it does not exist); lines that are not
+        JSON objects (a damaged or hand-edited log) are skipped."""
         if not self.path.exists():
             return []
-        with open(self.path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        records = []
+        for line in self._lines():
+            try:
+                record = json.loads(line.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     def truncate_after(self, step: int) -> None:
         """Drop records written after ``step`` (by a run that a resume replaces), so
-        the log of a resumed run reads as that of an uninterrupted one."""
+        the log of a resumed run reads as that of an uninterrupted one.  Lines that
+        cannot be read (not UTF-8, not JSON) are kept as they are."""
         if not self.path.exists():
             return
-        with open(self.path, encoding="utf-8") as f:
-            lines = [line for line in f if line.strip()]
+        lines = [line for line in self._lines() if line.strip()]
         kept = [line for line in lines if _record_step(line) <= step]
         if len(kept) == len(lines):
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(kept)
+        with open(tmp, "wb") as f:
+            f.writelines(line if line.endswith(b"\n") else line + b"\n" for line in kept)
         os.replace(tmp, self.path)
 
+    def _lines(self) -> list[bytes]:
+        # Bytes, not text: one bad byte in the log must not stop every later resume.
+        with open(self.path, "rb") as f:
+            return f.readlines()
 
-def _record_step(line: str) -> int:
+
+def _record_step(line: bytes) -> int:
     try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
+        return int(json.loads(line.decode("utf-8", "replace")).get("step", 0))
+    except (ValueError, AttributeError, TypeError):
         return 0
