@@ -9,6 +9,7 @@ file that holds the bytes the tensor declares.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -17,6 +18,8 @@ from google.protobuf.message import DecodeError
 from onnx import ModelProto, TensorProto, numpy_helper
 
 from ..errors import FileFormatError
+from ..input_files import check_data_file, open_input
+from .import_bounds import check_result
 from .tensor_types import onnx_type_name, to_numpy_dtype
 
 
@@ -34,7 +37,7 @@ def load_model(source: Any, base_dir: Any = None) -> tuple[ModelProto, str | Non
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
-            with open(path, "rb") as f:
+            with open_input(path, "ONNX model", FileFormatError) as f:
                 data = f.read()
         except OSError as exc:
             raise FileFormatError(f"cannot read ONNX model {path!r}: {exc.strerror or exc}") \
@@ -76,7 +79,7 @@ def tensor_to_array(tensor: TensorProto, base_dir: str | None, what: str) -> np.
         tensor = _with_external_data(tensor, base_dir, what, dtype)
     try:
         array = numpy_helper.to_array(tensor)
-    except (ValueError, TypeError) as exc:  # malformed data
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # malformed data
         raise FileFormatError(f"{what}: cannot decode its data ({type(exc).__name__}: "
                               f"{exc})") from None
     return np.array(array, dtype=dtype, order="C")  # ascontiguousarray would make 0-d 1-d
@@ -98,16 +101,22 @@ def _with_external_data(tensor: TensorProto, base_dir: str | None, what: str,
     except ValueError:
         raise FileFormatError(f"{what}: external data offset/length must be integers, got "
                               f"{info.get('offset')!r}/{info.get('length')!r}") from None
-    count = int(np.prod(tensor.dims, dtype=np.int64))
+    if any(d < 0 for d in tensor.dims):
+        raise FileFormatError(f"{what} has negative dims {list(tensor.dims)[:8]}")
+    count = math.prod(tensor.dims)  # exact: dims such as (2**62, 3) cannot overflow
     expected = count * dtype.itemsize
     if length is not None and length != expected:
         raise FileFormatError(f"{what}: external data length {length} does not match its "
                               f"shape {tuple(tensor.dims)} of {dtype.name} ({expected} bytes)")
-    size = os.path.getsize(path)
-    if offset < 0 or offset + expected > size:
-        raise FileFormatError(f"{what}: external file {location!r} has {size} bytes, too few "
-                              f"for {expected} bytes at offset {offset}")
-    with open(path, "rb") as f:
+    with open_input(path, f"{what}: external data file", FileFormatError) as f:
+        st = os.fstat(f.fileno())
+        check_data_file(location, st, None, f"{what}: external data file", FileFormatError,
+                        allow_linked=False)
+        size = st.st_size
+        if offset < 0 or offset + expected > size:
+            raise FileFormatError(f"{what}: external file {location!r} has {size} bytes, too "
+                                  f"few for {expected} bytes at offset {offset}")
+        check_result(what, tensor.dims, dtype)
         f.seek(offset)
         data = f.read(expected)
     out = TensorProto()

@@ -25,8 +25,10 @@ import math
 
 import numpy as np
 
+from ..limits import get_limits
 from ..ops import api as ops
 from ..ops.shape import END
+from .import_bounds import check_result, fold_bytes, over_fold_limit
 from .import_rules import NodeContext, normalize_axes, rule
 from .import_symbolic import symbolic_array
 
@@ -79,7 +81,12 @@ def _constant_of_shape(ctx: NodeContext):
         value = np.zeros((), np.float32)
     if value.size != 1:
         raise ctx.fail(f"attribute 'value' must hold one element, not {value.size}")
-    return np.full(tuple(int(d) for d in shape), value.reshape(()), dtype=value.dtype)
+    dims = tuple(int(d) for d in shape)
+    check_result(ctx.label, dims, value.dtype)
+    if over_fold_limit(fold_bytes(dims, value.dtype)):
+        # Too large to store in the model file: a broadcast made at run time.
+        return ops.broadcast_to(ctx.graph.constant(value.reshape(())), dims)
+    return np.full(dims, value.reshape(()), dtype=value.dtype)
 
 
 @rule("Range", versions=(11, 27), static=(0, 1, 2))
@@ -91,7 +98,13 @@ def _range(ctx: NodeContext):
         count = int(max(np.ceil((float(limit) - float(start)) / float(delta)), 0))
     else:
         span, step = int(limit) - int(start), int(delta)
+        if step == 0:
+            raise ctx.fail("delta is 0")
         count = max(-(-span // step), 0)
+    if over_fold_limit(fold_bytes((count,), dtype)):
+        raise ctx.fail(f"the range holds {count:,} elements ({fold_bytes((count,), dtype):,} "
+                       "bytes), over the import-time folding limit; raise ge.set_limits("
+                       "max_fold_bytes=...) if you mean it")
     # ONNX: output[i] = start + i * delta, in the input dtype.
     stash = dtype == np.float16 and ctx.attr("stash_type", 1) == 1
     work = np.dtype(np.float32) if stash else dtype
@@ -203,6 +216,20 @@ def _tile(ctx: NodeContext):
     repeats = [int(r) for r in ctx.require_static(1, "repeats").reshape(-1)]
     if len(repeats) != x.ndim:
         raise ctx.fail(f"repeats {repeats} need one entry per axis of the rank-{x.ndim} input")
+    if any(r < 0 for r in repeats):
+        raise ctx.fail(f"repeats {repeats[:8]} must be >= 0")
+    if x.type.is_static:
+        check_result(ctx.label, [d * r for d, r in zip(x.shape, repeats)], x.dtype)
+        if any(r != 1 for r in repeats):
+            # out[i*d + j] = x[j] on each axis: a broadcast of x with a new axis of
+            # size r before each axis, reshaped; a few nodes whatever the repeats.
+            pairs = [size for d, r in zip(x.shape, repeats) for size in (1, d)]
+            spread = [size for d, r in zip(x.shape, repeats) for size in (r, d)]
+            tiled = ops.broadcast_to(ops.reshape(x, tuple(pairs)), tuple(spread))
+            return ops.reshape(tiled, tuple(d * r for d, r in zip(x.shape, repeats)))
+    elif sum(repeats) > get_limits().max_outputs:
+        raise ctx.fail(f"repeats {repeats[:8]} on an input with symbolic dims would "
+                       f"concatenate {sum(repeats):,} copies; give the input static dims")
     out = x
     for axis, r in enumerate(repeats):
         if r == 0:

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnx.inliner
 from onnx import ModelProto, NodeProto
 
 from ..compiler import NodeRecord, build_graph
+from ..errors import GraphError, ShapeError
 from ..executor import run
 from ..graph import Graph, Tensor, fresh_name, make_ref, parse_ref
 from ..ops import api as ops
@@ -59,6 +59,7 @@ from . import (  # noqa: F401
 )
 from .errors import OnnxConversionError
 from .files import load_model, tensor_to_array
+from .import_bounds import fold_bytes, inline_functions, over_fold_limit
 from .import_rules import RULES, NodeContext, Rule
 from .import_symbolic import fold as fold_symbolic
 from .import_symbolic import is_symbolic
@@ -95,8 +96,9 @@ def import_model(source: Any, *, freeze: Iterable[str] = (), name: str | None = 
     model = upgrade_opset(model)
     opset = model_opset(model)
     if model.functions:
-        # Model-local functions are compositions of ONNX ops: inline them.
-        model = onnx.inliner.inline_local_functions(model)
+        # Model-local functions are compositions of ONNX ops: inline them (bounded,
+        # recursion refused: see import_bounds).
+        model = inline_functions(model)
     check_supported(model, opset)
     return _Importer(model, opset, folder, set(freeze), name, bind or {}).build()
 
@@ -311,10 +313,19 @@ class _Importer:
         g = self.model.graph
         for t in g.initializer:
             self.initializers[t.name] = self.read_tensor(t, f"initializer '{t.name}'")
-        self._add_placeholders()
+        try:
+            self._add_placeholders()
+        except (ShapeError, GraphError) as exc:
+            raise OnnxConversionError(f"graph inputs: {exc}") from None
         self._add_parameters()
         for node in g.node:
-            self._convert(node)
+            try:
+                self._convert(node)
+            except (ShapeError, GraphError) as exc:
+                # Our own checks (shape inference, the size limits) name our node;
+                # the user needs the ONNX node.
+                raise OnnxConversionError(
+                    f"node '{node.name or node.output[0]}' ({node.op_type}): {exc}") from None
         self._add_outputs()
         return self._finish()
 
@@ -469,6 +480,10 @@ class _Importer:
 
         outputs = _as_list(rule.convert(self._context(scratch, node, version, fetch)))
         tensors = [v for v in outputs if isinstance(v, Tensor)]
+        if any(over_fold_limit(fold_bytes(t.shape, t.dtype)) for t in tensors
+               if all(isinstance(d, int) for d in t.shape)):
+            # Too large to store in the model: the node is computed at run time.
+            return self._apply(rule, node, version)
         if tensors:
             computed = run(scratch, [t.name for t in tensors])
             outputs = [computed[v.name] if isinstance(v, Tensor) else v for v in outputs]
