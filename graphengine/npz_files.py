@@ -37,9 +37,10 @@ _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")   # a member first, or an empty arc
 _CHUNK = 16 * 2**20
 
 
-def read_npz(path: str | os.PathLike, what: str,
-             error: type[GraphEngineError]) -> dict[str, np.ndarray]:
-    """Every array of the ``.npz`` archive ``path``, by name (without ``.npy``).
+def read_npz(path: str | os.PathLike, what: str, error: type[GraphEngineError],
+             only: str | None = None) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` archive ``path``, by name (without ``.npy``), or
+    only the array ``only`` (an empty dict when the archive lacks it).
 
     ``what`` names the file in messages ("data file", "checkpoint").
     """
@@ -56,16 +57,28 @@ def read_npz(path: str | os.PathLike, what: str,
             raise error(f"{what} '{path}' is not a readable .npz file: its zip directory is "
                         f"damaged or missing ({exc}); the file is truncated or corrupt") from None
         with archive:
-            return _members(archive, path, what, error)
+            return _members(archive, path, what, error, only)
 
 
-def _members(archive: zipfile.ZipFile, path, what: str,
-             error: type[GraphEngineError]) -> dict[str, np.ndarray]:
+def npz_names(path: str | os.PathLike, what: str, error: type[GraphEngineError]) -> list[str]:
+    """The array names of the ``.npz`` archive ``path``, reading only its directory."""
+    with open_input(path, what, error) as f:
+        try:
+            with zipfile.ZipFile(f) as archive:
+                return [n[:-4] if n.endswith(".npy") else n for n in archive.namelist()]
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+            raise error(f"{what} '{path}' is not a readable .npz file ({exc})") from None
+
+
+def _members(archive: zipfile.ZipFile, path, what: str, error: type[GraphEngineError],
+             only: str | None) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     budget = get_limits().max_tensor_bytes
     for info in archive.infolist():
         name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
         where = f"{what} '{path}', array {name!r}"
+        if only is not None and name != only:
+            continue
         if name in arrays:
             raise error(f"{where} is stored twice in the archive")
         if info.flag_bits & 0x1:

@@ -14,13 +14,15 @@ summary) or, with ``-o``, saved to an .npz file written atomically.
 from __future__ import annotations
 
 import argparse
-import zipfile
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import FeedError, FileFormatError
+from ..input_files import open_input
+from ..npz_files import npz_names, read_npy, read_npz
 from .main import CommandError
 
 #: Arrays up to this many elements are printed whole.
@@ -103,37 +105,37 @@ def _read_feed(name: str, source: str, what: str) -> np.ndarray:
 
 
 def _read_npz(path: str, member: str | None, what: str) -> dict[str, np.ndarray]:
-    """All arrays of an .npz archive, or only ``member``; FeedError if it is absent."""
-    archive = _load(path, what)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise FileFormatError(f"{what}: '{path}' holds a single array (.npy data), not an "
-                              ".npz archive")
-    with archive:
-        names = [member] if member is not None else list(archive.files)
-        if member is not None and member not in archive.files:
-            raise FeedError(f"{what}: '{path}' has no array {member!r}; it has "
-                            f"{', '.join(map(repr, archive.files)) or 'none'}")
-        try:
-            return {name: archive[name] for name in names}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise FileFormatError(f"{what}: cannot read an array of '{path}': {exc}") from exc
+    """All arrays of an .npz archive, or only ``member``; FeedError if it is absent.
+
+    Read by the bounded reader (graphengine.npz_files): headers checked against
+    the bytes present, sizes against the limit, never a pickle.
+    """
+    _check_exists(path, what)
+    arrays = read_npz(path, f"{what}: file", FileFormatError, only=member)
+    if member is not None and member not in arrays:
+        names = npz_names(path, f"{what}: file", FileFormatError)
+        raise FeedError(f"{what}: '{path}' has no array {member!r}; it has "
+                        f"{', '.join(map(repr, names)) or 'none'}")
+    return arrays
 
 
 def _load(path: str, what: str) -> Any:
-    """``np.load`` without pickles; our errors, naming the file, instead of numpy's."""
-    if not Path(path).is_file():
+    """One .npy array, or the arrays of an .npz; our errors, naming the file."""
+    _check_exists(path, what)
+    with open_input(path, f"{what}: file", FileFormatError) as f:
+        magic = f.read(6)
+    if magic.startswith(b"PK"):
+        return read_npz(path, f"{what}: file", FileFormatError)
+    if magic != b"\x93NUMPY":
+        # np.load would take anything else for a pickle and say so, which misleads.
+        raise FileFormatError(f"{what}: '{path}' is not a .npy or .npz file (it does not "
+                              "start with the NumPy or zip signature)")
+    return read_npy(path, f"{what}: file", FileFormatError)
+
+
+def _check_exists(path: str, what: str) -> None:
+    if not os.path.lexists(path):
         raise FeedError(f"{what}: file '{path}' does not exist")
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-        # np.load takes anything else for a pickle and says so, which misleads.
-        if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
-            raise FileFormatError(f"{what}: '{path}' is not a .npy or .npz file (it does not "
-                                  "start with the NumPy or zip signature)")
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise FileFormatError(f"{what}: cannot read '{path}' as a .npy or .npz file: "
-                              f"{exc}") from exc
 
 
 # -- results ------------------------------------------------------------------------
