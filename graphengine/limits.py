@@ -10,8 +10,8 @@ inference knows every result's size before anything runs, so
   before its output types are built;
 * a computed tensor whose known size passes ``max_tensor_bytes`` (default
   2 GiB each; parameters and constants hold their bytes in the file and are not
-  counted).  Symbolic dims are checked when data is fed: the executor refuses
-  results over the budget before running the kernel.
+  counted).  A dim that is symbolic (the batch size) is not known until data
+  is fed, and is not counted: such results are bounded by the data fed.
 
 The ONNX importer also bounds import-time constant folding
 (``max_fold_bytes``: a larger result stays a node of the graph) and the

@@ -14,6 +14,7 @@ import numpy as np
 
 from .dtypes import as_dtype
 from .errors import ShapeError
+from .limits import MAX_RANK
 
 Dim = int | str | None
 Shape = tuple[Dim, ...]
@@ -113,7 +114,13 @@ def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
 
 
 def normalize_axes(axis, rank: int) -> tuple[int, ...]:
-    """Axes of a reduction as a sorted tuple; ``None`` means every axis."""
+    """Axes of a reduction as a sorted tuple; ``None`` means every axis.
+
+    Raises ShapeError for a rank above MAX_RANK (64) before looking at the axes,
+    so 10**5 axes cost nothing."""
+    if rank > MAX_RANK:
+        raise ShapeError(f"a result of rank {rank}; at most {MAX_RANK} axes are supported "
+                         "(numpy's limit)")
     if axis is None:
         return tuple(range(rank))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)

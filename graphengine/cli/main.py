@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Static computation graphs: define, save, differentiate, run, train, draw.")
     parser.add_argument("--version", action="version", version=f"graphengine {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--max-tensor-bytes", type=int, metavar="N",
+                        help="refuse any computed tensor larger than N bytes, before it is "
+                             "allocated (default 2 GiB; see graphengine.limits)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMANDS:
@@ -44,7 +47,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # To start the command again: under mpiexec, or the resume command after Ctrl-C.
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
-        return int(args.func(args) or 0)
+        if args.max_tensor_bytes is None:
+            return int(args.func(args) or 0)
+        from ..limits import using_limits
+
+        try:
+            bounds = using_limits(max_tensor_bytes=args.max_tensor_bytes)
+            bounds.__enter__()
+        except ValueError as exc:
+            raise CommandError(f"--max-tensor-bytes: {exc}") from None
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            bounds.__exit__(None, None, None)
     except GraphEngineError as exc:
         if args.debug:
             raise
