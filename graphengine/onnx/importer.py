@@ -93,14 +93,22 @@ def import_model(source: Any, *, freeze: Iterable[str] = (), name: str | None = 
     shapes or axes this way).
     """
     model, folder = load_model(source, base_dir)
-    model = upgrade_opset(model)
-    opset = model_opset(model)
-    if model.functions:
-        # Model-local functions are compositions of ONNX ops: inline them (bounded,
-        # recursion refused: see import_bounds).
-        model = inline_functions(model)
-    check_supported(model, opset)
-    return _Importer(model, opset, folder, set(freeze), name, bind or {}).build()
+    try:
+        model = upgrade_opset(model)
+        opset = model_opset(model)
+        if model.functions:
+            # Model-local functions are compositions of ONNX ops: inline them
+            # (bounded, recursion refused: see import_bounds).
+            model = inline_functions(model)
+        check_supported(model, opset)
+        return _Importer(model, opset, folder, set(freeze), name, bind or {}).build()
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError,
+            RecursionError, MemoryError, UnicodeError) as exc:
+        # A damaged file that protobuf still parsed (a name that is not UTF-8, a
+        # field out of range) trips onnx or our rules: say so in our terms.
+        raise OnnxConversionError(
+            f"the model cannot be imported: {type(exc).__name__}: {str(exc)[:300]}; the file "
+            "is damaged, or uses a form of ONNX that graphengine does not understand") from exc
 
 
 def static_inputs(model: ModelProto) -> list[str]:
