@@ -115,3 +115,25 @@ def test_the_budget_is_configurable_in_python_and_on_the_command_line(tmp_path, 
     assert main(["run", str(path), "--feed", f"x={tmp_path / 'x.npy'}"]) == 0
     with pytest.raises(ValueError, match="unknown limit"):
         ge.set_limits(max_bytes=1)
+
+
+@pytest.mark.parametrize("epsilon", [float("nan"), float("inf"), 0.0, -1e-5])
+def test_batch_norm_refuses_an_epsilon_that_is_not_a_positive_number(epsilon):
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3))
+    p = [g.parameter(n, np.ones(3, np.float32)) for n in ("gamma", "beta", "mean", "var")]
+    with pytest.raises(ge.ShapeError, match="epsilon must be a finite number > 0"):
+        ge.batch_norm(x, *p, epsilon=epsilon)
+
+
+def test_fetches_never_alias_a_parameter_even_through_views():
+    # Issue 13 item 18: reshape and transpose are declared views (view_map); the
+    # executor copies a fetched view of a parameter.
+    g = ge.Graph()
+    w = g.parameter("w", np.arange(6, dtype=np.float32))
+    reshaped = ge.run(g, ge.reshape(w, (2, 3)))
+    transposed = ge.run(g, ge.transpose(ge.reshape(w, (2, 3))))
+    reshaped[0, 0] = 99
+    transposed[0, 0] = 77
+    assert g.values["w"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert not np.shares_memory(reshaped, g.values["w"])

@@ -87,8 +87,8 @@ class BatchNorm(OpDef):
         if x.rank < 2:
             raise ValueError(f"x must have a channel axis 1 (rank >= 2), got shape "
                              f"{format_shape(x.shape)}")
-        if epsilon <= 0:
-            raise ValueError(f"epsilon must be positive, got {epsilon}")
+        if not epsilon > 0 or epsilon == float("inf"):   # NaN compares false
+            raise ValueError(f"epsilon must be a finite number > 0, got {epsilon}")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         channels = x.shape[1]
