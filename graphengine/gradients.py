@@ -241,7 +241,8 @@ def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
 
     reach = _reach(graph, loss_ref, wrt_refs)
     unsupported = [f"node '{n.name}' ({n.op}): {why}" for n in reach.nodes
-                   if (why := n.opdef.gradient_unsupported(n.attrs)) is not None]
+                   if (why := n.opdef.gradient_unsupported(
+                       n.attrs, [graph.type_of(r) for r in n.inputs])) is not None]
     if unsupported:
         raise GradientError(f"{len(unsupported)} node(s) on the path to the loss have no "
                             "usable gradient rule: " + "; ".join(unsupported))

@@ -137,3 +137,18 @@ def test_fetches_never_alias_a_parameter_even_through_views():
     transposed[0, 0] = 77
     assert g.values["w"].tolist() == [0, 1, 2, 3, 4, 5]
     assert not np.shares_memory(reshaped, g.values["w"])
+
+
+def test_every_softmax_cross_entropy_with_a_symbolic_class_count_is_reported_at_once():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, "C"))
+    y = g.placeholder("y", (None,), "int64")
+    w = g.parameter("w", np.ones((), np.float32))
+    a, _ = ge.softmax_cross_entropy(x * w, y, name="loss_a")
+    b, _ = ge.softmax_cross_entropy(x * (w * 3.0), y, name="loss_b")
+    with pytest.raises(ge.GradientError) as info:
+        ge.gradients(g, ge.mean(a) + ge.mean(b), ["w"])
+    message = str(info.value)
+    assert message.startswith("2 node(s)")
+    assert "node 'loss_a' (softmax_cross_entropy)" in message
+    assert "node 'loss_b' (softmax_cross_entropy)" in message

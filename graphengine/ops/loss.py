@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -105,6 +105,19 @@ class SoftmaxCrossEntropy(OpDef):
         else:
             per_sample = -np.sum(labels * log_prob, axis=axis, dtype=logits.dtype)
         return _reduce(per_sample, reduction), log_prob
+
+    def gradient_unsupported(self, attrs: dict[str, Any],
+                             in_types: Sequence[TensorType] = ()) -> str | None:
+        """Integer labels need the class count to build one-hot targets."""
+        if len(in_types) != 2 or in_types[1].dtype.name not in INDEX_TYPES:
+            return None
+        logits = in_types[0]
+        axis = normalize_axis(attrs["axis"], logits.rank)
+        if isinstance(logits.shape[axis], int):
+            return None
+        return (f"with integer labels the number of classes (axis {axis} of logits "
+                f"{format_shape(logits.shape)}) must be known to build the gradient; give "
+                "the placeholder a fixed class axis")
 
     def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dloss, dlog_prob = dys

@@ -276,8 +276,10 @@ class OpDef:
                 ) from None
         return out
 
-    def gradient_unsupported(self, attrs: dict[str, Any]) -> str | None:
-        """Why a node with these attributes cannot be differentiated, or None.
+    def gradient_unsupported(self, attrs: dict[str, Any],
+                             in_types: Sequence[Any] = ()) -> str | None:
+        """Why a node with these attributes and input types cannot be
+        differentiated, or None.
 
         The gradient pass asks every node on the path first and reports all
         problems at once, before it builds anything.
