@@ -8,7 +8,9 @@ becomes explicit pads (SAME needs static spatial dims).  Integer MaxPool runs in
 float64 (exact: it only selects).  ``BatchNormalization`` in inference
 form becomes ``batch_norm`` (whose training runs use batch statistics, so an
 imported model trains as it would in its framework); ``training_mode=1`` is
-refused.  ``LayerNormalization`` is ``layer_norm`` and ``InstanceNormalization``
+composed from our ops (batch statistics whatever the run mode, updated running
+statistics as outputs 1 and 2).  ``LayerNormalization`` is ``layer_norm`` and
+``InstanceNormalization``
 ``instance_norm`` (both normalize float16 in float32; ``stash_type=1`` also gives
 float32 Mean and InvStdDev); ``RMSNormalization`` is composed; ``Hardmax`` is a one-hot
 of the argmax.  ``Dropout`` becomes ``dropout``: identity in inference runs, random in
@@ -185,14 +187,32 @@ def _global_max_pool(ctx: NodeContext):
     return ops.max(x, axis=tuple(range(2, x.ndim)), keepdims=True)
 
 
+def _batch_norm_training(ctx: NodeContext, x, scale, bias, mean, var):
+    """training_mode=1 composed from our ops, whatever the run mode: normalize with
+    the batch statistics (biased variance) and output the updated running ones,
+    running * momentum + batch * (1 - momentum), as ONNX says."""
+    if x.ndim < 2:
+        raise ctx.fail(f"the input needs a channel axis 1, got shape {x.shape}")
+    momentum = float(ctx.attr("momentum", 0.9))
+    axes = (0,) + tuple(range(2, x.ndim))
+    spread = tuple(range(1, x.ndim - 1))
+    batch_mean = ops.mean(x, axis=axes)
+    centred = x - ops.expand_dims(batch_mean, axis=spread)
+    batch_var = ops.mean(centred * centred, axis=axes)
+    inv_std = 1.0 / ops.sqrt(batch_var + float(ctx.attr("epsilon", 1e-5)))
+    y = (centred * ops.expand_dims(inv_std * scale, axis=spread)
+         + ops.expand_dims(bias, axis=spread))
+    return (y, mean * momentum + batch_mean * (1.0 - momentum),
+            var * momentum + batch_var * (1.0 - momentum))
+
+
 @rule("BatchNormalization", versions=(9, 14, 15))
 def _batch_norm(ctx: NodeContext):
-    if ctx.attr("training_mode", 0):
-        raise ctx.fail("training_mode=1 is not supported: graphengine's batch_norm uses batch "
-                       "statistics in training runs and running ones in inference runs")
     x = ctx.input(0)
     rest = [ctx.input(i) for i in range(1, 5)]
     rest = [t if t.dtype == x.dtype else ops.cast(t, dtype=x.dtype) for t in rest]
+    if ctx.attr("training_mode", 0):
+        return _batch_norm_training(ctx, x, *rest)
     y, _, _ = ops.batch_norm(x, *rest, epsilon=ctx.attr("epsilon", 1e-5),
                              momentum=ctx.attr("momentum", 0.9))
     return y

@@ -96,10 +96,6 @@ CASES: dict[str, str] = {
     "test_training_dropout_mask": _RANDOM_OUTPUT,
     "test_training_dropout_default": _RANDOM_OUTPUT,
     "test_training_dropout_default_mask": _RANDOM_OUTPUT,
-    "test_batchnorm_example_training_mode": "BatchNormalization training_mode=1: our "
-    "batch_norm picks batch statistics by run mode, not by attribute",
-    "test_batchnorm_epsilon_training_mode": "BatchNormalization training_mode=1: our "
-    "batch_norm picks batch statistics by run mode, not by attribute",
     "test_einsum_batch_diagonal": "Einsum diagonals are not a matrix product",
     "test_identity_opt": _SEQUENCE,
     "test_identity_sequence": _SEQUENCE,
@@ -166,7 +162,7 @@ OnnxBackendNodeModelTest = _node_test_case()
 
 
 #: Node cases run and skipped with onnx 1.23.2 (every case run must pass).
-EXPECTED = {"1.23.2": {"run": 1078, "skipped": 806}}
+EXPECTED = {"1.23.2": {"run": 1080, "skipped": 804}}
 
 
 def test_lists_are_consistent():
