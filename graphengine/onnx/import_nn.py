@@ -10,7 +10,7 @@ form becomes ``batch_norm`` (whose training runs use batch statistics, so an
 imported model trains as it would in its framework); ``training_mode=1`` is
 composed from our ops (batch statistics whatever the run mode, updated running
 statistics as outputs 1 and 2).  ``LayerNormalization`` is ``layer_norm`` and
-``InstanceNormalization``
+``InstanceNormalization`` is
 ``instance_norm`` (both normalize float16 in float32; ``stash_type=1`` also gives
 float32 Mean and InvStdDev); ``RMSNormalization`` is composed; ``Hardmax`` is a one-hot
 of the argmax.  ``Dropout`` becomes ``dropout``: identity in inference runs, random in
