@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import ops
 from .errors import (
-                     ExecutionError,
-                     FeedError,
-                     FileFormatError,
-                     GradientError,
-                     GraphEngineError,
-                     GraphError,
-                     ShapeError,
-                     TrainingError,
-                     TrainingInterrupted,
+    ExecutionError,
+    FeedError,
+    FileFormatError,
+    GradientError,
+    GraphEngineError,
+    GraphError,
+    ShapeError,
+    TrainingError,
+    TrainingInterrupted,
 )
 from .graph import Graph, Tensor
 from .limits import Limits, get_limits, set_limits, using_limits
@@ -65,7 +65,7 @@ _LAZY = {
     "BestCheckpoint": "training",
 }
 
-__all__ = ["Graph", "Tensor", "run", "ops", "gradients", "gradcheck", "GradientWarning",
+__all__ = ["Graph", "Tensor", "run", "ops", "nn", "gradients", "gradcheck", "GradientWarning",
            "GraphEngineError", "GraphError", "ShapeError", "FeedError", "FileFormatError",
            "GradientError", "ExecutionError", "TrainingError", "RenderError", "render", "to_dot",
            "load", "save", "train", "Trainer", "from_onnx", "to_onnx", "optimize", "PassReport",
@@ -100,3 +100,6 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
+
+# Layers (graph and ops only, so imported at once); after the graph module is whole.
+from . import nn  # noqa: E402

@@ -478,6 +478,8 @@ class Graph:
         like = _dtype_for_literals(inputs)
         refs = []
         for i, value in enumerate(inputs):
+            if isinstance(value, tuple) and value and all(isinstance(v, Tensor) for v in value):
+                raise GraphError(_tuple_input_message(opdef.name, i, value))
             if isinstance(value, Tensor):
                 if value.graph is not self:
                     raise GraphError(f"op '{opdef.name}': input {i} ('{value.name}') belongs to "
@@ -575,6 +577,13 @@ class Graph:
 
         return render_svg(self)
 
+    def summary(self) -> str:
+        """A Keras-like table of the parameters (scope, name, shape, dtype, count,
+        trainable) with totals; see :mod:`graphengine.summary`."""
+        from .summary import format_parameters
+
+        return format_parameters(self)
+
     def set_training(self, loss: Tensor | str, **settings: Any) -> None:
         """Say how this graph is trained; the spec is saved with the graph, so
         ``graphengine train model.pb --data ...`` needs nothing else.
@@ -660,3 +669,13 @@ def _dtype_for_literals(inputs: Iterable[Any]) -> np.dtype | None:
         if isinstance(value, Tensor) and value.dtype != np.bool_:
             return value.dtype
     return None
+
+
+def _tuple_input_message(op: str, index: int, outputs: tuple[Tensor, ...]) -> str:
+    """What to say when an op gets the whole tuple of a multi-output op (``h =
+    ge.dropout(x, 0.5); ge.relu(h)``): which outputs it holds and how to take one."""
+    node = outputs[0].graph.node(outputs[0].node)
+    names = [node.opdef.output_name(t.index) for t in outputs]
+    return (f"op '{op}': input {index} is the tuple of {len(outputs)} outputs of '{node.name}' "
+            f"({node.op}: {', '.join(names)}), not one tensor; take the one you want, e.g. "
+            f"{', '.join(names)} = ge.{node.op}(...), or ge.{node.op}(...)[0] for {names[0]}")

@@ -33,6 +33,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--format", choices=("binary", "text"),
                         help="file format (default: from the file name)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--params", action="store_true",
+                        help="print a table of the parameters (scope, name, shape, dtype, "
+                             "count, trainable)")
     parser.set_defaults(func=run_inspect)
 
 
@@ -40,6 +43,14 @@ def run_inspect(args: argparse.Namespace) -> int:
     from ..serialize import load_with_info
 
     graph, info = load_with_info(args.file, args.format)
+    if args.params:
+        from ..summary import format_parameters, parameter_rows
+
+        if args.json:
+            print(json.dumps(parameter_rows(graph), indent=2))
+        else:
+            print(format_parameters(graph))
+        return 0
     summary = summarize(graph, info)
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -4,7 +4,9 @@ It draws on the given stream only when that stream is a terminal (and not
 quiet), redrawing at most ten times a second, so it costs nothing measurable
 per step and writes nothing into logs or pipes.
 
-    epoch 2/10  45/90 [##########----------] step 135  loss 0.3121  5230 ex/s
+    epoch 2/10  45/90 [##########----------] step 135  loss 0.3121  5230 ex/s  ETA 0:04
+
+The ETA is the epoch's: the batches left at the mean time per batch so far.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ class ProgressBar:
         if done < self.total and now - self._last_draw < self.min_interval:
             return
         self._last_draw = now
-        rate = self._examples / max(now - self._start, 1e-9)
-        self._draw(f"step {step}  loss {loss:.4g}  {rate:,.0f} ex/s", done)
+        elapsed = max(now - self._start, 1e-9)
+        rate = self._examples / elapsed
+        eta = format_seconds(elapsed / max(done, 1) * (self.total - done))
+        self._draw(f"step {step}  loss {loss:.4g}  {rate:,.0f} ex/s  ETA {eta}", done)
 
     def _draw(self, status: str, done: int) -> None:
         columns = shutil.get_terminal_size((80, 20)).columns
@@ -65,6 +69,18 @@ class ProgressBar:
         if self.enabled and self._drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+
+
+def format_seconds(seconds: float) -> str:
+    """``m:ss`` (or ``h:mm:ss``) for a duration.
+
+    >>> format_seconds(75.4), format_seconds(3725)
+    ('1:15', '1:02:05')
+    """
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _is_terminal(stream: IO[str]) -> bool:
