@@ -16,7 +16,7 @@ from ..errors import GraphEngineError
 
 #: Modules of graphengine.cli that each add one or more sub-commands.
 COMMANDS = ["inspect_cmd", "run_cmd", "grad_cmd", "render_cmd", "train_cmd", "onnx_cmd",
-            "optimize_cmd"]
+            "optimize_cmd", "plot_cmd"]
 
 
 class CommandError(GraphEngineError):
