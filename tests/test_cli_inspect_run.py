@@ -29,7 +29,7 @@ def _expected(graph, x):
 def test_inspect_prints_a_summary(model_file, capsys):
     assert main(["inspect", str(model_file)]) == 0
     out = capsys.readouterr().out
-    for fragment in ["graph 'model_grad'", "format 1.0, opset 1, written by graphengine",
+    for fragment in ["graph 'model_grad'", "format 1.0, opset 2, written by graphengine",
                      "x  float32(N, 3)", "parameters: 2 (1 trainable), 4 values, 16 bytes",
                      "layer1", "gradient: loss 'sum' (scalar loss), 1 gradient(s)",
                      "d/d layer1/w -> gradients/layer1/w", "training: loss 'sum', adam lr 0.001",

@@ -4,6 +4,7 @@ errors, then the validation pass (compiler.build_graph)."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..training_spec import TrainingSpec
 from .external import _DataFiles
 from .tensors import _DTYPE_OF_ENUM
 from .unknown import _extract_preserved_bytes
+from .upgrade import needs_new_gradient, upgrade_node
 
 
 class _Reader:
@@ -36,12 +38,17 @@ class _Reader:
         return FileFormatError(f"'{self.path}': {where}: {message}")
 
     def graph(self, model: pb.ModelProto) -> Graph:
+        self.opset = model.opset_version
+        self.new_gradient = needs_new_gradient([n.op_type for n in model.gradient.nodes],
+                                               self.opset)
         try:
             records, values = self._records(model)
             graph = build_graph(model.graph.name, records, values)
-            self._restore_outputs(graph, model.graph)
-            if model.HasField("gradient"):
+            if self.new_gradient:
+                graph = self._new_gradient(graph, model.gradient)
+            elif model.HasField("gradient"):
                 graph.gradient = self._gradient(graph, model.gradient)
+            self._restore_outputs(graph, model.graph)
             if model.HasField("training"):
                 graph.training = TrainingSpec.from_proto(model.training)
                 graph.training.check_graph(graph)
@@ -82,11 +89,13 @@ class _Reader:
             _check_optional_name(param.scope, f"scope of {where}")
             ranked.append((param.position, NodeRecord(param.name, "parameter", [], attrs,
                                                       param.scope)))
-        for section, nodes in (("graph.nodes", gp.nodes), ("gradient.nodes",
-                                                           model.gradient.nodes)):
+        sections = [("graph.nodes", gp.nodes)]
+        if not self.new_gradient:
+            sections.append(("gradient.nodes", model.gradient.nodes))
+        for section, nodes in sections:
             for i, node in enumerate(nodes):
                 record = self.node(node, f"{section}[{i}] ({node.name!r})")
-                ranked.append((node.position, record))
+                ranked.append((node.position, upgrade_node(record, self.opset)))
         ranked.sort(key=lambda item: item[0])  # stable: ties keep file order
         return [record for _, record in ranked], values
 
@@ -169,6 +178,16 @@ class _Reader:
         for i, ref in enumerate(gp.outputs):
             _require_tensor(graph, ref, f"graph.outputs[{i}]")
         graph._outputs = list(gp.outputs)
+
+    def _new_gradient(self, graph: Graph, grad: pb.GradientGraphProto) -> Graph:
+        """The gradient section of an older op set built again by the gradient pass."""
+        from ..gradients import gradients
+
+        warnings.warn(f"'{self.path}' has a gradient section of opset {self.opset} whose "
+                      "pooling gradient ops no longer exist; it was built again from its "
+                      "loss and wrt tensors (save the file to keep the new one)", stacklevel=5)
+        return gradients(graph, loss=grad.loss, wrt=[entry.wrt for entry in grad.grads],
+                         grad_ys="placeholder" if grad.seed else None)
 
     def _gradient(self, graph: Graph, grad: pb.GradientGraphProto) -> GradientInfo:
         _require_tensor(graph, grad.loss, "gradient.loss")

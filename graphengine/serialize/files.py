@@ -23,8 +23,9 @@ from ..proto import graphengine_pb2 as pb
 
 #: The format this package writes, and the newest major version it reads.
 FORMAT_VERSION = (1, 0)
-#: The op set this package writes and the newest it reads.
-OPSET_VERSION = 1
+#: The op set this package writes and the newest it reads (older ones are upgraded
+#: on read: serialize/upgrade.py).
+OPSET_VERSION = 2
 #: Protobuf refuses messages of 2 GiB or more; so do we, before reading.
 MAX_FILE_BYTES = 2**31 - 1
 TEXT_SUFFIXES = (".pbtxt", ".txtpb", ".textproto")
