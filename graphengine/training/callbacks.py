@@ -76,7 +76,46 @@ class Callback:
         """Restore what :meth:`state` returned."""
 
 
-class EarlyStopping(Callback):
+class _Watching(Callback):
+    """A callback that watches one record key through a :class:`Monitor` (made at the
+    start of training, when the default key is known), and keeps its state in
+    checkpoints.  Subclasses set ``monitor``, ``mode``, ``min_delta`` and ``_watch``."""
+
+    monitor: str
+    mode: str
+    min_delta: float
+    _watch: Monitor | None
+
+    @property
+    def best(self) -> float | None:
+        return self._watch.best if self._watch is not None else None
+
+    @property
+    def best_step(self) -> int:
+        return self._watch.best_step if self._watch is not None else 0
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if self._watch is None:
+            self._watch = Monitor(self.monitor or trainer.default_monitor, self.mode,
+                                  self.min_delta)
+
+    def _watched(self, record: dict[str, Any]) -> float:
+        """The watched value in ``record``; our error when it is missing."""
+        assert self._watch is not None
+        value = self._watch.value(record)
+        if value is None:
+            raise self._watch.missing(record)
+        return value
+
+    def state(self) -> dict[str, float]:
+        return self._watch.state() if self._watch is not None else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if self._watch is not None:
+            self._watch.load_state(state)
+
+
+class EarlyStopping(_Watching):
     """Stop training when ``monitor`` stops improving (Keras's ``EarlyStopping``).
 
     Args:
@@ -103,24 +142,9 @@ class EarlyStopping(Callback):
         self._watch: Monitor | None = None
         self._best_values: dict[str, np.ndarray] | None = None
 
-    @property
-    def best(self) -> float | None:
-        return self._watch.best if self._watch is not None else None
-
-    @property
-    def best_step(self) -> int:
-        return self._watch.best_step if self._watch is not None else 0
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        if self._watch is None:
-            self._watch = Monitor(self.monitor or trainer.default_monitor, self.mode,
-                                  self.min_delta)
 
     def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        assert self._watch is not None
-        value = self._watch.value(record)
-        if value is None:
-            raise self._watch.missing(record)
+        value = self._watched(record)
         if self._watch.update(value, record["step"]):
             if self.restore_best:
                 self._best_values = {k: v.copy() for k, v in trainer.graph.values.items()}
@@ -138,15 +162,9 @@ class EarlyStopping(Callback):
             trainer.notice(f"restored the parameters of step {self.best_step} "
                            f"({self._watch.monitor if self._watch else ''} {self.best:.6g})")
 
-    def state(self) -> dict[str, float]:
-        return self._watch.state() if self._watch is not None else {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        if self._watch is not None:
-            self._watch.load_state(state)
 
 
-class BestCheckpoint(Callback):
+class BestCheckpoint(_Watching):
     """Write the model with the best parameters so far to ``path`` (a model file,
     ``best.pb`` by convention), atomically, after each validation that improves
     ``monitor``.  ``best`` and ``best_step`` say which it holds."""
@@ -157,24 +175,9 @@ class BestCheckpoint(Callback):
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self._watch: Monitor | None = None
 
-    @property
-    def best(self) -> float | None:
-        return self._watch.best if self._watch is not None else None
-
-    @property
-    def best_step(self) -> int:
-        return self._watch.best_step if self._watch is not None else 0
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        if self._watch is None:
-            self._watch = Monitor(self.monitor or trainer.default_monitor, self.mode,
-                                  self.min_delta)
 
     def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        assert self._watch is not None
-        value = self._watch.value(record)
-        if value is None:
-            raise self._watch.missing(record)
+        value = self._watched(record)
         if self._watch.update(value, record["step"]):
             from ..serialize import save
 
@@ -191,9 +194,3 @@ class BestCheckpoint(Callback):
                 graph.metadata.pop("best_step", None)
                 graph.metadata.pop("best_" + self._watch.monitor, None)
 
-    def state(self) -> dict[str, float]:
-        return self._watch.state() if self._watch is not None else {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        if self._watch is not None:
-            self._watch.load_state(state)
