@@ -84,3 +84,19 @@ def assert_same(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], rtol: 
             np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
         else:
             np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=f"output {i}")
+
+
+def node(op: str, inputs: Sequence[str], outputs: Sequence[str] = ("y",),
+         **attrs: Any) -> onnx.NodeProto:
+    """One ONNX node, outputs named ``y`` unless given."""
+    return helper.make_node(op, list(inputs), list(outputs), **attrs)
+
+
+def check(nodes: Sequence[onnx.NodeProto], feeds: dict[str, np.ndarray],
+          outputs: Sequence[str] = ("y",), *, opset: int = 18,
+          initializers: Any = None, rtol: float = 1e-5, atol: float = 1e-6) -> list[np.ndarray]:
+    """Import, run, and compare with onnxruntime (dtype and shape exactly)."""
+    model = make_model(nodes, feeds, outputs, opset=opset, initializers=initializers)
+    ours = run_imported(model, feeds)
+    assert_same(ours, reference(model, feeds), rtol=rtol, atol=atol)
+    return ours

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import graphengine as ge
 from graphengine.onnx import OnnxConversionError
 
-from ..onnx_helpers import NEWEST, assert_same, make_model, reference, run_imported
+from ..onnx_helpers import NEWEST, assert_same, check, make_model, node, reference, run_imported
 
 OPSETS = sorted({13, 18, NEWEST})
 rng = np.random.default_rng(0)
@@ -23,18 +23,6 @@ rng = np.random.default_rng(0)
 
 def f32(*shape, low=-2.0, high=2.0):
     return rng.uniform(low, high, shape).astype(np.float32)
-
-
-def node(op, inputs, outputs=("y",), **attrs):
-    return helper.make_node(op, list(inputs), list(outputs), **attrs)
-
-
-def check(nodes, feeds, outputs=("y",), *, opset=18, initializers=None, rtol=1e-5, atol=1e-6):
-    """Import, run, and compare with onnxruntime (dtype and shape exactly)."""
-    model = make_model(nodes, feeds, outputs, opset=opset, initializers=initializers)
-    ours = run_imported(model, feeds)
-    assert_same(ours, reference(model, feeds), rtol=rtol, atol=atol)
-    return ours
 
 
 # -- elementwise ---------------------------------------------------------------------

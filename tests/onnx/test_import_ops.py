@@ -10,30 +10,18 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import helper
 
 import graphengine as ge
 from graphengine.gradcheck import to_float64
 from graphengine.onnx import OnnxConversionError
 
-from ..onnx_helpers import assert_same, make_model, reference, run_imported
+from ..onnx_helpers import assert_same, check, make_model, node, reference, run_imported
 
 rng = np.random.default_rng(3)
 
 
 def f32(*shape, low=-2.0, high=2.0):
     return rng.uniform(low, high, shape).astype(np.float32)
-
-
-def node(op, inputs, outputs=("y",), **attrs):
-    return helper.make_node(op, list(inputs), list(outputs), **attrs)
-
-
-def check(nodes, feeds, outputs=("y",), *, opset=18, initializers=None, rtol=1e-5, atol=1e-6):
-    model = make_model(nodes, feeds, outputs, opset=opset, initializers=initializers)
-    ours = run_imported(model, feeds)
-    assert_same(ours, reference(model, feeds), rtol=rtol, atol=atol)
-    return ours
 
 
 # -- normalization ----------------------------------------------------------------------
