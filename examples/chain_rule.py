@@ -26,9 +26,9 @@ def build() -> ge.Graph:
     graph = ge.Graph("chain_rule")
     x = graph.placeholder("x", shape=(), dtype="float64")
     with graph.name_scope("g"):
-        u = ge.square(x, name="u")            # g(x) = x**2
+        u = ge.square(x, name="u")  # g(x) = x**2
     with graph.name_scope("f"):
-        ge.sin(u, name="y")                   # y = f(u) = sin(u)
+        ge.sin(u, name="y")  # y = f(u) = sin(u)
     graph.mark_output("f/y")
     return graph
 
@@ -55,12 +55,14 @@ def main() -> None:
     saved = ge.load(out / "chain_rule_grad.pb")
     for name in saved.gradient.nodes:
         node = saved.node(name)
-        print(f"  {name:<28} {node.op:<10} inputs {', '.join(node.inputs):<32} "
-              f"derives from {node.derived_from}")
+        print(
+            f"  {name:<28} {node.op:<10} inputs {', '.join(node.inputs):<32} "
+            f"derives from {node.derived_from}"
+        )
 
     x = np.float64(args.x)
     got = ge.run(saved, ["f/y", "gradients/x"], {"x": x})
-    expected = np.cos(x ** 2) * 2 * x
+    expected = np.cos(x**2) * 2 * x
     print(f"y = sin(x**2) at x = {x}: {got['f/y']:.10f}")
     print(f"dy/dx from the gradient graph: {got['gradients/x']:.10f}")
     print(f"f'(g(x)) * g'(x) = cos(x**2) * 2x: {expected:.10f}")

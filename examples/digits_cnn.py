@@ -30,18 +30,18 @@ def build(channels: tuple[int, int] = CHANNELS) -> ge.Graph:
     images = graph.placeholder("images", (None, 8, 8), "uint8")
     labels = graph.placeholder("labels", (None,), "int64")
     with graph.name_scope("preprocess"):
-        h = ge.reshape(ge.cast(images, "float32"), (-1, 1, 8, 8)) / 16.0   # NCHW in [0, 1]
+        h = ge.reshape(ge.cast(images, "float32"), (-1, 1, 8, 8)) / 16.0  # NCHW in [0, 1]
     in_channels = 1
     for i, out_channels in enumerate(channels, start=1):
         with graph.name_scope(f"block{i}"):
             w = graph.parameter("w", shape=(out_channels, in_channels, 3, 3), init="he_normal")
             gamma = graph.parameter("gamma", np.ones(out_channels, np.float32))
             beta = graph.parameter("beta", np.zeros(out_channels, np.float32))
-            mean = graph.parameter("running_mean", np.zeros(out_channels, np.float32),
-                                   trainable=False)
-            var = graph.parameter("running_var", np.ones(out_channels, np.float32),
-                                  trainable=False)
-            h = ge.conv2d(h, w, padding=1)       # no bias: batch norm's beta plays its part
+            mean = graph.parameter(
+                "running_mean", np.zeros(out_channels, np.float32), trainable=False
+            )
+            var = graph.parameter("running_var", np.ones(out_channels, np.float32), trainable=False)
+            h = ge.conv2d(h, w, padding=1)  # no bias: batch norm's beta plays its part
             h, _, _ = ge.batch_norm(h, gamma, beta, mean, var)
             h = ge.max_pool2d(ge.relu(h), 2)
         in_channels = out_channels
@@ -53,10 +53,20 @@ def build(channels: tuple[int, int] = CHANNELS) -> ge.Graph:
     loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
     graph.mark_output(loss, logits)
     graph.set_training(
-        loss, metrics=["loss", "accuracy"], predictions=logits.name, labels="labels",
-        optimizer="adamw", learning_rate=0.01, weight_decay=0.01,
-        schedule="cosine", warmup_steps=50, batch_size=32, epochs=20, seed=0,
-        data_map={"images": "train_images", "labels": "train_labels"})
+        loss,
+        metrics=["loss", "accuracy"],
+        predictions=logits.name,
+        labels="labels",
+        optimizer="adamw",
+        learning_rate=0.01,
+        weight_decay=0.01,
+        schedule="cosine",
+        warmup_steps=50,
+        batch_size=32,
+        epochs=20,
+        seed=0,
+        data_map={"images": "train_images", "labels": "train_labels"},
+    )
     return graph
 
 
@@ -75,11 +85,19 @@ def main() -> None:
 
     with np.load(DATA, allow_pickle=False) as digits:
         test = {"images": digits["test_images"], "labels": digits["test_labels"]}
-    result = ge.train(graph, DATA, val=test, epochs=args.epochs,
-                      checkpoint_dir=out / "checkpoints", log=out / "metrics.jsonl")
+    result = ge.train(
+        graph,
+        DATA,
+        val=test,
+        epochs=args.epochs,
+        checkpoint_dir=out / "checkpoints",
+        log=out / "metrics.jsonl",
+    )
     graph.save(out / "trained.pb")
-    print(f"trained {result.steps} steps; test accuracy {result.final['val_accuracy']:.4f} "
-          f"on {len(test['labels'])} held-out images")
+    print(
+        f"trained {result.steps} steps; test accuracy {result.final['val_accuracy']:.4f} "
+        f"on {len(test['labels'])} held-out images"
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def build(hidden: tuple[int, ...] = HIDDEN) -> ge.Graph:
     images = graph.placeholder("images", (None, 8, 8), "uint8")
     labels = graph.placeholder("labels", (None,), "int64")
     with graph.name_scope("preprocess"):
-        h = ge.reshape(ge.cast(images, "float32"), (-1, 64)) / 16.0   # pixel counts to [0, 1]
+        h = ge.reshape(ge.cast(images, "float32"), (-1, 64)) / 16.0  # pixel counts to [0, 1]
     fan_in = 64
     for i, width in enumerate(hidden, start=1):
         with graph.name_scope(f"dense{i}"):
@@ -55,10 +55,20 @@ def build(hidden: tuple[int, ...] = HIDDEN) -> ge.Graph:
     loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
     graph.mark_output(loss, logits)
     graph.set_training(
-        loss, metrics=["loss", "accuracy"], predictions=logits.name, labels="labels",
-        optimizer="adamw", learning_rate=0.005, weight_decay=0.01,
-        schedule="cosine", warmup_steps=50, batch_size=32, epochs=30, seed=0,
-        data_map={"images": "train_images", "labels": "train_labels"})
+        loss,
+        metrics=["loss", "accuracy"],
+        predictions=logits.name,
+        labels="labels",
+        optimizer="adamw",
+        learning_rate=0.005,
+        weight_decay=0.01,
+        schedule="cosine",
+        warmup_steps=50,
+        batch_size=32,
+        epochs=30,
+        seed=0,
+        data_map={"images": "train_images", "labels": "train_labels"},
+    )
     return graph
 
 
@@ -79,8 +89,17 @@ def main() -> None:
     print(f"built and saved {model}; drew {out / 'forward.png'} and {out / 'gradient.png'}")
 
     # Train from the file alone, exactly as the shell command would.
-    command = ["train", str(model), "--data", str(DATA), "-o", str(out / "trained.pb"),
-               "--checkpoint-dir", str(out / "checkpoints"), "--quiet"]
+    command = [
+        "train",
+        str(model),
+        "--data",
+        str(DATA),
+        "-o",
+        str(out / "trained.pb"),
+        "--checkpoint-dir",
+        str(out / "checkpoints"),
+        "--quiet",
+    ]
     if args.epochs:
         command += ["--epochs", str(args.epochs)]
     print("graphengine " + " ".join(command))
@@ -90,10 +109,14 @@ def main() -> None:
     trained = ge.load(out / "trained.pb")
     test = np.load(DATA, allow_pickle=False)
     result = evaluate(trained, {"images": test["test_images"], "labels": test["test_labels"]})
-    print(f"all done in {time.perf_counter() - started:.1f} s; metrics per epoch in "
-          f"{out / 'checkpoints' / 'metrics.jsonl'}")
-    print(f"test accuracy: {result['accuracy']:.4f} ({result['examples']} held-out images, "
-          f"test loss {result['loss']:.4f})")
+    print(
+        f"all done in {time.perf_counter() - started:.1f} s; metrics per epoch in "
+        f"{out / 'checkpoints' / 'metrics.jsonl'}"
+    )
+    print(
+        f"test accuracy: {result['accuracy']:.4f} ({result['examples']} held-out images, "
+        f"test loss {result['loss']:.4f})"
+    )
 
 
 if __name__ == "__main__":

@@ -35,15 +35,19 @@ def build_digits_cnn() -> ge.Graph:
     return module.build()
 
 
-def _conv_bn(graph: ge.Graph, h: ge.Tensor, in_channels: int, out_channels: int,
-             stride: int = 1, kernel: int = 3) -> ge.Tensor:
+def _conv_bn(
+    graph: ge.Graph,
+    h: ge.Tensor,
+    in_channels: int,
+    out_channels: int,
+    stride: int = 1,
+    kernel: int = 3,
+) -> ge.Tensor:
     """conv2d (no bias) then batch norm, in the current scope."""
-    w = graph.parameter("w", shape=(out_channels, in_channels, kernel, kernel),
-                        init="he_normal")
+    w = graph.parameter("w", shape=(out_channels, in_channels, kernel, kernel), init="he_normal")
     gamma = graph.parameter("gamma", np.ones(out_channels, np.float32))
     beta = graph.parameter("beta", np.zeros(out_channels, np.float32))
-    mean = graph.parameter("running_mean", np.zeros(out_channels, np.float32),
-                           trainable=False)
+    mean = graph.parameter("running_mean", np.zeros(out_channels, np.float32), trainable=False)
     var = graph.parameter("running_var", np.ones(out_channels, np.float32), trainable=False)
     h = ge.conv2d(h, w, stride=stride, padding=kernel // 2)
     h, _, _ = ge.batch_norm(h, gamma, beta, mean, var)
@@ -78,8 +82,9 @@ def build_resnet_block(channels: int = 8, out_channels: int = 16) -> ge.Graph:
     return graph
 
 
-def build_text_rnn(steps: int = 5, vocab: int = 20, embed: int = 8, hidden: int = 16,
-                   classes: int = 3) -> ge.Graph:
+def build_text_rnn(
+    steps: int = 5, vocab: int = 20, embed: int = 8, hidden: int = 16, classes: int = 3
+) -> ge.Graph:
     """An Elman RNN unrolled over ``steps`` tokens: one embedding table, and the cell's
     weights ``rnn/wx``, ``rnn/wh``, ``rnn/b`` shared by the steps ``rnn/step0`` ...,
     each ``h = tanh(x wx + h wh + b)``; the last state is classified."""
@@ -88,7 +93,7 @@ def build_text_rnn(steps: int = 5, vocab: int = 20, embed: int = 8, hidden: int 
     labels = graph.placeholder("labels", (None,), "int64")
     with graph.name_scope("embed"):
         table = graph.parameter("table", shape=(vocab, embed))
-        vectors = ge.take(table, tokens, axis=0)                     # (N, steps, embed)
+        vectors = ge.take(table, tokens, axis=0)  # (N, steps, embed)
     with graph.name_scope("rnn"):
         wx = graph.parameter("wx", shape=(embed, hidden))
         wh = graph.parameter("wh", shape=(hidden, hidden))
@@ -126,9 +131,14 @@ def _layer_norm(graph: ge.Graph, h: ge.Tensor, width: int, epsilon: float = 1e-5
     return centred / ge.sqrt(var + epsilon) * gamma + beta
 
 
-def build_transformer_encoder(tokens_per_example: int = 6, vocab: int = 30, width: int = 16,
-                              heads: int = 2, hidden: int = 32,
-                              classes: int = 4) -> ge.Graph:
+def build_transformer_encoder(
+    tokens_per_example: int = 6,
+    vocab: int = 30,
+    width: int = 16,
+    heads: int = 2,
+    hidden: int = 32,
+    classes: int = 4,
+) -> ge.Graph:
     """One post-norm transformer encoder layer (Vaswani et al. 2017) on token ids:
     embedding plus learned positions, multi-head self-attention
     ``softmax(q k^T / sqrt(d)) v``, add & layer norm, a GELU MLP, add & layer norm,
@@ -140,9 +150,9 @@ def build_transformer_encoder(tokens_per_example: int = 6, vocab: int = 30, widt
     with graph.name_scope("embed"):
         table = graph.parameter("table", shape=(vocab, width))
         positions = graph.parameter("positions", shape=(steps, width))
-        x = ge.take(table, tokens, axis=0) + positions               # (N, T, width)
+        x = ge.take(table, tokens, axis=0) + positions  # (N, T, width)
 
-    def split_heads(t: ge.Tensor) -> ge.Tensor:                      # (N, heads, T, d)
+    def split_heads(t: ge.Tensor) -> ge.Tensor:  # (N, heads, T, d)
         return ge.transpose(ge.reshape(t, (-1, steps, heads, head_width)), (0, 2, 1, 3))
 
     with graph.name_scope("attention"):

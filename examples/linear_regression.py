@@ -40,8 +40,9 @@ def build() -> ge.Graph:
     pred = ge.add(ge.matmul(x, w), b, name="pred")
     loss = ge.mean_squared_error(pred, y, name="loss")
     graph.mark_output(loss, pred)
-    graph.set_training(loss, optimizer="sgd", learning_rate=0.05, momentum=0.9,
-                       batch_size=32, epochs=10, seed=0)
+    graph.set_training(
+        loss, optimizer="sgd", learning_rate=0.05, momentum=0.9, batch_size=32, epochs=10, seed=0
+    )
     return graph
 
 
@@ -59,8 +60,13 @@ def main() -> None:
     ge.render(graph, out / "forward.png", view="forward")
     ge.render(graph, out / "gradient.png", view="gradient")
 
-    result = ge.train(graph, out / "train.npz", val=out / "test.npz",
-                      log=out / "metrics.jsonl", checkpoint_dir=out / "checkpoints")
+    result = ge.train(
+        graph,
+        out / "train.npz",
+        val=out / "test.npz",
+        log=out / "metrics.jsonl",
+        checkpoint_dir=out / "checkpoints",
+    )
     graph.save(out / "trained.pb")
     w, b = graph.values["w"].ravel(), graph.values["b"].ravel()
     print(f"fitted w = {np.round(w, 3).tolist()}, b = {b[0]:.3f}")

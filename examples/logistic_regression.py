@@ -40,12 +40,20 @@ def build() -> ge.Graph:
     x = ge.reshape(ge.cast(images, "float32"), (-1, 64)) / 16.0
     w = graph.parameter("w", shape=(64,), init="zeros")
     b = graph.parameter("b", np.zeros((), np.float32))
-    z = ge.add(ge.matmul(x, w), b, name="logit")           # (N,): matrix @ vector
+    z = ge.add(ge.matmul(x, w), b, name="logit")  # (N,): matrix @ vector
     loss = ge.mean(ge.softplus(z) - y * z, name="loss")
     graph.mark_output(loss, ge.sigmoid(z, name="p_eight"))
-    graph.set_training(loss, metrics=["loss", "accuracy"], predictions=z.name,
-                       labels="is_eight", optimizer="adam", learning_rate=0.05,
-                       batch_size=32, epochs=20, seed=0)
+    graph.set_training(
+        loss,
+        metrics=["loss", "accuracy"],
+        predictions=z.name,
+        labels="is_eight",
+        optimizer="adam",
+        learning_rate=0.05,
+        batch_size=32,
+        epochs=20,
+        seed=0,
+    )
     return graph
 
 
@@ -64,8 +72,10 @@ def main() -> None:
     test = threes_and_eights("test")
     result = ge.train(graph, threes_and_eights("train"), val=test, log=out / "metrics.jsonl")
     graph.save(out / "trained.pb")
-    print(f"trained {result.steps} steps; test accuracy {result.final['val_accuracy']:.4f} "
-          f"on {len(test['is_eight'])} held-out 3s and 8s")
+    print(
+        f"trained {result.steps} steps; test accuracy {result.final['val_accuracy']:.4f} "
+        f"on {len(test['is_eight'])} held-out 3s and 8s"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def to_networkx(graph: Graph | Sequence[Node | NodeRecord]) -> nx.DiGraph:
         for slot, ref in enumerate(node.inputs):
             producer = parse_ref(ref)[0]
             if producer not in g:
-                raise GraphError(f"node '{node.name}' ({node.op}): input {slot} refers to "
-                                 f"{ref!r}, which no node produces")
+                raise GraphError(
+                    f"node '{node.name}' ({node.op}): input {slot} refers to "
+                    f"{ref!r}, which no node produces"
+                )
             if g.has_edge(producer, node.name):
                 g.edges[producer, node.name]["slots"].append(slot)
             else:
@@ -63,8 +65,10 @@ def order_nodes(g: nx.DiGraph) -> list[str]:
     except nx.NetworkXUnfeasible:
         cycle = nx.find_cycle(g)
         names = " -> ".join(f"'{u}'" for u, _ in cycle) + f" -> '{cycle[0][0]}'"
-        raise GraphError(f"the graph has a cycle: {names}. A node cannot depend on its own "
-                         "output; break the cycle by feeding one of these values") from None
+        raise GraphError(
+            f"the graph has a cycle: {names}. A node cannot depend on its own "
+            "output; break the cycle by feeding one of these values"
+        ) from None
 
 
 def build_graph(name: str, records: Sequence[NodeRecord], values: dict[str, Any]) -> Graph:
@@ -80,8 +84,10 @@ def build_graph(name: str, records: Sequence[NodeRecord], values: dict[str, Any]
     for rec in records:
         check_name(rec.name, "node name")
         if rec.name in seen:
-            raise GraphError(f"duplicate node name {rec.name!r} (ops '{seen[rec.name].op}' and "
-                             f"'{rec.op}'); every node needs its own name")
+            raise GraphError(
+                f"duplicate node name {rec.name!r} (ops '{seen[rec.name].op}' and "
+                f"'{rec.op}'); every node needs its own name"
+            )
         seen[rec.name] = rec
         if rec.op not in REGISTRY:
             get_op(rec.op)  # raises GraphError naming the op
@@ -99,20 +105,25 @@ def build_graph(name: str, records: Sequence[NodeRecord], values: dict[str, Any]
             producer, index = parse_ref(ref)
             out_types = graph.node(producer).types
             if index >= len(out_types):
-                raise GraphError(f"node '{rec.name}' ({rec.op}): input {slot} refers to {ref!r}, "
-                                 f"but '{producer}' has only {len(out_types)} output(s)")
+                raise GraphError(
+                    f"node '{rec.name}' ({rec.op}): input {slot} refers to {ref!r}, "
+                    f"but '{producer}' has only {len(out_types)} output(s)"
+                )
             in_types.append(out_types[index])
         if opdef.variadic and not rec.inputs:
             raise GraphError(f"node '{rec.name}' ({rec.op}) needs at least one input")
         if not opdef.variadic and len(rec.inputs) != len(opdef.inputs):
-            raise GraphError(f"node '{rec.name}' ({rec.op}) has {len(rec.inputs)} inputs, "
-                             f"the op takes {len(opdef.inputs)}")
+            raise GraphError(
+                f"node '{rec.name}' ({rec.op}) has {len(rec.inputs)} inputs, "
+                f"the op takes {len(opdef.inputs)}"
+            )
         types = infer_types(opdef, rec.name, in_types, attrs, rec.inputs)
         if rec.op == "parameter":
             _check_parameter_value(rec.name, types[0], values.get(rec.name))
             graph.values[rec.name] = values[rec.name]
-        graph._insert(Node(rec.name, rec.op, tuple(rec.inputs), attrs, types, rec.scope,
-                           rec.derived_from))
+        graph._insert(
+            Node(rec.name, rec.op, tuple(rec.inputs), attrs, types, rec.scope, rec.derived_from)
+        )
     return graph
 
 
@@ -120,8 +131,10 @@ def _check_parameter_value(name: str, declared, value) -> None:
     if value is None:
         raise GraphError(f"parameter '{name}' has no value")
     if value.dtype != declared.dtype or tuple(value.shape) != declared.shape:
-        raise ShapeError(f"parameter '{name}': value of {value.dtype}{value.shape} does not "
-                         f"match its declared type {declared}")
+        raise ShapeError(
+            f"parameter '{name}': value of {value.dtype}{value.shape} does not "
+            f"match its declared type {declared}"
+        )
 
 
 def prune_to(graph: Graph, fetches: Iterable[str]) -> list[Node]:
@@ -143,6 +156,8 @@ def validate(graph: Graph) -> None:
     Graphs built with ``Graph.apply`` or loaded from files are valid by
     construction; this pass is for graphs assembled by other tools.
     """
-    records = [NodeRecord(n.name, n.op, list(n.inputs), dict(n.attrs), n.scope, n.derived_from)
-               for n in graph.nodes]
+    records = [
+        NodeRecord(n.name, n.op, list(n.inputs), dict(n.attrs), n.scope, n.derived_from)
+        for n in graph.nodes
+    ]
     build_graph(graph.name, records, graph.values)

@@ -15,7 +15,15 @@ from .errors import ShapeError
 
 #: Every dtype a tensor may have, by name, in the order of the proto enum.
 DTYPE_NAMES: tuple[str, ...] = (
-    "float32", "float64", "float16", "int32", "int64", "bool", "int8", "uint8", "int16",
+    "float32",
+    "float64",
+    "float16",
+    "int32",
+    "int64",
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
 )
 
 FLOAT_TYPES = frozenset({"float16", "float32", "float64"})

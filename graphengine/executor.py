@@ -57,13 +57,13 @@ class Plan:
 
     graph: Graph
     fetches: tuple[str, ...]
-    placeholders: tuple[Node, ...]           # the placeholders these fetches need
+    placeholders: tuple[Node, ...]  # the placeholders these fetches need
     feed_slots: dict[str, int]
     param_slots: tuple[tuple[str, int], ...]
     fetch_slots: tuple[int, ...]
     steps: list[_Step]
     num_slots: int
-    template: list[Any]                      # constants pre-filled
+    template: list[Any]  # constants pre-filled
     context: RunContext = field(default_factory=RunContext)
     #: For each fetch, whether it is returned as a copy: when it may share memory
     #: with a parameter, constant or feed, or with an earlier fetch (see _view_roots).
@@ -73,11 +73,11 @@ class Plan:
     #: (see :mod:`graphengine.memory_plan`); off by default.
     reuse_fetch_buffers: bool = False
     #: Output buffers per shape signature (None: the signature could not be planned).
-    _memory: dict[tuple[Any, ...], list[np.ndarray | None] | None] = field(
-        default_factory=dict)
+    _memory: dict[tuple[Any, ...], list[np.ndarray | None] | None] = field(default_factory=dict)
 
-    def run(self, feeds: Mapping[str, Any], *, training: bool = False,
-            seed: int = 0) -> list[np.ndarray]:
+    def run(
+        self, feeds: Mapping[str, Any], *, training: bool = False, seed: int = 0
+    ) -> list[np.ndarray]:
         values = list(self.template)
         for name, array in check_feeds(self.placeholders, feeds).items():
             values[self.feed_slots[name]] = array
@@ -98,8 +98,9 @@ class Plan:
         elif buffers == () and len(self._memory) < MAX_SIGNATURES:
             recording = Recording()
             result = self._execute(values, None, recording)
-            self._memory[key] = build_memory_plan(self.steps, recording, self.fetch_slots,
-                                                  self.reuse_fetch_buffers)
+            self._memory[key] = build_memory_plan(
+                self.steps, recording, self.fetch_slots, self.reuse_fetch_buffers
+            )
             return result
         return self._execute(values, None)
 
@@ -107,8 +108,12 @@ class Plan:
     def _input_slots(self) -> tuple[int, ...]:
         return tuple(self.feed_slots.values()) + tuple(s for _, s in self.param_slots)
 
-    def _execute(self, values: list[Any], buffers: Sequence[np.ndarray | None] | None,
-                 recording: Recording | None = None) -> list[np.ndarray]:
+    def _execute(
+        self,
+        values: list[Any],
+        buffers: Sequence[np.ndarray | None] | None,
+        recording: Recording | None = None,
+    ) -> list[np.ndarray]:
         step = None
         try:
             with np.errstate(all="ignore"):
@@ -136,16 +141,21 @@ class Plan:
         # Kernels may return numpy scalars for 0-d results; users get arrays.
         # Fetches that may share memory with the graph or another fetch are copied
         # (see fetch_copies), so that changing a result cannot change the graph.
-        return [np.array(values[i]) if copy else np.asarray(values[i])
-                for i, copy in zip(self.fetch_slots, self.fetch_copies)]
+        return [
+            np.array(values[i]) if copy else np.asarray(values[i])
+            for i, copy in zip(self.fetch_slots, self.fetch_copies)
+        ]
 
 
 def _kernel_error(step: _Step, values: list[Any], exc: Exception) -> ExecutionError:
-    shapes = ", ".join(f"{ref} {getattr(values[i], 'dtype', '?')}"
-                       f"{getattr(values[i], 'shape', '')}"
-                       for ref, i in zip(step.node.inputs, step.inputs))
-    return ExecutionError(f"node '{step.node.name}' ({step.node.op}) failed on inputs "
-                          f"[{shapes}]: {type(exc).__name__}: {exc}")
+    shapes = ", ".join(
+        f"{ref} {getattr(values[i], 'dtype', '?')}{getattr(values[i], 'shape', '')}"
+        for ref, i in zip(step.node.inputs, step.inputs)
+    )
+    return ExecutionError(
+        f"node '{step.node.name}' ({step.node.op}) failed on inputs "
+        f"[{shapes}]: {type(exc).__name__}: {exc}"
+    )
 
 
 def bind_kernel(node: Node, context: RunContext) -> Callable[..., Any]:
@@ -157,8 +167,13 @@ def bind_kernel(node: Node, context: RunContext) -> Callable[..., Any]:
     return functools.partial(opdef.kernel, **attrs) if attrs else opdef.kernel
 
 
-def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str], *,
-                 reuse_fetch_buffers: bool = False) -> Plan:
+def compile_plan(
+    graph: Graph,
+    fetches: Sequence[str],
+    feed_names: Sequence[str],
+    *,
+    reuse_fetch_buffers: bool = False,
+) -> Plan:
     """Compile a plan computing ``fetches`` (tensor references) from feeds.
 
     Runs reuse preallocated output buffers (:mod:`graphengine.memory_plan`);
@@ -172,14 +187,18 @@ def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
         node = graph._nodes.get(name)
         if node is None or node.op != "placeholder":
             what = "no placeholder" if node is None else f"a {node.op} node, not a placeholder"
-            raise FeedError(f"feed {name!r} names {what}; placeholders are "
-                            f"{', '.join(n.name for n in graph.placeholders()) or 'none'}")
+            raise FeedError(
+                f"feed {name!r} names {what}; placeholders are "
+                f"{', '.join(n.name for n in graph.placeholders()) or 'none'}"
+            )
     placeholders = tuple(n for n in nodes if n.op == "placeholder")
     missing = [n.name for n in placeholders if n.name not in feed_set]
     if missing:
-        raise FeedError("missing feed for placeholder(s) " + ", ".join(
-            f"'{n}' {graph.node(n).types[0]}" for n in missing)
-            + f" needed to compute {', '.join(fetch_refs)}")
+        raise FeedError(
+            "missing feed for placeholder(s) "
+            + ", ".join(f"'{n}' {graph.node(n).types[0]}" for n in missing)
+            + f" needed to compute {', '.join(fetch_refs)}"
+        )
 
     slot_of: dict[str, int] = {}
     for node in nodes:
@@ -200,10 +219,16 @@ def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
             # The output is the input: share its slot instead of running a kernel.
             slot_of[node.name] = slot_of[canonical_ref(node.inputs[0])]
         else:
-            steps.append(_Step(node, bind_kernel(node, context),
-                               tuple(slot_of[canonical_ref(r)] for r in node.inputs),
-                               tuple(slot_of[r] for r in node.output_refs()), (),
-                               not node.opdef.multi_output))
+            steps.append(
+                _Step(
+                    node,
+                    bind_kernel(node, context),
+                    tuple(slot_of[canonical_ref(r)] for r in node.inputs),
+                    tuple(slot_of[r] for r in node.output_refs()),
+                    (),
+                    not node.opdef.multi_output,
+                )
+            )
     # Release each computed value after its last use, unless it is fetched, so
     # peak memory follows the largest live set.
     keep = {slot_of[r] for r in fetch_refs}
@@ -221,8 +246,11 @@ def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
         unused = [s for s in step.outputs if s not in last_use and s not in keep]
         step.release = tuple(sorted(releases.get(i, []) + unused))
     fetch_slots = tuple(slot_of[r] for r in fetch_refs)
-    stored = {s for _, s in param_slots} | set(feed_slots.values()) | {
-        i for i, v in enumerate(template) if v is not None}
+    stored = (
+        {s for _, s in param_slots}
+        | set(feed_slots.values())
+        | {i for i, v in enumerate(template) if v is not None}
+    )
     roots = _view_roots(steps)
     seen: set[int] = set()
     copies = []
@@ -230,8 +258,20 @@ def compile_plan(graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
         root = roots.get(slot, slot)
         copies.append(root in stored or root in seen)
         seen.add(root)
-    return Plan(graph, fetch_refs, placeholders, feed_slots, tuple(param_slots), fetch_slots,
-                steps, len(slot_of), template, context, tuple(copies), reuse_fetch_buffers)
+    return Plan(
+        graph,
+        fetch_refs,
+        placeholders,
+        feed_slots,
+        tuple(param_slots),
+        fetch_slots,
+        steps,
+        len(slot_of),
+        template,
+        context,
+        tuple(copies),
+        reuse_fetch_buffers,
+    )
 
 
 def _view_roots(steps: list[_Step]) -> dict[int, int]:
@@ -262,33 +302,48 @@ def check_feeds(placeholders: Sequence[Node], feeds: Mapping[str, Any]) -> dict[
             try:
                 array = np.asarray(value, dtype=declared.dtype)
             except (TypeError, ValueError) as exc:
-                raise FeedError(f"feed '{node.name}': cannot make a {declared.dtype.name} array "
-                                f"from {type(value).__name__}: {exc}") from None
+                raise FeedError(
+                    f"feed '{node.name}': cannot make a {declared.dtype.name} array "
+                    f"from {type(value).__name__}: {exc}"
+                ) from None
         if array.dtype != declared.dtype:
-            raise FeedError(f"feed '{node.name}' has dtype {array.dtype}, but placeholder "
-                            f"'{node.name}' is {declared.dtype.name}; convert it with "
-                            f".astype(np.{declared.dtype.name})")
+            raise FeedError(
+                f"feed '{node.name}' has dtype {array.dtype}, but placeholder "
+                f"'{node.name}' is {declared.dtype.name}; convert it with "
+                f".astype(np.{declared.dtype.name})"
+            )
         if array.ndim != len(declared.shape):
-            raise FeedError(f"feed '{node.name}' has shape {array.shape} (rank {array.ndim}), "
-                            f"but placeholder '{node.name}' has shape "
-                            f"{format_shape(declared.shape)} (rank {len(declared.shape)})")
+            raise FeedError(
+                f"feed '{node.name}' has shape {array.shape} (rank {array.ndim}), "
+                f"but placeholder '{node.name}' has shape "
+                f"{format_shape(declared.shape)} (rank {len(declared.shape)})"
+            )
         bad = match_dims(declared.shape, array.shape, node.name, bound)
         if bad is not None and bad.bound_by:
-            raise FeedError(f"feed '{node.name}' has {bad.expected}={bad.size} on axis "
-                            f"{bad.axis}, but feed '{bad.bound_by}' set {bad.expected}="
-                            f"{bad.bound_size}; every feed must agree on the size of "
-                            f"{bad.expected}")
+            raise FeedError(
+                f"feed '{node.name}' has {bad.expected}={bad.size} on axis "
+                f"{bad.axis}, but feed '{bad.bound_by}' set {bad.expected}="
+                f"{bad.bound_size}; every feed must agree on the size of "
+                f"{bad.expected}"
+            )
         if bad is not None:
-            raise FeedError(f"feed '{node.name}' has shape {array.shape}, but placeholder "
-                            f"'{node.name}' needs {format_shape(declared.shape)}: "
-                            f"axis {bad.axis} is {bad.size}, expected {bad.expected}")
+            raise FeedError(
+                f"feed '{node.name}' has shape {array.shape}, but placeholder "
+                f"'{node.name}' needs {format_shape(declared.shape)}: "
+                f"axis {bad.axis} is {bad.size}, expected {bad.expected}"
+            )
         out[node.name] = array
     return out
 
 
-def run(graph: Graph, fetches: str | Tensor | Sequence[str | Tensor],
-        feeds: Mapping[str, Any] | None = None, *, training: bool = False,
-        seed: int = 0) -> Any:
+def run(
+    graph: Graph,
+    fetches: str | Tensor | Sequence[str | Tensor],
+    feeds: Mapping[str, Any] | None = None,
+    *,
+    training: bool = False,
+    seed: int = 0,
+) -> Any:
     """Run ``graph`` and return the fetched values.
 
     ``fetches`` is one tensor (name or handle), giving one array, or a list,
@@ -306,16 +361,18 @@ def run(graph: Graph, fetches: str | Tensor | Sequence[str | Tensor],
     array([1., 1.], dtype=float32)
     """
     single = isinstance(fetches, (str, Tensor))
-    fetch_list: list[str | Tensor] = ([fetches] if isinstance(fetches, (str, Tensor))
-                                      else list(fetches))
+    fetch_list: list[str | Tensor] = (
+        [fetches] if isinstance(fetches, (str, Tensor)) else list(fetches)
+    )
     if not fetch_list:
         raise FeedError("nothing to fetch: give at least one tensor name")
     names = [f.name if isinstance(f, Tensor) else f for f in fetch_list]
     feeds = dict(feeds or {})
     for f in fetch_list:
         if isinstance(f, Tensor) and f.graph is not graph:
-            raise FeedError(f"fetch '{f.name}' belongs to graph '{f.graph.name}', not "
-                            f"'{graph.name}'")
+            raise FeedError(
+                f"fetch '{f.name}' belongs to graph '{f.graph.name}', not '{graph.name}'"
+            )
     feeds = {(k.name if isinstance(k, Tensor) else k): v for k, v in feeds.items()}
     key = (tuple(names), tuple(sorted(feeds)))
     plan = graph._plans.get(key)

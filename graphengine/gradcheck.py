@@ -39,8 +39,9 @@ def to_float64(graph: Graph) -> Graph:
             attrs["value"] = attrs["value"].astype(widen(attrs["value"].dtype))
         if node.op == "parameter":
             values[node.name] = graph.values[node.name].astype(widen(graph.values[node.name].dtype))
-        records.append(NodeRecord(node.name, node.op, list(node.inputs), attrs, node.scope,
-                                   node.derived_from))
+        records.append(
+            NodeRecord(node.name, node.op, list(node.inputs), attrs, node.scope, node.derived_from)
+        )
     out = build_graph(graph.name, records, values)
     out._outputs = list(graph._outputs)
     return out
@@ -53,7 +54,7 @@ class TensorCheck:
     name: str
     max_abs_error: float
     max_rel_error: float
-    index: tuple | str          # element index, or "direction k" for projections
+    index: tuple | str  # element index, or "direction k" for projections
     analytic: float
     numeric: float
     ok: bool
@@ -73,9 +74,11 @@ class GradCheckResult:
         lines = []
         for c in self.checks:
             status = "ok  " if c.ok else "FAIL"
-            lines.append(f"{status} {c.name}: max rel error {c.max_rel_error:.3g}, max abs error "
-                         f"{c.max_abs_error:.3g} at {c.index} (analytic {c.analytic:.8g}, "
-                         f"numeric {c.numeric:.8g})")
+            lines.append(
+                f"{status} {c.name}: max rel error {c.max_rel_error:.3g}, max abs error "
+                f"{c.max_abs_error:.3g} at {c.index} (analytic {c.analytic:.8g}, "
+                f"numeric {c.numeric:.8g})"
+            )
         return "\n".join(lines)
 
     def raise_if_failed(self) -> None:
@@ -83,10 +86,20 @@ class GradCheckResult:
             raise GradientError("gradient check failed:\n" + str(self))
 
 
-def gradcheck(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | None = None,
-              feeds: Mapping[str, Any] | None = None, *, eps: float = 1e-6,
-              rtol: float = 1e-5, atol: float = 1e-7, max_elements: int = 64,
-              directions: int = 8, seed: int = 0, training: bool = False) -> GradCheckResult:
+def gradcheck(
+    graph: Graph,
+    loss: str | Tensor,
+    wrt: Sequence[str | Tensor] | None = None,
+    feeds: Mapping[str, Any] | None = None,
+    *,
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-7,
+    max_elements: int = 64,
+    directions: int = 8,
+    seed: int = 0,
+    training: bool = False,
+) -> GradCheckResult:
     """Compare analytic gradients of ``loss`` with central finite differences.
 
     The graph and feeds are widened to float64 first.  Tensors of at most
@@ -103,12 +116,16 @@ def gradcheck(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
     """
     g64 = to_float64(graph)
     loss_ref = graph.tensor(loss).name
-    wrt_refs = ([n.name for n in graph.parameters(trainable=True)] if wrt is None
-                else [graph.tensor(w).name for w in wrt])
+    wrt_refs = (
+        [n.name for n in graph.parameters(trainable=True)]
+        if wrt is None
+        else [graph.tensor(w).name for w in wrt]
+    )
     feeds64 = {k: _widen(np.asarray(v)) for k, v in (feeds or {}).items()}
     tg = gradients(g64, loss_ref, wrt_refs)
-    analytic = run(tg, [tg.gradient.grads[r] for r in wrt_refs], feeds64, training=training,
-                   seed=seed)
+    analytic = run(
+        tg, [tg.gradient.grads[r] for r in wrt_refs], feeds64, training=training, seed=seed
+    )
     rng = np.random.default_rng(seed)
     result = GradCheckResult()
 
@@ -131,8 +148,9 @@ def gradcheck(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
                 return f({ref: value}, feeds64)
             return f({}, {**feeds64, ref: value})
 
-        result.checks.append(_compare(ref, grad, base, perturbed, eps, rtol, atol,
-                                      max_elements, directions, rng))
+        result.checks.append(
+            _compare(ref, grad, base, perturbed, eps, rtol, atol, max_elements, directions, rng)
+        )
     return result
 
 
@@ -148,15 +166,18 @@ def _base_value(graph: Graph, ref: str, feeds: Mapping[str, np.ndarray]):
         if ref not in feeds:
             raise GradientError(f"gradcheck: feed a value for wrt placeholder '{ref}'")
         return feeds[ref], False
-    raise GradientError(f"gradcheck: wrt '{ref}' must be a parameter or a placeholder "
-                        f"(it is a {node.op} node)")
+    raise GradientError(
+        f"gradcheck: wrt '{ref}' must be a parameter or a placeholder (it is a {node.op} node)"
+    )
 
 
 def _compare(name, grad, base, perturbed, eps, rtol, atol, max_elements, directions, rng):
     worst = None
     if base.size <= max_elements:
-        probes = [(tuple(int(j) for j in np.unravel_index(i, base.shape)), _unit(base.shape, i))
-                  for i in range(base.size)]
+        probes = [
+            (tuple(int(j) for j in np.unravel_index(i, base.shape)), _unit(base.shape, i))
+            for i in range(base.size)
+        ]
         pairs = [(idx, float(grad[idx]), direction) for idx, direction in probes]
     else:
         pairs = []

@@ -74,14 +74,15 @@ class NodeView:
 class _Reach:
     """Which tensors lie on a differentiable path from a wrt tensor to the loss."""
 
-    live: set[str]          # tensor refs that carry a gradient
-    nodes: list[Node]       # nodes to differentiate, in forward order
+    live: set[str]  # tensor refs that carry a gradient
+    nodes: list[Node]  # nodes to differentiate, in forward order
 
 
 def _differentiable_edge(node: Node, slot: int, in_type: TensorType) -> bool:
     opdef = node.opdef
-    return (opdef.differentiable and opdef.input_spec(slot).differentiable
-            and is_float(in_type.dtype))
+    return (
+        opdef.differentiable and opdef.input_spec(slot).differentiable and is_float(in_type.dtype)
+    )
 
 
 def _ancestors(graph: Graph, root: str) -> list[Node]:
@@ -95,7 +96,7 @@ def _ancestors(graph: Graph, root: str) -> list[Node]:
     position = {n.name: i for i, n in enumerate(nodes)}
     needed = {root}
     ancestors = []
-    for node in reversed(nodes[:position[root] + 1]):
+    for node in reversed(nodes[: position[root] + 1]):
         if node.name in needed:
             ancestors.append(node)
             for ref in node.inputs:
@@ -113,8 +114,10 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
     type_of = graph.type_of
     forward = set(wrt)
     for node in order:
-        if any(ref in forward and _differentiable_edge(node, i, type_of(ref))
-               for i, ref in enumerate(_canonical(node.inputs))):
+        if any(
+            ref in forward and _differentiable_edge(node, i, type_of(ref))
+            for i, ref in enumerate(_canonical(node.inputs))
+        ):
             forward.update(r for r, t in zip(node.output_refs(), node.types) if is_float(t.dtype))
     backward = {loss}
     nodes = []
@@ -149,21 +152,28 @@ def explain_no_gradient(graph: Graph, loss: str, wrt: str, g: nx.DiGraph | None 
     if source == target:
         return f"'{wrt}' is the loss itself but has dtype {graph.tensor(wrt).dtype}"
     if not nx.has_path(g, source, target):
-        return (f"the loss '{loss}' does not depend on '{wrt}': no path leads from it to the "
-                "loss (did you build the loss from another tensor?)")
+        return (
+            f"the loss '{loss}' does not depend on '{wrt}': no path leads from it to the "
+            "loss (did you build the loss from another tensor?)"
+        )
     between = nx.descendants(g, source) & (nx.ancestors(g, target) | {target})
     blockers = []
     for name in sorted(between | {source}, key=lambda n: g.nodes[n]["index"]):
         node = graph.node(name)
         for i, ref in enumerate(node.inputs):
             producer = parse_ref(ref)[0]
-            if (producer == source or producer in between) and name in between and \
-                    not _differentiable_edge(node, i, graph.type_of(ref)):
+            if (
+                (producer == source or producer in between)
+                and name in between
+                and not _differentiable_edge(node, i, graph.type_of(ref))
+            ):
                 blockers.append(_why_blocked(graph, node, i, ref))
     path = nx.shortest_path(g, source, target)
     text = "; ".join(dict.fromkeys(blockers)) or "no differentiable path"
-    return (f"every path from '{wrt}' to the loss '{loss}' is blocked: {text} "
-            f"(one such path: {' -> '.join(path)})")
+    return (
+        f"every path from '{wrt}' to the loss '{loss}' is blocked: {text} "
+        f"(one such path: {' -> '.join(path)})"
+    )
 
 
 def _why_blocked(graph: Graph, node: Node, slot: int, ref: str) -> str:
@@ -172,13 +182,22 @@ def _why_blocked(graph: Graph, node: Node, slot: int, ref: str) -> str:
     if not opdef.differentiable:
         return f"node '{node.name}' ({node.op}) passes no gradient"
     if not opdef.input_spec(slot).differentiable:
-        return (f"input '{opdef.input_spec(slot).name}' of node '{node.name}' ({node.op}) "
-                "is not differentiable")
+        return (
+            f"input '{opdef.input_spec(slot).name}' of node '{node.name}' ({node.op}) "
+            "is not differentiable"
+        )
     return f"'{ref}' has dtype {dtype.name} (gradients flow only through float tensors)"
 
 
-def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | None = None, *,
-              grad_ys: Any = None, unconnected: str = "zeros", name: str | None = None) -> Graph:
+def gradients(
+    graph: Graph,
+    loss: str | Tensor,
+    wrt: Sequence[str | Tensor] | None = None,
+    *,
+    grad_ys: Any = None,
+    unconnected: str = "zeros",
+    name: str | None = None,
+) -> Graph:
     """Build the gradient graph of ``loss`` with respect to ``wrt``.
 
     Args:
@@ -220,42 +239,59 @@ def gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str | Tensor] | No
     loss_ref = _tensor_ref(graph, loss, "loss")
     loss_type = graph.tensor(loss_ref).type
     if not is_float(loss_type.dtype):
-        raise GradientError(f"loss '{loss_ref}' has dtype {loss_type.dtype.name}; only a float "
-                            "tensor can be differentiated")
+        raise GradientError(
+            f"loss '{loss_ref}' has dtype {loss_type.dtype.name}; only a float "
+            "tensor can be differentiated"
+        )
     if wrt is None:
         wrt_refs = [n.name for n in graph.parameters(trainable=True)]
         if not wrt_refs:
-            raise GradientError(f"graph '{graph.name}' has no trainable parameters; name the "
-                                "tensors to differentiate with wrt=[...]")
+            raise GradientError(
+                f"graph '{graph.name}' has no trainable parameters; name the "
+                "tensors to differentiate with wrt=[...]"
+            )
     else:
         wrt_refs = list(dict.fromkeys(_tensor_ref(graph, w, "wrt") for w in wrt))
     for ref in wrt_refs:
         dtype = graph.tensor(ref).dtype
         if not is_float(dtype):
-            raise GradientError(f"wrt tensor '{ref}' has dtype {dtype.name}; gradients exist "
-                                "only for float tensors")
+            raise GradientError(
+                f"wrt tensor '{ref}' has dtype {dtype.name}; gradients exist only for float tensors"
+            )
     if loss_type.shape != () and grad_ys is None:
-        raise GradientError(f"loss '{loss_ref}' has shape {loss_type.shape}, not a scalar: "
-                            "reduce it (ge.sum, ge.mean) or pass grad_ys, the gradient to "
-                            "start from, with the loss's shape")
+        raise GradientError(
+            f"loss '{loss_ref}' has shape {loss_type.shape}, not a scalar: "
+            "reduce it (ge.sum, ge.mean) or pass grad_ys, the gradient to "
+            "start from, with the loss's shape"
+        )
 
     reach = _reach(graph, loss_ref, wrt_refs)
-    unsupported = [f"node '{n.name}' ({n.op}): {why}" for n in reach.nodes
-                   if (why := n.opdef.gradient_unsupported(
-                       n.attrs, [graph.type_of(r) for r in n.inputs])) is not None]
+    unsupported = [
+        f"node '{n.name}' ({n.op}): {why}"
+        for n in reach.nodes
+        if (why := n.opdef.gradient_unsupported(n.attrs, [graph.type_of(r) for r in n.inputs]))
+        is not None
+    ]
     if unsupported:
-        raise GradientError(f"{len(unsupported)} node(s) on the path to the loss have no "
-                            "usable gradient rule: " + "; ".join(unsupported))
+        raise GradientError(
+            f"{len(unsupported)} node(s) on the path to the loss have no "
+            "usable gradient rule: " + "; ".join(unsupported)
+        )
     disconnected = [ref for ref in wrt_refs if ref not in reach.live]
     if disconnected:
         nxg = to_networkx(graph)
-        reasons = "; ".join(f"'{ref}': {explain_no_gradient(graph, loss_ref, ref, nxg)}"
-                            for ref in disconnected)
+        reasons = "; ".join(
+            f"'{ref}': {explain_no_gradient(graph, loss_ref, ref, nxg)}" for ref in disconnected
+        )
         if unconnected == "error":
-            raise GradientError(f"no gradient reaches {reasons}. Pass unconnected='zeros' to "
-                                "get zeros instead")
-        warnings.warn(f"the gradient of {len(disconnected)} wrt tensor(s) is zero: {reasons}",
-                      GradientWarning, stacklevel=2)
+            raise GradientError(
+                f"no gradient reaches {reasons}. Pass unconnected='zeros' to get zeros instead"
+            )
+        warnings.warn(
+            f"the gradient of {len(disconnected)} wrt tensor(s) is zero: {reasons}",
+            GradientWarning,
+            stacklevel=2,
+        )
 
     with _gc_paused():
         return _build(graph, loss_ref, loss_type, wrt_refs, reach, grad_ys, disconnected, name)
@@ -276,8 +312,16 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _build(graph: Graph, loss_ref: str, loss_type: TensorType, wrt_refs: list[str], reach: _Reach,
-           grad_ys: Any, disconnected: list[str], name: str | None) -> Graph:
+def _build(
+    graph: Graph,
+    loss_ref: str,
+    loss_type: TensorType,
+    wrt_refs: list[str],
+    reach: _Reach,
+    grad_ys: Any,
+    disconnected: list[str],
+    name: str | None,
+) -> Graph:
     """Emit the gradient nodes into a copy of ``graph``; see :func:`gradients`."""
     out = graph.copy(name or f"{graph.name}_grad")
     before = set(out._nodes)
@@ -299,8 +343,8 @@ def _build(graph: Graph, loss_ref: str, loss_type: TensorType, wrt_refs: list[st
     fed_seed = seed_ref if out.node(parse_ref(seed_ref)[0]).op == "placeholder" else ""
     added = _drop_unused(out, before, list(grads.values()) + ([fed_seed] if fed_seed else []))
     out.gradient = GradientInfo(
-        loss_ref, grads, tuple(added), seed=fed_seed,
-        zero=tuple(disconnected))
+        loss_ref, grads, tuple(added), seed=fed_seed, zero=tuple(disconnected)
+    )
     out._outputs = [loss_ref, *grads.values()]
     out._changed()
     return out
@@ -313,8 +357,9 @@ def _tensor_ref(graph: Graph, value: str | Tensor, what: str) -> str:
         raise GradientError(f"{what}: {exc}") from None
 
 
-def _seed(graph: Graph, ctx: _GradientContext, loss: str, loss_type: TensorType,
-          grad_ys: Any) -> str:
+def _seed(
+    graph: Graph, ctx: _GradientContext, loss: str, loss_type: TensorType, grad_ys: Any
+) -> str:
     ctx.derived_from = parse_ref(loss)[0]
     if isinstance(grad_ys, str):
         if grad_ys != "placeholder":
@@ -325,13 +370,21 @@ def _seed(graph: Graph, ctx: _GradientContext, loss: str, loss_type: TensorType,
     else:
         value = np.asarray(grad_ys, dtype=loss_type.dtype)
         if loss_type.is_static and value.shape != loss_type.shape:
-            raise GradientError(f"grad_ys has shape {value.shape}, the loss '{loss}' has "
-                                f"shape {loss_type.shape}")
+            raise GradientError(
+                f"grad_ys has shape {value.shape}, the loss '{loss}' has shape {loss_type.shape}"
+            )
     return graph.constant(value).name
 
 
-def _backpropagate(graph: Graph, ctx: _GradientContext, reach: _Reach, loss: str, seed: str,
-                   wrt: set[str], scope: str) -> dict[str, Tensor]:
+def _backpropagate(
+    graph: Graph,
+    ctx: _GradientContext,
+    reach: _Reach,
+    loss: str,
+    seed: str,
+    wrt: set[str],
+    scope: str,
+) -> dict[str, Tensor]:
     """Apply the rules in reverse order; return the total gradient of each wrt tensor."""
     pending: dict[str, list[Tensor]] = {loss: [graph.tensor(seed)]}
     totals: dict[str, Tensor] = {}
@@ -353,8 +406,12 @@ def _backpropagate(graph: Graph, ctx: _GradientContext, reach: _Reach, loss: str
             continue
         inputs = _canonical(node.inputs)
         opdef = node.opdef
-        wanted = [ref in reach.live and opdef.input_spec(i).differentiable
-                  and is_float(graph.type_of(ref).dtype) for i, ref in enumerate(inputs)]
+        wanted = [
+            ref in reach.live
+            and opdef.input_spec(i).differentiable
+            and is_float(graph.type_of(ref).dtype)
+            for i, ref in enumerate(inputs)
+        ]
         ctx.derived_from, ctx.scope = node.name, _scope_of(node, scope)
         view = NodeView(graph, node, wanted)
         # The contract (OpDef's docstring): one output gets its gradient, several
@@ -380,8 +437,10 @@ def _fit(graph: Graph, grad: Tensor, ref: str) -> Tensor:
     target = graph.type_of(ref)
     have = graph._nodes[grad.node].types[grad.index]
     if have.dtype != target.dtype:
-        raise GradientError(f"internal error: gradient {grad.name} of '{ref}' has dtype "
-                            f"{have.dtype}, expected {target.dtype}")
+        raise GradientError(
+            f"internal error: gradient {grad.name} of '{ref}' has dtype "
+            f"{have.dtype}, expected {target.dtype}"
+        )
     if have.shape == target.shape:
         return grad
     return F.sum_like(grad, Tensor(graph, *parse_ref(ref)))

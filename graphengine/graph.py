@@ -155,14 +155,16 @@ class Tensor:
     def __len__(self) -> int:
         dim = self.shape[0] if self.shape else None
         if not isinstance(dim, int):
-            raise ShapeError(f"tensor '{self.name}' has no static length "
-                             f"(shape {format_shape(self.shape)})")
+            raise ShapeError(
+                f"tensor '{self.name}' has no static length (shape {format_shape(self.shape)})"
+            )
         return dim
 
     # Operators are attached in graphengine.ops.api, next to the op functions, and
     # the methods in graphengine.ops.shape and .indexing; these declarations tell
     # type checkers and editors what they are.
     if TYPE_CHECKING:  # pragma: no cover
+
         def __add__(self, other: TensorLike) -> Tensor: ...
         def __radd__(self, other: TensorLike) -> Tensor: ...
         def __sub__(self, other: TensorLike) -> Tensor: ...
@@ -312,8 +314,11 @@ class Graph:
 
     def parameters(self, trainable: bool | None = None) -> list[Node]:
         """Parameter nodes; ``trainable=True`` keeps only those that training updates."""
-        return [n for n in self._nodes.values() if n.op == "parameter"
-                and (trainable is None or n.attrs["trainable"] == trainable)]
+        return [
+            n
+            for n in self._nodes.values()
+            if n.op == "parameter" and (trainable is None or n.attrs["trainable"] == trainable)
+        ]
 
     @property
     def outputs(self) -> list[str]:
@@ -321,9 +326,13 @@ class Graph:
         if self._outputs:
             return list(self._outputs)
         consumed = {ref for n in self._nodes.values() for ref in n.inputs}
-        return [ref for n in self._nodes.values() if n.op not in ("placeholder", "parameter",
-                                                                  "constant")
-                for ref in n.output_refs() if ref not in consumed]
+        return [
+            ref
+            for n in self._nodes.values()
+            if n.op not in ("placeholder", "parameter", "constant")
+            for ref in n.output_refs()
+            if ref not in consumed
+        ]
 
     def mark_output(self, *tensors: Tensor | str) -> None:
         """Declare graph outputs (stored in the file and listed by ``inspect``)."""
@@ -369,13 +378,15 @@ class Graph:
         full = self._qualify(check_name(name))
         if full in self._nodes:
             other = self._nodes[full]
-            raise GraphError(f"name {full!r} is already used by a node of op '{other.op}'; "
-                             "choose another name")
+            raise GraphError(
+                f"name {full!r} is already used by a node of op '{other.op}'; choose another name"
+            )
         return full
 
     # -- building --------------------------------------------------------------
-    def placeholder(self, name: str, shape: Sequence[int | str | None] = (),
-                    dtype: Any = "float32") -> Tensor:
+    def placeholder(
+        self, name: str, shape: Sequence[int | str | None] = (), dtype: Any = "float32"
+    ) -> Tensor:
         """A value fed at run time.  ``None`` in ``shape`` is the symbolic batch
         dimension ``N`` (shared by every placeholder); a string names another
         symbolic dimension.
@@ -395,9 +406,17 @@ class Graph:
                 dims.append(_as_size(d, name))
         return self.apply("placeholder", [], {"shape": tuple(dims), "dtype": dtype}, name=name)
 
-    def parameter(self, name: str, value: Any = None, *, shape: Sequence[int] | None = None,
-                  dtype: Any = "float32", init: Any = "glorot_uniform",
-                  seed: int | None = None, trainable: bool = True) -> Tensor:
+    def parameter(
+        self,
+        name: str,
+        value: Any = None,
+        *,
+        shape: Sequence[int] | None = None,
+        dtype: Any = "float32",
+        init: Any = "glorot_uniform",
+        seed: int | None = None,
+        trainable: bool = True,
+    ) -> Tensor:
         """A named value that training updates (unless ``trainable=False``).
 
         Give ``value`` (an array) or a ``shape`` and an initializer: a name from
@@ -416,8 +435,12 @@ class Graph:
             value = initializers.initialize(init, dims, as_dtype(dtype), rng)
         value = np.array(value, copy=True)  # an explicit array keeps its own dtype
         as_dtype(value.dtype)
-        tensor = self.apply("parameter", [], {"shape": value.shape, "dtype": value.dtype,
-                                              "trainable": trainable}, name=name)
+        tensor = self.apply(
+            "parameter",
+            [],
+            {"shape": value.shape, "dtype": value.dtype, "trainable": trainable},
+            name=name,
+        )
         self.values[tensor.node] = value
         return tensor
 
@@ -428,8 +451,13 @@ class Graph:
             array = array.astype(np.float64)
         return self.apply("constant", [], {"value": array}, name=name)
 
-    def apply(self, op: str, inputs: Sequence[Any], attrs: dict[str, Any] | None = None,
-              name: str | None = None) -> Tensor | tuple[Tensor, ...]:
+    def apply(
+        self,
+        op: str,
+        inputs: Sequence[Any],
+        attrs: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Tensor | tuple[Tensor, ...]:
         """Add a node of op ``op`` and return its output handle(s).
 
         Inputs may be tensors of this graph, arrays or Python numbers (which become
@@ -452,8 +480,15 @@ class Graph:
             key = cse_key(op, refs, attrs)
             if key is not None and key in ctx.cse:
                 return self._handles(self._nodes[ctx.cse[key]])
-        node = Node(node_name, op, tuple(refs), attrs, types, self.current_scope,
-                    ctx.derived_from if ctx else "")
+        node = Node(
+            node_name,
+            op,
+            tuple(refs),
+            attrs,
+            types,
+            self.current_scope,
+            ctx.derived_from if ctx else "",
+        )
         self._insert(node)
         if ctx is not None and key is not None:
             ctx.cse[key] = node_name
@@ -473,8 +508,9 @@ class Graph:
                 raise GraphError(f"op '{opdef.name}' needs at least one input")
         elif len(inputs) != len(opdef.inputs):
             names = ", ".join(i.name for i in opdef.inputs) or "none"
-            raise GraphError(f"op '{opdef.name}' takes {len(opdef.inputs)} inputs ({names}), "
-                             f"got {len(inputs)}")
+            raise GraphError(
+                f"op '{opdef.name}' takes {len(opdef.inputs)} inputs ({names}), got {len(inputs)}"
+            )
         like = _dtype_for_literals(inputs)
         refs = []
         for i, value in enumerate(inputs):
@@ -482,8 +518,10 @@ class Graph:
                 raise GraphError(_tuple_input_message(opdef.name, i, value))
             if isinstance(value, Tensor):
                 if value.graph is not self:
-                    raise GraphError(f"op '{opdef.name}': input {i} ('{value.name}') belongs to "
-                                     f"graph '{value.graph.name}', not '{self.name}'")
+                    raise GraphError(
+                        f"op '{opdef.name}': input {i} ('{value.name}') belongs to "
+                        f"graph '{value.graph.name}', not '{self.name}'"
+                    )
                 refs.append(value.name)
             else:
                 refs.append(self._literal(value, like, opdef, i).name)
@@ -491,11 +529,13 @@ class Graph:
 
     def _literal(self, value: Any, like: np.dtype | None, opdef: OpDef, index: int) -> Tensor:
         if isinstance(value, (bool, int, float, np.number, np.bool_)) and not isinstance(
-                value, np.ndarray):
+            value, np.ndarray
+        ):
             if isinstance(value, (bool, np.bool_)):
                 dtype = np.dtype(bool)
-            elif like is not None and (like.kind == "f" or not isinstance(
-                    value, (float, np.floating))):
+            elif like is not None and (
+                like.kind == "f" or not isinstance(value, (float, np.floating))
+            ):
                 dtype = like
             elif like is not None:
                 dtype = np.dtype("float64")  # a float with an int tensor: numpy's promotion
@@ -506,11 +546,14 @@ class Graph:
             try:
                 array = np.asarray(value)
             except Exception as exc:  # ragged lists and the like
-                raise GraphError(f"op '{opdef.name}': input {index} cannot be made a tensor: "
-                                 f"{exc}") from None
+                raise GraphError(
+                    f"op '{opdef.name}': input {index} cannot be made a tensor: {exc}"
+                ) from None
             if array.dtype.kind not in "biuf":
-                raise GraphError(f"op '{opdef.name}': input {index} of type "
-                                 f"{type(value).__name__} is not a tensor or a number")
+                raise GraphError(
+                    f"op '{opdef.name}': input {index} of type "
+                    f"{type(value).__name__} is not a tensor or a number"
+                )
         ctx = self._grad_ctx
         key = ("constant", array.dtype.str, array.shape, array.tobytes())
         if ctx is not None and key in ctx.cse:
@@ -520,8 +563,9 @@ class Graph:
             ctx.cse[key] = tensor.node
         return tensor
 
-    def _infer(self, opdef: OpDef, node_name: str, refs: list[str],
-               attrs: dict[str, Any]) -> tuple[TensorType, ...]:
+    def _infer(
+        self, opdef: OpDef, node_name: str, refs: list[str], attrs: dict[str, Any]
+    ) -> tuple[TensorType, ...]:
         in_types = [self.type_of(r) for r in refs]
         return infer_types(opdef, node_name, in_types, attrs, refs)
 
@@ -607,9 +651,13 @@ class Graph:
         self.training = build_spec(self, loss, **settings)
 
 
-def infer_types(opdef: OpDef, node_name: str, in_types: Sequence[TensorType],
-                attrs: dict[str, Any], refs: Sequence[str] | None = None
-                ) -> tuple[TensorType, ...]:
+def infer_types(
+    opdef: OpDef,
+    node_name: str,
+    in_types: Sequence[TensorType],
+    attrs: dict[str, Any],
+    refs: Sequence[str] | None = None,
+) -> tuple[TensorType, ...]:
     """Check input dtypes against the schema and run the op's inference rule.
 
     Errors name the node, the op and every operand's type.
@@ -620,9 +668,11 @@ def infer_types(opdef: OpDef, node_name: str, in_types: Sequence[TensorType],
         spec = opdef.input_spec(i)
         if dtype_name(t.dtype) not in spec.dtypes:
             allowed = ", ".join(sorted(spec.dtypes))
-            raise ShapeError(f"{where}: input '{spec.name}' ('{refs[i]}') has dtype "
-                             f"{t.dtype.name}, expected one of {allowed}; convert it with "
-                             "ge.cast")
+            raise ShapeError(
+                f"{where}: input '{spec.name}' ('{refs[i]}') has dtype "
+                f"{t.dtype.name}, expected one of {allowed}; convert it with "
+                "ge.cast"
+            )
     # Bounds first (graphengine.limits): a split into 10**9 pieces is refused
     # before its output types are built.
     limits.check_output_count(opdef.num_outputs(attrs), where)
@@ -637,10 +687,11 @@ def infer_types(opdef: OpDef, node_name: str, in_types: Sequence[TensorType],
         try:
             out = opdef.infer(*labelled, **attrs)
         except (ShapeError, ValueError) as exc:
-            operands = ", ".join(f"{opdef.input_spec(i).name}='{r}' {t}"
-                                 for i, (r, t) in enumerate(zip(refs, in_types)))
-            raise ShapeError(_shorten(f"{where}: {exc} (operands: {operands or 'none'})")
-                             ) from None
+            operands = ", ".join(
+                f"{opdef.input_spec(i).name}='{r}' {t}"
+                for i, (r, t) in enumerate(zip(refs, in_types))
+            )
+            raise ShapeError(_shorten(f"{where}: {exc} (operands: {operands or 'none'})")) from None
     out = (out,) if isinstance(out, TensorType) else tuple(out)
     assert len(out) == opdef.num_outputs(attrs), opdef.name
     for t in out:
@@ -654,7 +705,7 @@ def _shorten(message: str, limit: int = 600) -> str:
     """A message cut to ``limit`` characters, so one line never prints 10**5 axes."""
     if len(message) <= limit:
         return message
-    return f"{message[:limit - 80]} ... ({len(message):,} characters in all)"
+    return f"{message[: limit - 80]} ... ({len(message):,} characters in all)"
 
 
 def _as_size(d: Any, name: str) -> int:
@@ -676,6 +727,8 @@ def _tuple_input_message(op: str, index: int, outputs: tuple[Tensor, ...]) -> st
     ge.dropout(x, 0.5); ge.relu(h)``): which outputs it holds and how to take one."""
     node = outputs[0].graph.node(outputs[0].node)
     names = [node.opdef.output_name(t.index) for t in outputs]
-    return (f"op '{op}': input {index} is the tuple of {len(outputs)} outputs of '{node.name}' "
-            f"({node.op}: {', '.join(names)}), not one tensor; take the one you want, e.g. "
-            f"{', '.join(names)} = ge.{node.op}(...), or ge.{node.op}(...)[0] for {names[0]}")
+    return (
+        f"op '{op}': input {index} is the tuple of {len(outputs)} outputs of '{node.name}' "
+        f"({node.op}: {', '.join(names)}), not one tensor; take the one you want, e.g. "
+        f"{', '.join(names)} = ge.{node.op}(...), or ge.{node.op}(...)[0] for {names[0]}"
+    )

@@ -74,22 +74,30 @@ def he_uniform(shape, dtype, rng):
 
 
 INITIALIZERS: dict[str, Callable] = {
-    "zeros": zeros, "ones": ones, "normal": normal, "uniform": uniform,
-    "glorot_uniform": glorot_uniform, "xavier_uniform": glorot_uniform,
-    "glorot_normal": glorot_normal, "xavier_normal": glorot_normal,
-    "he_normal": he_normal, "he_uniform": he_uniform,
+    "zeros": zeros,
+    "ones": ones,
+    "normal": normal,
+    "uniform": uniform,
+    "glorot_uniform": glorot_uniform,
+    "xavier_uniform": glorot_uniform,
+    "glorot_normal": glorot_normal,
+    "xavier_normal": glorot_normal,
+    "he_normal": he_normal,
+    "he_uniform": he_uniform,
 }
 
 
-def initialize(init: Any, shape: tuple[int, ...], dtype: np.dtype,
-               rng: np.random.Generator) -> np.ndarray:
+def initialize(
+    init: Any, shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator
+) -> np.ndarray:
     """Make an initial value with ``init`` (a name from INITIALIZERS or a callable)."""
     if isinstance(init, str):
         try:
             init = INITIALIZERS[init]
         except KeyError:
-            raise GraphError(f"unknown initializer {init!r}; use one of "
-                             f"{', '.join(INITIALIZERS)} or a callable") from None
+            raise GraphError(
+                f"unknown initializer {init!r}; use one of {', '.join(INITIALIZERS)} or a callable"
+            ) from None
     value = np.asarray(init(shape, dtype, rng), dtype=dtype)
     if value.shape != tuple(shape):
         raise GraphError(f"initializer returned shape {value.shape}, expected {tuple(shape)}")

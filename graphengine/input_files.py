@@ -25,8 +25,7 @@ from typing import BinaryIO
 from .errors import GraphEngineError
 
 
-def open_input(path: str | os.PathLike, what: str,
-               error: type[GraphEngineError]) -> BinaryIO:
+def open_input(path: str | os.PathLike, what: str, error: type[GraphEngineError]) -> BinaryIO:
     """``path`` opened for binary reading, or ``error`` naming ``what`` ("data file").
 
     Refuses a missing path, a folder, a FIFO, a socket or a device.
@@ -43,9 +42,11 @@ def open_input(path: str | os.PathLike, what: str,
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise error(f"{what} '{path}' is {_kind(mode)}, not a regular file; graphengine "
-                        "reads only regular files (a pipe or a device could block or never "
-                        "end)")
+            raise error(
+                f"{what} '{path}' is {_kind(mode)}, not a regular file; graphengine "
+                "reads only regular files (a pipe or a device could block or never "
+                "end)"
+            )
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -54,16 +55,21 @@ def open_input(path: str | os.PathLike, what: str,
         raise
 
 
-def check_regular_file(path: str | os.PathLike, what: str,
-                       error: type[GraphEngineError]) -> Path:
+def check_regular_file(path: str | os.PathLike, what: str, error: type[GraphEngineError]) -> Path:
     """``path`` as a Path if it names a regular file; ``error`` otherwise."""
     with open_input(path, what, error):
         pass
     return Path(path)
 
 
-def check_data_file(path: str | os.PathLike, st: os.stat_result, owner: int | None,
-                    what: str, error: type[GraphEngineError], allow_linked: bool) -> None:
+def check_data_file(
+    path: str | os.PathLike,
+    st: os.stat_result,
+    owner: int | None,
+    what: str,
+    error: type[GraphEngineError],
+    allow_linked: bool,
+) -> None:
     """Refuse a data file with more than one hard link or another owner.
 
     ``st`` is the file's ``os.stat``/``os.fstat`` result, ``owner`` the user id
@@ -73,13 +79,17 @@ def check_data_file(path: str | os.PathLike, st: os.stat_result, owner: int | No
     if allow_linked:
         return
     if st.st_nlink > 1:
-        raise error(f"{what} '{path}' has {st.st_nlink} hard links; a data file must have "
-                    "one, since a hard link can name a file from anywhere on the disk. Copy "
-                    "the file instead of linking it, or pass allow_linked_data=True if you "
-                    "trust it")
+        raise error(
+            f"{what} '{path}' has {st.st_nlink} hard links; a data file must have "
+            "one, since a hard link can name a file from anywhere on the disk. Copy "
+            "the file instead of linking it, or pass allow_linked_data=True if you "
+            "trust it"
+        )
     if owner is not None and st.st_uid != owner:
-        raise error(f"{what} '{path}' belongs to user id {st.st_uid}, the model file to "
-                    f"{owner}; pass allow_linked_data=True if you trust it")
+        raise error(
+            f"{what} '{path}' belongs to user id {st.st_uid}, the model file to "
+            f"{owner}; pass allow_linked_data=True if you trust it"
+        )
 
 
 def _kind(mode: int) -> str:

@@ -93,14 +93,18 @@ def check_output_count(count: int, where: str) -> None:
     """Refuse a node with more outputs than ``max_outputs``, before building them."""
     bound = _current.max_outputs
     if count > bound:
-        raise ShapeError(f"{where}: would have {count} outputs, more than the limit of "
-                         f"{bound}; raise it with ge.set_limits(max_outputs=...) if you mean it")
+        raise ShapeError(
+            f"{where}: would have {count} outputs, more than the limit of "
+            f"{bound}; raise it with ge.set_limits(max_outputs=...) if you mean it"
+        )
 
 
 def check_rank(rank: int, where: str) -> None:
     if rank > MAX_RANK:
-        raise ShapeError(f"{where}: a result of rank {rank}; at most {MAX_RANK} axes are "
-                         "supported (numpy's limit)")
+        raise ShapeError(
+            f"{where}: a result of rank {rank}; at most {MAX_RANK} axes are "
+            "supported (numpy's limit)"
+        )
 
 
 def check_result_size(shape: Sequence[Any], itemsize: int, where: str) -> None:
@@ -113,11 +117,13 @@ def check_result_size(shape: Sequence[Any], itemsize: int, where: str) -> None:
         if isinstance(d, int):
             nbytes *= d
     if nbytes > _current.max_tensor_bytes and 0 not in shape:
-        raise ShapeError(f"{where}: a result of shape {format_dims(shape)} would take "
-                         f"{nbytes:,} bytes, over the limit of "
-                         f"{_current.max_tensor_bytes:,} bytes per tensor; raise it with "
-                         "ge.set_limits(max_tensor_bytes=...) (or graphengine "
-                         "--max-tensor-bytes) if you mean it")
+        raise ShapeError(
+            f"{where}: a result of shape {format_dims(shape)} would take "
+            f"{nbytes:,} bytes, over the limit of "
+            f"{_current.max_tensor_bytes:,} bytes per tensor; raise it with "
+            "ge.set_limits(max_tensor_bytes=...) (or graphengine "
+            "--max-tensor-bytes) if you mean it"
+        )
 
 
 def format_dims(shape: Sequence[Any], limit: int = 8) -> str:

@@ -44,28 +44,39 @@ class Recording:
 
     def add(self, args: Sequence[Any], results: Sequence[Any]) -> None:
         self.outputs.append(list(results))
-        self.shares.append([
-            tuple(j for j, a in enumerate(args)
-                  if isinstance(r, np.ndarray) and isinstance(a, np.ndarray)
-                  and np.may_share_memory(r, a))
-            for r in results])
+        self.shares.append(
+            [
+                tuple(
+                    j
+                    for j, a in enumerate(args)
+                    if isinstance(r, np.ndarray)
+                    and isinstance(a, np.ndarray)
+                    and np.may_share_memory(r, a)
+                )
+                for r in results
+            ]
+        )
 
 
 def _takes_out(fn: Any) -> bool:
     return isinstance(fn, np.ufunc) and fn.nout == 1
 
 
-def build_memory_plan(steps: Sequence[Any], recording: Recording,
-                      fetch_slots: Sequence[int],
-                      reuse_fetch_buffers: bool) -> list[np.ndarray | None]:
+def build_memory_plan(
+    steps: Sequence[Any],
+    recording: Recording,
+    fetch_slots: Sequence[int],
+    reuse_fetch_buffers: bool,
+) -> list[np.ndarray | None]:
     """One entry per step: the buffer its single output is written into, or None
     for a step that allocates its own result."""
     # The slot whose memory each computed slot may use, through observed views.
     root: dict[int, int] = {}
     for step, shares in zip(steps, recording.shares):
         for slot, shared in zip(step.outputs, shares):
-            root[slot] = root.get(step.inputs[shared[0]], step.inputs[shared[0]]) \
-                if shared else slot
+            root[slot] = (
+                root.get(step.inputs[shared[0]], step.inputs[shared[0]]) if shared else slot
+            )
     never = len(steps)
     # A buffer is busy until the last read of its root or of any view of it.
     end: dict[int, int] = {}
@@ -82,21 +93,25 @@ def build_memory_plan(steps: Sequence[Any], recording: Recording,
         end[r] = never
     candidates = set()
     for i, (step, outs, shares) in enumerate(zip(steps, recording.outputs, recording.shares)):
-        if (len(step.outputs) == 1 and _takes_out(step.fn) and not shares[0]
-                and isinstance(outs[0], np.ndarray)
-                and (reuse_fetch_buffers or step.outputs[0] not in fetched_roots)):
+        if (
+            len(step.outputs) == 1
+            and _takes_out(step.fn)
+            and not shares[0]
+            and isinstance(outs[0], np.ndarray)
+            and (reuse_fetch_buffers or step.outputs[0] not in fetched_roots)
+        ):
             candidates.add(i)
 
     buffers: list[np.ndarray | None] = [None] * len(steps)
     free: dict[tuple[Any, ...], list[np.ndarray]] = {}
     dying: dict[int, list[tuple[tuple[Any, ...], np.ndarray]]] = {}
-    owner: dict[int, np.ndarray] = {}         # root slot -> its buffer
+    owner: dict[int, np.ndarray] = {}  # root slot -> its buffer
     for i, step in enumerate(steps):
         if i in candidates:
             out = recording.outputs[i][0]
             key = (out.shape, out.dtype.str)
             buf = None
-            if step.fn.signature is None:     # elementwise: in place into a dying input
+            if step.fn.signature is None:  # elementwise: in place into a dying input
                 for slot in step.inputs:
                     r = root.get(slot)
                     if r in owner and end[r] == i and (owner[r].shape, owner[r].dtype.str) == key:
@@ -121,6 +136,10 @@ def shape_signature(values: Sequence[Any], slots: Sequence[int], training: bool)
     """What a memory plan depends on: the shapes, dtypes and layouts of the run's
     inputs, and the mode (dropout returns its input itself in inference)."""
     return (training,) + tuple(
-        (getattr(v, "shape", None), getattr(v, "dtype", None),
-         bool(getattr(v, "flags", None) is not None and v.flags.c_contiguous))
-        for v in (values[s] for s in slots))
+        (
+            getattr(v, "shape", None),
+            getattr(v, "dtype", None),
+            bool(getattr(v, "flags", None) is not None and v.flags.c_contiguous),
+        )
+        for v in (values[s] for s in slots)
+    )

@@ -55,8 +55,9 @@ def import_mpi() -> Any:
     try:
         from mpi4py import MPI
     except ImportError as exc:
-        raise MPIError(f"this needs MPI through mpi4py, which cannot be imported ({exc}); "
-                       + INSTALL_HINT) from None
+        raise MPIError(
+            f"this needs MPI through mpi4py, which cannot be imported ({exc}); " + INSTALL_HINT
+        ) from None
     return MPI
 
 

@@ -29,8 +29,13 @@ from .graph import Graph, Tensor
 from .ops import api as ops
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": ops.relu, "tanh": ops.tanh, "sigmoid": ops.sigmoid, "gelu": ops.gelu,
-    "elu": ops.elu, "leaky_relu": ops.leaky_relu, "softplus": ops.softplus,
+    "relu": ops.relu,
+    "tanh": ops.tanh,
+    "sigmoid": ops.sigmoid,
+    "gelu": ops.gelu,
+    "elu": ops.elu,
+    "leaky_relu": ops.leaky_relu,
+    "softplus": ops.softplus,
 }
 _RELU_LIKE = ("relu", "gelu", "elu", "leaky_relu")
 
@@ -42,8 +47,10 @@ def _scope(graph: Graph, kind: str, name: str | None) -> str:
         return name
     prefix = graph.current_scope + "/" if graph.current_scope else ""
     candidate, k = kind, 0
-    while any(n.name == prefix + candidate or n.name.startswith(prefix + candidate + "/")
-              for n in graph.nodes):
+    while any(
+        n.name == prefix + candidate or n.name.startswith(prefix + candidate + "/")
+        for n in graph.nodes
+    ):
         k += 1
         candidate = f"{kind}_{k}"
     return candidate
@@ -53,37 +60,53 @@ def _activate(h: Tensor, activation: str | None) -> Tensor:
     if activation is None:
         return h
     if activation not in _ACTIVATIONS:
-        raise GraphError(f"unknown activation {activation!r}; use one of "
-                         f"{', '.join(_ACTIVATIONS)} or None")
+        raise GraphError(
+            f"unknown activation {activation!r}; use one of {', '.join(_ACTIVATIONS)} or None"
+        )
     return _ACTIVATIONS[activation](h)
 
 
 def _size(tensor: Tensor, axis: int, layer: str) -> int:
     size = tensor.shape[axis]
     if not isinstance(size, int):
-        raise GraphError(f"{layer}: axis {axis} of input '{tensor.name}' "
-                         f"{tuple(tensor.shape)} must have a fixed size to size the weights")
+        raise GraphError(
+            f"{layer}: axis {axis} of input '{tensor.name}' "
+            f"{tuple(tensor.shape)} must have a fixed size to size the weights"
+        )
     return size
 
 
-def dense(x: Tensor, units: int, *, activation: str | None = None, use_bias: bool = True,
-          name: str | None = None) -> Tensor:
+def dense(
+    x: Tensor,
+    units: int,
+    *,
+    activation: str | None = None,
+    use_bias: bool = True,
+    name: str | None = None,
+) -> Tensor:
     """``activation(x @ kernel + bias)`` over the last axis of ``x``; kernel (in,
     units) He- or Glorot-initialised, bias zeros."""
     g = x.graph
     with g.name_scope(_scope(g, "dense", name)):
         fan_in = _size(x, -1, "dense")
         init = "he_normal" if activation in _RELU_LIKE else "glorot_uniform"
-        h = ops.matmul(x, g.parameter("kernel", shape=(fan_in, units), init=init,
-                                      dtype=x.dtype))
+        h = ops.matmul(x, g.parameter("kernel", shape=(fan_in, units), init=init, dtype=x.dtype))
         if use_bias:
             h = h + g.parameter("bias", np.zeros(units, x.dtype))
         return _activate(h, activation)
 
 
-def conv2d(x: Tensor, filters: int, kernel_size: int | tuple[int, int], *, stride: int = 1,
-           padding: int | str = 0, activation: str | None = None, use_bias: bool = True,
-           name: str | None = None) -> Tensor:
+def conv2d(
+    x: Tensor,
+    filters: int,
+    kernel_size: int | tuple[int, int],
+    *,
+    stride: int = 1,
+    padding: int | str = 0,
+    activation: str | None = None,
+    use_bias: bool = True,
+    name: str | None = None,
+) -> Tensor:
     """2-D convolution of NCHW ``x`` with ``filters`` output channels; weight
     (filters, C, kh, kw) He- or Glorot-initialised, bias zeros."""
     g = x.graph
@@ -99,8 +122,9 @@ def conv2d(x: Tensor, filters: int, kernel_size: int | tuple[int, int], *, strid
         return _activate(h, activation)
 
 
-def batch_norm(x: Tensor, *, momentum: float = 0.9, epsilon: float = 1e-5,
-               name: str | None = None) -> Tensor:
+def batch_norm(
+    x: Tensor, *, momentum: float = 0.9, epsilon: float = 1e-5, name: str | None = None
+) -> Tensor:
     """Batch normalization over axis 1; gamma ones, beta zeros, and non-trainable
     running mean (zeros) and variance (ones), updated by training with
     ``running = momentum * running + (1 - momentum) * batch``.  Returns y only."""
@@ -125,18 +149,20 @@ def layer_norm(x: Tensor, *, epsilon: float = 1e-5, name: str | None = None) -> 
         return ops.layer_norm(x, scale, bias, axis=-1, epsilon=epsilon)[0]
 
 
-def embedding(indices: Tensor, vocabulary: int, dim: int, *, dtype: str = "float32",
-              name: str | None = None) -> Tensor:
+def embedding(
+    indices: Tensor, vocabulary: int, dim: int, *, dtype: str = "float32", name: str | None = None
+) -> Tensor:
     """Rows of an embedding table (vocabulary, dim), normal(0, 1) initialised as
     PyTorch's ``nn.Embedding``, picked by integer ``indices``: shape
     ``indices.shape + (dim,)``."""
     g = indices.graph
     if indices.dtype.kind not in "iu":
-        raise GraphError(f"embedding: indices '{indices.name}' must be integers, not "
-                         f"{indices.dtype.name}; cast them with ge.cast(x, 'int64')")
+        raise GraphError(
+            f"embedding: indices '{indices.name}' must be integers, not "
+            f"{indices.dtype.name}; cast them with ge.cast(x, 'int64')"
+        )
     with g.name_scope(_scope(g, "embedding", name)):
-        table = g.parameter("table", shape=(vocabulary, dim), init=_standard_normal,
-                            dtype=dtype)
+        table = g.parameter("table", shape=(vocabulary, dim), init=_standard_normal, dtype=dtype)
         return ops.take(table, indices, axis=0)
 
 

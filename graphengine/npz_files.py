@@ -32,13 +32,14 @@ from .input_files import open_input
 from .limits import MAX_RANK, format_dims, get_limits
 
 _NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")   # a member first, or an empty archive
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a member first, or an empty archive
 #: Bytes read at a time into an array's memory.
 _CHUNK = 16 * 2**20
 
 
-def read_npz(path: str | os.PathLike, what: str, error: type[GraphEngineError],
-             only: str | None = None) -> dict[str, np.ndarray]:
+def read_npz(
+    path: str | os.PathLike, what: str, error: type[GraphEngineError], only: str | None = None
+) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` archive ``path``, by name (without ``.npy``), or
     only the array ``only`` (an empty dict when the archive lacks it).
 
@@ -48,14 +49,18 @@ def read_npz(path: str | os.PathLike, what: str, error: type[GraphEngineError],
         magic = f.read(4)
         if magic not in _ZIP_MAGICS:
             hint = " (it is a single .npy array)" if magic == _NPY_MAGIC[:4] else ""
-            raise error(f"{what} '{path}' is not a readable .npz file: no zip header{hint}; "
-                        "write it with numpy.savez")
+            raise error(
+                f"{what} '{path}' is not a readable .npz file: no zip header{hint}; "
+                "write it with numpy.savez"
+            )
         f.seek(0)
         try:
             archive = zipfile.ZipFile(f)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-            raise error(f"{what} '{path}' is not a readable .npz file: its zip directory is "
-                        f"damaged or missing ({exc}); the file is truncated or corrupt") from None
+            raise error(
+                f"{what} '{path}' is not a readable .npz file: its zip directory is "
+                f"damaged or missing ({exc}); the file is truncated or corrupt"
+            ) from None
         with archive:
             return _members(archive, path, what, error, only)
 
@@ -70,8 +75,9 @@ def npz_names(path: str | os.PathLike, what: str, error: type[GraphEngineError])
             raise error(f"{what} '{path}' is not a readable .npz file ({exc})") from None
 
 
-def _members(archive: zipfile.ZipFile, path, what: str, error: type[GraphEngineError],
-             only: str | None) -> dict[str, np.ndarray]:
+def _members(
+    archive: zipfile.ZipFile, path, what: str, error: type[GraphEngineError], only: str | None
+) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     budget = get_limits().max_tensor_bytes
     for info in archive.infolist():
@@ -84,18 +90,29 @@ def _members(archive: zipfile.ZipFile, path, what: str, error: type[GraphEngineE
         if info.flag_bits & 0x1:
             raise error(f"{where} is encrypted")
         if info.file_size > budget + 2**16:
-            raise error(f"{where} expands to {info.file_size:,} bytes, over the limit of "
-                        f"{budget:,} bytes per array; raise it with "
-                        "ge.set_limits(max_tensor_bytes=...) if the file is trusted")
+            raise error(
+                f"{where} expands to {info.file_size:,} bytes, over the limit of "
+                f"{budget:,} bytes per array; raise it with "
+                "ge.set_limits(max_tensor_bytes=...) if the file is trusted"
+            )
         try:
             with archive.open(info) as member:
                 arrays[name] = _read_array(member, info.file_size, where, error)
         except GraphEngineError:
             raise
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError,
-                NotImplementedError, RuntimeError) as exc:
-            raise error(f"{where} cannot be read: {type(exc).__name__}: {exc}; the file is "
-                        "damaged or truncated") from None
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            OSError,
+            EOFError,
+            ValueError,
+            NotImplementedError,
+            RuntimeError,
+        ) as exc:
+            raise error(
+                f"{where} cannot be read: {type(exc).__name__}: {exc}; the file is "
+                "damaged or truncated"
+            ) from None
     return arrays
 
 
@@ -109,8 +126,9 @@ def read_npy(path: str | os.PathLike, what: str, error: type[GraphEngineError]) 
             raise error(f"{what} '{path}' cannot be read: {exc}") from None
 
 
-def _read_array(stream: BinaryIO, size: int, where: str,
-                error: type[GraphEngineError]) -> np.ndarray:
+def _read_array(
+    stream: BinaryIO, size: int, where: str, error: type[GraphEngineError]
+) -> np.ndarray:
     """An array from ``stream``, which holds exactly ``size`` bytes of ``.npy`` data."""
     if stream.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
         raise error(f"{where} is not .npy data (no NumPy signature)")
@@ -123,16 +141,20 @@ def _read_array(stream: BinaryIO, size: int, where: str,
         elif version[0] in (2, 3):
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
-            raise error(f"{where} uses .npy format version {version[0]}.{version[1]}, "
-                        "which this numpy cannot read")
+            raise error(
+                f"{where} uses .npy format version {version[0]}.{version[1]}, "
+                "which this numpy cannot read"
+            )
     except GraphEngineError:
         raise
     except (ValueError, SyntaxError, TypeError, EOFError) as exc:
         raise error(f"{where} has a damaged or truncated .npy header ({exc})") from None
     header_bytes = stream.tell() if stream.seekable() else None
     if dtype.hasobject:
-        raise error(f"{where} holds objects ({dtype}): it needs pickle to load, and "
-                    "graphengine never unpickles: store plain numeric arrays")
+        raise error(
+            f"{where} holds objects ({dtype}): it needs pickle to load, and "
+            "graphengine never unpickles: store plain numeric arrays"
+        )
     if len(shape) > MAX_RANK:
         raise error(f"{where} has rank {len(shape)}; at most {MAX_RANK} is supported")
     nbytes = dtype.itemsize
@@ -141,23 +163,29 @@ def _read_array(stream: BinaryIO, size: int, where: str,
     if header_bytes is not None and header_bytes + nbytes != size:
         held = size - header_bytes
         problem = "is truncated" if held < nbytes else "has bytes past its end"
-        raise error(f"{where} {problem}: its header says {format_dims(shape)} of "
-                    f"{dtype.name} ({nbytes:,} bytes), but {held:,} bytes follow the header")
+        raise error(
+            f"{where} {problem}: its header says {format_dims(shape)} of "
+            f"{dtype.name} ({nbytes:,} bytes), but {held:,} bytes follow the header"
+        )
     if nbytes > get_limits().max_tensor_bytes:
-        raise error(f"{where} would take {nbytes:,} bytes, over the limit of "
-                    f"{get_limits().max_tensor_bytes:,} bytes per array; raise it with "
-                    "ge.set_limits(max_tensor_bytes=...) if the file is trusted")
+        raise error(
+            f"{where} would take {nbytes:,} bytes, over the limit of "
+            f"{get_limits().max_tensor_bytes:,} bytes per array; raise it with "
+            "ge.set_limits(max_tensor_bytes=...) if the file is trusted"
+        )
     array = np.empty(shape, dtype, order="F" if fortran else "C")
     buffer = memoryview(array.reshape(-1, order="A").view(np.uint8)) if nbytes else None
     got = 0
     while buffer is not None and got < nbytes:
-        n = stream.readinto(buffer[got:got + _CHUNK])
+        n = stream.readinto(buffer[got : got + _CHUNK])
         if not n:
             break
         got += n
     if got != nbytes:
-        raise error(f"{where} is truncated: its header says {format_dims(shape)} of "
-                    f"{dtype.name} ({nbytes:,} bytes), but only {got:,} bytes are there")
+        raise error(
+            f"{where} is truncated: its header says {format_dims(shape)} of "
+            f"{dtype.name} ({nbytes:,} bytes), but only {got:,} bytes are there"
+        )
     if stream.read(1):
         raise error(f"{where} has bytes past the end of its array")
     return array

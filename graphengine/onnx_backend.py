@@ -10,13 +10,19 @@ from .onnx import require_onnx
 require_onnx()
 
 from .onnx.backend import (
-                           GraphEngineBackend,
-                           GraphEngineRep,
-                           prepare,
-                           run_model,
-                           run_node,
-                           supports_device,
+    GraphEngineBackend,
+    GraphEngineRep,
+    prepare,
+    run_model,
+    run_node,
+    supports_device,
 )
 
-__all__ = ["GraphEngineBackend", "GraphEngineRep", "prepare", "run_model", "run_node",
-           "supports_device"]
+__all__ = [
+    "GraphEngineBackend",
+    "GraphEngineRep",
+    "prepare",
+    "run_model",
+    "run_node",
+    "supports_device",
+]

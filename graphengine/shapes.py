@@ -119,8 +119,9 @@ def normalize_axes(axis, rank: int) -> tuple[int, ...]:
     Raises ShapeError for a rank above MAX_RANK (64) before looking at the axes,
     so 10**5 axes cost nothing."""
     if rank > MAX_RANK:
-        raise ShapeError(f"a result of rank {rank}; at most {MAX_RANK} axes are supported "
-                         "(numpy's limit)")
+        raise ShapeError(
+            f"a result of rank {rank}; at most {MAX_RANK} axes are supported (numpy's limit)"
+        )
     if axis is None:
         return tuple(range(rank))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
@@ -145,8 +146,13 @@ class DimMismatch:
     bound_by: str = ""
 
 
-def match_dims(declared: Shape, actual: Sequence[int], owner: str,
-               bound: dict[str, tuple[int, str]], first_axis: int = 0) -> DimMismatch | None:
+def match_dims(
+    declared: Shape,
+    actual: Sequence[int],
+    owner: str,
+    bound: dict[str, tuple[int, str]],
+    first_axis: int = 0,
+) -> DimMismatch | None:
     """Check a runtime shape against declared dims of the same rank, from axis
     ``first_axis`` on: a known dim must equal its size, and a symbolic dim takes
     one size across every array checked with the same ``bound`` (which records

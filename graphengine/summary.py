@@ -35,10 +35,18 @@ def parameter_rows(graph: Graph) -> list[dict[str, Any]]:
         scope, sep, base = node.name.rpartition("/")
         if not sep:
             scope, sep, base = node.name.rpartition(".")
-        rows.append({"name": node.name, "scope": scope, "parameter": base,
-                     "shape": list(value.shape), "dtype": value.dtype.name,
-                     "count": int(value.size), "bytes": int(value.nbytes),
-                     "trainable": bool(node.attrs["trainable"])})
+        rows.append(
+            {
+                "name": node.name,
+                "scope": scope,
+                "parameter": base,
+                "shape": list(value.shape),
+                "dtype": value.dtype.name,
+                "count": int(value.size),
+                "bytes": int(value.nbytes),
+                "trainable": bool(node.attrs["trainable"]),
+            }
+        )
     return rows
 
 
@@ -46,13 +54,23 @@ def format_parameters(graph: Graph) -> str:
     """The table as text (see the module docstring)."""
     rows = parameter_rows(graph)
     header = ["scope", "parameter", "shape", "dtype", "count", "trainable"]
-    cells = [[r["scope"] or "-", r["parameter"], str(tuple(r["shape"])), r["dtype"],
-              f"{r['count']:,}", "yes" if r["trainable"] else "no"] for r in rows]
+    cells = [
+        [
+            r["scope"] or "-",
+            r["parameter"],
+            str(tuple(r["shape"])),
+            r["dtype"],
+            f"{r['count']:,}",
+            "yes" if r["trainable"] else "no",
+        ]
+        for r in rows
+    ]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(header)]
 
     def line(values: list[str]) -> str:
-        parts = [v.rjust(w) if i == 4 else v.ljust(w)
-                 for i, (v, w) in enumerate(zip(values, widths))]
+        parts = [
+            v.rjust(w) if i == 4 else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))
+        ]
         return "  ".join(parts).rstrip()
 
     rule = line(["-" * w for w in widths])
@@ -61,8 +79,11 @@ def format_parameters(graph: Graph) -> str:
     size = sum(r["bytes"] for r in rows)
     out = [f"graph '{graph.name}': {len(rows)} parameters", line(header), rule]
     out += [line(c) for c in cells]
-    out += [rule, f"total: {total:,} values ({trained:,} trainable, {total - trained:,} not), "
-                  f"{_format_bytes(size)}"]
+    out += [
+        rule,
+        f"total: {total:,} values ({trained:,} trainable, {total - trained:,} not), "
+        f"{_format_bytes(size)}",
+    ]
     return "\n".join(out)
 
 

@@ -27,8 +27,16 @@ if TYPE_CHECKING:  # pragma: no cover - protobuf is imported when a spec is read
     from .proto import graphengine_pb2 as pb
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "exponential", "polynomial", "one_cycle",
-             "reduce_on_plateau", "piecewise")
+SCHEDULES = (
+    "constant",
+    "step",
+    "cosine",
+    "exponential",
+    "polynomial",
+    "one_cycle",
+    "reduce_on_plateau",
+    "piecewise",
+)
 #: Metric names; "topK_accuracy" takes any K >= 1 ("top5_accuracy").
 METRICS = ("loss", "accuracy", "top5_accuracy", "precision", "recall", "f1", "mae", "r2")
 #: Losses that ge.add_loss and ``graphengine train --loss KIND`` add to a graph.
@@ -44,8 +52,15 @@ def _fail(name: str, message: str) -> GraphError:
     return GraphError(f"training spec: {name} {message}")
 
 
-def _check_float(name: str, value: Any, *, low: float, high: float = math.inf,
-                 low_open: bool = False, high_open: bool = False) -> float:
+def _check_float(
+    name: str,
+    value: Any,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``value`` as a finite float inside the interval, else GraphError naming the field."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(name, f"must be a number, got {type(value).__name__}")
@@ -53,8 +68,11 @@ def _check_float(name: str, value: Any, *, low: float, high: float = math.inf,
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if not math.isfinite(value) or too_low or too_high:
-        interval = (("(" if low_open else "[") + f"{low:g}, {high:g}"
-                    + (")" if high_open or high == math.inf else "]"))
+        interval = (
+            ("(" if low_open else "[")
+            + f"{low:g}, {high:g}"
+            + (")" if high_open or high == math.inf else "]")
+        )
         raise _fail(name, f"must be in {interval}, got {value!r}")
     return value
 
@@ -78,8 +96,10 @@ def check_metric(name: str, value: Any) -> str:
     if isinstance(value, str) and (value in METRICS or _TOP_K.fullmatch(value)):
         return value
     choices = ", ".join(repr(m) for m in METRICS if m != "top5_accuracy")
-    raise _fail(name, f"is {value!r}; use one of {choices} or 'topK_accuracy' (K >= 1, "
-                      "such as 'top5_accuracy')")
+    raise _fail(
+        name,
+        f"is {value!r}; use one of {choices} or 'topK_accuracy' (K >= 1, such as 'top5_accuracy')",
+    )
 
 
 def top_k(metric: str) -> int | None:
@@ -91,8 +111,11 @@ def top_k(metric: str) -> int | None:
 def _check_pattern(name: str, value: Any) -> str:
     """A parameter name, scope or glob (``dense2``, ``dense2/*``, ``*/bias``)."""
     if not isinstance(value, str) or not value or not _PATTERN.fullmatch(value):
-        raise _fail(name, f"is {value!r}; give a parameter name, a scope ('dense2') or a glob "
-                          "('dense2/*', '*/bias')")
+        raise _fail(
+            name,
+            f"is {value!r}; give a parameter name, a scope ('dense2') or a glob "
+            "('dense2/*', '*/bias')",
+        )
     return value
 
 
@@ -186,8 +209,9 @@ class ScheduleSpec:
         _check_float("schedule.min_lr", self.min_lr, low=0)
         _check_int("schedule.total_steps", self.total_steps, low=0)
         _check_float("schedule.power", self.power, low=0, low_open=True)
-        _check_float("schedule.pct_start", self.pct_start, low=0, high=1, low_open=True,
-                     high_open=True)
+        _check_float(
+            "schedule.pct_start", self.pct_start, low=0, high=1, low_open=True, high_open=True
+        )
         _check_float("schedule.div_factor", self.div_factor, low=1)
         _check_float("schedule.final_div_factor", self.final_div_factor, low=1)
         if self.plateau_monitor:
@@ -196,23 +220,29 @@ class ScheduleSpec:
         _check_float("schedule.plateau_min_delta", self.plateau_min_delta, low=0)
         _check_choice("schedule.plateau_mode", self.plateau_mode, MODES)
         object.__setattr__(self, "boundaries", tuple(self.boundaries))
-        object.__setattr__(self, "values", tuple(float(v) if isinstance(v, int) else v
-                                                 for v in self.values))
+        object.__setattr__(
+            self, "values", tuple(float(v) if isinstance(v, int) else v for v in self.values)
+        )
         for i, b in enumerate(self.boundaries):
             _check_int(f"schedule.boundaries[{i}]", b, low=1)
             if i and b <= self.boundaries[i - 1]:
-                raise _fail("schedule.boundaries", f"must increase strictly, got "
-                                                   f"{list(self.boundaries)}")
+                raise _fail(
+                    "schedule.boundaries", f"must increase strictly, got {list(self.boundaries)}"
+                )
         for i, v in enumerate(self.values):
             _check_float(f"schedule.values[{i}]", v, low=0)
         if self.kind == "piecewise":
             if len(self.values) != len(self.boundaries) + 1:
-                raise _fail("schedule.values", f"needs one more entry than schedule.boundaries "
-                                               f"({len(self.boundaries)} boundaries, "
-                                               f"{len(self.values)} values)")
+                raise _fail(
+                    "schedule.values",
+                    f"needs one more entry than schedule.boundaries "
+                    f"({len(self.boundaries)} boundaries, "
+                    f"{len(self.values)} values)",
+                )
         elif self.boundaries or self.values:
-            raise _fail("schedule.boundaries", f"and values are for kind 'piecewise', not "
-                                               f"{self.kind!r}")
+            raise _fail(
+                "schedule.boundaries", f"and values are for kind 'piecewise', not {self.kind!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -285,8 +315,9 @@ class TrainingSpec:
             _check_pattern(f"frozen[{i}]", name)
         _check_int("validate_every", self.validate_every, low=0)
         _check_int("log_every", self.log_every, low=0)
-        if self.early_stopping is not None and not isinstance(self.early_stopping,
-                                                              EarlyStoppingSpec):
+        if self.early_stopping is not None and not isinstance(
+            self.early_stopping, EarlyStoppingSpec
+        ):
             raise _fail("early_stopping", "must be an EarlyStoppingSpec")
         if self.best_monitor:
             _check_name_field("best_monitor", self.best_monitor)
@@ -306,8 +337,7 @@ class TrainingSpec:
             check_metric(f"metrics[{i}]", metric)
         compared = [m for m in self.metrics if m != "loss"]
         if compared:
-            _check_name_field("labels", self.labels,
-                              f"is needed for the {compared[0]!r} metric")
+            _check_name_field("labels", self.labels, f"is needed for the {compared[0]!r} metric")
             _check_ref("predictions", self.predictions)
         else:
             if self.labels:
@@ -328,29 +358,63 @@ class TrainingSpec:
 
         opt, sch, stop = self.optimizer, self.schedule, self.early_stopping
         return pb.TrainingSpecProto(
-            loss=self.loss, trainable=list(self.trainable),
+            loss=self.loss,
+            trainable=list(self.trainable),
             optimizer=pb.OptimizerProto(
-                name=opt.name, learning_rate=opt.learning_rate, momentum=opt.momentum,
-                nesterov=opt.nesterov, beta1=opt.beta1, beta2=opt.beta2, epsilon=opt.epsilon,
-                weight_decay=opt.weight_decay, clip_global_norm=opt.clip_global_norm,
-                clip_value=opt.clip_value),
+                name=opt.name,
+                learning_rate=opt.learning_rate,
+                momentum=opt.momentum,
+                nesterov=opt.nesterov,
+                beta1=opt.beta1,
+                beta2=opt.beta2,
+                epsilon=opt.epsilon,
+                weight_decay=opt.weight_decay,
+                clip_global_norm=opt.clip_global_norm,
+                clip_value=opt.clip_value,
+            ),
             schedule=pb.ScheduleProto(
-                kind=sch.kind, warmup_steps=sch.warmup_steps, step_size=sch.step_size,
-                gamma=sch.gamma, min_lr=sch.min_lr, total_steps=sch.total_steps,
-                power=sch.power, pct_start=sch.pct_start, div_factor=sch.div_factor,
-                final_div_factor=sch.final_div_factor, plateau_monitor=sch.plateau_monitor,
-                plateau_patience=sch.plateau_patience, plateau_min_delta=sch.plateau_min_delta,
-                boundaries=list(sch.boundaries), values=list(sch.values),
-                plateau_mode=sch.plateau_mode),
-            batch_size=self.batch_size, epochs=self.epochs, seed=self.seed,
-            drop_last=self.drop_last, metrics=list(self.metrics), labels=self.labels,
-            predictions=self.predictions, data_map=dict(self.data_map),
-            frozen=list(self.frozen), validate_every=self.validate_every,
-            early_stopping=(None if stop is None else pb.EarlyStoppingProto(
-                monitor=stop.monitor, patience=stop.patience, min_delta=stop.min_delta,
-                mode=stop.mode, restore_best=stop.restore_best)),
-            best_monitor=self.best_monitor, log_every=self.log_every,
-            loss_kind=self.loss_kind)
+                kind=sch.kind,
+                warmup_steps=sch.warmup_steps,
+                step_size=sch.step_size,
+                gamma=sch.gamma,
+                min_lr=sch.min_lr,
+                total_steps=sch.total_steps,
+                power=sch.power,
+                pct_start=sch.pct_start,
+                div_factor=sch.div_factor,
+                final_div_factor=sch.final_div_factor,
+                plateau_monitor=sch.plateau_monitor,
+                plateau_patience=sch.plateau_patience,
+                plateau_min_delta=sch.plateau_min_delta,
+                boundaries=list(sch.boundaries),
+                values=list(sch.values),
+                plateau_mode=sch.plateau_mode,
+            ),
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            seed=self.seed,
+            drop_last=self.drop_last,
+            metrics=list(self.metrics),
+            labels=self.labels,
+            predictions=self.predictions,
+            data_map=dict(self.data_map),
+            frozen=list(self.frozen),
+            validate_every=self.validate_every,
+            early_stopping=(
+                None
+                if stop is None
+                else pb.EarlyStoppingProto(
+                    monitor=stop.monitor,
+                    patience=stop.patience,
+                    min_delta=stop.min_delta,
+                    mode=stop.mode,
+                    restore_best=stop.restore_best,
+                )
+            ),
+            best_monitor=self.best_monitor,
+            log_every=self.log_every,
+            loss_kind=self.loss_kind,
+        )
 
     @classmethod
     def from_proto(cls, proto: pb.TrainingSpecProto) -> TrainingSpec:
@@ -360,40 +424,63 @@ class TrainingSpec:
         optimizer = OptimizerSpec(
             name=opt.name or OptimizerSpec.name,
             learning_rate=_optional(opt, "learning_rate", OptimizerSpec.learning_rate),
-            momentum=opt.momentum, nesterov=opt.nesterov,
+            momentum=opt.momentum,
+            nesterov=opt.nesterov,
             beta1=_optional(opt, "beta1", OptimizerSpec.beta1),
             beta2=_optional(opt, "beta2", OptimizerSpec.beta2),
             epsilon=_optional(opt, "epsilon", OptimizerSpec.epsilon),
-            weight_decay=opt.weight_decay, clip_global_norm=opt.clip_global_norm,
-            clip_value=opt.clip_value)
+            weight_decay=opt.weight_decay,
+            clip_global_norm=opt.clip_global_norm,
+            clip_value=opt.clip_value,
+        )
         schedule = ScheduleSpec(
-            kind=sch.kind or ScheduleSpec.kind, warmup_steps=sch.warmup_steps,
-            step_size=sch.step_size, gamma=_optional(sch, "gamma", ScheduleSpec.gamma),
-            min_lr=sch.min_lr, total_steps=sch.total_steps,
+            kind=sch.kind or ScheduleSpec.kind,
+            warmup_steps=sch.warmup_steps,
+            step_size=sch.step_size,
+            gamma=_optional(sch, "gamma", ScheduleSpec.gamma),
+            min_lr=sch.min_lr,
+            total_steps=sch.total_steps,
             power=_optional(sch, "power", ScheduleSpec.power),
             pct_start=_optional(sch, "pct_start", ScheduleSpec.pct_start),
             div_factor=_optional(sch, "div_factor", ScheduleSpec.div_factor),
             final_div_factor=_optional(sch, "final_div_factor", ScheduleSpec.final_div_factor),
-            plateau_monitor=sch.plateau_monitor, plateau_patience=sch.plateau_patience,
-            plateau_min_delta=sch.plateau_min_delta, boundaries=tuple(sch.boundaries),
-            values=tuple(sch.values), plateau_mode=sch.plateau_mode)
+            plateau_monitor=sch.plateau_monitor,
+            plateau_patience=sch.plateau_patience,
+            plateau_min_delta=sch.plateau_min_delta,
+            boundaries=tuple(sch.boundaries),
+            values=tuple(sch.values),
+            plateau_mode=sch.plateau_mode,
+        )
         stop = None
         if proto.HasField("early_stopping"):
             es = proto.early_stopping
             stop = EarlyStoppingSpec(
-                monitor=es.monitor, patience=_optional(es, "patience", EarlyStoppingSpec.patience),
-                min_delta=es.min_delta, mode=es.mode, restore_best=es.restore_best)
+                monitor=es.monitor,
+                patience=_optional(es, "patience", EarlyStoppingSpec.patience),
+                min_delta=es.min_delta,
+                mode=es.mode,
+                restore_best=es.restore_best,
+            )
         return cls(
-            loss=proto.loss, trainable=tuple(proto.trainable), optimizer=optimizer,
+            loss=proto.loss,
+            trainable=tuple(proto.trainable),
+            optimizer=optimizer,
             schedule=schedule,
             batch_size=_optional(proto, "batch_size", TrainingSpec.batch_size),
-            epochs=_optional(proto, "epochs", TrainingSpec.epochs), seed=proto.seed,
+            epochs=_optional(proto, "epochs", TrainingSpec.epochs),
+            seed=proto.seed,
             drop_last=proto.drop_last,
-            metrics=tuple(proto.metrics), labels=proto.labels, predictions=proto.predictions,
-            data_map=dict(proto.data_map), frozen=tuple(proto.frozen),
-            validate_every=proto.validate_every, early_stopping=stop,
-            best_monitor=proto.best_monitor, log_every=proto.log_every,
-            loss_kind=proto.loss_kind)
+            metrics=tuple(proto.metrics),
+            labels=proto.labels,
+            predictions=proto.predictions,
+            data_map=dict(proto.data_map),
+            frozen=tuple(proto.frozen),
+            validate_every=proto.validate_every,
+            early_stopping=stop,
+            best_monitor=proto.best_monitor,
+            log_every=proto.log_every,
+            loss_kind=proto.loss_kind,
+        )
 
     # -- checks against a graph -------------------------------------------------
     def check_graph(self, graph: Graph) -> None:
@@ -403,19 +490,18 @@ class TrainingSpec:
         """
         for what, ref in (("loss", self.loss), ("predictions", self.predictions)):
             if ref and not _has_tensor(graph, ref):
-                raise _fail(what, f"names {ref!r}, which is not a tensor of graph "
-                                  f"'{graph.name}'")
+                raise _fail(what, f"names {ref!r}, which is not a tensor of graph '{graph.name}'")
         _check_scalar_loss(graph, self.loss)
         from .training.selection import select_parameters
 
         for what, patterns in (("trainable", self.trainable), ("frozen", self.frozen)):
             select_parameters(graph, patterns, what)
         placeholders = {n.name for n in graph.placeholders()}
-        for what, name in [("labels", self.labels)] + [("data_map key", k)
-                                                       for k in self.data_map]:
+        for what, name in [("labels", self.labels)] + [("data_map key", k) for k in self.data_map]:
             if name and name not in placeholders:
-                raise _fail(what, f"names {name!r}, which is not a placeholder of graph "
-                                  f"'{graph.name}'")
+                raise _fail(
+                    what, f"names {name!r}, which is not a placeholder of graph '{graph.name}'"
+                )
 
 
 def _check_name_field(name: str, value: Any, missing: str = "must be a node name") -> str:
@@ -440,13 +526,17 @@ def _check_scalar_loss(graph: Graph, ref: str) -> None:
         return
     node = graph.node(loss.node)
     what = f"{loss.dtype.name} of shape {tuple(loss.shape)}" if loss.shape else loss.dtype.name
-    fix = ("reduce it to one number, e.g. ge.mean(loss) in Python (or reduction='mean' on "
-           f"the {node.op} op), or add a loss with ge.add_loss(graph, KIND, predictions, "
-           "labels) / graphengine train --loss KIND --predictions OUTPUT --labels ARRAY "
-           f"(KIND: {', '.join(LOSS_KINDS)})")
+    fix = (
+        "reduce it to one number, e.g. ge.mean(loss) in Python (or reduction='mean' on "
+        f"the {node.op} op), or add a loss with ge.add_loss(graph, KIND, predictions, "
+        "labels) / graphengine train --loss KIND --predictions OUTPUT --labels ARRAY "
+        f"(KIND: {', '.join(LOSS_KINDS)})"
+    )
     if loss.dtype.kind != "f":
-        raise _fail("loss", f"names {ref!r} ({node.op}), a {what} tensor; the loss must be a "
-                            f"float scalar: {fix}")
+        raise _fail(
+            "loss",
+            f"names {ref!r} ({node.op}), a {what} tensor; the loss must be a float scalar: {fix}",
+        )
     raise _fail("loss", f"names {ref!r} ({node.op}), a {what} tensor, not a scalar; {fix}")
 
 

@@ -44,8 +44,11 @@ def model_graph():
     g.mark_output(y)
     g.metadata.update({"author": "tests", "purpose": "round trips"})
     tg = ge.gradients(g, loss, wrt=["layer1/w"])
-    tg.training = TrainingSpec(loss=loss.name, optimizer=OptimizerSpec("adam", learning_rate=1e-3),
-                               data_map={"x": "inputs"})
+    tg.training = TrainingSpec(
+        loss=loss.name,
+        optimizer=OptimizerSpec("adam", learning_rate=1e-3),
+        data_map={"x": "inputs"},
+    )
     return tg
 
 

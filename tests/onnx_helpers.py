@@ -25,18 +25,28 @@ def value_info(name: str, value: Any) -> onnx.ValueInfoProto:
         dtype, shape = value
     else:
         dtype, shape = np.asarray(value).dtype, np.shape(value)
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
-                                         shape)
+    return helper.make_tensor_value_info(
+        name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape
+    )
 
 
-def make_model(nodes: Sequence[onnx.NodeProto], inputs: dict[str, Any], outputs: Sequence[str],
-               *, initializers: dict[str, np.ndarray] | None = None, opset: int = 18,
-               name: str = "test") -> onnx.ModelProto:
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: dict[str, Any],
+    outputs: Sequence[str],
+    *,
+    initializers: dict[str, np.ndarray] | None = None,
+    opset: int = 18,
+    name: str = "test",
+) -> onnx.ModelProto:
     """A model of ``nodes``; outputs get no declared type (shape inference fills it)."""
     graph = helper.make_graph(
-        list(nodes), name, [value_info(k, v) for k, v in inputs.items()],
+        list(nodes),
+        name,
+        [value_info(k, v) for k, v in inputs.items()],
         [helper.make_empty_tensor_value_info(o) for o in outputs],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in (initializers or {}).items()])
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in (initializers or {}).items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -54,8 +64,9 @@ def reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.n
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail, NotImplemented
 
     try:
-        session = ort.InferenceSession(model.SerializeToString(),
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
     except (Fail, NotImplemented):  # no kernel for this op at this opset
         from onnx.reference import ReferenceEvaluator
 
@@ -72,8 +83,9 @@ def run_imported(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[n
     return [results[ref] for ref in graph.outputs]
 
 
-def assert_same(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], rtol: float = 1e-5,
-                atol: float = 1e-6) -> None:
+def assert_same(
+    ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], rtol: float = 1e-5, atol: float = 1e-6
+) -> None:
     """Outputs match in dtype and shape exactly, in value within tolerance."""
     assert len(ours) == len(theirs)
     for i, (a, b) in enumerate(zip(ours, theirs)):
@@ -86,15 +98,23 @@ def assert_same(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], rtol: 
             np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=f"output {i}")
 
 
-def node(op: str, inputs: Sequence[str], outputs: Sequence[str] = ("y",),
-         **attrs: Any) -> onnx.NodeProto:
+def node(
+    op: str, inputs: Sequence[str], outputs: Sequence[str] = ("y",), **attrs: Any
+) -> onnx.NodeProto:
     """One ONNX node, outputs named ``y`` unless given."""
     return helper.make_node(op, list(inputs), list(outputs), **attrs)
 
 
-def check(nodes: Sequence[onnx.NodeProto], feeds: dict[str, np.ndarray],
-          outputs: Sequence[str] = ("y",), *, opset: int = 18,
-          initializers: Any = None, rtol: float = 1e-5, atol: float = 1e-6) -> list[np.ndarray]:
+def check(
+    nodes: Sequence[onnx.NodeProto],
+    feeds: dict[str, np.ndarray],
+    outputs: Sequence[str] = ("y",),
+    *,
+    opset: int = 18,
+    initializers: Any = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+) -> list[np.ndarray]:
     """Import, run, and compare with onnxruntime (dtype and shape exactly)."""
     model = make_model(nodes, feeds, outputs, opset=opset, initializers=initializers)
     ours = run_imported(model, feeds)

@@ -11,8 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_api_stub_is_fresh():
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_api_stub.py"), "--check"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_api_stub.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -41,12 +45,23 @@ def test_a_type_checker_sees_the_op_functions(tmp_path):
     pytest.importorskip("mypy")
     script = tmp_path / "use_ops.py"
     script.write_text(SNIPPET)
-    result = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental",
-                             "--follow-imports=silent", "--ignore-missing-imports",
-                             str(script)], capture_output=True, text=True, check=False,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--no-incremental",
+            "--follow-imports=silent",
+            "--ignore-missing-imports",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
     out = result.stdout
-    assert 'def (a: graphengine.graph.Tensor' in out and "-> graphengine.graph.Tensor" in out, out
+    assert "def (a: graphengine.graph.Tensor" in out and "-> graphengine.graph.Tensor" in out, out
     # The one error is the bad keyword: the stub knows exp's parameters.
     assert 'Unexpected keyword argument "axis" for "exp"' in out, out
     assert "Found 1 error" in out, out

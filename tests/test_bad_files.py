@@ -39,10 +39,12 @@ def _save_bytes(graph: ge.Graph, name: str = "m.pb") -> bytes:
 
 def _edit(change):
     """A case that edits the valid model's message."""
+
     def make(folder: Path) -> bytes:
         model = _valid()
         change(model)
         return model.SerializeToString()
+
     return make
 
 
@@ -76,6 +78,7 @@ def _set(message, **fields):
 
 def _external(location="m.pb.data", offset=0, length=8, sha256="", data=b"\0" * 8):
     """A case whose parameter lives in a data file written beside the model."""
+
     def make(folder: Path) -> bytes:
         (folder / "m.pb.data").write_bytes(data)
         model = _valid()
@@ -84,6 +87,7 @@ def _external(location="m.pb.data", offset=0, length=8, sha256="", data=b"\0" * 
         tensor.external.location, tensor.external.offset = location, offset
         tensor.external.length, tensor.external.sha256 = length, sha256
         return model.SerializeToString()
+
     return make
 
 
@@ -100,7 +104,8 @@ def _cycle(model):
 
 def _file_descriptor(folder):
     return descriptor_pb2.FileDescriptorProto.FromString(
-        pb.DESCRIPTOR.serialized_pb).SerializeToString()
+        pb.DESCRIPTOR.serialized_pb
+    ).SerializeToString()
 
 
 def _another_message(folder):
@@ -115,107 +120,261 @@ def _bad_utf8(folder):
 CASES = [
     # id, make(folder) -> bytes, error, message fragment
     ("empty file", _bytes(b""), ge.FileFormatError, "no format version"),
-    ("random bytes", _bytes(np.random.default_rng(0).bytes(300)), ge.FileFormatError,
-     "not a binary graphengine model"),
-    ("truncated", lambda f: _valid().SerializeToString()[:-7], ge.FileFormatError,
-     "truncated or corrupt"),
-    ("file descriptor", _file_descriptor, ge.FileFormatError,
-     "is not a (binary )?graphengine model"),
-    ("small file descriptor", _bytes(descriptor_pb2.FileDescriptorProto(
-        name="x.proto", package="p").SerializeToString()), ge.FileFormatError,
-     "no format version"),
+    (
+        "random bytes",
+        _bytes(np.random.default_rng(0).bytes(300)),
+        ge.FileFormatError,
+        "not a binary graphengine model",
+    ),
+    (
+        "truncated",
+        lambda f: _valid().SerializeToString()[:-7],
+        ge.FileFormatError,
+        "truncated or corrupt",
+    ),
+    (
+        "file descriptor",
+        _file_descriptor,
+        ge.FileFormatError,
+        "is not a (binary )?graphengine model",
+    ),
+    (
+        "small file descriptor",
+        _bytes(descriptor_pb2.FileDescriptorProto(name="x.proto", package="p").SerializeToString()),
+        ge.FileFormatError,
+        "no format version",
+    ),
     ("a tensor message", _another_message, ge.FileFormatError, "no opset_version"),
     ("invalid utf-8", _bad_utf8, ge.FileFormatError, "cannot decode"),
     ("no graph", _edit(lambda m: m.ClearField("graph")), ge.FileFormatError, "no graph"),
-    ("newer major", _edit(lambda m: _set(m, format_version_major=2)), ge.FileFormatError,
-     "upgrade graphengine"),
+    (
+        "newer major",
+        _edit(lambda m: _set(m, format_version_major=2)),
+        ge.FileFormatError,
+        "upgrade graphengine",
+    ),
     ("newer opset", _edit(lambda m: _set(m, opset_version=9)), ge.FileFormatError, "opset 9"),
-    ("raw data too short", _edit(lambda m: _set(_param(m), raw_data=b"\0" * 7)),
-     ge.FileFormatError, r"raw_data has 7 bytes, but dims \[2\] of float32 need 8"),
-    ("absurd dims", _edit(lambda m: _set(_param(m), dims=[10**15])), ge.FileFormatError,
-     "need 4000000000000000"),
-    ("negative dims", _edit(lambda m: _set(_param(m), dims=[-2])), ge.FileFormatError,
-     "negative dims"),
-    ("huge rank", _edit(lambda m: _set(_param(m), dims=[1] * 65)), ge.FileFormatError,
-     "rank 65"),
-    ("unknown dtype", _edit(lambda m: _set(_param(m), dtype=42)), ge.FileFormatError,
-     "unknown dtype enum value 42"),
-    ("placeholder without dtype", _edit(lambda m: _set(m.graph.placeholders[0], dtype=0)),
-     ge.FileFormatError, "has no dtype"),
-    ("negative placeholder dim",
-     _edit(lambda m: _set(m.graph.placeholders[0].shape.dims[1], size=-1)),
-     ge.FileFormatError, "axis 1 has size -1"),
-    ("parameter without value", _edit(lambda m: m.graph.parameters[0].ClearField("value")),
-     ge.FileFormatError, "has no value"),
-    ("NUL in a name", _edit(lambda m: _set(_node(m, "tanh"), name="ta\0nh")), ge.GraphError,
-     "invalid node name"),
-    ("control character in a name", _edit(lambda m: _set(m.graph.placeholders[0], name="x\n")),
-     ge.GraphError, "invalid node name"),
-    ("bad graph name", _edit(lambda m: _set(m.graph, name="")), ge.GraphError,
-     "invalid graph name"),
-    ("bad scope", _edit(lambda m: _set(_node(m, "tanh"), scope="a//b")), ge.GraphError,
-     "invalid scope of graph.nodes"),
-    ("bad placeholder scope", _edit(lambda m: _set(m.graph.placeholders[0], scope="/")),
-     ge.GraphError, "invalid scope of graph.placeholders"),
-    ("bad derived_from", _edit(lambda m: _set(_node(m, "tanh"), derived_from="a\tb")),
-     ge.GraphError, "invalid derived_from"),
+    (
+        "raw data too short",
+        _edit(lambda m: _set(_param(m), raw_data=b"\0" * 7)),
+        ge.FileFormatError,
+        r"raw_data has 7 bytes, but dims \[2\] of float32 need 8",
+    ),
+    (
+        "absurd dims",
+        _edit(lambda m: _set(_param(m), dims=[10**15])),
+        ge.FileFormatError,
+        "need 4000000000000000",
+    ),
+    (
+        "negative dims",
+        _edit(lambda m: _set(_param(m), dims=[-2])),
+        ge.FileFormatError,
+        "negative dims",
+    ),
+    ("huge rank", _edit(lambda m: _set(_param(m), dims=[1] * 65)), ge.FileFormatError, "rank 65"),
+    (
+        "unknown dtype",
+        _edit(lambda m: _set(_param(m), dtype=42)),
+        ge.FileFormatError,
+        "unknown dtype enum value 42",
+    ),
+    (
+        "placeholder without dtype",
+        _edit(lambda m: _set(m.graph.placeholders[0], dtype=0)),
+        ge.FileFormatError,
+        "has no dtype",
+    ),
+    (
+        "negative placeholder dim",
+        _edit(lambda m: _set(m.graph.placeholders[0].shape.dims[1], size=-1)),
+        ge.FileFormatError,
+        "axis 1 has size -1",
+    ),
+    (
+        "parameter without value",
+        _edit(lambda m: m.graph.parameters[0].ClearField("value")),
+        ge.FileFormatError,
+        "has no value",
+    ),
+    (
+        "NUL in a name",
+        _edit(lambda m: _set(_node(m, "tanh"), name="ta\0nh")),
+        ge.GraphError,
+        "invalid node name",
+    ),
+    (
+        "control character in a name",
+        _edit(lambda m: _set(m.graph.placeholders[0], name="x\n")),
+        ge.GraphError,
+        "invalid node name",
+    ),
+    (
+        "bad graph name",
+        _edit(lambda m: _set(m.graph, name="")),
+        ge.GraphError,
+        "invalid graph name",
+    ),
+    (
+        "bad scope",
+        _edit(lambda m: _set(_node(m, "tanh"), scope="a//b")),
+        ge.GraphError,
+        "invalid scope of graph.nodes",
+    ),
+    (
+        "bad placeholder scope",
+        _edit(lambda m: _set(m.graph.placeholders[0], scope="/")),
+        ge.GraphError,
+        "invalid scope of graph.placeholders",
+    ),
+    (
+        "bad derived_from",
+        _edit(lambda m: _set(_node(m, "tanh"), derived_from="a\tb")),
+        ge.GraphError,
+        "invalid derived_from",
+    ),
     ("cycle", _edit(_cycle), ge.GraphError, "cycle"),
-    ("unknown op", _edit(lambda m: _set(_node(m, "tanh"), op_type="frobnicate")),
-     ge.GraphError, "unknown op 'frobnicate'"),
-    ("dangling input", _edit(lambda m: _set(_node(m, "tanh"), input=["nowhere"])),
-     ge.GraphError, "no node produces"),
-    ("output index out of range", _edit(lambda m: _set(_node(m, "tanh"), input=["multiply:3"])),
-     ge.GraphError, "has only 1 output"),
-    ("duplicate name", _edit(lambda m: _set(_node(m, "tanh"), name="multiply")), ge.GraphError,
-     "duplicate node name 'multiply'"),
-    ("attribute of the wrong kind",
-     _edit(lambda m: _set_attr(m, "leaky_relu", "alpha", s="big")), ge.GraphError,
-     "'alpha' must be of kind float"),
-    ("attribute without a value", _edit(lambda m: _set_attr(m, "leaky_relu", "alpha")),
-     ge.FileFormatError, "has no value of a kind"),
-    ("duplicate attribute",
-     _edit(lambda m: _node(m, "leaky_relu").attribute.add(name="alpha").value.MergeFrom(
-         pb.AttrValue(f=1.0))), ge.GraphError, "given twice"),
-    ("unknown attribute", _edit(lambda m: _node(m, "tanh").attribute.add(name="beta").value
-                                .MergeFrom(pb.AttrValue(i=1))),
-     ge.GraphError, "no attribute 'beta'"),
-    ("wrong number of inputs", _edit(lambda m: _node(m, "tanh").input.append("x")),
-     ge.GraphError, "has 2 inputs"),
-    ("shapes do not fit",
-     _edit(lambda m: _set(m.graph.placeholders[0].shape.dims[1], size=5)), ge.ShapeError,
-     "do not broadcast"),
-    ("output names no tensor", _edit(lambda m: _set(m.graph, outputs=["ghost"])), ge.GraphError,
-     r"graph.outputs\[0\] names 'ghost'"),
-    ("gradient loss names no tensor", _edit(lambda m: _set(m.gradient, loss="ghost")),
-     ge.GraphError, "gradient.loss names 'ghost'"),
-    ("training spec out of range",
-     _edit(lambda m: m.training.MergeFrom(pb.TrainingSpecProto(
-         loss="tanh", optimizer=pb.OptimizerProto(learning_rate=0.0)))),
-     ge.GraphError, "optimizer.learning_rate must be in"),
-    ("raw and external data", _edit(lambda m: _param(m).external.MergeFrom(
-        pb.ExternalData(location="m.pb.data", length=8))), ge.FileFormatError,
-     "both raw_data and external data"),
-    ("external: absolute path", _external(location="/etc/passwd"), ge.FileFormatError,
-     "is absolute"),
-    ("external: parent folder", _external(location="../m.pb.data"), ge.FileFormatError,
-     "contains '..'"),
-    ("external: backslashes", _external(location="..\\m.pb.data"), ge.FileFormatError,
-     "'/' separators"),
-    ("external: symlink escaping the folder", _escaping_symlink, ge.FileFormatError,
-     "outside the model's folder"),
-    ("external: missing file", _external(location="absent.data"), ge.FileFormatError,
-     "is missing"),
+    (
+        "unknown op",
+        _edit(lambda m: _set(_node(m, "tanh"), op_type="frobnicate")),
+        ge.GraphError,
+        "unknown op 'frobnicate'",
+    ),
+    (
+        "dangling input",
+        _edit(lambda m: _set(_node(m, "tanh"), input=["nowhere"])),
+        ge.GraphError,
+        "no node produces",
+    ),
+    (
+        "output index out of range",
+        _edit(lambda m: _set(_node(m, "tanh"), input=["multiply:3"])),
+        ge.GraphError,
+        "has only 1 output",
+    ),
+    (
+        "duplicate name",
+        _edit(lambda m: _set(_node(m, "tanh"), name="multiply")),
+        ge.GraphError,
+        "duplicate node name 'multiply'",
+    ),
+    (
+        "attribute of the wrong kind",
+        _edit(lambda m: _set_attr(m, "leaky_relu", "alpha", s="big")),
+        ge.GraphError,
+        "'alpha' must be of kind float",
+    ),
+    (
+        "attribute without a value",
+        _edit(lambda m: _set_attr(m, "leaky_relu", "alpha")),
+        ge.FileFormatError,
+        "has no value of a kind",
+    ),
+    (
+        "duplicate attribute",
+        _edit(
+            lambda m: (
+                _node(m, "leaky_relu")
+                .attribute.add(name="alpha")
+                .value.MergeFrom(pb.AttrValue(f=1.0))
+            )
+        ),
+        ge.GraphError,
+        "given twice",
+    ),
+    (
+        "unknown attribute",
+        _edit(
+            lambda m: _node(m, "tanh").attribute.add(name="beta").value.MergeFrom(pb.AttrValue(i=1))
+        ),
+        ge.GraphError,
+        "no attribute 'beta'",
+    ),
+    (
+        "wrong number of inputs",
+        _edit(lambda m: _node(m, "tanh").input.append("x")),
+        ge.GraphError,
+        "has 2 inputs",
+    ),
+    (
+        "shapes do not fit",
+        _edit(lambda m: _set(m.graph.placeholders[0].shape.dims[1], size=5)),
+        ge.ShapeError,
+        "do not broadcast",
+    ),
+    (
+        "output names no tensor",
+        _edit(lambda m: _set(m.graph, outputs=["ghost"])),
+        ge.GraphError,
+        r"graph.outputs\[0\] names 'ghost'",
+    ),
+    (
+        "gradient loss names no tensor",
+        _edit(lambda m: _set(m.gradient, loss="ghost")),
+        ge.GraphError,
+        "gradient.loss names 'ghost'",
+    ),
+    (
+        "training spec out of range",
+        _edit(
+            lambda m: m.training.MergeFrom(
+                pb.TrainingSpecProto(loss="tanh", optimizer=pb.OptimizerProto(learning_rate=0.0))
+            )
+        ),
+        ge.GraphError,
+        "optimizer.learning_rate must be in",
+    ),
+    (
+        "raw and external data",
+        _edit(
+            lambda m: _param(m).external.MergeFrom(pb.ExternalData(location="m.pb.data", length=8))
+        ),
+        ge.FileFormatError,
+        "both raw_data and external data",
+    ),
+    (
+        "external: absolute path",
+        _external(location="/etc/passwd"),
+        ge.FileFormatError,
+        "is absolute",
+    ),
+    (
+        "external: parent folder",
+        _external(location="../m.pb.data"),
+        ge.FileFormatError,
+        "contains '..'",
+    ),
+    (
+        "external: backslashes",
+        _external(location="..\\m.pb.data"),
+        ge.FileFormatError,
+        "'/' separators",
+    ),
+    (
+        "external: symlink escaping the folder",
+        _escaping_symlink,
+        ge.FileFormatError,
+        "outside the model's folder",
+    ),
+    ("external: missing file", _external(location="absent.data"), ge.FileFormatError, "is missing"),
     ("external: past the end", _external(offset=4), ge.FileFormatError, "past the end"),
-    ("external: wrong length", _external(length=12), ge.FileFormatError,
-     "length is 12 bytes, but its dims and dtype need 8"),
-    ("external: another save's bytes", _external(sha256="0" * 64), ge.FileFormatError,
-     "do not match the recorded sha256"),
+    (
+        "external: wrong length",
+        _external(length=12),
+        ge.FileFormatError,
+        "length is 12 bytes, but its dims and dtype need 8",
+    ),
+    (
+        "external: another save's bytes",
+        _external(sha256="0" * 64),
+        ge.FileFormatError,
+        "do not match the recorded sha256",
+    ),
     ("external: a folder", _external(location="."), ge.FileFormatError, "not a regular file"),
 ]
 
 
-@pytest.mark.parametrize("make, error, fragment", [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("make, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_file_is_refused(tmp_path, make, error, fragment):
     path = tmp_path / "m.pb"
     path.write_bytes(make(tmp_path))
@@ -245,11 +404,14 @@ def test_absurd_dims_are_refused_fast_without_allocating(tmp_path):
     assert elapsed < 1.0 and peak < 10 * 2**20
 
 
-@pytest.mark.parametrize("problem, fragment", [
-    ("missing", "does not exist|No such file"),
-    ("folder", "not a regular file|Is a directory"),
-    ("too large", "at most 2 GiB"),
-])
+@pytest.mark.parametrize(
+    "problem, fragment",
+    [
+        ("missing", "does not exist|No such file"),
+        ("folder", "not a regular file|Is a directory"),
+        ("too large", "at most 2 GiB"),
+    ],
+)
 def test_unreadable_paths_are_refused(tmp_path, monkeypatch, problem, fragment):
     path = tmp_path / "m.pb"
     if problem == "folder":
@@ -261,13 +423,19 @@ def test_unreadable_paths_are_refused(tmp_path, monkeypatch, problem, fragment):
         ge.load(path)
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("format_version_major: 1\ngraph { name: 'g' \n", "line 2, column 15: Expected"),
-    ("format_version_major: 1\nopset_version: 1\ngraph { nam: 'g' }\n",
-     "line 3, column 9.*no field named \"nam\""),
-    ("format_version_major: 'one'\n", "line 1"),
-    ("\xff", "not UTF-8"),
-], ids=["unclosed brace", "misspelt field", "string for an int", "not utf-8"])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("format_version_major: 1\ngraph { name: 'g' \n", "line 2, column 15: Expected"),
+        (
+            "format_version_major: 1\nopset_version: 1\ngraph { nam: 'g' }\n",
+            'line 3, column 9.*no field named "nam"',
+        ),
+        ("format_version_major: 'one'\n", "line 1"),
+        ("\xff", "not UTF-8"),
+    ],
+    ids=["unclosed brace", "misspelt field", "string for an int", "not utf-8"],
+)
 def test_text_parse_errors_give_the_line(tmp_path, text, fragment):
     path = tmp_path / "m.pbtxt"
     path.write_bytes(text.encode("latin-1"))
@@ -276,6 +444,7 @@ def test_text_parse_errors_give_the_line(tmp_path, text, fragment):
 
 
 # -- property: corrupted files load or fail with our errors ------------------------------
+
 
 def _rich_graph() -> ge.Graph:
     """Every section: constants, attributes, a gradient section, a training spec."""
@@ -310,15 +479,18 @@ def mutations(draw, fmt):
         elif kind == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=8))
         elif kind == "delete":
-            del data[at:at + draw(st.integers(1, 8))]
+            del data[at : at + draw(st.integers(1, 8))]
         else:
             del data[at:]
     return bytes(data)
 
 
-@settings(max_examples=400, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow,
-                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 @pytest.mark.parametrize("fmt, name", [("binary", "m.pb"), ("text", "m.pbtxt")])
 def test_mutated_files_load_or_raise_our_errors(tmp_path, fmt, name, data):

@@ -11,8 +11,9 @@ import graphengine as ge
 
 @st.composite
 def broadcast_pair(draw):
-    shapes = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4,
-                                                    max_side=4))
+    shapes = draw(
+        hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=4)
+    )
     symbolic = draw(st.booleans())
     return shapes.input_shapes, symbolic
 
@@ -45,6 +46,7 @@ def test_broadcast_inference_and_gradients_match_numpy(case):
 
 def _sum_to(x: np.ndarray, shape: tuple) -> np.ndarray:
     lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape)
-                                      if d == 1 and x.shape[lead + i] != 1)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1
+    )
     return np.sum(x, axis=axes, keepdims=True).reshape(shape)

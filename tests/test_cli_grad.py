@@ -43,8 +43,20 @@ def test_grad_with_chosen_wrt_and_unconnected_error(affine_file, tmp_path, capsy
     g = ge.load(affine_file)
     g.parameter("lonely", np.ones(2, np.float32))
     g.save(affine_file)
-    code = main(["grad", str(affine_file), "--loss", "loss", "--wrt", "lonely",
-                 "--unconnected", "error", "-o", str(out)])
+    code = main(
+        [
+            "grad",
+            str(affine_file),
+            "--loss",
+            "loss",
+            "--wrt",
+            "lonely",
+            "--unconnected",
+            "error",
+            "-o",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "does not depend on 'lonely'" in err and err.count("\n") == 1
 

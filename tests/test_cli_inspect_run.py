@@ -26,14 +26,21 @@ def _expected(graph, x):
 
 # -- inspect --------------------------------------------------------------------------
 
+
 def test_inspect_prints_a_summary(model_file, capsys):
     assert main(["inspect", str(model_file)]) == 0
     out = capsys.readouterr().out
-    for fragment in ["graph 'model_grad'", "format 1.0, opset 2, written by graphengine",
-                     "x  float32(N, 3)", "parameters: 2 (1 trainable), 4 values, 16 bytes",
-                     "layer1", "gradient: loss 'sum' (scalar loss), 1 gradient(s)",
-                     "d/d layer1/w -> gradients/layer1/w", "training: loss 'sum', adam lr 0.001",
-                     "author: tests"]:
+    for fragment in [
+        "graph 'model_grad'",
+        "format 1.0, opset 2, written by graphengine",
+        "x  float32(N, 3)",
+        "parameters: 2 (1 trainable), 4 values, 16 bytes",
+        "layer1",
+        "gradient: loss 'sum' (scalar loss), 1 gradient(s)",
+        "d/d layer1/w -> gradients/layer1/w",
+        "training: loss 'sum', adam lr 0.001",
+        "author: tests",
+    ]:
         assert fragment in out, fragment
 
 
@@ -63,6 +70,7 @@ def test_inspect_text_file_with_external_data(model_graph, tmp_path, capsys):
 
 # -- run --------------------------------------------------------------------------------
 
+
 def test_run_prints_the_outputs(model_graph, model_file, tmp_path, x_value, capsys):
     np.save(tmp_path / "x.npy", x_value)
     assert main(["run", str(model_file), "--feed", f"x={tmp_path / 'x.npy'}"]) == 0
@@ -76,9 +84,11 @@ def test_run_prints_the_outputs(model_graph, model_file, tmp_path, x_value, caps
 def test_run_saves_results_to_npz(model_graph, model_file, tmp_path, x_value, capsys, feed):
     np.savez(tmp_path / "data.npz", inputs=x_value, x=x_value, other=np.zeros(1))
     data = tmp_path / "data.npz"
-    args = {"npz-member": ["--feed", f"x={data}:inputs"],
-            "npz-by-name": ["--feed", f"x={data}"],
-            "feed-npz": ["--feed-npz", str(tmp_path / "x-only.npz")]}[feed]
+    args = {
+        "npz-member": ["--feed", f"x={data}:inputs"],
+        "npz-by-name": ["--feed", f"x={data}"],
+        "feed-npz": ["--feed-npz", str(tmp_path / "x-only.npz")],
+    }[feed]
     np.savez(tmp_path / "x-only.npz", x=x_value)
     out = tmp_path / "out.npz"
     fetches = ["--fetch", "layer1/tanh", "--fetch", "gradients/layer1/w"]
@@ -105,24 +115,44 @@ def test_run_summarizes_large_arrays(tmp_path, capsys):
     assert len(out.splitlines()) < 12
 
 
-@pytest.mark.parametrize("setup, args, message", [
-    (None, ["--feed", "x=missing.npy"],
-     "FeedError: --feed 'x=missing.npy': file 'missing.npy' does not exist"),
-    ("garbage", ["--feed", "x=bad.npy"],
-     "FileFormatError: --feed 'x=bad.npy': 'bad.npy' is not a .npy or .npz file"),
-    ("truncated", ["--feed", "x=bad.npy"],
-     "FileFormatError: --feed 'x=bad.npy': file 'bad.npy' is truncated: its header says (2, 3)"),
-    ("npz", ["--feed", "x=data.npz:nope"],
-     "FeedError: --feed 'x=data.npz:nope': 'data.npz' has no array 'nope'; it has 'x'"),
-    ("npz", ["--feed", "x"], "CommandError: --feed 'x': expected NAME=FILE.npy"),
-    ("npz", ["--feed-npz", "x.npy"], "FeedError: --feed-npz 'x.npy': file 'x.npy' does not"),
-    ("npz", ["--feed", "x=data.npz", "--fetch", "nope"],
-     "FeedError: graph 'model_grad' has no tensor 'nope'"),
-    ("npz", [], "FeedError: missing feed for placeholder(s) 'x'"),
-    ("wrong dtype", ["--feed", "x=bad.npy"], "FeedError: feed 'x' has dtype float64"),
-])
-def test_run_errors_are_one_line(model_file, tmp_path, monkeypatch, capsys, x_value, setup,
-                                 args, message):
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (
+            None,
+            ["--feed", "x=missing.npy"],
+            "FeedError: --feed 'x=missing.npy': file 'missing.npy' does not exist",
+        ),
+        (
+            "garbage",
+            ["--feed", "x=bad.npy"],
+            "FileFormatError: --feed 'x=bad.npy': 'bad.npy' is not a .npy or .npz file",
+        ),
+        (
+            "truncated",
+            ["--feed", "x=bad.npy"],
+            "FileFormatError: --feed 'x=bad.npy': file 'bad.npy' is truncated: "
+            "its header says (2, 3)",
+        ),
+        (
+            "npz",
+            ["--feed", "x=data.npz:nope"],
+            "FeedError: --feed 'x=data.npz:nope': 'data.npz' has no array 'nope'; it has 'x'",
+        ),
+        ("npz", ["--feed", "x"], "CommandError: --feed 'x': expected NAME=FILE.npy"),
+        ("npz", ["--feed-npz", "x.npy"], "FeedError: --feed-npz 'x.npy': file 'x.npy' does not"),
+        (
+            "npz",
+            ["--feed", "x=data.npz", "--fetch", "nope"],
+            "FeedError: graph 'model_grad' has no tensor 'nope'",
+        ),
+        ("npz", [], "FeedError: missing feed for placeholder(s) 'x'"),
+        ("wrong dtype", ["--feed", "x=bad.npy"], "FeedError: feed 'x' has dtype float64"),
+    ],
+)
+def test_run_errors_are_one_line(
+    model_file, tmp_path, monkeypatch, capsys, x_value, setup, args, message
+):
     monkeypatch.chdir(tmp_path)
     if setup == "garbage":
         Path("bad.npy").write_bytes(b"not numpy at all")
@@ -143,8 +173,10 @@ def test_run_errors_are_one_line(model_file, tmp_path, monkeypatch, capsys, x_va
 @pytest.mark.parametrize("command", ["inspect", "run"])
 def test_bad_model_files_are_one_line_errors(tmp_path, capsys, command):
     (tmp_path / "bad.pb").write_bytes(b"\x08\x02garbage")
-    for path, fragment in [(tmp_path / "bad.pb", "FileFormatError"),
-                           (tmp_path / "none.pb", "does not exist|No such file")]:
+    for path, fragment in [
+        (tmp_path / "bad.pb", "FileFormatError"),
+        (tmp_path / "none.pb", "does not exist|No such file"),
+    ]:
         assert main([command, str(path)]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"graphengine {command}: ")
@@ -153,13 +185,18 @@ def test_bad_model_files_are_one_line_errors(tmp_path, capsys, command):
 
 # -- a real process ------------------------------------------------------------------------
 
+
 def test_commands_in_a_subprocess(model_graph, model_file, tmp_path, x_value):
     np.save(tmp_path / "x.npy", x_value)
 
     def graphengine(*args):
-        return subprocess.run([sys.executable, "-m", "graphengine", *map(str, args)],
-                              capture_output=True, text=True, cwd=ROOT,
-                              check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "graphengine", *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+        )
 
     inspected = graphengine("inspect", model_file, "--json")
     assert inspected.returncode == 0, inspected.stderr

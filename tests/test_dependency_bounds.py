@@ -13,8 +13,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Enough to exercise numpy, networkx, protobuf and graphviz through our code.
-SUBSET = ["tests/test_graph.py", "tests/test_compiler.py", "tests/test_gradients.py",
-          "tests/test_serialize.py", "tests/test_render.py", "tests/ops/test_elementwise.py"]
+SUBSET = [
+    "tests/test_graph.py",
+    "tests/test_compiler.py",
+    "tests/test_gradients.py",
+    "tests/test_serialize.py",
+    "tests/test_render.py",
+    "tests/ops/test_elementwise.py",
+]
 
 
 def lowest_pins() -> list[str]:
@@ -32,14 +38,26 @@ def test_suite_passes_at_the_lower_bounds(tmp_path):
     env = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
     python = env / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", *lowest_pins()],
-                             capture_output=True, text=True, check=False)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *lowest_pins()],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if install.returncode != 0:
         if "No matching distribution" in install.stderr or "Could not" in install.stderr:
             pytest.skip(f"cannot reach a package index: {install.stderr.strip()[-200:]}")
         pytest.fail(install.stderr)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps",
-                    "-e", str(ROOT)], check=True, capture_output=True)
-    result = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             *SUBSET], cwd=ROOT, capture_output=True, text=True, check=False)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    result = subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

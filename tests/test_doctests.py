@@ -9,8 +9,11 @@ import pytest
 
 import graphengine
 
-MODULES = sorted(m.name for m in pkgutil.walk_packages(graphengine.__path__, "graphengine.")
-                 if not m.name.endswith(("_pb2", "__main__")))
+MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages(graphengine.__path__, "graphengine.")
+    if not m.name.endswith(("_pb2", "__main__"))
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

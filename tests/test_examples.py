@@ -15,8 +15,13 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_example(name: str, out: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, str(EXAMPLES / name), "--out", str(out), *args],
-                            capture_output=True, text=True, check=False, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -50,16 +55,36 @@ def test_digits_mlp_main_job_reaches_97_percent(tmp_path):
     stdout = run_example("digits_mlp.py", tmp_path)
     accuracy = float(re.search(r"test accuracy: (\d\.\d+)", stdout).group(1))
     assert accuracy >= 0.97
-    for name in ("digits_mlp.pb", "forward.png", "gradient.png", "trained.pb",
-                 "checkpoints/metrics.jsonl"):
+    for name in (
+        "digits_mlp.pb",
+        "forward.png",
+        "gradient.png",
+        "trained.pb",
+        "checkpoints/metrics.jsonl",
+    ):
         assert (tmp_path / name).exists(), name
     assert (tmp_path / "gradient.png").read_bytes().startswith(b"\x89PNG")
     # The eval command agrees, given the test arrays for the placeholders.
     data = EXAMPLES / "data" / "digits.npz"
     result = subprocess.run(
-        [sys.executable, "-m", "graphengine", "eval", str(tmp_path / "trained.pb"), "--data",
-         str(data), "--map", "images=test_images", "--map", "labels=test_labels", "--json"],
-        capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-m",
+            "graphengine",
+            "eval",
+            str(tmp_path / "trained.pb"),
+            "--data",
+            str(data),
+            "--map",
+            "images=test_images",
+            "--map",
+            "labels=test_labels",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(result.stdout)["accuracy"] == pytest.approx(accuracy, abs=1e-4)
 
 
@@ -87,10 +112,11 @@ def _example_feeds(name: str, tmp_path: Path) -> list[str]:
         images, labels = d["test_images"][:4], d["test_labels"][:4]
     rng = np.random.default_rng(0)
     feeds = {
-        "linear_regression": {"x": rng.normal(size=(5, 3)).astype(np.float32),
-                              "y": rng.normal(size=(5, 1)).astype(np.float32)},
-        "logistic_regression": {"images": images,
-                                "is_eight": np.array([0, 1, 0, 1], np.float32)},
+        "linear_regression": {
+            "x": rng.normal(size=(5, 3)).astype(np.float32),
+            "y": rng.normal(size=(5, 1)).astype(np.float32),
+        },
+        "logistic_regression": {"images": images, "is_eight": np.array([0, 1, 0, 1], np.float32)},
         "digits_mlp": {"images": images, "labels": labels},
         "digits_cnn": {"images": images, "labels": labels},
     }[name]
@@ -99,8 +125,9 @@ def _example_feeds(name: str, tmp_path: Path) -> list[str]:
     return ["--feed-npz", str(path)]
 
 
-@pytest.mark.parametrize("name", ["linear_regression", "logistic_regression", "digits_mlp",
-                                  "digits_cnn", "chain_rule"])
+@pytest.mark.parametrize(
+    "name", ["linear_regression", "logistic_regression", "digits_mlp", "digits_cnn", "chain_rule"]
+)
 def test_grad_and_check_commands_work_on_every_example(name, tmp_path, capsys):
     from graphengine.cli.main import main
 

@@ -34,16 +34,25 @@ def test_unneeded_placeholders_are_not_required():
     assert out.shape == (1, 3)
 
 
-@pytest.mark.parametrize("feeds, fragment", [
-    ({"x": np.zeros((2, 3), np.float64), "y": np.ones(2, np.float32)}, "dtype float64"),
-    ({"x": np.zeros((2, 4), np.float32), "y": np.ones(2, np.float32)}, "axis 1 is 4, expected 3"),
-    ({"x": np.zeros((2,), np.float32), "y": np.ones(2, np.float32)}, "rank 1"),
-    ({"x": np.zeros((2, 3), np.float32), "y": np.ones(3, np.float32)}, "every feed must agree"),
-    ({"x": np.zeros((2, 3), np.float32)}, "missing feed for placeholder(s) 'y'"),
-    ({"x": np.zeros((2, 3), np.float32), "y": np.ones(2, np.float32), "a": 1}, "not a placeh"),
-    ({"x": np.zeros((2, 3), np.float32), "y": np.ones(2, np.float32), "zz": 1}, "no placeholder"),
-    ({"x": [[1, 2], [3]], "y": np.ones(2, np.float32)}, "cannot make a float32 array"),
-])
+@pytest.mark.parametrize(
+    "feeds, fragment",
+    [
+        ({"x": np.zeros((2, 3), np.float64), "y": np.ones(2, np.float32)}, "dtype float64"),
+        (
+            {"x": np.zeros((2, 4), np.float32), "y": np.ones(2, np.float32)},
+            "axis 1 is 4, expected 3",
+        ),
+        ({"x": np.zeros((2,), np.float32), "y": np.ones(2, np.float32)}, "rank 1"),
+        ({"x": np.zeros((2, 3), np.float32), "y": np.ones(3, np.float32)}, "every feed must agree"),
+        ({"x": np.zeros((2, 3), np.float32)}, "missing feed for placeholder(s) 'y'"),
+        ({"x": np.zeros((2, 3), np.float32), "y": np.ones(2, np.float32), "a": 1}, "not a placeh"),
+        (
+            {"x": np.zeros((2, 3), np.float32), "y": np.ones(2, np.float32), "zz": 1},
+            "no placeholder",
+        ),
+        ({"x": [[1, 2], [3]], "y": np.ones(2, np.float32)}, "cannot make a float32 array"),
+    ],
+)
 def test_bad_feeds_are_clear_errors(feeds, fragment):
     g, *_ = small()
     with pytest.raises(ge.FeedError) as info:
@@ -69,8 +78,7 @@ def test_plan_is_compiled_once_per_signature(monkeypatch):
     g, *_ = small()
     calls = []
     real = executor.compile_plan
-    monkeypatch.setattr(executor, "compile_plan",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(executor, "compile_plan", lambda *a, **k: calls.append(1) or real(*a, **k))
     feeds = {"x": np.zeros((2, 3), np.float32), "y": np.ones(2, np.float32)}
     for _ in range(5):
         ge.run(g, "c", feeds)
@@ -116,8 +124,7 @@ def test_kernel_failure_names_the_node_and_input_shapes():
     y = g.placeholder("y", ("B", 3))
     ge.add(x, y, name="broken")  # A and B are different symbols: only known at run time
     with pytest.raises(ge.ExecutionError, match="node 'broken' \\(add\\) failed") as info:
-        ge.run(g, "broken", {"x": np.zeros((2, 3), np.float32), "y": np.zeros((3, 3),
-                                                                                 np.float32)})
+        ge.run(g, "broken", {"x": np.zeros((2, 3), np.float32), "y": np.zeros((3, 3), np.float32)})
     assert "(2, 3)" in str(info.value) and isinstance(info.value.__cause__, ValueError)
 
 
@@ -153,14 +160,18 @@ def test_identity_and_stop_gradient_share_their_input_slot():
     np.testing.assert_array_equal(out[z.name], [2, 2, 2])
 
 
-@pytest.mark.parametrize("view", [
-    lambda w: ge.reshape(w, (3, 2)),
-    lambda w: ge.transpose(w),
-    lambda w: ge.transpose(ge.reshape(w, (6,))[1:]),    # a chain of views
-    lambda w: ge.expand_dims(w, 0),
-    lambda w: ge.split(w, 3, axis=1)[0],
-    lambda w: ge.cast(w, "float32"),
-], ids=["reshape", "transpose", "chain", "expand_dims", "split", "cast"])
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda w: ge.reshape(w, (3, 2)),
+        lambda w: ge.transpose(w),
+        lambda w: ge.transpose(ge.reshape(w, (6,))[1:]),  # a chain of views
+        lambda w: ge.expand_dims(w, 0),
+        lambda w: ge.split(w, 3, axis=1)[0],
+        lambda w: ge.cast(w, "float32"),
+    ],
+    ids=["reshape", "transpose", "chain", "expand_dims", "split", "cast"],
+)
 def test_fetched_views_of_parameters_and_feeds_are_copies(view):
     """A kernel that returns a view (declared in its op's view_map) must not hand
     users a live view of a parameter or of a fed array."""

@@ -50,8 +50,9 @@ def test_a_save_killed_between_its_renames_leaves_a_model_that_loads(tmp_path):
         # the child sleeps just before the model's rename.
         while time.monotonic() < deadline:
             names = {p.name for p in tmp_path.iterdir()}
-            if len(_data_files(tmp_path)) == 2 and any(n.startswith(".m.pb.") and
-                                                       n.endswith(".tmp") for n in names):
+            if len(_data_files(tmp_path)) == 2 and any(
+                n.startswith(".m.pb.") and n.endswith(".tmp") for n in names
+            ):
                 break
             assert child.poll() is None, "the saving process ended early"
             time.sleep(0.05)
@@ -72,8 +73,12 @@ def test_a_save_killed_between_its_renames_leaves_a_model_that_loads(tmp_path):
 
 def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
     path = tmp_path / "m.pb"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     stale = [tmp_path / f".m.pb.{dead}.0badc0de.tmp", tmp_path / f".m.pb.data.{dead}.12345678.tmp"]
     alive = tmp_path / f".m.pb.{os.getppid()}.cafef00d.tmp"  # a process that still runs
     for p in [*stale, alive]:
@@ -85,7 +90,7 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
 
 def test_errors_name_the_target_not_the_temporary_file(tmp_path):
     (tmp_path / "file").write_bytes(b"")
-    target = tmp_path / "file" / "m.pb"   # its folder is a file: nothing can be written
+    target = tmp_path / "file" / "m.pb"  # its folder is a file: nothing can be written
     with pytest.raises(OSError) as info:
         ge.save(_graph(1.0), target)
     assert str(target) in str(info.value) and ".tmp" not in str(info.value)
@@ -96,6 +101,7 @@ def test_errors_name_the_target_not_the_temporary_file(tmp_path):
 
 # -- containment: hard links, ownership ---------------------------------------------------
 
+
 def test_a_hard_linked_data_file_is_refused_unless_allowed(tmp_path):
     outside = tmp_path / "secret"
     outside.write_bytes(np.full(1000, 5.0, np.float32).tobytes())
@@ -105,7 +111,7 @@ def test_a_hard_linked_data_file_is_refused_unless_allowed(tmp_path):
     ge.save(_graph(5.0), path, external_data_threshold=16)
     [data] = _data_files(model_dir)
     (model_dir / data).unlink()
-    os.link(outside, model_dir / data)   # same bytes, but a link to a file elsewhere
+    os.link(outside, model_dir / data)  # same bytes, but a link to a file elsewhere
     with pytest.raises(ge.FileFormatError, match="2 hard links.*allow_linked_data=True"):
         ge.load(path)
     assert float(ge.load(path, allow_linked_data=True).values["w"][0]) == 5.0
@@ -113,8 +119,10 @@ def test_a_hard_linked_data_file_is_refused_unless_allowed(tmp_path):
 
 # -- what the data file's bytes may claim -------------------------------------------------
 
-def _model_with_tensors(folder: Path, regions: list[tuple[int, int]], file_size: int,
-                        sparse: bool = True) -> Path:
+
+def _model_with_tensors(
+    folder: Path, regions: list[tuple[int, int]], file_size: int, sparse: bool = True
+) -> Path:
     g = ge.Graph("shared")
     total = None
     for i, (_, length) in enumerate(regions):
@@ -130,7 +138,7 @@ def _model_with_tensors(folder: Path, regions: list[tuple[int, int]], file_size:
         ext.ClearField("crc32")
     path.write_bytes(model.SerializeToString())
     with open(folder / "shared.data", "wb") as f:
-        f.truncate(file_size)   # sparse: no disk used
+        f.truncate(file_size)  # sparse: no disk used
     return path
 
 
@@ -144,7 +152,7 @@ def test_tensors_sharing_one_region_of_a_sparse_file_are_refused(tmp_path):
 
 def test_one_tensor_of_a_sparse_8_gib_file_is_mapped_not_allocated(tmp_path):
     path = _model_with_tensors(tmp_path, [(0, 2**33)], 2**33)
-    g = ge.load(path, verify_data=False)   # nothing is read: the file is mapped
+    g = ge.load(path, verify_data=False)  # nothing is read: the file is mapped
     w = g.values["w0"]
     assert w.shape == (2**31,) and not w.flags.owndata
     w[:4] = 1.0  # copy-on-write: only this page becomes private memory
@@ -154,6 +162,7 @@ def test_one_tensor_of_a_sparse_8_gib_file_is_mapped_not_allocated(tmp_path):
 
 
 # -- FIFOs --------------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_a_fifo_in_place_of_a_data_file_is_refused_without_blocking(tmp_path):

@@ -13,8 +13,9 @@ TOOLS = pathlib.Path(__file__).resolve().parent.parent / "tools"
 def _bench():
     sys.path.insert(0, str(TOOLS))
     try:
-        spec = importlib.util.spec_from_file_location("bench_gradients",
-                                                      TOOLS / "bench_gradients.py")
+        spec = importlib.util.spec_from_file_location(
+            "bench_gradients", TOOLS / "bench_gradients.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module

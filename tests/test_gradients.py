@@ -49,7 +49,8 @@ def test_gradient_nodes_live_under_gradients_scope_and_link_to_forward_nodes():
         assert node.name.startswith("gradients/")
         assert node.scope.startswith("gradients")
         assert node.derived_from in tg and not tg.node(node.derived_from).name.startswith(
-            "gradients/")
+            "gradients/"
+        )
     scoped = [n for n in added_nodes(tg) if n.derived_from.startswith("layer1/")]
     assert scoped and all(n.scope == "gradients/layer1" for n in scoped)
 
@@ -86,12 +87,15 @@ def test_broadcast_input_gradient_is_reduced_to_its_shape_with_symbolic_batch():
     assert ge.gradcheck(g, loss, ["x", "b"], feeds).ok
 
 
-@pytest.mark.parametrize("block, reason", [
-    (lambda x: ge.stop_gradient(x), "(stop_gradient) passes no gradient"),
-    (lambda x: ge.cast(ge.cast(x, "int32"), "float32"), "dtype int32"),
-    (lambda x: ge.cast(ge.argmax(x, axis=0), "float32"), "(argmax) passes no gradient"),
-    (lambda x: ge.where(x > 0.0, 1.0, 0.0), "(greater) passes no gradient"),
-])
+@pytest.mark.parametrize(
+    "block, reason",
+    [
+        (lambda x: ge.stop_gradient(x), "(stop_gradient) passes no gradient"),
+        (lambda x: ge.cast(ge.cast(x, "int32"), "float32"), "dtype int32"),
+        (lambda x: ge.cast(ge.argmax(x, axis=0), "float32"), "(argmax) passes no gradient"),
+        (lambda x: ge.where(x > 0.0, 1.0, 0.0), "(greater) passes no gradient"),
+    ],
+)
 def test_blocked_paths_are_explained(block, reason):
     g = ge.Graph()
     x = g.placeholder("x", (3,))
@@ -135,8 +139,7 @@ def test_non_scalar_loss_needs_a_seed():
     seed = np.array([1.0, 2.0, 3.0], np.float32)
     tg = ge.gradients(g, y, wrt=["x"], grad_ys=seed)
     xv = np.array([0.0, 1.0, -1.0], np.float32)
-    np.testing.assert_allclose(ge.run(tg, "gradients/x", {"x": xv}), seed * np.exp(xv),
-                               rtol=1e-6)
+    np.testing.assert_allclose(ge.run(tg, "gradients/x", {"x": xv}), seed * np.exp(xv), rtol=1e-6)
     tg = ge.gradients(g, y, wrt=["x"], grad_ys="placeholder")
     assert tg.gradient.seed == "gradients/seed"
     out = ge.run(tg, "gradients/x", {"x": xv, "gradients/seed": seed})
@@ -147,10 +150,18 @@ def test_missing_gradient_rules_are_all_reported_before_building(monkeypatch):
     g = ge.Graph()
     x = g.placeholder("x", (3,))
     loss = ge.sum(ge.tanh(ge.exp(x)))
-    monkeypatch.setattr(type(REGISTRY["tanh"]), "gradient_unsupported",
-                        lambda self, attrs, in_types=(): "not in this test", raising=False)
-    monkeypatch.setattr(type(REGISTRY["exp"]), "gradient_unsupported",
-                        lambda self, attrs, in_types=(): "nor this", raising=False)
+    monkeypatch.setattr(
+        type(REGISTRY["tanh"]),
+        "gradient_unsupported",
+        lambda self, attrs, in_types=(): "not in this test",
+        raising=False,
+    )
+    monkeypatch.setattr(
+        type(REGISTRY["exp"]),
+        "gradient_unsupported",
+        lambda self, attrs, in_types=(): "nor this",
+        raising=False,
+    )
     before = len(g)
     with pytest.raises(ge.GradientError, match="2 node") as info:
         ge.gradients(g, loss, wrt=["x"])
@@ -166,8 +177,7 @@ def test_intermediate_and_placeholder_wrt():
     feeds = {"x": R.normal(size=(2, 3)).astype(np.float32)}
     out = ge.run(tg, ["layer1/tanh", "gradients/layer1/add"], feeds)
     y = out["layer1/tanh"]
-    np.testing.assert_allclose(out["gradients/layer1/add"], 2 * y * (1 - y * y) / y.size,
-                               rtol=1e-5)
+    np.testing.assert_allclose(out["gradients/layer1/add"], 2 * y * (1 - y * y) / y.size, rtol=1e-5)
 
 
 def test_no_multiplication_by_one_nor_addition_of_zero():
@@ -181,7 +191,8 @@ def test_no_multiplication_by_one_nor_addition_of_zero():
                 value = tg.node(ref).attrs.get("value") if tg.node(ref).op == "constant" else None
                 assert value is None or not (
                     (node.op in ("multiply", "divide") and np.all(value == 1))
-                    or (node.op in ("add", "subtract") and np.all(value == 0))), node
+                    or (node.op in ("add", "subtract") and np.all(value == 0))
+                ), node
 
 
 def test_forward_values_are_reused_not_recomputed():
@@ -233,10 +244,13 @@ def test_second_derivative_of_scalar_function():
         got = ge.run(d2, ["gradients/x", "gradients_1/x"], {"x": np.float64(v)})
         assert got["gradients/x"] == pytest.approx(2 * v * np.cos(v * v), rel=1e-12)
         assert got["gradients_1/x"] == pytest.approx(
-            2 * np.cos(v * v) - 4 * v * v * np.sin(v * v), rel=1e-12)
+            2 * np.cos(v * v) - 4 * v * v * np.sin(v * v), rel=1e-12
+        )
         eps = 1e-5
-        fd = (ge.run(d1, "gradients/x", {"x": np.float64(v + eps)})
-              - ge.run(d1, "gradients/x", {"x": np.float64(v - eps)})) / (2 * eps)
+        fd = (
+            ge.run(d1, "gradients/x", {"x": np.float64(v + eps)})
+            - ge.run(d1, "gradients/x", {"x": np.float64(v - eps)})
+        ) / (2 * eps)
         assert got["gradients_1/x"] == pytest.approx(fd, rel=1e-6)
 
 
@@ -323,11 +337,10 @@ def test_wrt_named_like_a_generated_node_gets_its_own_output():
     g = ge.Graph()
     x = g.placeholder("x", (3,), "float64")
     with g.name_scope("layer1"):
-        m = x * x                      # named layer1/multiply, like the rule's own nodes
+        m = x * x  # named layer1/multiply, like the rule's own nodes
     loss = ge.sum(m * x)
     tg = ge.gradients(g, loss, wrt=["layer1/multiply", "x"])
-    assert tg.gradient.grads == {"layer1/multiply": "gradients/layer1/multiply",
-                                 "x": "gradients/x"}
+    assert tg.gradient.grads == {"layer1/multiply": "gradients/layer1/multiply", "x": "gradients/x"}
     xv = np.array([1.0, 2.0, 3.0])
     out = ge.run(tg, list(tg.gradient.grads.values()), {"x": xv})
     np.testing.assert_allclose(out["gradients/layer1/multiply"], xv)
@@ -335,6 +348,7 @@ def test_wrt_named_like_a_generated_node_gets_its_own_output():
 
 
 # -- the gradient contract: dy for one output, a list with None for several ------------
+
 
 def _spy_on_vjp(monkeypatch, op: str) -> list:
     """Record what the gradient pass hands op ``op``'s rule."""
@@ -378,9 +392,13 @@ def test_unreached_outputs_of_multi_output_ops_make_no_zeros():
     x = g.placeholder("x", (4, 3), "float64")
     labels = g.placeholder("labels", (4,), "int64")
     one = np.ones(3)
-    y, _, _ = ge.batch_norm(x, g.parameter("gamma", one), g.parameter("beta", 0 * one),
-                            g.parameter("mean", 0 * one, trainable=False),
-                            g.parameter("var", one, trainable=False))
+    y, _, _ = ge.batch_norm(
+        x,
+        g.parameter("gamma", one),
+        g.parameter("beta", 0 * one),
+        g.parameter("mean", 0 * one, trainable=False),
+        g.parameter("var", one, trainable=False),
+    )
     loss, _ = ge.softmax_cross_entropy(y, labels)
     tg = ge.gradients(g, loss)
     assert "zeros_like" not in ops_of(tg)
@@ -392,8 +410,9 @@ def test_batch_norm_gradient_through_its_statistics_alone(output):
     g = ge.Graph()
     x = g.placeholder("x", (5, 3), "float64")
     one = np.ones(3)
-    outs = ge.batch_norm(x, g.constant(one), g.constant(0 * one), g.constant(0 * one),
-                         g.constant(one))
+    outs = ge.batch_norm(
+        x, g.constant(one), g.constant(0 * one), g.constant(0 * one), g.constant(one)
+    )
     loss = ge.sum(outs[output] * np.array([1.0, 2.0, 3.0]))
     feeds = {"x": R.normal(size=(5, 3))}
     result = ge.gradcheck(g, loss, ["x"], feeds, training=True)

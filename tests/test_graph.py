@@ -31,8 +31,12 @@ def test_generated_names_follow_scope_and_counter():
         with g.name_scope("inner"):
             c = ge.exp(b)
     d = ge.exp(c)
-    assert [a.name, b.name, c.name, d.name] == ["layer1/exp", "layer1/exp_1",
-                                                "layer1/inner/exp", "exp"]
+    assert [a.name, b.name, c.name, d.name] == [
+        "layer1/exp",
+        "layer1/exp_1",
+        "layer1/inner/exp",
+        "exp",
+    ]
     assert g.node("layer1/inner/exp").scope == "layer1/inner"
 
 
@@ -60,8 +64,20 @@ def test_placeholder_none_is_symbolic_batch_dim_shared_by_placeholders():
     assert x.dtype == np.float32 and y.dtype == np.int64
 
 
-@pytest.mark.parametrize("init", ["zeros", "ones", "normal", "uniform", "glorot_uniform",
-                                  "glorot_normal", "xavier_uniform", "he_normal", "he_uniform"])
+@pytest.mark.parametrize(
+    "init",
+    [
+        "zeros",
+        "ones",
+        "normal",
+        "uniform",
+        "glorot_uniform",
+        "glorot_normal",
+        "xavier_uniform",
+        "he_normal",
+        "he_uniform",
+    ],
+)
 def test_initializers_are_seeded_and_shaped(init):
     g1, g2 = ge.Graph(), ge.Graph()
     a = g1.parameter("w", shape=(30, 20), init=init, seed=3)
@@ -161,10 +177,18 @@ def test_operators_build_the_numpy_named_ops():
     g = ge.Graph()
     x = g.placeholder("x", (2,))
     y = g.placeholder("y", (2,))
-    ops = {(x + y).node: "add", (x - y).node: "subtract", (x * y).node: "multiply",
-           (x / y).node: "divide", (x ** y).node: "power", (-x).node: "negative",
-           (x < y).node: "less", (x >= y).node: "greater_equal", abs(x).node: "abs",
-           (1.0 - x).node: "subtract"}
+    ops = {
+        (x + y).node: "add",
+        (x - y).node: "subtract",
+        (x * y).node: "multiply",
+        (x / y).node: "divide",
+        (x**y).node: "power",
+        (-x).node: "negative",
+        (x < y).node: "less",
+        (x >= y).node: "greater_equal",
+        abs(x).node: "abs",
+        (1.0 - x).node: "subtract",
+    }
     for name, op in ops.items():
         assert g.node(name).op == op
     xv, yv = np.array([1.0, 4.0], np.float32), np.array([2.0, 0.5], np.float32)

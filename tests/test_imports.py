@@ -11,16 +11,27 @@ import sys
 
 import pytest
 
-HEAVY = ["networkx", "onnx", "onnxruntime", "graphviz", "google.protobuf",
-         "graphengine.training", "graphengine.serialize", "graphengine.gradients",
-         "graphengine.onnx", "graphengine.passes", "graphengine.render"]
+HEAVY = [
+    "networkx",
+    "onnx",
+    "onnxruntime",
+    "graphviz",
+    "google.protobuf",
+    "graphengine.training",
+    "graphengine.serialize",
+    "graphengine.gradients",
+    "graphengine.onnx",
+    "graphengine.passes",
+    "graphengine.render",
+]
 
 
 def _loaded_after(code: str) -> list[str]:
     script = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
     return json.loads(out.stdout.splitlines()[-1])
 
 
@@ -38,7 +49,8 @@ def test_building_a_graph_loads_no_heavy_module():
         "import numpy as np, graphengine as ge\n"
         "g = ge.Graph()\nx = g.placeholder('x', (None, 3))\n"
         "w = g.parameter('w', np.ones((3, 2), np.float32))\n"
-        "y = ge.mean(ge.relu(x @ w))")
+        "y = ge.mean(ge.relu(x @ w))"
+    )
     assert not _heavy(modules), f"building a graph imported {_heavy(modules)}"
 
 
@@ -49,11 +61,16 @@ def test_cli_parser_loads_no_heavy_module():
     assert not found, f"building the CLI parser imported {found}"
 
 
-@pytest.mark.parametrize("name, module", [("run", "graphengine.executor"),
-                                          ("load", "graphengine.serialize"),
-                                          ("gradients", "graphengine.gradients"),
-                                          ("optimize", "graphengine.passes"),
-                                          ("train", "graphengine.training")])
+@pytest.mark.parametrize(
+    "name, module",
+    [
+        ("run", "graphengine.executor"),
+        ("load", "graphengine.serialize"),
+        ("gradients", "graphengine.gradients"),
+        ("optimize", "graphengine.passes"),
+        ("train", "graphengine.training"),
+    ],
+)
 def test_lazy_names_resolve_on_use(name, module):
     modules = _loaded_after(f"import graphengine as ge\nassert callable(ge.{name})")
     assert module in modules

@@ -46,33 +46,69 @@ def _ints(model, op, name, values):
 
 
 CASES = [
-    ("placeholder of 100,000 dims", lambda g, x: ge.exp(x),
-     lambda m: _placeholder_rank(m, 100_000), ge.FileFormatError, "rank 100000"),
-    ("placeholder of 1,000,000 dims", lambda g, x: ge.exp(x),
-     lambda m: _placeholder_rank(m, 1_000_000), ge.FileFormatError, "rank 1000000"),
-    ("expand_dims with 10**5 axes", lambda g, x: ge.expand_dims(x, 0),
-     lambda m: _ints(m, "expand_dims", "axis", range(10**5)), ge.ShapeError, "rank 100002"),
-    ("slice with 10**5 new axes", lambda g, x: x[None],
-     lambda m: _ints(m, "slice", "new_axes", [0] * 10**5), ge.ShapeError, "rank 100002"),
-    ("split into 10**9 sections", lambda g, x: ge.split(x, 2, axis=0)[0],
-     lambda m: setattr(_attr(m, "split", "sections"), "i", 10**9), ge.ShapeError,
-     "1000000000 outputs"),
-    ("split into 10**7 sections", lambda g, x: ge.split(x, 2, axis=0)[0],
-     lambda m: setattr(_attr(m, "split", "sections"), "i", 10**7), ge.ShapeError,
-     "10000000 outputs"),
-    ("broadcast_to (10**6, 10**6)", lambda g, x: ge.broadcast_to(ge.sum(x), (4, 4)),
-     lambda m: _ints(m, "broadcast_to", "shape", [10**6, 10**6]), ge.ShapeError,
-     "4,000,000,000,000 bytes"),
-    ("pad_width [10**9, 0]", lambda g, x: ge.pad(x, [(1, 0), (0, 0)]),
-     lambda m: _ints(m, "pad", "pad_width", [10**9, 0, 0, 0]), ge.ShapeError,
-     "over the limit of 2,147,483,648 bytes"),
+    (
+        "placeholder of 100,000 dims",
+        lambda g, x: ge.exp(x),
+        lambda m: _placeholder_rank(m, 100_000),
+        ge.FileFormatError,
+        "rank 100000",
+    ),
+    (
+        "placeholder of 1,000,000 dims",
+        lambda g, x: ge.exp(x),
+        lambda m: _placeholder_rank(m, 1_000_000),
+        ge.FileFormatError,
+        "rank 1000000",
+    ),
+    (
+        "expand_dims with 10**5 axes",
+        lambda g, x: ge.expand_dims(x, 0),
+        lambda m: _ints(m, "expand_dims", "axis", range(10**5)),
+        ge.ShapeError,
+        "rank 100002",
+    ),
+    (
+        "slice with 10**5 new axes",
+        lambda g, x: x[None],
+        lambda m: _ints(m, "slice", "new_axes", [0] * 10**5),
+        ge.ShapeError,
+        "rank 100002",
+    ),
+    (
+        "split into 10**9 sections",
+        lambda g, x: ge.split(x, 2, axis=0)[0],
+        lambda m: setattr(_attr(m, "split", "sections"), "i", 10**9),
+        ge.ShapeError,
+        "1000000000 outputs",
+    ),
+    (
+        "split into 10**7 sections",
+        lambda g, x: ge.split(x, 2, axis=0)[0],
+        lambda m: setattr(_attr(m, "split", "sections"), "i", 10**7),
+        ge.ShapeError,
+        "10000000 outputs",
+    ),
+    (
+        "broadcast_to (10**6, 10**6)",
+        lambda g, x: ge.broadcast_to(ge.sum(x), (4, 4)),
+        lambda m: _ints(m, "broadcast_to", "shape", [10**6, 10**6]),
+        ge.ShapeError,
+        "4,000,000,000,000 bytes",
+    ),
+    (
+        "pad_width [10**9, 0]",
+        lambda g, x: ge.pad(x, [(1, 0), (0, 0)]),
+        lambda m: _ints(m, "pad", "pad_width", [10**9, 0, 0, 0]),
+        ge.ShapeError,
+        "over the limit of 2,147,483,648 bytes",
+    ),
 ]
 
 
-@pytest.mark.parametrize("build, edit, error, fragment", [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
-def test_a_hostile_shape_is_refused_on_load_fast_and_small(tmp_path, build, edit, error,
-                                                          fragment):
+@pytest.mark.parametrize(
+    "build, edit, error, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_a_hostile_shape_is_refused_on_load_fast_and_small(tmp_path, build, edit, error, fragment):
     path = _file(tmp_path, build, edit)
     tracemalloc.start()
     start = time.perf_counter()
@@ -82,15 +118,26 @@ def test_a_hostile_shape_is_refused_on_load_fast_and_small(tmp_path, build, edit
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert fragment in str(info.value)
-    assert len(str(info.value)) < 1000          # one line, not 10**5 axis entries
+    assert len(str(info.value)) < 1000  # one line, not 10**5 axis entries
     assert elapsed < 5 and peak < 300 * 2**20, (elapsed, peak)
 
 
 def test_graphengine_run_refuses_a_terabyte_result_in_one_line(tmp_path, capsys):
     path = _file(tmp_path, CASES[6][1], CASES[6][2])
     assert path.stat().st_size < 400
-    assert main(["run", str(path), "--feed-npz", str(tmp_path / "none.npz"),
-                 "-o", str(tmp_path / "out.npz")]) == 1
+    assert (
+        main(
+            [
+                "run",
+                str(path),
+                "--feed-npz",
+                str(tmp_path / "none.npz"),
+                "-o",
+                str(tmp_path / "out.npz"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "bytes" in err
     assert not (tmp_path / "out.npz").exists()
@@ -103,14 +150,16 @@ def test_the_budget_is_configurable_in_python_and_on_the_command_line(tmp_path, 
         with pytest.raises(ge.ShapeError, match="over the limit of 1,000 bytes"):
             ge.broadcast_to(ge.sum(x), (100, 100))
         ge.broadcast_to(ge.sum(x), (10, 10))
-        ge.exp(x)                                  # symbolic dims: bounded by the data
+        ge.exp(x)  # symbolic dims: bounded by the data
     assert ge.get_limits().max_tensor_bytes == 2**31
-    big = g.parameter("big", np.zeros(1000, np.float32))   # stored values are not results
+    big = g.parameter("big", np.zeros(1000, np.float32))  # stored values are not results
     assert big.shape == (1000,)
     path = _file(tmp_path, lambda g, x: ge.broadcast_to(ge.sum(x), (100, 100)), lambda m: None)
     np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
-    assert main(["--max-tensor-bytes", "1000", "run", str(path), "--feed",
-                 f"x={tmp_path / 'x.npy'}"]) == 1
+    assert (
+        main(["--max-tensor-bytes", "1000", "run", str(path), "--feed", f"x={tmp_path / 'x.npy'}"])
+        == 1
+    )
     assert "over the limit of 1,000 bytes" in capsys.readouterr().err
     assert main(["run", str(path), "--feed", f"x={tmp_path / 'x.npy'}"]) == 0
     with pytest.raises(ValueError, match="unknown limit"):

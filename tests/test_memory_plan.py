@@ -19,7 +19,7 @@ def mlp_grad_graph():
     b1 = g.parameter("b1", np.zeros(5, np.float32))
     w2 = g.parameter("w2", R.standard_normal((5, 3)).astype(np.float32))
     h = ge.tanh(x @ w1 + b1)
-    h = ge.reshape(h, (-1, 5)) * 2.0 + h      # a view of a planned buffer
+    h = ge.reshape(h, (-1, 5)) * 2.0 + h  # a view of a planned buffer
     loss, _ = ge.softmax_cross_entropy(h @ w2, y)
     tg = ge.gradients(g, loss, ["w1", "b1", "w2"])
     fetches = [tg.gradient.loss] + [tg.gradient.grads[p] for p in ("w1", "b1", "w2")]
@@ -39,7 +39,7 @@ def test_planned_runs_match_unplanned_ones_and_keep_earlier_results():
     tg, fetches = mlp_grad_graph()
     plan = compile_plan(tg, fetches, ["x", "y"])
     kept = []
-    for n in (4, 4, 4, 7, 4, 7):              # two shape signatures, each planned once
+    for n in (4, 4, 4, 7, 4, 7):  # two shape signatures, each planned once
         f = feeds(n)
         got = plan.run(f)
         for have, want in zip(got, reference(tg, fetches, f)):
@@ -76,7 +76,7 @@ def test_elementwise_chain_runs_in_place_and_allocates_nothing_per_run():
     first = plan.run(f)[0]
     (buffers,) = [b for b in plan._memory.values() if b]
     planned = [b for b in buffers if b is not None]
-    assert len(planned) > 30 and len({id(b) for b in planned}) <= 2   # in place
+    assert len(planned) > 30 and len({id(b) for b in planned}) <= 2  # in place
     tracemalloc.start()
     try:
         plan.run(f)
@@ -86,7 +86,7 @@ def test_elementwise_chain_runs_in_place_and_allocates_nothing_per_run():
         peak = tracemalloc.get_traced_memory()[1] - before
     finally:
         tracemalloc.stop()
-    assert peak < 256 * 256 * 4 // 2, peak     # no (256, 256) array allocated
+    assert peak < 256 * 256 * 4 // 2, peak  # no (256, 256) array allocated
     np.testing.assert_allclose(again, first, rtol=1e-6)
 
 
@@ -100,4 +100,4 @@ def test_reused_fetch_buffers_are_overwritten_by_the_next_run():
     second = plan.run(f2)
     for have, want in zip(second, want2):
         np.testing.assert_array_equal(have, want)
-    assert any(a is b for a, b in zip(first, second))     # the same buffers, reused
+    assert any(a is b for a, b in zip(first, second))  # the same buffers, reused

@@ -35,7 +35,7 @@ def small_cnn():
     w = g.parameter("conv/w", R.normal(size=(3, 1, 3, 3)) * 0.5)
     b = g.parameter("conv/b", R.normal(size=(3, 1, 1)) * 0.1)
     h = ge.relu(ge.conv2d(x, w, padding=1) + b)
-    h = ge.max_pool2d(h, 2)                             # (N, 3, 3, 2)
+    h = ge.max_pool2d(h, 2)  # (N, 3, 3, 2)
     h = ge.reshape(h, (-1, 18))
     w2 = g.parameter("dense/w", R.normal(size=(18, 4)) * 0.3)
     loss, _ = ge.softmax_cross_entropy(h @ w2, labels)
@@ -75,8 +75,8 @@ def test_parameter_used_in_two_places_and_residual():
     g = ge.Graph()
     x = g.placeholder("x", (None, 4), "float64")
     w = g.parameter("w", R.normal(size=(4, 4)) * 0.5)
-    h = x + ge.tanh(x @ w)          # residual
-    h = h + ge.sigmoid(h @ w)       # w used again
+    h = x + ge.tanh(x @ w)  # residual
+    h = h + ge.sigmoid(h @ w)  # w used again
     ge.mean(h * h, name="loss")
     result = ge.gradcheck(g, "loss", ["w", "x"], {"x": R.normal(size=(3, 4))})
     assert result.ok, str(result)
@@ -89,9 +89,11 @@ def test_float32_model_gradients_agree_with_float64():
     assert all(v.dtype == np.float32 for v in out.values())
     g64 = ge.gradcheck.__globals__["to_float64"](g32)
     tg64 = ge.gradients(g64, "loss")
-    out64 = ge.run(tg64, list(tg64.gradient.grads.values()),
-                   {k: v.astype(np.float64) if v.dtype == np.float32 else v
-                    for k, v in feeds.items()})
+    out64 = ge.run(
+        tg64,
+        list(tg64.gradient.grads.values()),
+        {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()},
+    )
     for k in out:
         np.testing.assert_allclose(out[k], out64[k], rtol=1e-4, atol=1e-6)
 

@@ -28,6 +28,7 @@ def f32(*shape, low=-1.0, high=1.0):
 
 # -- models ---------------------------------------------------------------------------
 
+
 def mlp():
     g = ge.Graph("mlp")
     x = g.placeholder("x", (None, 6))
@@ -98,8 +99,9 @@ def transformer_layer():
             mu = ge.mean(h, axis=-1, keepdims=True)
             c = h - mu
             var = ge.mean(c * c, axis=-1, keepdims=True)
-            return c / ge.sqrt(var + 1e-5) * g.parameter("scale", np.ones(d, np.float32)) \
-                + g.parameter("shift", np.zeros(d, np.float32))
+            return c / ge.sqrt(var + 1e-5) * g.parameter(
+                "scale", np.ones(d, np.float32)
+            ) + g.parameter("shift", np.zeros(d, np.float32))
 
     with g.name_scope("attention"):
         q = x @ g.parameter("wq", shape=(d, d))
@@ -131,24 +133,33 @@ def rnn():
         for t, x in enumerate(xs):
             with g.name_scope(f"step{t}"):
                 with g.name_scope("cell"):
-                    h = ge.tanh(x @ wx + ge.broadcast_to(h, (1, hidden)) @ wh + b) \
-                        if t == 0 else ge.tanh(x @ wx + h @ wh + b)
+                    h = (
+                        ge.tanh(x @ wx + ge.broadcast_to(h, (1, hidden)) @ wh + b)
+                        if t == 0
+                        else ge.tanh(x @ wx + h @ wh + b)
+                    )
     with g.name_scope("readout"):
         y = ge.sigmoid(h @ g.parameter("w", shape=(hidden, 1)) + g.parameter("c", shape=(1,)))
     loss = ge.mean(ge.square(y - 0.5), name="loss")
     return g, loss, {f"x{t}": f32(n, d) for t in range(steps)}
 
 
-MODELS = {"mlp": mlp, "cnn_batch_norm": cnn_batch_norm, "resnet_block": resnet_block,
-          "transformer_layer": transformer_layer, "rnn": rnn}
+MODELS = {
+    "mlp": mlp,
+    "cnn_batch_norm": cnn_batch_norm,
+    "resnet_block": resnet_block,
+    "transformer_layer": transformer_layer,
+    "rnn": rnn,
+}
 
 
 def _compare(a, b, fetches, feeds, training, rtol=2e-5, atol=2e-6):
     got_a = ge.run(a, fetches, feeds, training=training)
     got_b = ge.run(b, fetches, feeds, training=training)
     for name in fetches:
-        np.testing.assert_allclose(got_b[name], got_a[name], rtol=rtol, atol=atol,
-                                   err_msg=f"{name} (training={training})")
+        np.testing.assert_allclose(
+            got_b[name], got_a[name], rtol=rtol, atol=atol, err_msg=f"{name} (training={training})"
+        )
 
 
 def _gradient_graph(g, loss):
@@ -158,8 +169,9 @@ def _gradient_graph(g, loss):
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("passes", [[name] for name in PASSES] + [None], ids=lambda p:
-                         "all" if p is None else p[0])
+@pytest.mark.parametrize(
+    "passes", [[name] for name in PASSES] + [None], ids=lambda p: "all" if p is None else p[0]
+)
 def test_pass_keeps_results_and_gradients(model, passes):
     g, loss, feeds = MODELS[model]()
     tg = _gradient_graph(g, loss)
@@ -212,8 +224,9 @@ def test_optimized_forward_graph_differentiates(model, tmp_path):
     path = tmp_path / "opt.pb"
     opt.save(path)
     loaded = ge.load(path)
-    assert [(n.name, n.op, n.inputs) for n in loaded.nodes] == \
-        [(n.name, n.op, n.inputs) for n in opt.nodes]
+    assert [(n.name, n.op, n.inputs) for n in loaded.nodes] == [
+        (n.name, n.op, n.inputs) for n in opt.nodes
+    ]
     ta, tb = _gradient_graph(g, loss.name), _gradient_graph(loaded, loss.name)
     fetches = [loss.name, *ta.gradient.grads.values()]
     for training in (True, False):
@@ -251,8 +264,9 @@ def test_training_an_optimized_graph_matches():
     a = ge.train(g.copy(), data, quiet=True) if _train_takes_quiet() else ge.train(g.copy(), data)
     b = ge.train(opt, data, quiet=True) if _train_takes_quiet() else ge.train(opt, data)
     for name in g.values:
-        np.testing.assert_allclose(b.graph.values[name], a.graph.values[name], rtol=1e-5,
-                                   atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            b.graph.values[name], a.graph.values[name], rtol=1e-5, atol=1e-6, err_msg=name
+        )
 
 
 def _train_takes_quiet() -> bool:
@@ -271,14 +285,14 @@ def test_optimized_forward_graph_exports_to_onnx():
     opt, _ = ge.optimize(g)
     assert {"dense", "elementwise_chain"} <= {n.op for n in opt.nodes}
     model = ge.to_onnx(opt)
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {"x": f32(3, 6)}
     (theirs,) = session.run(None, feeds)
     np.testing.assert_allclose(theirs, ge.run(g, g.outputs[0], feeds), rtol=1e-5, atol=1e-6)
 
 
 # -- single passes on small graphs --------------------------------------------------------
+
 
 def test_dead_code_is_removed_but_interface_stays():
     g = ge.Graph()
@@ -381,8 +395,9 @@ def random_graphs(draw):
     b = g.parameter("b", shape=(3,), init="normal")
     pool = [x, y, w]
     for _ in range(draw(st.integers(3, 14))):
-        kind = draw(st.sampled_from(["unary", "binary", "const", "dense", "transpose",
-                                     "reshape", "dup"]))
+        kind = draw(
+            st.sampled_from(["unary", "binary", "const", "dense", "transpose", "reshape", "dup"])
+        )
         a = draw(st.sampled_from(pool))
         if kind == "unary":
             pool.append(getattr(ge, draw(st.sampled_from(UNARY)))(a))
@@ -413,8 +428,10 @@ def test_property_random_graphs_keep_values_and_gradients(built, passes):
     tg = _gradient_graph(g, loss)
     opt, _ = ge.optimize(tg, passes)
     rng = np.random.default_rng(0)
-    feeds = {"x": rng.uniform(-1, 1, (4, 3)).astype(np.float32),
-             "y": rng.uniform(-1, 1, (4, 3)).astype(np.float32)}
+    feeds = {
+        "x": rng.uniform(-1, 1, (4, 3)).astype(np.float32),
+        "y": rng.uniform(-1, 1, (4, 3)).astype(np.float32),
+    }
     fetches = [loss.name, *tg.gradient.grads.values()]
     _compare(tg, opt, fetches, feeds, False, rtol=1e-4, atol=1e-5)
     assert len(opt) <= len(tg)
@@ -422,18 +439,35 @@ def test_property_random_graphs_keep_values_and_gradients(built, passes):
 
 # -- the command -----------------------------------------------------------------------------
 
+
 def test_cli_optimize_writes_a_smaller_equivalent_file(tmp_path):
     g, loss, feeds = mlp()
     tg = _gradient_graph(g, loss)
     src, out = tmp_path / "grad.pb", tmp_path / "opt.pb"
     tg.save(src)
-    done = subprocess.run([sys.executable, "-m", "graphengine", "optimize", str(src), "-o",
-                           str(out), "--report"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "graphengine", "optimize", str(src), "-o", str(out), "--report"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "fuse" in done.stdout and "nodes before" in done.stdout
     assert f"{len(tg)} -> " in done.stdout
     opt = ge.load(out)
     _compare(tg, opt, [tg.gradient.loss, *tg.gradient.grads.values()], feeds, True)
-    bad = subprocess.run([sys.executable, "-m", "graphengine", "optimize", str(src), "-o",
-                          str(out), "--passes", "dce,bogus"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graphengine",
+            "optimize",
+            str(src),
+            "-o",
+            str(out),
+            "--passes",
+            "dce,bogus",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and "unknown pass 'bogus'" in bad.stderr

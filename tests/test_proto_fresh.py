@@ -38,7 +38,8 @@ def test_generated_module_records_the_current_proto_hash():
     assert header, f"{PB2.name} has no proto-sha256 header; regenerate it with tools/gen_proto.py"
     assert header.group(1) == _gen_proto().proto_sha256(PROTO), (
         "proto/graphengine.proto changed since graphengine_pb2.py was generated; run "
-        "tools/gen_proto.py (see its docstring for the grpcio-tools it needs)")
+        "tools/gen_proto.py (see its docstring for the grpcio-tools it needs)"
+    )
 
 
 def test_gencode_is_not_newer_than_the_protobuf_lower_bound():
@@ -48,12 +49,14 @@ def test_gencode_is_not_newer_than_the_protobuf_lower_bound():
     bound = _protobuf_lower_bound()
     assert _version(gencode.group(1)) <= _version(bound), (
         f"graphengine_pb2.py needs protobuf >= {gencode.group(1)}, but pyproject.toml admits "
-        f"protobuf {bound}")
+        f"protobuf {bound}"
+    )
 
 
 def test_the_generator_pin_matches_the_dev_extra():
-    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"]["dev"]
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "dev"
+    ]
     assert f"grpcio-tools=={_gen_proto().GRPCIO_TOOLS_VERSION}" in dev
 
 
@@ -64,8 +67,10 @@ def test_regenerating_gives_the_committed_module():
     except metadata.PackageNotFoundError:
         pytest.skip("grpcio-tools is not installed; the hash check above still runs")
     if installed != gen.GRPCIO_TOOLS_VERSION:
-        pytest.skip(f"grpcio-tools {installed} is installed; the module is generated with "
-                    f"{gen.GRPCIO_TOOLS_VERSION}, whose output differs")
+        pytest.skip(
+            f"grpcio-tools {installed} is installed; the module is generated with "
+            f"{gen.GRPCIO_TOOLS_VERSION}, whose output differs"
+        )
     assert gen.generate(PROTO) == PB2.read_text(encoding="utf-8")
 
 
@@ -85,9 +90,20 @@ def pinned_env(tmp_path_factory) -> Path:
     env = tmp_path_factory.mktemp("pinned") / "venv"
     venv.create(env, with_pip=True)
     python = env / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", f"protobuf=={bound}",
-                              f"grpcio-tools=={_gen_proto().GRPCIO_TOOLS_VERSION}"],
-                             capture_output=True, text=True, check=False)
+    install = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            f"protobuf=={bound}",
+            f"grpcio-tools=={_gen_proto().GRPCIO_TOOLS_VERSION}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if install.returncode != 0:
         last = install.stderr.strip().splitlines()[-1:] or ["no output"]
         pytest.skip(f"cannot install protobuf=={bound} with pip (no package index?): {last[0]}")
@@ -98,21 +114,28 @@ def pinned_env(tmp_path_factory) -> Path:
 def test_module_imports_with_the_oldest_admitted_protobuf(pinned_env):
     bound = _protobuf_lower_bound()
     # Load the file alone: the environment has protobuf and nothing of ours.
-    check = (f"import importlib.util as u, google.protobuf as p\n"
-             f"s = u.spec_from_file_location('graphengine_pb2', {str(PB2)!r})\n"
-             f"m = u.module_from_spec(s); s.loader.exec_module(m)\n"
-             f"assert p.__version__ == {bound!r}, p.__version__\n"
-             f"m.ModelProto.FromString(m.ModelProto(format_version_major=1)"
-             f".SerializeToString())\n"
-             f"print('ok', p.__version__)")
-    result = subprocess.run([str(pinned_env), "-c", check], capture_output=True, text=True,
-                            check=False)
+    check = (
+        f"import importlib.util as u, google.protobuf as p\n"
+        f"s = u.spec_from_file_location('graphengine_pb2', {str(PB2)!r})\n"
+        f"m = u.module_from_spec(s); s.loader.exec_module(m)\n"
+        f"assert p.__version__ == {bound!r}, p.__version__\n"
+        f"m.ModelProto.FromString(m.ModelProto(format_version_major=1)"
+        f".SerializeToString())\n"
+        f"print('ok', p.__version__)"
+    )
+    result = subprocess.run(
+        [str(pinned_env), "-c", check], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"ok {bound}"
 
 
 @pytest.mark.slow
 def test_pinned_generator_reproduces_the_committed_module(pinned_env):
-    result = subprocess.run([str(pinned_env), str(ROOT / "tools" / "gen_proto.py"), "--check"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(pinned_env), str(ROOT / "tools" / "gen_proto.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr + result.stdout

@@ -96,8 +96,11 @@ class Dot:
     def edges_of(self, kind: str) -> list[tuple[str, str, dict[str, str]]]:
         """Edges drawn with the style of ``kind`` (outside the legend)."""
         want = style.EDGE_STYLES[kind]
-        return [e for e in self.edges if not e[0].startswith("#legend")
-                and all(e[2].get(k) == v for k, v in want.items())]
+        return [
+            e
+            for e in self.edges
+            if not e[0].startswith("#legend") and all(e[2].get(k) == v for k, v in want.items())
+        ]
 
     def pairs(self, kind: str) -> set[tuple[str, str]]:
         return {(a, b) for a, b, _ in self.edges_of(kind)}
@@ -109,16 +112,24 @@ def fill(dot: Dot, node: str) -> str:
 
 # -- the forward view ----------------------------------------------------------------
 
+
 def test_forward_view_draws_every_node_and_each_producer_consumer_pair_once():
     g = mlp()
     dot = Dot(ge.to_dot(g))
     assert dot.drawn() == {n.name for n in g.nodes}
     # y * y reads head/sum twice: one edge
-    assert sorted(dot.pairs("forward")) == sorted([
-        ("x", "layer1/multiply"), ("layer1/w", "layer1/multiply"),
-        ("layer1/multiply", "layer1/add"), ("layer1/b", "layer1/add"),
-        ("layer1/add", "layer1/tanh"), ("layer1/tanh", "head/sum"),
-        ("head/sum", "multiply"), ("multiply", "loss")])
+    assert sorted(dot.pairs("forward")) == sorted(
+        [
+            ("x", "layer1/multiply"),
+            ("layer1/w", "layer1/multiply"),
+            ("layer1/multiply", "layer1/add"),
+            ("layer1/b", "layer1/add"),
+            ("layer1/add", "layer1/tanh"),
+            ("layer1/tanh", "head/sum"),
+            ("head/sum", "multiply"),
+            ("multiply", "loss"),
+        ]
+    )
     assert len(dot.edges) == 8
 
 
@@ -127,8 +138,11 @@ def test_edges_are_labelled_with_shape_and_dtype_symbolic_dims_by_name():
     x = g.placeholder("x", (None, "T", 4), dtype="float64")
     ge.sin(ge.sum(ge.exp(x), axis=2))
     labels = {(a, b): attrs["label"] for a, b, attrs in Dot(ge.to_dot(g)).edges}
-    assert labels == {("x", "exp"): "(N, T, 4) float64", ("exp", "sum"): "(N, T, 4) float64",
-                      ("sum", "sin"): "(N, T) float64"}
+    assert labels == {
+        ("x", "exp"): "(N, T, 4) float64",
+        ("exp", "sum"): "(N, T, 4) float64",
+        ("sum", "sin"): "(N, T) float64",
+    }
 
 
 def test_scopes_are_nested_clusters_and_labels_use_the_name_inside_the_scope():
@@ -140,8 +154,11 @@ def test_scopes_are_nested_clusters_and_labels_use_the_name_inside_the_scope():
         z = ge.sin(y)
     dot = Dot(ge.to_dot(g))
     assert dot.clusters == ["encoder", "encoder/block0"]
-    assert dot.cluster_of == {"x": (), "encoder/block0/exp": ("encoder", "encoder/block0"),
-                              "encoder/sin": ("encoder",)}
+    assert dot.cluster_of == {
+        "x": (),
+        "encoder/block0/exp": ("encoder", "encoder/block0"),
+        "encoder/sin": ("encoder",),
+    }
     assert dot.label("encoder/block0/exp") == ["exp"]
     assert dot.nodes[z.node]["tooltip"] == "encoder/sin"
     assert 'subgraph "cluster_encoder/block0" {\n      label="block0";' in dot.text
@@ -155,8 +172,15 @@ def test_each_kind_of_node_has_its_own_style():
     g.mark_output("loss", extra)
     assert Dot(ge.to_dot(g)).nodes["loss"]["fillcolor"] == style.NODE_STYLES["output"]["fillcolor"]
     dot = Dot(ge.to_dot(g, loss="loss"))
-    expected = {"x": "placeholder", "layer1/w": "parameter", "frozen": "frozen parameter",
-                "two": "constant", "layer1/add": "operation", "extra": "output", "loss": "loss"}
+    expected = {
+        "x": "placeholder",
+        "layer1/w": "parameter",
+        "frozen": "frozen parameter",
+        "two": "constant",
+        "layer1/add": "operation",
+        "extra": "output",
+        "loss": "loss",
+    }
     for node, kind in expected.items():
         for key, value in style.NODE_STYLES[kind].items():
             assert dot.nodes[node][key] == value, (node, key)
@@ -176,14 +200,18 @@ def test_same_graph_gives_identical_dot_text_in_separate_processes():
     texts = []
     for seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
-        texts.append(subprocess.run([sys.executable, "-c", script], env=env, check=True,
-                                    capture_output=True, text=True).stdout)
+        texts.append(
+            subprocess.run(
+                [sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True
+            ).stdout
+        )
     assert texts[0] == texts[1]
-    assert texts[0] == ge.to_dot(ge.gradients(mlp(), "loss"), view="both", legend=True,
-                                 collapse_depth=0)
+    assert texts[0] == ge.to_dot(
+        ge.gradients(mlp(), "loss"), view="both", legend=True, collapse_depth=0
+    )
 
 
-GOLDEN = r'''digraph "tiny" {
+GOLDEN = r"""digraph "tiny" {
   graph [rankdir="TB", fontname="Helvetica", fontsize="12", nodesep="0.25", ranksep="0.35", style="rounded", color="#ced4da", fontcolor="#495057", labeljust="l"];
   node [fontname="Helvetica", fontsize="10", penwidth="1.2"];
   edge [fontname="Helvetica", fontsize="8", arrowsize="0.7", color="#343a40"];
@@ -196,7 +224,7 @@ GOLDEN = r'''digraph "tiny" {
   label="tiny";
   labelloc="t";
 }
-'''
+"""
 
 
 def test_golden_dot_text_of_a_tiny_graph():
@@ -208,6 +236,7 @@ def test_golden_dot_text_of_a_tiny_graph():
 
 
 # -- gradient views --------------------------------------------------------------------
+
 
 def test_gradient_view_is_the_backward_pass_alone():
     tg = ge.gradients(mlp(), "loss")
@@ -229,19 +258,21 @@ def test_reads_draws_the_forward_nodes_gradient_rules_read_and_links():
         assert fill(dot, name) == style.CONTEXT_STYLE["fillcolor"]
     assert dot.label("layer1/tanh") == ["tanh"]  # in its cluster, so its short name
     for node in grad_nodes:
-        assert fill(dot, node.name) in (style.NODE_STYLES["gradient"]["fillcolor"],
-                                        style.NODE_STYLES["gradient helper"]["fillcolor"],
-                                        style.NODE_STYLES["gradient output"]["fillcolor"])
+        assert fill(dot, node.name) in (
+            style.NODE_STYLES["gradient"]["fillcolor"],
+            style.NODE_STYLES["gradient helper"]["fillcolor"],
+            style.NODE_STYLES["gradient output"]["fillcolor"],
+        )
     # y * y in tanh's rule holds no gradient; the product with the incoming one does
-    assert fill(dot, "gradients/layer1/multiply") == \
-        style.NODE_STYLES["gradient helper"]["fillcolor"]
+    assert (
+        fill(dot, "gradients/layer1/multiply") == style.NODE_STYLES["gradient helper"]["fillcolor"]
+    )
     assert fill(dot, "gradients/layer1/multiply_1") == style.NODE_STYLES["gradient"]["fillcolor"]
     # expanded groups sit in a cluster that names the forward op; only the gradient
     # outputs get a dashed link to the tensor they are the gradient for
     outputs = {ge.graph.parse_ref(g)[0]: w for w, g in tg.gradient.grads.items()}
     assert dot.pairs("derived") == {(w, g) for g, w in outputs.items()}
-    assert dot.cluster_of["gradients/layer1/multiply_1"] == (
-        "layer1", "#gradient of layer1/tanh")
+    assert dot.cluster_of["gradients/layer1/multiply_1"] == ("layer1", "#gradient of layer1/tanh")
     assert 'label="∂ tanh"; tooltip="gradient of layer1/tanh";' in dot.text
 
 
@@ -264,7 +295,8 @@ def test_gradient_edges_run_against_the_forward_flow():
     # forward values read by rules are drawn on request; constants read by rules dotted
     assert dot.pairs("reads") == set()
     assert ("layer1/tanh", "gradients/layer1/multiply") in Dot(
-        ge.to_dot(tg, view="both", reads=True)).pairs("reads")
+        ge.to_dot(tg, view="both", reads=True)
+    ).pairs("reads")
     assert ("gradients/layer1/subtract", "gradients/layer1/constant") in dot.pairs("helper")
     assert ("gradients/layer1/multiply_1", "gradients/layer1/subtract") in dot.pairs("helper")
     assert dot.drawn() == {n.name for n in tg.nodes}
@@ -290,7 +322,9 @@ def test_gradient_outputs_say_which_derivative_they_hold():
     tg = ge.gradients(mlp(), "loss")
     dot = Dot(ge.to_dot(tg, view="gradient"))
     assert dot.label("gradients/layer1/w") == ["∂L/∂w", "layer1/w"]
-    assert dot.text.rstrip().endswith('label="mlp_grad: gradient view, L = loss";\n  labelloc="t";\n}')
+    assert dot.text.rstrip().endswith(
+        'label="mlp_grad: gradient view, L = loss";\n  labelloc="t";\n}'
+    )
     assert dot.cluster_of["gradients/layer1/w"] == ("layer1",)  # beside layer1/w
     assert dot.nodes["gradients/layer1/w"]["peripheries"] == "2"
 
@@ -311,8 +345,17 @@ def test_gradient_view_works_from_derived_from_alone():
     x = g.placeholder("x", (3,))
     ge.exp(x, name="y")
     t = TensorType(np.float32, (3,))
-    g._insert(Node("gradients/dy", "placeholder", (), {"dtype": np.dtype("float32"),
-                                                      "shape": (3,)}, (t,), "gradients", "y"))
+    g._insert(
+        Node(
+            "gradients/dy",
+            "placeholder",
+            (),
+            {"dtype": np.dtype("float32"), "shape": (3,)},
+            (t,),
+            "gradients",
+            "y",
+        )
+    )
     g._insert(Node("gradients/dx", "multiply", ("gradients/dy", "y"), {}, (t,), "gradients", "y"))
     assert Dot(ge.to_dot(g, view="gradient")).drawn() == {"gradients/dy", "gradients/dx"}
     dot = Dot(ge.to_dot(g, view="gradient", reads=True, expand=False))
@@ -327,6 +370,7 @@ def test_gradient_view_works_from_derived_from_alone():
 
 # -- collapse and scope ----------------------------------------------------------------
 
+
 def test_collapse_depth_zero_draws_each_top_level_scope_as_one_box():
     dot = Dot(ge.to_dot(mlp(), collapse_depth=0))
     assert dot.drawn() == {"x", "#box layer1", "#box head", "multiply", "loss"}
@@ -334,10 +378,12 @@ def test_collapse_depth_zero_draws_each_top_level_scope_as_one_box():
     assert dot.label("#box layer1") == ["layer1", "5 nodes"]
     assert dot.nodes["#box layer1"]["shape"] == "box3d"
     labels = {(a, b): attrs["label"] for a, b, attrs in dot.edges}
-    assert labels == {("x", "#box layer1"): "(N, 3) float32",
-                      ("#box layer1", "#box head"): "(N, 3) float32",
-                      ("#box head", "multiply"): "(N,) float32",
-                      ("multiply", "loss"): "(N,) float32"}
+    assert labels == {
+        ("x", "#box layer1"): "(N, 3) float32",
+        ("#box layer1", "#box head"): "(N, 3) float32",
+        ("#box head", "multiply"): "(N,) float32",
+        ("multiply", "loss"): "(N,) float32",
+    }
 
 
 def test_collapsed_edges_are_aggregated_and_count_their_tensors():
@@ -354,8 +400,11 @@ def test_collapsed_edges_are_aggregated_and_count_their_tensors():
     assert dot.cluster_of["#box a/b"] == ("a",)
     # edges between clusters carry their label as an xlabel (see render/dot.py)
     assert {(a, b): attrs.get("label", attrs.get("xlabel")) for a, b, attrs in dot.edges} == {
-        ("x", "#box a/b"): "(2,) float32", ("#box a/b", "out"): "2 × (2,) float32",
-        ("#box a/b", "pick"): "3 tensors", ("x", "skip"): "(2,) float32"}
+        ("x", "#box a/b"): "(2,) float32",
+        ("#box a/b", "out"): "2 × (2,) float32",
+        ("#box a/b", "pick"): "3 tensors",
+        ("x", "skip"): "(2,) float32",
+    }
     assert Dot(ge.to_dot(g, collapse_depth=1)).label("#box a") == ["a", "3 nodes"]
     assert ge.to_dot(g, collapse_depth=0) == ge.to_dot(g, collapse_depth=1)
 
@@ -363,10 +412,8 @@ def test_collapsed_edges_are_aggregated_and_count_their_tensors():
 def test_collapse_keeps_forward_and_gradient_boxes_apart():
     tg = ge.gradients(mlp(), "loss")
     dot = Dot(ge.to_dot(tg, view="both", collapse_depth=0))
-    assert {"#box layer1", "#gradient box layer1", "#box head",
-            "#gradient box head"} <= dot.drawn()
-    assert fill(dot, "#gradient box layer1") == \
-        style.NODE_STYLES["gradient scope box"]["fillcolor"]
+    assert {"#box layer1", "#gradient box layer1", "#box head", "#gradient box head"} <= dot.drawn()
+    assert fill(dot, "#gradient box layer1") == style.NODE_STYLES["gradient scope box"]["fillcolor"]
     assert ("#gradient box layer1", "#gradient box head") in dot.pairs("gradient")
     assert ("#box layer1", "#gradient box layer1") in dot.pairs("derived")
 
@@ -382,8 +429,14 @@ def test_a_5000_node_graph_collapses_to_one_box_per_scope():
 
 def test_scope_draws_one_scope_alone_with_its_inputs_faded():
     dot = Dot(ge.to_dot(mlp(), scope="layer1"))
-    assert dot.drawn() == {"x", "layer1/w", "layer1/b", "layer1/multiply", "layer1/add",
-                           "layer1/tanh"}
+    assert dot.drawn() == {
+        "x",
+        "layer1/w",
+        "layer1/b",
+        "layer1/multiply",
+        "layer1/add",
+        "layer1/tanh",
+    }
     assert fill(dot, "x") == style.CONTEXT_STYLE["fillcolor"]
     with pytest.raises(ge.RenderError, match="top-level scopes are head, layer1"):
         ge.to_dot(mlp(), scope="decoder")
@@ -393,9 +446,11 @@ def test_scope_of_the_gradient_view_accepts_the_gradients_prefix():
     tg = ge.gradients(mlp(), "loss")
     a = ge.to_dot(tg, view="gradient", scope="head", reads=True)
     assert a == ge.to_dot(tg, view="gradient", scope="gradients/head", reads=True)
-    chosen = {n for n, attrs in Dot(a).nodes.items()
-              if not n.startswith("#legend")
-              and attrs["fillcolor"] != style.CONTEXT_STYLE["fillcolor"]}
+    chosen = {
+        n
+        for n, attrs in Dot(a).nodes.items()
+        if not n.startswith("#legend") and attrs["fillcolor"] != style.CONTEXT_STYLE["fillcolor"]
+    }
     assert chosen == {"gradients/head/add_n", "gradients/head/broadcast_like"}
     # nodes outside the scope show their full name; those inside, their short one
     assert Dot(a).label("gradients/multiply") == ["gradients/multiply"]
@@ -410,6 +465,7 @@ def test_bad_view_and_depth_are_refused():
 
 
 # -- values ------------------------------------------------------------------------------
+
 
 def test_format_value_writes_small_tensors_in_full_and_summarises_larger_ones():
     assert format_value(np.float32(0.5)) == ["0.5"]
@@ -437,8 +493,15 @@ def test_grad_annotates_forward_tensors_with_d_loss_d_tensor():
     dy = 2 * h.sum(axis=1) / len(X)
     dh = np.repeat(dy[:, None], 3, axis=1)
     dz = dh * (1 - h * h)
-    expected = {"loss": np.float32(1), "head/sum": dy, "layer1/tanh": dh, "layer1/add": dz,
-                "layer1/b": dz.sum(axis=0), "layer1/w": (dz * X).sum(axis=0), "x": dz * w}
+    expected = {
+        "loss": np.float32(1),
+        "head/sum": dy,
+        "layer1/tanh": dh,
+        "layer1/add": dz,
+        "layer1/b": dz.sum(axis=0),
+        "layer1/w": (dz * X).sum(axis=0),
+        "x": dz * w,
+    }
     for name, grad in expected.items():
         line = next(line for line in dot.label(name) if line.startswith("grad "))
         got = np.array(json.loads(line[5:]), np.float64)  # 4 significant digits
@@ -463,13 +526,16 @@ def test_grad_without_numbers_or_loss_is_refused():
 
 # -- files and Graphviz -------------------------------------------------------------------
 
+
 @needs_dot
-@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml"),
-                                           (".pdf", b"%PDF")])
+@pytest.mark.parametrize(
+    "suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml"), (".pdf", b"%PDF")]
+)
 def test_render_writes_real_images_with_dot(tmp_path, suffix, magic):
     tg = ge.gradients(mlp(), "loss")
-    path = ge.render(tg, tmp_path / f"model{suffix}", view="both", legend=True,
-                     feeds={"x": X}, grad=True)
+    path = ge.render(
+        tg, tmp_path / f"model{suffix}", view="both", legend=True, feeds={"x": X}, grad=True
+    )
     data = path.read_bytes()
     assert data.startswith(magic) and len(data) > 1000
     if suffix == ".svg":
@@ -503,20 +569,43 @@ def test_unknown_format_is_refused(tmp_path):
 
 # -- the command line ---------------------------------------------------------------------
 
+
 def test_cli_passes_every_option_to_render(tmp_path, capsys):
     from graphengine.cli.main import main
 
     ge.save(mlp(), tmp_path / "model.pb")
     np.save(tmp_path / "x.npy", X)
     out = tmp_path / "m.dot"
-    argv = ["render", str(tmp_path / "model.pb"), "-o", str(out), "--view", "both", "--loss",
-            "loss", "--feed", f"x={tmp_path / 'x.npy'}", "--grad", "--legend",
-            "--collapse-depth", "1", "--scope", "layer1"]
+    argv = [
+        "render",
+        str(tmp_path / "model.pb"),
+        "-o",
+        str(out),
+        "--view",
+        "both",
+        "--loss",
+        "loss",
+        "--feed",
+        f"x={tmp_path / 'x.npy'}",
+        "--grad",
+        "--legend",
+        "--collapse-depth",
+        "1",
+        "--scope",
+        "layer1",
+    ]
     assert main(argv) == 0
     assert capsys.readouterr().out == f"wrote {out}\n"
-    assert out.read_text() == ge.to_dot(mlp(), view="both", loss="loss", feeds={"x": X},
-                                         grad=True, legend=True, collapse_depth=1,
-                                         scope="layer1")
+    assert out.read_text() == ge.to_dot(
+        mlp(),
+        view="both",
+        loss="loss",
+        feeds={"x": X},
+        grad=True,
+        legend=True,
+        collapse_depth=1,
+        scope="layer1",
+    )
 
 
 def test_a_saved_gradient_graph_draws_as_it_did_in_memory(tmp_path):
@@ -524,8 +613,19 @@ def test_a_saved_gradient_graph_draws_as_it_did_in_memory(tmp_path):
 
     tg = ge.gradients(mlp(), "loss")
     ge.save(tg, tmp_path / "grad.pb")
-    assert main(["render", str(tmp_path / "grad.pb"), "-o", str(tmp_path / "g.dot"),
-                 "--view", "gradient"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(tmp_path / "grad.pb"),
+                "-o",
+                str(tmp_path / "g.dot"),
+                "--view",
+                "gradient",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "g.dot").read_text() == ge.to_dot(tg, view="gradient")
 
 
@@ -534,10 +634,12 @@ def test_cli_errors_are_one_line_with_exit_code_1(tmp_path, capsys):
 
     ge.save(mlp(), tmp_path / "model.pb")
     model, out = str(tmp_path / "model.pb"), str(tmp_path / "m.dot")
-    cases = [(["--grad"], "CommandError: --grad writes gradients computed from data"),
-             (["--feed", "x"], "CommandError: --feed 'x': expected NAME=FILE"),
-             (["--view", "gradient"], "RenderError: graph 'mlp' holds no gradient nodes"),
-             (["--scope", "nope"], "RenderError: no node to draw in scope 'nope'")]
+    cases = [
+        (["--grad"], "CommandError: --grad writes gradients computed from data"),
+        (["--feed", "x"], "CommandError: --feed 'x': expected NAME=FILE"),
+        (["--view", "gradient"], "RenderError: graph 'mlp' holds no gradient nodes"),
+        (["--scope", "nope"], "RenderError: no node to draw in scope 'nope'"),
+    ]
     for extra, message in cases:
         assert main(["render", model, "-o", out, *extra]) == 1
         err = capsys.readouterr().err

@@ -78,6 +78,7 @@ def gradient_graphs(graphs):
 
 # -- what the DOT text holds (fast: no dot) ------------------------------------------------
 
+
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_view_draws_every_forward_op_by_id(graphs, name):
     g = graphs[name]
@@ -89,7 +90,8 @@ def test_forward_view_draws_every_forward_op_by_id(graphs, name):
 @pytest.mark.parametrize("view", ["gradient", "both"])
 @pytest.mark.parametrize("name", MODELS)
 def test_gradient_views_draw_every_gradient_output_and_each_op_gradient(
-        graphs, gradient_graphs, name, view):
+    graphs, gradient_graphs, name, view
+):
     tg = gradient_graphs[name]
     text = ge.to_dot(graphs[name], view=view)
     assert text == ge.to_dot(tg, view=view)  # differentiated on the fly, or saved so
@@ -114,12 +116,18 @@ def test_gallery_dot_text_is_deterministic(graphs, name):
 
 
 def test_gallery_dot_text_is_the_same_in_another_process(graphs):
-    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-              "from tests.test_render_gallery import GALLERY; import graphengine as ge; "
-              "sys.stdout.write(ge.to_dot(GALLERY.build_text_rnn(), view='both'))")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            check=True, env={"PYTHONHASHSEED": "7", "PATH": "",
-                                             "PYTHONPATH": str(ROOT)})
+    script = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+        "from tests.test_render_gallery import GALLERY; import graphengine as ge; "
+        "sys.stdout.write(ge.to_dot(GALLERY.build_text_rnn(), view='both'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "7", "PATH": "", "PYTHONPATH": str(ROOT)},
+    )
     assert result.stdout == ge.to_dot(graphs["text_rnn"], view="both")
 
 
@@ -134,14 +142,14 @@ def test_backward_pass_is_grouped_by_the_forward_op_it_differentiates(graphs):
     text = ge.to_dot(graphs["digits_cnn"], view="both")
     # one labelled box per forward op, linked to it
     assert '"#gradient of block1/conv2d" [' in text
-    assert re.search(r'"#gradient of block1/batch_norm" \[[^\n]*label="∂ batch_norm\\n\d+ ops"',
-                     text)
+    assert re.search(
+        r'"#gradient of block1/batch_norm" \[[^\n]*label="∂ batch_norm\\n\d+ ops"', text
+    )
     assert '"block1/conv2d" -> "#gradient of block1/conv2d"' in text
     # gradient outputs say what they hold, with the full name beneath
     assert re.search(r'"gradients/block1/w" \[[^\n]*label="∂L/∂w\\nblock1/w"', text)
     # a legend by default
-    assert '"#legend"' in text and '"#legend"' not in ge.to_dot(graphs["digits_cnn"],
-                                                                legend=False)
+    assert '"#legend"' in text and '"#legend"' not in ge.to_dot(graphs["digits_cnn"], legend=False)
     # expanding one op draws its nodes in a cluster named after it
     expanded = ge.to_dot(graphs["digits_cnn"], view="both", expand=["block1/batch_norm"])
     assert 'subgraph "cluster_#gradient of block1/batch_norm" {' in expanded
@@ -162,6 +170,7 @@ def test_collapse_depth_one_draws_each_top_level_scope_as_a_box(graphs):
 
 
 # -- the node budget ---------------------------------------------------------------------------
+
 
 def test_views_above_the_node_budget_collapse_deepest_scopes_first():
     g = GALLERY.build_text_rnn(steps=60)  # about 400 forward nodes under rnn/step<k>
@@ -208,6 +217,7 @@ def test_cli_draws_a_huge_graph_within_the_budget_and_says_so(tmp_path, capsys):
 
 # -- dot: failures, fallbacks, timeouts ----------------------------------------------------------
 
+
 @needs_dot
 @pytest.mark.parametrize("view", ["gradient", "both"])
 def test_the_rnn_with_nested_scopes_renders_with_the_installed_dot(tmp_path, graphs, view):
@@ -218,8 +228,7 @@ def test_the_rnn_with_nested_scopes_renders_with_the_installed_dot(tmp_path, gra
 
 
 @needs_dot
-def test_a_failing_dot_falls_back_to_newrank_then_to_no_clusters(tmp_path, graphs,
-                                                                  monkeypatch):
+def test_a_failing_dot_falls_back_to_newrank_then_to_no_clusters(tmp_path, graphs, monkeypatch):
     real = render_module.run_dot
     seen = []
 
@@ -230,8 +239,11 @@ def test_a_failing_dot_falls_back_to_newrank_then_to_no_clusters(tmp_path, graph
         return real(text, fmt, timeout)
 
     monkeypatch.setattr(render_module, "run_dot", picky)
-    with pytest.warns(RenderWarning, match=r"\(trouble in init_rank\); drew it with Graphviz's "
-                                           r"other ranking \(newrank=true\) instead"):
+    with pytest.warns(
+        RenderWarning,
+        match=r"\(trouble in init_rank\); drew it with Graphviz's "
+        r"other ranking \(newrank=true\) instead",
+    ):
         ge.render(graphs["text_rnn"], tmp_path / "a.svg", view="both")
     assert (tmp_path / "a.svg").read_text().startswith("<?xml")
 
@@ -256,13 +268,25 @@ def test_a_failing_dot_falls_back_to_newrank_then_to_no_clusters(tmp_path, graph
 def test_dot_past_its_timeout_is_stopped_with_one_clear_line(tmp_path, graphs, capsys):
     from graphengine.cli.main import main
 
-    with pytest.raises(ge.RenderError, match=r"did not finish laying out [\d,]+ nodes and "
-                                             r"[\d,]+ edges within 0.001 s"):
-        ge.render(graphs["transformer_encoder"], tmp_path / "t.svg", view="both",
-                  timeout=0.001)
+    with pytest.raises(
+        ge.RenderError,
+        match=r"did not finish laying out [\d,]+ nodes and "
+        r"[\d,]+ edges within 0.001 s",
+    ):
+        ge.render(graphs["transformer_encoder"], tmp_path / "t.svg", view="both", timeout=0.001)
     graphs["text_rnn"].save(tmp_path / "rnn.pb")
-    code = main(["render", str(tmp_path / "rnn.pb"), "-o", str(tmp_path / "r.png"),
-                 "--view", "both", "--timeout", "0.001"])
+    code = main(
+        [
+            "render",
+            str(tmp_path / "rnn.pb"),
+            "-o",
+            str(tmp_path / "r.png"),
+            "--view",
+            "both",
+            "--timeout",
+            "0.001",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
     assert err.startswith("graphengine render: RenderError: Graphviz's dot did not finish")
@@ -270,6 +294,7 @@ def test_dot_past_its_timeout_is_stopped_with_one_clear_line(tmp_path, graphs, c
 
 
 # -- values on a realistic drawing ---------------------------------------------------------------
+
 
 def _digits_batch():
     with np.load(ROOT / "examples" / "data" / "digits.npz", allow_pickle=False) as d:
@@ -280,8 +305,10 @@ def _text_boxes(svg: str) -> list[tuple[float, float, float, float, str]]:
     """The box of each text line of a dot SVG: (left, right, top, bottom, text),
     from its anchor, font size and an upper bound of Helvetica's glyph width."""
     boxes = []
-    pattern = re.compile(r'<text text-anchor="(\w+)" x="([-\d.]+)" y="([-\d.]+)" '
-                         r'font-family="[^"]*" font-size="([\d.]+)"[^>]*>([^<]*)</text>')
+    pattern = re.compile(
+        r'<text text-anchor="(\w+)" x="([-\d.]+)" y="([-\d.]+)" '
+        r'font-family="[^"]*" font-size="([\d.]+)"[^>]*>([^<]*)</text>'
+    )
     for anchor, x, y, size, text in pattern.findall(svg):
         x, y, size = float(x), float(y), float(size)
         width = 0.5 * size * len(text)  # Helvetica averages about 0.5 em a glyph
@@ -292,14 +319,20 @@ def _text_boxes(svg: str) -> list[tuple[float, float, float, float, str]]:
 
 @needs_dot
 def test_values_and_gradients_on_the_cnn_do_not_overlap(tmp_path, graphs):
-    path = ge.render(graphs["digits_cnn"], tmp_path / "cnn.svg", view="forward",
-                     feeds=_digits_batch(), grad=True, legend=False)
+    path = ge.render(
+        graphs["digits_cnn"],
+        tmp_path / "cnn.svg",
+        view="forward",
+        feeds=_digits_batch(),
+        grad=True,
+        legend=False,
+    )
     svg = path.read_text()
     assert svg.count(">grad (") > 10 and svg.count(">value (") > 10
     boxes = _text_boxes(svg)
     overlaps = []
     for i, a in enumerate(boxes):
-        for b in boxes[i + 1:]:
+        for b in boxes[i + 1 :]:
             width = min(a[1], b[1]) - max(a[0], b[0])
             height = min(a[3], b[3]) - max(a[2], b[2])
             if width > 2 and height > 2:  # more than a sliver of two points
@@ -308,6 +341,7 @@ def test_values_and_gradients_on_the_cnn_do_not_overlap(tmp_path, graphs):
 
 
 # -- the whole matrix, with the installed dot ----------------------------------------------------
+
 
 @needs_dot
 @pytest.mark.slow
@@ -329,6 +363,7 @@ def test_every_gallery_view_renders_within_bounds(tmp_path, graphs, name, view, 
 
 
 # -- random nested scopes against the installed dot ----------------------------------------------
+
 
 def random_scoped_graph(seed: int) -> ge.Graph:
     """A seeded random network: up to three levels of nested scopes, weights shared
@@ -362,8 +397,13 @@ def random_scoped_graph(seed: int) -> ge.Graph:
 
 def _render_all_ways(graph: ge.Graph, tmp_path: Path) -> None:
     for view in GALLERY.VIEWS:
-        for options in ({}, {"expand": True}, {"expand": False, "reads": True},
-                        {"collapse_depth": 2}, {"direction": "LR"}):
+        for options in (
+            {},
+            {"expand": True},
+            {"expand": False, "reads": True},
+            {"collapse_depth": 2},
+            {"direction": "LR"},
+        ):
             with warnings.catch_warnings():
                 warnings.simplefilter("error", RenderWarning)  # no fallback
                 ge.render(graph, tmp_path / "r.svg", view=view, **options)
@@ -388,23 +428,62 @@ def test_cli_passes_the_drawing_options(tmp_path, graphs, capsys):
     g = graphs["digits_cnn"]
     g.save(tmp_path / "cnn.pb")
     out = tmp_path / "cnn.dot"
-    argv = ["render", str(tmp_path / "cnn.pb"), "-o", str(out), "--view", "both",
-            "--expand", "block1/conv2d", "--expand", "logits/matmul", "--no-legend",
-            "--reads", "--no-derived", "--direction", "LR", "--max-nodes", "0"]
+    argv = [
+        "render",
+        str(tmp_path / "cnn.pb"),
+        "-o",
+        str(out),
+        "--view",
+        "both",
+        "--expand",
+        "block1/conv2d",
+        "--expand",
+        "logits/matmul",
+        "--no-legend",
+        "--reads",
+        "--no-derived",
+        "--direction",
+        "LR",
+        "--max-nodes",
+        "0",
+    ]
     assert main(argv) == 0
-    assert out.read_text() == ge.to_dot(g, view="both", expand=["block1/conv2d",
-                                                                "logits/matmul"],
-                                         legend=False, reads=True, derived=False,
-                                         direction="LR", max_nodes=None)
-    assert main(["render", str(tmp_path / "cnn.pb"), "-o", str(out), "--view", "both",
-                 "--expand", "all"]) == 0
+    assert out.read_text() == ge.to_dot(
+        g,
+        view="both",
+        expand=["block1/conv2d", "logits/matmul"],
+        legend=False,
+        reads=True,
+        derived=False,
+        direction="LR",
+        max_nodes=None,
+    )
+    assert (
+        main(
+            [
+                "render",
+                str(tmp_path / "cnn.pb"),
+                "-o",
+                str(out),
+                "--view",
+                "both",
+                "--expand",
+                "all",
+            ]
+        )
+        == 0
+    )
     assert out.read_text() == ge.to_dot(g, view="both", expand=True)
     capsys.readouterr()
-    for extra, message in ((["--expand", "all", "--expand", "x"], "stand alone"),
-                           (["--timeout", "0"], "--timeout must be positive"),
-                           (["--max-nodes", "-1"], "--max-nodes must be 0"),
-                           (["--expand", "nope"], "cannot expand the gradient of 'nope'")):
-        assert main(["render", str(tmp_path / "cnn.pb"), "-o", str(out), "--view", "both",
-                     *extra]) == 1
+    for extra, message in (
+        (["--expand", "all", "--expand", "x"], "stand alone"),
+        (["--timeout", "0"], "--timeout must be positive"),
+        (["--max-nodes", "-1"], "--max-nodes must be 0"),
+        (["--expand", "nope"], "cannot expand the gradient of 'nope'"),
+    ):
+        assert (
+            main(["render", str(tmp_path / "cnn.pb"), "-o", str(out), "--view", "both", *extra])
+            == 1
+        )
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # -- helpers ------------------------------------------------------------------------
 
+
 def same_array(a, b) -> bool:
     """Same dtype, shape and bytes (so NaN payloads and -0.0 count)."""
     a, b = np.asarray(a), np.asarray(b)
@@ -41,8 +42,13 @@ def assert_same_graph(a: ge.Graph, b: ge.Graph) -> None:
     assert [n.name for n in a.nodes] == [n.name for n in b.nodes]
     for x, y in zip(a.nodes, b.nodes):
         where = f"node {x.name!r}"
-        assert (x.op, x.inputs, x.scope, x.derived_from, x.types) == \
-               (y.op, y.inputs, y.scope, y.derived_from, y.types), where
+        assert (x.op, x.inputs, x.scope, x.derived_from, x.types) == (
+            y.op,
+            y.inputs,
+            y.scope,
+            y.derived_from,
+            y.types,
+        ), where
         assert list(x.attrs) == list(y.attrs), where
         for key, value in x.attrs.items():
             if isinstance(value, np.ndarray):
@@ -64,6 +70,7 @@ def round_trip(graph: ge.Graph, path: Path, **options) -> ge.Graph:
 
 
 # -- exact round trips ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["model.pb", "model.pbtxt"])
 def test_round_trip_keeps_every_section(model_graph, tmp_path, name):
@@ -98,9 +105,13 @@ def _special_values(dtype: np.dtype) -> np.ndarray:
         bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[dtype.itemsize]
         info = np.finfo(dtype)
         inf_bits = int(np.array(np.inf, dtype).view(bits))
-        nans = np.array([np.iinfo(bits).max,  # all ones: a negative quiet NaN with a payload
-                         inf_bits | 1],       # a signalling NaN
-                        bits).view(dtype)
+        nans = np.array(
+            [
+                np.iinfo(bits).max,  # all ones: a negative quiet NaN with a payload
+                inf_bits | 1,
+            ],  # a signalling NaN
+            bits,
+        ).view(dtype)
         plain = np.array([0.0, -0.0, np.inf, -np.inf, info.max, info.tiny, 1 / 3], dtype)
         return np.concatenate([plain, nans])
     if dtype.kind == "b":
@@ -198,8 +209,9 @@ def test_separate_processes_write_identical_bytes(tmp_path):
     for hash_seed in ("1", "2"):
         path = tmp_path / f"det{hash_seed}.pb"
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
-        subprocess.run([sys.executable, "-c", BUILD_AND_SAVE, str(path)], check=True, env=env,
-                       cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-c", BUILD_AND_SAVE, str(path)], check=True, env=env, cwd=ROOT
+        )
         outputs.append(path.read_bytes())
     assert outputs[0] == outputs[1]
 
@@ -220,8 +232,11 @@ def test_another_process_loads_and_runs_identically(model_graph, model_file, tmp
         np.savez(sys.argv[3], **ge.run(g, list(g.outputs), feeds))
     """)
     out = tmp_path / "out.npz"
-    subprocess.run([sys.executable, "-c", script, str(model_file), str(tmp_path / "feeds.npz"),
-                    str(out)], check=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-c", script, str(model_file), str(tmp_path / "feeds.npz"), str(out)],
+        check=True,
+        cwd=ROOT,
+    )
     expected = ge.run(model_graph, list(model_graph.outputs), feeds)
     with np.load(out) as got:
         assert sorted(got.files) == sorted(expected)
@@ -230,20 +245,24 @@ def test_another_process_loads_and_runs_identically(model_graph, model_file, tmp
 
 # -- external data ------------------------------------------------------------------------
 
+
 def _big_graph() -> ge.Graph:
     g = ge.Graph("big")
     x = g.placeholder("x", (4,))
-    w = g.parameter("w", np.arange(4, dtype=np.float64))          # 32 bytes: external
-    s = g.parameter("s", np.float32(3))                            # 4 bytes: inline
-    c = g.constant(np.arange(8, dtype=np.float32).reshape(2, 4))   # 32 bytes: external
+    w = g.parameter("w", np.arange(4, dtype=np.float64))  # 32 bytes: external
+    s = g.parameter("s", np.float32(3))  # 4 bytes: inline
+    c = g.constant(np.arange(8, dtype=np.float32).reshape(2, 4))  # 32 bytes: external
     g.mark_output(ge.cast(x, "float64") * w + ge.cast(c * s, "float64"))
     return g
 
 
 def _data_file(folder: Path, name: str) -> Path:
     """The one data file of model ``name``: ``<name>.<12 hex digits>.data``."""
-    found = [p for p in folder.iterdir() if re.fullmatch(re.escape(name) + r"\.[0-9a-f]{12}\.data",
-                                                         p.name)]
+    found = [
+        p
+        for p in folder.iterdir()
+        if re.fullmatch(re.escape(name) + r"\.[0-9a-f]{12}\.data", p.name)
+    ]
     assert len(found) == 1, sorted(p.name for p in folder.iterdir())
     return found[0]
 
@@ -254,10 +273,14 @@ def test_tensors_over_the_threshold_go_to_the_data_file(tmp_path, name):
     loaded = round_trip(g, tmp_path / name, external_data_threshold=16)
     assert_same_graph(g, loaded)
     data = _data_file(tmp_path, name)
-    model = serialize._parse((tmp_path / name).read_bytes(), serialize._format_for(
-        tmp_path / name, None), tmp_path / name)
-    external = {p.name: p.value.external for p in model.graph.parameters
-                if p.value.HasField("external")}
+    model = serialize._parse(
+        (tmp_path / name).read_bytes(),
+        serialize._format_for(tmp_path / name, None),
+        tmp_path / name,
+    )
+    external = {
+        p.name: p.value.external for p in model.graph.parameters if p.value.HasField("external")
+    }
     assert set(external) == {"w"} and model.graph.parameters[1].value.raw_data
     ext = external["w"]
     assert ext.location == data.name and ext.length == 32 and ext.HasField("crc32")
@@ -276,15 +299,15 @@ def test_default_threshold_moves_the_largest_tensors_out(tmp_path, monkeypatch):
     assert info.data_files == (_data_file(tmp_path, "auto.pb").name,)
     assert serialize._choose_threshold([32, 4, 32], None) == 31
     assert serialize._choose_threshold([16, 4, 8], None) == serialize.EXTERNAL_THRESHOLD
-    assert serialize._choose_threshold([32, 4, 8], None) == 31    # 44 do not fit
+    assert serialize._choose_threshold([32, 4, 8], None) == 31  # 44 do not fit
     assert serialize._choose_threshold([32, 4, 8], 0) == 0
     assert serialize._choose_threshold([32, 4, 8], 8) == 8
 
 
 def test_tensors_over_a_mebibyte_go_to_the_data_file_by_default(tmp_path):
     g = ge.Graph("default")
-    w = g.parameter("w", np.arange(2**18 + 1, dtype=np.float32))   # just over 1 MiB
-    b = g.parameter("b", np.arange(2**18, dtype=np.float32))       # exactly 1 MiB: inline
+    w = g.parameter("w", np.arange(2**18 + 1, dtype=np.float32))  # just over 1 MiB
+    b = g.parameter("b", np.arange(2**18, dtype=np.float32))  # exactly 1 MiB: inline
     g.mark_output(ge.sum(w) + ge.sum(b))
     ge.save(g, tmp_path / "m.pb")
     data = _data_file(tmp_path, "m.pb")
@@ -314,11 +337,11 @@ def test_a_new_save_writes_a_new_data_file_and_removes_the_old(tmp_path):
     ge.save(_big_graph(), path, external_data_threshold=16)
     first = _data_file(tmp_path, "m.pb")
     ge.save(_big_graph(), path, external_data_threshold=16)
-    assert _data_file(tmp_path, "m.pb") == first      # same tensors, same name
+    assert _data_file(tmp_path, "m.pb") == first  # same tensors, same name
     g = _big_graph()
     g.values["w"][:] = 7
     ge.save(g, path, external_data_threshold=16)
-    second = _data_file(tmp_path, "m.pb")             # and the old one is gone
+    second = _data_file(tmp_path, "m.pb")  # and the old one is gone
     assert second != first
     assert_same_graph(g, ge.load(path))
 
@@ -344,8 +367,8 @@ def test_symlink_to_a_data_file_inside_the_folder_is_followed(tmp_path):
 
 # -- atomic writes ------------------------------------------------------------------------
 
-def test_a_failed_save_leaves_the_old_file_and_no_temporaries(model_graph, tmp_path,
-                                                              monkeypatch):
+
+def test_a_failed_save_leaves_the_old_file_and_no_temporaries(model_graph, tmp_path, monkeypatch):
     path = tmp_path / "m.pb"
     ge.save(_big_graph(), path, external_data_threshold=16)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
@@ -360,6 +383,7 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporaries(model_graph, tmp_p
 
 
 # -- versions and fields from newer versions ------------------------------------------------
+
 
 def _model(path: Path) -> pb.ModelProto:
     return pb.ModelProto.FromString(path.read_bytes())
@@ -426,11 +450,12 @@ def test_text_format_warns_that_it_drops_unknown_fields(model_file, tmp_path):
 
 
 def test_text_file_of_a_newer_minor_version_ignores_unknown_fields(model_file, tmp_path):
-    text = (tmp_path / "m.pbtxt")
+    text = tmp_path / "m.pbtxt"
     ge.save(ge.load(model_file), text)
-    content = text.read_text().replace("format_version_major: 1\n",
-                                       "format_version_major: 1\nformat_version_minor: 3\n"
-                                       "shiny_new_field: 5\n")
+    content = text.read_text().replace(
+        "format_version_major: 1\n",
+        "format_version_major: 1\nformat_version_minor: 3\nshiny_new_field: 5\n",
+    )
     text.write_text(content)
     assert_same_graph(ge.load(model_file), ge.load(text))
     text.write_text(content.replace("format_version_minor: 3\n", ""))
@@ -441,8 +466,11 @@ def test_text_file_of_a_newer_minor_version_ignores_unknown_fields(model_file, t
 def test_text_file_of_a_newer_major_version_gets_the_version_message(model_file, tmp_path):
     text = tmp_path / "m.pbtxt"
     ge.save(ge.load(model_file), text)
-    text.write_text(text.read_text().replace("format_version_major: 1\n",
-                                             "format_version_major: 3\nrenamed_field: 1\n"))
+    text.write_text(
+        text.read_text().replace(
+            "format_version_major: 1\n", "format_version_major: 3\nrenamed_field: 1\n"
+        )
+    )
     with pytest.raises(ge.FileFormatError, match=r"format 3\.x; this graphengine reads 1\.x"):
         ge.load(text)
 
@@ -451,8 +479,11 @@ def test_newer_major_version_and_opset_are_refused(model_file, tmp_path):
     model = _model(model_file)
     model.format_version_major = 2
     _write(tmp_path / "v2.pb", model)
-    with pytest.raises(ge.FileFormatError, match=r"written by format 2\.x; this graphengine "
-                                                 r"reads 1\.x; upgrade graphengine"):
+    with pytest.raises(
+        ge.FileFormatError,
+        match=r"written by format 2\.x; this graphengine "
+        r"reads 1\.x; upgrade graphengine",
+    ):
         ge.load(tmp_path / "v2.pb")
     model.format_version_major, model.opset_version = 1, serialize.OPSET_VERSION + 1
     _write(tmp_path / "newer.pb", model)
@@ -461,6 +492,7 @@ def test_newer_major_version_and_opset_are_refused(model_file, tmp_path):
 
 
 # -- API errors -------------------------------------------------------------------------------
+
 
 def test_unknown_format_name_is_refused(model_graph, tmp_path):
     with pytest.raises(ge.FileFormatError, match="unknown format 'xml'"):
@@ -482,11 +514,17 @@ def test_negative_threshold_is_refused(model_graph, tmp_path):
 
 # -- the training spec ---------------------------------------------------------------------
 
+
 def test_training_spec_defaults_and_proto_round_trip():
-    spec = TrainingSpec(loss="loss", trainable=["w"], metrics=(),
-                        schedule=ScheduleSpec("step", step_size=10, gamma=0.5),
-                        optimizer=OptimizerSpec("sgd", momentum=0.9, nesterov=True),
-                        seed=2**64 - 1, data_map={"y": "labels", "x": "inputs"})
+    spec = TrainingSpec(
+        loss="loss",
+        trainable=["w"],
+        metrics=(),
+        schedule=ScheduleSpec("step", step_size=10, gamma=0.5),
+        optimizer=OptimizerSpec("sgd", momentum=0.9, nesterov=True),
+        seed=2**64 - 1,
+        data_map={"y": "labels", "x": "inputs"},
+    )
     assert spec.metrics == ("loss",) and spec.trainable == ("w",)
     assert list(spec.data_map) == ["x", "y"]
     assert TrainingSpec.from_proto(spec.to_proto()) == spec
@@ -538,13 +576,15 @@ BINARY = ["add", "multiply", "subtract", "maximum", "minimum"]
 def random_graphs(draw):
     dtype = np.dtype(draw(st.sampled_from(["float16", "float32", "float64"])))
     shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3))
-    arrays = hnp.arrays(dtype, shape, elements=st.floats(width=dtype.itemsize * 8,
-                                                         allow_nan=True, allow_infinity=True))
+    arrays = hnp.arrays(
+        dtype,
+        shape,
+        elements=st.floats(width=dtype.itemsize * 8, allow_nan=True, allow_infinity=True),
+    )
     g = ge.Graph("random")
     tensors = [g.placeholder("x", shape, dtype)]
     for i in range(draw(st.integers(1, 3))):
-        tensors.append(g.parameter(f"p{i}", draw(arrays),
-                                   trainable=draw(st.booleans())))
+        tensors.append(g.parameter(f"p{i}", draw(arrays), trainable=draw(st.booleans())))
     tensors.append(g.constant(draw(arrays)))
     for _ in range(draw(st.integers(1, 8))):
         scope = draw(st.sampled_from(["", "a", "a/b"]))
@@ -554,18 +594,23 @@ def random_graphs(draw):
                 tensors.append(g.apply(op, [draw(st.sampled_from(tensors))]))
             else:
                 op = draw(st.sampled_from(BINARY))
-                tensors.append(g.apply(op, [draw(st.sampled_from(tensors)),
-                                            draw(st.sampled_from(tensors))]))
+                tensors.append(
+                    g.apply(op, [draw(st.sampled_from(tensors)), draw(st.sampled_from(tensors))])
+                )
     if draw(st.booleans()):
         g.mark_output(tensors[-1])
     g.metadata = draw(st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3))
     return g
 
 
-@settings(max_examples=40, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(graph=random_graphs(), fmt=st.sampled_from(["binary", "text"]),
-       threshold=st.sampled_from([None, 8]))
+@settings(
+    max_examples=40, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    graph=random_graphs(),
+    fmt=st.sampled_from(["binary", "text"]),
+    threshold=st.sampled_from([None, 8]),
+)
 def test_random_graphs_round_trip_bitwise(graph, fmt, threshold):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "g.model"

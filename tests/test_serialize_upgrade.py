@@ -12,8 +12,12 @@ import pytest
 import graphengine as ge
 from graphengine.proto import graphengine_pb2 as pb
 
-_OPSET1_NAMES = {"max_pool": "max_pool2d", "avg_pool": "avg_pool2d",
-                 "max_pool_grad": "max_pool2d_grad", "avg_pool_grad": "avg_pool2d_grad"}
+_OPSET1_NAMES = {
+    "max_pool": "max_pool2d",
+    "avg_pool": "avg_pool2d",
+    "max_pool_grad": "max_pool2d_grad",
+    "avg_pool_grad": "avg_pool2d_grad",
+}
 
 
 def _as_opset1(path, out):

@@ -5,8 +5,9 @@ import numpy as np
 import graphengine as ge
 
 
-def classifier(dropout: float = 0.2, batch_norm: bool = False, name: str = "clf",
-               hidden: int = 16) -> ge.Graph:
+def classifier(
+    dropout: float = 0.2, batch_norm: bool = False, name: str = "clf", hidden: int = 16
+) -> ge.Graph:
     """x (N, 4) -> dense(hidden) [-> batch_norm] -> relu [-> dropout] -> 3 logits,
     with a training spec (Adam, accuracy)."""
     g = ge.Graph(name)
@@ -30,8 +31,15 @@ def classifier(dropout: float = 0.2, batch_norm: bool = False, name: str = "clf"
         b = g.parameter("b", np.zeros(3, np.float32))
         logits = ge.matmul(h, w) + b
     loss, _ = ge.softmax_cross_entropy(logits, y, name="loss")
-    g.set_training(loss, metrics=["loss", "accuracy"], optimizer="adam", learning_rate=0.02,
-                   batch_size=16, epochs=3, seed=7)
+    g.set_training(
+        loss,
+        metrics=["loss", "accuracy"],
+        optimizer="adam",
+        learning_rate=0.02,
+        batch_size=16,
+        epochs=3,
+        seed=7,
+    )
     return g
 
 

@@ -53,8 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--scaling", action="store_true",
-                        help="also time 10k, 30k and 100k forward nodes")
+    parser.add_argument(
+        "--scaling", action="store_true", help="also time 10k, 30k and 100k forward nodes"
+    )
     args = parser.parse_args()
     build_time, (g, loss) = best_of(args.repeat, lambda: build_forward(args.nodes))
     nx_time, _ = best_of(args.repeat, lambda: build_networkx(g))
@@ -62,19 +63,24 @@ def main() -> None:
     added = len(tg.gradient.nodes)
     print(f"forward graph: {len(g)} nodes, built in {build_time * 1e3:.0f} ms (reference 1)")
     print(f"networkx DiGraph of it: {nx_time * 1e3:.0f} ms (reference 2)")
-    print(f"gradient graph: {added} nodes added ({added / len(g):.2f} per forward node), "
-          f"built in {grad_time * 1e3:.0f} ms")
+    print(
+        f"gradient graph: {added} nodes added ({added / len(g):.2f} per forward node), "
+        f"built in {grad_time * 1e3:.0f} ms"
+    )
     print(f"ratio gradient pass / forward build: {grad_time / build_time:.2f}")
     print(f"ratio gradient pass / networkx DiGraph: {grad_time / nx_time:.2f}")
     if args.scaling:
         for size in (10_000, 30_000, 100_000):
             g, loss = build_forward(size)
-            seconds, tg = best_of(1 if size > 30_000 else args.repeat,
-                                  lambda g=g, loss=loss: ge.gradients(g, loss))
+            seconds, tg = best_of(
+                1 if size > 30_000 else args.repeat, lambda g=g, loss=loss: ge.gradients(g, loss)
+            )
             ref, _ = best_of(1, lambda g=g: build_networkx(g))
-            print(f"{len(g):>7} forward nodes: {len(tg.gradient.nodes):>7} added, "
-                  f"{seconds:.3f} s, {seconds / len(g) * 1e6:.1f} us per forward node "
-                  f"({seconds / ref:.2f}x its networkx DiGraph)")
+            print(
+                f"{len(g):>7} forward nodes: {len(tg.gradient.nodes):>7} added, "
+                f"{seconds:.3f} s, {seconds / len(g) * 1e6:.1f} us per forward node "
+                f"({seconds / ref:.2f}x its networkx DiGraph)"
+            )
 
 
 if __name__ == "__main__":

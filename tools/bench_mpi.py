@@ -54,18 +54,20 @@ def build(sizes: tuple[int, ...], batch: int):
             if i < len(sizes) - 2:
                 h = ge.relu(h)
     loss, _ = ge.softmax_cross_entropy(h, labels, name="loss")
-    g.set_training(loss, optimizer="adam", learning_rate=1e-3, batch_size=batch, epochs=2,
-                   seed=0)
+    g.set_training(loss, optimizer="adam", learning_rate=1e-3, batch_size=batch, epochs=2, seed=0)
     return g
 
 
 def data(sizes: tuple[int, ...], examples: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"x": rng.normal(size=(examples, sizes[0])).astype(np.float32),
-            "y": rng.integers(0, sizes[-1], examples).astype(np.int64)}
+    return {
+        "x": rng.normal(size=(examples, sizes[0])).astype(np.float32),
+        "y": rng.integers(0, sizes[-1], examples).astype(np.int64),
+    }
 
 
 # -- inside the MPI job -------------------------------------------------------------------
+
 
 def worker(model: str, sweep: bool, repeat: int) -> None:
     import graphengine as ge
@@ -77,15 +79,17 @@ def worker(model: str, sweep: bool, repeat: int) -> None:
     sizes, batch, examples = MODELS[model]
     parallel = from_launcher()
     comm = world()
-    trainer = Trainer(build(sizes, batch), data(sizes, examples), progress=False,
-                      parallel=parallel)
+    trainer = Trainer(build(sizes, batch), data(sizes, examples), progress=False, parallel=parallel)
     if comm is not None:
         comm.reset_stats()
     result = trainer.fit()
     seconds = result.history[-1]["seconds"]
     steps = trainer.steps_per_epoch
-    report = {"model": model, "processes": comm.size if comm else 1,
-              "steps_per_second": steps / seconds}
+    report = {
+        "model": model,
+        "processes": comm.size if comm else 1,
+        "steps_per_second": steps / seconds,
+    }
     if comm is not None and comm.size > 1:
         report["allreduce_ms_per_step"] = 1e3 * comm.seconds / result.steps
         report["allreduce_bytes"] = comm.bytes // max(comm.calls, 1)
@@ -113,12 +117,22 @@ def worker(model: str, sweep: bool, repeat: int) -> None:
             times["raw"].append(time.perf_counter() - start)
         plan_s, raw_s = np.median(times["plan"]), np.median(times["raw"])
         if comm.rank == 0:
-            print(json.dumps({"bytes": nbytes, "plan_ms": 1e3 * plan_s, "raw_ms": 1e3 * raw_s,
-                              "plan_gb_s": nbytes / plan_s / 1e9,
-                              "raw_gb_s": nbytes / raw_s / 1e9}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "bytes": nbytes,
+                        "plan_ms": 1e3 * plan_s,
+                        "raw_ms": 1e3 * raw_s,
+                        "plan_gb_s": nbytes / plan_s / 1e9,
+                        "raw_gb_s": nbytes / raw_s / 1e9,
+                    }
+                ),
+                flush=True,
+            )
 
 
 # -- the driver ---------------------------------------------------------------------------
+
 
 def run_job(processes: int, model: str, sweep: bool, repeat: int) -> list[dict]:
     env = dict(os.environ)
@@ -126,8 +140,17 @@ def run_job(processes: int, model: str, sweep: bool, repeat: int) -> list[dict]:
         env[name] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH")] if p)
     mpiexec = pathlib.Path(sys.executable).with_name("mpiexec")
-    command = [str(mpiexec), "-n", str(processes), sys.executable, __file__, "--worker",
-               model, "--repeat", str(repeat)] + (["--sweep"] if sweep else [])
+    command = [
+        str(mpiexec),
+        "-n",
+        str(processes),
+        sys.executable,
+        __file__,
+        "--worker",
+        model,
+        "--repeat",
+        str(repeat),
+    ] + (["--sweep"] if sweep else [])
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -142,25 +165,30 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.sweep, args.repeat)
         return
-    print(f"{'model':8} {'1 process':>12} {'2 processes':>12} {'speed-up':>9} "
-          f"{'efficiency':>10} {'allreduce/step':>15}")
+    print(
+        f"{'model':8} {'1 process':>12} {'2 processes':>12} {'speed-up':>9} "
+        f"{'efficiency':>10} {'allreduce/step':>15}"
+    )
     sweep = []
     for i, model in enumerate(args.models):
         one = run_job(1, model, False, args.repeat)[0]
         rows = run_job(2, model, i == 0, args.repeat)
         two, sweep = rows[0], sweep or rows[1:]
         speedup = two["steps_per_second"] / one["steps_per_second"]
-        print(f"{model:8} {one['steps_per_second']:9.1f}/s {two['steps_per_second']:9.1f}/s "
-              f"{speedup:8.2f}x {speedup / 2:9.0%} "
-              f"{two['allreduce_ms_per_step']:8.2f} ms of "
-              f"{two['allreduce_bytes'] / 1e6:.2f} MB")
+        print(
+            f"{model:8} {one['steps_per_second']:9.1f}/s {two['steps_per_second']:9.1f}/s "
+            f"{speedup:8.2f}x {speedup / 2:9.0%} "
+            f"{two['allreduce_ms_per_step']:8.2f} ms of "
+            f"{two['allreduce_bytes'] / 1e6:.2f} MB"
+        )
     print("\nallreduce over 2 processes: a plan's allreduce node against mpi4py's Allreduce")
-    print(f"{'bytes':>10} {'plan':>10} {'raw':>10} {'plan GB/s':>10} {'raw GB/s':>9} "
-          f"{'ratio':>6}")
+    print(f"{'bytes':>10} {'plan':>10} {'raw':>10} {'plan GB/s':>10} {'raw GB/s':>9} {'ratio':>6}")
     for row in sweep:
-        print(f"{row['bytes']:>10,} {row['plan_ms']:8.3f}ms {row['raw_ms']:8.3f}ms "
-              f"{row['plan_gb_s']:10.2f} {row['raw_gb_s']:9.2f} "
-              f"{row['plan_ms'] / row['raw_ms']:6.2f}")
+        print(
+            f"{row['bytes']:>10,} {row['plan_ms']:8.3f}ms {row['raw_ms']:8.3f}ms "
+            f"{row['plan_gb_s']:10.2f} {row['raw_gb_s']:9.2f} "
+            f"{row['plan_ms'] / row['raw_ms']:6.2f}"
+        )
 
 
 if __name__ == "__main__":

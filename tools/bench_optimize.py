@@ -21,8 +21,9 @@ def build() -> ge.Graph:
     labels = g.placeholder("labels", (None,), "int64")
     for i, (k, m) in enumerate([(64, 128), (128, 64)]):
         with g.name_scope(f"layer{i}"):
-            h = ge.relu(h @ g.parameter("w", shape=(k, m))
-                        + g.parameter("b", shape=(m,), init="zeros"))
+            h = ge.relu(
+                h @ g.parameter("w", shape=(k, m)) + g.parameter("b", shape=(m,), init="zeros")
+            )
     logits = h @ g.parameter("w", shape=(64, 10)) + g.parameter("b", shape=(10,), init="zeros")
     loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
     return ge.gradients(g, loss)
@@ -37,8 +38,10 @@ def main() -> None:
     opt, report = ge.optimize(tg)
     print(report)
     rng = np.random.default_rng(0)
-    feeds = {"x": rng.standard_normal((32, 64)).astype(np.float32),
-             "labels": rng.integers(0, 10, 32)}
+    feeds = {
+        "x": rng.standard_normal((32, 64)).astype(np.float32),
+        "labels": rng.integers(0, 10, 32),
+    }
     fetches = [tg.gradient.loss, *tg.gradient.grads.values()]
     best = {"unoptimized": float("inf"), "optimized": float("inf")}
     for _ in range(args.repeat):
@@ -47,8 +50,10 @@ def main() -> None:
             for _ in range(args.steps):
                 ge.run(graph, fetches, feeds, training=True)
             best[name] = min(best[name], (time.process_time() - start) / args.steps)
-    print(f"step: unoptimized {best['unoptimized'] * 1e6:.0f} us (reference), optimized "
-          f"{best['optimized'] * 1e6:.0f} us, ratio {best['optimized'] / best['unoptimized']:.2f}")
+    print(
+        f"step: unoptimized {best['unoptimized'] * 1e6:.0f} us (reference), optimized "
+        f"{best['optimized'] * 1e6:.0f} us, ratio {best['optimized'] / best['unoptimized']:.2f}"
+    )
 
 
 if __name__ == "__main__":

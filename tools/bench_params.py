@@ -81,22 +81,27 @@ def main() -> None:
                 "np.savez": lambda: np.savez(folder / "ref.npz", **arrays),
                 "np.savez + fsync": lambda: _np_save_fsync(folder / "ref2.npz", arrays),
                 "ge.load (crc32 checked)": lambda: ge.load(folder / "m.pb"),
-                "ge.load (verify_data=False)": lambda: ge.load(folder / "m.pb",
-                                                               verify_data=False),
+                "ge.load (verify_data=False)": lambda: ge.load(folder / "m.pb", verify_data=False),
                 "np.load": lambda: _np_load(folder / "ref.npz"),
             }
             for name, fn in runs.items():
                 times.setdefault(name, []).append(_timed(fn))
         median = {k: statistics.median(v) for k, v in times.items()}
-        print(f"{nbytes / 1e6:.0f} MB of float32 parameters "
-              f"({len(arrays)} tensors), medians of {args.repeat}:")
+        print(
+            f"{nbytes / 1e6:.0f} MB of float32 parameters "
+            f"({len(arrays)} tensors), medians of {args.repeat}:"
+        )
         for name, seconds in median.items():
             print(f"  {name:30s} {seconds * 1e3:8.1f} ms  {nbytes / seconds / 1e9:6.2f} GB/s")
-        print(f"save: ge.save / np.savez = {median['ge.save'] / median['np.savez']:.2f}, "
-              f"/ (np.savez + fsync) = {median['ge.save'] / median['np.savez + fsync']:.2f}")
-        print(f"load: ge.load / np.load = "
-              f"{median['ge.load (crc32 checked)'] / median['np.load']:.2f} checked, "
-              f"{median['ge.load (verify_data=False)'] / median['np.load']:.3f} zero-copy")
+        print(
+            f"save: ge.save / np.savez = {median['ge.save'] / median['np.savez']:.2f}, "
+            f"/ (np.savez + fsync) = {median['ge.save'] / median['np.savez + fsync']:.2f}"
+        )
+        print(
+            f"load: ge.load / np.load = "
+            f"{median['ge.load (crc32 checked)'] / median['np.load']:.2f} checked, "
+            f"{median['ge.load (verify_data=False)'] / median['np.load']:.3f} zero-copy"
+        )
         mapped = ge.load(folder / "m.pb", verify_data=False)
         assert not next(iter(mapped.values.values())).flags.owndata
         _touch(mapped)

@@ -57,10 +57,17 @@ def measure(label: str, graph: ge.Graph, repeat: int, fmt: str, **options) -> No
         warnings.simplefilter("ignore", RenderWarning)  # the automatic collapse
         ours, text = best_of(repeat, functools.partial(ge.to_dot, graph, **options))
     theirs, image = best_of(1, functools.partial(run_dot, text, fmt, None))
-    units = sum(1 for line in text.splitlines() if line.lstrip().startswith('"')
-                and " -> " not in line and not line.lstrip().startswith('"#legend"'))
-    print(f"{label:<36} {units:>5} {text.count(' -> '):>6} {ours * 1000:>9.1f} "
-          f"{theirs * 1000:>9.1f} {ours / theirs:>7.3f} {(ours + theirs):>7.2f}")
+    units = sum(
+        1
+        for line in text.splitlines()
+        if line.lstrip().startswith('"')
+        and " -> " not in line
+        and not line.lstrip().startswith('"#legend"')
+    )
+    print(
+        f"{label:<36} {units:>5} {text.count(' -> '):>6} {ours * 1000:>9.1f} "
+        f"{theirs * 1000:>9.1f} {ours / theirs:>7.3f} {(ours + theirs):>7.2f}"
+    )
 
 
 def main() -> None:
@@ -70,8 +77,10 @@ def main() -> None:
     parser.add_argument("--skip-gallery", action="store_true")
     args = parser.parse_args()
 
-    print(f"{'drawing':<36} {'units':>5} {'edges':>6} {'ours ms':>9} {'dot ms':>9} "
-          f"{'ratio':>7} {'total s':>7}")
+    print(
+        f"{'drawing':<36} {'units':>5} {'edges':>6} {'ours ms':>9} {'dot ms':>9} "
+        f"{'ratio':>7} {'total s':>7}"
+    )
     if not args.skip_gallery:
         gallery = _gallery()
         for name, build in gallery.MODELS.items():
@@ -83,8 +92,7 @@ def main() -> None:
     both = ge.gradients(graph, "loss")
     print(f"bench graph: {len(graph):,} forward nodes, {len(both):,} with its gradient")
     measure("5,000 nodes forward (auto collapse)", graph, args.repeat, args.format)
-    measure("5,000 nodes forward, collapse 1", graph, args.repeat, args.format,
-            collapse_depth=1)
+    measure("5,000 nodes forward, collapse 1", graph, args.repeat, args.format, collapse_depth=1)
     measure("5,000 nodes both (auto collapse)", both, args.repeat, args.format, view="both")
 
 

@@ -46,6 +46,7 @@ LR = 0.01
 
 # -- graphengine ------------------------------------------------------------------------------
 
+
 class GeStep:
     """One SGD step of ``graph``'s loss with graphengine's plan and optimizer."""
 
@@ -80,8 +81,10 @@ def ge_mlp(sizes, batch, rng):
             if i < len(sizes) - 2:
                 h = ge.relu(h)
     loss, _ = ge.softmax_cross_entropy(h, labels)
-    feeds = {"x": rng.standard_normal((batch, sizes[0])).astype(np.float32),
-             "y": rng.integers(0, sizes[-1], batch)}
+    feeds = {
+        "x": rng.standard_normal((batch, sizes[0])).astype(np.float32),
+        "y": rng.integers(0, sizes[-1], batch),
+    }
     return g, loss, feeds
 
 
@@ -100,8 +103,10 @@ def ge_cnn(batch, rng):
         b = g.parameter("b", np.zeros(10, np.float32))
         logits = ge.matmul(ge.reshape(h, (-1, 32 * 7 * 7)), w) + b
     loss, _ = ge.softmax_cross_entropy(logits, labels)
-    feeds = {"x": rng.standard_normal((batch, 1, 28, 28)).astype(np.float32),
-             "y": rng.integers(0, 10, batch)}
+    feeds = {
+        "x": rng.standard_normal((batch, 1, 28, 28)).astype(np.float32),
+        "y": rng.integers(0, 10, batch),
+    }
     return g, loss, feeds
 
 
@@ -114,12 +119,18 @@ def ge_chain(length, rng):
     h = x
     for i in range(length):
         kind = CHAIN_OPS[i % 4]
-        h = ge.tanh(h) if kind == "tanh" else ge.sin(h) if kind == "sin" else (
-            h * 1.01 if kind == "scale" else h + 0.01)
+        h = (
+            ge.tanh(h)
+            if kind == "tanh"
+            else ge.sin(h)
+            if kind == "sin"
+            else (h * 1.01 if kind == "scale" else h + 0.01)
+        )
     return g, ge.sum(h), {}
 
 
 # -- hand-written numpy -----------------------------------------------------------------------
+
 
 def _softmax_xent(logits, labels):
     """Mean cross-entropy and its gradient with respect to the logits."""
@@ -181,7 +192,7 @@ class NumpyCNN:
     def im2col(x):
         c, n, h, w = x.shape
         xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-        win = sliding_window_view(xp, (3, 3), axis=(2, 3))       # (C, N, H, W, 3, 3)
+        win = sliding_window_view(xp, (3, 3), axis=(2, 3))  # (C, N, H, W, 3, 3)
         return win.transpose(0, 4, 5, 1, 2, 3).reshape(c * 9, n * h * w)
 
     @staticmethod
@@ -191,7 +202,7 @@ class NumpyCNN:
         dxp = np.zeros((c, n, h + 2, w + 2), dcols.dtype)
         for i in range(3):
             for j in range(3):
-                dxp[:, :, i:i + h, j:j + w] += d[:, i, j]
+                dxp[:, :, i : i + h, j : j + w] += d[:, i, j]
         return dxp[:, :, 1:-1, 1:-1]
 
     @staticmethod
@@ -213,7 +224,7 @@ class NumpyCNN:
             y, mask = self.pool(a)
             saved.append((h.shape, cols, a, mask))
             h = y
-        flat = h.transpose(1, 0, 2, 3).reshape(h.shape[1], -1)   # NCHW feature order
+        flat = h.transpose(1, 0, 2, 3).reshape(h.shape[1], -1)  # NCHW feature order
         logits = flat @ self.wd
         logits += self.bd
         loss, d = _softmax_xent(logits, self.y)
@@ -245,8 +256,13 @@ class NumpyChain:
         for i in range(self.length):
             kind = CHAIN_OPS[i % 4]
             saved.append(h)
-            h = np.tanh(h) if kind == "tanh" else np.sin(h) if kind == "sin" else (
-                h * np.float32(1.01) if kind == "scale" else h + np.float32(0.01))
+            h = (
+                np.tanh(h)
+                if kind == "tanh"
+                else np.sin(h)
+                if kind == "sin"
+                else (h * np.float32(1.01) if kind == "scale" else h + np.float32(0.01))
+            )
         d = np.ones_like(h)
         for i in range(self.length - 1, -1, -1):
             kind, a = CHAIN_OPS[i % 4], saved[i]
@@ -262,6 +278,7 @@ class NumpyChain:
 
 
 # -- PyTorch ----------------------------------------------------------------------------------
+
 
 def torch_step(torch, model, inputs, loss_fn):
     params = list(model.parameters())
@@ -294,9 +311,16 @@ def torch_mlp(torch, graph, feeds, layers):
 
 def torch_cnn(torch, graph, feeds):
     nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 10),
+    )
     inputs = (torch.from_numpy(feeds["x"]), torch.from_numpy(feeds["y"]))
     return torch_step(torch, model, inputs, torch.nn.functional.cross_entropy)
 
@@ -310,8 +334,13 @@ def torch_chain(torch, graph, length):
         h = x
         for i in range(length):
             kind = CHAIN_OPS[i % 4]
-            h = torch.tanh(h) if kind == "tanh" else torch.sin(h) if kind == "sin" else (
-                h * 1.01 if kind == "scale" else h + 0.01)
+            h = (
+                torch.tanh(h)
+                if kind == "tanh"
+                else torch.sin(h)
+                if kind == "sin"
+                else (h * 1.01 if kind == "scale" else h + 0.01)
+            )
         loss = h.sum()
         loss.backward()
         opt.step()
@@ -321,6 +350,7 @@ def torch_chain(torch, graph, length):
 
 
 # -- the workloads ----------------------------------------------------------------------------
+
 
 def make_workloads(names, torch):
     rng = np.random.default_rng(0)
@@ -337,9 +367,11 @@ def make_workloads(names, torch):
             if torch:
                 sides["torch"] = torch_chain(torch, g, 200)
         else:
-            sizes, batch = {"mlp128": ((784, 512, 512, 10), 128),
-                            "mlp1024": ((784, 512, 512, 10), 1024),
-                            "mlp32": ((64, 128, 64, 10), 32)}[name]
+            sizes, batch = {
+                "mlp128": ((784, 512, 512, 10), 128),
+                "mlp1024": ((784, 512, 512, 10), 1024),
+                "mlp32": ((64, 128, 64, 10), 32),
+            }[name]
             g, loss, feeds = ge_mlp(sizes, batch, rng)
             sides = {"ge": GeStep(g, loss, feeds), "numpy": NumpyMLP(g, feeds, len(sizes) - 1)}
             if torch:
@@ -387,8 +419,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--block", type=float, default=0.25, help="seconds per timed block")
-    parser.add_argument("--workloads", nargs="+",
-                        default=["cnn", "mlp128", "mlp1024", "mlp32", "chain"])
+    parser.add_argument(
+        "--workloads", nargs="+", default=["cnn", "mlp128", "mlp1024", "mlp32", "chain"]
+    )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
@@ -405,21 +438,27 @@ def main() -> None:
         for name, sides in workloads.items():
             for side, fn in sides.items():
                 times[name][side].append(time_block(fn, args.block))
-    print(f"numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}, "
-          f"{args.rounds} rounds of {args.block:g} s blocks; median ms per step")
+    print(
+        f"numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}, "
+        f"{args.rounds} rounds of {args.block:g} s blocks; median ms per step"
+    )
     print(f"{'workload':10} {'ge':>9} {'numpy':>9} {'torch':>9} {'ge/numpy':>9} {'ge/torch':>9}")
     for name, sides in times.items():
         med = {side: statistics.median(ts) for side, ts in sides.items()}
         tt = med.get("torch")
-        print(f"{name:10} {med['ge'] * 1e3:9.3f} {med['numpy'] * 1e3:9.3f} "
-              f"{tt * 1e3 if tt else float('nan'):9.3f} {med['ge'] / med['numpy']:9.2f} "
-              f"{med['ge'] / tt if tt else float('nan'):9.2f}")
+        print(
+            f"{name:10} {med['ge'] * 1e3:9.3f} {med['numpy'] * 1e3:9.3f} "
+            f"{tt * 1e3 if tt else float('nan'):9.3f} {med['ge'] / med['numpy']:9.2f} "
+            f"{med['ge'] / tt if tt else float('nan'):9.2f}"
+        )
     if args.profile:
         for name, sides in workloads.items():
             rows = profile(sides["ge"])
             total = sum(t for _, t in rows)
-            print(f"\n{name}: {total * 1e3:.3f} ms in kernels, {len(sides['ge'].plan.steps)} "
-                  "plan steps")
+            print(
+                f"\n{name}: {total * 1e3:.3f} ms in kernels, {len(sides['ge'].plan.steps)} "
+                "plan steps"
+            )
             for op, t in rows[:8]:
                 print(f"  {op:28} {t * 1e3:8.3f} ms {100 * t / total:5.1f}%")
     sys.stdout.flush()

@@ -66,10 +66,13 @@ def build_mlp(sizes: tuple[int, ...], uint8_pixels: bool) -> ge.Graph:
 class NumpyMLP:
     """The same MLP and Adam update, written by hand."""
 
-    def __init__(self, graph: ge.Graph, sizes: tuple[int, ...], uint8_pixels: bool,
-                 lr: float) -> None:
-        self.layers = [(graph.values[f"layer{i}/w"].copy(), graph.values[f"layer{i}/b"].copy())
-                       for i in range(len(sizes) - 1)]
+    def __init__(
+        self, graph: ge.Graph, sizes: tuple[int, ...], uint8_pixels: bool, lr: float
+    ) -> None:
+        self.layers = [
+            (graph.values[f"layer{i}/w"].copy(), graph.values[f"layer{i}/b"].copy())
+            for i in range(len(sizes) - 1)
+        ]
         self.uint8_pixels = uint8_pixels
         self.lr, self.b1, self.b2, self.eps, self.t = lr, 0.9, 0.999, 1e-8, 0
         params = [p for layer in self.layers for p in layer]
@@ -105,7 +108,7 @@ class NumpyMLP:
 
     def _adam(self, grads: list[np.ndarray]) -> None:
         self.t += 1
-        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        c1, c2 = 1 - self.b1**self.t, 1 - self.b2**self.t
         params = [p for layer in self.layers for p in layer]
         for p, g, m, v, tmp in zip(params, grads, self.m, self.v, self.tmp):
             m *= self.b1
@@ -120,12 +123,13 @@ class NumpyMLP:
             p -= tmp
 
 
-def numpy_epoch(model: NumpyMLP, data: dict[str, np.ndarray], batch: int, seed: int,
-                epoch: int) -> list[float]:
+def numpy_epoch(
+    model: NumpyMLP, data: dict[str, np.ndarray], batch: int, seed: int, epoch: int
+) -> list[float]:
     order = np.random.default_rng([seed, epoch]).permutation(len(data["y"]))
     times = []
     for start in range(0, len(order), batch):
-        idx = order[start:start + batch]
+        idx = order[start : start + batch]
         model.step(np.take(data["x"], idx, axis=0), np.take(data["y"], idx, axis=0))
         times.append(time.perf_counter())
     return times
@@ -139,15 +143,27 @@ def bench(name: str, rounds: int) -> tuple[float, float]:
     else:
         sizes, uint8_pixels, batch = (784, 512, 512, 10), False, 128
         rng = np.random.default_rng(0)
-        data = {"x": rng.normal(size=(batch * 20, 784)).astype(np.float32),
-                "y": rng.integers(0, 10, batch * 20)}
+        data = {
+            "x": rng.normal(size=(batch * 20, 784)).astype(np.float32),
+            "y": rng.integers(0, 10, batch * 20),
+        }
     graph = build_mlp(sizes, uint8_pixels)
     reference = NumpyMLP(graph, sizes, uint8_pixels, lr=1e-3)
     ours, theirs = [], []
     for r in range(rounds):
         clock = _StepClock()
-        trainer = Trainer(graph, data, loss="loss", optimizer="adam", learning_rate=1e-3,
-                          batch_size=batch, epochs=1, seed=r, callbacks=[clock], progress=False)
+        trainer = Trainer(
+            graph,
+            data,
+            loss="loss",
+            optimizer="adam",
+            learning_rate=1e-3,
+            batch_size=batch,
+            epochs=1,
+            seed=r,
+            callbacks=[clock],
+            progress=False,
+        )
         trainer.fit()
         ours += list(np.diff(clock.times))
         times = numpy_epoch(reference, data, batch, seed=r, epoch=0)
@@ -158,14 +174,17 @@ def bench(name: str, rounds: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--models", nargs="+", default=["digits", "mlp784"],
-                        choices=["digits", "mlp784"])
+    parser.add_argument(
+        "--models", nargs="+", default=["digits", "mlp784"], choices=["digits", "mlp784"]
+    )
     args = parser.parse_args()
     print(f"numpy {np.__version__}, python {sys.version.split()[0]}")
     for name in args.models:
         ours, theirs = bench(name, args.rounds)
-        print(f"{name:8s} graphengine {ours * 1e3:8.3f} ms/step   numpy {theirs * 1e3:8.3f} "
-              f"ms/step   ratio {ours / theirs:.2f}")
+        print(
+            f"{name:8s} graphengine {ours * 1e3:8.3f} ms/step   numpy {theirs * 1e3:8.3f} "
+            f"ms/step   ratio {ours / theirs:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -61,15 +61,31 @@ ATTR_TYPES = {
 }
 
 #: Names a front-end's annotations may use: the ones the header imports.
-KNOWN_NAMES = {"Any", "Sequence", "np", "Graph", "Tensor", "TensorLike", "None",
-               "int", "float", "str", "bool", "list", "tuple", "dict", "type"}
+KNOWN_NAMES = {
+    "Any",
+    "Sequence",
+    "np",
+    "Graph",
+    "Tensor",
+    "TensorLike",
+    "None",
+    "int",
+    "float",
+    "str",
+    "bool",
+    "list",
+    "tuple",
+    "dict",
+    "type",
+}
 
 
 def generated_signature(opdef: OpDef) -> str:
     params = []
     for spec in opdef.inputs:
-        params.append(f"{spec.name}: Sequence[TensorLike]" if spec.variadic
-                      else f"{spec.name}: TensorLike")
+        params.append(
+            f"{spec.name}: Sequence[TensorLike]" if spec.variadic else f"{spec.name}: TensorLike"
+        )
     required = [a for a in opdef.attrs if a.default is REQUIRED]
     optional = [a for a in opdef.attrs if a.default is not REQUIRED]
     for attr in required:
@@ -118,11 +134,16 @@ def frontend_signature(name: str, fn: object) -> str:
 
 def _check_names(function: str, annotation: str) -> None:
     for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", annotation):
-        if word not in KNOWN_NAMES and not keyword.iskeyword(word) and not _is_np_attr(
-                annotation, word):
-            raise SystemExit(f"front-end {function!r}: annotation {annotation!r} uses "
-                             f"{word!r}, which the stub does not import; add it to HEADER "
-                             "and KNOWN_NAMES in tools/gen_api_stub.py")
+        if (
+            word not in KNOWN_NAMES
+            and not keyword.iskeyword(word)
+            and not _is_np_attr(annotation, word)
+        ):
+            raise SystemExit(
+                f"front-end {function!r}: annotation {annotation!r} uses "
+                f"{word!r}, which the stub does not import; add it to HEADER "
+                "and KNOWN_NAMES in tools/gen_api_stub.py"
+            )
 
 
 def _is_np_attr(annotation: str, word: str) -> bool:
@@ -132,8 +153,10 @@ def _is_np_attr(annotation: str, word: str) -> bool:
 def render() -> str:
     lines = [HEADER]
     functions = {n for n in dir(api) if callable(getattr(api, n)) and not n.startswith("_")}
-    for name in sorted(functions - {"graph_of", "call", "Graph", "Tensor", "OpDef",
-                                    "GraphError", "Callable", "Any"}):
+    for name in sorted(
+        functions
+        - {"graph_of", "call", "Graph", "Tensor", "OpDef", "GraphError", "Callable", "Any"}
+    ):
         if name in FRONTENDS:
             signature = frontend_signature(name, FRONTENDS[name])
         elif name in REGISTRY:

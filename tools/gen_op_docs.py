@@ -18,8 +18,20 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "ops.md"
 
-FAMILIES = ["elementwise", "reduce", "linalg", "shape", "indexing", "nn", "conv", "pool", "norm",
-            "loss", "collective", "sources"]
+FAMILIES = [
+    "elementwise",
+    "reduce",
+    "linalg",
+    "shape",
+    "indexing",
+    "nn",
+    "conv",
+    "pool",
+    "norm",
+    "loss",
+    "collective",
+    "sources",
+]
 
 
 def _dtypes(names) -> str:
@@ -61,10 +73,14 @@ def render() -> str:
     for name, opdef in ge.ops.REGISTRY.items():
         family = type(opdef).__module__.rsplit(".", 1)[-1]
         by_family.setdefault(family, []).append(name)
-    lines = ["# graphengine ops", "",
-             "Generated from the op registry by `python tools/gen_op_docs.py`; do not edit.",
-             "Internal ops are the ones gradient rules emit; they are reachable as",
-             "`ge.ops.api.<name>` but not exported as `ge.<name>`.", ""]
+    lines = [
+        "# graphengine ops",
+        "",
+        "Generated from the op registry by `python tools/gen_op_docs.py`; do not edit.",
+        "Internal ops are the ones gradient rules emit; they are reachable as",
+        "`ge.ops.api.<name>` but not exported as `ge.<name>`.",
+        "",
+    ]
     for family in sorted(by_family, key=lambda f: FAMILIES.index(f) if f in FAMILIES else 99):
         module = sys.modules[f"graphengine.ops.{family}"]
         summary = (inspect.getdoc(module) or "").split("\n\n")[0].replace("\n", " ")
@@ -81,8 +97,10 @@ def main() -> int:
     text = render()
     if args.check:
         if not PAGE.exists() or PAGE.read_text() != text:
-            print(f"{PAGE.relative_to(ROOT)} is stale; run python tools/gen_op_docs.py",
-                  file=sys.stderr)
+            print(
+                f"{PAGE.relative_to(ROOT)} is stale; run python tools/gen_op_docs.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     PAGE.parent.mkdir(parents=True, exist_ok=True)

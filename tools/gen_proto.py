@@ -60,16 +60,24 @@ def check_tools_version() -> None:
         installed = None
     if installed != GRPCIO_TOOLS_VERSION:
         found = f"grpcio-tools {installed} is installed" if installed else "grpcio-tools is missing"
-        sys.exit(f"gen_proto: {found}, but the generated code must come from grpcio-tools "
-                 f"{GRPCIO_TOOLS_VERSION} (see this script's docstring for why). Run it with "
-                 f"an environment made by 'pip install grpcio-tools=={GRPCIO_TOOLS_VERSION}'.")
+        sys.exit(
+            f"gen_proto: {found}, but the generated code must come from grpcio-tools "
+            f"{GRPCIO_TOOLS_VERSION} (see this script's docstring for why). Run it with "
+            f"an environment made by 'pip install grpcio-tools=={GRPCIO_TOOLS_VERSION}'."
+        )
 
 
 def generate(proto: Path = PROTO) -> str:
     """The text of the generated module for ``proto``, header included."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto.parent}",
-                   f"--python_out={out}", proto.name]
+        command = [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{proto.parent}",
+            f"--python_out={out}",
+            proto.name,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             sys.exit(f"gen_proto: protoc failed:\n{result.stderr}")
@@ -85,16 +93,19 @@ def write_atomically(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if the committed module differs")
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 if the committed module differs"
+    )
     args = parser.parse_args(argv)
     check_tools_version()
     text = generate()
     if args.check:
         current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
         if current != text:
-            print(f"{OUTPUT.relative_to(ROOT)} is out of date; run tools/gen_proto.py",
-                  file=sys.stderr)
+            print(
+                f"{OUTPUT.relative_to(ROOT)} is out of date; run tools/gen_proto.py",
+                file=sys.stderr,
+            )
             return 1
         print(f"{OUTPUT.relative_to(ROOT)} is up to date")
         return 0

@@ -43,11 +43,13 @@ def make(folder: pathlib.Path) -> list[pathlib.Path]:
     cnn, rnn = folder / "digits_cnn.pb", folder / "text_rnn.pb"
     gallery.build_digits_cnn().save(cnn)
     gallery.build_text_rnn().save(rnn)
-    jobs = [(mlp, "digits_mlp_forward.svg", ["--view", "forward"]),
-            (mlp, "digits_mlp_gradient.svg", ["--view", "gradient"]),
-            (chain, "chain_rule.svg", ["--view", "both"]),
-            (cnn, "digits_cnn_both.svg", ["--view", "both"]),
-            (rnn, "text_rnn_gradient.svg", ["--view", "gradient"])]
+    jobs = [
+        (mlp, "digits_mlp_forward.svg", ["--view", "forward"]),
+        (mlp, "digits_mlp_gradient.svg", ["--view", "gradient"]),
+        (chain, "chain_rule.svg", ["--view", "both"]),
+        (cnn, "digits_cnn_both.svg", ["--view", "both"]),
+        (rnn, "text_rnn_gradient.svg", ["--view", "gradient"]),
+    ]
     outputs = []
     for model, image, options in jobs:
         out = folder / image

@@ -26,16 +26,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "inspect", help="summarize a model file",
+        "inspect",
+        help="summarize a model file",
         description="Summarize a model file: versions, inputs, outputs, parameters, ops, "
-                    "scopes, gradient section and training spec.")
+        "scopes, gradient section and training spec.",
+    )
     parser.add_argument("file", help="model file (.pb, or .pbtxt for text)")
-    parser.add_argument("--format", choices=("binary", "text"),
-                        help="file format (default: from the file name)")
+    parser.add_argument(
+        "--format", choices=("binary", "text"), help="file format (default: from the file name)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--params", action="store_true",
-                        help="print a table of the parameters (scope, name, shape, dtype, "
-                             "count, trainable)")
+    parser.add_argument(
+        "--params",
+        action="store_true",
+        help="print a table of the parameters (scope, name, shape, dtype, count, trainable)",
+    )
     parser.set_defaults(func=run_inspect)
 
 
@@ -79,13 +84,11 @@ def summarize(graph: Graph, info: FileInfo) -> dict[str, Any]:
             "elements": int(sum(v.size for v in values)),
             "bytes": int(sum(v.nbytes for v in values)),
         },
-        "nodes": {"count": len(nodes),
-                  "by_op": dict(sorted(Counter(n.op for n in nodes).items()))},
+        "nodes": {"count": len(nodes), "by_op": dict(sorted(Counter(n.op for n in nodes).items()))},
         "scopes": dict(sorted(Counter(n.scope for n in nodes if n.scope).items())),
         "metadata": dict(graph.metadata),
         "gradient": _gradient_entry(graph),
-        "training": (dataclasses.asdict(graph.training) if graph.training is not None
-                     else None),
+        "training": (dataclasses.asdict(graph.training) if graph.training is not None else None),
     }
 
 
@@ -98,25 +101,36 @@ def _gradient_entry(graph: Graph) -> dict[str, Any] | None:
     info = graph.gradient
     if info is None:
         return None
-    return {"loss": info.loss, "seed": info.seed, "grads": dict(info.grads),
-            "nodes": len(info.nodes), "zero": list(info.zero)}
+    return {
+        "loss": info.loss,
+        "seed": info.seed,
+        "grads": dict(info.grads),
+        "nodes": len(info.nodes),
+        "zero": list(info.zero),
+    }
 
 
 def format_summary(s: dict[str, Any]) -> str:
     """The text form of :func:`summarize`'s dict."""
     producer = " ".join(v for v in s["producer"].values() if v) or "unknown"
-    lines = [f"{s['file']}: graph '{s['graph']}'",
-             f"  format {s['format_version']}, opset {s['opset_version']}, written by {producer}"]
+    lines = [
+        f"{s['file']}: graph '{s['graph']}'",
+        f"  format {s['format_version']}, opset {s['opset_version']}, written by {producer}",
+    ]
     if s["external_data"]:
         lines.append(f"  external data: {', '.join(s['external_data'])}")
     for title in ("placeholders", "outputs"):
         lines.append(f"  {title}: {len(s[title])}")
         width = max((len(e["name"]) for e in s[title]), default=0)
-        lines += [f"    {e['name']:<{width}}  {e['dtype']}{format_shape(tuple(e['shape']))}"
-                  for e in s[title]]
+        lines += [
+            f"    {e['name']:<{width}}  {e['dtype']}{format_shape(tuple(e['shape']))}"
+            for e in s[title]
+        ]
     p = s["parameters"]
-    lines.append(f"  parameters: {p['count']} ({p['trainable']} trainable), {p['elements']} "
-                 f"values, {_format_bytes(p['bytes'])}")
+    lines.append(
+        f"  parameters: {p['count']} ({p['trainable']} trainable), {p['elements']} "
+        f"values, {_format_bytes(p['bytes'])}"
+    )
     lines.append(f"  nodes: {s['nodes']['count']}")
     lines += _counts(s["nodes"]["by_op"])
     if s["scopes"]:
@@ -128,17 +142,21 @@ def format_summary(s: dict[str, Any]) -> str:
     g = s["gradient"]
     if g is not None:
         seed = f"seed '{g['seed']}'" if g["seed"] else "scalar loss"
-        lines.append(f"  gradient: loss '{g['loss']}' ({seed}), {len(g['grads'])} gradient(s), "
-                     f"{g['nodes']} nodes")
+        lines.append(
+            f"  gradient: loss '{g['loss']}' ({seed}), {len(g['grads'])} gradient(s), "
+            f"{g['nodes']} nodes"
+        )
         lines += [f"    d/d {wrt} -> {grad}" for wrt, grad in g["grads"].items()]
         if g["zero"]:
             lines.append(f"    zero (loss does not depend on): {', '.join(g['zero'])}")
     t = s["training"]
     if t is not None:
         opt, sch = t["optimizer"], t["schedule"]
-        lines.append(f"  training: loss '{t['loss']}', {opt['name']} lr {opt['learning_rate']:g}, "
-                     f"schedule {sch['kind']}, batch {t['batch_size']}, epochs {t['epochs']}, "
-                     f"seed {t['seed']}, metrics {', '.join(t['metrics'])}")
+        lines.append(
+            f"  training: loss '{t['loss']}', {opt['name']} lr {opt['learning_rate']:g}, "
+            f"schedule {sch['kind']}, batch {t['batch_size']}, epochs {t['epochs']}, "
+            f"seed {t['seed']}, metrics {', '.join(t['metrics'])}"
+        )
     return "\n".join(lines)
 
 

@@ -15,8 +15,16 @@ from collections.abc import Sequence
 from ..errors import GraphEngineError
 
 #: Modules of graphengine.cli that each add one or more sub-commands.
-COMMANDS = ["inspect_cmd", "run_cmd", "grad_cmd", "render_cmd", "train_cmd", "onnx_cmd",
-            "optimize_cmd", "plot_cmd"]
+COMMANDS = [
+    "inspect_cmd",
+    "run_cmd",
+    "grad_cmd",
+    "render_cmd",
+    "train_cmd",
+    "onnx_cmd",
+    "optimize_cmd",
+    "plot_cmd",
+]
 
 
 class CommandError(GraphEngineError):
@@ -28,12 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="graphengine",
-        description="Static computation graphs: define, save, differentiate, run, train, draw.")
+        description="Static computation graphs: define, save, differentiate, run, train, draw.",
+    )
     parser.add_argument("--version", action="version", version=f"graphengine {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("--max-tensor-bytes", type=int, metavar="N",
-                        help="refuse any computed tensor larger than N bytes, before it is "
-                             "allocated (default 2 GiB; see graphengine.limits)")
+    parser.add_argument(
+        "--max-tensor-bytes",
+        type=int,
+        metavar="N",
+        help="refuse any computed tensor larger than N bytes, before it is "
+        "allocated (default 2 GiB; see graphengine.limits)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMANDS:

@@ -1,6 +1,6 @@
 """``graphengine optimize``: run the optimization passes over a model file.
 
-    graphengine optimize model.pb -o model_opt.pb [--passes dce,cse,fuse] [--report]
+graphengine optimize model.pb -o model_opt.pb [--passes dce,cse,fuse] [--report]
 """
 
 from __future__ import annotations
@@ -14,21 +14,36 @@ _PASS_NAMES = ("dce", "fold", "cse", "simplify", "fuse")  # graphengine.passes.P
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "optimize", help="simplify and fuse a graph (constant folding, CSE, fusion ...)",
+        "optimize",
+        help="simplify and fuse a graph (constant folding, CSE, fusion ...)",
         description="Run optimization passes over FILE and save the result. The passes "
-                    f"({', '.join(_PASS_NAMES)}) keep the declared outputs, the gradient "
-                    "and training tensors, placeholders and parameters under their names.")
+        f"({', '.join(_PASS_NAMES)}) keep the declared outputs, the gradient "
+        "and training tensors, placeholders and parameters under their names.",
+    )
     parser.add_argument("file", help="model file (.pb or .pbtxt)")
     parser.add_argument("-o", "--output", required=True, help="where to save the result")
-    parser.add_argument("--passes", metavar="LIST",
-                        help=f"comma-separated passes, run in that order (default: "
-                             f"{','.join(_PASS_NAMES)})")
-    parser.add_argument("--keep", action="append", default=[], metavar="NAME",
-                        help="a tensor that must survive under its name (repeatable)")
-    parser.add_argument("--max-fold-elements", type=int, default=None, metavar="N",
-                        help="largest tensor constant folding may create (default 65536)")
-    parser.add_argument("--report", action="store_true",
-                        help="print each pass with its node counts and time")
+    parser.add_argument(
+        "--passes",
+        metavar="LIST",
+        help=f"comma-separated passes, run in that order (default: {','.join(_PASS_NAMES)})",
+    )
+    parser.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a tensor that must survive under its name (repeatable)",
+    )
+    parser.add_argument(
+        "--max-fold-elements",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest tensor constant folding may create (default 65536)",
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="print each pass with its node counts and time"
+    )
     parser.set_defaults(func=run_optimize)
 
 

@@ -19,13 +19,18 @@ from .main import CommandError
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "plot", help="draw loss and metric curves from a training log",
+        "plot",
+        help="draw loss and metric curves from a training log",
         description="Draw the loss and metric curves of a metrics.jsonl log written by "
-                    "graphengine train (needs matplotlib: the [plot] extra).")
+        "graphengine train (needs matplotlib: the [plot] extra).",
+    )
     parser.add_argument("log", help="metrics log (JSON lines)")
     parser.add_argument("-o", "--output", required=True, help="image file (.png, .svg, .pdf)")
-    parser.add_argument("--keys", metavar="K1,K2", help="record keys to draw (default: every "
-                                                        "train_/val_ metric and the step loss)")
+    parser.add_argument(
+        "--keys",
+        metavar="K1,K2",
+        help="record keys to draw (default: every train_/val_ metric and the step loss)",
+    )
     parser.set_defaults(func=run_plot)
 
 
@@ -56,7 +61,8 @@ def series(records: list[dict], keys: list[str] | None = None) -> dict[str, tupl
     for record in records:
         for key, value in record.items():
             metric = key.startswith(("train_", "val_")) or (
-                key == "loss" and record.get("kind") == "step")
+                key == "loss" and record.get("kind") == "step"
+            )
             if not metric or not isinstance(value, (int, float)):
                 continue
             if keys is not None and key not in keys:
@@ -69,8 +75,10 @@ def series(records: list[dict], keys: list[str] | None = None) -> dict[str, tupl
     if keys is not None:
         missing = [k for k in keys if k not in out]
         if missing:
-            raise CommandError(f"the log has no {', '.join(map(repr, missing))}; it has "
-                               f"{', '.join(map(repr, sorted(out)))}")
+            raise CommandError(
+                f"the log has no {', '.join(map(repr, missing))}; it has "
+                f"{', '.join(map(repr, sorted(out)))}"
+            )
     return out
 
 
@@ -78,8 +86,10 @@ def run_plot(args: argparse.Namespace) -> int:
     try:
         import matplotlib
     except ImportError:
-        raise CommandError('graphengine plot needs matplotlib: pip install -e ".[plot]" '
-                           "(or pip install matplotlib)") from None
+        raise CommandError(
+            'graphengine plot needs matplotlib: pip install -e ".[plot]" '
+            "(or pip install matplotlib)"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -88,12 +98,16 @@ def run_plot(args: argparse.Namespace) -> int:
     losses = {k: v for k, v in curves.items() if k.endswith("loss")}
     others = {k: v for k, v in curves.items() if k not in losses}
     panels = [p for p in (losses, others) if p]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 3.2 * len(panels)), sharex=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(7, 3.2 * len(panels)), sharex=True, squeeze=False
+    )
     for ax, panel in zip(axes[:, 0], panels):
         for key, (steps, values) in sorted(panel.items()):
-            style = {"linewidth": 0.8, "alpha": 0.6} if key == "loss" else {"marker": "o",
-                                                                            "markersize": 3}
+            style = (
+                {"linewidth": 0.8, "alpha": 0.6}
+                if key == "loss"
+                else {"marker": "o", "markersize": 3}
+            )
             ax.plot(steps, values, label=key, **style)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

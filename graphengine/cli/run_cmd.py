@@ -31,29 +31,49 @@ PRINT_LIMIT = 1000
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "run", help="run a model file on data from .npy/.npz files",
+        "run",
+        help="run a model file on data from .npy/.npz files",
         description="Run a model file: feed placeholders from .npy/.npz files, print the "
-                    "fetched tensors or save them to an .npz file.")
+        "fetched tensors or save them to an .npz file.",
+    )
     parser.add_argument("file", help="model file (.pb, or .pbtxt for text)")
-    parser.add_argument("--format", choices=("binary", "text"),
-                        help="file format (default: from the file name)")
+    parser.add_argument(
+        "--format", choices=("binary", "text"), help="file format (default: from the file name)"
+    )
     add_feed_arguments(parser)
-    parser.add_argument("--fetch", action="append", default=[], metavar="NAME",
-                        help="tensor to compute ('node' or 'node:k'); repeatable; default: "
-                             "the graph's outputs")
-    parser.add_argument("-o", "--output", metavar="OUT.npz",
-                        help="save the results to this .npz file instead of printing them")
+    parser.add_argument(
+        "--fetch",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="tensor to compute ('node' or 'node:k'); repeatable; default: the graph's outputs",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT.npz",
+        help="save the results to this .npz file instead of printing them",
+    )
     parser.set_defaults(func=run_run)
 
 
 def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
     """``--feed`` and ``--feed-npz``, shared by every command that runs a graph."""
-    parser.add_argument("--feed", action="append", default=[], metavar="NAME=FILE",
-                        help="feed placeholder NAME from FILE.npy, FILE.npz:ARRAY, or FILE.npz "
-                             "(its array NAME); repeatable")
-    parser.add_argument("--feed-npz", action="append", default=[], metavar="FILE.npz",
-                        help="feed every array of FILE.npz to the placeholder of its name; "
-                             "repeatable")
+    parser.add_argument(
+        "--feed",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="feed placeholder NAME from FILE.npy, FILE.npz:ARRAY, or FILE.npz "
+        "(its array NAME); repeatable",
+    )
+    parser.add_argument(
+        "--feed-npz",
+        action="append",
+        default=[],
+        metavar="FILE.npz",
+        help="feed every array of FILE.npz to the placeholder of its name; repeatable",
+    )
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -64,8 +84,10 @@ def run_run(args: argparse.Namespace) -> int:
     feeds = read_feeds(args.feed, args.feed_npz)
     fetches = args.fetch or graph.outputs
     if not fetches:
-        raise CommandError(f"graph '{graph.name}' marks no outputs and every tensor is "
-                           "consumed; name the tensors to compute with --fetch NAME")
+        raise CommandError(
+            f"graph '{graph.name}' marks no outputs and every tensor is "
+            "consumed; name the tensors to compute with --fetch NAME"
+        )
     results = run(graph, list(fetches), feeds)
     if args.output:
         save_npz(args.output, results)
@@ -76,6 +98,7 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 # -- feeds ------------------------------------------------------------------------
+
 
 def read_feeds(feed_items: list[str], npz_files: list[str]) -> dict[str, np.ndarray]:
     """Arrays for ``--feed`` and ``--feed-npz`` arguments, by placeholder name.
@@ -89,8 +112,9 @@ def read_feeds(feed_items: list[str], npz_files: list[str]) -> dict[str, np.ndar
     for item in feed_items:
         name, sep, source = item.partition("=")
         if not sep or not name or not source:
-            raise CommandError(f"--feed {item!r}: expected NAME=FILE.npy, NAME=FILE.npz or "
-                               "NAME=FILE.npz:ARRAY")
+            raise CommandError(
+                f"--feed {item!r}: expected NAME=FILE.npy, NAME=FILE.npz or NAME=FILE.npz:ARRAY"
+            )
         feeds[name] = _read_feed(name, source, f"--feed {item!r}")
     return feeds
 
@@ -114,8 +138,10 @@ def _read_npz(path: str, member: str | None, what: str) -> dict[str, np.ndarray]
     arrays = read_npz(path, f"{what}: file", FileFormatError, only=member)
     if member is not None and member not in arrays:
         names = npz_names(path, f"{what}: file", FileFormatError)
-        raise FeedError(f"{what}: '{path}' has no array {member!r}; it has "
-                        f"{', '.join(map(repr, names)) or 'none'}")
+        raise FeedError(
+            f"{what}: '{path}' has no array {member!r}; it has "
+            f"{', '.join(map(repr, names)) or 'none'}"
+        )
     return arrays
 
 
@@ -128,8 +154,10 @@ def _load(path: str, what: str) -> Any:
         return read_npz(path, f"{what}: file", FileFormatError)
     if magic != b"\x93NUMPY":
         # np.load would take anything else for a pickle and say so, which misleads.
-        raise FileFormatError(f"{what}: '{path}' is not a .npy or .npz file (it does not "
-                              "start with the NumPy or zip signature)")
+        raise FileFormatError(
+            f"{what}: '{path}' is not a .npy or .npz file (it does not "
+            "start with the NumPy or zip signature)"
+        )
     return read_npy(path, f"{what}: file", FileFormatError)
 
 
@@ -139,6 +167,7 @@ def _check_exists(path: str, what: str) -> None:
 
 
 # -- results ------------------------------------------------------------------------
+
 
 def save_npz(path: str, results: dict[str, np.ndarray]) -> None:
     """Save fetched arrays to ``path`` (an .npz, keyed by tensor name) atomically."""
@@ -162,8 +191,11 @@ def _statistics(value: np.ndarray) -> str:
     if value.dtype == np.bool_:
         return f"{int(value.sum())} of {value.size} true"
     finite = value[np.isfinite(value)] if value.dtype.kind == "f" else value
-    stats = (f"min {finite.min():.6g}, max {finite.max():.6g}, mean "
-             f"{finite.mean(dtype=np.float64):.6g}" if finite.size else "no finite values")
+    stats = (
+        f"min {finite.min():.6g}, max {finite.max():.6g}, mean {finite.mean(dtype=np.float64):.6g}"
+        if finite.size
+        else "no finite values"
+    )
     bad = value.size - finite.size
     return stats + (f", {bad} non-finite" if bad else "")
 

@@ -43,19 +43,28 @@ def add_parser(subparsers) -> None:
 
 def _add_train(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train a model file on .npz data and write the trained model",
+        "train",
+        help="train a model file on .npz data and write the trained model",
         description="Train a model file on .npz data (arrays named as the placeholders, one "
-                    "example per row) and write the trained model. Options override the "
-                    "file's training spec.")
+        "example per row) and write the trained model. Options override the "
+        "file's training spec.",
+    )
     parser.add_argument("file", help="model file (.pb or .pbtxt)")
     parser.add_argument("-o", "--output", required=True, help="where to write the trained model")
     _add_data_options(parser)
-    parser.add_argument("--val", metavar="VAL.npz", help="validation data, evaluated after "
-                                                         "each epoch (and every --val-every "
-                                                         "steps)")
-    parser.add_argument("--val-map", action="append", default=[], metavar="PLACEHOLDER=ARRAY",
-                        help="feed a placeholder from this array of the validation data "
-                             "(repeatable; default: as for the training data)")
+    parser.add_argument(
+        "--val",
+        metavar="VAL.npz",
+        help="validation data, evaluated after each epoch (and every --val-every steps)",
+    )
+    parser.add_argument(
+        "--val-map",
+        action="append",
+        default=[],
+        metavar="PLACEHOLDER=ARRAY",
+        help="feed a placeholder from this array of the validation data "
+        "(repeatable; default: as for the training data)",
+    )
     group = parser.add_argument_group("training settings (default: the file's training spec)")
     group.add_argument("--epochs", type=int, metavar="N", help="passes over the data")
     group.add_argument("--batch-size", type=int, metavar="B", help="examples per step")
@@ -63,139 +72,308 @@ def _add_train(subparsers) -> None:
     group.add_argument("--optimizer", choices=list(OPTIMIZERS))
     group.add_argument("--lr", type=float, dest="learning_rate", metavar="LR", help="learning rate")
     group.add_argument("--momentum", type=float, metavar="M", help="SGD momentum")
-    group.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
-                       help="SGD with Nesterov momentum")
+    group.add_argument(
+        "--nesterov",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="SGD with Nesterov momentum",
+    )
     group.add_argument("--beta1", type=float, metavar="B1", help="Adam(W) first-moment decay")
     group.add_argument("--beta2", type=float, metavar="B2", help="Adam(W) second-moment decay")
     group.add_argument("--epsilon", type=float, metavar="EPS", help="Adam(W) denominator term")
     group.add_argument("--weight-decay", type=float, metavar="WD")
-    group.add_argument("--clip-norm", type=float, dest="clip_global_norm", metavar="NORM",
-                       help="clip gradients to this global L2 norm (0: no clipping)")
-    group.add_argument("--clip-value", type=float, metavar="V",
-                       help="clip each gradient element to [-V, V] (0: no clipping)")
+    group.add_argument(
+        "--clip-norm",
+        type=float,
+        dest="clip_global_norm",
+        metavar="NORM",
+        help="clip gradients to this global L2 norm (0: no clipping)",
+    )
+    group.add_argument(
+        "--clip-value",
+        type=float,
+        metavar="V",
+        help="clip each gradient element to [-V, V] (0: no clipping)",
+    )
     group.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule")
-    group.add_argument("--warmup-steps", type=int, metavar="N",
-                       help="linear warm-up over the first N steps")
-    group.add_argument("--step-size", type=int, metavar="N",
-                       help="step, exponential: steps between decays by gamma")
-    group.add_argument("--gamma", type=float, metavar="G",
-                       help="step, exponential, reduce_on_plateau: decay factor")
-    group.add_argument("--min-lr", type=float, metavar="LR",
-                       help="cosine, polynomial: final rate; reduce_on_plateau: lowest rate")
-    group.add_argument("--total-steps", type=int, metavar="N",
-                       help="cosine, polynomial, one_cycle: length (default: the whole run)")
+    group.add_argument(
+        "--warmup-steps", type=int, metavar="N", help="linear warm-up over the first N steps"
+    )
+    group.add_argument(
+        "--step-size",
+        type=int,
+        metavar="N",
+        help="step, exponential: steps between decays by gamma",
+    )
+    group.add_argument(
+        "--gamma",
+        type=float,
+        metavar="G",
+        help="step, exponential, reduce_on_plateau: decay factor",
+    )
+    group.add_argument(
+        "--min-lr",
+        type=float,
+        metavar="LR",
+        help="cosine, polynomial: final rate; reduce_on_plateau: lowest rate",
+    )
+    group.add_argument(
+        "--total-steps",
+        type=int,
+        metavar="N",
+        help="cosine, polynomial, one_cycle: length (default: the whole run)",
+    )
     group.add_argument("--power", type=float, metavar="P", help="polynomial: exponent")
-    group.add_argument("--pct-start", type=float, metavar="F",
-                       help="one_cycle: fraction of the steps spent rising")
-    group.add_argument("--div-factor", type=float, metavar="D",
-                       help="one_cycle: the first rate is lr / D")
-    group.add_argument("--final-div-factor", type=float, metavar="D",
-                       help="one_cycle: the last rate is lr / (div_factor * D)")
-    group.add_argument("--plateau-patience", type=int, metavar="N",
-                       help="reduce_on_plateau: validations without improvement per reduction")
-    group.add_argument("--plateau-monitor", metavar="KEY",
-                       help="reduce_on_plateau: the record key watched (default val_loss)")
-    group.add_argument("--boundaries", metavar="S1,S2", help="piecewise: steps where the "
-                                                             "rate changes")
-    group.add_argument("--values", metavar="LR0,LR1,LR2",
-                       help="piecewise: the rates, one more than the boundaries")
-    group.add_argument("--trainable", action="append", metavar="PATTERN",
-                       help="parameters to train, by name, scope or glob ('dense2', "
-                            "'dense2/*', '*/bias'; comma-separated or repeated; default: "
-                            "every trainable parameter)")
-    group.add_argument("--freeze", action="append", metavar="PATTERN",
-                       help="parameters not to train, by name, scope or glob")
-    group.add_argument("--drop-last", action="store_true", default=None,
-                       help="leave out each epoch's last partial batch (default: keep it, "
-                            "smaller)")
+    group.add_argument(
+        "--pct-start", type=float, metavar="F", help="one_cycle: fraction of the steps spent rising"
+    )
+    group.add_argument(
+        "--div-factor", type=float, metavar="D", help="one_cycle: the first rate is lr / D"
+    )
+    group.add_argument(
+        "--final-div-factor",
+        type=float,
+        metavar="D",
+        help="one_cycle: the last rate is lr / (div_factor * D)",
+    )
+    group.add_argument(
+        "--plateau-patience",
+        type=int,
+        metavar="N",
+        help="reduce_on_plateau: validations without improvement per reduction",
+    )
+    group.add_argument(
+        "--plateau-monitor",
+        metavar="KEY",
+        help="reduce_on_plateau: the record key watched (default val_loss)",
+    )
+    group.add_argument(
+        "--boundaries", metavar="S1,S2", help="piecewise: steps where the rate changes"
+    )
+    group.add_argument(
+        "--values", metavar="LR0,LR1,LR2", help="piecewise: the rates, one more than the boundaries"
+    )
+    group.add_argument(
+        "--trainable",
+        action="append",
+        metavar="PATTERN",
+        help="parameters to train, by name, scope or glob ('dense2', "
+        "'dense2/*', '*/bias'; comma-separated or repeated; default: "
+        "every trainable parameter)",
+    )
+    group.add_argument(
+        "--freeze",
+        action="append",
+        metavar="PATTERN",
+        help="parameters not to train, by name, scope or glob",
+    )
+    group.add_argument(
+        "--drop-last",
+        action="store_true",
+        default=None,
+        help="leave out each epoch's last partial batch (default: keep it, smaller)",
+    )
     watch = parser.add_argument_group("validation and early stopping")
-    watch.add_argument("--val-every", type=int, dest="validate_every", metavar="N",
-                       help="also validate every N steps (default: at epoch ends only)")
-    watch.add_argument("--early-stopping", action="store_true",
-                       help="stop when the monitored metric stops improving (patience 5)")
-    watch.add_argument("--patience", type=int, metavar="N",
-                       help="early stopping after N validations without improvement "
-                            "(implies --early-stopping)")
-    watch.add_argument("--min-delta", type=float, metavar="D",
-                       help="early stopping: the smallest change that counts")
-    watch.add_argument("--monitor", metavar="KEY", help="early stopping and best.pb: the "
-                       "record key watched (default: val_loss with --val, else train_loss)")
-    watch.add_argument("--mode", choices=["min", "max"],
-                       help="whether lower or higher is better (default: from the name)")
-    watch.add_argument("--restore-best", action="store_true",
-                       help="end with the parameters of the best validation")
+    watch.add_argument(
+        "--val-every",
+        type=int,
+        dest="validate_every",
+        metavar="N",
+        help="also validate every N steps (default: at epoch ends only)",
+    )
+    watch.add_argument(
+        "--early-stopping",
+        action="store_true",
+        help="stop when the monitored metric stops improving (patience 5)",
+    )
+    watch.add_argument(
+        "--patience",
+        type=int,
+        metavar="N",
+        help="early stopping after N validations without improvement (implies --early-stopping)",
+    )
+    watch.add_argument(
+        "--min-delta",
+        type=float,
+        metavar="D",
+        help="early stopping: the smallest change that counts",
+    )
+    watch.add_argument(
+        "--monitor",
+        metavar="KEY",
+        help="early stopping and best.pb: the "
+        "record key watched (default: val_loss with --val, else train_loss)",
+    )
+    watch.add_argument(
+        "--mode",
+        choices=["min", "max"],
+        help="whether lower or higher is better (default: from the name)",
+    )
+    watch.add_argument(
+        "--restore-best", action="store_true", help="end with the parameters of the best validation"
+    )
     run = parser.add_argument_group("checkpoints and output")
     run.add_argument("--checkpoint-dir", metavar="DIR", help="write checkpoints here")
-    run.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
-                     help="also checkpoint every N steps (default: at epoch ends only)")
-    run.add_argument("--keep", type=int, default=3, metavar="K",
-                     help="keep the K newest checkpoints (default 3; 0 keeps all)")
-    run.add_argument("--resume", metavar="DIR", help="continue from the newest checkpoint in "
-                                                     "DIR (or from a checkpoint file)")
-    run.add_argument("--best", metavar="FILE.pb", help="where to write the model with the best "
-                     "parameters (default: best.pb in the checkpoint folder)")
-    run.add_argument("--log", metavar="FILE.jsonl", help="metrics log (JSON lines): a record "
-                     "per epoch and per validation")
-    run.add_argument("--log-every", type=int, metavar="N",
-                     help="also log the loss and learning rate every N steps")
-    run.add_argument("--json", action="store_true",
-                     help="print the final summary as one JSON object on stdout")
+    run.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also checkpoint every N steps (default: at epoch ends only)",
+    )
+    run.add_argument(
+        "--keep",
+        type=int,
+        default=3,
+        metavar="K",
+        help="keep the K newest checkpoints (default 3; 0 keeps all)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue from the newest checkpoint in DIR (or from a checkpoint file)",
+    )
+    run.add_argument(
+        "--best",
+        metavar="FILE.pb",
+        help="where to write the model with the best "
+        "parameters (default: best.pb in the checkpoint folder)",
+    )
+    run.add_argument(
+        "--log",
+        metavar="FILE.jsonl",
+        help="metrics log (JSON lines): a record per epoch and per validation",
+    )
+    run.add_argument(
+        "--log-every",
+        type=int,
+        metavar="N",
+        help="also log the loss and learning rate every N steps",
+    )
+    run.add_argument(
+        "--json", action="store_true", help="print the final summary as one JSON object on stdout"
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
     mpi = parser.add_argument_group("data-parallel training over MPI (the [mpi] extra)")
-    mpi.add_argument("--workers", type=int, metavar="K",
-                     help="train data-parallel in K processes, started with mpiexec (the same "
-                          "as mpiexec -n K graphengine train ...)")
-    mpi.add_argument("--sync-batch-norm", action="store_true",
-                     help="batch_norm statistics over the whole batch, from every process "
-                          "(default: each process's own slice)")
+    mpi.add_argument(
+        "--workers",
+        type=int,
+        metavar="K",
+        help="train data-parallel in K processes, started with mpiexec (the same "
+        "as mpiexec -n K graphengine train ...)",
+    )
+    mpi.add_argument(
+        "--sync-batch-norm",
+        action="store_true",
+        help="batch_norm statistics over the whole batch, from every process "
+        "(default: each process's own slice)",
+    )
     # For tests: hold each finished temporary checkpoint this long before its rename.
-    parser.add_argument("--pause-before-rename", type=float, default=0.0,
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--pause-before-rename", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.set_defaults(func=run_train)
 
 
 def _add_eval(subparsers) -> None:
     parser = subparsers.add_parser(
-        "eval", help="report the loss and metrics of a model file on .npz data",
+        "eval",
+        help="report the loss and metrics of a model file on .npz data",
         description="Evaluate a model file (in inference mode) on .npz data and report the "
-                    "loss and the metrics of its training spec.")
+        "loss and the metrics of its training spec.",
+    )
     parser.add_argument("file", help="model file (.pb or .pbtxt)")
     _add_data_options(parser)
-    parser.add_argument("--batch-size", type=int, metavar="B",
-                        help="examples per run (default: 256, or the spec's if larger)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help="examples per run (default: 256, or the spec's if larger)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run_eval)
     # eval has no such options; _settings reads them through getattr.
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="DATA.npz",
-                        help="arrays named as the placeholders, one example per row")
-    parser.add_argument("--map", action="append", default=[], metavar="PLACEHOLDER=ARRAY",
-                        help="feed a placeholder from an array of another name (repeatable)")
-    parser.add_argument("--loss", metavar="TENSOR|KIND",
-                        help="the loss tensor (default: the training spec's), or a loss to "
-                             f"add: {', '.join(LOSS_KINDS)} (with --predictions and --labels)")
-    parser.add_argument("--huber-delta", type=float, default=1.0, metavar="D",
-                        help="huber loss: where it turns from quadratic to linear (default 1)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="DATA.npz",
+        help="arrays named as the placeholders, one example per row",
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="PLACEHOLDER=ARRAY",
+        help="feed a placeholder from an array of another name (repeatable)",
+    )
+    parser.add_argument(
+        "--loss",
+        metavar="TENSOR|KIND",
+        help="the loss tensor (default: the training spec's), or a loss to "
+        f"add: {', '.join(LOSS_KINDS)} (with --predictions and --labels)",
+    )
+    parser.add_argument(
+        "--huber-delta",
+        type=float,
+        default=1.0,
+        metavar="D",
+        help="huber loss: where it turns from quadratic to linear (default 1)",
+    )
     names = ", ".join(m for m in METRICS if m != "top5_accuracy")
-    parser.add_argument("--metrics", metavar="M1,M2",
-                        help=f"metrics to report, from {names}, topK_accuracy (top5_accuracy)")
-    parser.add_argument("--labels", metavar="ARRAY",
-                        help="the labels: an array of the data (a placeholder of its name is "
-                             "made when --loss KIND adds a loss) or a placeholder")
-    parser.add_argument("--predictions", metavar="OUTPUT",
-                        help="the tensor of predictions or logits (an output name)")
+    parser.add_argument(
+        "--metrics",
+        metavar="M1,M2",
+        help=f"metrics to report, from {names}, topK_accuracy (top5_accuracy)",
+    )
+    parser.add_argument(
+        "--labels",
+        metavar="ARRAY",
+        help="the labels: an array of the data (a placeholder of its name is "
+        "made when --loss KIND adds a loss) or a placeholder",
+    )
+    parser.add_argument(
+        "--predictions",
+        metavar="OUTPUT",
+        help="the tensor of predictions or logits (an output name)",
+    )
 
 
 def _settings(args: argparse.Namespace, graph) -> dict[str, Any]:
     """Training settings given on the command line (None: not given)."""
-    names = ["loss", "labels", "predictions", "epochs", "batch_size", "seed", "optimizer",
-             "learning_rate", "momentum", "nesterov", "beta1", "beta2", "epsilon",
-             "weight_decay", "clip_global_norm", "clip_value", "schedule", "warmup_steps",
-             "step_size", "gamma", "min_lr", "total_steps", "power", "pct_start", "div_factor",
-             "final_div_factor", "plateau_patience", "plateau_monitor", "drop_last",
-             "validate_every", "log_every"]
+    names = [
+        "loss",
+        "labels",
+        "predictions",
+        "epochs",
+        "batch_size",
+        "seed",
+        "optimizer",
+        "learning_rate",
+        "momentum",
+        "nesterov",
+        "beta1",
+        "beta2",
+        "epsilon",
+        "weight_decay",
+        "clip_global_norm",
+        "clip_value",
+        "schedule",
+        "warmup_steps",
+        "step_size",
+        "gamma",
+        "min_lr",
+        "total_steps",
+        "power",
+        "pct_start",
+        "div_factor",
+        "final_div_factor",
+        "plateau_patience",
+        "plateau_monitor",
+        "drop_last",
+        "validate_every",
+        "log_every",
+    ]
     settings = {name: getattr(args, name, None) for name in names}
     if args.loss in LOSS_KINDS:
         for key in ("loss", "labels", "predictions"):
@@ -228,21 +406,29 @@ def _number(text: str, kind: type, option: str) -> Any:
     try:
         return kind(text)
     except ValueError:
-        raise CommandError(f"{option}: {text!r} is not {'an int' if kind is int else 'a number'}"
-                           ) from None
+        raise CommandError(
+            f"{option}: {text!r} is not {'an int' if kind is int else 'a number'}"
+        ) from None
 
 
 def _early_stopping(args: argparse.Namespace, graph) -> dict[str, Any] | None:
     """The early-stopping settings the options ask for, over the spec's (None: no
     option asks for it)."""
-    given = {"patience": getattr(args, "patience", None),
-             "min_delta": getattr(args, "min_delta", None),
-             "monitor": getattr(args, "monitor", None), "mode": getattr(args, "mode", None),
-             "restore_best": True if getattr(args, "restore_best", False) else None}
+    given = {
+        "patience": getattr(args, "patience", None),
+        "min_delta": getattr(args, "min_delta", None),
+        "monitor": getattr(args, "monitor", None),
+        "mode": getattr(args, "mode", None),
+        "restore_best": True if getattr(args, "restore_best", False) else None,
+    }
     given = {k: v for k, v in given.items() if v is not None}
     current = graph.training.early_stopping if graph.training is not None else None
-    wanted = getattr(args, "early_stopping", False) or "patience" in given or (
-        "restore_best" in given) or ("min_delta" in given)
+    wanted = (
+        getattr(args, "early_stopping", False)
+        or "patience" in given
+        or ("restore_best" in given)
+        or ("min_delta" in given)
+    )
     if not wanted and current is None:
         return None
     import dataclasses
@@ -263,15 +449,17 @@ def _parse_map(items: list[str], option: str) -> dict[str, str]:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    for option, value, zero in (("--checkpoint-every", args.checkpoint_every,
-                                 "0 writes checkpoints at epoch ends only"),
-                                ("--keep", args.keep, "0 keeps every checkpoint"),
-                                ("--val-every", args.validate_every, "0 validates at epoch ends"),
-                                ("--log-every", args.log_every, "0 logs epochs only"),
-                                ("--patience", args.patience, "at least 1")):
+    for option, value, zero in (
+        ("--checkpoint-every", args.checkpoint_every, "0 writes checkpoints at epoch ends only"),
+        ("--keep", args.keep, "0 keeps every checkpoint"),
+        ("--val-every", args.validate_every, "0 validates at epoch ends"),
+        ("--log-every", args.log_every, "0 logs epochs only"),
+        ("--patience", args.patience, "at least 1"),
+    ):
         if value is not None and value < (1 if option == "--patience" else 0):
-            raise CommandError(f"{option} must be >= {1 if option == '--patience' else 0} "
-                               f"({zero}), got {value}")
+            raise CommandError(
+                f"{option} must be >= {1 if option == '--patience' else 0} ({zero}), got {value}"
+            )
 
 
 def _add_loss(args: argparse.Namespace, graph, data: dict | None) -> None:
@@ -281,19 +469,29 @@ def _add_loss(args: argparse.Namespace, graph, data: dict | None) -> None:
         return
     if not args.predictions or not args.labels:
         outputs = ", ".join(repr(o) for o in graph.outputs) or "none"
-        raise CommandError(f"--loss {args.loss} needs --predictions OUTPUT (the graph's outputs: "
-                           f"{outputs}) and --labels ARRAY (an array of the data)")
+        raise CommandError(
+            f"--loss {args.loss} needs --predictions OUTPUT (the graph's outputs: "
+            f"{outputs}) and --labels ARRAY (an array of the data)"
+        )
     from ..training.losses import add_loss
 
     example = None
     labels = args.labels
     if data is not None and args.labels not in graph:
         if args.labels not in data:
-            raise CommandError(f"--labels {args.labels!r}: the data have no such array; they "
-                               f"have {', '.join(map(repr, data)) or 'none'}")
+            raise CommandError(
+                f"--labels {args.labels!r}: the data have no such array; they "
+                f"have {', '.join(map(repr, data)) or 'none'}"
+            )
         example = data[args.labels]
-    add_loss(graph, args.loss, _prediction_ref(graph, args.predictions), labels,
-             example=example, delta=args.huber_delta)
+    add_loss(
+        graph,
+        args.loss,
+        _prediction_ref(graph, args.predictions),
+        labels,
+        example=example,
+        delta=args.huber_delta,
+    )
 
 
 def _prediction_ref(graph, name: str) -> str:
@@ -305,8 +503,9 @@ def _prediction_ref(graph, name: str) -> str:
     if len(matches) == 1:
         return matches[0]
     outputs = ", ".join(repr(o) for o in graph.outputs) or "none"
-    raise CommandError(f"--predictions {name!r} is not a tensor of graph '{graph.name}'; its "
-                       f"outputs are {outputs}")
+    raise CommandError(
+        f"--predictions {name!r} is not a tensor of graph '{graph.name}'; its outputs are {outputs}"
+    )
 
 
 def _resume_command(argv: list[str], where: Path) -> str:
@@ -357,16 +556,26 @@ def _train(args: argparse.Namespace, parallel) -> int:
     output = Path(args.output)
     log = args.log
     if log is None:
-        log = (Path(checkpoint_dir) / "metrics.jsonl" if checkpoint_dir is not None
-               else output.with_name(output.stem + ".metrics.jsonl"))
-    trainer = Trainer(graph, data, val=args.val,
-                      val_map=_parse_map(args.val_map, "--val-map"),
-                      checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                      keep_checkpoints=args.keep, log=log,
-                      best_path=args.best if args.best else "",
-                      emergency_dir=output.with_name(output.name + ".interrupted"),
-                      progress=False if args.quiet or args.json else None, parallel=parallel,
-                      **_settings(args, graph))
+        log = (
+            Path(checkpoint_dir) / "metrics.jsonl"
+            if checkpoint_dir is not None
+            else output.with_name(output.stem + ".metrics.jsonl")
+        )
+    trainer = Trainer(
+        graph,
+        data,
+        val=args.val,
+        val_map=_parse_map(args.val_map, "--val-map"),
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep,
+        log=log,
+        best_path=args.best if args.best else "",
+        emergency_dir=output.with_name(output.name + ".interrupted"),
+        progress=False if args.quiet or args.json else None,
+        parallel=parallel,
+        **_settings(args, graph),
+    )
     trainer._checkpoint_pause = args.pause_before_rename
     try:
         result = trainer.fit(resume=args.resume)
@@ -412,12 +621,17 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, sort_keys=True))
     else:
-        print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in results.items()))
+        print(
+            "  ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items()
+            )
+        )
     bad = [k for k, v in results.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
-        print(f"graphengine eval: {', '.join(f'{k} is {results[k]}' for k in bad)}: the model or "
-              "the data hold inf or nan values (check the data with numpy.isfinite)",
-              file=sys.stderr)
+        print(
+            f"graphengine eval: {', '.join(f'{k} is {results[k]}' for k in bad)}: the model or "
+            "the data hold inf or nan values (check the data with numpy.isfinite)",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -47,13 +47,18 @@ def require_onnx() -> Any:
     except ImportError:
         raise OnnxUnavailableError(
             f"the ONNX bridge needs the 'onnx' package, which is not installed; install "
-            f"the extra with: {INSTALL_HINT}") from None
+            f"the extra with: {INSTALL_HINT}"
+        ) from None
     return onnx
 
 
-def from_onnx(model: str | os.PathLike | bytes | onnx.ModelProto, *,
-              freeze: Iterable[str] = (), name: str | None = None,
-              base_dir: str | os.PathLike | None = None) -> Graph:
+def from_onnx(
+    model: str | os.PathLike | bytes | onnx.ModelProto,
+    *,
+    freeze: Iterable[str] = (),
+    name: str | None = None,
+    base_dir: str | os.PathLike | None = None,
+) -> Graph:
     """Import an ONNX model as a graph.
 
     Args:
@@ -93,9 +98,14 @@ def from_onnx(model: str | os.PathLike | bytes | onnx.ModelProto, *,
     return import_model(model, freeze=freeze, name=name, base_dir=base_dir).graph
 
 
-def to_onnx(graph: Graph, path: str | os.PathLike | None = None, *,
-            opset: int | None = None, outputs: Iterable[str] | None = None,
-            check: bool = True) -> onnx.ModelProto:
+def to_onnx(
+    graph: Graph,
+    path: str | os.PathLike | None = None,
+    *,
+    opset: int | None = None,
+    outputs: Iterable[str] | None = None,
+    check: bool = True,
+) -> onnx.ModelProto:
     """Export a graph as an ONNX model.
 
     Args:

@@ -51,16 +51,18 @@ class GraphEngineRep(BackendRep):
 
     def __init__(self, model: ModelProto) -> None:
         self.model = model
-        self.input_names = [v.name for v in model.graph.input
-                            if v.name not in {t.name for t in model.graph.initializer}]
+        self.input_names = [
+            v.name
+            for v in model.graph.input
+            if v.name not in {t.name for t in model.graph.initializer}
+        ]
         self.bound = static_inputs(model)
         self._imports: dict[tuple, ImportResult] = {}
         if not self.bound:
             self._imports[()] = import_model(model)
 
     def _import(self, feeds: dict[str, np.ndarray]) -> ImportResult:
-        key = tuple((n, feeds[n].dtype.str, feeds[n].shape, feeds[n].tobytes())
-                    for n in self.bound)
+        key = tuple((n, feeds[n].dtype.str, feeds[n].shape, feeds[n].tobytes()) for n in self.bound)
         result = self._imports.get(key)
         if result is None:
             result = import_model(self.model, bind={n: feeds[n] for n in self.bound})
@@ -75,15 +77,18 @@ class GraphEngineRep(BackendRep):
         if isinstance(inputs, dict):
             unknown = sorted(set(inputs) - set(names))
             if unknown:
-                raise FeedError(f"the model has no input {unknown[0]!r}; its inputs are "
-                                f"{', '.join(names) or 'none'}")
+                raise FeedError(
+                    f"the model has no input {unknown[0]!r}; its inputs are "
+                    f"{', '.join(names) or 'none'}"
+                )
             pairs = list(inputs.items())
         else:
             if isinstance(inputs, np.ndarray) or np.isscalar(inputs):
                 inputs = [inputs]
             if len(inputs) != len(names):
-                raise FeedError(f"the model takes {len(names)} input(s) ({', '.join(names)}), "
-                                f"got {len(inputs)}")
+                raise FeedError(
+                    f"the model takes {len(names)} input(s) ({', '.join(names)}), got {len(inputs)}"
+                )
             pairs = list(zip(names, inputs))
         # The conformance runner passes some inputs as numpy scalars: make every
         # input an array, keeping its dtype (the executor checks it exactly).
@@ -92,8 +97,9 @@ class GraphEngineRep(BackendRep):
         if missing:
             raise FeedError(f"missing model input(s) {', '.join(missing)}")
         result = self._import(given)
-        feeds = {result.inputs[name]: value for name, value in given.items()
-                 if name in result.inputs}
+        feeds = {
+            result.inputs[name]: value for name, value in given.items() if name in result.inputs
+        }
         fetched = run(result.graph, result.outputs, feeds)
         values = [fetched[ref] for ref in result.outputs]
         return namedtupledict("Outputs", result.output_names)(*values)
@@ -122,14 +128,20 @@ class GraphEngineBackend(Backend):
         return GraphEngineRep(model)
 
     @classmethod
-    def run_model(cls, model: ModelProto, inputs: Any, device: str = "CPU",
-                  **kwargs: Any) -> tuple[Any, ...]:
+    def run_model(
+        cls, model: ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any
+    ) -> tuple[Any, ...]:
         return cls.prepare(model, device, **kwargs).run(inputs)
 
     @classmethod
-    def run_node(cls, node: NodeProto, inputs: Any, device: str = "CPU",
-                 outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None,
-                 **kwargs: Any) -> tuple[Any, ...]:
+    def run_node(
+        cls,
+        node: NodeProto,
+        inputs: Any,
+        device: str = "CPU",
+        outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None,
+        **kwargs: Any,
+    ) -> tuple[Any, ...]:
         """Run one node on ``inputs`` (a list in the node's input order, or a dict
         by input name), by wrapping it in a model of the newest opset (or
         ``opset_version=``)."""
@@ -139,17 +151,21 @@ class GraphEngineBackend(Backend):
             arrays = [np.asarray(inputs[n]) for n in names]
         else:
             arrays = [np.asarray(v) for v in inputs]
-        graph_inputs = [helper.make_tensor_value_info(n, _elem_type(a.dtype), a.shape)
-                        for n, a in zip(names, arrays)]
+        graph_inputs = [
+            helper.make_tensor_value_info(n, _elem_type(a.dtype), a.shape)
+            for n, a in zip(names, arrays)
+        ]
         if outputs_info is not None:
-            graph_outputs = [helper.make_tensor_value_info(n, _elem_type(np.dtype(dtype)),
-                                                           shape)
-                             for n, (dtype, shape) in zip(node.output, outputs_info)]
+            graph_outputs = [
+                helper.make_tensor_value_info(n, _elem_type(np.dtype(dtype)), shape)
+                for n, (dtype, shape) in zip(node.output, outputs_info)
+            ]
         else:
             graph_outputs = [helper.make_empty_tensor_value_info(n) for n in node.output if n]
         model = helper.make_model(
             helper.make_graph([node], "run_node", graph_inputs, graph_outputs),
-            opset_imports=[helper.make_opsetid("", opset)])
+            opset_imports=[helper.make_opsetid("", opset)],
+        )
         if outputs_info is None:
             model = onnx.shape_inference.infer_shapes(model)
             inferred = {v.name: v for v in model.graph.value_info}
@@ -168,8 +184,9 @@ def _elem_type(dtype: np.dtype) -> int:
     try:
         return NUMPY_TO_ONNX[np.dtype(dtype).name]
     except KeyError:
-        raise OnnxConversionError(f"dtype {np.dtype(dtype).name} is not supported by "
-                                  "graphengine") from None
+        raise OnnxConversionError(
+            f"dtype {np.dtype(dtype).name} is not supported by graphengine"
+        ) from None
 
 
 prepare = GraphEngineBackend.prepare

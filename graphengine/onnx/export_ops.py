@@ -40,13 +40,37 @@ from .tensor_types import to_onnx_dtype
 # -- elementwise ---------------------------------------------------------------------
 
 _SAME_NAME = {
-    "add": "Add", "subtract": "Sub", "multiply": "Mul", "power": "Pow", "maximum": "Max",
-    "minimum": "Min", "add_n": "Sum", "negative": "Neg", "abs": "Abs", "sign": "Sign",
-    "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "sin": "Sin", "cos": "Cos", "tanh": "Tanh",
-    "sigmoid": "Sigmoid", "relu": "Relu", "erf": "Erf", "softplus": "Softplus", "where": "Where",
-    "equal": "Equal", "greater": "Greater", "greater_equal": "GreaterOrEqual", "less": "Less",
-    "less_equal": "LessOrEqual", "logical_and": "And", "logical_or": "Or",
-    "logical_not": "Not", "identity": "Identity", "stop_gradient": "Identity",
+    "add": "Add",
+    "subtract": "Sub",
+    "multiply": "Mul",
+    "power": "Pow",
+    "maximum": "Max",
+    "minimum": "Min",
+    "add_n": "Sum",
+    "negative": "Neg",
+    "abs": "Abs",
+    "sign": "Sign",
+    "exp": "Exp",
+    "log": "Log",
+    "sqrt": "Sqrt",
+    "sin": "Sin",
+    "cos": "Cos",
+    "tanh": "Tanh",
+    "sigmoid": "Sigmoid",
+    "relu": "Relu",
+    "erf": "Erf",
+    "softplus": "Softplus",
+    "where": "Where",
+    "equal": "Equal",
+    "greater": "Greater",
+    "greater_equal": "GreaterOrEqual",
+    "less": "Less",
+    "less_equal": "LessOrEqual",
+    "logical_and": "And",
+    "logical_or": "Or",
+    "logical_not": "Not",
+    "identity": "Identity",
+    "stop_gradient": "Identity",
     "matmul": "MatMul",
 }
 
@@ -117,8 +141,10 @@ def _gelu(ex: Emitter, node: Node) -> None:
 @rule("clip")
 def _clip(ex: Emitter, node: Node) -> None:
     dtype = ex.graph.tensor(node.inputs[0]).dtype
-    bounds = [ex.const(node, dtype.type(v), base=b) if v is not None else ""
-              for b, v in (("min", node.attrs["a_min"]), ("max", node.attrs["a_max"]))]
+    bounds = [
+        ex.const(node, dtype.type(v), base=b) if v is not None else ""
+        for b, v in (("min", node.attrs["a_min"]), ("max", node.attrs["a_max"]))
+    ]
     while bounds and not bounds[-1]:
         bounds.pop()
     ex.emit1(node, "Clip", [ex.input(node, 0), *bounds], ex.output(node))
@@ -126,14 +152,17 @@ def _clip(ex: Emitter, node: Node) -> None:
 
 @rule("cast")
 def _cast(ex: Emitter, node: Node) -> None:
-    ex.emit1(node, "Cast", ex.inputs(node), ex.output(node),
-             to=to_onnx_dtype(node.attrs["dtype"]))
+    ex.emit1(node, "Cast", ex.inputs(node), ex.output(node), to=to_onnx_dtype(node.attrs["dtype"]))
 
 
 # -- reductions ------------------------------------------------------------------------
 
-_REDUCE = {"sum": ("ReduceSum", 13), "mean": ("ReduceMean", 18), "max": ("ReduceMax", 18),
-           "min": ("ReduceMin", 18)}
+_REDUCE = {
+    "sum": ("ReduceSum", 13),
+    "mean": ("ReduceMean", 18),
+    "max": ("ReduceMax", 18),
+    "min": ("ReduceMin", 18),
+}
 
 
 @rule(*_REDUCE)
@@ -145,8 +174,9 @@ def _reduce(ex: Emitter, node: Node) -> None:
     if not axes:  # ONNX reads no axes as "every axis"
         ex.emit1(node, "Identity", [x], ex.output(node))
         return
-    ex.axes(node, op_type, since, list(axes), x, ex.output(node),
-            keepdims=int(node.attrs["keepdims"]))
+    ex.axes(
+        node, op_type, since, list(axes), x, ex.output(node), keepdims=int(node.attrs["keepdims"])
+    )
 
 
 @rule("argmax")
@@ -155,8 +185,14 @@ def _argmax(ex: Emitter, node: Node) -> None:
     rank = ex.graph.tensor(node.inputs[0]).ndim
     axis, keepdims = node.attrs["axis"], node.attrs["keepdims"]
     if axis is not None:
-        ex.emit1(node, "ArgMax", [x], ex.output(node), axis=normalize_axis(axis, rank),
-                 keepdims=int(keepdims))
+        ex.emit1(
+            node,
+            "ArgMax",
+            [x],
+            ex.output(node),
+            axis=normalize_axis(axis, rank),
+            keepdims=int(keepdims),
+        )
         return
     flat = ex.emit1(node, "Reshape", [x, ex.ints(node, [-1], "shape")])
     if not keepdims:
@@ -168,12 +204,18 @@ def _argmax(ex: Emitter, node: Node) -> None:
 
 # -- gradient helpers ---------------------------------------------------------------------
 
+
 @rule("zeros_like")
 def _zeros_like(ex: Emitter, node: Node) -> None:
     dtype = ex.graph.tensor(node.inputs[0]).dtype
     shape = ex.emit1(node, "Shape", [ex.input(node, 0)])
-    ex.emit1(node, "ConstantOfShape", [shape], ex.output(node),
-             value=numpy_helper.from_array(np.zeros(1, dtype)))
+    ex.emit1(
+        node,
+        "ConstantOfShape",
+        [shape],
+        ex.output(node),
+        value=numpy_helper.from_array(np.zeros(1, dtype)),
+    )
 
 
 @rule("broadcast_like")
@@ -196,8 +238,15 @@ def _sum_like(ex: Emitter, node: Node) -> None:
     x_type, like_type = (ex.graph.tensor(r).type for r in node.inputs)
     axes = node.attrs["axes"]
     if axes is not None:
-        out = ex.axes(node, "ReduceSum", 13, list(normalize_axes(axes, x_type.rank)), x,
-                      None if node.attrs["mean"] else ex.output(node), keepdims=0)
+        out = ex.axes(
+            node,
+            "ReduceSum",
+            13,
+            list(normalize_axes(axes, x_type.rank)),
+            x,
+            None if node.attrs["mean"] else ex.output(node),
+            keepdims=0,
+        )
     else:
         lead = x_type.rank - like_type.rank
         axes = list(range(lead))
@@ -205,12 +254,19 @@ def _sum_like(ex: Emitter, node: Node) -> None:
             e = x_type.shape[lead + i]
             if d == 1 and e != 1:
                 if not isinstance(e, int):
-                    raise ex.fail(node, "cannot tell at export time which axes to sum: "
-                                  f"axis {lead + i} is symbolic ({e}) against 1")
+                    raise ex.fail(
+                        node,
+                        "cannot tell at export time which axes to sum: "
+                        f"axis {lead + i} is symbolic ({e}) against 1",
+                    )
                 axes.append(lead + i)
         summed = ex.axes(node, "ReduceSum", 13, axes, x, keepdims=1) if axes else x
-        out = ex.emit1(node, "Reshape", [summed, ex.emit1(node, "Shape", [like])],
-                       None if node.attrs["mean"] else ex.output(node))
+        out = ex.emit1(
+            node,
+            "Reshape",
+            [summed, ex.emit1(node, "Shape", [like])],
+            None if node.attrs["mean"] else ex.output(node),
+        )
     if node.attrs["mean"]:
         ex.emit1(node, "Div", [out, _count(ex, node, x, like)], ex.output(node))
 
@@ -238,6 +294,7 @@ def _training_flag(ex: Emitter, node: Node) -> None:
 
 # -- shape ---------------------------------------------------------------------------------
 
+
 @rule("reshape")
 def _reshape(ex: Emitter, node: Node) -> None:
     newshape = list(node.attrs["newshape"])
@@ -245,24 +302,34 @@ def _reshape(ex: Emitter, node: Node) -> None:
     allowzero = 1 if 0 in newshape else None
     if allowzero and ex.opset < 14:
         raise ex.fail(node, "a size of 0 in newshape needs opset 14 or later (allowzero)")
-    ex.emit1(node, "Reshape", [ex.input(node, 0), ex.ints(node, newshape, "shape")],
-             ex.output(node), allowzero=allowzero)
+    ex.emit1(
+        node,
+        "Reshape",
+        [ex.input(node, 0), ex.ints(node, newshape, "shape")],
+        ex.output(node),
+        allowzero=allowzero,
+    )
 
 
 @rule("transpose")
 def _transpose(ex: Emitter, node: Node) -> None:
     rank = ex.graph.tensor(node.inputs[0]).ndim
     axes = node.attrs["axes"]
-    perm = list(reversed(range(rank))) if axes is None else [normalize_axis(a, rank)
-                                                             for a in axes]
+    perm = list(reversed(range(rank))) if axes is None else [normalize_axis(a, rank) for a in axes]
     ex.emit1(node, "Transpose", ex.inputs(node), ex.output(node), perm=perm)
 
 
 @rule("expand_dims")
 def _expand_dims(ex: Emitter, node: Node) -> None:
     rank = ex.graph.tensor(node.name).ndim
-    ex.axes(node, "Unsqueeze", 13, list(normalize_axes(node.attrs["axis"], rank)),
-            ex.input(node, 0), ex.output(node))
+    ex.axes(
+        node,
+        "Unsqueeze",
+        13,
+        list(normalize_axes(node.attrs["axis"], rank)),
+        ex.input(node, 0),
+        ex.output(node),
+    )
 
 
 @rule("squeeze")
@@ -279,15 +346,19 @@ def _squeeze(ex: Emitter, node: Node) -> None:
 def _broadcast_to(ex: Emitter, node: Node) -> None:
     # ONNX's Expand broadcasts both ways, so a 1 keeps the input's size, as our -1.
     shape = [1 if d == -1 else d for d in node.attrs["shape"]]
-    ex.emit1(node, "Expand", [ex.input(node, 0), ex.ints(node, shape, "shape")],
-             ex.output(node))
+    ex.emit1(node, "Expand", [ex.input(node, 0), ex.ints(node, shape, "shape")], ex.output(node))
 
 
 @rule("concatenate")
 def _concatenate(ex: Emitter, node: Node) -> None:
     rank = ex.graph.tensor(node.inputs[0]).ndim
-    ex.emit1(node, "Concat", ex.inputs(node), ex.output(node),
-             axis=normalize_axis(node.attrs["axis"], rank))
+    ex.emit1(
+        node,
+        "Concat",
+        ex.inputs(node),
+        ex.output(node),
+        axis=normalize_axis(node.attrs["axis"], rank),
+    )
 
 
 @rule("stack")
@@ -313,9 +384,17 @@ def _split(ex: Emitter, node: Node) -> None:
     bounds = [0, *node.attrs["indices"], INT64_MAX]
     for k, out in enumerate(outputs):
         start, end = bounds[k], bounds[k + 1]
-        ex.emit1(node, "Slice", [x, ex.ints(node, [start], "starts"),
-                                 ex.ints(node, [end], "ends"), ex.ints(node, [axis], "axes")],
-                 out)
+        ex.emit1(
+            node,
+            "Slice",
+            [
+                x,
+                ex.ints(node, [start], "starts"),
+                ex.ints(node, [end], "ends"),
+                ex.ints(node, [axis], "axes"),
+            ],
+            out,
+        )
 
 
 @rule("slice")
@@ -335,18 +414,33 @@ def _slice(ex: Emitter, node: Node) -> None:
     out = x
 
     def target(step: int) -> str | None:
-        return ex.output(node) if not any(final[step + 1:]) else None
+        return ex.output(node) if not any(final[step + 1 :]) else None
 
     if axes:
-        out = ex.emit1(node, "Slice", [out, ex.ints(node, starts, "starts"),
-                                       ex.ints(node, ends, "ends"), ex.ints(node, axes, "axes"),
-                                       ex.ints(node, steps, "steps")], target(0))
+        out = ex.emit1(
+            node,
+            "Slice",
+            [
+                out,
+                ex.ints(node, starts, "starts"),
+                ex.ints(node, ends, "ends"),
+                ex.ints(node, axes, "axes"),
+                ex.ints(node, steps, "steps"),
+            ],
+            target(0),
+        )
     if index_axes:
         out = ex.axes(node, "Squeeze", 13, sorted(index_axes), out, target(1))
     if attrs["new_axes"]:
         result_rank = ex.graph.tensor(node.name).ndim
-        out = ex.axes(node, "Unsqueeze", 13, list(normalize_axes(attrs["new_axes"],
-                                                                 result_rank)), out, target(2))
+        out = ex.axes(
+            node,
+            "Unsqueeze",
+            13,
+            list(normalize_axes(attrs["new_axes"], result_rank)),
+            out,
+            target(2),
+        )
     if not any(final):
         ex.emit1(node, "Identity", [x], ex.output(node))
 
@@ -369,7 +463,8 @@ def _one_hot(ex: Emitter, node: Node) -> None:
     depth, axis = node.attrs["depth"], node.attrs["axis"]
     at = normalize_axis(axis, index_type.rank + 1)
     positions = np.arange(depth, dtype=index_type.dtype).reshape(
-        (depth,) + (1,) * (index_type.rank - at))
+        (depth,) + (1,) * (index_type.rank - at)
+    )
     expanded = ex.axes(node, "Unsqueeze", 13, [at], indices)
     hit = ex.emit1(node, "Equal", [expanded, ex.const(node, positions, base="positions")])
     ex.emit1(node, "Cast", [hit], ex.output(node), to=to_onnx_dtype(node.attrs["dtype"]))
@@ -381,11 +476,17 @@ def _pad(ex: Emitter, node: Node) -> None:
     pads = widths[::2] + widths[1::2]
     dtype = ex.graph.tensor(node.inputs[0]).dtype
     value = ex.const(node, dtype.type(node.attrs["constant_values"]), base="value")
-    ex.emit1(node, "Pad", [ex.input(node, 0), ex.ints(node, pads, "pads"), value],
-             ex.output(node), mode="constant")
+    ex.emit1(
+        node,
+        "Pad",
+        [ex.input(node, 0), ex.ints(node, pads, "pads"), value],
+        ex.output(node),
+        mode="constant",
+    )
 
 
 # -- nn -------------------------------------------------------------------------------------
+
 
 @rule("softmax", "log_softmax")
 def _softmax(ex: Emitter, node: Node) -> None:
@@ -394,23 +495,40 @@ def _softmax(ex: Emitter, node: Node) -> None:
 
 
 def _window_attrs(node: Node) -> dict:
-    return {"strides": list(node.attrs["stride"]), "pads": list(node.attrs["padding"]),
-            "dilations": list(node.attrs["dilation"])}
+    return {
+        "strides": list(node.attrs["stride"]),
+        "pads": list(node.attrs["padding"]),
+        "dilations": list(node.attrs["dilation"]),
+    }
 
 
 @rule("conv2d")
 def _conv2d(ex: Emitter, node: Node) -> None:
     w_shape = ex.graph.tensor(node.inputs[1]).shape
-    ex.emit1(node, "Conv", ex.inputs(node), ex.output(node), kernel_shape=list(w_shape[2:]),
-             group=node.attrs["groups"], **_window_attrs(node))
+    ex.emit1(
+        node,
+        "Conv",
+        ex.inputs(node),
+        ex.output(node),
+        kernel_shape=list(w_shape[2:]),
+        group=node.attrs["groups"],
+        **_window_attrs(node),
+    )
 
 
 @rule("conv_transpose2d")
 def _conv_transpose2d(ex: Emitter, node: Node) -> None:
     w_shape = ex.graph.tensor(node.inputs[1]).shape
-    ex.emit1(node, "ConvTranspose", ex.inputs(node), ex.output(node),
-             kernel_shape=list(w_shape[2:]), group=node.attrs["groups"],
-             output_padding=list(node.attrs["output_padding"]), **_window_attrs(node))
+    ex.emit1(
+        node,
+        "ConvTranspose",
+        ex.inputs(node),
+        ex.output(node),
+        kernel_shape=list(w_shape[2:]),
+        group=node.attrs["groups"],
+        output_padding=list(node.attrs["output_padding"]),
+        **_window_attrs(node),
+    )
 
 
 def _is_read(graph, ref: str) -> bool:
@@ -419,27 +537,39 @@ def _is_read(graph, ref: str) -> bool:
 
 
 def _pool_attrs(node: Node) -> dict:
-    return {"kernel_shape": list(node.attrs["kernel_size"]),
-            "ceil_mode": int(node.attrs["ceil_mode"]), **_window_attrs(node)}
+    return {
+        "kernel_shape": list(node.attrs["kernel_size"]),
+        "ceil_mode": int(node.attrs["ceil_mode"]),
+        **_window_attrs(node),
+    }
 
 
 @rule("max_pool")
 def _max_pool(ex: Emitter, node: Node) -> None:
     outputs = [ex.output(node)]
     if _is_read(ex.graph, ex.output(node, 1)):
-        outputs.append(ex.output(node, 1))      # ONNX's Indices: row-major, flat, int64
+        outputs.append(ex.output(node, 1))  # ONNX's Indices: row-major, flat, int64
     ex.emit(node, "MaxPool", ex.inputs(node), outputs, **_pool_attrs(node))
 
 
 @rule("avg_pool")
 def _avg_pool(ex: Emitter, node: Node) -> None:
     attrs = _pool_attrs(node)
-    if ex.opset < 19:    # AveragePool has dilations from opset 19 on
+    if ex.opset < 19:  # AveragePool has dilations from opset 19 on
         if any(d != 1 for d in attrs.pop("dilations")):
-            raise ex.fail(node, f"a dilated AveragePool needs opset 19 or newer, not "
-                                f"{ex.opset}; export with opset=19")
-    ex.emit1(node, "AveragePool", ex.inputs(node), ex.output(node),
-             count_include_pad=int(node.attrs["count_include_pad"]), **attrs)
+            raise ex.fail(
+                node,
+                f"a dilated AveragePool needs opset 19 or newer, not "
+                f"{ex.opset}; export with opset=19",
+            )
+    ex.emit1(
+        node,
+        "AveragePool",
+        ex.inputs(node),
+        ex.output(node),
+        count_include_pad=int(node.attrs["count_include_pad"]),
+        **attrs,
+    )
 
 
 @rule("dropout")
@@ -447,8 +577,13 @@ def _dropout(ex: Emitter, node: Node) -> None:
     dtype = ex.graph.tensor(node.inputs[0]).dtype
     ratio = ex.const(node, dtype.type(node.attrs["rate"]), base="ratio")
     mask = ex.fresh(node, "mask")
-    ex.emit(node, "Dropout", [ex.input(node, 0), ratio], [ex.output(node), mask],
-            seed=node.attrs["seed"])
+    ex.emit(
+        node,
+        "Dropout",
+        [ex.input(node, 0), ratio],
+        [ex.output(node), mask],
+        seed=node.attrs["seed"],
+    )
     # ONNX's mask is bool; ours has x's dtype (ones in an inference run).
     ex.emit1(node, "Cast", [mask], ex.output(node, 1), to=to_onnx_dtype(dtype))
 
@@ -456,8 +591,14 @@ def _dropout(ex: Emitter, node: Node) -> None:
 @rule("batch_norm")
 def _batch_norm(ex: Emitter, node: Node) -> None:
     x, gamma, beta, mean, var = ex.inputs(node)
-    ex.emit1(node, "BatchNormalization", [x, gamma, beta, mean, var], ex.output(node),
-             epsilon=node.attrs["epsilon"], momentum=node.attrs["momentum"])
+    ex.emit1(
+        node,
+        "BatchNormalization",
+        [x, gamma, beta, mean, var],
+        ex.output(node),
+        epsilon=node.attrs["epsilon"],
+        momentum=node.attrs["momentum"],
+    )
     # Inference form: the statistics used are the running ones.
     ex.emit1(node, "Identity", [mean], ex.output(node, 1))
     ex.emit1(node, "Identity", [var], ex.output(node, 2))
@@ -473,26 +614,32 @@ def _layer_norm(ex: Emitter, node: Node) -> None:
     half = x_type.dtype == np.float16
     if ex.opset >= 17:
         if half:  # stash_type=1 gives float32 statistics: ours are float16
-            stats = ex.emit(node, "LayerNormalization", [x, scale, bias],
-                            [outputs[0], ex.fresh(node, "mean"), ex.fresh(node, "inv_std")],
-                            axis=axis, epsilon=epsilon)
+            stats = ex.emit(
+                node,
+                "LayerNormalization",
+                [x, scale, bias],
+                [outputs[0], ex.fresh(node, "mean"), ex.fresh(node, "inv_std")],
+                axis=axis,
+                epsilon=epsilon,
+            )
             for k in (1, 2):
                 ex.emit1(node, "Cast", [stats[k]], outputs[k], to=to_onnx_dtype(np.float16))
             return
-        ex.emit(node, "LayerNormalization", [x, scale, bias], outputs, axis=axis,
-                epsilon=epsilon)
+        ex.emit(node, "LayerNormalization", [x, scale, bias], outputs, axis=axis, epsilon=epsilon)
         return
     # Before opset 17: the kernel's formula, in its order (float16 in float32).
     compute = np.dtype(np.float32) if half else x_type.dtype
     if half:
-        x, scale, bias = (ex.emit1(node, "Cast", [v], to=to_onnx_dtype(compute))
-                          for v in (x, scale, bias))
+        x, scale, bias = (
+            ex.emit1(node, "Cast", [v], to=to_onnx_dtype(compute)) for v in (x, scale, bias)
+        )
     axes = list(range(axis, x_type.rank))
     ends = [None if half else o for o in outputs]
     mean = ex.axes(node, "ReduceMean", 18, axes, x, ends[1], keepdims=1)
     centred = ex.emit1(node, "Sub", [x, mean])
-    var = ex.axes(node, "ReduceMean", 18, axes, ex.emit1(node, "Mul", [centred, centred]),
-                  keepdims=1)
+    var = ex.axes(
+        node, "ReduceMean", 18, axes, ex.emit1(node, "Mul", [centred, centred]), keepdims=1
+    )
     std = ex.emit1(node, "Sqrt", [ex.emit1(node, "Add", [var, ex.const(node, epsilon, compute)])])
     inv_std = ex.emit1(node, "Div", [ex.const(node, 1.0, compute), std], ends[2])
     xhat = ex.emit1(node, "Mul", [centred, inv_std])
@@ -504,11 +651,17 @@ def _layer_norm(ex: Emitter, node: Node) -> None:
 
 @rule("instance_norm")
 def _instance_norm(ex: Emitter, node: Node) -> None:
-    ex.emit1(node, "InstanceNormalization", ex.inputs(node), ex.output(node),
-             epsilon=node.attrs["epsilon"])
+    ex.emit1(
+        node,
+        "InstanceNormalization",
+        ex.inputs(node),
+        ex.output(node),
+        epsilon=node.attrs["epsilon"],
+    )
 
 
 # -- losses ----------------------------------------------------------------------------------
+
 
 def _reduce_all(ex: Emitter, node: Node, op_type: str, x: str, output: str) -> str:
     return ex.emit1(node, op_type, [x], output, keepdims=0)
@@ -537,8 +690,9 @@ def _softmax_cross_entropy(ex: Emitter, node: Node) -> None:
     if rank == 1:
         scores = ex.axes(node, "Unsqueeze", 13, [0], logits)
         labels = ex.axes(node, "Unsqueeze", 13, [0], labels)
-        loss, logp = ex.emit(node, "SoftmaxCrossEntropyLoss", [scores, labels], 2,
-                             reduction=reduction)
+        loss, logp = ex.emit(
+            node, "SoftmaxCrossEntropyLoss", [scores, labels], 2, reduction=reduction
+        )
         ex.axes(node, "Squeeze", 13, [0], logp, logp_out)
         if reduction == "none":
             ex.axes(node, "Squeeze", 13, [0], loss, loss_out)
@@ -546,15 +700,25 @@ def _softmax_cross_entropy(ex: Emitter, node: Node) -> None:
             ex.emit1(node, "Identity", [loss], loss_out)
         return
     if axis == 1:
-        ex.emit(node, "SoftmaxCrossEntropyLoss", [logits, labels], [loss_out, logp_out],
-                reduction=reduction)
+        ex.emit(
+            node,
+            "SoftmaxCrossEntropyLoss",
+            [logits, labels],
+            [loss_out, logp_out],
+            reduction=reduction,
+        )
         return
     others = [i for i in range(rank) if i != axis]
     perm = [others[0], axis, *others[1:]]
     inverse = sorted(range(rank), key=perm.__getitem__)
     moved = ex.emit1(node, "Transpose", [logits], perm=perm)
-    loss, logp = ex.emit(node, "SoftmaxCrossEntropyLoss", [moved, labels],
-                         [loss_out, ex.fresh(node, "log_prob")], reduction=reduction)
+    loss, logp = ex.emit(
+        node,
+        "SoftmaxCrossEntropyLoss",
+        [moved, labels],
+        [loss_out, ex.fresh(node, "log_prob")],
+        reduction=reduction,
+    )
     ex.emit1(node, "Transpose", [logp], logp_out, perm=inverse)
 
 
@@ -566,11 +730,13 @@ def _mean_squared_error(ex: Emitter, node: Node) -> None:
         ex.emit1(node, "Mul", [diff, diff], ex.output(node))
         return
     square = ex.emit1(node, "Mul", [diff, diff])
-    _reduce_all(ex, node, "ReduceMean" if reduction == "mean" else "ReduceSum", square,
-                ex.output(node))
+    _reduce_all(
+        ex, node, "ReduceMean" if reduction == "mean" else "ReduceSum", square, ex.output(node)
+    )
 
 
 # -- fused ops (graphengine.ops.fused, made by ge.optimize) --------------------------------
+
 
 @rule("dense")
 def _dense(ex: Emitter, node: Node) -> None:
@@ -594,6 +760,7 @@ def _elementwise_chain(ex: Emitter, node: Node) -> None:
 
 # -- resize ------------------------------------------------------------------------------------
 
+
 @rule("resize")
 def _resize(ex: Emitter, node: Node) -> None:
     """Resize with scales when they determine every size (floor(size * scale)),
@@ -602,32 +769,53 @@ def _resize(ex: Emitter, node: Node) -> None:
     x_type = ex.graph.tensor(node.inputs[0]).type
     sizes, scales = attrs["sizes"], attrs["scales"]
     # ONNX computes floor(size * scale) in double from float32 scales.
-    by_scales = all(s == -1 or (isinstance(d, int)
-                                and s == int(np.floor(d * float(np.float32(sc)))))
-                    for s, d, sc in zip(sizes, x_type.shape, scales))
-    by_sizes = all(s != -1 and isinstance(d, int) and np.isclose(sc, s / d)
-                   for s, d, sc in zip(sizes, x_type.shape, scales))
+    by_scales = all(
+        s == -1 or (isinstance(d, int) and s == int(np.floor(d * float(np.float32(sc)))))
+        for s, d, sc in zip(sizes, x_type.shape, scales)
+    )
+    by_sizes = all(
+        s != -1 and isinstance(d, int) and np.isclose(sc, s / d)
+        for s, d, sc in zip(sizes, x_type.shape, scales)
+    )
     coordinate_mode = attrs["coordinate_transformation_mode"]
     if attrs["antialias"] and ex.opset < 18:
         raise ex.fail(node, f"antialias needs opset 18 or newer (exporting at {ex.opset})")
     if coordinate_mode == "half_pixel_symmetric" and ex.opset < 19:
-        raise ex.fail(node, f"half_pixel_symmetric needs opset 19 or newer (exporting at "
-                            f"{ex.opset})")
+        raise ex.fail(
+            node, f"half_pixel_symmetric needs opset 19 or newer (exporting at {ex.opset})"
+        )
     roi = ""
     if coordinate_mode == "tf_crop_and_resize":
-        roi = ex.const(node, np.asarray(attrs["roi"] or [0.0] * x_type.rank + [1.0] * x_type.rank,
-                                        np.float32), base="roi")
+        roi = ex.const(
+            node,
+            np.asarray(attrs["roi"] or [0.0] * x_type.rank + [1.0] * x_type.rank, np.float32),
+            base="roi",
+        )
     if by_scales:
-        inputs = [ex.input(node, 0), roi, ex.const(node, np.asarray(scales, np.float32),
-                                                   base="scales")]
+        inputs = [
+            ex.input(node, 0),
+            roi,
+            ex.const(node, np.asarray(scales, np.float32), base="scales"),
+        ]
     elif by_sizes:
         inputs = [ex.input(node, 0), roi, "", ex.ints(node, sizes, "sizes")]
     else:
-        raise ex.fail(node, f"sizes {list(sizes)} and scales {list(scales)} are not ONNX's: "
-                            "ONNX derives one from the other")
+        raise ex.fail(
+            node,
+            f"sizes {list(sizes)} and scales {list(scales)} are not ONNX's: "
+            "ONNX derives one from the other",
+        )
     extra = {"antialias": int(attrs["antialias"])} if ex.opset >= 18 else {}
-    ex.emit1(node, "Resize", inputs, ex.output(node), mode=attrs["mode"],
-             coordinate_transformation_mode=coordinate_mode,
-             nearest_mode=attrs["nearest_mode"], cubic_coeff_a=attrs["cubic_coeff_a"],
-             exclude_outside=int(attrs["exclude_outside"]),
-             extrapolation_value=attrs["extrapolation_value"], **extra)
+    ex.emit1(
+        node,
+        "Resize",
+        inputs,
+        ex.output(node),
+        mode=attrs["mode"],
+        coordinate_transformation_mode=coordinate_mode,
+        nearest_mode=attrs["nearest_mode"],
+        cubic_coeff_a=attrs["cubic_coeff_a"],
+        exclude_outside=int(attrs["exclude_outside"]),
+        extrapolation_value=attrs["extrapolation_value"],
+        **extra,
+    )

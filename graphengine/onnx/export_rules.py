@@ -70,8 +70,14 @@ class Emitter:
         return name
 
     # -- nodes --------------------------------------------------------------------------
-    def emit(self, node: Node, op_type: str, inputs: Sequence[str],
-             outputs: Sequence[str] | int = 1, **attrs: Any) -> list[str]:
+    def emit(
+        self,
+        node: Node,
+        op_type: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str] | int = 1,
+        **attrs: Any,
+    ) -> list[str]:
         """Append an ONNX node computing for ``node``; ``outputs`` are names, or a
         count of helper values to create.  Returns the output names."""
         if isinstance(outputs, int):
@@ -80,40 +86,63 @@ class Emitter:
         name = node.name if mine and node.name not in self._used else self.fresh(node, op_type)
         self._used.add(name)
         attrs = {k: v for k, v in attrs.items() if v is not None}
-        self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name=name,
-                                           **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), list(outputs), name=name, **attrs)
+        )
         return list(outputs)
 
-    def emit1(self, node: Node, op_type: str, inputs: Sequence[str], output: str | None = None,
-              **attrs: Any) -> str:
+    def emit1(
+        self,
+        node: Node,
+        op_type: str,
+        inputs: Sequence[str],
+        output: str | None = None,
+        **attrs: Any,
+    ) -> str:
         """Emit a one-output node; returns its output name."""
         return self.emit(node, op_type, inputs, [output] if output else 1, **attrs)[0]
 
-    def const(self, node: Node, value: Any, dtype: Any = None, base: str = "const",
-              output: str | None = None) -> str:
+    def const(
+        self,
+        node: Node,
+        value: Any,
+        dtype: Any = None,
+        base: str = "const",
+        output: str | None = None,
+    ) -> str:
         """A Constant node holding ``value`` (as ``dtype``)."""
         array = np.asarray(value, dtype=dtype)
         to_onnx_dtype(array.dtype)  # only our dtypes
         name = output or self.fresh(node, base)
         node_name = node.name if output and node.name not in self._used else name
         self._used.update((name, node_name))
-        self.nodes.append(helper.make_node("Constant", [], [name], name=node_name,
-                                           value=numpy_helper.from_array(array, name)))
+        self.nodes.append(
+            helper.make_node(
+                "Constant", [], [name], name=node_name, value=numpy_helper.from_array(array, name)
+            )
+        )
         return name
 
     def ints(self, node: Node, values: Sequence[int], base: str = "ints") -> str:
         """A Constant int64 vector (axes, shapes, pads ...)."""
         return self.const(node, np.asarray(list(values), dtype=np.int64), base=base)
 
-    def axes(self, node: Node, op_type: str, since: int, axes: Sequence[int] | None,
-             data: str, output: str | None = None, **attrs: Any) -> str:
+    def axes(
+        self,
+        node: Node,
+        op_type: str,
+        since: int,
+        axes: Sequence[int] | None,
+        data: str,
+        output: str | None = None,
+        **attrs: Any,
+    ) -> str:
         """Emit a node that takes ``axes`` as an attribute before opset ``since``
         and as an input from it on (reductions, Squeeze, Unsqueeze)."""
         if axes is None:
             return self.emit1(node, op_type, [data], output, **attrs)
         if self.opset >= since:
-            return self.emit1(node, op_type, [data, self.ints(node, axes, "axes")], output,
-                              **attrs)
+            return self.emit1(node, op_type, [data, self.ints(node, axes, "axes")], output, **attrs)
         return self.emit1(node, op_type, [data], output, axes=list(axes), **attrs)
 
     def fail(self, node: Node, message: str) -> OnnxConversionError:

@@ -36,28 +36,43 @@ from .importer import FROZEN_KEY
 from .tensor_types import value_info
 
 
-def export_graph(graph: Graph, path: str | os.PathLike | None = None, *,
-                 opset: int | None = None, outputs: Iterable[str] | None = None,
-                 check: bool = True) -> onnx.ModelProto:
+def export_graph(
+    graph: Graph,
+    path: str | os.PathLike | None = None,
+    *,
+    opset: int | None = None,
+    outputs: Iterable[str] | None = None,
+    check: bool = True,
+) -> onnx.ModelProto:
     """Export ``graph``; see :func:`graphengine.to_onnx`."""
     opset = DEFAULT_OPSET if opset is None else int(opset)
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
-        raise OnnxConversionError(f"cannot export to opset {opset}: graphengine writes opsets "
-                                  f"{MIN_OPSET} to {newest}")
+        raise OnnxConversionError(
+            f"cannot export to opset {opset}: graphengine writes opsets {MIN_OPSET} to {newest}"
+        )
     refs = [graph.tensor(o).name for o in (graph.outputs if outputs is None else outputs)]
     if not refs:
-        raise OnnxConversionError(f"graph '{graph.name}' has no outputs to export; mark some "
-                                  "with graph.mark_output(...) or pass outputs=[...]")
+        raise OnnxConversionError(
+            f"graph '{graph.name}' has no outputs to export; mark some "
+            "with graph.mark_output(...) or pass outputs=[...]"
+        )
     nodes = prune_to(graph, refs)
-    unsupported = sorted({n.op for n in nodes if n.op not in RULES
-                          and n.op not in ("placeholder", "parameter", "constant")})
+    unsupported = sorted(
+        {
+            n.op
+            for n in nodes
+            if n.op not in RULES and n.op not in ("placeholder", "parameter", "constant")
+        }
+    )
     if unsupported:
-        names = "; ".join(f"{op}: " + ", ".join(f"'{n.name}'" for n in nodes if n.op == op)
-                          for op in unsupported)
+        names = "; ".join(
+            f"{op}: " + ", ".join(f"'{n.name}'" for n in nodes if n.op == op) for op in unsupported
+        )
         raise OnnxConversionError(
             f"these ops have no ONNX form in graphengine's exporter: {names}. Export the "
-            "forward graph (backward kernels are not exported)")
+            "forward graph (backward kernels are not exported)"
+        )
 
     ex = Emitter(graph, opset)
     inputs, initializers, frozen = [], [], []
@@ -85,8 +100,10 @@ def export_graph(graph: Graph, path: str | os.PathLike | None = None, *,
 
     model = helper.make_model(
         helper.make_graph(ex.nodes, graph.name, inputs, output_infos, initializers),
-        opset_imports=[helper.make_opsetid("", opset)], producer_name="graphengine",
-        producer_version=_version())
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="graphengine",
+        producer_version=_version(),
+    )
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
     metadata = dict(graph.metadata)
     metadata.pop(FROZEN_KEY, None)
@@ -99,7 +116,8 @@ def export_graph(graph: Graph, path: str | os.PathLike | None = None, *,
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise OnnxConversionError(
                 f"the exported model fails onnx's checker (a bug in graphengine's exporter; "
-                f"pass check=False to inspect the model): {exc}") from None
+                f"pass check=False to inspect the model): {exc}"
+            ) from None
     if path is not None:
         from ..serialize import atomic_file
 

@@ -57,17 +57,19 @@ def check_functions(model: ModelProto) -> None:
                 raise OnnxConversionError(
                     f"{where}: inlining its model-local functions would make more than "
                     f"{bound:,} nodes (at {_label(node)}); raise ge.set_limits("
-                    "max_inlined_nodes=...) if the model is trusted")
+                    "max_inlined_nodes=...) if the model is trusted"
+                )
         return total
 
     def function_size(key: tuple[str, str], caller: NodeProto) -> int:
         if key in sizes:
             return sizes[key]
         if key in active:
-            cycle = " -> ".join(name for _, name in active[active.index(key):] + [key])
+            cycle = " -> ".join(name for _, name in active[active.index(key) :] + [key])
             raise OnnxConversionError(
                 f"{_label(caller)} calls model-local function '{key[1]}' recursively "
-                f"({cycle}); ONNX functions cannot recurse, so the model cannot be inlined")
+                f"({cycle}); ONNX functions cannot recurse, so the model cannot be inlined"
+            )
         active.append(key)
         sizes[key] = size_of(functions[key].node, f"function '{key[1]}'")
         active.pop()
@@ -84,8 +86,9 @@ def inline_functions(model: ModelProto) -> ModelProto:
     try:
         return onnx.inliner.inline_local_functions(model)
     except Exception as exc:  # onnx raises ValidationError, RuntimeError and others
-        raise OnnxConversionError(f"cannot inline the model's local functions: "
-                                  f"{type(exc).__name__}: {str(exc)[:300]}") from None
+        raise OnnxConversionError(
+            f"cannot inline the model's local functions: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
 
 
 def fold_bytes(shape: Iterable[int], dtype: np.dtype) -> int:
@@ -107,4 +110,5 @@ def check_result(label: str, shape: Iterable[int], dtype: np.dtype) -> None:
     if nbytes > budget:
         raise OnnxConversionError(
             f"{label}: the result would take {nbytes:,} bytes, over the limit of {budget:,} "
-            "bytes per tensor; raise ge.set_limits(max_tensor_bytes=...) if you mean it")
+            "bytes per tensor; raise ge.set_limits(max_tensor_bytes=...) if you mean it"
+        )

@@ -37,7 +37,7 @@ def trunc(z):
     """Round a float64 tensor toward zero.  Values of 2**52 and more are already
     integers (and may not fit int64), so they pass through, as do inf and NaN."""
     whole = ops.cast(ops.cast(z, dtype="int64"), dtype=z.dtype)
-    return ops.where(ops.less(ops.abs(z), 2.0 ** 52), whole, z)
+    return ops.where(ops.less(ops.abs(z), 2.0**52), whole, z)
 
 
 def is_inf(x):
@@ -59,14 +59,16 @@ def _float_mod(x, y, fmod: bool):
     if fmod:
         r = ops.where(y_inf_x_finite, xd, r)
     else:
-        wrong_sign = ops.logical_and(ops.not_equal(r, 0.0),
-                                     ops.not_equal(ops.less(r, 0.0), ops.less(yd, 0.0)))
+        wrong_sign = ops.logical_and(
+            ops.not_equal(r, 0.0), ops.not_equal(ops.less(r, 0.0), ops.less(yd, 0.0))
+        )
         r = ops.where(wrong_sign, r + yd, r)
         # A zero result takes the divisor's sign.
         r = ops.where(ops.equal(r, 0.0), yd * 0.0, r)
         same_sign = ops.equal(ops.less(xd, 0.0), ops.less(yd, 0.0))
-        r = ops.where(ops.logical_and(y_inf_x_finite, ops.not_equal(xd, 0.0)),
-                      ops.where(same_sign, xd, yd), r)
+        r = ops.where(
+            ops.logical_and(y_inf_x_finite, ops.not_equal(xd, 0.0)), ops.where(same_sign, xd, yd), r
+        )
     return ops.cast(r, dtype=dtype)
 
 
@@ -75,12 +77,12 @@ def _int_mod(x, y, fmod: bool):
     if fmod:
         return r
     # Python/numpy's sign rule: a non-zero remainder takes the divisor's sign.
-    wrong_sign = ops.logical_and(ops.not_equal(r, 0),
-                                 ops.not_equal(ops.less(r, 0), ops.less(y, 0)))
+    wrong_sign = ops.logical_and(ops.not_equal(r, 0), ops.not_equal(ops.less(r, 0), ops.less(y, 0)))
     return ops.where(wrong_sign, r + y, r)
 
 
 # -- arithmetic ------------------------------------------------------------------------
+
 
 @rule("Add", versions=(13, 14))
 def _add(ctx: NodeContext):
@@ -180,6 +182,7 @@ def _mean(ctx: NodeContext):
 
 # -- unary math -------------------------------------------------------------------------
 
+
 def _unary(op_type: str, fn, versions) -> None:
     rule(op_type, versions=versions)(lambda ctx: fn(ctx.input(0)))
 
@@ -224,8 +227,9 @@ def _shrink(ctx: NodeContext):
     x = ctx.input(0)
     lambd, bias = ctx.attr("lambd", 0.5), ctx.attr("bias", 0.0)
     zero = ops.zeros_like(x)
-    return ops.where(ops.less(x, -lambd), x + bias,
-                     ops.where(ops.greater(x, lambd), x - bias, zero))
+    return ops.where(
+        ops.less(x, -lambd), x + bias, ops.where(ops.greater(x, lambd), x - bias, zero)
+    )
 
 
 @rule("Tan", versions=(7, 22))
@@ -270,6 +274,7 @@ def _isinf(ctx: NodeContext):
 
 
 # -- activations --------------------------------------------------------------------------
+
 
 @rule("Relu", versions=(13, 14))
 def _relu(ctx: NodeContext):
@@ -355,6 +360,7 @@ def _mish(ctx: NodeContext):
 
 # -- selection ------------------------------------------------------------------------------
 
+
 @rule("Clip", versions=(13,), static=(1, 2))
 def _clip(ctx: NodeContext):
     x = ctx.input(0)
@@ -372,8 +378,9 @@ def _clip(ctx: NodeContext):
         # min > max gives max everywhere in ONNX; our clip refuses such bounds.
         out = ops.maximum(x, lo) if lo is not None else x
         return ops.minimum(out, hi) if hi is not None else out
-    return ops.clip(x, a_min=None if lo is None else float(lo),
-                    a_max=None if hi is None else float(hi))
+    return ops.clip(
+        x, a_min=None if lo is None else float(lo), a_max=None if hi is None else float(hi)
+    )
 
 
 @rule("Where", versions=(9, 16))
@@ -382,6 +389,7 @@ def _where(ctx: NodeContext):
 
 
 # -- comparisons and logic ------------------------------------------------------------------
+
 
 def _binary(op_type: str, fn, versions) -> None:
     rule(op_type, versions=versions)(lambda ctx: fn(ctx.input(0), ctx.input(1)))
@@ -399,6 +407,7 @@ _unary("Not", ops.logical_not, (1,))
 
 
 # -- identity and cast ----------------------------------------------------------------------
+
 
 @rule("Identity", versions=(13, 14, 16, 19, 21, 23, 24, 25))
 def _identity(ctx: NodeContext):

@@ -40,8 +40,7 @@ def _parse_einsum(ctx: NodeContext, equation: str, ranks: list[int]):
     lhs, arrow, rhs = equation.partition("->")
     terms = lhs.split(",")
     if len(terms) != len(ranks):
-        raise ctx.fail(f"equation {equation!r} has {len(terms)} operands, the node "
-                       f"{len(ranks)}")
+        raise ctx.fail(f"equation {equation!r} has {len(terms)} operands, the node {len(ranks)}")
     ellipsis_rank = 0
     for term, rank in zip(terms, ranks):
         if "..." in term:
@@ -51,10 +50,12 @@ def _parse_einsum(ctx: NodeContext, equation: str, ranks: list[int]):
     for term, rank in zip(terms, ranks):
         if "..." in term:
             width = rank - len(term.replace("...", ""))
-            term = term.replace("...", fill[ellipsis_rank - width:])
+            term = term.replace("...", fill[ellipsis_rank - width :])
         if len(term) != rank or len(set(term)) != len(term):
-            raise ctx.fail(f"einsum term {term!r} does not fit an operand of rank {rank}, or "
-                           "repeats a letter (diagonals are not supported)")
+            raise ctx.fail(
+                f"einsum term {term!r} does not fit an operand of rank {rank}, or "
+                "repeats a letter (diagonals are not supported)"
+            )
         expanded.append(term)
     if arrow:
         out = rhs.replace("...", fill)
@@ -75,8 +76,7 @@ def _einsum(ctx: NodeContext):
             x = ops.sum(x, axis=summed)
             term = "".join(c for c in term if c in out)
         perm = tuple(term.index(c) for c in out)
-        return ops.transpose(x, axes=perm) if perm != tuple(range(len(perm))) else \
-            ops.identity(x)
+        return ops.transpose(x, axes=perm) if perm != tuple(range(len(perm))) else ops.identity(x)
     if len(xs) != 2:
         raise ctx.fail("only Einsum of one or two operands is supported")
     (a, b), (ta, tb) = xs, terms
@@ -84,9 +84,13 @@ def _einsum(ctx: NodeContext):
     contracted = [c for c in ta if c in tb and c not in out]
     free_a = [c for c in ta if c not in tb]
     free_b = [c for c in tb if c not in ta]
-    if len(contracted) > 1 or len(free_a) > 1 or len(free_b) > 1 or \
-            any(c not in out for c in free_a + free_b) or \
-            (not contracted and not (free_a and free_b)):
+    if (
+        len(contracted) > 1
+        or len(free_a) > 1
+        or len(free_b) > 1
+        or any(c not in out for c in free_a + free_b)
+        or (not contracted and not (free_a and free_b))
+    ):
         raise ctx.fail(f"einsum {ctx.attr('equation')!r} is not a (batched) matrix product")
     # Bring a to (batch..., m, k) and b to (batch..., k, n); missing m, n or k
     # become 1-D operands, which matmul handles as numpy does.

@@ -44,8 +44,10 @@ def _window(ctx: NodeContext, x, kernel: list[int], *, dilations: list[int] | No
     ONNX's layout (pads: all begins, then all ends)."""
     spatial = x.ndim - 2
     if spatial not in (1, 2, 3) or len(kernel) != spatial:
-        raise ctx.fail(f"only 1-D, 2-D and 3-D windows are supported, got input shape "
-                       f"{x.shape} and kernel {kernel}")
+        raise ctx.fail(
+            f"only 1-D, 2-D and 3-D windows are supported, got input shape "
+            f"{x.shape} and kernel {kernel}"
+        )
     strides = list(ctx.attr("strides", [1] * spatial))
     dilations = list(dilations or ctx.attr("dilations", [1] * spatial))
     auto_pad = ctx.attr("auto_pad", "NOTSET")
@@ -56,8 +58,16 @@ def _window(ctx: NodeContext, x, kernel: list[int], *, dilations: list[int] | No
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         if not all(isinstance(size, int) for size in x.shape[2:]):
             raise ctx.fail(f"auto_pad={auto_pad} needs static spatial dims, got {x.shape}")
-        pads = list(same_pads(ctx.node.op_type, x.shape[2:], kernel, strides, dilations,
-                              upper=auto_pad == "SAME_UPPER"))
+        pads = list(
+            same_pads(
+                ctx.node.op_type,
+                x.shape[2:],
+                kernel,
+                strides,
+                dilations,
+                upper=auto_pad == "SAME_UPPER",
+            )
+        )
     else:
         raise ctx.fail(f"auto_pad {auto_pad!r} is not supported")
     return strides, pads, dilations
@@ -67,8 +77,7 @@ def _to_2d(x, strides, pads, dilations):
     """A 1-D convolution as a 2-D one of height 1 (x becomes N, C, 1, L)."""
     if x.ndim == 4:
         return x, strides, pads, dilations
-    return (ops.expand_dims(x, axis=2), [1, *strides], [0, pads[0], 0, pads[1]],
-            [1, *dilations])
+    return (ops.expand_dims(x, axis=2), [1, *strides], [0, pads[0], 0, pads[1]], [1, *dilations])
 
 
 def _from_2d(out, ndim: int):
@@ -77,8 +86,10 @@ def _from_2d(out, ndim: int):
 
 def _conv_window(ctx: NodeContext, x, w):
     if x.ndim not in (3, 4):
-        raise ctx.fail(f"only 1-D and 2-D convolutions are supported (graphengine has "
-                       f"conv2d), got input shape {x.shape}")
+        raise ctx.fail(
+            f"only 1-D and 2-D convolutions are supported (graphengine has "
+            f"conv2d), got input shape {x.shape}"
+        )
     kernel = list(ctx.attr("kernel_shape", w.shape[2:]))
     return kernel, _window(ctx, x, kernel)
 
@@ -89,9 +100,11 @@ def _conv(ctx: NodeContext):
     _, (strides, pads, dilations) = _conv_window(ctx, x, w)
     x2, strides, pads, dilations = _to_2d(x, strides, pads, dilations)
     w2 = w if w.ndim == 4 else ops.expand_dims(w, axis=2)
-    out = ctx.graph.apply("conv2d", [x2, w2], {"stride": strides, "padding": pads,
-                                               "dilation": dilations,
-                                               "groups": ctx.attr("group", 1)})
+    out = ctx.graph.apply(
+        "conv2d",
+        [x2, w2],
+        {"stride": strides, "padding": pads, "dilation": dilations, "groups": ctx.attr("group", 1)},
+    )
     if ctx.has(2):
         out = out + ops.reshape(ctx.input(2), (-1, 1, 1))
     return _from_2d(out, x.ndim)
@@ -101,8 +114,10 @@ def _conv(ctx: NodeContext):
 def _conv_transpose(ctx: NodeContext):
     x, w = ctx.input(0), ctx.input(1)
     if x.ndim not in (3, 4):
-        raise ctx.fail(f"only 1-D and 2-D transposed convolutions are supported "
-                       f"(graphengine has conv_transpose2d), got input shape {x.shape}")
+        raise ctx.fail(
+            f"only 1-D and 2-D transposed convolutions are supported "
+            f"(graphengine has conv_transpose2d), got input shape {x.shape}"
+        )
     spatial = x.ndim - 2
     kernel = list(ctx.attr("kernel_shape", w.shape[2:]))
     strides = list(ctx.attr("strides", [1] * spatial))
@@ -111,8 +126,9 @@ def _conv_transpose(ctx: NodeContext):
     auto_pad = ctx.attr("auto_pad", "NOTSET")
     target = ctx.attr("output_shape", None)
     if target is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        target = [size * s if isinstance(size, int) else None
-                  for size, s in zip(x.shape[2:], strides)]
+        target = [
+            size * s if isinstance(size, int) else None for size, s in zip(x.shape[2:], strides)
+        ]
     if target is not None:
         target = list(target)[-spatial:]
         if not all(isinstance(v, int) for v in list(x.shape[2:]) + target):
@@ -122,7 +138,7 @@ def _conv_transpose(ctx: NodeContext):
             full = (x.shape[2 + i] - 1) * strides[i] + extra[i] + (kernel[i] - 1) * dilations[i] + 1
             total = full - target[i]
             if total < 0:
-                extra[i] -= total      # the output reaches past the last window
+                extra[i] -= total  # the output reaches past the last window
                 total = 0
             small, large = total // 2, total - total // 2
             upper = auto_pad == "SAME_UPPER"
@@ -130,19 +146,30 @@ def _conv_transpose(ctx: NodeContext):
             ends.append(large if upper else small)
         pads = begins + ends
     elif auto_pad in ("NOTSET", "VALID"):
-        pads = list(ctx.attr("pads", [0] * 2 * spatial)) if auto_pad == "NOTSET" \
-            else [0] * 2 * spatial
+        pads = (
+            list(ctx.attr("pads", [0] * 2 * spatial)) if auto_pad == "NOTSET" else [0] * 2 * spatial
+        )
     else:
         raise ctx.fail(f"auto_pad {auto_pad!r} is not supported")
     x2, strides, pads, dilations = _to_2d(x, strides, pads, dilations)
     w2 = w if w.ndim == 4 else ops.expand_dims(w, axis=2)
     extra = extra if spatial == 2 else [0, *extra]
     if any(not 0 <= e < s for e, s in zip(extra, strides)):
-        raise ctx.fail(f"output_padding {extra} (after output_shape) must be smaller than the "
-                       f"strides {strides}")
-    out = ctx.graph.apply("conv_transpose2d", [x2, w2],
-                          {"stride": strides, "padding": pads, "dilation": dilations,
-                           "groups": ctx.attr("group", 1), "output_padding": extra})
+        raise ctx.fail(
+            f"output_padding {extra} (after output_shape) must be smaller than the "
+            f"strides {strides}"
+        )
+    out = ctx.graph.apply(
+        "conv_transpose2d",
+        [x2, w2],
+        {
+            "stride": strides,
+            "padding": pads,
+            "dilation": dilations,
+            "groups": ctx.attr("group", 1),
+            "output_padding": extra,
+        },
+    )
     if ctx.has(2):
         out = out + ops.reshape(ctx.input(2), (-1, 1, 1))
     return _from_2d(out, x.ndim)
@@ -151,17 +178,28 @@ def _conv_transpose(ctx: NodeContext):
 def _pool(ctx: NodeContext, op: str, x, **extra):
     kernel = list(ctx.attr("kernel_shape"))
     strides, pads, dilations = _window(ctx, x, kernel)
-    return ctx.graph.apply(op, [x], {"kernel_size": kernel, "stride": strides,
-                                     "padding": pads, "dilation": dilations,
-                                     "ceil_mode": bool(ctx.attr("ceil_mode", 0)), **extra})
+    return ctx.graph.apply(
+        op,
+        [x],
+        {
+            "kernel_size": kernel,
+            "stride": strides,
+            "padding": pads,
+            "dilation": dilations,
+            "ceil_mode": bool(ctx.attr("ceil_mode", 0)),
+            **extra,
+        },
+    )
 
 
 @rule("MaxPool", versions=(12, 22))
 def _max_pool(ctx: NodeContext):
     x = ctx.input(0)
     if ctx.attr("storage_order", 0) != 0 and len(ctx.node.output) > 1 and ctx.node.output[1]:
-        raise ctx.fail("storage_order=1 (column-major Indices) is not supported; graphengine's "
-                       "indices are row-major")
+        raise ctx.fail(
+            "storage_order=1 (column-major Indices) is not supported; graphengine's "
+            "indices are row-major"
+        )
     if x.dtype.kind != "f":
         # Our max_pool takes floats; float64 holds every int8/uint8 value exactly.
         y, indices = _pool(ctx, "max_pool", ops.cast(x, dtype="float64"))
@@ -171,8 +209,9 @@ def _max_pool(ctx: NodeContext):
 
 @rule("AveragePool", versions=(11, 19, 22))
 def _average_pool(ctx: NodeContext):
-    return _pool(ctx, "avg_pool", ctx.input(0),
-                 count_include_pad=bool(ctx.attr("count_include_pad", 0)))
+    return _pool(
+        ctx, "avg_pool", ctx.input(0), count_include_pad=bool(ctx.attr("count_include_pad", 0))
+    )
 
 
 @rule("GlobalAveragePool", versions=(1, 22))
@@ -200,10 +239,12 @@ def _batch_norm_training(ctx: NodeContext, x, scale, bias, mean, var):
     centred = x - ops.expand_dims(batch_mean, axis=spread)
     batch_var = ops.mean(centred * centred, axis=axes)
     inv_std = 1.0 / ops.sqrt(batch_var + float(ctx.attr("epsilon", 1e-5)))
-    y = (centred * ops.expand_dims(inv_std * scale, axis=spread)
-         + ops.expand_dims(bias, axis=spread))
-    return (y, mean * momentum + batch_mean * (1.0 - momentum),
-            var * momentum + batch_var * (1.0 - momentum))
+    y = centred * ops.expand_dims(inv_std * scale, axis=spread) + ops.expand_dims(bias, axis=spread)
+    return (
+        y,
+        mean * momentum + batch_mean * (1.0 - momentum),
+        var * momentum + batch_var * (1.0 - momentum),
+    )
 
 
 @rule("BatchNormalization", versions=(9, 14, 15))
@@ -213,8 +254,9 @@ def _batch_norm(ctx: NodeContext):
     rest = [t if t.dtype == x.dtype else ops.cast(t, dtype=x.dtype) for t in rest]
     if ctx.attr("training_mode", 0):
         return _batch_norm_training(ctx, x, *rest)
-    y, _, _ = ops.batch_norm(x, *rest, epsilon=ctx.attr("epsilon", 1e-5),
-                             momentum=ctx.attr("momentum", 0.9))
+    y, _, _ = ops.batch_norm(
+        x, *rest, epsilon=ctx.attr("epsilon", 1e-5), momentum=ctx.attr("momentum", 0.9)
+    )
     return y
 
 
@@ -243,8 +285,7 @@ def _layer_norm(ctx: NodeContext):
     if xs is not x:
         # stash_type=1: Mean and InvStdDev are float32 for a float16 x.
         scale, bias = ops.cast(scale, dtype="float32"), ops.cast(bias, dtype="float32")
-    y, mean, inv_std = ops.layer_norm(xs, scale, bias, axis=axis,
-                                      epsilon=ctx.attr("epsilon", 1e-5))
+    y, mean, inv_std = ops.layer_norm(xs, scale, bias, axis=axis, epsilon=ctx.attr("epsilon", 1e-5))
     return (ops.cast(y, dtype=x.dtype) if xs is not x else y), mean, inv_std
 
 
@@ -261,8 +302,10 @@ def _rms_norm(ctx: NodeContext):
     x = ctx.input(0)
     axis = normalize_axes(ctx, [ctx.attr("axis", -1)], x.ndim)[0]
     xs = _stashed(ctx, x)
-    rms = ops.sqrt(ops.mean(xs * xs, axis=tuple(range(axis, x.ndim)), keepdims=True)
-                   + ctx.attr("epsilon", 1e-5))
+    rms = ops.sqrt(
+        ops.mean(xs * xs, axis=tuple(range(axis, x.ndim)), keepdims=True)
+        + ctx.attr("epsilon", 1e-5)
+    )
     normalized = xs / rms
     if xs is not x:
         normalized = ops.cast(normalized, dtype=x.dtype)

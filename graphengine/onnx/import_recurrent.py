@@ -23,8 +23,11 @@ import numpy as np
 from ..ops import api as ops
 from .import_rules import NodeContext, rule
 
-_DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
-                        "RNN": ["Tanh"]}
+_DEFAULT_ACTIVATIONS = {
+    "LSTM": ["Sigmoid", "Tanh", "Tanh"],
+    "GRU": ["Sigmoid", "Tanh"],
+    "RNN": ["Tanh"],
+}
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
@@ -33,18 +36,24 @@ def _check(ctx: NodeContext, x, seq: int, directions: int) -> None:
     expected = _DEFAULT_ACTIVATIONS[ctx.op_type]
     if activations is not None:
         given = [a.lower() for a in activations]
-        if given != [a.lower() for a in expected * directions][:len(given)] or len(given) not in (
-                len(expected), len(expected) * directions):
-            raise ctx.fail(f"activations {activations} are not supported; graphengine imports "
-                           f"the defaults {expected}")
+        if given != [a.lower() for a in expected * directions][: len(given)] or len(given) not in (
+            len(expected),
+            len(expected) * directions,
+        ):
+            raise ctx.fail(
+                f"activations {activations} are not supported; graphengine imports "
+                f"the defaults {expected}"
+            )
     if ctx.attr("input_forget", 0):
         raise ctx.fail("input_forget=1 (coupled input and forget gates) is not supported")
     if ctx.has(4):
         lengths = ctx.static(4)
         if lengths is None or np.any(lengths.reshape(-1) != seq):
-            raise ctx.fail(f"sequence_lens must be known at import time and equal to the "
-                           f"sequence length {seq} for every batch entry (graphengine unrolls "
-                           "a fixed number of steps)")
+            raise ctx.fail(
+                f"sequence_lens must be known at import time and equal to the "
+                f"sequence length {seq} for every batch entry (graphengine unrolls "
+                "a fixed number of steps)"
+            )
 
 
 def _activate(ctx: NodeContext, v, kind: str):
@@ -57,11 +66,11 @@ def _activate(ctx: NodeContext, v, kind: str):
 def _direction(ctx: NodeContext, xs_proj, d: int, reverse: bool, h0, c0, hidden: int):
     """Unroll one direction; returns (outputs per step in time order, last h, last c)."""
     kind = ctx.op_type
-    r = ops.transpose(ctx.input(2)[d])                  # (H, gates * H)
+    r = ops.transpose(ctx.input(2)[d])  # (H, gates * H)
     p = ctx.input(7)[d] if kind == "LSTM" and ctx.has(7) else None
     rb = None
     if ctx.has(3) and kind == "GRU":
-        rb = ctx.input(3)[d][_GATES[kind] * hidden:]    # recurrence biases, kept apart
+        rb = ctx.input(3)[d][_GATES[kind] * hidden :]  # recurrence biases, kept apart
     seq = len(xs_proj)
     steps = range(seq - 1, -1, -1) if reverse else range(seq)
     h, c = h0, c0
@@ -115,11 +124,13 @@ def _recurrent(ctx: NodeContext):
         raise ctx.fail(f"X must have rank 3, got shape {x.shape}")
     layout = ctx.attr("layout", 0)
     if layout:
-        x = ops.transpose(x, (1, 0, 2))                 # batch first -> (seq, batch, input)
+        x = ops.transpose(x, (1, 0, 2))  # batch first -> (seq, batch, input)
     seq = x.shape[0]
     if not isinstance(seq, int):
-        raise ctx.fail(f"the sequence length ({seq}) must be static: graphengine unrolls the "
-                       "recurrence at import; export the model with a fixed sequence length")
+        raise ctx.fail(
+            f"the sequence length ({seq}) must be static: graphengine unrolls the "
+            "recurrence at import; export the model with a fixed sequence length"
+        )
     direction = ctx.attr("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise ctx.fail(f"direction {direction!r} is not forward, reverse or bidirectional")
@@ -128,7 +139,7 @@ def _recurrent(ctx: NodeContext):
     hidden = int(ctx.attr("hidden_size", ctx.input(2).shape[-1]))
     gates = _GATES[kind]
     w = ctx.input(1)
-    batch_zeros = ops.zeros_like(ops.sum(x, axis=(0, 2)))          # (batch,), x's dtype
+    batch_zeros = ops.zeros_like(ops.sum(x, axis=(0, 2)))  # (batch,), x's dtype
     zeros = ops.broadcast_to(ops.expand_dims(batch_zeros, 1), (-1, hidden))
 
     def initial(index: int, d: int):
@@ -143,24 +154,24 @@ def _recurrent(ctx: NodeContext):
     for d in range(directions):
         reverse = direction == "reverse" or d == 1
         with ctx.graph.name_scope("backward" if reverse else "forward"):
-            proj = ops.matmul(x, ops.transpose(w[d]))                 # (seq, batch, gates*H)
+            proj = ops.matmul(x, ops.transpose(w[d]))  # (seq, batch, gates*H)
             if ctx.has(3):
                 b = ctx.input(3)[d]
                 if kind == "GRU":
-                    proj = proj + b[:gates * hidden]
+                    proj = proj + b[: gates * hidden]
                 else:
-                    proj = proj + (b[:gates * hidden] + b[gates * hidden:])
+                    proj = proj + (b[: gates * hidden] + b[gates * hidden :])
             steps = [proj[t] for t in range(seq)]
             c0 = initial(6, d) if kind == "LSTM" else None
             outputs, h, c = _direction(ctx, steps, d, reverse, initial(5, d), c0, hidden)
-            ys.append(ops.stack(outputs, axis=0))                     # (seq, batch, H)
+            ys.append(ops.stack(outputs, axis=0))  # (seq, batch, H)
             hs.append(h)
             cs.append(c)
-    y = ops.stack(ys, axis=1)                                         # (seq, dirs, batch, H)
-    y_h = ops.stack(hs, axis=0)                                       # (dirs, batch, H)
+    y = ops.stack(ys, axis=1)  # (seq, dirs, batch, H)
+    y_h = ops.stack(hs, axis=0)  # (dirs, batch, H)
     y_c = ops.stack(cs, axis=0) if kind == "LSTM" else None
     if layout:
-        y = ops.transpose(y, (2, 0, 1, 3))                            # (batch, seq, dirs, H)
+        y = ops.transpose(y, (2, 0, 1, 3))  # (batch, seq, dirs, H)
         y_h = ops.transpose(y_h, (1, 0, 2))
         y_c = ops.transpose(y_c, (1, 0, 2)) if y_c is not None else None
     return (y, y_h, y_c) if kind == "LSTM" else (y, y_h)

@@ -41,16 +41,21 @@ def _empty(x, axes) -> bool:
 
 def _fill(ctx: NodeContext, x, axes, keepdims, value):
     """A constant of the reduction's output shape (which must be static)."""
-    shape = [1 if i in axes else d for i, d in enumerate(x.shape)] if keepdims else \
-        [d for i, d in enumerate(x.shape) if i not in axes]
+    shape = (
+        [1 if i in axes else d for i, d in enumerate(x.shape)]
+        if keepdims
+        else [d for i, d in enumerate(x.shape) if i not in axes]
+    )
     if not all(isinstance(d, int) for d in shape):
-        raise ctx.fail(f"a reduction over an empty set with symbolic output shape {shape} "
-                       "is not supported")
+        raise ctx.fail(
+            f"a reduction over an empty set with symbolic output shape {shape} is not supported"
+        )
     return np.full(shape, value, dtype=x.dtype)
 
 
-def _simple(op_type: str, reduce, prepare=None, finish=None, since: int = 18,
-            versions=_REDUCE_VERSIONS) -> None:
+def _simple(
+    op_type: str, reduce, prepare=None, finish=None, since: int = 18, versions=_REDUCE_VERSIONS
+) -> None:
     def convert(ctx: NodeContext):
         x, axes, keepdims = _reduction(ctx, since=since)
         if prepare is not None:
@@ -82,8 +87,10 @@ _simple("ReduceLogSum", ops.sum, finish=ops.log, versions=(13, 18, 28))
 def _reduce_mean(ctx: NodeContext):
     x, axes, keepdims = _reduction(ctx)
     if x.dtype.kind != "f":
-        raise ctx.fail(f"ReduceMean of {x.dtype.name} is not supported (ONNX leaves its "
-                       "rounding to the runtime); cast to float first")
+        raise ctx.fail(
+            f"ReduceMean of {x.dtype.name} is not supported (ONNX leaves its "
+            "rounding to the runtime); cast to float first"
+        )
     return ops.mean(x, axis=axes, keepdims=keepdims)
 
 

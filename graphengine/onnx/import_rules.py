@@ -44,8 +44,9 @@ class Rule:
 RULES: dict[str, Rule] = {}
 
 
-def rule(*op_types: str, versions: Sequence[int], static: Sequence[int] = (),
-         foldable: bool = True) -> Callable:
+def rule(
+    *op_types: str, versions: Sequence[int], static: Sequence[int] = (), foldable: bool = True
+) -> Callable:
     """Declare the function below as the import rule of ``op_types``.
 
     ``versions`` are the ONNX schema versions (``since_version``) whose semantics
@@ -73,8 +74,15 @@ class NodeContext:
     that names the node.
     """
 
-    def __init__(self, graph: Graph, node: NodeProto, version: int, opset: int,
-                 fetch: Callable[[str, bool], Any], read_tensor: Callable) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        node: NodeProto,
+        version: int,
+        opset: int,
+        fetch: Callable[[str, bool], Any],
+        read_tensor: Callable,
+    ) -> None:
         self.graph = graph
         self.node = node
         self.op_type = node.op_type
@@ -132,12 +140,16 @@ class NodeContext:
         if value is None:
             raw = self._fetch(self.input_names[index], True) if self.has(index) else None
             if raw is not None:
-                raise self.fail(f"input {index} ('{self.input_names[index]}', the {what}) "
-                                f"depends on symbolic dims {raw.tolist()}; graphengine needs "
-                                "it known at import time")
-            raise self.fail(f"input {index} ('{self.input_names[index]}', the {what}) must be "
-                            "an initializer, a Constant node or computable at import time; "
-                            "graphengine needs it as an attribute")
+                raise self.fail(
+                    f"input {index} ('{self.input_names[index]}', the {what}) "
+                    f"depends on symbolic dims {raw.tolist()}; graphengine needs "
+                    "it known at import time"
+                )
+            raise self.fail(
+                f"input {index} ('{self.input_names[index]}', the {what}) must be "
+                "an initializer, a Constant node or computable at import time; "
+                "graphengine needs it as an attribute"
+            )
         return value
 
     def type(self, index: int) -> TensorType:
@@ -158,12 +170,19 @@ class NodeContext:
             return default
         if proto.type == AttributeProto.TENSOR:
             return self._read_tensor(proto.t, f"attribute {name!r} of {self.label}")
-        if proto.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS,
-                          AttributeProto.SPARSE_TENSOR, AttributeProto.SPARSE_TENSORS,
-                          AttributeProto.TYPE_PROTO, AttributeProto.TYPE_PROTOS,
-                          AttributeProto.TENSORS):
-            raise self.fail(f"attribute {name!r} of type "
-                            f"{AttributeProto.AttributeType.Name(proto.type)} is not supported")
+        if proto.type in (
+            AttributeProto.GRAPH,
+            AttributeProto.GRAPHS,
+            AttributeProto.SPARSE_TENSOR,
+            AttributeProto.SPARSE_TENSORS,
+            AttributeProto.TYPE_PROTO,
+            AttributeProto.TYPE_PROTOS,
+            AttributeProto.TENSORS,
+        ):
+            raise self.fail(
+                f"attribute {name!r} of type "
+                f"{AttributeProto.AttributeType.Name(proto.type)} is not supported"
+            )
         value = helper.get_attribute_value(proto)
         if isinstance(value, bytes):
             return value.decode("utf-8")

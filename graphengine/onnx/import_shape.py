@@ -39,9 +39,13 @@ _CONSTANT_VERSIONS = (13, 19, 21, 23, 24, 25)
 
 @rule("Constant", versions=_CONSTANT_VERSIONS)
 def _constant(ctx: NodeContext):
-    for name, dtype in (("value", None), ("value_float", np.float32),
-                        ("value_floats", np.float32), ("value_int", np.int64),
-                        ("value_ints", np.int64)):
+    for name, dtype in (
+        ("value", None),
+        ("value_float", np.float32),
+        ("value_floats", np.float32),
+        ("value_int", np.int64),
+        ("value_ints", np.int64),
+    ):
         if ctx.has_attr(name):
             value = ctx.attr(name)
             return np.array(value) if dtype is None else np.array(value, dtype=dtype)
@@ -51,9 +55,11 @@ def _constant(ctx: NodeContext):
 
 def _static_dims(ctx: NodeContext, shape, what: str) -> list[int]:
     if not all(isinstance(d, int) for d in shape):
-        raise ctx.fail(f"{what} of input '{ctx.input_names[0]}' has symbolic dims "
-                       f"{tuple(shape)}: graphengine computes shapes at import time only "
-                       "from static dims")
+        raise ctx.fail(
+            f"{what} of input '{ctx.input_names[0]}' has symbolic dims "
+            f"{tuple(shape)}: graphengine computes shapes at import time only "
+            "from static dims"
+        )
     return list(shape)
 
 
@@ -91,8 +97,10 @@ def _constant_of_shape(ctx: NodeContext):
 
 @rule("Range", versions=(11, 27), static=(0, 1, 2))
 def _range(ctx: NodeContext):
-    start, limit, delta = (ctx.require_static(i, name).reshape(())
-                           for i, name in enumerate(("start", "limit", "delta")))
+    start, limit, delta = (
+        ctx.require_static(i, name).reshape(())
+        for i, name in enumerate(("start", "limit", "delta"))
+    )
     dtype = start.dtype
     if dtype.kind == "f":
         count = int(max(np.ceil((float(limit) - float(start)) / float(delta)), 0))
@@ -102,9 +110,11 @@ def _range(ctx: NodeContext):
             raise ctx.fail("delta is 0")
         count = max(-(-span // step), 0)
     if over_fold_limit(fold_bytes((count,), dtype)):
-        raise ctx.fail(f"the range holds {count:,} elements ({fold_bytes((count,), dtype):,} "
-                       "bytes), over the import-time folding limit; raise ge.set_limits("
-                       "max_fold_bytes=...) if you mean it")
+        raise ctx.fail(
+            f"the range holds {count:,} elements ({fold_bytes((count,), dtype):,} "
+            "bytes), over the import-time folding limit; raise ge.set_limits("
+            "max_fold_bytes=...) if you mean it"
+        )
     # ONNX: output[i] = start + i * delta, in the input dtype.
     stash = dtype == np.float16 and ctx.attr("stash_type", 1) == 1
     work = np.dtype(np.float32) if stash else dtype
@@ -112,8 +122,8 @@ def _range(ctx: NodeContext):
     return out.astype(dtype)
 
 
-
 # -- reshaping ---------------------------------------------------------------------------
+
 
 @rule("Reshape", versions=(13, 14, 19, 21, 23, 24, 25), static=(1,))
 def _reshape(ctx: NodeContext):
@@ -134,8 +144,12 @@ def _static_newshape(ctx: NodeContext, in_shape, target: list) -> tuple[int, ...
     copied from a symbolic input shape."""
     copied = [d for d in target if not isinstance(d, int)]
     symbols = [d for d in in_shape if not isinstance(d, int)]
-    if copied and -1 in target and sorted(map(str, copied)) == sorted(map(str, symbols)) \
-            and None not in copied:
+    if (
+        copied
+        and -1 in target
+        and sorted(map(str, copied)) == sorted(map(str, symbols))
+        and None not in copied
+    ):
         # The symbolic dims all survive, so -1 stands for the static rest.
         known_in = math.prod(d for d in in_shape if isinstance(d, int))
         known_out = math.prod(d for d in target if isinstance(d, int) and d != -1)
@@ -143,8 +157,10 @@ def _static_newshape(ctx: NodeContext, in_shape, target: list) -> tuple[int, ...
             target = [known_in // known_out if d == -1 else d for d in target]
     unknown = [i for i, d in enumerate(target) if not isinstance(d, int) or d == -1]
     if len(unknown) > 1:
-        raise ctx.fail(f"cannot express target shape {target} (from input shape "
-                       f"{tuple(in_shape)}) with static sizes and one -1")
+        raise ctx.fail(
+            f"cannot express target shape {target} (from input shape "
+            f"{tuple(in_shape)}) with static sizes and one -1"
+        )
     return tuple(-1 if i in unknown else d for i, d in enumerate(target))
 
 
@@ -174,8 +190,10 @@ def _squeeze(ctx: NodeContext):
     axes = ctx.axes_attr_or_input(1, since=13)
     if axes is None:
         if any(not isinstance(d, int) for d in x.shape):
-            raise ctx.fail(f"Squeeze without axes on shape {x.shape}: cannot tell whether a "
-                           "symbolic dim is 1; give the axes")
+            raise ctx.fail(
+                f"Squeeze without axes on shape {x.shape}: cannot tell whether a "
+                "symbolic dim is 1; give the axes"
+            )
         axes = [i for i, d in enumerate(x.shape) if d == 1]
     axes = normalize_axes(ctx, axes, x.ndim)
     return ops.squeeze(x, axis=tuple(axes)) if axes else ops.identity(x)
@@ -199,12 +217,18 @@ def _expand(ctx: NodeContext):
     lead = rank - x.ndim
     # ONNX broadcasts both ways: a 1 in the shape keeps the input's size (our -1),
     # and so does the input's own symbolic dim.
-    target = [-1 if i >= lead and (s == 1 or (not isinstance(s, int) and s is not None
-                                              and s == x.shape[i - lead])) else s
-              for i, s in enumerate(shape)]
+    target = [
+        -1
+        if i >= lead
+        and (s == 1 or (not isinstance(s, int) and s is not None and s == x.shape[i - lead]))
+        else s
+        for i, s in enumerate(shape)
+    ]
     if not all(isinstance(t, int) for t in target):
-        raise ctx.fail(f"cannot expand shape {x.shape} to {shape}: symbolic target dims must "
-                       "be the input's own")
+        raise ctx.fail(
+            f"cannot expand shape {x.shape} to {shape}: symbolic target dims must "
+            "be the input's own"
+        )
     if all(t == -1 for t in target[lead:]) and lead == 0:
         return ops.identity(x)
     return ops.broadcast_to(x, tuple(target))
@@ -228,19 +252,23 @@ def _tile(ctx: NodeContext):
             tiled = ops.broadcast_to(ops.reshape(x, tuple(pairs)), tuple(spread))
             return ops.reshape(tiled, tuple(d * r for d, r in zip(x.shape, repeats)))
     elif sum(repeats) > get_limits().max_outputs:
-        raise ctx.fail(f"repeats {repeats[:8]} on an input with symbolic dims would "
-                       f"concatenate {sum(repeats):,} copies; give the input static dims")
+        raise ctx.fail(
+            f"repeats {repeats[:8]} on an input with symbolic dims would "
+            f"concatenate {sum(repeats):,} copies; give the input static dims"
+        )
     out = x
     for axis, r in enumerate(repeats):
         if r == 0:
-            out = ctx.graph.apply("slice", [out], {"axes": (axis,), "starts": (0,),
-                                                   "stops": (0,), "steps": (1,)})
+            out = ctx.graph.apply(
+                "slice", [out], {"axes": (axis,), "starts": (0,), "stops": (0,), "steps": (1,)}
+            )
         elif r > 1:
             out = ops.concatenate([out] * r, axis=axis)
     return out if out is not x else ops.identity(x)
 
 
 # -- joining and splitting -------------------------------------------------------------------
+
 
 @rule("Concat", versions=(13,))
 def _concat(ctx: NodeContext):
@@ -275,10 +303,16 @@ def _slice(ctx: NodeContext):
     x = ctx.input(0)
     starts = [int(v) for v in ctx.require_static(1, "starts").reshape(-1)]
     ends = [int(v) for v in ctx.require_static(2, "ends").reshape(-1)]
-    axes = ([int(v) for v in ctx.require_static(3, "axes").reshape(-1)] if ctx.has(3)
-            else list(range(len(starts))))
-    steps = ([int(v) for v in ctx.require_static(4, "steps").reshape(-1)] if ctx.has(4)
-             else [1] * len(starts))
+    axes = (
+        [int(v) for v in ctx.require_static(3, "axes").reshape(-1)]
+        if ctx.has(3)
+        else list(range(len(starts)))
+    )
+    steps = (
+        [int(v) for v in ctx.require_static(4, "steps").reshape(-1)]
+        if ctx.has(4)
+        else [1] * len(starts)
+    )
     if not len(starts) == len(ends) == len(axes) == len(steps):
         raise ctx.fail("starts, ends, axes and steps must have the same length")
     axes = normalize_axes(ctx, axes, x.ndim)
@@ -286,8 +320,11 @@ def _slice(ctx: NodeContext):
     ends = [max(min(e, END), -END) for e in ends]
     if not axes:
         return ops.identity(x)
-    return ctx.graph.apply("slice", [x], {"axes": tuple(axes), "starts": tuple(starts),
-                                          "stops": tuple(ends), "steps": tuple(steps)})
+    return ctx.graph.apply(
+        "slice",
+        [x],
+        {"axes": tuple(axes), "starts": tuple(starts), "stops": tuple(ends), "steps": tuple(steps)},
+    )
 
 
 @rule("Gather", versions=(13,))
@@ -319,8 +356,9 @@ def _pad_by_index(ctx: NodeContext, x, grow, mode: str):
             continue
         size = x.shape[axis]
         if not isinstance(size, int):
-            raise ctx.fail(f"mode {mode!r} needs a static size along padded axis {axis}, got "
-                           f"{x.shape}")
+            raise ctx.fail(
+                f"mode {mode!r} needs a static size along padded axis {axis}, got {x.shape}"
+            )
         if mode == "reflect" and size < 2 and (begin or end):
             raise ctx.fail(f"mode 'reflect' needs at least 2 elements along axis {axis}")
         index = np.pad(np.arange(size, dtype=np.int64), (begin, end), mode=mode)
@@ -338,8 +376,9 @@ def _pad(ctx: NodeContext):
     value = ctx.require_static(2, "constant value").reshape(()) if ctx.has(2) else 0
     axes = list(range(x.ndim))
     if ctx.version >= 18 and ctx.has(3):
-        axes = normalize_axes(ctx, [int(a) for a in ctx.require_static(3, "axes").reshape(-1)],
-                              x.ndim)
+        axes = normalize_axes(
+            ctx, [int(a) for a in ctx.require_static(3, "axes").reshape(-1)], x.ndim
+        )
     if len(pads) != 2 * len(axes):
         raise ctx.fail(f"pads {pads} need a begin and an end for each of {len(axes)} axes")
     widths = [[0, 0] for _ in range(x.ndim)]
@@ -350,12 +389,17 @@ def _pad(ctx: NodeContext):
         out = ops.pad(x, grow, constant_values=float(value)) if any(map(any, grow)) else x
     else:
         out = _pad_by_index(ctx, x, grow, mode)
-    crop = [(axis, -min(b, 0), min(e, 0)) for axis, (b, e) in enumerate(widths)
-            if b < 0 or e < 0]
+    crop = [(axis, -min(b, 0), min(e, 0)) for axis, (b, e) in enumerate(widths) if b < 0 or e < 0]
     if crop:
         # Negative pads remove elements.
-        out = ctx.graph.apply("slice", [out], {
-            "axes": tuple(a for a, _, _ in crop), "starts": tuple(b for _, b, _ in crop),
-            "stops": tuple(e if e else END for _, _, e in crop), "steps": (1,) * len(crop)})
+        out = ctx.graph.apply(
+            "slice",
+            [out],
+            {
+                "axes": tuple(a for a, _, _ in crop),
+                "starts": tuple(b for _, b, _ in crop),
+                "stops": tuple(e if e else END for _, _, e in crop),
+                "steps": (1,) * len(crop),
+            },
+        )
     return out if out is not x else ops.identity(x)
-

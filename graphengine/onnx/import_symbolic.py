@@ -86,7 +86,8 @@ def fold(node: NodeProto, inputs: list[np.ndarray | None]) -> list[np.ndarray] |
         out = np.expand_dims(data, tuple(axes))
     elif op == "Squeeze":
         axes = attrs.get("axes") or (
-            [int(a) for a in np.asarray(inputs[1]).reshape(-1)] if len(inputs) > 1 else None)
+            [int(a) for a in np.asarray(inputs[1]).reshape(-1)] if len(inputs) > 1 else None
+        )
         out = np.squeeze(data, None if axes is None else tuple(axes))
     elif op == "Reshape":
         out = data.reshape([int(d) for d in np.asarray(inputs[1]).reshape(-1)])

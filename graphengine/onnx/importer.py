@@ -83,9 +83,14 @@ class ImportResult:
     output_names: list[str] = field(default_factory=list)
 
 
-def import_model(source: Any, *, freeze: Iterable[str] = (), name: str | None = None,
-                 base_dir: Any = None, bind: dict[str, np.ndarray] | None = None
-                 ) -> ImportResult:
+def import_model(
+    source: Any,
+    *,
+    freeze: Iterable[str] = (),
+    name: str | None = None,
+    base_dir: Any = None,
+    bind: dict[str, np.ndarray] | None = None,
+) -> ImportResult:
     """Import an ONNX model; see :func:`graphengine.from_onnx`.
 
     ``bind`` gives values to some graph inputs, which then become values known
@@ -102,13 +107,23 @@ def import_model(source: Any, *, freeze: Iterable[str] = (), name: str | None = 
             model = inline_functions(model)
         check_supported(model, opset)
         return _Importer(model, opset, folder, set(freeze), name, bind or {}).build()
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError,
-            RecursionError, MemoryError, UnicodeError) as exc:
+    except (
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        ArithmeticError,
+        RecursionError,
+        MemoryError,
+        UnicodeError,
+    ) as exc:
         # A damaged file that protobuf still parsed (a name that is not UTF-8, a
         # field out of range) trips onnx or our rules: say so in our terms.
         raise OnnxConversionError(
             f"the model cannot be imported: {type(exc).__name__}: {str(exc)[:300]}; the file "
-            "is damaged, or uses a form of ONNX that graphengine does not understand") from exc
+            "is damaged, or uses a form of ONNX that graphengine does not understand"
+        ) from exc
 
 
 def static_inputs(model: ModelProto) -> list[str]:
@@ -145,13 +160,19 @@ def upgrade_opset(model: ModelProto) -> ModelProto:
         return model
     import onnx.version_converter
 
-    unknown = sorted({n.op_type for n in model.graph.node if (n.domain or "") in _DEFAULT_DOMAINS
-                      and schema_version(n.op_type, opset) is None})
+    unknown = sorted(
+        {
+            n.op_type
+            for n in model.graph.node
+            if (n.domain or "") in _DEFAULT_DOMAINS and schema_version(n.op_type, opset) is None
+        }
+    )
     if unknown:
         raise OnnxConversionError(
             f"the model uses opset {opset}, older than the {MIN_OPSET} graphengine imports, and "
             f"onnx's version converter cannot convert it: {', '.join(unknown)} "
-            f"{'is' if len(unknown) == 1 else 'are'} not defined at opset {opset}")
+            f"{'is' if len(unknown) == 1 else 'are'} not defined at opset {opset}"
+        )
     try:
         return onnx.version_converter.convert_version(model, MIN_OPSET)
     except Exception as exc:  # the converter raises RuntimeError, ValueError, its own types
@@ -159,7 +180,8 @@ def upgrade_opset(model: ModelProto) -> ModelProto:
         raise OnnxConversionError(
             f"the model uses opset {opset}; graphengine imports opsets {MIN_OPSET} and newer "
             f"and converts older ones with onnx's version converter, which failed: {reason}. "
-            f"Export the model at opset {MIN_OPSET} or newer instead") from exc
+            f"Export the model at opset {MIN_OPSET} or newer instead"
+        ) from exc
 
 
 def model_opset(model: ModelProto) -> int:
@@ -172,11 +194,13 @@ def model_opset(model: ModelProto) -> int:
         raise OnnxConversionError(
             f"the model uses opset {opset}; graphengine imports opsets {MIN_OPSET} to {newest}. "
             f"Convert it first: onnx.version_converter.convert_version(model, {MIN_OPSET}) "
-            "(graphengine.onnx.importer.upgrade_opset does)")
+            "(graphengine.onnx.importer.upgrade_opset does)"
+        )
     if opset > newest:
         raise OnnxConversionError(
             f"the model uses opset {opset}, newer than the installed onnx knows ({newest}); "
-            "upgrade onnx")
+            "upgrade onnx"
+        )
     return opset
 
 
@@ -199,16 +223,22 @@ def check_supported(model: ModelProto, opset: int) -> None:
         if rule is None or version not in rule.versions:
             ops_seen[(domain, node.op_type, version)] += 1
     problems = []
-    for (domain, op_type, version), count in sorted(ops_seen.items(),
-                                                     key=lambda kv: (kv[0][1], kv[0][0])):
+    for (domain, op_type, version), count in sorted(
+        ops_seen.items(), key=lambda kv: (kv[0][1], kv[0][0])
+    ):
         where = f"domain '{domain}'" if domain not in _DEFAULT_DOMAINS else f"opset {opset}"
         rule = RULES.get(op_type) if domain in _DEFAULT_DOMAINS else None
         if rule is not None and version is not None:
-            why = (f"schema version {op_type}-{version} is not one we read (we read "
-                   f"{', '.join(f'{op_type}-{v}' for v in rule.versions)})")
+            why = (
+                f"schema version {op_type}-{version} is not one we read (we read "
+                f"{', '.join(f'{op_type}-{v}' for v in rule.versions)})"
+            )
         elif domain in _DEFAULT_DOMAINS and version is None:
-            why = (f"not defined until opset {_first_opset(op_type)}"
-                   if onnx.defs.has(op_type) else "not an ONNX op")
+            why = (
+                f"not defined until opset {_first_opset(op_type)}"
+                if onnx.defs.has(op_type)
+                else "not an ONNX op"
+            )
         else:
             why = "no graphengine equivalent"
         problems.append(f"{op_type} x{count} ({where}: {why})")
@@ -218,34 +248,47 @@ def check_supported(model: ModelProto, opset: int) -> None:
             if kind_of_type is None and kind == "output":
                 continue  # an output of undeclared type: we infer it
             if kind_of_type != "tensor_type":
-                problems.append(f"graph {kind} '{v.name}' is not a tensor (sequences, maps and "
-                                "optionals are not supported)")
+                problems.append(
+                    f"graph {kind} '{v.name}' is not a tensor (sequences, maps and "
+                    "optionals are not supported)"
+                )
             elif to_numpy_dtype(v.type.tensor_type.elem_type) is None:
-                problems.append(f"graph {kind} '{v.name}' has element type "
-                                f"{onnx_type_name(v.type.tensor_type.elem_type)}")
+                problems.append(
+                    f"graph {kind} '{v.name}' has element type "
+                    f"{onnx_type_name(v.type.tensor_type.elem_type)}"
+                )
     for t in graph.initializer:
         if to_numpy_dtype(t.data_type) is None:
-            problems.append(f"initializer '{t.name}' has element type "
-                            f"{onnx_type_name(t.data_type)}")
+            problems.append(
+                f"initializer '{t.name}' has element type {onnx_type_name(t.data_type)}"
+            )
     if graph.sparse_initializer:
         problems.append(f"{len(graph.sparse_initializer)} sparse initializer(s)")
     for node in graph.node:
         for a in node.attribute:
             if a.name in ("to",) and node.op_type == "Cast" and to_numpy_dtype(a.i) is None:
-                problems.append(f"node '{node.name or node.output[0]}' (Cast) casts to "
-                                f"{onnx_type_name(a.i)}")
+                problems.append(
+                    f"node '{node.name or node.output[0]}' (Cast) casts to {onnx_type_name(a.i)}"
+                )
             if a.type == onnx.AttributeProto.TENSOR and to_numpy_dtype(a.t.data_type) is None:
-                problems.append(f"node '{node.name or node.output[0]}' ({node.op_type}) has a "
-                                f"{onnx_type_name(a.t.data_type)} tensor attribute '{a.name}'")
+                problems.append(
+                    f"node '{node.name or node.output[0]}' ({node.op_type}) has a "
+                    f"{onnx_type_name(a.t.data_type)} tensor attribute '{a.name}'"
+                )
     if problems:
         raise OnnxConversionError(
-            "cannot import this model; graphengine does not support: " + "; ".join(problems)
-            + f". Supported ONNX ops: {', '.join(sorted(RULES))}")
+            "cannot import this model; graphengine does not support: "
+            + "; ".join(problems)
+            + f". Supported ONNX ops: {', '.join(sorted(RULES))}"
+        )
 
 
 def _first_opset(op_type: str) -> int:
-    return min(s.since_version for s in onnx.defs.get_all_schemas_with_history()
-               if s.name == op_type and s.domain == "")
+    return min(
+        s.since_version
+        for s in onnx.defs.get_all_schemas_with_history()
+        if s.name == op_type and s.domain == ""
+    )
 
 
 _INVALID = re.compile(r"[^A-Za-z0-9_.\-/]")
@@ -259,8 +302,15 @@ def sanitize(name: str, fallback: str = "value") -> str:
 
 
 class _Importer:
-    def __init__(self, model: ModelProto, opset: int, folder: str | None,
-                 freeze: set[str], name: str | None, bind: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self,
+        model: ModelProto,
+        opset: int,
+        folder: str | None,
+        freeze: set[str],
+        name: str | None,
+        bind: dict[str, np.ndarray],
+    ) -> None:
         self.model = model
         self.bind = bind
         self.opset = opset
@@ -298,15 +348,18 @@ class _Importer:
         if value is None:
             if name in self.initializers:
                 return self.parameter(name)
-            raise OnnxConversionError(f"value {name!r} is used before any node, input or "
-                                      "initializer defines it (nodes must be in topological "
-                                      "order)")
+            raise OnnxConversionError(
+                f"value {name!r} is used before any node, input or "
+                "initializer defines it (nodes must be in topological "
+                "order)"
+            )
         if isinstance(value, np.ndarray):
             if is_symbolic(value):
                 raise OnnxConversionError(
                     f"value {name!r} is a shape with symbolic dims {value.tolist()}, which "
                     "graphengine can use only as the shape of Reshape or Expand; give the "
-                    "model's inputs static dims there")
+                    "model's inputs static dims there"
+                )
             value = self.materialize(name, value)
         return value
 
@@ -333,7 +386,8 @@ class _Importer:
                 # Our own checks (shape inference, the size limits) name our node;
                 # the user needs the ONNX node.
                 raise OnnxConversionError(
-                    f"node '{node.name or node.output[0]}' ({node.op_type}): {exc}") from None
+                    f"node '{node.name or node.output[0]}' ({node.op_type}): {exc}"
+                ) from None
         self._add_outputs()
         return self._finish()
 
@@ -345,14 +399,18 @@ class _Importer:
             if v.name in self.bind:
                 value = np.asarray(self.bind[v.name])
                 if value.dtype != dtype:
-                    raise OnnxConversionError(f"value bound to input '{v.name}' has dtype "
-                                              f"{value.dtype}, the input is {dtype.name}")
+                    raise OnnxConversionError(
+                        f"value bound to input '{v.name}' has dtype "
+                        f"{value.dtype}, the input is {dtype.name}"
+                    )
                 self.values[v.name] = value
                 continue
             shape = shape_of(v.type)
             if shape is None:
-                raise OnnxConversionError(f"graph input '{v.name}' has no shape; give it one "
-                                          "(dims may be named, e.g. 'N')")
+                raise OnnxConversionError(
+                    f"graph input '{v.name}' has no shape; give it one "
+                    "(dims may be named, e.g. 'N')"
+                )
             base = sanitize(v.name, "input")
             dims = [sanitize(d) if isinstance(d, str) else d for d in shape]
             dims = [f"{base}_dim{axis}" if d is None else d for axis, d in enumerate(dims)]
@@ -366,13 +424,15 @@ class _Importer:
         outputs.  The others become parameters when a node first reads them as a
         tensor (:meth:`parameter`), or stay values when nodes read them only as
         shapes, axes and the like."""
-        unknown = sorted(self.freeze - set(self.initializers)
-                         - {sanitize(n) for n in self.initializers})
+        unknown = sorted(
+            self.freeze - set(self.initializers) - {sanitize(n) for n in self.initializers}
+        )
         if unknown:
             raise OnnxConversionError(
                 f"cannot freeze {', '.join(map(repr, unknown))}: the model has no such "
                 f"initializer; its initializers are "
-                f"{', '.join(map(repr, self.initializers)) or 'none'}")
+                f"{', '.join(map(repr, self.initializers)) or 'none'}"
+            )
         read = {name for node in self.model.graph.node for name in node.input}
         outputs = {o.name for o in self.model.graph.output}
         for name in self.initializers:
@@ -384,10 +444,14 @@ class _Importer:
         value = self.values.get(name)
         if value is None:
             array = self.initializers[name]
-            trainable = (array.dtype.kind == "f" and name not in self.freeze
-                         and sanitize(name) not in self.freeze)
-            value = self.graph.parameter(self.fresh(sanitize(name, "parameter")), array,
-                                         trainable=trainable)
+            trainable = (
+                array.dtype.kind == "f"
+                and name not in self.freeze
+                and sanitize(name) not in self.freeze
+            )
+            value = self.graph.parameter(
+                self.fresh(sanitize(name, "parameter")), array, trainable=trainable
+            )
             self.values[name] = value
         return value
 
@@ -399,7 +463,8 @@ class _Importer:
                 raise OnnxConversionError(
                     f"node '{node.name or node.output[0]}' ({node.op_type}) reads {name!r}, "
                     "which no earlier node, graph input or initializer defines (nodes must be "
-                    "in topological order)")
+                    "in topological order)"
+                )
         if self._copies_initializer(node):
             # PyTorch's exporter merges initializers that happen to be equal (a fresh
             # batch norm's weight and running_var are both ones) and reads the copy
@@ -418,18 +483,23 @@ class _Importer:
             if value is None:
                 raise OnnxConversionError(
                     f"node '{node.name or out_name}' ({node.op_type}): output {k} "
-                    f"('{out_name}') is not supported by graphengine's import")
+                    f"('{out_name}') is not supported by graphengine's import"
+                )
             if isinstance(value, Tensor):
                 self._claim(value, out_name)
             self.values[out_name] = value
 
     def _copies_initializer(self, node: NodeProto) -> bool:
         """An Identity of a float initializer into a new name (see _convert)."""
-        return (node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1
-                and node.input[0] in self.initializers
-                and self.initializers[node.input[0]].dtype.kind == "f"
-                and node.output[0] not in self.initializers
-                and node.output[0] not in {o.name for o in self.model.graph.output})
+        return (
+            node.op_type == "Identity"
+            and len(node.input) == 1
+            and len(node.output) == 1
+            and node.input[0] in self.initializers
+            and self.initializers[node.input[0]].dtype.kind == "f"
+            and node.output[0] not in self.initializers
+            and node.output[0] not in {o.name for o in self.model.graph.output}
+        )
 
     def _can_fold(self, rule: Rule, node: NodeProto) -> bool:
         """Whether every input is known at import time.  A float initializer counts
@@ -443,8 +513,11 @@ class _Importer:
             value = self.values.get(name)
             if isinstance(value, np.ndarray):
                 continue
-            if value is None and name in self.initializers and (
-                    slot in rule.static or self.initializers[name].dtype.kind != "f"):
+            if (
+                value is None
+                and name in self.initializers
+                and (slot in rule.static or self.initializers[name].dtype.kind != "f")
+            ):
                 continue
             return False
         return True
@@ -474,7 +547,8 @@ class _Importer:
                 raise OnnxConversionError(
                     f"node '{node.name or node.output[0]}' ({node.op_type}) computes on a "
                     f"shape with symbolic dims {', '.join(map(str, shapes))}, which graphengine "
-                    "cannot do at import time; give the model's inputs static dims")
+                    "cannot do at import time; give the model's inputs static dims"
+                )
             return outputs
         scratch = Graph("fold")
         constants: dict[str, Tensor] = {}
@@ -488,8 +562,11 @@ class _Importer:
 
         outputs = _as_list(rule.convert(self._context(scratch, node, version, fetch)))
         tensors = [v for v in outputs if isinstance(v, Tensor)]
-        if any(over_fold_limit(fold_bytes(t.shape, t.dtype)) for t in tensors
-               if all(isinstance(d, int) for d in t.shape)):
+        if any(
+            over_fold_limit(fold_bytes(t.shape, t.dtype))
+            for t in tensors
+            if all(isinstance(d, int) for d in t.shape)
+        ):
             # Too large to store in the model: the node is computed at run time.
             return self._apply(rule, node, version)
         if tensors:
@@ -510,7 +587,8 @@ class _Importer:
             if isinstance(value, np.ndarray):
                 value = self.materialize(v.name, value)
             named = self.rename.get(value.node) == v.name or (
-                value.node == sanitize(v.name) and v.name not in self.result.output_names)
+                value.node == sanitize(v.name) and v.name not in self.result.output_names
+            )
             if not named or value.index != 0:
                 value = ops.identity(value)
                 self.rename[value.node] = v.name
@@ -548,8 +626,11 @@ class _Importer:
             attrs = dict(node.attrs)
             if node.name in state:
                 attrs["trainable"] = False
-            records.append(NodeRecord(name, node.op, [ref(r) for r in node.inputs],
-                                      attrs, scope, node.derived_from))
+            records.append(
+                NodeRecord(
+                    name, node.op, [ref(r) for r in node.inputs], attrs, scope, node.derived_from
+                )
+            )
         out = build_graph(graph.name, records, graph.values)
         out.metadata.update(graph.metadata)
         self.result.outputs = [ref(r) for r in self.result.outputs]

@@ -26,12 +26,15 @@ def graph_of(values: Any, op: str) -> Graph:
             return value.graph
         if isinstance(value, (list, tuple)):
             stack.extend(reversed(value))
-    raise GraphError(f"{op}: no input is a tensor, so there is no graph to add the op to; "
-                     "pass at least one tensor (make one with g.constant)")
+    raise GraphError(
+        f"{op}: no input is a tensor, so there is no graph to add the op to; "
+        "pass at least one tensor (make one with g.constant)"
+    )
 
 
-def call(op: str, inputs: list[Any], attrs: dict[str, Any] | None = None,
-         name: str | None = None) -> Tensor | tuple[Tensor, ...]:
+def call(
+    op: str, inputs: list[Any], attrs: dict[str, Any] | None = None, name: str | None = None
+) -> Tensor | tuple[Tensor, ...]:
     """Add op ``op`` to the graph of its tensor inputs."""
     return graph_of(inputs, op).apply(op, inputs, attrs or {}, name)
 
@@ -64,9 +67,12 @@ def _make_function(opdef: OpDef) -> Callable:
         values = dict(zip(names, args))
         clash = values.keys() & kwargs.keys()
         if len(args) > len(names) or clash or not kwargs.keys() <= known:
-            extra = sorted(kwargs.keys() - known) or args[len(names):]
-            problem = (f"multiple values for {min(clash)!r}" if clash else
-                       f"unexpected argument(s) {extra}")
+            extra = sorted(kwargs.keys() - known) or args[len(names) :]
+            problem = (
+                f"multiple values for {min(clash)!r}"
+                if clash
+                else f"unexpected argument(s) {extra}"
+            )
             raise GraphError(f"{opdef.name}{signature}: {problem}")
         values.update(kwargs)
         for key, value in defaults.items():
@@ -105,8 +111,7 @@ def _build_namespace() -> dict[str, Callable]:
 _FUNCTIONS = _build_namespace()
 globals().update(_FUNCTIONS)
 #: Every public op function, by name (``ge.exp``, ``ge.matmul`` ...).
-__all__ = [n for n in sorted(_FUNCTIONS)
-           if not (n in REGISTRY and REGISTRY[n].internal)]
+__all__ = [n for n in sorted(_FUNCTIONS) if not (n in REGISTRY and REGISTRY[n].internal)]
 
 
 def _binary(op: str, reflected: bool = False) -> Callable:
@@ -115,13 +120,26 @@ def _binary(op: str, reflected: bool = False) -> Callable:
     return lambda self, other: _FUNCTIONS[op](self, other)
 
 
-for _dunder, _op in [("add", "add"), ("sub", "subtract"), ("mul", "multiply"),
-                     ("truediv", "divide"), ("matmul", "matmul"), ("pow", "power")]:
+for _dunder, _op in [
+    ("add", "add"),
+    ("sub", "subtract"),
+    ("mul", "multiply"),
+    ("truediv", "divide"),
+    ("matmul", "matmul"),
+    ("pow", "power"),
+]:
     setattr(Tensor, f"__{_dunder}__", _binary(_op))
     setattr(Tensor, f"__r{_dunder}__", _binary(_op, reflected=True))
-for _dunder, _op in [("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le", "less_equal"),
-                     ("gt", "greater"), ("ge", "greater_equal"), ("and", "logical_and"),
-                     ("or", "logical_or")]:
+for _dunder, _op in [
+    ("eq", "equal"),
+    ("ne", "not_equal"),
+    ("lt", "less"),
+    ("le", "less_equal"),
+    ("gt", "greater"),
+    ("ge", "greater_equal"),
+    ("and", "logical_and"),
+    ("or", "logical_or"),
+]:
     setattr(Tensor, f"__{_dunder}__", _binary(_op))
 Tensor.__neg__ = lambda self: _FUNCTIONS["negative"](self)
 Tensor.__pos__ = lambda self: self

@@ -109,21 +109,48 @@ class SyncBatchNorm(OpDef):
     uses_context = True
     state_updates = BatchNorm.state_updates
 
-    def infer(self, x: TensorType, gamma: TensorType, beta: TensorType, running_mean: TensorType,
-              running_var: TensorType, *, epsilon: float, momentum: float) -> Sequence[TensorType]:
-        y, mean, var = get_op("batch_norm").infer(x, gamma, beta, running_mean, running_var,
-                                                  epsilon=epsilon, momentum=momentum)
+    def infer(
+        self,
+        x: TensorType,
+        gamma: TensorType,
+        beta: TensorType,
+        running_mean: TensorType,
+        running_var: TensorType,
+        *,
+        epsilon: float,
+        momentum: float,
+    ) -> Sequence[TensorType]:
+        y, mean, var = get_op("batch_norm").infer(
+            x, gamma, beta, running_mean, running_var, epsilon=epsilon, momentum=momentum
+        )
         return y, mean, var, TensorType(x.dtype, ())
 
-    def kernel(self, x: Array, gamma: Array, beta: Array, running_mean: Array, running_var: Array,
-               *, epsilon: float, momentum: float, ctx: RunContext) -> Sequence[Array]:
+    def kernel(
+        self,
+        x: Array,
+        gamma: Array,
+        beta: Array,
+        running_mean: Array,
+        running_var: Array,
+        *,
+        epsilon: float,
+        momentum: float,
+        ctx: RunContext,
+    ) -> Sequence[Array]:
         axes = _stat_axes(x.ndim)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         local_count = x.size // max(x.shape[1], 1)
         if not ctx.training:
-            y, mean, var = get_op("batch_norm").kernel(x, gamma, beta, running_mean,
-                                                       running_var, epsilon=epsilon,
-                                                       momentum=momentum, ctx=ctx)
+            y, mean, var = get_op("batch_norm").kernel(
+                x,
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                epsilon=epsilon,
+                momentum=momentum,
+                ctx=ctx,
+            )
             return y, mean, var, np.asarray(local_count, x.dtype)
         sums = np.empty(x.shape[1] + 1, x.dtype)
         np.sum(x, axis=axes, dtype=x.dtype, out=sums[:-1])
@@ -161,8 +188,7 @@ class SyncBatchNorm(OpDef):
             # where the statistics do not depend on x.
             inverse = F.training_flag(x) / count
             if dy is not None:
-                total_beta, total_gamma = F.split(F.allreduce(F.concatenate([dbeta, dgamma])),
-                                                  2)
+                total_beta, total_gamma = F.split(F.allreduce(F.concatenate([dbeta, dgamma])), 2)
                 through_stats = per_element(total_beta) + xhat * per_element(total_gamma)
                 terms.append(per_element(gamma * rstd) * (dy - through_stats * inverse))
             if dmean is not None:
@@ -171,8 +197,7 @@ class SyncBatchNorm(OpDef):
                 terms.append(centred * per_element(F.allreduce(dvar)) * (inverse * 2.0))
             if terms:
                 dx = terms[0] if len(terms) == 1 else F.add_n(terms)
-        return [dx, dgamma if node.wants(1) else None, dbeta if node.wants(2) else None,
-                None, None]
+        return [dx, dgamma if node.wants(1) else None, dbeta if node.wants(2) else None, None, None]
 
 
 #: The op that computes the same thing with statistics over every process, for

@@ -40,8 +40,12 @@ from .window import (
     windows,
 )
 
-_CONV_ATTRS = (Attr("stride", "ints", (1, 1)), Attr("padding", "ints", (0, 0, 0, 0)),
-               Attr("dilation", "ints", (1, 1)), Attr("groups", "int", 1))
+_CONV_ATTRS = (
+    Attr("stride", "ints", (1, 1)),
+    Attr("padding", "ints", (0, 0, 0, 0)),
+    Attr("dilation", "ints", (1, 1)),
+    Attr("groups", "int", 1),
+)
 
 
 def _check_groups(channels, groups: int, what: str) -> None:
@@ -51,8 +55,7 @@ def _check_groups(channels, groups: int, what: str) -> None:
         raise ValueError(f"{what} {channels} is not divisible by groups={groups}")
 
 
-def _conv_types(x: TensorType, w: TensorType, stride, padding, dilation,
-                groups) -> TensorType:
+def _conv_types(x: TensorType, w: TensorType, stride, padding, dilation, groups) -> TensorType:
     check_rank(x, 4, "x (N, C, H, W)")
     check_rank(w, 4, "w (out_channels, in_channels / groups, kh, kw)")
     check_window(stride, padding, dilation, 2)
@@ -63,22 +66,26 @@ def _conv_types(x: TensorType, w: TensorType, stride, padding, dilation,
     _check_groups(o, groups, "the output channel count (w's axis 0)")
     if isinstance(c, int) and isinstance(ci, int) and c != ci * groups:
         per_group = f" / groups={groups} = {c // groups}" if groups > 1 else ""
-        raise ValueError(f"x has {c} channels (axis 1 of {format_shape(x.shape)}) but w expects "
-                         f"{ci * groups} (w is (out_channels, in_channels / groups, kh, kw) = "
-                         f"{format_shape(w.shape)}); the weight's axis 1 must be "
-                         f"{c}{per_group}")
+        raise ValueError(
+            f"x has {c} channels (axis 1 of {format_shape(x.shape)}) but w expects "
+            f"{ci * groups} (w is (out_channels, in_channels / groups, kh, kw) = "
+            f"{format_shape(w.shape)}); the weight's axis 1 must be "
+            f"{c}{per_group}"
+        )
     oh, ow = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
     return TensorType(x.dtype, (x.shape[0], w.shape[0], oh, ow))
 
 
 # -- the three kernels ---------------------------------------------------------------------
 
+
 def _im2col(x: np.ndarray, kernel, stride, padding, dilation, out, groups) -> np.ndarray:
     """(groups, C/groups * kh * kw, N * OH * OW): every window of padded x as a column."""
     n, c = x.shape[:2]
     view = windows(pad_spatial(x, padding), kernel, stride, dilation, out)  # (N,C,OH,OW,kh,kw)
     return view.transpose(1, 4, 5, 0, 2, 3).reshape(
-        groups, c // groups * kernel[0] * kernel[1], n * out[0] * out[1])
+        groups, c // groups * kernel[0] * kernel[1], n * out[0] * out[1]
+    )
 
 
 def _by_group(dy: np.ndarray, groups: int) -> np.ndarray:
@@ -90,7 +97,7 @@ def _by_group(dy: np.ndarray, groups: int) -> np.ndarray:
 def _convolve(x, w, stride, padding, dilation, groups):
     out = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
     cols = _im2col(x, w.shape[2:], stride, padding, dilation, out, groups)
-    y = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), cols)   # (G, O/G, N*OH*OW)
+    y = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), cols)  # (G, O/G, N*OH*OW)
     y = y.reshape(w.shape[0], x.shape[0], *out)
     return np.ascontiguousarray(y.transpose(1, 0, 2, 3))
 
@@ -101,11 +108,11 @@ def _transpose_convolve(dy, w, shape, stride, padding, dilation, groups):
     n, c, h, wd = shape
     kernel, out = w.shape[2:], dy.shape[2:]
     wg = w.reshape(groups, w.shape[0] // groups, -1)
-    cols = np.matmul(wg.transpose(0, 2, 1), _by_group(dy, groups))    # (G, C/G*kh*kw, N*L)
+    cols = np.matmul(wg.transpose(0, 2, 1), _by_group(dy, groups))  # (G, C/G*kh*kw, N*L)
     cols = cols.reshape(c, kernel[0], kernel[1], n, *out)
     full = (h + padding[0] + padding[2], wd + padding[1] + padding[3])
     dxp = np.zeros((n, c) + full, dy.dtype)
-    channels_first = dxp.transpose(1, 0, 2, 3)    # a view, in the columns' (C, N) order
+    channels_first = dxp.transpose(1, 0, 2, 3)  # a view, in the columns' (C, N) order
     for (i, j), index in window_slices(kernel, stride, dilation, out):
         channels_first[index] += cols[:, i, j]
     return crop_spatial(dxp, padding, (h, wd))
@@ -113,11 +120,12 @@ def _transpose_convolve(dy, w, shape, stride, padding, dilation, groups):
 
 def _filter_gradient(x, dy, kernel, stride, padding, dilation, groups):
     cols = _im2col(x, kernel, stride, padding, dilation, dy.shape[2:], groups)
-    dw = np.matmul(_by_group(dy, groups), cols.transpose(0, 2, 1))    # (G, O/G, C/G*kh*kw)
+    dw = np.matmul(_by_group(dy, groups), cols.transpose(0, 2, 1))  # (G, O/G, C/G*kh*kw)
     return dw.reshape(dy.shape[1], x.shape[1] // groups, *kernel)
 
 
 # -- the ops -------------------------------------------------------------------------------
+
 
 @register
 class Conv2d(OpDef):
@@ -145,8 +153,10 @@ class Conv2d(OpDef):
     def vjp(self, node, dy):
         x, w = node.inputs
         attrs = node.attrs
-        return [F.conv2d_backprop_input(dy, w, x, **attrs) if node.wants(0) else None,
-                F.conv2d_backprop_filter(x, dy, w, **attrs) if node.wants(1) else None]
+        return [
+            F.conv2d_backprop_input(dy, w, x, **attrs) if node.wants(0) else None,
+            F.conv2d_backprop_filter(x, dy, w, **attrs) if node.wants(1) else None,
+        ]
 
 
 @register
@@ -158,8 +168,11 @@ class Conv2dBackpropInput(OpDef):
 
     name = "conv2d_backprop_input"
     internal = True
-    inputs = (Input("dy", FLOAT_TYPES), Input("w", FLOAT_TYPES),
-              Input("like", ALL_TYPES, differentiable=False))
+    inputs = (
+        Input("dy", FLOAT_TYPES),
+        Input("w", FLOAT_TYPES),
+        Input("like", ALL_TYPES, differentiable=False),
+    )
     attrs = _CONV_ATTRS
 
     def infer(self, dy, w, like, *, stride, padding, dilation, groups):
@@ -173,9 +186,11 @@ class Conv2dBackpropInput(OpDef):
     def vjp(self, node, g):
         dy, w, _ = node.inputs
         attrs = node.attrs
-        return [F.conv2d(g, w, **attrs) if node.wants(0) else None,
-                F.conv2d_backprop_filter(g, dy, w, **attrs) if node.wants(1) else None,
-                None]
+        return [
+            F.conv2d(g, w, **attrs) if node.wants(0) else None,
+            F.conv2d_backprop_filter(g, dy, w, **attrs) if node.wants(1) else None,
+            None,
+        ]
 
 
 @register
@@ -186,8 +201,11 @@ class Conv2dBackpropFilter(OpDef):
 
     name = "conv2d_backprop_filter"
     internal = True
-    inputs = (Input("x", FLOAT_TYPES), Input("dy", FLOAT_TYPES),
-              Input("like", ALL_TYPES, differentiable=False))
+    inputs = (
+        Input("x", FLOAT_TYPES),
+        Input("dy", FLOAT_TYPES),
+        Input("like", ALL_TYPES, differentiable=False),
+    )
     attrs = _CONV_ATTRS
 
     def infer(self, x, dy, like, *, stride, padding, dilation, groups):
@@ -201,9 +219,11 @@ class Conv2dBackpropFilter(OpDef):
     def vjp(self, node, g):
         x, dy, _ = node.inputs
         attrs = node.attrs
-        return [F.conv2d_backprop_input(dy, g, x, **attrs) if node.wants(0) else None,
-                F.conv2d(x, g, **attrs) if node.wants(1) else None,
-                None]
+        return [
+            F.conv2d_backprop_input(dy, g, x, **attrs) if node.wants(0) else None,
+            F.conv2d(x, g, **attrs) if node.wants(1) else None,
+            None,
+        ]
 
 
 def _transpose_size(size, k, stride, dilation, begin, end, extra):
@@ -211,8 +231,9 @@ def _transpose_size(size, k, stride, dilation, begin, end, extra):
         return None
     out = (size - 1) * stride + dilation * (k - 1) + 1 - begin - end + extra
     if out < 1:
-        raise ValueError(f"the padding {begin}+{end} leaves no output (size {out}); use "
-                         "less padding")
+        raise ValueError(
+            f"the padding {begin}+{end} leaves no output (size {out}); use less padding"
+        )
     return out
 
 
@@ -236,36 +257,58 @@ class ConvTranspose2d(OpDef):
         check_rank(w, 4, "w (in_channels, out_channels / groups, kh, kw)")
         check_window(stride, padding, dilation, 2)
         if x.dtype != w.dtype:
-            raise ValueError(f"x is {x.dtype.name} but w is {w.dtype.name}; cast one with "
-                             "ge.cast")
-        if len(output_padding) != 2 or any(not 0 <= p < s
-                                           for p, s in zip(output_padding, stride)):
-            raise ValueError(f"output_padding must be 2 ints, each >= 0 and smaller than the "
-                             f"stride {stride}; got {output_padding}")
+            raise ValueError(f"x is {x.dtype.name} but w is {w.dtype.name}; cast one with ge.cast")
+        if len(output_padding) != 2 or any(not 0 <= p < s for p, s in zip(output_padding, stride)):
+            raise ValueError(
+                f"output_padding must be 2 ints, each >= 0 and smaller than the "
+                f"stride {stride}; got {output_padding}"
+            )
         c, wc = x.shape[1], w.shape[0]
         _check_groups(wc, groups, "the input channel count (w's axis 0)")
         if isinstance(c, int) and isinstance(wc, int) and c != wc:
-            raise ValueError(f"x has {c} channels (axis 1 of {format_shape(x.shape)}) but w "
-                             f"(in_channels, out_channels / groups, kh, kw) = "
-                             f"{format_shape(w.shape)} expects {wc}")
+            raise ValueError(
+                f"x has {c} channels (axis 1 of {format_shape(x.shape)}) but w "
+                f"(in_channels, out_channels / groups, kh, kw) = "
+                f"{format_shape(w.shape)} expects {wc}"
+            )
         o = w.shape[1] * groups if isinstance(w.shape[1], int) else None
-        sizes = tuple(_transpose_size(x.shape[2 + i], w.shape[2 + i], stride[i], dilation[i],
-                                      padding[i], padding[2 + i], output_padding[i])
-                      for i in range(2))
+        sizes = tuple(
+            _transpose_size(
+                x.shape[2 + i],
+                w.shape[2 + i],
+                stride[i],
+                dilation[i],
+                padding[i],
+                padding[2 + i],
+                output_padding[i],
+            )
+            for i in range(2)
+        )
         return TensorType(x.dtype, (x.shape[0], o) + sizes)
 
     def kernel(self, x, w, *, stride, padding, dilation, groups, output_padding):
-        sizes = tuple(_transpose_size(x.shape[2 + i], w.shape[2 + i], stride[i], dilation[i],
-                                      padding[i], padding[2 + i], output_padding[i])
-                      for i in range(2))
+        sizes = tuple(
+            _transpose_size(
+                x.shape[2 + i],
+                w.shape[2 + i],
+                stride[i],
+                dilation[i],
+                padding[i],
+                padding[2 + i],
+                output_padding[i],
+            )
+            for i in range(2)
+        )
         shape = (x.shape[0], w.shape[1] * groups) + sizes
         return _transpose_convolve(x, w, shape, stride, padding, dilation, groups)
 
     def vjp(self, node, dy):
         x, w = node.inputs
         attrs = {k: v for k, v in node.attrs.items() if k != "output_padding"}
-        return [F.conv2d(dy, w, **attrs) if node.wants(0) else None,
-                F.conv2d_backprop_filter(dy, x, w, **attrs) if node.wants(1) else None]
+        return [
+            F.conv2d(dy, w, **attrs) if node.wants(0) else None,
+            F.conv2d_backprop_filter(dy, x, w, **attrs) if node.wants(1) else None,
+        ]
 
 
 def _weight_kernel(w) -> tuple:
@@ -273,8 +316,7 @@ def _weight_kernel(w) -> tuple:
 
 
 @frontend("conv2d")
-def conv2d(x, w, stride=1, padding=0, dilation=1, groups: int = 1, *,
-           name: str | None = None):
+def conv2d(x, w, stride=1, padding=0, dilation=1, groups: int = 1, *, name: str | None = None):
     """2-D convolution of NCHW ``x`` with ``w`` (out_channels, in_channels / groups,
     kh, kw).
 
@@ -300,13 +342,26 @@ def conv2d(x, w, stride=1, padding=0, dilation=1, groups: int = 1, *,
     """
     stride, dilation = as_pair(stride), as_pair(dilation)
     padding = resolve_padding("conv2d", padding, x, _weight_kernel(w), stride, dilation)
-    return F.call("conv2d", [x, w], {"stride": stride, "padding": padding,
-                                    "dilation": dilation, "groups": groups}, name)
+    return F.call(
+        "conv2d",
+        [x, w],
+        {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups},
+        name,
+    )
 
 
 @frontend("conv_transpose2d")
-def conv_transpose2d(x, w, stride=1, padding=0, dilation=1, groups: int = 1,
-                     output_padding=0, *, name: str | None = None):
+def conv_transpose2d(
+    x,
+    w,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    output_padding=0,
+    *,
+    name: str | None = None,
+):
     """2-D transposed convolution of NCHW ``x`` with ``w`` (in_channels,
     out_channels / groups, kh, kw), as PyTorch's ``conv_transpose2d``.
 
@@ -324,14 +379,24 @@ def conv_transpose2d(x, w, stride=1, padding=0, dilation=1, groups: int = 1,
     ('N', 3, 10, 14)
     """
     if isinstance(padding, str):
-        raise ShapeError(f"conv_transpose2d: padding must be an int, 2 or 4 ints, not "
-                         f"{padding!r} (compute 'same' pads from the output size you want)")
+        raise ShapeError(
+            f"conv_transpose2d: padding must be an int, 2 or 4 ints, not "
+            f"{padding!r} (compute 'same' pads from the output size you want)"
+        )
     stride, dilation = as_pair(stride), as_pair(dilation)
-    padding = resolve_padding("conv_transpose2d", padding, x, _weight_kernel(w), stride,
-                              dilation)
-    return F.call("conv_transpose2d", [x, w],
-                  {"stride": stride, "padding": padding, "dilation": dilation,
-                   "groups": groups, "output_padding": as_pair(output_padding)}, name)
+    padding = resolve_padding("conv_transpose2d", padding, x, _weight_kernel(w), stride, dilation)
+    return F.call(
+        "conv_transpose2d",
+        [x, w],
+        {
+            "stride": stride,
+            "padding": padding,
+            "dilation": dilation,
+            "groups": groups,
+            "output_padding": as_pair(output_padding),
+        },
+        name,
+    )
 
 
 __all__ = ["Conv2d", "ConvTranspose2d", "conv2d", "conv_transpose2d"]

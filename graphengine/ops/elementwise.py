@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 def broadcast_types(*types: TensorType, same_dtype: bool = True) -> TensorType:
     """The broadcast type of elementwise operands; ValueError names both operands."""
     if same_dtype and len({t.dtype for t in types}) > 1:
-        raise ValueError("operands have different dtypes ("
-                         + ", ".join(t.dtype.name for t in types)
-                         + "); cast one with ge.cast so both match")
+        raise ValueError(
+            "operands have different dtypes ("
+            + ", ".join(t.dtype.name for t in types)
+            + "); cast one with ge.cast so both match"
+        )
     try:
         shape = broadcast_shapes(*(t.shape for t in types))
     except ValueError as exc:
@@ -66,6 +68,7 @@ class Compare(OpDef):
 
 
 # -- arithmetic ------------------------------------------------------------------
+
 
 @register
 class Add(Binary):
@@ -116,8 +119,10 @@ class Divide(Binary):
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         _, y = node.inputs
         gx = dy / y
-        return [gx if node.wants(0) else None,
-                F.negative(gx * node.outputs[0]) if node.wants(1) else None]
+        return [
+            gx if node.wants(0) else None,
+            F.negative(gx * node.outputs[0]) if node.wants(1) else None,
+        ]
 
 
 @register
@@ -187,6 +192,7 @@ class AddN(OpDef):
 
 
 # -- unary arithmetic --------------------------------------------------------------
+
 
 @register
 class Negative(OpDef):
@@ -293,6 +299,7 @@ class Cos(Unary):
 
 
 # -- activations --------------------------------------------------------------------
+
 
 @register
 class Tanh(Unary):
@@ -453,7 +460,7 @@ class Gelu(Unary):
             # exporter writes below opset 20, so a round trip is bit-exact.
             e = erf_kernel(x * t(_INV_SQRT2)).astype(x.dtype, copy=False)
             return x * ((e + t(1.0)) * t(0.5))
-        th = np.tanh(_GELU_C * (x + 0.044715 * x ** 3)).astype(x.dtype, copy=False)
+        th = np.tanh(_GELU_C * (x + 0.044715 * x**3)).astype(x.dtype, copy=False)
         return (x * x.dtype.type(0.5) * (1 + th)).astype(x.dtype, copy=False)
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
@@ -469,6 +476,7 @@ class Gelu(Unary):
 
 
 # -- selection -----------------------------------------------------------------------
+
 
 @register
 class Clip(OpDef):
@@ -507,8 +515,11 @@ class Where(OpDef):
     The gradient goes to x where cond holds and to y elsewhere."""
 
     name = "where"
-    inputs = (Input("cond", BOOL_TYPES, differentiable=False), Input("x", ALL_TYPES),
-              Input("y", ALL_TYPES))
+    inputs = (
+        Input("cond", BOOL_TYPES, differentiable=False),
+        Input("x", ALL_TYPES),
+        Input("y", ALL_TYPES),
+    )
 
     def kernel(self, cond: Array, x: Array, y: Array) -> Array:
         # Gradient rules emit where(mask, dy, 0) and where(mask, 0, dy) a lot, and
@@ -531,17 +542,25 @@ class Where(OpDef):
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         cond = node.inputs[0]
-        return [None,
-                F.where(cond, dy, 0.0) if node.wants(1) else None,
-                F.where(cond, 0.0, dy) if node.wants(2) else None]
+        return [
+            None,
+            F.where(cond, dy, 0.0) if node.wants(1) else None,
+            F.where(cond, 0.0, dy) if node.wants(2) else None,
+        ]
 
 
 # -- comparisons and logic --------------------------------------------------------
 
+
 def _compare(op_name: str, fn: Callable[..., Any]) -> type[OpDef]:
     doc = f"numpy.{fn.__name__}: a bool tensor; no gradient flows through it."
-    return register(type(op_name.title().replace("_", ""), (Compare,),
-                         {"name": op_name, "kernel": staticmethod(fn), "__doc__": doc}))
+    return register(
+        type(
+            op_name.title().replace("_", ""),
+            (Compare,),
+            {"name": op_name, "kernel": staticmethod(fn), "__doc__": doc},
+        )
+    )
 
 
 Equal = _compare("equal", np.equal)
@@ -590,6 +609,7 @@ class LogicalNot(OpDef):
 
 
 # -- identity, stop_gradient, cast -----------------------------------------------
+
 
 @register
 class Identity(OpDef):

@@ -34,16 +34,30 @@ ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
 
 #: Unary ops an ``elementwise_chain`` may hold: one float input, no attributes, the
 #: input's type out, a gradient rule.
-CHAINABLE = ("negative", "square", "abs", "exp", "log", "sqrt", "sin", "cos", "tanh",
-             "sigmoid", "relu", "softplus")
+CHAINABLE = (
+    "negative",
+    "square",
+    "abs",
+    "exp",
+    "log",
+    "sqrt",
+    "sin",
+    "cos",
+    "tanh",
+    "sigmoid",
+    "relu",
+    "softplus",
+)
 
 
 def _same_dims(a, b) -> bool:
     return len(a) == len(b) and all(
-        x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a, b))
+        x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a, b)
+    )
 
 
 # -- forward ------------------------------------------------------------------------
+
 
 @register
 class Dense(OpDef):
@@ -60,15 +74,21 @@ class Dense(OpDef):
 
     def infer(self, x, w, b, *, activation):
         if x.dtype != w.dtype or b.dtype != x.dtype:
-            raise ValueError(f"x, w and b must have one dtype, got {x.dtype.name}, "
-                             f"{w.dtype.name} and {b.dtype.name}")
+            raise ValueError(
+                f"x, w and b must have one dtype, got {x.dtype.name}, "
+                f"{w.dtype.name} and {b.dtype.name}"
+            )
         if x.rank != 2 or w.rank != 2 or b.rank != 1:
-            raise ValueError(f"expected x (N, K), w (K, M) and b (M,), got "
-                             f"{format_shape(x.shape)}, {format_shape(w.shape)} and "
-                             f"{format_shape(b.shape)}")
+            raise ValueError(
+                f"expected x (N, K), w (K, M) and b (M,), got "
+                f"{format_shape(x.shape)}, {format_shape(w.shape)} and "
+                f"{format_shape(b.shape)}"
+            )
         if not _same_dims(x.shape[1:], w.shape[:1]) or not _same_dims(w.shape[1:], b.shape):
-            raise ValueError(f"shapes x {format_shape(x.shape)}, w {format_shape(w.shape)} "
-                             f"and b {format_shape(b.shape)} do not fit x @ w + b")
+            raise ValueError(
+                f"shapes x {format_shape(x.shape)}, w {format_shape(w.shape)} "
+                f"and b {format_shape(b.shape)} do not fit x @ w + b"
+            )
         return TensorType(x.dtype, (x.shape[0], w.shape[1]))
 
     def kernel(self, x, w, b, *, activation):
@@ -94,9 +114,11 @@ class Dense(OpDef):
             dz = dy * (y * (1.0 - y))
         else:
             dz = dy
-        return [F.matmul(dz, F.transpose(w)) if node.wants(0) else None,
-                F.matmul(F.transpose(x), dz) if node.wants(1) else None,
-                F.sum(dz, axis=0) if node.wants(2) else None]
+        return [
+            F.matmul(dz, F.transpose(w)) if node.wants(0) else None,
+            F.matmul(F.transpose(x), dz) if node.wants(1) else None,
+            F.sum(dz, axis=0) if node.wants(2) else None,
+        ]
 
 
 @register
@@ -116,8 +138,9 @@ class ElementwiseChain(OpDef):
             raise ValueError(f"a chain holds at least two ops, got {list(ops)}")
         bad = [op for op in ops if op not in CHAINABLE]
         if bad:
-            raise ValueError(f"{bad[0]!r} cannot be chained; ops must be among "
-                             f"{', '.join(CHAINABLE)}")
+            raise ValueError(
+                f"{bad[0]!r} cannot be chained; ops must be among {', '.join(CHAINABLE)}"
+            )
         return x
 
     def kernel(self, x, *, ops):
@@ -135,6 +158,7 @@ class ElementwiseChain(OpDef):
 
 
 # -- backward -----------------------------------------------------------------------
+
 
 @register
 class ReluGrad(OpDef):
@@ -168,17 +192,22 @@ class SoftmaxCrossEntropyGrad(OpDef):
 
     name = "softmax_cross_entropy_grad"
     internal = True
-    inputs = (Input("log_prob", FLOAT_TYPES), Input("labels", INDEX_TYPES, differentiable=False),
-              Input("g", FLOAT_TYPES))
+    inputs = (
+        Input("log_prob", FLOAT_TYPES),
+        Input("labels", INDEX_TYPES, differentiable=False),
+        Input("g", FLOAT_TYPES),
+    )
     attrs = (Attr("axis", "int", -1),)
 
     def infer(self, log_prob, labels, g, *, axis):
         axis = normalize_axis(axis, log_prob.rank)
-        samples = log_prob.shape[:axis] + log_prob.shape[axis + 1:]
+        samples = log_prob.shape[:axis] + log_prob.shape[axis + 1 :]
         if not _same_dims(labels.shape, samples) or not _same_dims(g.shape, samples):
-            raise ValueError(f"labels {format_shape(labels.shape)} and g "
-                             f"{format_shape(g.shape)} must have the shape of log_prob "
-                             f"without axis {axis}, {format_shape(samples)}")
+            raise ValueError(
+                f"labels {format_shape(labels.shape)} and g "
+                f"{format_shape(g.shape)} must have the shape of log_prob "
+                f"without axis {axis}, {format_shape(samples)}"
+            )
         if g.dtype != log_prob.dtype:
             raise ValueError(f"g is {g.dtype.name} but log_prob is {log_prob.dtype.name}")
         if not isinstance(log_prob.shape[axis], int):
@@ -197,8 +226,9 @@ class SoftmaxCrossEntropyGrad(OpDef):
             picked = np.take_along_axis(p, index, axis)
             np.put_along_axis(p, index, picked - p.dtype.type(1), axis)
         else:  # one_hot's rule: an out-of-range label has no one
-            p -= (np.arange(classes).reshape([-1 if a == axis else 1 for a in range(p.ndim)])
-                  == index)
+            p -= (
+                np.arange(classes).reshape([-1 if a == axis else 1 for a in range(p.ndim)]) == index
+            )
         p *= np.expand_dims(g, axis)
         return p
 
@@ -228,23 +258,31 @@ class BatchNormGrad(OpDef):
 
     name = "batch_norm_grad"
     internal = True
-    inputs = (Input("dy", FLOAT_TYPES), Input("x", FLOAT_TYPES), Input("gamma", FLOAT_TYPES),
-              Input("mean", FLOAT_TYPES), Input("var", FLOAT_TYPES))
+    inputs = (
+        Input("dy", FLOAT_TYPES),
+        Input("x", FLOAT_TYPES),
+        Input("gamma", FLOAT_TYPES),
+        Input("mean", FLOAT_TYPES),
+        Input("var", FLOAT_TYPES),
+    )
     outputs = ("dx", "dgamma", "dbeta")
     attrs = (Attr("epsilon", "float", 1e-5),)
     uses_context = True
 
     def infer(self, dy, x, gamma, mean, var, *, epsilon):
         if x.rank < 2 or not _same_dims(dy.shape, x.shape):
-            raise ValueError(f"dy {format_shape(dy.shape)} and x {format_shape(x.shape)} "
-                             "must have one shape with a channel axis 1")
+            raise ValueError(
+                f"dy {format_shape(dy.shape)} and x {format_shape(x.shape)} "
+                "must have one shape with a channel axis 1"
+            )
         for name, t in (("dy", dy), ("gamma", gamma), ("mean", mean), ("var", var)):
             if t.dtype != x.dtype:
                 raise ValueError(f"{name} is {t.dtype.name} but x is {x.dtype.name}")
         for name, t in (("gamma", gamma), ("mean", mean), ("var", var)):
             if not _same_dims(t.shape, x.shape[1:2]):
-                raise ValueError(f"{name} must have shape ({x.shape[1]},), got "
-                                 f"{format_shape(t.shape)}")
+                raise ValueError(
+                    f"{name} must have shape ({x.shape[1]},), got {format_shape(t.shape)}"
+                )
         return x, gamma, gamma
 
     def kernel(self, dy, x, gamma, mean, var, *, epsilon, ctx):
@@ -286,6 +324,7 @@ class BatchNormGrad(OpDef):
 
 # -- gradients by expansion -----------------------------------------------------------
 
+
 def _vjp_by_expansion(node, dys: Sequence, expand: Callable) -> list:
     """The vjp of a fused node, by building its formula from primitive ops on the
     node's inputs (``expand(*inputs)`` returns one tensor per output) and running
@@ -306,16 +345,20 @@ def _vjp_by_expansion(node, dys: Sequence, expand: Callable) -> list:
         grads = [_total(pending.pop(r, None)) for r in inner.output_refs()]
         if all(g is None for g in grads) or inner.opdef.vjp is None:
             continue
-        wanted = [ref in depends and inner.opdef.input_spec(i).differentiable
-                  and ref in _float_refs(graph, [ref])
-                  for i, ref in enumerate(inner.inputs)]
+        wanted = [
+            ref in depends
+            and inner.opdef.input_spec(i).differentiable
+            and ref in _float_refs(graph, [ref])
+            for i, ref in enumerate(inner.inputs)
+        ]
         view = NodeView(graph, inner, wanted)
         results = inner.opdef.vjp(view, grads[0] if len(grads) == 1 else grads)
         for ref, grad, want in zip(inner.inputs, results, wanted):
             if grad is not None and want:
                 pending.setdefault(ref, []).append(_fit(graph, grad, ref))
-    return [_total(pending.get(t.name)) if node.wants(i) else None
-            for i, t in enumerate(node.inputs)]
+    return [
+        _total(pending.get(t.name)) if node.wants(i) else None for i, t in enumerate(node.inputs)
+    ]
 
 
 def _total(parts):

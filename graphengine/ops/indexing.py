@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 END = 2**63 - 1
 
 
-
 def is_int(value: Any) -> bool:
     """A Python or numpy int, and not a bool: what an index or a size may be."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
@@ -42,20 +41,35 @@ def is_int(value: Any) -> bool:
 
 # -- slicing ---------------------------------------------------------------------------
 
-_SLICE_ATTRS = (Attr("axes", "ints", ()), Attr("starts", "ints", ()), Attr("stops", "ints", ()),
-                Attr("steps", "ints", ()), Attr("index_axes", "ints", ()),
-                Attr("indices", "ints", ()), Attr("new_axes", "ints", ()))
+_SLICE_ATTRS = (
+    Attr("axes", "ints", ()),
+    Attr("starts", "ints", ()),
+    Attr("stops", "ints", ()),
+    Attr("steps", "ints", ()),
+    Attr("index_axes", "ints", ()),
+    Attr("indices", "ints", ()),
+    Attr("new_axes", "ints", ()),
+)
 
 
 Ints = Sequence[int]
 
 
-def _slice_type(x: TensorType, axes: Ints, starts: Ints, stops: Ints, steps: Ints,
-                index_axes: Ints, indices: Ints, new_axes: Ints) -> TensorType:
-    if not len(axes) == len(starts) == len(stops) == len(steps) or \
-            len(index_axes) != len(indices):
-        raise ValueError("axes, starts, stops and steps need one entry each per sliced axis, "
-                         "and index_axes and indices one each per indexed axis")
+def _slice_type(
+    x: TensorType,
+    axes: Ints,
+    starts: Ints,
+    stops: Ints,
+    steps: Ints,
+    index_axes: Ints,
+    indices: Ints,
+    new_axes: Ints,
+) -> TensorType:
+    if not len(axes) == len(starts) == len(stops) == len(steps) or len(index_axes) != len(indices):
+        raise ValueError(
+            "axes, starts, stops and steps need one entry each per sliced axis, "
+            "and index_axes and indices one each per indexed axis"
+        )
     touched = [normalize_axis(a, x.rank) for a in [*axes, *index_axes]]
     if len(set(touched)) != len(touched):
         raise ValueError(f"axes {axes} and index_axes {index_axes} repeat an axis")
@@ -65,19 +79,20 @@ def _slice_type(x: TensorType, axes: Ints, starts: Ints, stops: Ints, steps: Int
             raise ValueError("slice step cannot be zero")
         d = dims[a]
         dims[a] = len(range(*slice(start, stop, step).indices(d))) if isinstance(d, int) else None
-    for a, i in zip(touched[len(axes):], indices):
+    for a, i in zip(touched[len(axes) :], indices):
         d = dims[a]
         if isinstance(d, int) and not -d <= i < d:
             raise ValueError(f"index {i} is out of bounds for axis {a} with size {d}")
-    kept = [d for a, d in enumerate(dims) if a not in touched[len(axes):]]
+    kept = [d for a, d in enumerate(dims) if a not in touched[len(axes) :]]
     rank = len(kept) + len(new_axes)
     new = normalize_axes(new_axes, rank)
     it = iter(kept)
     return x.with_shape(1 if i in new else next(it) for i in range(rank))
 
 
-def _numpy_key(rank: int, axes: Ints, starts: Ints, stops: Ints, steps: Ints,
-               index_axes: Ints, indices: Ints) -> tuple[Any, ...]:
+def _numpy_key(
+    rank: int, axes: Ints, starts: Ints, stops: Ints, steps: Ints, index_axes: Ints, indices: Ints
+) -> tuple[Any, ...]:
     key: list[Any] = [slice(None)] * rank
     for a, start, stop, step in zip(axes, starts, stops, steps):
         key[a] = slice(start, stop, step)
@@ -132,10 +147,14 @@ class SliceGrad(OpDef):
 
     def infer(self, dy: TensorType, like: TensorType, **key: Any) -> TensorType:
         sliced = _slice_type(like, **key)
-        if dy.rank != sliced.rank or any(isinstance(a, int) and isinstance(b, int) and a != b
-                                         for a, b in zip(dy.shape, sliced.shape)):
-            raise ValueError(f"dy of shape {format_shape(dy.shape)} does not fit the slice of "
-                             f"shape {format_shape(sliced.shape)}")
+        if dy.rank != sliced.rank or any(
+            isinstance(a, int) and isinstance(b, int) and a != b
+            for a, b in zip(dy.shape, sliced.shape)
+        ):
+            raise ValueError(
+                f"dy of shape {format_shape(dy.shape)} does not fit the slice of "
+                f"shape {format_shape(sliced.shape)}"
+            )
         return TensorType(dy.dtype, like.shape)
 
     def kernel(self, dy: Array, like: Array, *, new_axes: tuple[int, ...], **key: Any) -> Array:
@@ -172,18 +191,22 @@ def _getitem(self: Tensor, key: Any) -> Tensor:
     key = key if isinstance(key, tuple) else (key,)
     for k in key:
         if not (k is None or k is Ellipsis or isinstance(k, slice) or is_int(k)):
-            raise GraphError(f"cannot index tensor '{self.name}' with {type(k).__name__}: use "
-                             "ints, slices, ... and None (ge.take indexes with an int tensor)")
+            raise GraphError(
+                f"cannot index tensor '{self.name}' with {type(k).__name__}: use "
+                "ints, slices, ... and None (ge.take indexes with an int tensor)"
+            )
     if sum(k is Ellipsis for k in key) > 1:
         raise GraphError(f"an index of tensor '{self.name}' can have only one '...'")
     used = sum(1 for k in key if k is not None and k is not Ellipsis)
     if used > self.ndim:
-        raise ShapeError(f"too many indices for tensor '{self.name}' of shape "
-                         f"{format_shape(self.shape)}: {used} given")
+        raise ShapeError(
+            f"too many indices for tensor '{self.name}' of shape "
+            f"{format_shape(self.shape)}: {used} given"
+        )
     if Ellipsis not in key:
         key = key + (Ellipsis,)
     at = key.index(Ellipsis)
-    key = key[:at] + (slice(None),) * (self.ndim - used) + key[at + 1:]
+    key = key[:at] + (slice(None),) * (self.ndim - used) + key[at + 1 :]
 
     attrs: dict[str, list[int]] = {a.name: [] for a in _SLICE_ATTRS}
     axis = position = 0  # the input axis and the result axis each entry reaches
@@ -213,13 +236,14 @@ def _getitem(self: Tensor, key: Any) -> Tensor:
 
 # -- take, one_hot, pad -------------------------------------------------------------
 
+
 def _take_shape(a: TensorType, indices: TensorType, axis: int | None) -> Shape:
     if axis is None:
         return indices.shape
     if a.rank == 0:
         raise ValueError("cannot take along an axis of a 0-d tensor; use axis=None")
     ax = normalize_axis(axis, a.rank)
-    return a.shape[:ax] + indices.shape + a.shape[ax + 1:]
+    return a.shape[:ax] + indices.shape + a.shape[ax + 1 :]
 
 
 @register
@@ -267,17 +291,24 @@ class TakeGrad(OpDef):
 
     name = "take_grad"
     internal = True
-    inputs = (Input("dy", FLOAT_TYPES), Input("like", ALL_TYPES, differentiable=False),
-              Input("indices", INDEX_TYPES, differentiable=False))
+    inputs = (
+        Input("dy", FLOAT_TYPES),
+        Input("like", ALL_TYPES, differentiable=False),
+        Input("indices", INDEX_TYPES, differentiable=False),
+    )
     attrs = (Attr("axis", "int", None),)
 
-    def infer(self, dy: TensorType, like: TensorType, indices: TensorType, *,
-              axis: int | None) -> TensorType:
+    def infer(
+        self, dy: TensorType, like: TensorType, indices: TensorType, *, axis: int | None
+    ) -> TensorType:
         taken = _take_shape(like, indices, axis)
-        if len(taken) != dy.rank or any(isinstance(a, int) and isinstance(b, int) and a != b
-                                        for a, b in zip(dy.shape, taken)):
-            raise ValueError(f"dy of shape {format_shape(dy.shape)} does not fit take's result "
-                             f"of shape {format_shape(taken)}")
+        if len(taken) != dy.rank or any(
+            isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(dy.shape, taken)
+        ):
+            raise ValueError(
+                f"dy of shape {format_shape(dy.shape)} does not fit take's result "
+                f"of shape {format_shape(taken)}"
+            )
         return TensorType(dy.dtype, like.shape)
 
     def kernel(self, dy: Array, like: Array, indices: Array, *, axis: int | None) -> Array:
@@ -313,8 +344,9 @@ class OneHot(OpDef):
     attrs = (Attr("depth", "int"), Attr("dtype", "dtype", "float32"), Attr("axis", "int", -1))
     vjp = None
 
-    def infer(self, indices: TensorType, *, depth: int, dtype: np.dtype[Any],
-              axis: int) -> TensorType:
+    def infer(
+        self, indices: TensorType, *, depth: int, dtype: np.dtype[Any], axis: int
+    ) -> TensorType:
         if depth < 0:
             raise ValueError(f"depth must be non-negative, got {depth}")
         shape = list(indices.shape)
@@ -343,17 +375,21 @@ class Pad(OpDef):
     inputs = (Input("array", NUMERIC_TYPES),)
     attrs = (Attr("pad_width", "ints"), Attr("constant_values", "float", 0.0))
 
-    def infer(self, array: TensorType, *, pad_width: tuple[int, ...],
-              constant_values: float) -> TensorType:
+    def infer(
+        self, array: TensorType, *, pad_width: tuple[int, ...], constant_values: float
+    ) -> TensorType:
         if len(pad_width) != 2 * array.rank:
-            raise ValueError(f"pad_width {pad_width} needs a (before, after) pair for each of "
-                             f"the {array.rank} axes")
+            raise ValueError(
+                f"pad_width {pad_width} needs a (before, after) pair for each of "
+                f"the {array.rank} axes"
+            )
         if any(p < 0 for p in pad_width):
             raise ValueError(f"pad_width {pad_width} has a negative width")
         pairs = zip(pad_width[::2], pad_width[1::2])
         return array.with_shape(
             d + b + a if isinstance(d, int) else (d if b + a == 0 else None)
-            for d, (b, a) in zip(array.shape, pairs))
+            for d, (b, a) in zip(array.shape, pairs)
+        )
 
     def kernel(self, array: Array, *, pad_width: tuple[int, ...], constant_values: float) -> Array:
         pairs = list(zip(pad_width[::2], pad_width[1::2]))
@@ -368,8 +404,14 @@ class Pad(OpDef):
 
 
 @frontend("pad")
-def pad(array: Tensor, pad_width: Any, mode: str = "constant", constant_values: float = 0.0,
-        *, name: str | None = None) -> Tensor:
+def pad(
+    array: Tensor,
+    pad_width: Any,
+    mode: str = "constant",
+    constant_values: float = 0.0,
+    *,
+    name: str | None = None,
+) -> Tensor:
     """Pad ``array`` with ``constant_values``, as numpy.pad in mode "constant".
 
     ``pad_width`` is an int (every side of every axis), a ``(before, after)``
@@ -390,14 +432,16 @@ def pad(array: Tensor, pad_width: Any, mode: str = "constant", constant_values: 
     try:
         pairs = np.broadcast_to(widths, (rank, 2))
     except ValueError:
-        raise GraphError(f"pad: pad_width {pad_width!r} is not an int, a (before, after) pair "
-                         f"or {rank} such pairs") from None
-    attrs = {"pad_width": tuple(int(p) for p in pairs.ravel()),
-             "constant_values": constant_values}
+        raise GraphError(
+            f"pad: pad_width {pad_width!r} is not an int, a (before, after) pair "
+            f"or {rank} such pairs"
+        ) from None
+    attrs = {"pad_width": tuple(int(p) for p in pairs.ravel()), "constant_values": constant_values}
     return F.call("pad", [array], attrs, name)
 
 
 # -- numpy-style Tensor indexing ---------------------------------------------------------
+
 
 def _iterate(self: Tensor) -> Iterator[Tensor]:
     # Without this, Python would iterate through __getitem__ until an IndexError,
@@ -408,8 +452,10 @@ def _iterate(self: Tensor) -> Iterator[Tensor]:
 def _no_array(self: Tensor, dtype: Any = None, copy: Any = None) -> np.ndarray:
     # numpy would otherwise treat a tensor as a sequence (it has __len__ and
     # __getitem__) and add a slice node for every element it reads.
-    raise GraphError(f"tensor '{self.name}' has no value while the graph is being built; "
-                     "compute it with ge.run(graph, tensor, feeds)")
+    raise GraphError(
+        f"tensor '{self.name}' has no value while the graph is being built; "
+        "compute it with ge.run(graph, tensor, feeds)"
+    )
 
 
 # setattr: graph.py declares these methods for type checkers; they are made here.

@@ -61,11 +61,15 @@ class Matmul(OpDef):
 
     def infer(self, a: TensorType, b: TensorType) -> TensorType:
         if a.rank == 0 or b.rank == 0:
-            raise ValueError(f"matmul does not take scalars (shapes {format_shape(a.shape)} and "
-                             f"{format_shape(b.shape)}); use ge.multiply to scale a tensor")
+            raise ValueError(
+                f"matmul does not take scalars (shapes {format_shape(a.shape)} and "
+                f"{format_shape(b.shape)}); use ge.multiply to scale a tensor"
+            )
         if a.dtype != b.dtype:
-            raise ValueError(f"operands have different dtypes ({a.dtype.name}, {b.dtype.name}); "
-                             "cast one with ge.cast so both match")
+            raise ValueError(
+                f"operands have different dtypes ({a.dtype.name}, {b.dtype.name}); "
+                "cast one with ge.cast so both match"
+            )
         a_shape = a.shape if a.rank > 1 else (1,) + a.shape
         b_shape = b.shape if b.rank > 1 else b.shape + (1,)
         if _inner_dims_differ(a_shape[-1], b_shape[-2]):
@@ -73,13 +77,16 @@ class Matmul(OpDef):
             raise ValueError(
                 f"cannot multiply {name_a} of shape {format_shape(a.shape)} by {name_b} of shape "
                 f"{format_shape(b.shape)}: inner dimensions {a_shape[-1]} and {b_shape[-2]} "
-                f"differ. Check the shape of {name_b}, or transpose it with ge.transpose")
+                f"differ. Check the shape of {name_b}, or transpose it with ge.transpose"
+            )
         try:
             batch = broadcast_shapes(a_shape[:-2], b_shape[:-2])
         except ValueError:
-            raise ValueError(f"batch dimensions {format_shape(a_shape[:-2])} of "
-                             f"{a.named('a')} and {format_shape(b_shape[:-2])} of "
-                             f"{b.named('b')} do not broadcast") from None
+            raise ValueError(
+                f"batch dimensions {format_shape(a_shape[:-2])} of "
+                f"{a.named('a')} and {format_shape(b_shape[:-2])} of "
+                f"{b.named('b')} do not broadcast"
+            ) from None
         rows = (a_shape[-2],) if a.rank > 1 else ()
         cols = (b_shape[-1],) if b.rank > 1 else ()
         return TensorType(a.dtype, batch + rows + cols)
@@ -106,4 +113,3 @@ class Matmul(OpDef):
         # Batch dimensions that broadcasting added or stretched are summed away by
         # the gradient pass (sum_like).
         return [da, db]
-

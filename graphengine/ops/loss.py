@@ -35,7 +35,8 @@ def _reduce(per_sample: np.ndarray, reduction: str) -> np.ndarray:
 def _same_dims(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> bool:
     """Could shapes a and b be equal at run time (symbolic dims match anything)?"""
     return len(a) == len(b) and all(
-        x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a, b))
+        x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a, b)
+    )
 
 
 def _check_labels(labels: np.ndarray, classes: int) -> None:
@@ -44,8 +45,10 @@ def _check_labels(labels: np.ndarray, classes: int) -> None:
     bad = (labels < 0) | (labels >= classes)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"label {labels[where]} at index {where} is out of range for "
-                         f"{classes} classes: labels must be in [0, {classes - 1}]")
+        raise ValueError(
+            f"label {labels[where]} at index {where} is out of range for "
+            f"{classes} classes: labels must be in [0, {classes - 1}]"
+        )
 
 
 @register
@@ -78,18 +81,23 @@ class SoftmaxCrossEntropy(OpDef):
     outputs = ("loss", "log_prob")
     attrs = (Attr("axis", "int", -1), _REDUCTION)
 
-    def infer(self, logits: TensorType, labels: TensorType, *, axis: int,
-              reduction: str) -> Sequence[TensorType]:
+    def infer(
+        self, logits: TensorType, labels: TensorType, *, axis: int, reduction: str
+    ) -> Sequence[TensorType]:
         axis = normalize_axis(axis, logits.rank)
-        samples = logits.shape[:axis] + logits.shape[axis + 1:]
+        samples = logits.shape[:axis] + logits.shape[axis + 1 :]
         if labels.dtype.name in INDEX_TYPES:
             if not _same_dims(labels.shape, samples):
-                raise ValueError(f"integer labels must have the shape of logits without the "
-                                 f"class axis {axis}, {format_shape(samples)}; got "
-                                 f"{format_shape(labels.shape)}")
+                raise ValueError(
+                    f"integer labels must have the shape of logits without the "
+                    f"class axis {axis}, {format_shape(samples)}; got "
+                    f"{format_shape(labels.shape)}"
+                )
         elif labels.dtype != logits.dtype or not _same_dims(labels.shape, logits.shape):
-            raise ValueError(f"probability targets must have the dtype and shape of logits "
-                             f"({logits}); got {labels}")
+            raise ValueError(
+                f"probability targets must have the dtype and shape of logits "
+                f"({logits}); got {labels}"
+            )
         loss_shape = samples if reduction == "none" else ()
         return TensorType(logits.dtype, loss_shape), logits
 
@@ -106,8 +114,9 @@ class SoftmaxCrossEntropy(OpDef):
             per_sample = -np.sum(labels * log_prob, axis=axis, dtype=logits.dtype)
         return _reduce(per_sample, reduction), log_prob
 
-    def gradient_unsupported(self, attrs: dict[str, Any],
-                             in_types: Sequence[TensorType] = ()) -> str | None:
+    def gradient_unsupported(
+        self, attrs: dict[str, Any], in_types: Sequence[TensorType] = ()
+    ) -> str | None:
         """Integer labels need the class count to build one-hot targets."""
         if len(in_types) != 2 or in_types[1].dtype.name not in INDEX_TYPES:
             return None
@@ -115,9 +124,11 @@ class SoftmaxCrossEntropy(OpDef):
         axis = normalize_axis(attrs["axis"], logits.rank)
         if isinstance(logits.shape[axis], int):
             return None
-        return (f"with integer labels the number of classes (axis {axis} of logits "
-                f"{format_shape(logits.shape)}) must be known to build the gradient; give "
-                "the placeholder a fixed class axis")
+        return (
+            f"with integer labels the number of classes (axis {axis} of logits "
+            f"{format_shape(logits.shape)}) must be known to build the gradient; give "
+            "the placeholder a fixed class axis"
+        )
 
     def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dloss, dlog_prob = dys
@@ -141,9 +152,10 @@ class SoftmaxCrossEntropy(OpDef):
             if dloss is not None and integer:
                 terms.append((p - _one_hot(labels, logits, axis)) * over_classes(per_sample))
             elif dloss is not None:
-                terms.append(p * over_classes(samples * per_sample)
-                             - labels * over_classes(per_sample))
-            if dlog_prob is not None:   # log_prob used downstream: log_softmax's rule
+                terms.append(
+                    p * over_classes(samples * per_sample) - labels * over_classes(per_sample)
+                )
+            if dlog_prob is not None:  # log_prob used downstream: log_softmax's rule
                 terms.append(dlog_prob - p * F.sum(dlog_prob, axis=axis, keepdims=True))
             d_logits = terms[0] if len(terms) == 1 else terms[0] + terms[1]
         if node.wants(1) and dloss is not None:
@@ -154,9 +166,11 @@ class SoftmaxCrossEntropy(OpDef):
 def _one_hot(labels: Tensor, logits: Tensor, axis: int) -> Tensor:
     classes = logits.shape[axis]
     if not isinstance(classes, int):
-        raise GradientError(f"softmax_cross_entropy with integer labels: the number of classes "
-                            f"(axis {axis} of logits {format_shape(logits.shape)}) must be known "
-                            "to build the gradient; give the placeholder a fixed class axis")
+        raise GradientError(
+            f"softmax_cross_entropy with integer labels: the number of classes "
+            f"(axis {axis} of logits {format_shape(logits.shape)}) must be known "
+            "to build the gradient; give the placeholder a fixed class axis"
+        )
     return F.one_hot(labels, depth=classes, dtype=logits.dtype, axis=axis)
 
 
@@ -188,11 +202,15 @@ class MeanSquaredError(OpDef):
 
     def infer(self, pred: TensorType, target: TensorType, *, reduction: str) -> TensorType:
         if pred.dtype != target.dtype:
-            raise ValueError(f"pred is {pred.dtype.name} but target is {target.dtype.name}; "
-                             "cast one with ge.cast")
+            raise ValueError(
+                f"pred is {pred.dtype.name} but target is {target.dtype.name}; "
+                "cast one with ge.cast"
+            )
         if not _same_dims(pred.shape, target.shape):
-            raise ValueError(f"pred {format_shape(pred.shape)} and target "
-                             f"{format_shape(target.shape)} must have the same shape")
+            raise ValueError(
+                f"pred {format_shape(pred.shape)} and target "
+                f"{format_shape(target.shape)} must have the same shape"
+            )
         shape = tuple(p if isinstance(p, int) else t for p, t in zip(pred.shape, target.shape))
         return pred.with_shape(shape if reduction == "none" else ())
 
@@ -203,11 +221,11 @@ class MeanSquaredError(OpDef):
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         pred, target = node.inputs
         reduction = node.attrs["reduction"]
-        per_element = dy if reduction == "none" else F.broadcast_like(
-            dy, pred, mean=reduction == "mean")
+        per_element = (
+            dy if reduction == "none" else F.broadcast_like(dy, pred, mean=reduction == "mean")
+        )
         d_pred = (pred - target) * per_element * 2.0
-        return [d_pred if node.wants(0) else None,
-                F.negative(d_pred) if node.wants(1) else None]
+        return [d_pred if node.wants(0) else None, F.negative(d_pred) if node.wants(1) else None]
 
 
 __all__ = ["MeanSquaredError", "SoftmaxCrossEntropy"]

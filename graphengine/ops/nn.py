@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 # -- softmax ----------------------------------------------------------------------
 
+
 def log_softmax_array(x: np.ndarray, axis: int) -> np.ndarray:
     """log(softmax(x)) along ``axis``; subtracting the max first keeps exp from overflowing."""
     z = x - np.max(x, axis=axis, keepdims=True)
@@ -84,7 +85,9 @@ class LogSoftmax(_SoftmaxFamily):
         y = node.outputs[0]
         return [dy - F.exp(y) * F.sum(dy, axis=node.attrs["axis"], keepdims=True)]
 
+
 # -- dropout ------------------------------------------------------------------------------
+
 
 @register
 class Dropout(OpDef):
@@ -116,13 +119,14 @@ class Dropout(OpDef):
         return x * mask, mask
 
     def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
-        dy, _ = dys   # the mask does not depend on x: its gradient goes nowhere
+        dy, _ = dys  # the mask does not depend on x: its gradient goes nowhere
         return [None if dy is None else dy * node.outputs[1]]
 
 
 @frontend("dropout")
-def dropout(x: Tensor, rate: float = 0.5, seed: int | None = None, *,
-            name: str | None = None) -> tuple[Tensor, Tensor]:
+def dropout(
+    x: Tensor, rate: float = 0.5, seed: int | None = None, *, name: str | None = None
+) -> tuple[Tensor, Tensor]:
     """Inverted dropout of ``x``; returns ``(y, mask)`` (see the op's docstring).
 
     Without ``seed``, the node takes the number of dropout nodes already in the
@@ -142,7 +146,6 @@ def dropout(x: Tensor, rate: float = 0.5, seed: int | None = None, *,
 
         seed = sum(node.op == "dropout" for node in graph_of(x, "dropout").nodes)
     return F.call("dropout", [x], {"rate": rate, "seed": seed}, name)
-
 
 
 __all__ = ["Dropout", "LogSoftmax", "Softmax", "dropout", "log_softmax_array"]

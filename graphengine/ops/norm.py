@@ -73,39 +73,72 @@ class BatchNorm(OpDef):
     """
 
     name = "batch_norm"
-    inputs = (Input("x", FLOAT_TYPES), Input("gamma", FLOAT_TYPES), Input("beta", FLOAT_TYPES),
-              Input("running_mean", FLOAT_TYPES, differentiable=False),
-              Input("running_var", FLOAT_TYPES, differentiable=False))
+    inputs = (
+        Input("x", FLOAT_TYPES),
+        Input("gamma", FLOAT_TYPES),
+        Input("beta", FLOAT_TYPES),
+        Input("running_mean", FLOAT_TYPES, differentiable=False),
+        Input("running_var", FLOAT_TYPES, differentiable=False),
+    )
     outputs = ("y", "mean", "var")
     attrs = (Attr("epsilon", "float", 1e-5), Attr("momentum", "float", 0.9))
     uses_context = True
-    state_updates = (StateUpdate("running_mean", "mean", "momentum"),
-                     StateUpdate("running_var", "var", "momentum"))
+    state_updates = (
+        StateUpdate("running_mean", "mean", "momentum"),
+        StateUpdate("running_var", "var", "momentum"),
+    )
 
-    def infer(self, x: TensorType, gamma: TensorType, beta: TensorType, running_mean: TensorType,
-              running_var: TensorType, *, epsilon: float, momentum: float) -> Sequence[TensorType]:
+    def infer(
+        self,
+        x: TensorType,
+        gamma: TensorType,
+        beta: TensorType,
+        running_mean: TensorType,
+        running_var: TensorType,
+        *,
+        epsilon: float,
+        momentum: float,
+    ) -> Sequence[TensorType]:
         if x.rank < 2:
-            raise ValueError(f"x must have a channel axis 1 (rank >= 2), got shape "
-                             f"{format_shape(x.shape)}")
-        if not epsilon > 0 or epsilon == float("inf"):   # NaN compares false
+            raise ValueError(
+                f"x must have a channel axis 1 (rank >= 2), got shape {format_shape(x.shape)}"
+            )
+        if not epsilon > 0 or epsilon == float("inf"):  # NaN compares false
             raise ValueError(f"epsilon must be a finite number > 0, got {epsilon}")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         channels = x.shape[1]
-        for name, t in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
-                        ("running_var", running_var)]:
+        for name, t in [
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ]:
             if t.dtype != x.dtype:
                 raise ValueError(f"{name} is {t.dtype.name} but x is {x.dtype.name}")
-            if t.rank != 1 or (isinstance(t.shape[0], int) and isinstance(channels, int)
-                               and t.shape[0] != channels):
-                raise ValueError(f"{name} must have shape ({channels},), one value per channel "
-                                 f"(axis 1 of x {format_shape(x.shape)}), got "
-                                 f"{format_shape(t.shape)}")
+            if t.rank != 1 or (
+                isinstance(t.shape[0], int) and isinstance(channels, int) and t.shape[0] != channels
+            ):
+                raise ValueError(
+                    f"{name} must have shape ({channels},), one value per channel "
+                    f"(axis 1 of x {format_shape(x.shape)}), got "
+                    f"{format_shape(t.shape)}"
+                )
         stats = TensorType(x.dtype, (channels,))
         return x, stats, stats
 
-    def kernel(self, x: Array, gamma: Array, beta: Array, running_mean: Array, running_var: Array,
-               *, epsilon: float, momentum: float, ctx: RunContext) -> Sequence[Array]:
+    def kernel(
+        self,
+        x: Array,
+        gamma: Array,
+        beta: Array,
+        running_mean: Array,
+        running_var: Array,
+        *,
+        epsilon: float,
+        momentum: float,
+        ctx: RunContext,
+    ) -> Sequence[Array]:
         axes = _stat_axes(x.ndim)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         if ctx.training:
@@ -143,16 +176,16 @@ class BatchNorm(OpDef):
         if node.wants(0):
             training = F.training_flag(x)
             if dy is not None and dbeta is not None and dgamma is not None:
-                through_stats = (per_element(dbeta, mean=True)
-                                 + xhat * per_element(dgamma, mean=True))
+                through_stats = per_element(dbeta, mean=True) + xhat * per_element(
+                    dgamma, mean=True
+                )
                 terms.append(per_element(gamma * rstd) * (dy - through_stats * training))
             if dmean is not None:
                 terms.append(per_element(dmean, mean=True) * training)
             if dvar is not None:
                 terms.append(centred * per_element(dvar, mean=True) * (training * 2.0))
             dx = terms[0] if len(terms) == 1 else F.add_n(terms)
-        return [dx, dgamma if node.wants(1) else None, dbeta if node.wants(2) else None,
-                None, None]
+        return [dx, dgamma if node.wants(1) else None, dbeta if node.wants(2) else None, None, None]
 
 
 __all__ = ["BatchNorm"]

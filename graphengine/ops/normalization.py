@@ -51,8 +51,9 @@ def _normalized_input_grad(g, xhat, inv_std, axes):
 
 def _check_float_like(name: str, t: TensorType, x: TensorType) -> None:
     if t.dtype != x.dtype:
-        raise ValueError(f"{name} is {t.dtype.name} but x is {x.dtype.name}; cast one with "
-                         "ge.cast so both match")
+        raise ValueError(
+            f"{name} is {t.dtype.name} but x is {x.dtype.name}; cast one with ge.cast so both match"
+        )
 
 
 @register
@@ -91,30 +92,35 @@ class LayerNorm(OpDef):
 
     def infer(self, x, scale, bias, *, axis, epsilon):
         if not -x.rank <= axis < x.rank:
-            raise ValueError(f"axis {axis} is out of range for x of shape "
-                             f"{format_shape(x.shape)}")
+            raise ValueError(f"axis {axis} is out of range for x of shape {format_shape(x.shape)}")
         if epsilon <= 0:
             raise ValueError(f"epsilon must be positive, got {epsilon}")
-        normalized = x.shape[axis % x.rank:]
+        normalized = x.shape[axis % x.rank :]
         for name, t in (("scale", scale), ("bias", bias)):
             _check_float_like(name, t, x)
             try:
-                fits = (t.rank <= len(normalized)
-                        and broadcast_shapes(t.shape, normalized) == tuple(normalized))
+                fits = t.rank <= len(normalized) and broadcast_shapes(t.shape, normalized) == tuple(
+                    normalized
+                )
             except ValueError:
                 fits = False
             if not fits:
-                raise ValueError(f"{name} of shape {format_shape(t.shape)} does not broadcast "
-                                 f"to the normalized axes {format_shape(normalized)} of x")
-        stats = TensorType(x.dtype, x.shape[:axis % x.rank] + (1,) * len(normalized))
+                raise ValueError(
+                    f"{name} of shape {format_shape(t.shape)} does not broadcast "
+                    f"to the normalized axes {format_shape(normalized)} of x"
+                )
+        stats = TensorType(x.dtype, x.shape[: axis % x.rank] + (1,) * len(normalized))
         return x, stats, stats
 
     def kernel(self, x, scale, bias, *, axis, epsilon):
         xhat, mean, inv_std = _normalize(x, self.axes(x.ndim, axis), epsilon)
         y = xhat * scale.astype(xhat.dtype, copy=False) + bias.astype(xhat.dtype, copy=False)
         dtype = x.dtype
-        return (y.astype(dtype, copy=False), mean.astype(dtype, copy=False),
-                inv_std.astype(dtype, copy=False))
+        return (
+            y.astype(dtype, copy=False),
+            mean.astype(dtype, copy=False),
+            inv_std.astype(dtype, copy=False),
+        )
 
     def vjp(self, node, dys):
         dy, dmean, dinv = dys
@@ -134,8 +140,9 @@ class LayerNorm(OpDef):
             if not _missing(dmean):
                 terms.append(F.broadcast_like(dmean, x, mean=True))
             if not _missing(dinv):
-                terms.append(F.negative(F.broadcast_like(dinv * inv_std * inv_std, x, mean=True)
-                                        * xhat))
+                terms.append(
+                    F.negative(F.broadcast_like(dinv * inv_std * inv_std, x, mean=True) * xhat)
+                )
             dx = terms[0] if len(terms) == 1 else F.add_n(terms) if terms else None
         return [dx, dscale, dbias]
 
@@ -168,25 +175,31 @@ class InstanceNorm(OpDef):
 
     def infer(self, x, scale, bias, *, epsilon):
         if x.rank < 3:
-            raise ValueError(f"x must be N, C and at least one spatial axis (rank >= 3), got "
-                             f"shape {format_shape(x.shape)}")
+            raise ValueError(
+                f"x must be N, C and at least one spatial axis (rank >= 3), got "
+                f"shape {format_shape(x.shape)}"
+            )
         if epsilon <= 0:
             raise ValueError(f"epsilon must be positive, got {epsilon}")
         channels = x.shape[1]
         for name, t in (("scale", scale), ("bias", bias)):
             _check_float_like(name, t, x)
-            if t.rank != 1 or (isinstance(t.shape[0], int) and isinstance(channels, int)
-                               and t.shape[0] != channels):
-                raise ValueError(f"{name} must have shape ({channels},), one value per channel "
-                                 f"(axis 1 of x {format_shape(x.shape)}), got "
-                                 f"{format_shape(t.shape)}")
+            if t.rank != 1 or (
+                isinstance(t.shape[0], int) and isinstance(channels, int) and t.shape[0] != channels
+            ):
+                raise ValueError(
+                    f"{name} must have shape ({channels},), one value per channel "
+                    f"(axis 1 of x {format_shape(x.shape)}), got "
+                    f"{format_shape(t.shape)}"
+                )
         return x
 
     def kernel(self, x, scale, bias, *, epsilon):
         xhat, _, _ = _normalize(x, tuple(range(2, x.ndim)), epsilon)
         shape = (-1,) + (1,) * (x.ndim - 2)
-        y = (xhat * scale.astype(xhat.dtype, copy=False).reshape(shape)
-             + bias.astype(xhat.dtype, copy=False).reshape(shape))
+        y = xhat * scale.astype(xhat.dtype, copy=False).reshape(shape) + bias.astype(
+            xhat.dtype, copy=False
+        ).reshape(shape)
         return y.astype(x.dtype, copy=False)
 
     def vjp(self, node, dy):
@@ -195,12 +208,14 @@ class InstanceNorm(OpDef):
         channel_axes = (0,) + axes
         mean = F.mean(x, axis=axes, keepdims=True)
         centred = x - mean
-        inv_std = 1.0 / F.sqrt(F.mean(centred * centred, axis=axes, keepdims=True)
-                               + node.attrs["epsilon"])
+        inv_std = 1.0 / F.sqrt(
+            F.mean(centred * centred, axis=axes, keepdims=True) + node.attrs["epsilon"]
+        )
         xhat = centred * inv_std
         per_channel = F.expand_dims(scale, axis=tuple(range(1, x.ndim - 1)))
-        dx = (_normalized_input_grad(dy * per_channel, xhat, inv_std, axes)
-              if node.wants(0) else None)
+        dx = (
+            _normalized_input_grad(dy * per_channel, xhat, inv_std, axes) if node.wants(0) else None
+        )
         dscale = F.sum(dy * xhat, axis=channel_axes) if node.wants(1) else None
         dbias = F.sum(dy, axis=channel_axes) if node.wants(2) else None
         return [dx, dscale, dbias]

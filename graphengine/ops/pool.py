@@ -42,25 +42,34 @@ from .window import (
     window_slices,
 )
 
-_POOL_ATTRS = (Attr("kernel_size", "ints"), Attr("stride", "ints"), Attr("padding", "ints"),
-               Attr("dilation", "ints"), Attr("ceil_mode", "bool", False))
+_POOL_ATTRS = (
+    Attr("kernel_size", "ints"),
+    Attr("stride", "ints"),
+    Attr("padding", "ints"),
+    Attr("dilation", "ints"),
+    Attr("ceil_mode", "bool", False),
+)
 _AVG_ATTRS = _POOL_ATTRS + (Attr("count_include_pad", "bool", True),)
 
 
-def _pool_types(x: TensorType, kernel_size, stride, padding, dilation,
-                ceil_mode) -> TensorType:
+def _pool_types(x: TensorType, kernel_size, stride, padding, dilation, ceil_mode) -> TensorType:
     rank = len(kernel_size)
     if rank not in (1, 2, 3) or min(kernel_size) < 1:
-        raise ValueError(f"kernel_size must be 1, 2 or 3 positive ints (one per spatial "
-                         f"axis), got {kernel_size}")
+        raise ValueError(
+            f"kernel_size must be 1, 2 or 3 positive ints (one per spatial axis), got {kernel_size}"
+        )
     if x.rank != rank + 2:
-        raise ValueError(f"a {rank}-D pool needs x of rank {rank + 2} (N, C, "
-                         f"{', '.join(axis_names(rank))}), got {x}")
+        raise ValueError(
+            f"a {rank}-D pool needs x of rank {rank + 2} (N, C, "
+            f"{', '.join(axis_names(rank))}), got {x}"
+        )
     check_window(stride, padding, dilation, rank)
     spans = [d * (k - 1) + 1 for k, d in zip(kernel_size, dilation)]
     if any(max(padding[i], padding[rank + i]) >= spans[i] for i in range(rank)):
-        raise ValueError(f"padding {padding} must be smaller than the kernel {kernel_size} on "
-                         "each side, so that every window holds at least one input element")
+        raise ValueError(
+            f"padding {padding} must be smaller than the kernel {kernel_size} on "
+            "each side, so that every window holds at least one input element"
+        )
     out = output_sizes(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     return x.with_shape(x.shape[:2] + out)
 
@@ -75,7 +84,7 @@ def _window_starts(sizes, kernel_size, stride, padding, out) -> np.ndarray:
     """Flat index into one (n, c) plane of the first kernel position of every window
     (it may fall in the padding: only sums with in-window offsets are real)."""
     rank = len(kernel_size)
-    plane_strides = [math.prod(sizes[i + 1:]) for i in range(rank)]
+    plane_strides = [math.prod(sizes[i + 1 :]) for i in range(rank)]
     start = np.zeros(out, np.int64)
     for i in range(rank):
         axis = (np.arange(out[i], dtype=np.int64) * stride[i] - padding[i]) * plane_strides[i]
@@ -87,7 +96,7 @@ def _max_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode):
     out, full = _geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     xp = pad_spatial(x, padding, -np.inf, full)
     sizes = x.shape[2:]
-    plane_strides = [math.prod(sizes[i + 1:]) for i in range(len(sizes))]
+    plane_strides = [math.prod(sizes[i + 1 :]) for i in range(len(sizes))]
     best = offset = None
     # One pass per kernel position, each over every window at once; a strict
     # comparison keeps the first maximum (row-major) on ties, as PyTorch does.
@@ -131,8 +140,9 @@ class MaxPool(OpDef):
         if dy is None:
             return [None]
         a = node.attrs
-        disjoint = all(s >= d * (k - 1) + 1
-                       for k, s, d in zip(a["kernel_size"], a["stride"], a["dilation"]))
+        disjoint = all(
+            s >= d * (k - 1) + 1 for k, s, d in zip(a["kernel_size"], a["stride"], a["dilation"])
+        )
         return [F.max_pool_grad(dy, node.outputs[1], node.inputs[0], disjoint=disjoint)]
 
 
@@ -145,8 +155,11 @@ class MaxPoolGrad(OpDef):
 
     name = "max_pool_grad"
     internal = True
-    inputs = (Input("dy", FLOAT_TYPES), Input("indices", INDEX_TYPES, differentiable=False),
-              Input("like", ALL_TYPES, differentiable=False))
+    inputs = (
+        Input("dy", FLOAT_TYPES),
+        Input("indices", INDEX_TYPES, differentiable=False),
+        Input("like", ALL_TYPES, differentiable=False),
+    )
     attrs = (Attr("disjoint", "bool", False),)
 
     def infer(self, dy, indices, like, *, disjoint):
@@ -160,8 +173,9 @@ class MaxPoolGrad(OpDef):
             out = np.zeros(like.size, dy.dtype)
             out[indices.reshape(-1)] = dy.reshape(-1)
         else:
-            out = np.bincount(indices.reshape(-1), weights=dy.reshape(-1),
-                              minlength=like.size).astype(dy.dtype, copy=False)
+            out = np.bincount(
+                indices.reshape(-1), weights=dy.reshape(-1), minlength=like.size
+            ).astype(dy.dtype, copy=False)
         return out.reshape(like.shape)
 
     def vjp(self, node, g):
@@ -175,10 +189,14 @@ def _divisor(sizes, kernel_size, stride, padding, dilation, out, count_include_p
     rank = len(kernel_size)
     divisor = np.ones((), dtype)
     for i in range(rank):
-        positions = (np.arange(out[i])[:, None] * stride[i] - padding[i]
-                     + np.arange(kernel_size[i])[None, :] * dilation[i])
-        low, high = (-padding[i], sizes[i] + padding[rank + i]) if count_include_pad \
-            else (0, sizes[i])
+        positions = (
+            np.arange(out[i])[:, None] * stride[i]
+            - padding[i]
+            + np.arange(kernel_size[i])[None, :] * dilation[i]
+        )
+        low, high = (
+            (-padding[i], sizes[i] + padding[rank + i]) if count_include_pad else (0, sizes[i])
+        )
         counts = ((positions >= low) & (positions < high)).sum(axis=1).astype(dtype)
         divisor = divisor * counts.reshape((-1,) + (1,) * (rank - 1 - i))
     return divisor
@@ -199,15 +217,15 @@ class AvgPool(OpDef):
     def infer(self, x, *, count_include_pad, **attrs):
         return _pool_types(x, **attrs)
 
-    def kernel(self, x, *, kernel_size, stride, padding, dilation, ceil_mode,
-               count_include_pad):
+    def kernel(self, x, *, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad):
         out, full = _geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         xp = pad_spatial(x, padding, 0.0, full)
         total = None
         for _, index in window_slices(kernel_size, stride, dilation, out):
             total = xp[index].copy() if total is None else np.add(total, xp[index], out=total)
-        total /= _divisor(x.shape[2:], kernel_size, stride, padding, dilation, out,
-                          count_include_pad, x.dtype)
+        total /= _divisor(
+            x.shape[2:], kernel_size, stride, padding, dilation, out, count_include_pad, x.dtype
+        )
         return total
 
     def vjp(self, node, dy):
@@ -229,11 +247,13 @@ class AvgPoolGrad(OpDef):
         check_grad_shape(dy, _pool_types(like.with_dtype(dy.dtype), **attrs))
         return like.with_dtype(dy.dtype)
 
-    def kernel(self, dy, like, *, kernel_size, stride, padding, dilation, ceil_mode,
-               count_include_pad):
+    def kernel(
+        self, dy, like, *, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad
+    ):
         out, full = _geometry(like.shape, kernel_size, stride, padding, dilation, ceil_mode)
-        share = dy / _divisor(like.shape[2:], kernel_size, stride, padding, dilation, out,
-                              count_include_pad, dy.dtype)
+        share = dy / _divisor(
+            like.shape[2:], kernel_size, stride, padding, dilation, out, count_include_pad, dy.dtype
+        )
         dxp = np.zeros(like.shape[:2] + full, dy.dtype)
         for _, index in window_slices(kernel_size, stride, dilation, out):
             dxp[index] += share
@@ -245,23 +265,36 @@ class AvgPoolGrad(OpDef):
 
 # -- front-ends ------------------------------------------------------------------------------
 
-def _pool_attrs(op: str, rank: int, x, kernel_size, stride, padding, dilation,
-                ceil_mode) -> dict:
+
+def _pool_attrs(op: str, rank: int, x, kernel_size, stride, padding, dilation, ceil_mode) -> dict:
     kernel_size = as_tuple(kernel_size, rank)
     stride = kernel_size if stride is None else as_tuple(stride, rank)
     dilation = as_tuple(dilation, rank)
     if not isinstance(kernel_size, (tuple, list)) or len(kernel_size) != rank:
         raise ShapeError(f"{op}: kernel_size must be an int or {rank} ints, got {kernel_size!r}")
-    return {"kernel_size": kernel_size, "stride": stride, "dilation": dilation,
-            "padding": resolve_padding(op, padding, x, kernel_size, stride, dilation),
-            "ceil_mode": ceil_mode}
+    return {
+        "kernel_size": kernel_size,
+        "stride": stride,
+        "dilation": dilation,
+        "padding": resolve_padding(op, padding, x, kernel_size, stride, dilation),
+        "ceil_mode": ceil_mode,
+    }
 
 
 def _max_pool_frontend(rank: int):
     op = f"max_pool{rank}d"
 
-    def max_pool_nd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                    return_indices=False, *, name: str | None = None):
+    def max_pool_nd(
+        x,
+        kernel_size,
+        stride=None,
+        padding=0,
+        dilation=1,
+        ceil_mode=False,
+        return_indices=False,
+        *,
+        name: str | None = None,
+    ):
         attrs = _pool_attrs(op, rank, x, kernel_size, stride, padding, dilation, ceil_mode)
         y, indices = F.call("max_pool", [x], attrs, name)
         return (y, indices) if return_indices else y
@@ -273,8 +306,17 @@ def _max_pool_frontend(rank: int):
 def _avg_pool_frontend(rank: int):
     op = f"avg_pool{rank}d"
 
-    def avg_pool_nd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                    count_include_pad=True, *, name: str | None = None):
+    def avg_pool_nd(
+        x,
+        kernel_size,
+        stride=None,
+        padding=0,
+        dilation=1,
+        ceil_mode=False,
+        count_include_pad=True,
+        *,
+        name: str | None = None,
+    ):
         attrs = _pool_attrs(op, rank, x, kernel_size, stride, padding, dilation, ceil_mode)
         attrs["count_include_pad"] = count_include_pad
         return F.call("avg_pool", [x], attrs, name)
@@ -283,10 +325,11 @@ def _avg_pool_frontend(rank: int):
     return frontend(op)(avg_pool_nd)
 
 
-_SHAPES = {1: ("(N, C, L)", "(None, 3, 9)", "('N', 3, 4)", "('N', 3, 9)"),
-           2: ("(N, C, H, W)", "(None, 3, 8, 6)", "('N', 3, 4, 3)", "('N', 3, 8, 6)"),
-           3: ("(N, C, D, H, W)", "(None, 3, 4, 8, 6)", "('N', 3, 2, 4, 3)",
-               "('N', 3, 4, 8, 6)")}
+_SHAPES = {
+    1: ("(N, C, L)", "(None, 3, 9)", "('N', 3, 4)", "('N', 3, 9)"),
+    2: ("(N, C, H, W)", "(None, 3, 8, 6)", "('N', 3, 4, 3)", "('N', 3, 8, 6)"),
+    3: ("(N, C, D, H, W)", "(None, 3, 4, 8, 6)", "('N', 3, 2, 4, 3)", "('N', 3, 4, 8, 6)"),
+}
 
 max_pool1d, max_pool2d, max_pool3d = (_max_pool_frontend(r) for r in (1, 2, 3))
 avg_pool1d, avg_pool2d, avg_pool3d = (_avg_pool_frontend(r) for r in (1, 2, 3))
@@ -325,5 +368,13 @@ for _rank, _fn in ((1, avg_pool1d), (2, avg_pool2d), (3, avg_pool3d)):
     """
 
 
-__all__ = ["AvgPool", "MaxPool", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d",
-           "max_pool2d", "max_pool3d"]
+__all__ = [
+    "AvgPool",
+    "MaxPool",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+]

@@ -100,8 +100,9 @@ class Extremum(Reduction):
         x, y = node.inputs[0], node.outputs[0]
         axes = self.axes(node)
         hit = F.cast(F.equal(x, F.broadcast_like(y, x, axes=axes)), dtype=x.dtype)
-        count = F.broadcast_like(F.sum(hit, axis=node.attrs["axis"],
-                                       keepdims=node.attrs["keepdims"]), x, axes=axes)
+        count = F.broadcast_like(
+            F.sum(hit, axis=node.attrs["axis"], keepdims=node.attrs["keepdims"]), x, axes=axes
+        )
         return [hit * F.broadcast_like(dy, x, axes=axes) / count]
 
 
@@ -164,17 +165,20 @@ class BroadcastLike(OpDef):
     inputs = (Input("x", ALL_TYPES), Input("like", ALL_TYPES, differentiable=False))
     attrs = (Attr("axes", "ints", None), Attr("mean", "bool", False))
 
-    def infer(self, x: TensorType, like: TensorType, *, axes: tuple[int, ...] | None,
-              mean: bool) -> TensorType:
+    def infer(
+        self, x: TensorType, like: TensorType, *, axes: tuple[int, ...] | None, mean: bool
+    ) -> TensorType:
         shape = _expanded(x.shape, axes, like.rank)
         try:
             out = broadcast_shapes(shape, like.shape)
         except ValueError:
-            raise ValueError(f"cannot broadcast {format_shape(x.shape)} to "
-                             f"{format_shape(like.shape)}") from None
+            raise ValueError(
+                f"cannot broadcast {format_shape(x.shape)} to {format_shape(like.shape)}"
+            ) from None
         if len(out) != like.rank:
-            raise ValueError(f"{format_shape(x.shape)} has more dims than "
-                             f"{format_shape(like.shape)}")
+            raise ValueError(
+                f"{format_shape(x.shape)} has more dims than {format_shape(like.shape)}"
+            )
         return TensorType(x.dtype, like.shape)
 
     def kernel(self, x: Array, like: Array, *, axes: tuple[int, ...] | None, mean: bool) -> Array:
@@ -201,18 +205,22 @@ class SumLike(OpDef):
     inputs = (Input("x", NUMERIC_TYPES), Input("like", ALL_TYPES, differentiable=False))
     attrs = (Attr("axes", "ints", None), Attr("mean", "bool", False))
 
-    def infer(self, x: TensorType, like: TensorType, *, axes: tuple[int, ...] | None,
-              mean: bool) -> TensorType:
+    def infer(
+        self, x: TensorType, like: TensorType, *, axes: tuple[int, ...] | None, mean: bool
+    ) -> TensorType:
         if like.rank > x.rank:
-            raise ValueError(f"cannot sum {format_shape(x.shape)} to the larger rank of "
-                             f"{format_shape(like.shape)}")
+            raise ValueError(
+                f"cannot sum {format_shape(x.shape)} to the larger rank of "
+                f"{format_shape(like.shape)}"
+            )
         return TensorType(x.dtype, like.shape)
 
     def kernel(self, x: Array, like: Array, *, axes: tuple[int, ...] | None, mean: bool) -> Array:
         target = like.shape
         if axes is None:
-            out = np.sum(x, axis=_broadcast_axes(x.shape, target), keepdims=True,
-                         dtype=x.dtype).reshape(target)
+            out = np.sum(
+                x, axis=_broadcast_axes(x.shape, target), keepdims=True, dtype=x.dtype
+            ).reshape(target)
         else:
             out = np.sum(x, axis=axes, dtype=x.dtype)
         if mean:
@@ -246,7 +254,8 @@ def _broadcast_axes(shape: tuple[int, ...], target: tuple[int, ...]) -> tuple[in
     (cached: a training loop asks the same question every step)."""
     lead = len(shape) - len(target)
     return tuple(range(lead)) + tuple(
-        lead + i for i, d in enumerate(target) if d == 1 and shape[lead + i] != 1)
+        lead + i for i, d in enumerate(target) if d == 1 and shape[lead + i] != 1
+    )
 
 
 def _expanded(shape: Shape, axes: Sequence[int] | None, rank: int) -> Shape:

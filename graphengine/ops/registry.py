@@ -46,8 +46,19 @@ class _Required:
 #: Default of an attribute that every node must set.
 REQUIRED: Any = _Required()
 
-ATTR_KINDS = ("int", "float", "str", "bool", "ints", "floats", "strs", "bools",
-              "tensor", "shape", "dtype")
+ATTR_KINDS = (
+    "int",
+    "float",
+    "str",
+    "bool",
+    "ints",
+    "floats",
+    "strs",
+    "bools",
+    "tensor",
+    "shape",
+    "dtype",
+)
 
 
 @dataclass(frozen=True)
@@ -276,8 +287,9 @@ class OpDef:
                 ) from None
         return out
 
-    def gradient_unsupported(self, attrs: dict[str, Any],
-                             in_types: Sequence[Any] = ()) -> str | None:
+    def gradient_unsupported(
+        self, attrs: dict[str, Any], in_types: Sequence[Any] = ()
+    ) -> str | None:
         """Why a node with these attributes and input types cannot be
         differentiated, or None.
 
@@ -322,10 +334,15 @@ def register(cls: type[OpDef]) -> type[OpDef]:
     input_names = [i.name for i in cls.inputs]
     attr_names = [a.name for a in cls.attrs]
     for update in cls.state_updates:
-        if (update.state not in input_names or update.batch not in cls.outputs
-                or update.momentum not in attr_names):
-            raise TypeError(f"op '{cls.name}': state update {update} names an unknown "
-                            "input, output or attribute")
+        if (
+            update.state not in input_names
+            or update.batch not in cls.outputs
+            or update.momentum not in attr_names
+        ):
+            raise TypeError(
+                f"op '{cls.name}': state update {update} names an unknown "
+                "input, output or attribute"
+            )
     REGISTRY[cls.name] = cls()
     return cls
 

@@ -25,13 +25,20 @@ from ..shapes import TensorType, format_shape
 from .registry import Attr, F, Input, OpDef, register
 
 MODES = ("nearest", "linear", "cubic")
-COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
-                    "asymmetric", "tf_crop_and_resize")
+COORDINATE_MODES = (
+    "half_pixel",
+    "half_pixel_symmetric",
+    "pytorch_half_pixel",
+    "align_corners",
+    "asymmetric",
+    "tf_crop_and_resize",
+)
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
-def _source_coordinates(mode: str, out_size: int, in_size: int, scale: float,
-                        roi: tuple[float, float] | None):
+def _source_coordinates(
+    mode: str, out_size: int, in_size: int, scale: float, roi: tuple[float, float] | None
+):
     """ONNX's map from output index to source coordinate, and which outputs fall
     outside the input (tf_crop_and_resize only)."""
     y = np.arange(out_size, dtype=np.float64)
@@ -67,8 +74,15 @@ def _cubic(t: np.ndarray, a: float) -> np.ndarray:
     return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
 
 
-def _coefficients(ratio: np.ndarray, scale: float, *, mode: str, nearest_mode: str,
-                  cubic_coeff_a: float, antialias: bool) -> np.ndarray:
+def _coefficients(
+    ratio: np.ndarray,
+    scale: float,
+    *,
+    mode: str,
+    nearest_mode: str,
+    cubic_coeff_a: float,
+    antialias: bool,
+) -> np.ndarray:
     """Weights (outputs x taps) of the taps around each source coordinate, whose
     fractional part is ``ratio`` in (0, 1] (1 at an integer, as ONNX's reference)."""
     r = ratio[:, None]
@@ -94,22 +108,36 @@ def _coefficients(ratio: np.ndarray, scale: float, *, mode: str, nearest_mode: s
     start = int(math.floor(-reach / scale) + 1)
     taps = np.arange(start, 2 - start, dtype=np.float64)
     args = (taps[None, :] - r) * scale
-    weights = (np.clip(1 - np.abs(args), 0, 1) if mode == "linear"
-               else _cubic(args, cubic_coeff_a))
+    weights = np.clip(1 - np.abs(args), 0, 1) if mode == "linear" else _cubic(args, cubic_coeff_a)
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-def resize_matrix(in_size: int, out_size: int, scale: float, *, mode: str,
-                  coordinate_mode: str, nearest_mode: str = "round_prefer_floor",
-                  cubic_coeff_a: float = -0.75, exclude_outside: bool = False,
-                  antialias: bool = False, roi: tuple[float, float] | None = None):
+def resize_matrix(
+    in_size: int,
+    out_size: int,
+    scale: float,
+    *,
+    mode: str,
+    coordinate_mode: str,
+    nearest_mode: str = "round_prefer_floor",
+    cubic_coeff_a: float = -0.75,
+    exclude_outside: bool = False,
+    antialias: bool = False,
+    roi: tuple[float, float] | None = None,
+):
     """The (out_size, in_size) float64 matrix of one axis, and the bool mask of
     outputs that take the extrapolation value (or None)."""
     x, outside = _source_coordinates(coordinate_mode, out_size, in_size, scale, roi)
     floor = np.floor(x)
     ratio = np.where(x == floor, 1.0, x - floor)
-    coeffs = _coefficients(ratio, scale, mode=mode, nearest_mode=nearest_mode,
-                           cubic_coeff_a=cubic_coeff_a, antialias=antialias)
+    coeffs = _coefficients(
+        ratio,
+        scale,
+        mode=mode,
+        nearest_mode=nearest_mode,
+        cubic_coeff_a=cubic_coeff_a,
+        antialias=antialias,
+    )
     n = coeffs.shape[1]
     # The n taps nearest to x, ties to the smaller index, as ONNX's reference
     # (which pads the input by its edge values: clamping the indices does that).
@@ -158,16 +186,20 @@ _ATTRS = (
 def _check_attrs(rank: int, attrs: dict) -> None:
     sizes, scales, roi = attrs["sizes"], attrs["scales"], attrs["roi"]
     if len(sizes) != rank or len(scales) != rank:
-        raise ValueError(f"sizes {list(sizes)} and scales {list(scales)} need one entry per "
-                         f"axis of x (rank {rank})")
+        raise ValueError(
+            f"sizes {list(sizes)} and scales {list(scales)} need one entry per "
+            f"axis of x (rank {rank})"
+        )
     if any(s <= 0 for s in scales):
         raise ValueError(f"scales must be positive, got {list(scales)}")
     if any(s < -1 or s == 0 for s in sizes):
-        raise ValueError(f"sizes must be positive (or -1: floor(size * scale) at run time), "
-                         f"got {list(sizes)}")
+        raise ValueError(
+            f"sizes must be positive (or -1: floor(size * scale) at run time), got {list(sizes)}"
+        )
     if roi is not None and len(roi) != 2 * rank:
-        raise ValueError(f"roi needs 2 * rank = {2 * rank} values (starts, then ends), got "
-                         f"{len(roi)}")
+        raise ValueError(
+            f"roi needs 2 * rank = {2 * rank} values (starts, then ends), got {len(roi)}"
+        )
     if attrs["antialias"] and attrs["mode"] == "nearest":
         raise ValueError("antialias applies to the linear and cubic modes only")
 
@@ -184,17 +216,28 @@ def _resized_axes(shape, attrs):
     for axis, (size, target, scale) in enumerate(zip(shape, attrs["sizes"], attrs["scales"])):
         out_size = _output_size(size, target, scale)
         axis_roi = None if roi is None else (roi[axis], roi[axis + rank])
-        identity = (out_size == size and math.isclose(scale, 1.0)
-                    and (axis_roi is None or (math.isclose(axis_roi[0], 0.0)
-                                              and math.isclose(axis_roi[1], 1.0))))
+        identity = (
+            out_size == size
+            and math.isclose(scale, 1.0)
+            and (
+                axis_roi is None
+                or (math.isclose(axis_roi[0], 0.0) and math.isclose(axis_roi[1], 1.0))
+            )
+        )
         if identity:
             continue
         matrix, outside = resize_matrix(
-            size, out_size, scale, mode=attrs["mode"],
+            size,
+            out_size,
+            scale,
+            mode=attrs["mode"],
             coordinate_mode=attrs["coordinate_transformation_mode"],
-            nearest_mode=attrs["nearest_mode"], cubic_coeff_a=attrs["cubic_coeff_a"],
-            exclude_outside=attrs["exclude_outside"], antialias=attrs["antialias"],
-            roi=axis_roi)
+            nearest_mode=attrs["nearest_mode"],
+            cubic_coeff_a=attrs["cubic_coeff_a"],
+            exclude_outside=attrs["exclude_outside"],
+            antialias=attrs["antialias"],
+            roi=axis_roi,
+        )
         out.append((axis, matrix, outside))
     return out
 
@@ -262,8 +305,10 @@ class ResizeGrad(OpDef):
     def infer(self, dy, like, **attrs):
         _check_attrs(like.rank, attrs)
         if dy.rank != like.rank:
-            raise ValueError(f"dy of shape {format_shape(dy.shape)} does not fit an input of "
-                             f"shape {format_shape(like.shape)}")
+            raise ValueError(
+                f"dy of shape {format_shape(dy.shape)} does not fit an input of "
+                f"shape {format_shape(like.shape)}"
+            )
         return TensorType(dy.dtype, like.shape)
 
     def kernel(self, dy, like, **attrs):

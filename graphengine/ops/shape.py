@@ -43,8 +43,10 @@ def _as_list(out: Tensor | tuple[Tensor, ...]) -> list[Tensor]:
 def _check_same_dtype(types: Sequence[TensorType]) -> None:
     names = [t.dtype.name for t in types]
     if len(set(names)) > 1:
-        raise ValueError(f"inputs have different dtypes ({', '.join(names)}); cast them with "
-                         "ge.cast so that all match")
+        raise ValueError(
+            f"inputs have different dtypes ({', '.join(names)}); cast them with "
+            "ge.cast so that all match"
+        )
 
 
 def _merge_dims(a: Dim, b: Dim) -> Dim:
@@ -66,6 +68,7 @@ def _sum_dims(dims: Sequence[Dim]) -> Dim:
 
 # -- reshape, transpose, expand_dims, squeeze ------------------------------------
 
+
 def _reshaped(shape: Shape, newshape: tuple[int, ...]) -> Shape:
     """The result shape of reshape, or ValueError when no input size can fit."""
     what = f"cannot reshape {format_shape(shape)} into {format_shape(newshape)}"
@@ -82,9 +85,11 @@ def _reshaped(shape: Shape, newshape: tuple[int, ...]) -> Shape:
         # in_known, and -1 is known only when it stands for the one symbol.
         if not fill_at:
             if out_known % in_known:
-                raise ValueError(f"{what}: {out_known} elements is not a multiple of "
-                                 f"{in_known}, whatever the size of "
-                                 f"{', '.join(map(str, symbols))}")
+                raise ValueError(
+                    f"{what}: {out_known} elements is not a multiple of "
+                    f"{in_known}, whatever the size of "
+                    f"{', '.join(map(str, symbols))}"
+                )
             return newshape
         if out_known == 0:
             raise ValueError(f"{what}: the size of -1 is ambiguous next to a size 0")
@@ -95,8 +100,7 @@ def _reshaped(shape: Shape, newshape: tuple[int, ...]) -> Shape:
                 raise ValueError(f"{what}: {in_known} elements do not fit into {out_known}")
             return newshape
         if out_known == 0 or in_known % out_known:
-            raise ValueError(f"{what}: {in_known} elements do not divide into rows of "
-                             f"{out_known}")
+            raise ValueError(f"{what}: {in_known} elements do not divide into rows of {out_known}")
         fill = in_known // out_known
     out: list[Dim] = list(newshape)
     out[fill_at[0]] = fill
@@ -149,11 +153,14 @@ class ReshapeLike(OpDef):
     inputs = (Input("x", ALL_TYPES), Input("like", ALL_TYPES, differentiable=False))
 
     def infer(self, x: TensorType, like: TensorType) -> TensorType:
-        sizes = [math.prod(d for d in t.shape if isinstance(d, int))
-                 for t in (x, like) if t.is_static]
+        sizes = [
+            math.prod(d for d in t.shape if isinstance(d, int)) for t in (x, like) if t.is_static
+        ]
         if len(sizes) == 2 and sizes[0] != sizes[1]:
-            raise ValueError(f"cannot reshape {format_shape(x.shape)} ({sizes[0]} elements) "
-                             f"like {format_shape(like.shape)} ({sizes[1]} elements)")
+            raise ValueError(
+                f"cannot reshape {format_shape(x.shape)} ({sizes[0]} elements) "
+                f"like {format_shape(like.shape)} ({sizes[1]} elements)"
+            )
         return TensorType(x.dtype, like.shape)
 
     def kernel(self, x: Array, like: Array) -> Array:
@@ -167,8 +174,9 @@ def _permutation(axes: tuple[int, ...] | None, rank: int) -> tuple[int, ...]:
     if axes is None:
         return tuple(reversed(range(rank)))
     if len(axes) != rank:
-        raise ValueError(f"axes {axes} do not match a tensor of rank {rank}: give one entry "
-                         "per axis")
+        raise ValueError(
+            f"axes {axes} do not match a tensor of rank {rank}: give one entry per axis"
+        )
     perm = tuple(normalize_axis(a, rank) for a in axes)
     if sorted(perm) != list(range(rank)):
         raise ValueError(f"axes {axes} are not a permutation of the {rank} axes")
@@ -265,8 +273,10 @@ class Squeeze(OpDef):
         axes = normalize_axes(axis, a.rank)
         for i in axes:
             if isinstance(a.shape[i], int) and a.shape[i] != 1:
-                raise ValueError(f"cannot squeeze axis {i} of shape {format_shape(a.shape)}: "
-                                 f"its size is {a.shape[i]}, not 1")
+                raise ValueError(
+                    f"cannot squeeze axis {i} of shape {format_shape(a.shape)}: "
+                    f"its size is {a.shape[i]}, not 1"
+                )
         return a.with_shape(d for i, d in enumerate(a.shape) if i not in axes)
 
     def kernel(self, a: Array, *, axis: tuple[int, ...]) -> Array:
@@ -277,8 +287,9 @@ class Squeeze(OpDef):
 
 
 @frontend("squeeze")
-def squeeze(a: Tensor, axis: int | Sequence[int] | None = None, *,
-            name: str | None = None) -> Tensor:
+def squeeze(
+    a: Tensor, axis: int | Sequence[int] | None = None, *, name: str | None = None
+) -> Tensor:
     """Remove axes of size 1 from ``a``; see the op ``squeeze``.
 
     ``axis=None`` removes every axis whose size is known to be 1 (symbolic dims
@@ -296,6 +307,7 @@ def squeeze(a: Tensor, axis: int | Sequence[int] | None = None, *,
 
 
 # -- broadcast_to -------------------------------------------------------------------
+
 
 def _broadcast_target(shape: Shape, target: tuple[int, ...]) -> Shape:
     what = f"cannot broadcast {format_shape(shape)} to {format_shape(target)}"
@@ -356,6 +368,7 @@ class BroadcastTo(OpDef):
 
 # -- concatenate, stack, split --------------------------------------------------------
 
+
 @register
 class Concatenate(OpDef):
     """Join tensors of one dtype along an existing axis, as numpy.concatenate.
@@ -385,10 +398,13 @@ class Concatenate(OpDef):
         dims = list(first.shape)
         for k, t in enumerate(arrays[1:], 1):
             if t.rank != first.rank or any(
-                    i != ax and isinstance(d, int) and isinstance(e, int) and d != e
-                    for i, (d, e) in enumerate(zip(first.shape, t.shape))):
-                raise ValueError(f"input {k} has shape {format_shape(t.shape)} and input 0 "
-                                 f"{format_shape(first.shape)}: only axis {ax} may differ")
+                i != ax and isinstance(d, int) and isinstance(e, int) and d != e
+                for i, (d, e) in enumerate(zip(first.shape, t.shape))
+            ):
+                raise ValueError(
+                    f"input {k} has shape {format_shape(t.shape)} and input 0 "
+                    f"{format_shape(first.shape)}: only axis {ax} may differ"
+                )
             dims = [_merge_dims(d, e) for d, e in zip(dims, t.shape)]
         dims[ax] = _sum_dims([t.shape[ax] for t in arrays])
         return first.with_shape(dims)
@@ -424,9 +440,8 @@ class SplitLike(OpDef):
         ax = normalize_axis(axis, x.rank)
         total = _sum_dims([t.shape[ax] for t in likes])
         if isinstance(total, int) and isinstance(x.shape[ax], int) and total != x.shape[ax]:
-            raise ValueError(f"axis {ax} of x has size {x.shape[ax]}, the pieces add up to "
-                             f"{total}")
-        return [x.with_shape(x.shape[:ax] + (t.shape[ax],) + x.shape[ax + 1:]) for t in likes]
+            raise ValueError(f"axis {ax} of x has size {x.shape[ax]}, the pieces add up to {total}")
+        return [x.with_shape(x.shape[:ax] + (t.shape[ax],) + x.shape[ax + 1 :]) for t in likes]
 
     def kernel(self, x: Array, *likes: Array, axis: int, num: int) -> Sequence[Array]:
         ends = np.cumsum([t.shape[axis] for t in likes[:-1]])
@@ -458,11 +473,15 @@ class Stack(OpDef):
         first = arrays[0]
         dims = list(first.shape)
         for k, t in enumerate(arrays[1:], 1):
-            if t.rank != first.rank or any(isinstance(d, int) and isinstance(e, int) and d != e
-                                           for d, e in zip(first.shape, t.shape)):
-                raise ValueError(f"input {k} has shape {format_shape(t.shape)} and input 0 "
-                                 f"{format_shape(first.shape)}: stacked tensors must have "
-                                 "one shape")
+            if t.rank != first.rank or any(
+                isinstance(d, int) and isinstance(e, int) and d != e
+                for d, e in zip(first.shape, t.shape)
+            ):
+                raise ValueError(
+                    f"input {k} has shape {format_shape(t.shape)} and input 0 "
+                    f"{format_shape(first.shape)}: stacked tensors must have "
+                    "one shape"
+                )
             dims = [_merge_dims(d, e) for d, e in zip(dims, t.shape)]
         dims.insert(normalize_axis(axis, first.rank + 1), len(arrays))
         return first.with_shape(dims)
@@ -473,8 +492,7 @@ class Stack(OpDef):
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         axis = node.attrs["axis"]
         pieces = F.split(dy, len(node.inputs), axis=axis)
-        return [F.squeeze(p, axis=axis) if node.wants(i) else None
-                for i, p in enumerate(pieces)]
+        return [F.squeeze(p, axis=axis) if node.wants(i) else None for i, p in enumerate(pieces)]
 
 
 def _split_sizes(size: Dim, indices: tuple[int, ...]) -> list[Dim]:
@@ -482,13 +500,17 @@ def _split_sizes(size: Dim, indices: tuple[int, ...]) -> list[Dim]:
     if not isinstance(size, int):
         # A negative index needs the size: refused, so that the pieces tile the axis.
         if any(i < 0 for i in indices) or list(indices) != sorted(indices):
-            raise ValueError(f"split indices {indices} on an axis of unknown size "
-                             f"{size or '?'} must be non-negative and increasing")
+            raise ValueError(
+                f"split indices {indices} on an axis of unknown size "
+                f"{size or '?'} must be non-negative and increasing"
+            )
         return [None] * (len(indices) + 1)
     bounds = [0] + [min(max(i + size if i < 0 else i, 0), size) for i in indices] + [size]
     if bounds != sorted(bounds):
-        raise ValueError(f"split indices {indices} decrease on an axis of size {size}, so the "
-                         "pieces would overlap; give increasing indices (or use slicing)")
+        raise ValueError(
+            f"split indices {indices} decrease on an axis of size {size}, so the "
+            "pieces would overlap; give increasing indices (or use slicing)"
+        )
     return [b - a for a, b in itertools.pairwise(bounds)]
 
 
@@ -509,8 +531,7 @@ class Split(OpDef):
 
     name = "split"
     inputs = (Input("ary", ALL_TYPES),)
-    attrs = (Attr("axis", "int", 0), Attr("indices", "ints", None),
-             Attr("sections", "int", None))
+    attrs = (Attr("axis", "int", 0), Attr("indices", "ints", None), Attr("sections", "int", None))
 
     def num_outputs(self, attrs: dict[str, Any]) -> int:
         if attrs["sections"] is not None:
@@ -520,8 +541,9 @@ class Split(OpDef):
     def view_of(self, output: int) -> int | None:
         return 0  # every piece is a view of ary
 
-    def infer(self, ary: TensorType, *, axis: int, indices: tuple[int, ...] | None,
-              sections: int | None) -> Sequence[TensorType]:
+    def infer(
+        self, ary: TensorType, *, axis: int, indices: tuple[int, ...] | None, sections: int | None
+    ) -> Sequence[TensorType]:
         if ary.rank == 0:
             raise ValueError("a 0-d tensor cannot be split")
         ax = normalize_axis(axis, ary.rank)
@@ -532,17 +554,19 @@ class Split(OpDef):
             if sections < 1:
                 raise ValueError(f"cannot split into {sections} sections")
             if isinstance(size, int) and size % sections:
-                raise ValueError(f"axis {ax} of size {size} does not split into {sections} equal "
-                                 "sections; give split indices instead")
-            piece = size // sections if isinstance(size, int) else (
-                size if sections == 1 else None)
+                raise ValueError(
+                    f"axis {ax} of size {size} does not split into {sections} equal "
+                    "sections; give split indices instead"
+                )
+            piece = size // sections if isinstance(size, int) else (size if sections == 1 else None)
             sizes = [piece] * sections
         else:
             sizes = _split_sizes(size, indices or ())
-        return [ary.with_shape(ary.shape[:ax] + (s,) + ary.shape[ax + 1:]) for s in sizes]
+        return [ary.with_shape(ary.shape[:ax] + (s,) + ary.shape[ax + 1 :]) for s in sizes]
 
-    def kernel(self, ary: Array, *, axis: int, indices: tuple[int, ...] | None,
-               sections: int | None) -> Sequence[Array]:
+    def kernel(
+        self, ary: Array, *, axis: int, indices: tuple[int, ...] | None, sections: int | None
+    ) -> Sequence[Array]:
         return np.split(ary, sections if sections is not None else list(indices or ()), axis=axis)
 
     def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
@@ -557,8 +581,9 @@ def _concatenate_pieces(node: NodeView, dys: list[Tensor | None]) -> Tensor:
 
 
 @frontend("split")
-def split(ary: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0, *,
-          name: str | None = None) -> list[Tensor]:
+def split(
+    ary: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0, *, name: str | None = None
+) -> list[Tensor]:
     """Split ``ary`` along ``axis`` as numpy.split: an int gives that many equal
     pieces, a list gives the indices to split at.  Returns a list of tensors.
 
@@ -571,7 +596,8 @@ def split(ary: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0, 
     [('N', 1), ('N', 3), ('N', 2)]
     """
     if isinstance(indices_or_sections, (int, np.integer)) and not isinstance(
-            indices_or_sections, (bool, np.bool_)):
+        indices_or_sections, (bool, np.bool_)
+    ):
         attrs: dict[str, Any] = {"sections": indices_or_sections}
     else:
         attrs = {"indices": tuple(cast(Sequence[int], indices_or_sections))}
@@ -579,6 +605,7 @@ def split(ary: Tensor, indices_or_sections: int | Sequence[int], axis: int = 0, 
 
 
 # -- numpy-style Tensor methods -----------------------------------------------------------
+
 
 def _transposed(self: Tensor) -> Tensor:
     """The tensor with its axes reversed, as numpy's ``a.T``."""
@@ -599,8 +626,9 @@ def _transpose(self: Tensor, *axes: int | Sequence[int] | None) -> Tensor:
 
 
 def _reduction_method(op: str) -> Callable[..., Tensor]:
-    def method(self: Tensor, axis: int | Sequence[int] | None = None,
-               keepdims: bool = False) -> Tensor:
+    def method(
+        self: Tensor, axis: int | Sequence[int] | None = None, keepdims: bool = False
+    ) -> Tensor:
         return getattr(F, op)(self, axis=axis, keepdims=keepdims)
 
     method.__name__ = op

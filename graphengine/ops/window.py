@@ -39,6 +39,7 @@ def axis_names(rank: int) -> tuple[str, ...]:
 
 # -- front-end arguments to canonical attributes --------------------------------------------
 
+
 def as_tuple(value: Any, rank: int) -> Any:
     """An int means the same value on every spatial axis; anything else is passed on
     unchanged (shape inference checks it and names the node)."""
@@ -61,15 +62,18 @@ def _as_pads(value: Any, rank: int) -> Any:
     return value
 
 
-def same_pads(op: str, sizes: Sequence[Dim], kernel: Sequence[Dim], stride, dilation,
-              upper: bool = True) -> tuple[int, ...]:
+def same_pads(
+    op: str, sizes: Sequence[Dim], kernel: Sequence[Dim], stride, dilation, upper: bool = True
+) -> tuple[int, ...]:
     """ONNX SAME_UPPER (or SAME_LOWER): output size ceil(size / stride), the odd
     extra element of padding at the end (or the beginning)."""
     begins, ends = [], []
     for size, k, s, d, what in zip(sizes, kernel, stride, dilation, axis_names(len(kernel))):
         if not isinstance(k, int) or (s != 1 and not isinstance(size, int)):
-            raise ShapeError(f"{op}: padding='same' needs a known {what} and kernel size "
-                             f"(got {what} {size}, kernel {k}); give explicit pads instead")
+            raise ShapeError(
+                f"{op}: padding='same' needs a known {what} and kernel size "
+                f"(got {what} {size}, kernel {k}); give explicit pads instead"
+            )
         span = d * (k - 1) + 1
         total = span - 1 if s == 1 else max((-(-size // s) - 1) * s + span - size, 0)
         small, large = total // 2, total - total // 2
@@ -87,8 +91,10 @@ def resolve_padding(op: str, padding: Any, x: Any, kernel: Sequence[Dim], stride
     if padding == "valid":
         return (0,) * (2 * rank)
     if padding != "same":
-        raise ShapeError(f"{op}: padding must be 'valid', 'same', an int, {rank} or "
-                         f"{2 * rank} ints; got {padding!r}")
+        raise ShapeError(
+            f"{op}: padding must be 'valid', 'same', an int, {rank} or "
+            f"{2 * rank} ints; got {padding!r}"
+        )
     shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
     if len(shape) != rank + 2 or not (_is_window(stride, rank) and _is_window(dilation, rank)):
         return (0,) * (2 * rank)  # shape inference reports the real problem, naming the node
@@ -96,11 +102,15 @@ def resolve_padding(op: str, padding: Any, x: Any, kernel: Sequence[Dim], stride
 
 
 def _is_window(value: Any, rank: int) -> bool:
-    return (isinstance(value, tuple) and len(value) == rank
-            and all(isinstance(v, int) and v >= 1 for v in value))
+    return (
+        isinstance(value, tuple)
+        and len(value) == rank
+        and all(isinstance(v, int) and v >= 1 for v in value)
+    )
 
 
 # -- shape inference ----------------------------------------------------------------------
+
 
 def check_window(stride, padding, dilation, rank: int) -> None:
     """Refuse window attributes outside their canonical form for ``rank`` spatial axes."""
@@ -111,8 +121,7 @@ def check_window(stride, padding, dilation, rank: int) -> None:
         raise ValueError(f"dilation must be {rank} positive ints ({names}), got {dilation}")
     if len(padding) != 2 * rank or min(padding) < 0:
         order = "top, left, bottom, right" if rank == 2 else "begins, then ends"
-        raise ValueError(f"padding must be {2 * rank} non-negative ints ({order}), "
-                         f"got {padding}")
+        raise ValueError(f"padding must be {2 * rank} non-negative ints ({order}), got {padding}")
 
 
 def check_rank(t: TensorType, rank: int, what: str) -> None:
@@ -120,55 +129,84 @@ def check_rank(t: TensorType, rank: int, what: str) -> None:
         raise ValueError(f"{what} must have rank {rank}, got shape {format_shape(t.shape)}")
 
 
-def _out_size(size: Dim, k: Dim, stride: int, dilation: int, begin: int, end: int, what: str,
-              ceil_mode: bool = False) -> Dim:
+def _out_size(
+    size: Dim,
+    k: Dim,
+    stride: int,
+    dilation: int,
+    begin: int,
+    end: int,
+    what: str,
+    ceil_mode: bool = False,
+) -> Dim:
     """Output length along one axis, or None when it is not known until run time."""
     if not isinstance(size, int) or not isinstance(k, int):
         return None
     span = dilation * (k - 1) + 1
     if size + begin + end < span:
         dilated = f" ({k} dilated by {dilation})" if dilation > 1 else ""
-        raise ValueError(f"the window spans {span} along the {what}{dilated}, more than the "
-                         f"padded {what} {size + begin + end}; use a smaller kernel or more "
-                         "padding")
+        raise ValueError(
+            f"the window spans {span} along the {what}{dilated}, more than the "
+            f"padded {what} {size + begin + end}; use a smaller kernel or more "
+            "padding"
+        )
     room = size + begin + end - span
     if not ceil_mode:
         return room // stride + 1
     out = -(-room // stride) + 1
     if (out - 1) * stride >= size + begin:
-        out -= 1     # the last window would start in the end padding
+        out -= 1  # the last window would start in the end padding
     return out
 
 
-def output_sizes(x_shape, kernel, stride, padding, dilation,
-                 ceil_mode: bool = False) -> tuple[Dim, ...]:
+def output_sizes(
+    x_shape, kernel, stride, padding, dilation, ceil_mode: bool = False
+) -> tuple[Dim, ...]:
     """The output spatial sizes of windows over a (N, C, *spatial) input."""
     rank = len(kernel)
-    return tuple(_out_size(x_shape[2 + i], kernel[i], stride[i], dilation[i], padding[i],
-                           padding[rank + i], name, ceil_mode)
-                 for i, name in enumerate(axis_names(rank)))
+    return tuple(
+        _out_size(
+            x_shape[2 + i],
+            kernel[i],
+            stride[i],
+            dilation[i],
+            padding[i],
+            padding[rank + i],
+            name,
+            ceil_mode,
+        )
+        for i, name in enumerate(axis_names(rank))
+    )
 
 
 def check_grad_shape(dy: TensorType, expected: TensorType) -> None:
     """Refuse an output gradient whose type differs from the forward output's."""
-    if dy.rank != expected.rank or any(isinstance(a, int) and isinstance(b, int) and a != b
-                                       for a, b in zip(dy.shape, expected.shape)):
-        raise ValueError(f"the output gradient has shape {format_shape(dy.shape)}, but the "
-                         f"forward output has shape {format_shape(expected.shape)}")
+    if dy.rank != expected.rank or any(
+        isinstance(a, int) and isinstance(b, int) and a != b
+        for a, b in zip(dy.shape, expected.shape)
+    ):
+        raise ValueError(
+            f"the output gradient has shape {format_shape(dy.shape)}, but the "
+            f"forward output has shape {format_shape(expected.shape)}"
+        )
     if dy.dtype != expected.dtype:
-        raise ValueError(f"the output gradient is {dy.dtype.name}, expected "
-                         f"{expected.dtype.name}")
+        raise ValueError(f"the output gradient is {dy.dtype.name}, expected {expected.dtype.name}")
 
 
 # -- kernels ------------------------------------------------------------------------------
+
 
 def padded_sizes(sizes, kernel, stride, padding, dilation, out) -> tuple[int, ...]:
     """Spatial sizes of the padded input: the input plus its pads, grown where the
     windows reach further (ceil mode), never cut."""
     rank = len(kernel)
-    return tuple(max(sizes[i] + padding[i] + padding[rank + i],
-                     (out[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1)
-                 for i in range(rank))
+    return tuple(
+        max(
+            sizes[i] + padding[i] + padding[rank + i],
+            (out[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1,
+        )
+        for i in range(rank)
+    )
 
 
 def pad_spatial(x: np.ndarray, padding, value: float = 0.0, full=None) -> np.ndarray:
@@ -194,8 +232,11 @@ def windows(xp: np.ndarray, kernel, stride, dilation, out) -> np.ndarray:
     rank = len(kernel)
     spans = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
     view = sliding_window_view(xp, spans, axis=tuple(range(2, 2 + rank)))
-    index = ((slice(None),) * 2 + tuple(slice(0, s * (o - 1) + 1, s) for s, o in zip(stride, out))
-             + tuple(slice(None, None, d) for d in dilation))
+    index = (
+        (slice(None),) * 2
+        + tuple(slice(0, s * (o - 1) + 1, s) for s, o in zip(stride, out))
+        + tuple(slice(None, None, d) for d in dilation)
+    )
     return view[index]
 
 
@@ -204,6 +245,8 @@ def window_slices(kernel, stride, dilation, out) -> Iterator[tuple[tuple[int, ..
     input elements it meets in every window: a strided view of shape ``out``.
     Loops over the kernel window, never over elements."""
     for offsets in itertools.product(*(range(k) for k in kernel)):
-        index = tuple(slice(i * d, i * d + s * (o - 1) + 1, s)
-                      for i, d, s, o in zip(offsets, dilation, stride, out))
+        index = tuple(
+            slice(i * d, i * d + s * (o - 1) + 1, s)
+            for i, d, s, o in zip(offsets, dilation, stride, out)
+        )
         yield offsets, (Ellipsis,) + index

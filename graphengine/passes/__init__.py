@@ -84,16 +84,23 @@ class PassReport:
     def __str__(self) -> str:
         lines = [f"{'pass':<10} {'nodes before':>12} {'nodes after':>12} {'time (ms)':>10}"]
         for r in self.records:
-            lines.append(f"{r.name:<10} {r.nodes_before:>12} {r.nodes_after:>12} "
-                         f"{r.seconds * 1e3:>10.2f}")
-        lines.append(f"{'total':<10} {self.nodes_before:>12} {self.nodes_after:>12} "
-                     f"{self.seconds * 1e3:>10.2f}")
+            lines.append(
+                f"{r.name:<10} {r.nodes_before:>12} {r.nodes_after:>12} {r.seconds * 1e3:>10.2f}"
+            )
+        lines.append(
+            f"{'total':<10} {self.nodes_before:>12} {self.nodes_after:>12} "
+            f"{self.seconds * 1e3:>10.2f}"
+        )
         return "\n".join(lines)
 
 
-def optimize(graph: Graph, passes: Sequence[str] | None = None, *,
-             keep: Iterable[str] = (), max_fold_elements: int = MAX_FOLD_ELEMENTS,
-             ) -> tuple[Graph, PassReport]:
+def optimize(
+    graph: Graph,
+    passes: Sequence[str] | None = None,
+    *,
+    keep: Iterable[str] = (),
+    max_fold_elements: int = MAX_FOLD_ELEMENTS,
+) -> tuple[Graph, PassReport]:
     """Run optimization passes over ``graph``; return the new graph and a report.
 
     Args:
@@ -133,13 +140,23 @@ def optimize(graph: Graph, passes: Sequence[str] | None = None, *,
     for name in names:
         start = time.perf_counter()
         result = PASSES[name](current, refs, max_fold_elements=max_fold_elements)
-        report.records.append(PassRecord(name, len(current), len(result),
-                                         time.perf_counter() - start))
+        report.records.append(
+            PassRecord(name, len(current), len(result), time.perf_counter() - start)
+        )
         current = result
     out = current.copy(graph.name) if current is not graph else graph.copy()
     return out, report
 
 
-__all__ = ["MAX_FOLD_ELEMENTS", "PASSES", "PassRecord", "PassReport",
-           "eliminate_common_subexpressions", "eliminate_dead_code", "fold_constants",
-           "fuse_ops", "optimize", "simplify_algebra"]
+__all__ = [
+    "MAX_FOLD_ELEMENTS",
+    "PASSES",
+    "PassRecord",
+    "PassReport",
+    "eliminate_common_subexpressions",
+    "eliminate_dead_code",
+    "fold_constants",
+    "fuse_ops",
+    "optimize",
+    "simplify_algebra",
+]

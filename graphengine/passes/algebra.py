@@ -117,8 +117,12 @@ def _is_constant(rw: Rewriter, ref: str, scalar: float) -> bool:
 def _binary(rw: Rewriter, node: Node, inputs: list[str], uses) -> bool:
     a, b = inputs
     op = node.op
-    identity = {"multiply": ((1, a, b), (1, b, a)), "divide": ((1, b, a),),
-                "add": ((0, a, b), (0, b, a)), "subtract": ((0, b, a),)}.get(op, ())
+    identity = {
+        "multiply": ((1, a, b), (1, b, a)),
+        "divide": ((1, b, a),),
+        "add": ((0, a, b), (0, b, a)),
+        "subtract": ((0, b, a),),
+    }.get(op, ())
     for scalar, const, other in identity:
         if _is_constant(rw, const, scalar) and _same_type(rw, other, node):
             rw.replace(node, [other])
@@ -126,8 +130,9 @@ def _binary(rw: Rewriter, node: Node, inputs: list[str], uses) -> bool:
     new = [_scalar_behind_broadcast(rw, r) or r for r in inputs]
     if new != inputs:
         try:
-            types = infer_types(node.opdef, node.name, [rw.type_of(r) for r in new],
-                                node.attrs, new)
+            types = infer_types(
+                node.opdef, node.name, [rw.type_of(r) for r in new], node.attrs, new
+            )
         except Exception:
             return False
         if types == node.types:
@@ -154,15 +159,20 @@ def _sum(rw: Rewriter, node: Node, inputs: list[str], uses) -> bool:
         if rw.type_of(lsm_ref) != product.types[0] or rw.type_of(hot_ref) != product.types[0]:
             continue
         logits, labels = lsm.inputs[0], hot.inputs[0]
-        if rw.type_of(labels).dtype.name not in INDEX_TYPES or \
-                hot.attrs["depth"] != product.types[0].shape[axis]:
+        if (
+            rw.type_of(labels).dtype.name not in INDEX_TYPES
+            or hot.attrs["depth"] != product.types[0].shape[axis]
+        ):
             continue
-        loss = rw.emit("softmax_cross_entropy", [logits, labels],
-                       {"axis": axis, "reduction": "none"}, like=node)[0]
+        loss = rw.emit(
+            "softmax_cross_entropy",
+            [logits, labels],
+            {"axis": axis, "reduction": "none"},
+            like=node,
+        )[0]
         rw.emit("negative", [loss], {}, like=node, name=node.name)
         return True
     return False
 
 
-_RULES = {"transpose": _transpose, "reshape": _reshape, "broadcast_to": _broadcast_to,
-          "sum": _sum}
+_RULES = {"transpose": _transpose, "reshape": _reshape, "broadcast_to": _broadcast_to, "sum": _sum}

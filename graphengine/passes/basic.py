@@ -52,9 +52,9 @@ def _cse_key(node: Node, inputs: list[str], max_elements: int) -> tuple | None:
     return (node.op, tuple(inputs), tuple((k, _hashable(v)) for k, v in node.attrs.items()))
 
 
-def eliminate_common_subexpressions(graph: Graph, keep: Sequence[str], *,
-                                    max_fold_elements: int = MAX_FOLD_ELEMENTS,
-                                    **_: Any) -> Graph:
+def eliminate_common_subexpressions(
+    graph: Graph, keep: Sequence[str], *, max_fold_elements: int = MAX_FOLD_ELEMENTS, **_: Any
+) -> Graph:
     """Share nodes with the same op, inputs and attributes (constants with equal
     values up to ``max_fold_elements`` elements).  Ops that draw random numbers
     (declared ``random``) and ops whose outputs update state (``state_updates``)
@@ -87,8 +87,9 @@ def eliminate_common_subexpressions(graph: Graph, keep: Sequence[str], *,
     return rw.finish()
 
 
-def fold_constants(graph: Graph, keep: Sequence[str], *,
-                   max_fold_elements: int = MAX_FOLD_ELEMENTS, **_: Any) -> Graph:
+def fold_constants(
+    graph: Graph, keep: Sequence[str], *, max_fold_elements: int = MAX_FOLD_ELEMENTS, **_: Any
+) -> Graph:
     """Compute nodes whose inputs are all constants once, and store the result as
     a constant.  Bounded: a node is folded only when every output has a static
     shape of at most ``max_fold_elements`` elements (65,536 by default), so
@@ -109,8 +110,13 @@ def fold_constants(graph: Graph, keep: Sequence[str], *,
     for node in graph.nodes:
         inputs = rw.inputs(node)
         values = [rw.constant(r) for r in inputs]
-        if node.op == "constant" or node.op in SOURCES or not inputs \
-                or any(v is None for v in values) or not _foldable(node, max_fold_elements):
+        if (
+            node.op == "constant"
+            or node.op in SOURCES
+            or not inputs
+            or any(v is None for v in values)
+            or not _foldable(node, max_fold_elements)
+        ):
             rw.copy(node)
             continue
         folded = _evaluate(node, values)

@@ -96,10 +96,18 @@ class _Fuser:
         forward, dy, grads = self.batch_norm[node.name]
         key = f"__fused__{forward.name}"
         if key not in rw.subst:
-            fused = rw.emit("batch_norm_grad",
-                            [rw.ref(dy), rw.ref(forward.inputs[0]), rw.ref(forward.inputs[1]),
-                             rw.ref(f"{forward.name}:1"), rw.ref(f"{forward.name}:2")],
-                            {"epsilon": forward.attrs["epsilon"]}, like=node)
+            fused = rw.emit(
+                "batch_norm_grad",
+                [
+                    rw.ref(dy),
+                    rw.ref(forward.inputs[0]),
+                    rw.ref(forward.inputs[1]),
+                    rw.ref(f"{forward.name}:1"),
+                    rw.ref(f"{forward.name}:2"),
+                ],
+                {"epsilon": forward.attrs["epsilon"]},
+                like=node,
+            )
             rw.subst[key] = fused[0]
         base = parse_ref(rw.subst[key])[0]
         k = grads.index(node.output_refs()[0])
@@ -116,8 +124,12 @@ def _dense(f: _Fuser, node: Node, inputs: list[str]) -> bool:
         operands = total.inputs
     else:  # an add: leave it to its activation, if that will fuse it
         consumers = f.consumers.get(node.name, [])
-        if len(consumers) == 1 and consumers[0].op in _ACTIVATIONS and \
-                f.uses.get(node.name, 0) == 1 and node.name not in rw.keep_nodes:
+        if (
+            len(consumers) == 1
+            and consumers[0].op in _ACTIVATIONS
+            and f.uses.get(node.name, 0) == 1
+            and node.name not in rw.keep_nodes
+        ):
             return False
         total, activation, operands = node, "none", inputs
     for product_ref, bias in (operands, operands[::-1]):
@@ -126,9 +138,13 @@ def _dense(f: _Fuser, node: Node, inputs: list[str]) -> bool:
             continue
         x, w = product.inputs
         tx, tw, tb = rw.type_of(x), rw.type_of(w), rw.type_of(bias)
-        if len(tx.shape) != 2 or len(tw.shape) != 2 or len(tb.shape) != 1 or \
-                rw.type_of(product_ref) != total.types[0] or not \
-                tx.dtype == tw.dtype == tb.dtype:
+        if (
+            len(tx.shape) != 2
+            or len(tw.shape) != 2
+            or len(tb.shape) != 1
+            or rw.type_of(product_ref) != total.types[0]
+            or not tx.dtype == tw.dtype == tb.dtype
+        ):
             continue
         rw.emit("dense", [x, w, bias], {"activation": activation}, like=node, name=node.name)
         return True
@@ -143,8 +159,9 @@ def _chain(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     if inner is None or inner.types[0] != node.types[0]:
         return False
     ops = inner.attrs["ops"] if inner.op == "elementwise_chain" else (inner.op,)
-    f.rw.emit("elementwise_chain", [inner.inputs[0]], {"ops": (*ops, node.op)}, like=node,
-              name=node.name)
+    f.rw.emit(
+        "elementwise_chain", [inner.inputs[0]], {"ops": (*ops, node.op)}, like=node, name=node.name
+    )
     return True
 
 
@@ -153,8 +170,12 @@ def _where(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     rw = f.rw
     condition, dy, zero = inputs
     test = rw.producer(condition)
-    if test is None or test.op != "greater" or not _is_zero(rw, zero) \
-            or not _is_zero(rw, test.inputs[1]):
+    if (
+        test is None
+        or test.op != "greater"
+        or not _is_zero(rw, zero)
+        or not _is_zero(rw, test.inputs[1])
+    ):
         return False
     t = test.inputs[0]
     if rw.type_of(t) != node.types[0] or rw.type_of(dy) != node.types[0]:
@@ -175,9 +196,14 @@ def _multiply(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     out = node.types[0]
     for diff_ref, spread_ref in (inputs, inputs[::-1]):
         diff, spread = f.inner(diff_ref, "subtract"), rw.producer(spread_ref)
-        if diff is None or spread is None or spread.op != "broadcast_like" \
-                or spread.attrs["mean"] or spread.attrs["axes"] is None \
-                or len(spread.attrs["axes"]) != 1:
+        if (
+            diff is None
+            or spread is None
+            or spread.op != "broadcast_like"
+            or spread.attrs["mean"]
+            or spread.attrs["axes"] is None
+            or len(spread.attrs["axes"]) != 1
+        ):
             continue
         ex, hot = f.inner(diff.inputs[0], "exp"), rw.producer(diff.inputs[1])
         if ex is None or hot is None or hot.op != "one_hot":
@@ -185,22 +211,40 @@ def _multiply(f: _Fuser, node: Node, inputs: list[str]) -> bool:
         rank = len(out.shape)
         axis = normalize_axis(spread.attrs["axes"][0], rank)
         log_prob, labels, g = ex.inputs[0], hot.inputs[0], spread.inputs[0]
-        if hot.attrs["axis"] % rank != axis or hot.attrs["dtype"] != out.dtype \
-                or rw.type_of(log_prob) != out or rw.type_of(spread_ref) != out \
-                or rw.type_of(diff_ref) != out or hot.attrs["depth"] != out.shape[axis] \
-                or rw.type_of(labels).dtype.name not in ("int32", "int64"):
+        if (
+            hot.attrs["axis"] % rank != axis
+            or hot.attrs["dtype"] != out.dtype
+            or rw.type_of(log_prob) != out
+            or rw.type_of(spread_ref) != out
+            or rw.type_of(diff_ref) != out
+            or hot.attrs["depth"] != out.shape[axis]
+            or rw.type_of(labels).dtype.name not in ("int32", "int64")
+        ):
             continue
-        rw.emit("softmax_cross_entropy_grad", [log_prob, labels, g], {"axis": axis},
-                like=node, name=node.name)
+        rw.emit(
+            "softmax_cross_entropy_grad",
+            [log_prob, labels, g],
+            {"axis": axis},
+            like=node,
+            name=node.name,
+        )
         return True
     return False
 
 
-_RULES = {"relu": _dense, "tanh": _dense, "sigmoid": _dense, "add": _dense, "where": _where,
-          "multiply": _multiply, **{op: _chain for op in CHAINABLE if op not in _ACTIVATIONS}}
+_RULES = {
+    "relu": _dense,
+    "tanh": _dense,
+    "sigmoid": _dense,
+    "add": _dense,
+    "where": _where,
+    "multiply": _multiply,
+    **{op: _chain for op in CHAINABLE if op not in _ACTIVATIONS},
+}
 
 
 # -- batch norm: find the gradient nodes by replaying the rule ----------------------
+
 
 def _find_batch_norm_gradients(graph: Graph) -> dict[str, tuple[Node, str, list[str]]]:
     """For each batch_norm node whose gradients (x, gamma and beta) are in the
@@ -238,15 +282,18 @@ def _replay_batch_norm(graph: Graph, forward: Node, nodes: list[Node]):
     candidates = []
     for node in nodes:
         for ref in (*node.inputs, *node.output_refs()):
-            if ref not in candidates and parse_ref(ref)[0] != forward.name and \
-                    ref != forward.inputs[0] and graph.type_of(ref) == y_type:
+            if (
+                ref not in candidates
+                and parse_ref(ref)[0] != forward.name
+                and ref != forward.inputs[0]
+                and graph.type_of(ref) == y_type
+            ):
                 candidates.append(ref)
     table: dict = {}
     for node in graph.nodes:
         if node.op == "constant":
             value = node.attrs["value"]
-            table.setdefault(("constant", value.dtype.str, value.shape, value.tobytes()),
-                             node.name)
+            table.setdefault(("constant", value.dtype.str, value.shape, value.tobytes()), node.name)
             continue
         key = cse_key(node.op, list(node.inputs), node.attrs)
         if key is not None:

@@ -117,16 +117,18 @@ class Rewriter:
         """Keep ``node``, with its inputs mapped."""
         inputs = tuple(self.inputs(node))
         if inputs != node.inputs:
-            node = Node(node.name, node.op, inputs, node.attrs, node.types, node.scope,
-                        node.derived_from)
+            node = Node(
+                node.name, node.op, inputs, node.attrs, node.types, node.scope, node.derived_from
+            )
         self._insert(node, node.name in self._src_gradient)
 
     def replace(self, node: Node, refs: Sequence[str]) -> None:
         """Let ``node``'s outputs be the existing tensors ``refs`` (same types)."""
         for old, new, t in zip(node.output_refs(), refs, node.types):
             if self.type_of(new) != t:
-                raise GraphError(f"internal error: replacing '{old}' {t} by '{new}' "
-                                 f"{self.type_of(new)}")
+                raise GraphError(
+                    f"internal error: replacing '{old}' {t} by '{new}' {self.type_of(new)}"
+                )
         if node.name in self.keep_nodes:
             if len(refs) != 1:
                 self.copy(node)  # a kept multi-output node stays as it is
@@ -136,8 +138,14 @@ class Rewriter:
         for old, new in zip(node.output_refs(), refs):
             self.subst[old] = new
 
-    def emit(self, op: str, inputs: Sequence[str], attrs: dict[str, Any], like: Node,
-             name: str | None = None) -> list[str]:
+    def emit(
+        self,
+        op: str,
+        inputs: Sequence[str],
+        attrs: dict[str, Any],
+        like: Node,
+        name: str | None = None,
+    ) -> list[str]:
         """Add a node of ``op`` built for source node ``like`` (its scope, its
         section, its ``derived_from``); ``name`` takes ``like``'s place.  Returns
         the new node's output refs."""
@@ -183,8 +191,12 @@ class Rewriter:
         if src.gradient is not None:
             info = src.gradient
             out.gradient = GradientInfo(
-                info.loss, dict(info.grads),
-                tuple(k for k in out._nodes if k in self._gradient), info.seed, info.zero)
+                info.loss,
+                dict(info.grads),
+                tuple(k for k in out._nodes if k in self._gradient),
+                info.seed,
+                info.zero,
+            )
         out._changed()
         return out
 

@@ -27,9 +27,11 @@ FORMATS = ("svg", "png", "pdf", "dot", "gv")
 #: Seconds ``dot`` may take to lay out one drawing before we stop it.
 DOT_TIMEOUT = 60.0
 
-_INSTALL_HINT = ("install Graphviz: `apt-get install graphviz` (Debian, Ubuntu), "
-                 "`brew install graphviz` (macOS) or `conda install -c conda-forge graphviz`; "
-                 "or write a .dot file, which needs no Graphviz")
+_INSTALL_HINT = (
+    "install Graphviz: `apt-get install graphviz` (Debian, Ubuntu), "
+    "`brew install graphviz` (macOS) or `conda install -c conda-forge graphviz`; "
+    "or write a .dot file, which needs no Graphviz"
+)
 
 
 class RenderWarning(UserWarning):
@@ -47,13 +49,24 @@ class DotFailedError(RenderError):
         self.reason = reason
 
 
-def to_dot(graph: Graph, *, view: str = "forward", loss: str | Tensor | None = None,
-           feeds: Mapping[str | Tensor, Any] | None = None,
-           values: Mapping[str | Tensor, Any] | None = None, grad: bool = False,
-           legend: bool = True, collapse_depth: int | None = None,
-           scope: str | None = None, expand: bool | Collection[str] | None = None,
-           derived: bool = True, reads: bool = False, direction: str = "auto",
-           max_nodes: int | None = NODE_BUDGET, clusters: bool = True) -> str:
+def to_dot(
+    graph: Graph,
+    *,
+    view: str = "forward",
+    loss: str | Tensor | None = None,
+    feeds: Mapping[str | Tensor, Any] | None = None,
+    values: Mapping[str | Tensor, Any] | None = None,
+    grad: bool = False,
+    legend: bool = True,
+    collapse_depth: int | None = None,
+    scope: str | None = None,
+    expand: bool | Collection[str] | None = None,
+    derived: bool = True,
+    reads: bool = False,
+    direction: str = "auto",
+    max_nodes: int | None = NODE_BUDGET,
+    clusters: bool = True,
+) -> str:
     """The DOT text of a drawing of ``graph``.
 
     Args:
@@ -97,23 +110,39 @@ def to_dot(graph: Graph, *, view: str = "forward", loss: str | Tensor | None = N
     if view not in VIEWS:
         raise RenderError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
     if direction not in DIRECTIONS:
-        raise RenderError(f"unknown direction {direction!r}; choose one of "
-                          f"{', '.join(DIRECTIONS)}")
+        raise RenderError(f"unknown direction {direction!r}; choose one of {', '.join(DIRECTIONS)}")
     loss_ref = _find_loss(graph, loss)
     if view != "forward" and not gradient_nodes(graph):
         graph = _differentiate(graph, loss_ref)
-    sel = select(graph, view, scope, collapse_depth, expand=expand, reads=reads,
-                 max_nodes=max_nodes)
+    sel = select(
+        graph, view, scope, collapse_depth, expand=expand, reads=reads, max_nodes=max_nodes
+    )
     for note in sel.notes:
         warnings.warn(note, RenderWarning, stacklevel=2)
     forward = [n for n in graph.nodes if n.name not in sel.gradient]
     notes = annotate(graph, forward, feeds, values, grad, loss_ref)
-    return write_dot(graph, sel, view=view, loss=loss_ref, notes=notes, legend=legend,
-                     derived=derived, reads=reads, direction=direction, clusters=clusters)
+    return write_dot(
+        graph,
+        sel,
+        view=view,
+        loss=loss_ref,
+        notes=notes,
+        legend=legend,
+        derived=derived,
+        reads=reads,
+        direction=direction,
+        clusters=clusters,
+    )
 
 
-def render(graph: Graph, path: str | Path, *, format: str | None = None,
-           timeout: float | None = DOT_TIMEOUT, **options: Any) -> Path:
+def render(
+    graph: Graph,
+    path: str | Path,
+    *,
+    format: str | None = None,
+    timeout: float | None = DOT_TIMEOUT,
+    **options: Any,
+) -> Path:
     """Draw ``graph`` into ``path`` (``.svg``, ``.png``, ``.pdf`` or ``.dot``).
 
     ``format`` overrides the file suffix; ``timeout`` bounds the seconds ``dot``
@@ -137,8 +166,10 @@ def render(graph: Graph, path: str | Path, *, format: str | None = None,
     path = Path(path)
     fmt = (format or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
-        raise RenderError(f"cannot draw into {str(path)!r}: unknown format {fmt!r}; use a "
-                          f"file ending in {', '.join('.' + f for f in FORMATS)}")
+        raise RenderError(
+            f"cannot draw into {str(path)!r}: unknown format {fmt!r}; use a "
+            f"file ending in {', '.join('.' + f for f in FORMATS)}"
+        )
     text = to_dot(graph, **options)
     if fmt in ("dot", "gv"):
         path.write_text(text, encoding="utf-8")
@@ -157,8 +188,9 @@ def render_svg(graph: Graph) -> str:
         return _draw(graph, text, "svg", DOT_TIMEOUT, {"view": view}).decode("utf-8")
 
 
-def _draw(graph: Graph, text: str, fmt: str, timeout: float | None,
-          options: dict[str, Any]) -> bytes:
+def _draw(
+    graph: Graph, text: str, fmt: str, timeout: float | None, options: dict[str, Any]
+) -> bytes:
     """Run ``dot`` on ``text``; if it fails, on the same drawing with ``newrank``, then
     without clusters (each retry said in a RenderWarning)."""
     try:
@@ -176,8 +208,11 @@ def _draw(graph: Graph, text: str, fmt: str, timeout: float | None,
             image = run_dot(retry, fmt, timeout)
         except DotFailedError:
             continue
-        warnings.warn(f"Graphviz's dot failed on this drawing ({failure.reason}); drew it "
-                      f"with {how} instead", RenderWarning, stacklevel=3)
+        warnings.warn(
+            f"Graphviz's dot failed on this drawing ({failure.reason}); drew it with {how} instead",
+            RenderWarning,
+            stacklevel=3,
+        )
         return image
     raise failure
 
@@ -197,23 +232,34 @@ def run_dot(text: str, fmt: str, timeout: float | None = DOT_TIMEOUT) -> bytes:
     """
     binary = shutil.which("dot")
     if binary is None:
-        raise RenderError(f"cannot make a .{fmt} image: Graphviz's `dot` program is not on "
-                          f"PATH; {_INSTALL_HINT}")
+        raise RenderError(
+            f"cannot make a .{fmt} image: Graphviz's `dot` program is not on PATH; {_INSTALL_HINT}"
+        )
     try:
-        result = subprocess.run([binary, f"-T{fmt}"], input=text.encode("utf-8"),
-                                capture_output=True, check=False, timeout=timeout)
+        result = subprocess.run(
+            [binary, f"-T{fmt}"],
+            input=text.encode("utf-8"),
+            capture_output=True,
+            check=False,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         nodes, edges = len(_NODE_LINE.findall(text)), text.count(" -> ")
-        raise RenderError(f"Graphviz's dot did not finish laying out {nodes:,} nodes and "
-                          f"{edges:,} edges within {timeout:g} s and was stopped; draw less "
-                          "(--collapse-depth 1, --scope NAME, --max-nodes N) or allow more "
-                          "time (--timeout SECONDS)") from None
+        raise RenderError(
+            f"Graphviz's dot did not finish laying out {nodes:,} nodes and "
+            f"{edges:,} edges within {timeout:g} s and was stopped; draw less "
+            "(--collapse-depth 1, --scope NAME, --max-nodes N) or allow more "
+            "time (--timeout SECONDS)"
+        ) from None
     if result.returncode != 0:
         message = result.stderr.decode("utf-8", "replace").split()
         reason = " ".join(message[:12]) or "no message"
-        raise DotFailedError(f"Graphviz's dot failed (exit code {result.returncode}) making "
-                             f"a .{fmt} image: {reason}; write a .dot file to inspect the "
-                             "input", reason)
+        raise DotFailedError(
+            f"Graphviz's dot failed (exit code {result.returncode}) making "
+            f"a .{fmt} image: {reason}; write a .dot file to inspect the "
+            "input",
+            reason,
+        )
     return result.stdout
 
 
@@ -233,20 +279,36 @@ def _differentiate(graph: Graph, loss: str | None) -> Graph:
     from ..gradients import gradients
 
     if loss is None:
-        raise RenderError(f"graph '{graph.name}' holds no gradient nodes, so the gradient "
-                          "view must build them: name the loss with loss=NAME (--loss NAME), "
-                          "or save the graph with a training spec")
+        raise RenderError(
+            f"graph '{graph.name}' holds no gradient nodes, so the gradient "
+            "view must build them: name the loss with loss=NAME (--loss NAME), "
+            "or save the graph with a training spec"
+        )
     wrt = None
     if not graph.parameters(trainable=True):
         wrt = [n.name for n in graph.placeholders() if is_float(n.types[0].dtype)]
         if not wrt:
-            raise RenderError(f"graph '{graph.name}' has no trainable parameter and no float "
-                              "placeholder: there is nothing to differentiate")
+            raise RenderError(
+                f"graph '{graph.name}' has no trainable parameter and no float "
+                "placeholder: there is nothing to differentiate"
+            )
     try:
         return gradients(graph, loss, wrt=wrt)
     except GradientError as exc:
         raise RenderError(f"cannot draw the gradient of '{loss}': {exc}") from exc
 
 
-__all__ = ["DOT_TIMEOUT", "EXPAND_BUDGET", "FORMATS", "NODE_BUDGET", "VIEWS", "DotFailedError",
-           "RenderError", "RenderWarning", "render", "render_svg", "run_dot", "to_dot"]
+__all__ = [
+    "DOT_TIMEOUT",
+    "EXPAND_BUDGET",
+    "FORMATS",
+    "NODE_BUDGET",
+    "VIEWS",
+    "DotFailedError",
+    "RenderError",
+    "RenderWarning",
+    "render",
+    "render_svg",
+    "run_dot",
+    "to_dot",
+]

@@ -35,9 +35,19 @@ from .values import FULL_SIZE, Annotations, format_value
 DIRECTIONS = ("auto", "TB", "LR")
 
 
-def write_dot(graph: Graph, sel: Selection, *, view: str, loss: str | None,
-              notes: Annotations, legend: bool, derived: bool = True, reads: bool = False,
-              direction: str = "auto", clusters: bool = True) -> str:
+def write_dot(
+    graph: Graph,
+    sel: Selection,
+    *,
+    view: str,
+    loss: str | None,
+    notes: Annotations,
+    legend: bool,
+    derived: bool = True,
+    reads: bool = False,
+    direction: str = "auto",
+    clusters: bool = True,
+) -> str:
     """The DOT text of ``sel``, a selection of ``graph``.
 
     ``derived`` draws a dashed link from each forward op to the box of its gradient;
@@ -77,17 +87,20 @@ def _label(lines: list[str]) -> str:
 
 def _attrs(attrs: dict[str, str]) -> str:
     """An attribute list; ``label`` comes already quoted (it holds ``\\n`` escapes)."""
-    items = ", ".join(f"{k}={v if k in ('label', 'xlabel') else quote(v)}"
-                      for k, v in attrs.items())
+    items = ", ".join(
+        f"{k}={v if k in ('label', 'xlabel') else quote(v)}" for k, v in attrs.items()
+    )
     return f"[{items}]"
 
 
 def _defaults(rankdir: str) -> list[str]:
     font = quote(style.FONT)
     return [
-        (f'  graph [rankdir="{rankdir}", fontname={font}, fontsize="12", nodesep="0.25", '
-         'ranksep="0.35", style="rounded", color="#ced4da", fontcolor="#495057", '
-         'labeljust="l"];'),
+        (
+            f'  graph [rankdir="{rankdir}", fontname={font}, fontsize="12", nodesep="0.25", '
+            'ranksep="0.35", style="rounded", color="#ced4da", fontcolor="#495057", '
+            'labeljust="l"];'
+        ),
         f'  node [fontname={font}, fontsize="10", penwidth="1.2"];',
         f'  edge [fontname={font}, fontsize="8", arrowsize="0.7", color="#343a40"];',
     ]
@@ -95,8 +108,10 @@ def _defaults(rankdir: str) -> list[str]:
 
 # -- nodes -------------------------------------------------------------------------
 
-def _node_statements(graph: Graph, sel: Selection, loss: str | None, notes: Annotations
-                     ) -> tuple[dict[str, tuple[dict[str, str], list[str]]], set[str]]:
+
+def _node_statements(
+    graph: Graph, sel: Selection, loss: str | None, notes: Annotations
+) -> tuple[dict[str, tuple[dict[str, str], list[str]]], set[str]]:
     """The attributes and label lines of each unit, by unit id, in drawing order, and
     the node kinds drawn."""
     outputs = set(graph.outputs)
@@ -151,8 +166,9 @@ def _node_label(node: Node, short: str, what: str, has_value: bool) -> list[str]
         value = node.attrs["value"]
         if value.size <= FULL_SIZE and not has_value:
             lines += format_value(value)
-    elif node.op not in ("placeholder", "parameter") and \
-            not short.rpartition("/")[2].startswith(what):
+    elif node.op not in ("placeholder", "parameter") and not short.rpartition("/")[2].startswith(
+        what
+    ):
         lines.append(what)
     return lines
 
@@ -171,8 +187,10 @@ def _value_lines(node: Node, notes: Annotations) -> list[str]:
 
 # -- clusters ------------------------------------------------------------------------
 
-def _cluster_lines(sel: Selection, statements: dict[str, tuple[dict[str, str], list[str]]],
-                   clusters: bool) -> list[str]:
+
+def _cluster_lines(
+    sel: Selection, statements: dict[str, tuple[dict[str, str], list[str]]], clusters: bool
+) -> list[str]:
     """Node statements nested in their clusters (all at the top without ``clusters``)."""
     members: dict[str, list[str]] = {}
     for unit, (attrs, lines) in statements.items():
@@ -191,8 +209,13 @@ def _cluster_lines(sel: Selection, statements: dict[str, tuple[dict[str, str], l
     return _cluster(sel, members, children, "", 1)
 
 
-def _cluster(sel: Selection, members: dict[str, list[str]], children: dict[str, list[str]],
-             cid: str, depth: int) -> list[str]:
+def _cluster(
+    sel: Selection,
+    members: dict[str, list[str]],
+    children: dict[str, list[str]],
+    cid: str,
+    depth: int,
+) -> list[str]:
     pad = "  " * depth
     lines = [pad + s + ";" for s in members.get(cid, [])]
     for child in children.get(cid, []):
@@ -200,8 +223,10 @@ def _cluster(sel: Selection, members: dict[str, list[str]], children: dict[str, 
         lines.append(f"{pad}subgraph {quote(child)} {{")
         lines.append(f"{pad}  label={quote(cluster.label)}; tooltip={quote(cluster.tooltip)};")
         if child.startswith("cluster_#"):  # an expanded gradient group
-            lines.append(f'{pad}  color="{style.GRADIENT_COLOR}"; style="rounded,dashed"; '
-                         f'fontcolor="{style.GRADIENT_COLOR}";')
+            lines.append(
+                f'{pad}  color="{style.GRADIENT_COLOR}"; style="rounded,dashed"; '
+                f'fontcolor="{style.GRADIENT_COLOR}";'
+            )
         lines += _cluster(sel, members, children, child, depth + 1)
         lines.append(pad + "}")
     return lines
@@ -227,8 +252,7 @@ def _edges(graph: Graph, sel: Selection, reads: bool) -> tuple[list[Edge], set[s
             if node.name in sel.context:
                 kind = "context"
             else:
-                kind = _edge_kind(name in sel.gradient, name in sel.flow,
-                                  node.name in sel.gradient)
+                kind = _edge_kind(name in sel.gradient, name in sel.flow, node.name in sel.gradient)
             if kind == "reads" and not reads:
                 continue
             if kind == "helper" and (src in sel.boxes or dst in sel.boxes):
@@ -304,8 +328,9 @@ def _derived_edges(sel: Selection) -> list[Edge]:
 _CHAR_WIDTH, _LINE_HEIGHT = 0.075, 0.17
 
 
-def choose_direction(sel: Selection, edges: list[Edge],
-                     statements: dict[str, tuple[dict[str, str], list[str]]]) -> str:
+def choose_direction(
+    sel: Selection, edges: list[Edge], statements: dict[str, tuple[dict[str, str], list[str]]]
+) -> str:
     """``TB`` or ``LR``, whichever lays the drawing out nearer a 4:3 page.
 
     Each unit's rank is its longest path from a source along the edges (as dot
@@ -317,8 +342,9 @@ def choose_direction(sel: Selection, edges: list[Edge],
         return "TB"
     depth = max(rank.values()) + 1
     breadth = max(_counts(rank.values()))
-    widths = [max(len(line) for line in lines) * _CHAR_WIDTH + 0.3
-              for _, lines in statements.values()]
+    widths = [
+        max(len(line) for line in lines) * _CHAR_WIDTH + 0.3 for _, lines in statements.values()
+    ]
     heights = [len(lines) * _LINE_HEIGHT + 0.2 for _, lines in statements.values()]
     w, h = sum(widths) / len(widths), sum(heights) / len(heights)
     edge_label = 0.9  # an edge label "(N, 16) float32" sits between ranks
@@ -360,6 +386,7 @@ def _ranks(units: list[str], edges: list[Edge]) -> dict[str, int]:
 
 # -- legend --------------------------------------------------------------------------
 
+
 def _legend_lines(node_kinds: set[str], edge_kinds: set[str], loss: str | None) -> list[str]:
     """One node whose HTML table holds a swatch per node kind and a line per edge
     kind the drawing holds: one node, so it adds nothing to the layout."""
@@ -370,19 +397,24 @@ def _legend_lines(node_kinds: set[str], edge_kinds: set[str], loss: str | None) 
         text = style.LEGEND_TEXT[kind]
         if kind == "gradient output" and loss:
             text = f"∂L/∂w: gradient of L = {loss} for w"
-        rows.append(f'<TR><TD BGCOLOR="{attrs["fillcolor"]}" COLOR="{attrs["color"]}" '
-                    f'WIDTH="30"> </TD><TD BORDER="0" ALIGN="LEFT">{_html(text)}</TD></TR>')
+        rows.append(
+            f'<TR><TD BGCOLOR="{attrs["fillcolor"]}" COLOR="{attrs["color"]}" '
+            f'WIDTH="30"> </TD><TD BORDER="0" ALIGN="LEFT">{_html(text)}</TD></TR>'
+        )
     for kind in (k for k in edge_order if k in edge_kinds):
         attrs = style.EDGE_STYLES[kind]
         stroke = {"dotted": "┈┈┈", "dashed": "╌╌╌"}.get(attrs.get("style", ""), "───")
-        rows.append(f'<TR><TD BORDER="0"><FONT COLOR="{attrs["color"]}">{stroke}▶</FONT></TD>'
-                    f'<TD BORDER="0" ALIGN="LEFT">{_html(style.EDGE_LEGEND_TEXT[kind])}</TD>'
-                    '</TR>')
-    table = ('<<TABLE BORDER="1" COLOR="#adb5bd" CELLBORDER="1" CELLSPACING="2" '
-             f'CELLPADDING="2">{"".join(rows)}</TABLE>>')
+        rows.append(
+            f'<TR><TD BORDER="0"><FONT COLOR="{attrs["color"]}">{stroke}▶</FONT></TD>'
+            f'<TD BORDER="0" ALIGN="LEFT">{_html(style.EDGE_LEGEND_TEXT[kind])}</TD>'
+            "</TR>"
+        )
+    table = (
+        '<<TABLE BORDER="1" COLOR="#adb5bd" CELLBORDER="1" CELLSPACING="2" '
+        f'CELLPADDING="2">{"".join(rows)}</TABLE>>'
+    )
     return [f'  "#legend" [shape="plaintext", fontsize="9", label={table}];']
 
 
 def _html(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("\n", " "))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")

@@ -109,8 +109,7 @@ def gradient_flow(graph: Graph, grad: set[str]) -> set[str]:
     the gradient pass added) and every gradient node reading one of them."""
     flow: set[str] = set()
     for node in graph.nodes:
-        if node.name in grad and (not flow or any(parse_ref(r)[0] in flow
-                                                  for r in node.inputs)):
+        if node.name in grad and (not flow or any(parse_ref(r)[0] in flow for r in node.inputs)):
             flow.add(node.name)
     return flow
 
@@ -137,10 +136,16 @@ def _forward_scope(scope: str) -> str:
     return "/".join(parts)
 
 
-def select(graph: Graph, view: str, scope: str | None = None,
-           collapse_depth: int | None = None, *,
-           expand: bool | Collection[str] | None = None, reads: bool = False,
-           max_nodes: int | None = NODE_BUDGET) -> Selection:
+def select(
+    graph: Graph,
+    view: str,
+    scope: str | None = None,
+    collapse_depth: int | None = None,
+    *,
+    expand: bool | Collection[str] | None = None,
+    reads: bool = False,
+    max_nodes: int | None = NODE_BUDGET,
+) -> Selection:
     """Choose the nodes of ``view``, keep those inside ``scope``, and group them.
 
     Args:
@@ -167,11 +172,26 @@ def select(graph: Graph, view: str, scope: str | None = None,
     drawn = set(chosen) | set(context)
     nodes = [n for n in graph.nodes if n.name in drawn]
     outputs = _gradient_outputs(graph, drawn)
-    groups = {n.name: n.derived_from for n in nodes
-              if n.name in grad and n.name not in outputs and n.derived_from in graph}
+    groups = {
+        n.name: n.derived_from
+        for n in nodes
+        if n.name in grad and n.name not in outputs and n.derived_from in graph
+    }
     expanded = _expanded(expand, groups, chosen)
-    sel = Selection(nodes, set(context), set(context) if scope else set(), grad, outputs,
-                    scope_of, {}, {}, {}, {}, groups, gradient_flow(graph, grad))
+    sel = Selection(
+        nodes,
+        set(context),
+        set(context) if scope else set(),
+        grad,
+        outputs,
+        scope_of,
+        {},
+        {},
+        {},
+        {},
+        groups,
+        gradient_flow(graph, grad),
+    )
     depth = max(collapse_depth, 1) if collapse_depth is not None else None
     _group(graph, sel, depth, expanded)
     if collapse_depth is None and max_nodes is not None and len(sel.units()) > max_nodes:
@@ -187,8 +207,9 @@ def _nodes_of_view(graph: Graph, view: str, grad: set[str]) -> dict[str, None]:
     return {n.name: None for n in graph.nodes}
 
 
-def _nodes_in_scope(chosen: dict[str, None], scope: str,
-                    scope_of: dict[str, str]) -> dict[str, None]:
+def _nodes_in_scope(
+    chosen: dict[str, None], scope: str, scope_of: dict[str, str]
+) -> dict[str, None]:
     wanted = _forward_scope(scope)
     if not wanted:  # "gradients" itself: gradient nodes mirror the whole graph
         return chosen
@@ -200,13 +221,14 @@ def _nodes_in_scope(chosen: dict[str, None], scope: str,
     kept = {name: None for name in chosen if inside(name)}
     if not kept:
         scopes = sorted({s.split("/")[0] for s in scope_of.values() if s})
-        raise RenderError(f"no node to draw in scope {scope!r}; top-level scopes are "
-                          f"{', '.join(scopes) or 'none'}")
+        raise RenderError(
+            f"no node to draw in scope {scope!r}; top-level scopes are "
+            f"{', '.join(scopes) or 'none'}"
+        )
     return kept
 
 
-def _context(graph: Graph, chosen: dict[str, None], grad: set[str],
-             reads: bool) -> dict[str, None]:
+def _context(graph: Graph, chosen: dict[str, None], grad: set[str], reads: bool) -> dict[str, None]:
     """Nodes outside the selection that it reads (forward values read by gradient
     rules, and the forward nodes gradient nodes derive from, only with ``reads``)."""
     context: dict[str, None] = {}
@@ -237,8 +259,9 @@ def _gradient_outputs(graph: Graph, drawn: set[str]) -> dict[str, str]:
     return found
 
 
-def _expanded(expand: bool | Collection[str] | None, groups: dict[str, str],
-              chosen: dict[str, None]) -> set[str]:
+def _expanded(
+    expand: bool | Collection[str] | None, groups: dict[str, str], chosen: dict[str, None]
+) -> set[str]:
     """The forward nodes whose gradient groups are drawn node by node."""
     forward = set(groups.values())
     if expand is None:
@@ -251,9 +274,11 @@ def _expanded(expand: bool | Collection[str] | None, groups: dict[str, str],
     unknown = sorted(wanted - forward)
     if unknown:
         some = ", ".join(sorted(forward)[:5])
-        raise RenderError(f"cannot expand the gradient of {', '.join(map(repr, unknown))}: no "
-                          f"gradient node derives from it; forward nodes with gradients "
-                          f"include {some or 'none'}")
+        raise RenderError(
+            f"cannot expand the gradient of {', '.join(map(repr, unknown))}: no "
+            f"gradient node derives from it; forward nodes with gradients "
+            f"include {some or 'none'}"
+        )
     return wanted
 
 
@@ -274,9 +299,13 @@ def _group(graph: Graph, sel: Selection, depth: int | None, expanded: set[str]) 
             # '#' and spaces never occur in node names, so box ids cannot collide.
             box_id = f"#{'gradient ' if is_grad else ''}box {box_scope}"
             if box_id not in sel.boxes:
-                sel.boxes[box_id] = Box(box_id, "gradient scope box" if is_grad else "scope box",
-                                        [f"∂ {box_scope}" if is_grad else box_scope], box_scope)
-                sel.cluster_of[box_id] = _scope_cluster(sel, "/".join(parts[:depth - 1]))
+                sel.boxes[box_id] = Box(
+                    box_id,
+                    "gradient scope box" if is_grad else "scope box",
+                    [f"∂ {box_scope}" if is_grad else box_scope],
+                    box_scope,
+                )
+                sel.cluster_of[box_id] = _scope_cluster(sel, "/".join(parts[: depth - 1]))
             sel.boxes[box_id].nodes.append(node.name)
             sel.unit[node.name] = box_id
             continue
@@ -290,8 +319,9 @@ def _group(graph: Graph, sel: Selection, depth: int | None, expanded: set[str]) 
         else:
             box_id = f"#gradient of {forward}"
             if box_id not in sel.boxes:
-                sel.boxes[box_id] = Box(box_id, "gradient group", [], f"gradient of {forward}",
-                                        forward=forward)
+                sel.boxes[box_id] = Box(
+                    box_id, "gradient group", [], f"gradient of {forward}", forward=forward
+                )
                 sel.cluster_of[box_id] = _scope_cluster(sel, scope)
             sel.boxes[box_id].nodes.append(node.name)
             sel.unit[node.name] = box_id
@@ -320,8 +350,9 @@ def _group_cluster(graph: Graph, sel: Selection, forward: str, scope: str) -> st
     cid = f"cluster_#gradient of {forward}"
     if cid not in sel.clusters:
         parent = _scope_cluster(sel, scope)
-        sel.clusters[cid] = Cluster(cid, f"∂ {_short(graph.node(forward), scope)}",
-                                    f"gradient of {forward}", parent)
+        sel.clusters[cid] = Cluster(
+            cid, f"∂ {_short(graph.node(forward), scope)}", f"gradient of {forward}", parent
+        )
     return cid
 
 
@@ -354,7 +385,8 @@ def _fit_budget(graph: Graph, sel: Selection, expanded: set[str], budget: int) -
                 f"the drawing has {before:,} nodes, more than the budget of {budget:,}: drew "
                 f"the gradient "
                 f"of each forward op as one box ({len(sel.units()):,} units); expand some "
-                f"with expand (--expand NAME)")
+                f"with expand (--expand NAME)"
+            )
             return
     deepest = max((len(s.split("/")) for s in sel.scope_of.values() if s), default=0)
     for depth in range(deepest, 0, -1):
@@ -364,14 +396,16 @@ def _fit_budget(graph: Graph, sel: Selection, expanded: set[str], budget: int) -
                 f"the drawing has {before:,} nodes, more than the budget of {budget:,}: drew "
                 f"every scope nested {depth} or more deep as one box ({len(sel.units()):,} "
                 f"units); choose with collapse_depth (--collapse-depth), scope (--scope) "
-                f"or max_nodes (--max-nodes)")
+                f"or max_nodes (--max-nodes)"
+            )
             return
     _chunk(sel, budget)
     why = "even with every top-level scope as one box" if deepest else "and it has no scopes"
     sel.notes.append(
         f"the drawing has {before:,} nodes, more than the budget of {budget:,}, {why}: drew "
         f"runs of consecutive nodes as {len(sel.units()):,} boxes; draw a part with scope "
-        f"(--scope), or raise max_nodes (--max-nodes)")
+        f"(--scope), or raise max_nodes (--max-nodes)"
+    )
 
 
 def _chunk(sel: Selection, budget: int) -> None:
@@ -385,11 +419,16 @@ def _chunk(sel: Selection, budget: int) -> None:
     chunk_of: dict[str, str] = {}
     boxes: dict[str, Box] = {}
     for start in range(0, len(units), size):
-        run = units[start:start + size]
+        run = units[start : start + size]
         box_id = f"#nodes {start + 1}-{start + len(run)}"
         names = [n for u in run for n in members[u]]
-        boxes[box_id] = Box(box_id, "chunk", [f"{len(names):,} nodes", f"from {names[0]}",
-                                              f"to {names[-1]}"], box_id[1:], names)
+        boxes[box_id] = Box(
+            box_id,
+            "chunk",
+            [f"{len(names):,} nodes", f"from {names[0]}", f"to {names[-1]}"],
+            box_id[1:],
+            names,
+        )
         for u in run:
             chunk_of[u] = box_id
     sel.unit = {name: chunk_of[unit] for name, unit in sel.unit.items()}

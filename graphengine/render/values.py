@@ -33,9 +33,14 @@ class Annotations:
     grads: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def annotate(graph: Graph, forward: list[Node], feeds: Mapping[str | Tensor, Any] | None,
-             values: Mapping[str | Tensor, Any] | None, grad: bool,
-             loss: str | None) -> Annotations:
+def annotate(
+    graph: Graph,
+    forward: list[Node],
+    feeds: Mapping[str | Tensor, Any] | None,
+    values: Mapping[str | Tensor, Any] | None,
+    grad: bool,
+    loss: str | None,
+) -> Annotations:
     """Collect the annotations of ``graph`` whose forward nodes are ``forward``.
 
     Raises RenderError when ``grad`` is asked for without a loss or without
@@ -58,8 +63,10 @@ def annotate(graph: Graph, forward: list[Node], feeds: Mapping[str | Tensor, Any
             if grad_ref in notes.values:
                 notes.grads[ref] = notes.values[grad_ref]
     if not notes.grads:
-        raise RenderError("gradient annotations need numbers: pass feeds (--feed NAME=FILE.npy), "
-                          "or values that hold the gradient tensors of graph.gradient.grads")
+        raise RenderError(
+            "gradient annotations need numbers: pass feeds (--feed NAME=FILE.npy), "
+            "or values that hold the gradient tensors of graph.gradient.grads"
+        )
     return notes
 
 
@@ -78,14 +85,20 @@ def run_everything(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, np.ndarr
     return run(graph, refs, feeds) if refs else {}
 
 
-def forward_gradients(graph: Graph, forward: list[Node], loss: str,
-                      feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def forward_gradients(
+    graph: Graph, forward: list[Node], loss: str, feeds: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
     """d loss / d t for every float tensor t (not a constant) that the loss depends on."""
     from ..gradients import GradientWarning, gradients
 
     needed = _ancestors(graph, parse_ref(loss)[0])
-    wrt = [ref for node in forward if node.name in needed and node.op != "constant"
-           for ref, t in zip(node.output_refs(), node.types) if is_float(t.dtype)]
+    wrt = [
+        ref
+        for node in forward
+        if node.name in needed and node.op != "constant"
+        for ref, t in zip(node.output_refs(), node.types)
+        if is_float(t.dtype)
+    ]
     with warnings.catch_warnings():
         # A tensor behind a non-differentiable op has a zero gradient: worth a
         # warning when asked for, not when every tensor of a drawing is.
@@ -121,8 +134,10 @@ def format_value(value: np.ndarray) -> list[str]:
     if array.dtype.kind not in "biuf":
         return [f"{array.dtype.name}{array.shape}"]
     stats = array.astype(np.float64)
-    return [f"{array.shape} mean {_number(stats.mean())} std {_number(stats.std())}",
-            f"min {_number(stats.min())} max {_number(stats.max())}"]
+    return [
+        f"{array.shape} mean {_number(stats.mean())} std {_number(stats.std())}",
+        f"min {_number(stats.min())} max {_number(stats.max())}",
+    ]
 
 
 def _number(x: Any) -> str:

@@ -88,8 +88,13 @@ __all__ = [
 ]
 
 
-def save(graph: Graph, path: str | os.PathLike, format: str | None = None, *,
-         external_data_threshold: int | None = None) -> None:
+def save(
+    graph: Graph,
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    external_data_threshold: int | None = None,
+) -> None:
     """Write ``graph`` to ``path`` atomically.
 
     ``format`` is "binary" or "text"; by default a ``.pbtxt`` (``.txtpb``,
@@ -163,8 +168,13 @@ def _remove_old_data_files(path: Path, keep: Path | None) -> None:
                     old.unlink()
 
 
-def load(path: str | os.PathLike, format: str | None = None, *, verify_data: bool = True,
-         allow_linked_data: bool = False) -> Graph:
+def load(
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    verify_data: bool = True,
+    allow_linked_data: bool = False,
+) -> Graph:
     """Read a graph saved by :func:`save` (binary or text, by name or ``format``).
 
     Tensors in a data file are mapped copy-on-write, not copied: parameters are
@@ -176,13 +186,18 @@ def load(path: str | os.PathLike, format: str | None = None, *, verify_data: boo
     Raises FileFormatError, GraphError or ShapeError as described in the
     module docstring; never a protobuf or numpy error.
     """
-    return load_with_info(path, format, verify_data=verify_data,
-                          allow_linked_data=allow_linked_data)[0]
+    return load_with_info(
+        path, format, verify_data=verify_data, allow_linked_data=allow_linked_data
+    )[0]
 
 
-def load_with_info(path: str | os.PathLike, format: str | None = None, *,
-                   verify_data: bool = True,
-                   allow_linked_data: bool = False) -> tuple[Graph, FileInfo]:
+def load_with_info(
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    verify_data: bool = True,
+    allow_linked_data: bool = False,
+) -> tuple[Graph, FileInfo]:
     """Like :func:`load`, and also return the file's :class:`FileInfo`."""
     path = Path(path)
     fmt = _format_for(path, format)
@@ -192,7 +207,13 @@ def load_with_info(path: str | os.PathLike, format: str | None = None, *,
     _check_header(model, path)
     reader = _Reader(path, owner, verify_data=verify_data, allow_linked_data=allow_linked_data)
     graph = reader.graph(model)
-    info = FileInfo(str(path), fmt, (model.format_version_major, model.format_version_minor),
-                    model.opset_version, model.producer_name, model.producer_version,
-                    tuple(reader.data_files))
+    info = FileInfo(
+        str(path),
+        fmt,
+        (model.format_version_major, model.format_version_minor),
+        model.opset_version,
+        model.producer_name,
+        model.producer_version,
+        tuple(reader.data_files),
+    )
     return graph, info

@@ -25,8 +25,14 @@ from .upgrade import needs_new_gradient, upgrade_node
 class _Reader:
     """Turns a parsed ModelProto into a validated Graph; errors name the file and field."""
 
-    def __init__(self, path: Path, owner: int | None = None, *, verify_data: bool = True,
-                 allow_linked_data: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        owner: int | None = None,
+        *,
+        verify_data: bool = True,
+        allow_linked_data: bool = False,
+    ) -> None:
         self.path = path
         self.data = _DataFiles(path, owner, verify=verify_data, allow_linked=allow_linked_data)
 
@@ -39,8 +45,9 @@ class _Reader:
 
     def graph(self, model: pb.ModelProto) -> Graph:
         self.opset = model.opset_version
-        self.new_gradient = needs_new_gradient([n.op_type for n in model.gradient.nodes],
-                                               self.opset)
+        self.new_gradient = needs_new_gradient(
+            [n.op_type for n in model.gradient.nodes], self.opset
+        )
         try:
             records, values = self._records(model)
             graph = build_graph(model.graph.name, records, values)
@@ -59,8 +66,9 @@ class _Reader:
             raise type(exc)(f"'{self.path}': {exc}") from exc
         except (TypeError, ValueError, KeyError, IndexError, ArithmeticError) as exc:
             # An op's inference rule tripped over values no builder would pass.
-            raise GraphError(f"'{self.path}': the graph failed validation: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise GraphError(
+                f"'{self.path}': the graph failed validation: {type(exc).__name__}: {exc}"
+            ) from exc
         graph.metadata = dict(sorted(model.metadata.items()))
         graph._unknown_fields = _extract_preserved_bytes(model)
         return graph
@@ -74,11 +82,11 @@ class _Reader:
         values: dict[str, np.ndarray] = {}
         for i, info in enumerate(gp.placeholders):
             where = f"graph.placeholders[{i}] ({info.name!r})"
-            attrs = {"dtype": self.dtype(info.dtype, where),
-                     "shape": self.shape(info.shape, where)}
+            attrs = {"dtype": self.dtype(info.dtype, where), "shape": self.shape(info.shape, where)}
             _check_optional_name(info.scope, f"scope of {where}")
-            ranked.append((info.position, NodeRecord(info.name, "placeholder", [], attrs,
-                                                     info.scope)))
+            ranked.append(
+                (info.position, NodeRecord(info.name, "placeholder", [], attrs, info.scope))
+            )
         for i, param in enumerate(gp.parameters):
             where = f"graph.parameters[{i}] ({param.name!r})"
             if not param.HasField("value"):
@@ -87,8 +95,9 @@ class _Reader:
             values[param.name] = value
             attrs = {"dtype": value.dtype, "shape": value.shape, "trainable": param.trainable}
             _check_optional_name(param.scope, f"scope of {where}")
-            ranked.append((param.position, NodeRecord(param.name, "parameter", [], attrs,
-                                                      param.scope)))
+            ranked.append(
+                (param.position, NodeRecord(param.name, "parameter", [], attrs, param.scope))
+            )
         sections = [("graph.nodes", gp.nodes)]
         if not self.new_gradient:
             sections.append(("gradient.nodes", model.gradient.nodes))
@@ -107,15 +116,19 @@ class _Reader:
             attrs[attr.name] = self.attr(attr.value, f"{where} attribute {attr.name!r}")
         _check_optional_name(node.scope, f"scope of {where}")
         _check_optional_name(node.derived_from, f"derived_from of {where}")
-        return NodeRecord(node.name, node.op_type, list(node.input), attrs, node.scope,
-                          node.derived_from)
+        return NodeRecord(
+            node.name, node.op_type, list(node.input), attrs, node.scope, node.derived_from
+        )
 
     # -- values -----------------------------------------------------------------
     def attr(self, value: pb.AttrValue, where: str) -> Any:
         kind = value.WhichOneof("value")
         if kind is None:
-            raise self.error(where, "has no value of a kind this graphengine knows (a newer "
-                                    "format may have added one; upgrade graphengine)")
+            raise self.error(
+                where,
+                "has no value of a kind this graphengine knows (a newer "
+                "format may have added one; upgrade graphengine)",
+            )
         if kind in ("ints", "floats", "strs", "bools"):
             return tuple(getattr(value, kind).values)
         if kind == "tensor":
@@ -136,8 +149,10 @@ class _Reader:
 
     def shape(self, shape: pb.ShapeProto, where: str) -> tuple:
         if len(shape.dims) > MAX_RANK:
-            raise self.error(where, f"has rank {len(shape.dims)}; at most {MAX_RANK} is "
-                                    "supported (numpy's limit)")
+            raise self.error(
+                where,
+                f"has rank {len(shape.dims)}; at most {MAX_RANK} is supported (numpy's limit)",
+            )
         dims: list[Any] = []
         for axis, dim in enumerate(shape.dims):
             kind = dim.WhichOneof("value")
@@ -167,8 +182,11 @@ class _Reader:
                 raise self.error(where, "has both raw_data and external data; keep one")
             return self.data.read(proto.external, dtype, dims, where)
         if len(proto.raw_data) != nbytes:
-            raise self.error(where, f"raw_data has {len(proto.raw_data)} bytes, but dims "
-                                    f"{_short(dims)} of {dtype.name} need {nbytes}")
+            raise self.error(
+                where,
+                f"raw_data has {len(proto.raw_data)} bytes, but dims "
+                f"{_short(dims)} of {dtype.name} need {nbytes}",
+            )
         array = np.frombuffer(proto.raw_data, dtype=dtype.newbyteorder("<"), count=count)
         # protobuf's bytes are read-only, and parameter values must be writable.
         return array.reshape(dims).astype(dtype, copy=True)
@@ -183,11 +201,18 @@ class _Reader:
         """The gradient section of an older op set built again by the gradient pass."""
         from ..gradients import gradients
 
-        warnings.warn(f"'{self.path}' has a gradient section of opset {self.opset} whose "
-                      "pooling gradient ops no longer exist; it was built again from its "
-                      "loss and wrt tensors (save the file to keep the new one)", stacklevel=5)
-        return gradients(graph, loss=grad.loss, wrt=[entry.wrt for entry in grad.grads],
-                         grad_ys="placeholder" if grad.seed else None)
+        warnings.warn(
+            f"'{self.path}' has a gradient section of opset {self.opset} whose "
+            "pooling gradient ops no longer exist; it was built again from its "
+            "loss and wrt tensors (save the file to keep the new one)",
+            stacklevel=5,
+        )
+        return gradients(
+            graph,
+            loss=grad.loss,
+            wrt=[entry.wrt for entry in grad.grads],
+            grad_ys="placeholder" if grad.seed else None,
+        )
 
     def _gradient(self, graph: Graph, grad: pb.GradientGraphProto) -> GradientInfo:
         _require_tensor(graph, grad.loss, "gradient.loss")
@@ -202,9 +227,13 @@ class _Reader:
             grads[entry.wrt] = entry.grad
         for i, ref in enumerate(grad.zero):
             _require_tensor(graph, ref, f"gradient.zero[{i}]")
-        return GradientInfo(loss=grad.loss, grads=grads,
-                            nodes=tuple(node.name for node in grad.nodes), seed=grad.seed,
-                            zero=tuple(grad.zero))
+        return GradientInfo(
+            loss=grad.loss,
+            grads=grads,
+            nodes=tuple(node.name for node in grad.nodes),
+            seed=grad.seed,
+            zero=tuple(grad.zero),
+        )
 
 
 def _short(items: list, limit: int = 8) -> str:

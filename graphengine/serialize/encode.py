@@ -18,9 +18,13 @@ from .tensors import _ENUM_OF_DTYPE, _TensorWriter
 def _graph_to_model(graph: Graph, writer: _TensorWriter) -> pb.ModelProto:
     from .. import __version__
 
-    model = pb.ModelProto(format_version_major=FORMAT_VERSION[0],
-                          format_version_minor=FORMAT_VERSION[1], opset_version=OPSET_VERSION,
-                          producer_name="graphengine", producer_version=__version__)
+    model = pb.ModelProto(
+        format_version_major=FORMAT_VERSION[0],
+        format_version_minor=FORMAT_VERSION[1],
+        opset_version=OPSET_VERSION,
+        producer_name="graphengine",
+        producer_version=__version__,
+    )
     gradient_nodes = _gradient_node_names(graph)
     in_gradient = set(gradient_nodes)
     position = {node.name: i for i, node in enumerate(graph.nodes)}
@@ -40,14 +44,17 @@ def _graph_to_model(graph: Graph, writer: _TensorWriter) -> pb.ModelProto:
         _encode_gradient(graph, gradient_nodes, position, writer, model.gradient)
     if graph.training is not None:
         if not isinstance(graph.training, TrainingSpec):
-            raise GraphError(f"graph '{graph.name}': training must be a TrainingSpec, got "
-                             f"{type(graph.training).__name__}")
+            raise GraphError(
+                f"graph '{graph.name}': training must be a TrainingSpec, got "
+                f"{type(graph.training).__name__}"
+            )
         graph.training.check_graph(graph)
         model.training.CopyFrom(graph.training.to_proto())
     for key, value in graph.metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise GraphError(f"graph '{graph.name}': metadata {key!r}: keys and values must be "
-                             "strings")
+            raise GraphError(
+                f"graph '{graph.name}': metadata {key!r}: keys and values must be strings"
+            )
         model.metadata[key] = value
     return model
 
@@ -61,11 +68,15 @@ def _gradient_node_names(graph: Graph) -> tuple[str, ...]:
     for name in info.nodes:
         if name not in graph or name in seen:
             problem = "is listed twice" if name in seen else "is not in the graph"
-            raise GraphError(f"graph '{graph.name}': gradient node {name!r} {problem}; the "
-                             "gradient info no longer matches the graph")
+            raise GraphError(
+                f"graph '{graph.name}': gradient node {name!r} {problem}; the "
+                "gradient info no longer matches the graph"
+            )
         if graph.node(name).op == "parameter":
-            raise GraphError(f"graph '{graph.name}': gradient node {name!r} is a parameter; "
-                             "parameters belong to the forward graph")
+            raise GraphError(
+                f"graph '{graph.name}': gradient node {name!r} is a parameter; "
+                "parameters belong to the forward graph"
+            )
         seen.add(name)
     return tuple(info.nodes)
 
@@ -78,16 +89,19 @@ def _encode_placeholder(node: Node, position: int, out: pb.ValueInfo) -> None:
     out.position = position
 
 
-def _encode_parameter(graph: Graph, node: Node, position: int, writer: _TensorWriter,
-                      out: pb.ParameterProto) -> None:
+def _encode_parameter(
+    graph: Graph, node: Node, position: int, writer: _TensorWriter, out: pb.ParameterProto
+) -> None:
     if node.name not in graph.values:
         raise GraphError(f"parameter '{node.name}' has no value in graph.values")
     value, declared = np.asarray(graph.values[node.name]), node.types[0]
     if value.dtype != declared.dtype or value.shape != declared.shape:
         # Refuse now: the file would not load.
-        raise ShapeError(f"parameter '{node.name}': graph.values holds {value.dtype}"
-                         f"{value.shape}, but the parameter is declared {declared}; assign "
-                         f"an array of that type")
+        raise ShapeError(
+            f"parameter '{node.name}': graph.values holds {value.dtype}"
+            f"{value.shape}, but the parameter is declared {declared}; assign "
+            f"an array of that type"
+        )
     out.name = node.name
     writer.encode(graph.values[node.name], out.value)
     out.trainable = node.attrs["trainable"]
@@ -107,8 +121,10 @@ def _encode_node(node: Node, position: int, writer: _TensorWriter, out: pb.NodeP
         try:
             _encode_attr(kinds[name], value, writer, out.attribute.add(name=name).value)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise GraphError(f"node '{node.name}' ({node.op}): attribute {name!r} = {value!r} "
-                             f"cannot be stored: {exc}") from exc
+            raise GraphError(
+                f"node '{node.name}' ({node.op}): attribute {name!r} = {value!r} "
+                f"cannot be stored: {exc}"
+            ) from exc
     out.scope = node.scope
     out.derived_from = node.derived_from
     out.position = position
@@ -146,8 +162,13 @@ def _encode_shape(shape: tuple, out: pb.ShapeProto) -> None:
             entry.size = dim
 
 
-def _encode_gradient(graph: Graph, names: tuple[str, ...], position: dict[str, int],
-                     writer: _TensorWriter, out: pb.GradientGraphProto) -> None:
+def _encode_gradient(
+    graph: Graph,
+    names: tuple[str, ...],
+    position: dict[str, int],
+    writer: _TensorWriter,
+    out: pb.GradientGraphProto,
+) -> None:
     info: GradientInfo = graph.gradient
     out.loss = info.loss
     out.seed = info.seed

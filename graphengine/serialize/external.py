@@ -39,8 +39,14 @@ from ..proto import graphengine_pb2 as pb
 class _DataFiles:
     """Maps external tensor bytes, confined to the model's folder."""
 
-    def __init__(self, model_path: Path, owner: int | None = None, *,
-                 verify: bool = True, allow_linked: bool = False) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        owner: int | None = None,
+        *,
+        verify: bool = True,
+        allow_linked: bool = False,
+    ) -> None:
         self.model_path = model_path
         self.folder = model_path.parent
         self.owner = owner
@@ -50,34 +56,47 @@ class _DataFiles:
         self._maps: dict[Path, mmap.mmap | None] = {}
         self._regions: dict[Path, list[tuple[int, int, str]]] = {}
 
-    def read(self, ext: pb.ExternalData, dtype: np.dtype, dims: list[int],
-             where: str) -> np.ndarray:
+    def read(
+        self, ext: pb.ExternalData, dtype: np.dtype, dims: list[int], where: str
+    ) -> np.ndarray:
         """The tensor ``ext`` points to, a writable copy-on-write view of the data file;
         FileFormatError if its bytes are not there or are claimed twice."""
         nbytes = dtype.itemsize
         for d in dims:
             nbytes *= d
         if ext.length != nbytes:
-            raise self._error(where, f"external data length is {ext.length} bytes, but its "
-                                     f"dims and dtype need {nbytes}")
+            raise self._error(
+                where,
+                f"external data length is {ext.length} bytes, but its dims and dtype need {nbytes}",
+            )
         path = self._resolve(ext.location, where)
         mapped = self._map(path, ext.location, where)
         size = 0 if mapped is None else len(mapped)
         if ext.offset + ext.length > size:
-            raise self._error(where, f"external data at offset {ext.offset}, length "
-                                     f"{ext.length} lies past the end of '{ext.location}' "
-                                     f"({size} bytes); the data file is truncated or belongs "
-                                     "to another save")
+            raise self._error(
+                where,
+                f"external data at offset {ext.offset}, length "
+                f"{ext.length} lies past the end of '{ext.location}' "
+                f"({size} bytes); the data file is truncated or belongs "
+                "to another save",
+            )
         if ext.offset % dtype.itemsize:
-            raise self._error(where, f"external data offset {ext.offset} is not a multiple of "
-                                     f"the item size of {dtype.name} ({dtype.itemsize})")
+            raise self._error(
+                where,
+                f"external data offset {ext.offset} is not a multiple of "
+                f"the item size of {dtype.name} ({dtype.itemsize})",
+            )
         self._claim(path, ext, where)
         if ext.location not in self.used:
             self.used.append(ext.location)
         if ext.length == 0:
             return np.zeros(dims, dtype)
-        array = np.frombuffer(mapped, dtype=dtype.newbyteorder("<"),
-                              count=ext.length // dtype.itemsize, offset=ext.offset)
+        array = np.frombuffer(
+            mapped,
+            dtype=dtype.newbyteorder("<"),
+            count=ext.length // dtype.itemsize,
+            offset=ext.offset,
+        )
         if self.verify:
             self._verify(array, ext, where)
         if not dtype.isnative:  # pragma: no cover - every platform we run on is little-endian
@@ -95,16 +114,24 @@ class _DataFiles:
         with opened as data:
             st = os.fstat(data.fileno())
             try:
-                check_data_file(location, st, self.owner, "external data file",
-                                FileFormatError, self.allow_linked)
+                check_data_file(
+                    location,
+                    st,
+                    self.owner,
+                    "external data file",
+                    FileFormatError,
+                    self.allow_linked,
+                )
             except FileFormatError as exc:
                 raise self._error(where, str(exc)) from None
             try:
-                mapped = (mmap.mmap(data.fileno(), 0, access=mmap.ACCESS_COPY)
-                          if st.st_size else None)
+                mapped = (
+                    mmap.mmap(data.fileno(), 0, access=mmap.ACCESS_COPY) if st.st_size else None
+                )
             except (OSError, ValueError) as exc:
-                raise self._error(where, f"cannot map external data file '{location}': "
-                                         f"{exc}") from exc
+                raise self._error(
+                    where, f"cannot map external data file '{location}': {exc}"
+                ) from exc
         self._maps[path] = mapped
         return mapped
 
@@ -119,44 +146,67 @@ class _DataFiles:
             if 0 <= j < len(regions):
                 other_start, other_stop, other = regions[j]
                 if other_start < stop and start < other_stop:
-                    raise self._error(where, f"its external data (bytes {start} to {stop} of "
-                                             f"'{ext.location}') overlaps that of {other}; "
-                                             "each tensor needs bytes of its own")
+                    raise self._error(
+                        where,
+                        f"its external data (bytes {start} to {stop} of "
+                        f"'{ext.location}') overlaps that of {other}; "
+                        "each tensor needs bytes of its own",
+                    )
         regions.insert(i, (start, stop, where))
 
     def _verify(self, array: np.ndarray, ext: pb.ExternalData, where: str) -> None:
         data = memoryview(array.view(np.uint8))
         if ext.HasField("crc32"):
             if zlib.crc32(data) != ext.crc32:
-                raise self._error(where, f"the bytes in '{ext.location}' do not match the "
-                                         "recorded crc32; the data file is damaged or belongs "
-                                         "to another save of the model")
+                raise self._error(
+                    where,
+                    f"the bytes in '{ext.location}' do not match the "
+                    "recorded crc32; the data file is damaged or belongs "
+                    "to another save of the model",
+                )
         elif ext.sha256 and hashlib.sha256(data).hexdigest() != ext.sha256.lower():
-            raise self._error(where, f"the bytes in '{ext.location}' do not match the recorded "
-                                     "sha256; the data file belongs to another save of the "
-                                     "model: save it again")
+            raise self._error(
+                where,
+                f"the bytes in '{ext.location}' do not match the recorded "
+                "sha256; the data file belongs to another save of the "
+                "model: save it again",
+            )
 
     def _resolve(self, location: str, where: str) -> Path:
         """The data file ``location`` names, refused unless it stays in the model's folder."""
         if not location or "\0" in location or "\\" in location:
-            raise self._error(where, f"external data location {location!r} is not a relative "
-                                     "path with '/' separators")
+            raise self._error(
+                where,
+                f"external data location {location!r} is not a relative path with '/' separators",
+            )
         pure = PurePosixPath(location)
         if pure.is_absolute() or PureWindowsPath(location).drive:
-            raise self._error(where, f"external data location {location!r} is absolute; it "
-                                     "must be relative to the model's folder")
+            raise self._error(
+                where,
+                f"external data location {location!r} is absolute; it "
+                "must be relative to the model's folder",
+            )
         if ".." in pure.parts:
-            raise self._error(where, f"external data location {location!r} contains '..'; it "
-                                     "must stay inside the model's folder")
+            raise self._error(
+                where,
+                f"external data location {location!r} contains '..'; it "
+                "must stay inside the model's folder",
+            )
         folder = self.folder.resolve()
         try:
             path = (folder / pure).resolve(strict=True)
         except (OSError, RuntimeError) as exc:  # missing, or a symbolic link loop
-            raise self._error(where, f"external data file '{location}' is missing next to "
-                                     f"the model ({exc.__class__.__name__})") from exc
+            raise self._error(
+                where,
+                f"external data file '{location}' is missing next to "
+                f"the model ({exc.__class__.__name__})",
+            ) from exc
         if not path.is_relative_to(folder):
-            raise self._error(where, f"external data location {location!r} leads outside the "
-                                     "model's folder through a symbolic link")
+            raise self._error(
+                where,
+                f"external data location {location!r} leads outside the "
+                "model's folder through a symbolic link",
+            )
         return path
 
     def _error(self, where: str, message: str) -> FileFormatError:

@@ -36,20 +36,19 @@ class FileInfo:
     """What a model file says about itself, besides the graph."""
 
     path: str
-    format: str                    # "binary" or "text"
+    format: str  # "binary" or "text"
     format_version: tuple[int, int]
     opset_version: int
     producer_name: str
     producer_version: str
-    data_files: tuple[str, ...]    # external data files read, relative to the model
+    data_files: tuple[str, ...]  # external data files read, relative to the model
 
 
 def _format_for(path: Path, format: str | None) -> str:
     if format is None:
         return "text" if path.suffix.lower() in TEXT_SUFFIXES else "binary"
     if format not in ("binary", "text"):
-        raise FileFormatError(f"unknown format {format!r}: use 'binary' (.pb) or 'text' "
-                              "(.pbtxt)")
+        raise FileFormatError(f"unknown format {format!r}: use 'binary' (.pb) or 'text' (.pbtxt)")
     return format
 
 
@@ -112,8 +111,7 @@ def atomic_file(path: Path, pause_before_rename: float = 0.0) -> Iterator[Binary
     tmp = temporary_path(path)
     try:
         # os.open with mode 0o666 lets the umask decide the permissions, as open() would.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                     0o666)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot write there ({exc.strerror})", str(path)) from None
     try:
@@ -155,11 +153,13 @@ def _read_file(path: Path) -> tuple[bytes, int | None]:
             if st.st_size > MAX_FILE_BYTES:
                 raise FileFormatError(
                     f"model file '{path}' is {st.st_size} bytes; a model file holds at most "
-                    "2 GiB (protobuf's limit), larger tensors belong in external data")
+                    "2 GiB (protobuf's limit), larger tensors belong in external data"
+                )
             return f.read(), getattr(st, "st_uid", None)
         except OSError as exc:
-            raise FileFormatError(f"cannot read model file '{path}': "
-                                  f"{exc.strerror or exc}") from exc
+            raise FileFormatError(
+                f"cannot read model file '{path}': {exc.strerror or exc}"
+            ) from exc
 
 
 def _parse(data: bytes, fmt: str, path: Path) -> pb.ModelProto:
@@ -171,7 +171,8 @@ def _parse(data: bytes, fmt: str, path: Path) -> pb.ModelProto:
         raise FileFormatError(
             f"'{path}' is not a binary graphengine model: protobuf cannot decode it "
             f"({exc}); the file is truncated or corrupt, or in another format (a text "
-            "model needs a .pbtxt name or format='text')") from exc
+            "model needs a .pbtxt name or format='text')"
+        ) from exc
 
 
 def _parse_text(data: bytes, path: Path) -> pb.ModelProto:
@@ -181,8 +182,9 @@ def _parse_text(data: bytes, path: Path) -> pb.ModelProto:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FileFormatError(f"'{path}' is not a text model: byte {exc.start} is not "
-                              "UTF-8") from exc
+        raise FileFormatError(
+            f"'{path}' is not a text model: byte {exc.start} is not UTF-8"
+        ) from exc
     try:
         return text_format.Parse(text, pb.ModelProto())
     except (text_format.ParseError, RecursionError, ValueError) as exc:
@@ -206,7 +208,8 @@ def _serialize(model: pb.ModelProto, fmt: str, path: Path) -> bytes:
     if size > MAX_FILE_BYTES:
         raise FileFormatError(
             f"cannot save '{path}': the model would take {size} bytes, over protobuf's 2 GiB "
-            "limit; pass a lower external_data_threshold so large tensors go to a data file")
+            "limit; pass a lower external_data_threshold so large tensors go to a data file"
+        )
     return model.SerializeToString(deterministic=True)
 
 
@@ -217,18 +220,23 @@ def _check_header(model: pb.ModelProto, path: Path) -> None:
     if major == 0:
         raise FileFormatError(
             f"'{path}' is not a graphengine model: it has no format version (an empty file, "
-            "or another kind of protobuf message)")
+            "or another kind of protobuf message)"
+        )
     if major > ours:
         raise FileFormatError(
             f"'{path}' was written by format {major}.x; this graphengine reads {ours}.x; "
-            "upgrade graphengine")
+            "upgrade graphengine"
+        )
     if model.opset_version == 0:
-        raise FileFormatError(f"'{path}' (format {major}.{minor}) has no opset_version; "
-                              f"set it to {OPSET_VERSION}")
+        raise FileFormatError(
+            f"'{path}' (format {major}.{minor}) has no opset_version; set it to {OPSET_VERSION}"
+        )
     if model.opset_version > OPSET_VERSION:
         raise FileFormatError(
             f"'{path}' uses opset {model.opset_version}; this graphengine implements opset "
-            f"{OPSET_VERSION}; upgrade graphengine")
+            f"{OPSET_VERSION}; upgrade graphengine"
+        )
     if not model.HasField("graph"):
-        raise FileFormatError(f"'{path}' has a format version but no graph; it is not a "
-                              "complete graphengine model")
+        raise FileFormatError(
+            f"'{path}' has a format version but no graph; it is not a complete graphengine model"
+        )

@@ -37,14 +37,18 @@ _CHUNK = 32 * 2**20
 
 _ENUM_OF_DTYPE = {name: i + 1 for i, name in enumerate(DTYPE_NAMES)}
 _DTYPE_OF_ENUM = {i + 1: np.dtype(name) for i, name in enumerate(DTYPE_NAMES)}
-assert all(pb.DataType.Value(f"DT_{name.upper()}") == value
-           for name, value in _ENUM_OF_DTYPE.items()), "DataType enum out of step with dtypes"
+assert all(
+    pb.DataType.Value(f"DT_{name.upper()}") == value for name, value in _ENUM_OF_DTYPE.items()
+), "DataType enum out of step with dtypes"
 
 
 def _tensor_sizes(graph: Graph) -> list[int]:
     """Byte sizes of every tensor the file will hold (parameters, tensor attributes)."""
-    sizes = [np.asarray(graph.values[n.name]).nbytes for n in graph.parameters()
-             if n.name in graph.values]
+    sizes = [
+        np.asarray(graph.values[n.name]).nbytes
+        for n in graph.parameters()
+        if n.name in graph.values
+    ]
     for node in graph.nodes:
         for attr in node.opdef.attrs:
             if attr.kind == "tensor" and node.attrs.get(attr.name) is not None:
@@ -62,8 +66,9 @@ def _choose_threshold(sizes: list[int], requested: int | None) -> int:
     if requested is None:
         requested = EXTERNAL_THRESHOLD
     elif isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
-        raise FileFormatError(f"external_data_threshold must be an int >= 0 (bytes), "
-                              f"got {requested!r}")
+        raise FileFormatError(
+            f"external_data_threshold must be an int >= 0 (bytes), got {requested!r}"
+        )
     inline = sum(size for size in sizes if size <= requested)
     if inline <= INLINE_LIMIT:
         return requested
@@ -135,8 +140,11 @@ class _TensorWriter:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             if isinstance(exc, OSError) and exc.filename == str(tmp):
-                raise OSError(exc.errno, f"cannot write the data file of the model "
-                                         f"({exc.strerror})", str(model_path)) from None
+                raise OSError(
+                    exc.errno,
+                    f"cannot write the data file of the model ({exc.strerror})",
+                    str(model_path),
+                ) from None
             raise
         final = model_path.with_name(f"{model_path.name}.{digest.hexdigest()[:12]}.data")
         for _, ext in self._pending:
@@ -150,7 +158,7 @@ def _write_with_crc(out: BinaryIO, array: np.ndarray, hasher: ThreadPoolExecutor
     data = memoryview(array.reshape(-1).view(np.uint8))
     crc = hasher.submit(zlib.crc32, b"")
     for start in range(0, len(data), _CHUNK):
-        chunk = data[start:start + _CHUNK]
+        chunk = data[start : start + _CHUNK]
         crc = hasher.submit(lambda c, previous: zlib.crc32(c, previous.result()), chunk, crc)
         out.write(chunk)
     return crc.result()

@@ -29,8 +29,11 @@ def _is_repeated(field: Any) -> bool:
 
 def _message_fields(descriptor: Any) -> list:
     """Fields holding messages, map fields excepted (they hold only strings here)."""
-    return [f for f in descriptor.fields if f.message_type is not None
-            and not f.message_type.GetOptions().map_entry]
+    return [
+        f
+        for f in descriptor.fields
+        if f.message_type is not None and not f.message_type.GetOptions().map_entry
+    ]
 
 
 def _key_field(descriptor: Any) -> str | None:
@@ -130,8 +133,7 @@ def _graft(target: _message.Message, skeleton: _message.Message) -> None:
                 pairs = list(zip(targets, items))
             else:
                 by_key = {getattr(t, key): t for t in targets}
-                pairs = [(by_key[getattr(i, key)], i) for i in items
-                         if getattr(i, key) in by_key]
+                pairs = [(by_key[getattr(i, key)], i) for i in items if getattr(i, key) in by_key]
             for sub_target, sub_skeleton in pairs:
                 _graft(sub_target, sub_skeleton)
         elif skeleton.HasField(field.name) and target.HasField(field.name):
@@ -142,9 +144,11 @@ def _restore_preserved(model: pb.ModelProto, preserved: bytes, fmt: str) -> None
     skeleton = pb.ModelProto.FromString(preserved)
     _graft(model, skeleton)
     if fmt == "text" and _has_unknown(model):
-        warnings.warn("the graph holds fields from a newer format version, which the text "
-                      "format cannot store; save it as binary (.pb) to keep them",
-                      stacklevel=3)
+        warnings.warn(
+            "the graph holds fields from a newer format version, which the text "
+            "format cannot store; save it as binary (.pb) to keep them",
+            stacklevel=3,
+        )
 
 
 def _has_unknown(msg: _message.Message) -> bool:

@@ -36,5 +36,11 @@ def upgrade_node(record: NodeRecord, opset: int) -> NodeRecord:
     attrs: dict[str, Any] = dict(record.attrs)
     attrs.setdefault("dilation", (1, 1))
     attrs.setdefault("ceil_mode", False)
-    return NodeRecord(record.name, _RENAMED_POOLS[record.op], record.inputs, attrs,
-                      record.scope, record.derived_from)
+    return NodeRecord(
+        record.name,
+        _RENAMED_POOLS[record.op],
+        record.inputs,
+        attrs,
+        record.scope,
+        record.derived_from,
+    )

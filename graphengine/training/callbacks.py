@@ -96,8 +96,9 @@ class _Watching(Callback):
 
     def on_train_begin(self, trainer: Trainer) -> None:
         if self._watch is None:
-            self._watch = Monitor(self.monitor or trainer.default_monitor, self.mode,
-                                  self.min_delta)
+            self._watch = Monitor(
+                self.monitor or trainer.default_monitor, self.mode, self.min_delta
+            )
 
     def _watched(self, record: dict[str, Any]) -> float:
         """The watched value in ``record``; our error when it is missing."""
@@ -130,8 +131,14 @@ class EarlyStopping(_Watching):
     and ``best_step`` the best value and when it was seen.
     """
 
-    def __init__(self, monitor: str = "", patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "", restore_best: bool = False) -> None:
+    def __init__(
+        self,
+        monitor: str = "",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        mode: str = "",
+        restore_best: bool = False,
+    ) -> None:
         if patience < 1:
             from ..errors import TrainingError
 
@@ -142,7 +149,6 @@ class EarlyStopping(_Watching):
         self._watch: Monitor | None = None
         self._best_values: dict[str, np.ndarray] | None = None
 
-
     def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
         value = self._watched(record)
         if self._watch.update(value, record["step"]):
@@ -150,18 +156,21 @@ class EarlyStopping(_Watching):
                 self._best_values = {k: v.copy() for k, v in trainer.graph.values.items()}
         elif self._watch.wait >= self.patience:
             self.stopped_step = record["step"]
-            trainer.notice(f"early stopping at step {record['step']}: {self._watch.monitor} has "
-                           f"not improved on {self._watch.best:.6g} (step "
-                           f"{self._watch.best_step}) for {self.patience} validation(s)")
+            trainer.notice(
+                f"early stopping at step {record['step']}: {self._watch.monitor} has "
+                f"not improved on {self._watch.best:.6g} (step "
+                f"{self._watch.best_step}) for {self.patience} validation(s)"
+            )
             trainer.stop()
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         if self.restore_best and self._best_values is not None:
             for name, value in self._best_values.items():
                 trainer.graph.values[name][...] = value
-            trainer.notice(f"restored the parameters of step {self.best_step} "
-                           f"({self._watch.monitor if self._watch else ''} {self.best:.6g})")
-
+            trainer.notice(
+                f"restored the parameters of step {self.best_step} "
+                f"({self._watch.monitor if self._watch else ''} {self.best:.6g})"
+            )
 
 
 class BestCheckpoint(_Watching):
@@ -169,12 +178,12 @@ class BestCheckpoint(_Watching):
     ``best.pb`` by convention), atomically, after each validation that improves
     ``monitor``.  ``best`` and ``best_step`` say which it holds."""
 
-    def __init__(self, path: str | os.PathLike, monitor: str = "", mode: str = "",
-                 min_delta: float = 0.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike, monitor: str = "", mode: str = "", min_delta: float = 0.0
+    ) -> None:
         self.path = Path(path)
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self._watch: Monitor | None = None
-
 
     def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
         value = self._watched(record)
@@ -193,4 +202,3 @@ class BestCheckpoint(_Watching):
                 graph.training = previous
                 graph.metadata.pop("best_step", None)
                 graph.metadata.pop("best_" + self._watch.monitor, None)
-

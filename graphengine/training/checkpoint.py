@@ -138,8 +138,13 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def write_checkpoint(directory: str | os.PathLike, ckpt: Checkpoint, *, keep: int = 3,
-                     pause_before_rename: float = 0.0) -> Path:
+def write_checkpoint(
+    directory: str | os.PathLike,
+    ckpt: Checkpoint,
+    *,
+    keep: int = 3,
+    pause_before_rename: float = 0.0,
+) -> Path:
     """Write ``ckpt`` atomically into ``directory`` and delete all but the newest
     ``keep`` checkpoints there.  Returns the file's path.
 
@@ -159,17 +164,27 @@ def write_checkpoint(directory: str | os.PathLike, ckpt: Checkpoint, *, keep: in
     if ckpt.order is not None:
         arrays["order"] = ckpt.order
     header = {
-        "format": FORMAT, "version": VERSION, "graph_hash": ckpt.graph_hash,
-        "step": ckpt.step, "epoch": ckpt.epoch, "position": ckpt.position,
-        "rng": {"seed": ckpt.seed,
-                "scheme": "epoch order = default_rng([seed, epoch]).permutation; "
-                          "run seed of step s = (seed << 32) + s"},
+        "format": FORMAT,
+        "version": VERSION,
+        "graph_hash": ckpt.graph_hash,
+        "step": ckpt.step,
+        "epoch": ckpt.epoch,
+        "position": ckpt.position,
+        "rng": {
+            "seed": ckpt.seed,
+            "scheme": "epoch order = default_rng([seed, epoch]).permutation; "
+            "run seed of step s = (seed << 32) + s",
+        },
         "params": names,
-        "optimizer": {"name": ckpt.optimizer.get("name", ""),
-                      "scalars": ckpt.optimizer.get("scalars", {}),
-                      "params": opt_params,
-                      "slots": sorted(slots)},
-        "config": ckpt.config, "metrics": ckpt.metrics, "data": ckpt.data,
+        "optimizer": {
+            "name": ckpt.optimizer.get("name", ""),
+            "scalars": ckpt.optimizer.get("scalars", {}),
+            "params": opt_params,
+            "slots": sorted(slots),
+        },
+        "config": ckpt.config,
+        "metrics": ckpt.metrics,
+        "data": ckpt.data,
         "time": time.time(),
         "crc32": {name: _crc32(array) for name, array in sorted(arrays.items())},
     }
@@ -213,23 +228,31 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             raise ValueError("no header array")
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DamagedCheckpoint(f"'{path}' is not a graphengine checkpoint (no readable "
-                                f"header: {exc})") from None
+        raise DamagedCheckpoint(
+            f"'{path}' is not a graphengine checkpoint (no readable header: {exc})"
+        ) from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise DamagedCheckpoint(f"'{path}' is not a graphengine checkpoint")
     fields = _HeaderFields(header, path)
     version = fields.integer("version", 1)
     if version > VERSION:
-        raise TrainingError(f"checkpoint '{path}' has version {version}, this graphengine "
-                            f"reads version {VERSION} and older; upgrade it")
+        raise TrainingError(
+            f"checkpoint '{path}' has version {version}, this graphengine "
+            f"reads version {VERSION} and older; upgrade it"
+        )
     checksums = header.get("crc32")
     if checksums is not None:
-        fields.check(isinstance(checksums, dict) and set(checksums) == set(arrays),
-                     "crc32", "a checksum for every array")
+        fields.check(
+            isinstance(checksums, dict) and set(checksums) == set(arrays),
+            "crc32",
+            "a checksum for every array",
+        )
         for name, array in arrays.items():
             if checksums[name] != _crc32(array):
-                raise DamagedCheckpoint(f"checkpoint '{path}': array {name!r} does not match "
-                                        "its recorded crc32; the file is damaged")
+                raise DamagedCheckpoint(
+                    f"checkpoint '{path}': array {name!r} does not match "
+                    "its recorded crc32; the file is damaged"
+                )
     names = fields.names("params")
     opt = fields.mapping("optimizer")
     opt_fields = _HeaderFields(opt, path, "optimizer.")
@@ -244,27 +267,41 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     for slot in slot_names:
         for i, name in enumerate(opt_params):
             if f"slot.{slot}.{i}" in arrays:
-                slots[slot][name] = fields.array(arrays, f"slot.{slot}.{i}",
-                                                 f"optimizer slot {slot!r} of {name!r}")
-    expected = {f"param.{i}" for i in range(len(names))} | {"order"} | {
-        f"slot.{slot}.{i}" for slot in slot_names for i in range(len(opt_params))}
+                slots[slot][name] = fields.array(
+                    arrays, f"slot.{slot}.{i}", f"optimizer slot {slot!r} of {name!r}"
+                )
+    expected = (
+        {f"param.{i}" for i in range(len(names))}
+        | {"order"}
+        | {f"slot.{slot}.{i}" for slot in slot_names for i in range(len(opt_params))}
+    )
     extra = sorted(set(arrays) - expected)
     fields.check(not extra, "arrays", f"only the arrays the header lists, not {extra[:4]}")
     order = arrays.get("order")
     if order is not None:
-        fields.check(order.ndim == 1 and order.dtype.kind in "iu", "order",
-                     "a 1-d integer array")
+        fields.check(order.ndim == 1 and order.dtype.kind in "iu", "order", "a 1-d integer array")
     metrics = fields.mapping("metrics", required=False)
     for key, value in metrics.items():
-        fields.check(isinstance(value, (int, float)) and not isinstance(value, bool)
-                     and math.isfinite(value), f"metrics.{key}", "a finite number")
+        fields.check(
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value),
+            f"metrics.{key}",
+            "a finite number",
+        )
     return Checkpoint(
-        graph_hash=fields.text("graph_hash"), step=fields.integer("step"),
-        epoch=fields.integer("epoch"), position=fields.integer("position"),
-        seed=rng.integer("seed"), params=params,
+        graph_hash=fields.text("graph_hash"),
+        step=fields.integer("step"),
+        epoch=fields.integer("epoch"),
+        position=fields.integer("position"),
+        seed=rng.integer("seed"),
+        params=params,
         optimizer={"name": opt_fields.text("name"), "scalars": dict(scalars), "slots": slots},
-        order=order, config=dict(fields.mapping("config", required=False)),
-        metrics=dict(metrics), data=dict(fields.mapping("data", required=False)))
+        order=order,
+        config=dict(fields.mapping("config", required=False)),
+        metrics=dict(metrics),
+        data=dict(fields.mapping("data", required=False)),
+    )
 
 
 class _HeaderFields:
@@ -276,14 +313,19 @@ class _HeaderFields:
     def check(self, ok: bool, name: str, expected: str) -> None:
         if not ok:
             seen = self.header.get(name, "(missing)")
-            raise DamagedCheckpoint(f"checkpoint '{self.path}': header field "
-                                    f"{self.prefix}{name} is {_short(seen)}; expected "
-                                    f"{expected}")
+            raise DamagedCheckpoint(
+                f"checkpoint '{self.path}': header field "
+                f"{self.prefix}{name} is {_short(seen)}; expected "
+                f"{expected}"
+            )
 
     def integer(self, name: str, default: int | None = None) -> int:
         value = self.header.get(name, default)
-        self.check(isinstance(value, int) and not isinstance(value, bool)
-                   and 0 <= value < 2**63, name, "an integer >= 0")
+        self.check(
+            isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63,
+            name,
+            "an integer >= 0",
+        )
         return value
 
     def text(self, name: str) -> str:
@@ -293,8 +335,13 @@ class _HeaderFields:
 
     def names(self, name: str) -> list[str]:
         value = self.header.get(name)
-        self.check(isinstance(value, list) and all(isinstance(v, str) for v in value)
-                   and len(set(value)) == len(value), name, "a list of distinct names")
+        self.check(
+            isinstance(value, list)
+            and all(isinstance(v, str) for v in value)
+            and len(set(value)) == len(value),
+            name,
+            "a list of distinct names",
+        )
         return value
 
     def mapping(self, name: str, required: bool = True) -> Mapping[str, Any]:
@@ -304,8 +351,9 @@ class _HeaderFields:
 
     def array(self, arrays: Mapping[str, np.ndarray], key: str, what: str) -> np.ndarray:
         if key not in arrays:
-            raise DamagedCheckpoint(f"checkpoint '{self.path}' has no array {key!r} for "
-                                    f"{what}; the file is incomplete")
+            raise DamagedCheckpoint(
+                f"checkpoint '{self.path}' has no array {key!r} for {what}; the file is incomplete"
+            )
         return arrays[key]
 
 
@@ -314,10 +362,19 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def check_against(ckpt: Checkpoint, path: Any, *, graph: Graph, trained: Sequence[str],
-                  optimizer_name: str, slot_names: Sequence[str], data_size: int,
-                  data_fingerprint: str, batch_size: int,
-                  steps_per_epoch: Callable[[int, bool], int]) -> None:
+def check_against(
+    ckpt: Checkpoint,
+    path: Any,
+    *,
+    graph: Graph,
+    trained: Sequence[str],
+    optimizer_name: str,
+    slot_names: Sequence[str],
+    data_size: int,
+    data_fingerprint: str,
+    batch_size: int,
+    steps_per_epoch: Callable[[int, bool], int],
+) -> None:
     """Check a checkpoint against the run that resumes from it: every parameter of
     the graph with its exact shape and dtype, every slot of the optimizer for
     every trained parameter, counters and order that fit the data.
@@ -334,18 +391,24 @@ def check_against(ckpt: Checkpoint, path: Any, *, graph: Graph, trained: Sequenc
     missing = [name for name in declared if name not in ckpt.params]
     unknown = [name for name in ckpt.params if name not in declared]
     if missing or unknown:
-        fail(f"its parameters do not match the graph's (missing: {missing[:5] or 'none'}; "
-             f"not in the graph: {unknown[:5] or 'none'})")
+        fail(
+            f"its parameters do not match the graph's (missing: {missing[:5] or 'none'}; "
+            f"not in the graph: {unknown[:5] or 'none'})"
+        )
     for name, value in ckpt.params.items():
         t = declared[name]
         if value.dtype != t.dtype or value.shape != tuple(t.shape):
-            fail(f"parameter {name!r} is {value.dtype}{value.shape}, the graph declares "
-                 f"{t}; it belongs to another model or is damaged")
+            fail(
+                f"parameter {name!r} is {value.dtype}{value.shape}, the graph declares "
+                f"{t}; it belongs to another model or is damaged"
+            )
     if ckpt.optimizer["name"] == optimizer_name:
         slots = ckpt.optimizer["slots"]
         if sorted(slots) != sorted(slot_names):
-            fail(f"optimizer {optimizer_name!r} keeps slots {sorted(slot_names)}, the "
-                 f"checkpoint has {sorted(slots)}")
+            fail(
+                f"optimizer {optimizer_name!r} keeps slots {sorted(slot_names)}, the "
+                f"checkpoint has {sorted(slots)}"
+            )
         for slot in slot_names:
             for name in trained:
                 saved = slots[slot].get(name)
@@ -353,13 +416,20 @@ def check_against(ckpt: Checkpoint, path: Any, *, graph: Graph, trained: Sequenc
                     fail(f"optimizer slot {slot!r} of parameter {name!r} is missing")
                 t = declared[name]
                 if saved.dtype != t.dtype or saved.shape != tuple(t.shape):
-                    fail(f"optimizer slot {slot!r} of {name!r} is {saved.dtype}{saved.shape}, "
-                         f"the parameter is {t}")
+                    fail(
+                        f"optimizer slot {slot!r} of {name!r} is {saved.dtype}{saved.shape}, "
+                        f"the parameter is {t}"
+                    )
         iterations = ckpt.optimizer["scalars"].get("iterations", 0)
-        if not isinstance(iterations, int) or isinstance(iterations, bool) or not (
-                0 <= iterations <= ckpt.step):
-            fail(f"optimizer.scalars.iterations is {_short(iterations)}; expected an "
-                 f"integer from 0 to the step ({ckpt.step})")
+        if (
+            not isinstance(iterations, int)
+            or isinstance(iterations, bool)
+            or not (0 <= iterations <= ckpt.step)
+        ):
+            fail(
+                f"optimizer.scalars.iterations is {_short(iterations)}; expected an "
+                f"integer from 0 to the step ({ckpt.step})"
+            )
     same_data = ckpt.data.get("fingerprint") in (None, data_fingerprint)
     if not same_data:
         return  # the trainer starts the epoch over with a new order
@@ -374,14 +444,15 @@ def check_against(ckpt: Checkpoint, path: Any, *, graph: Graph, trained: Sequenc
         per_epoch = steps_per_epoch(saved_batch, drop_last)
         in_epoch = -(-ckpt.position // saved_batch)
         if per_epoch and ckpt.step != ckpt.epoch * per_epoch + in_epoch:
-            fail(f"step {ckpt.step} does not fit {ckpt.epoch} epoch(s) of {per_epoch} steps "
-                 f"and position {ckpt.position} (batch size {saved_batch})")
+            fail(
+                f"step {ckpt.step} does not fit {ckpt.epoch} epoch(s) of {per_epoch} steps "
+                f"and position {ckpt.position} (batch size {saved_batch})"
+            )
     if ckpt.position and ckpt.order is None:
         fail(f"it stopped {ckpt.position} examples into an epoch but holds no example order")
     if ckpt.order is not None:
         order = ckpt.order
-        if order.shape != (data_size,) or not np.array_equal(
-                np.sort(order), np.arange(data_size)):
+        if order.shape != (data_size,) or not np.array_equal(np.sort(order), np.arange(data_size)):
             fail(f"its example order is not a permutation of the {data_size} examples")
     metrics = ckpt.metrics
     examples = metrics.get("examples", 0)
@@ -404,8 +475,11 @@ def find_resume_checkpoint(path: str | os.PathLike) -> Path:
     return latest
 
 
-def resume_checkpoint(path: str | os.PathLike, check: Callable[[Checkpoint, Path], None],
-                      notice: Callable[[str], None]) -> tuple[Path, Checkpoint]:
+def resume_checkpoint(
+    path: str | os.PathLike,
+    check: Callable[[Checkpoint, Path], None],
+    notice: Callable[[str], None],
+) -> tuple[Path, Checkpoint]:
     """The checkpoint to resume from, read and checked (``check(ckpt, file)``).
 
     For a file, that file or a TrainingError.  For a folder, the newest
@@ -433,11 +507,14 @@ def resume_checkpoint(path: str | os.PathLike, check: Callable[[Checkpoint, Path
         if problems:
             notice(f"resuming from '{file}', the newest good checkpoint")
         return file, ckpt
-    raise TrainingError(f"cannot resume from '{target}': none of its {len(candidates)} "
-                        f"checkpoint(s) is usable; the newest: {problems[0]}")
+    raise TrainingError(
+        f"cannot resume from '{target}': none of its {len(candidates)} "
+        f"checkpoint(s) is usable; the newest: {problems[0]}"
+    )
 
 
 # -- one run per folder ------------------------------------------------------------------
+
 
 class FolderLock:
     """An exclusive lock on a checkpoint folder for one training run.
@@ -467,7 +544,8 @@ class FolderLock:
                     f"checkpoint folder '{folder}' is in use by another training run "
                     f"(process {holder}); two runs in one folder would delete each other's "
                     "checkpoints. Wait for it to end, or give this run another "
-                    "--checkpoint-dir") from None
+                    "--checkpoint-dir"
+                ) from None
         self._fd = fd
         try:
             if list_checkpoints(folder) and not _resumes_from(resume, folder):
@@ -476,7 +554,8 @@ class FolderLock:
                     f"checkpoint folder '{folder}' already holds {len(found)} checkpoint(s) "
                     f"of an earlier run (newest '{found[-1].name}'); a fresh run there would "
                     f"prune and overwrite them. Continue that run with --resume {folder}, or "
-                    "give this one an empty --checkpoint-dir")
+                    "give this one an empty --checkpoint-dir"
+                )
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
         except BaseException:

@@ -70,8 +70,12 @@ class Dataset:
         return self._fingerprint
 
 
-def bind_data(arrays: Mapping[str, np.ndarray], placeholders: Sequence[Node],
-              mapping: Mapping[str, str] | None = None, source: str = "data") -> Dataset:
+def bind_data(
+    arrays: Mapping[str, np.ndarray],
+    placeholders: Sequence[Node],
+    mapping: Mapping[str, str] | None = None,
+    source: str = "data",
+) -> Dataset:
     """Match ``arrays`` to ``placeholders`` and check them; TrainingError names the
     array and the placeholder of the first mismatch.
 
@@ -85,9 +89,11 @@ def bind_data(arrays: Mapping[str, np.ndarray], placeholders: Sequence[Node],
     names = {n.name for n in placeholders}
     for ph in mapping:
         if ph not in names:
-            raise TrainingError(f"--map {ph}={mapping[ph]}: the graph has no placeholder "
-                                f"{ph!r} that training feeds; those are "
-                                f"{', '.join(sorted(names)) or 'none'}")
+            raise TrainingError(
+                f"--map {ph}={mapping[ph]}: the graph has no placeholder "
+                f"{ph!r} that training feeds; those are "
+                f"{', '.join(sorted(names)) or 'none'}"
+            )
     bound: dict[str, np.ndarray] = {}
     dims: dict[str, tuple[int, str]] = {}
     size_of: tuple[int, str] | None = None
@@ -100,46 +106,58 @@ def bind_data(arrays: Mapping[str, np.ndarray], placeholders: Sequence[Node],
             raise TrainingError(
                 f"{source} has no array {tried} for placeholder '{node.name}' "
                 f"{node.types[0]}; its arrays are {', '.join(sorted(arrays)) or 'none'}. "
-                f"Rename the array, or map it with --map {node.name}=ARRAY")
+                f"Rename the array, or map it with --map {node.name}=ARRAY"
+            )
         array = _fit(np.asarray(arrays[array_name]), array_name, node, source, dims)
         if size_of is not None and array.shape[0] != size_of[0]:
-            raise TrainingError(f"{source}: array {array_name!r} (placeholder '{node.name}') "
-                                f"has {array.shape[0]} examples, array {size_of[1]!r} has "
-                                f"{size_of[0]}; every array needs one row per example")
+            raise TrainingError(
+                f"{source}: array {array_name!r} (placeholder '{node.name}') "
+                f"has {array.shape[0]} examples, array {size_of[1]!r} has "
+                f"{size_of[0]}; every array needs one row per example"
+            )
         size_of = size_of or (array.shape[0], array_name)
         bound[node.name] = array
     if size_of is None:
-        raise TrainingError("the loss depends on no placeholder, so there is nothing to feed "
-                            "from the data")
+        raise TrainingError(
+            "the loss depends on no placeholder, so there is nothing to feed from the data"
+        )
     if size_of[0] == 0:
         raise TrainingError(f"{source} has no examples (array {size_of[1]!r} is empty)")
     return Dataset(bound, size_of[0], source)
 
 
-def _fit(array: np.ndarray, array_name: str, node: Node, source: str,
-         dims: dict[str, tuple[int, str]]) -> np.ndarray:
+def _fit(
+    array: np.ndarray, array_name: str, node: Node, source: str, dims: dict[str, tuple[int, str]]
+) -> np.ndarray:
     declared = node.types[0]
     where = f"{source}: array {array_name!r} for placeholder '{node.name}'"
     if array.dtype != declared.dtype:
-        if array.dtype.kind not in "biuf" or not np.can_cast(array.dtype, declared.dtype,
-                                                              "safe"):
-            raise TrainingError(f"{where} has dtype {array.dtype}, the placeholder is "
-                                f"{declared.dtype.name}, and {array.dtype} does not convert "
-                                f"to it exactly; store it as {declared.dtype.name}")
+        if array.dtype.kind not in "biuf" or not np.can_cast(array.dtype, declared.dtype, "safe"):
+            raise TrainingError(
+                f"{where} has dtype {array.dtype}, the placeholder is "
+                f"{declared.dtype.name}, and {array.dtype} does not convert "
+                f"to it exactly; store it as {declared.dtype.name}"
+            )
         array = array.astype(declared.dtype)
     if array.ndim != len(declared.shape) or array.ndim == 0:
-        raise TrainingError(f"{where} has shape {array.shape}, the placeholder has shape "
-                            f"{format_shape(declared.shape)}: ranks differ (the data needs "
-                            "the placeholder's rank, with examples along axis 0)")
+        raise TrainingError(
+            f"{where} has shape {array.shape}, the placeholder has shape "
+            f"{format_shape(declared.shape)}: ranks differ (the data needs "
+            "the placeholder's rank, with examples along axis 0)"
+        )
     # Axis 0 holds the examples; batches are checked against it when fed.
     bad = match_dims(declared.shape, array.shape, array_name, dims, first_axis=1)
     if bad is not None and bad.bound_by:
-        raise TrainingError(f"{where} has {bad.expected}={bad.size} on axis {bad.axis}, but "
-                            f"array {bad.bound_by!r} has {bad.expected}={bad.bound_size}")
+        raise TrainingError(
+            f"{where} has {bad.expected}={bad.size} on axis {bad.axis}, but "
+            f"array {bad.bound_by!r} has {bad.expected}={bad.bound_size}"
+        )
     if bad is not None:
-        raise TrainingError(f"{where} has shape {array.shape}, the placeholder needs "
-                            f"{format_shape(declared.shape)}: axis {bad.axis} is {bad.size}, "
-                            f"expected {bad.expected}")
+        raise TrainingError(
+            f"{where} has shape {array.shape}, the placeholder needs "
+            f"{format_shape(declared.shape)}: axis {bad.axis} is {bad.size}, "
+            f"expected {bad.expected}"
+        )
     return np.ascontiguousarray(array)
 
 
@@ -147,8 +165,12 @@ def _fit(array: np.ndarray, array_name: str, node: Node, source: str,
 DataLike = str | os.PathLike | Mapping[str, np.ndarray] | Dataset
 
 
-def as_dataset(data: DataLike, placeholders: Sequence[Node],
-               mapping: Mapping[str, str] | None = None, what: str = "data") -> Dataset:
+def as_dataset(
+    data: DataLike,
+    placeholders: Sequence[Node],
+    mapping: Mapping[str, str] | None = None,
+    what: str = "data",
+) -> Dataset:
     """Load ``data`` if it is a path, and check it against ``placeholders``
     (:func:`bind_data`); ``what`` names it in messages ("training data" ...)."""
     if isinstance(data, Dataset):
@@ -162,12 +184,16 @@ def as_dataset(data: DataLike, placeholders: Sequence[Node],
 
 def fixed_batch_size(placeholders: Sequence[Node]) -> int | None:
     """The batch size a placeholder fixes on axis 0, or None when all leave it free."""
-    sizes = {n.types[0].shape[0] for n in placeholders
-             if n.types[0].shape and isinstance(n.types[0].shape[0], int)}
+    sizes = {
+        n.types[0].shape[0]
+        for n in placeholders
+        if n.types[0].shape and isinstance(n.types[0].shape[0], int)
+    }
     if len(sizes) > 1:
-        raise TrainingError("placeholders fix different batch sizes on axis 0: "
-                            + ", ".join(f"'{n.name}' {format_shape(n.types[0].shape)}"
-                                        for n in placeholders))
+        raise TrainingError(
+            "placeholders fix different batch sizes on axis 0: "
+            + ", ".join(f"'{n.name}' {format_shape(n.types[0].shape)}" for n in placeholders)
+        )
     return sizes.pop() if sizes else None
 
 
@@ -176,8 +202,9 @@ def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(size)
 
 
-def batch_bounds(size: int, batch_size: int, drop_last: bool,
-                 position: int = 0) -> list[tuple[int, int]]:
+def batch_bounds(
+    size: int, batch_size: int, drop_last: bool, position: int = 0
+) -> list[tuple[int, int]]:
     """(start, stop) of each batch of an epoch of ``size`` examples, from example
     ``position`` on (a resumed run starts mid-epoch).
 
@@ -189,8 +216,7 @@ def batch_bounds(size: int, batch_size: int, drop_last: bool,
     [(2, 4), (4, 5)]
     """
     stop = position + (size - position) // batch_size * batch_size if drop_last else size
-    return [(start, min(start + batch_size, stop))
-            for start in range(position, stop, batch_size)]
+    return [(start, min(start + batch_size, stop)) for start in range(position, stop, batch_size)]
 
 
 class BatchFeeder:
@@ -201,8 +227,9 @@ class BatchFeeder:
         # No batch holds more than every example: a batch size of 10**9 on 200
         # examples needs buffers of 200 rows.
         batch_size = min(batch_size, data.size)
-        self._full = {name: np.empty((batch_size, *a.shape[1:]), a.dtype)
-                      for name, a in data.arrays.items()}
+        self._full = {
+            name: np.empty((batch_size, *a.shape[1:]), a.dtype) for name, a in data.arrays.items()
+        }
 
     def feeds(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """The batch of examples ``indices``.  Full batches share buffers: a feed is
@@ -219,8 +246,9 @@ class BatchFeeder:
         return feeds
 
 
-def iterate(data: Dataset, batch_size: int, *, drop_last: bool = False,
-            order: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+def iterate(
+    data: Dataset, batch_size: int, *, drop_last: bool = False, order: np.ndarray | None = None
+) -> Iterator[dict[str, np.ndarray]]:
     """Batches of ``data`` in ``order`` (default: as stored), for evaluation."""
     order = np.arange(data.size) if order is None else order
     feeder = BatchFeeder(data, batch_size)

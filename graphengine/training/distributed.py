@@ -79,6 +79,7 @@ SCOPE = "data_parallel"
 
 # -- the data-parallel gradient graph --------------------------------------------------
 
+
 def with_sync_batch_norm(graph: Graph) -> Graph:
     """A copy of ``graph`` in which every node of an op with a synchronised twin
     (:data:`graphengine.ops.collective.SYNCHRONISED`: batch_norm) is a node of the
@@ -88,17 +89,29 @@ def with_sync_batch_norm(graph: Graph) -> Graph:
     for name, node in graph._nodes.items():
         twin = SYNCHRONISED.get(node.op)
         if twin is not None:
-            types = infer_types(get_op(twin), node.name, [graph.type_of(r) for r in node.inputs],
-                                node.attrs, node.inputs)
-            out._nodes[name] = Node(node.name, twin, node.inputs, node.attrs, types, node.scope,
-                                    node.derived_from)
+            types = infer_types(
+                get_op(twin),
+                node.name,
+                [graph.type_of(r) for r in node.inputs],
+                node.attrs,
+                node.inputs,
+            )
+            out._nodes[name] = Node(
+                node.name, twin, node.inputs, node.attrs, types, node.scope, node.derived_from
+            )
     out._changed()
     return out
 
 
-def data_parallel_gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str], *,
-                            sync_batch_norm: bool = False, bucket_bytes: int = BUCKET_BYTES,
-                            name: str | None = None) -> Graph:
+def data_parallel_gradients(
+    graph: Graph,
+    loss: str | Tensor,
+    wrt: Sequence[str],
+    *,
+    sync_batch_norm: bool = False,
+    bucket_bytes: int = BUCKET_BYTES,
+    name: str | None = None,
+) -> Graph:
     """The gradient graph one process of a data-parallel job runs.
 
     It is :func:`graphengine.gradients` of ``loss`` with respect to ``wrt``, with
@@ -124,8 +137,13 @@ def data_parallel_gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str]
     """
     loss_ref = graph.tensor(loss).name
     forward = with_sync_batch_norm(graph) if sync_batch_norm else graph
-    out = gradients(forward, loss_ref, list(wrt), grad_ys="placeholder",
-                    name=name or f"{graph.name}_data_parallel")
+    out = gradients(
+        forward,
+        loss_ref,
+        list(wrt),
+        grad_ys="placeholder",
+        name=name or f"{graph.name}_data_parallel",
+    )
     info = out.gradient
     assert info is not None and info.seed
     before = set(out._nodes)
@@ -137,17 +155,21 @@ def data_parallel_gradients(graph: Graph, loss: str | Tensor, wrt: Sequence[str]
         # Readable names for the reduced tensors: data_parallel/loss,
         # data_parallel/gradients/<wrt>, data_parallel/<node>_<output>.
         labels = {weighted.name: "loss"}
-        labels.update({out.tensor(info.grads[w]).name: f"gradients/{w.replace(':', '_')}"
-                       for w in wrt})
+        labels.update(
+            {out.tensor(info.grads[w]).name: f"gradients/{w.replace(':', '_')}" for w in wrt}
+        )
         labels.update({t.name: ref.replace(":", "_") for ref, t in stats.items()})
         tensors = [weighted] + [out.tensor(info.grads[w]) for w in wrt] + list(stats.values())
         for number, bucket in enumerate(_buckets(tensors, bucket_bytes)):
             reduced.update(_fused_allreduce(out, bucket, number, labels))
     names = {ref: reduced[t.name] for ref, t in stats.items()}
-    out.gradient = GradientInfo(reduced[weighted.name],
-                                {w: reduced[out.tensor(info.grads[w]).name] for w in wrt},
-                                info.nodes + tuple(n for n in out._nodes if n not in before),
-                                seed=info.seed, zero=info.zero)
+    out.gradient = GradientInfo(
+        reduced[weighted.name],
+        {w: reduced[out.tensor(info.grads[w]).name] for w in wrt},
+        info.nodes + tuple(n for n in out._nodes if n not in before),
+        seed=info.seed,
+        zero=info.zero,
+    )
     out._outputs = [out.gradient.loss, *out.gradient.grads.values(), *names.values()]
     out.metadata["data_parallel.stats"] = ",".join(f"{k}={v}" for k, v in names.items())
     out._changed()
@@ -186,25 +208,31 @@ def _buckets(tensors: list[Tensor], limit: int) -> list[list[Tensor]]:
     return [group for groups in by_dtype.values() for group in groups]
 
 
-def _fused_allreduce(graph: Graph, bucket: list[Tensor], number: int,
-                     labels: dict[str, str]) -> dict[str, str]:
+def _fused_allreduce(
+    graph: Graph, bucket: list[Tensor], number: int, labels: dict[str, str]
+) -> dict[str, str]:
     """One allreduce of the bucket's tensors flattened into one buffer; returns
     tensor -> its reduced copy, reshaped back and named by ``labels``."""
     for tensor in bucket:
         if not all(isinstance(d, int) for d in tensor.shape):
-            raise TrainingError(f"data-parallel training: tensor '{tensor.name}' has shape "
-                                f"{tensor.shape}; only tensors of static shape can be fused")
+            raise TrainingError(
+                f"data-parallel training: tensor '{tensor.name}' has shape "
+                f"{tensor.shape}; only tensors of static shape can be fused"
+            )
     shapes = [tuple(d for d in t.shape if isinstance(d, int)) for t in bucket]
     sizes = [math.prod(shape) for shape in shapes]
     flat = [F.reshape(t, (-1,)) for t in bucket]
     buffer = flat[0] if len(flat) == 1 else F.concatenate(flat, name=f"bucket_{number}")
     summed = F.allreduce(buffer, name=f"allreduce_{number}")
     pieces = [summed] if len(bucket) == 1 else F.split(summed, list(np.cumsum(sizes)[:-1]))
-    return {t.name: F.reshape(p, shape, name=labels[t.name]).name
-            for t, p, shape in zip(bucket, pieces, shapes)}
+    return {
+        t.name: F.reshape(p, shape, name=labels[t.name]).name
+        for t, p, shape in zip(bucket, pieces, shapes)
+    }
 
 
 # -- the job ---------------------------------------------------------------------------
+
 
 class DataParallel:
     """How a :class:`~graphengine.training.Trainer` trains as one process of a
@@ -216,12 +244,19 @@ class DataParallel:
         bucket_bytes: the largest fused allreduce buffer.
     """
 
-    def __init__(self, comm: Communicator | None = None, *, sync_batch_norm: bool = False,
-                 bucket_bytes: int = BUCKET_BYTES) -> None:
+    def __init__(
+        self,
+        comm: Communicator | None = None,
+        *,
+        sync_batch_norm: bool = False,
+        bucket_bytes: int = BUCKET_BYTES,
+    ) -> None:
         comm = comm if comm is not None else world()
         if comm is None:
-            raise MPIError("data-parallel training needs an MPI job: start the command with "
-                           "mpiexec -n K, or use graphengine train --workers K")
+            raise MPIError(
+                "data-parallel training needs an MPI job: start the command with "
+                "mpiexec -n K, or use graphengine train --workers K"
+            )
         self.comm = comm
         self.rank, self.size = comm.rank, comm.size
         self.sync_batch_norm = sync_batch_norm
@@ -238,8 +273,9 @@ class DataParallel:
         """Whether this process writes the job's files (rank 0)."""
         return self.rank == 0
 
-    def outputs(self, checkpoint_dir: Any, log: Any, progress: bool | None,
-                stream: IO[str] | None) -> tuple[Any, Any, bool | None, IO[str] | None]:
+    def outputs(
+        self, checkpoint_dir: Any, log: Any, progress: bool | None, stream: IO[str] | None
+    ) -> tuple[Any, Any, bool | None, IO[str] | None]:
         """The trainer's output options for this process: unchanged on rank 0; no
         checkpoints, log or messages elsewhere."""
         if self.is_root:
@@ -248,8 +284,9 @@ class DataParallel:
 
     def gradient_graph(self, graph: Graph, loss: str, wrt: Sequence[str]) -> Graph:
         """The training graph: :func:`data_parallel_gradients`."""
-        out = data_parallel_gradients(graph, loss, wrt, sync_batch_norm=self.sync_batch_norm,
-                                      bucket_bytes=self.bucket_bytes)
+        out = data_parallel_gradients(
+            graph, loss, wrt, sync_batch_norm=self.sync_batch_norm, bucket_bytes=self.bucket_bytes
+        )
         assert out.gradient is not None
         self.seed_name = out.gradient.seed
         self._seed_dtype = out.tensor(self.seed_name).dtype
@@ -297,11 +334,15 @@ class DataParallel:
         start, stop = self.rank * data.size // self.size, (self.rank + 1) * data.size // self.size
         sums = np.zeros(3)
         if stop > start:
-            part = Dataset({k: v[start:stop] for k, v in data.arrays.items()}, stop - start,
-                           data.source)
+            part = Dataset(
+                {k: v[start:stop] for k, v in data.arrays.items()}, stop - start, data.source
+            )
             result = evaluator(part)
-            sums[:] = (result["loss"] * result["examples"],
-                       result.get("accuracy", 0.0) * result["examples"], result["examples"])
+            sums[:] = (
+                result["loss"] * result["examples"],
+                result.get("accuracy", 0.0) * result["examples"],
+                result["examples"],
+            )
         loss_sum, correct, examples = self.comm.allreduce(sums)
         out = {"loss": float(loss_sum / examples)}
         if evaluator.comparison is not None and "accuracy" in evaluator.spec.metrics:
@@ -313,17 +354,23 @@ class DataParallel:
         """Check that every process holds the same job, then give every process rank
         0's parameters, optimizer state and run state."""
         self._slice = -(-trainer.spec.batch_size // self.size)  # the largest slice
-        mine = {"graph": trainer.graph_hash, "training graph": graph_fingerprint(
-                    trainer.grad_graph), "data": trainer.train_data.fingerprint(),
-                "parameters": list(trainer.param_names), "settings": _settings(trainer)}
+        mine = {
+            "graph": trainer.graph_hash,
+            "training graph": graph_fingerprint(trainer.grad_graph),
+            "data": trainer.train_data.fingerprint(),
+            "parameters": list(trainer.param_names),
+            "settings": _settings(trainer),
+        }
         everyone = self.comm.gather(mine)
         for key in mine:
             differ = [r for r, theirs in enumerate(everyone) if theirs[key] != everyone[0][key]]
             if differ:
-                raise MPIError(f"the processes of this job do not agree on the {key}: "
-                               f"process(es) {', '.join(map(str, differ))} differ from "
-                               f"process 0. Every process must load the same model file, "
-                               f"data and options")
+                raise MPIError(
+                    f"the processes of this job do not agree on the {key}: "
+                    f"process(es) {', '.join(map(str, differ))} differ from "
+                    f"process 0. Every process must load the same model file, "
+                    f"data and options"
+                )
         values = trainer.graph.values
         for name in sorted(values):
             self.comm.broadcast_array(values[name])
@@ -348,7 +395,8 @@ class DataParallel:
             raise TrainingError(
                 f"--sync-batch-norm over {self.size} processes needs at least one example per "
                 f"process in every batch, but batches of {b} over {size} examples leave a "
-                f"last batch of {last or b}; use --drop-last, or another batch size")
+                f"last batch of {last or b}; use --drop-last, or another batch size"
+            )
 
     def finish(self, trainer: Trainer) -> None:
         """Check that training left every process with the same parameters."""
@@ -356,9 +404,11 @@ class DataParallel:
         everyone = self.comm.gather(digest)
         differ = [r for r, d in enumerate(everyone) if d != everyone[0]]
         if differ:
-            raise MPIError(f"after training, the parameters of process(es) "
-                           f"{', '.join(map(str, differ))} differ from process 0's: the "
-                           "allreduce did not give every process the same sums")
+            raise MPIError(
+                f"after training, the parameters of process(es) "
+                f"{', '.join(map(str, differ))} differ from process 0's: the "
+                "allreduce did not give every process the same sums"
+            )
 
     @contextlib.contextmanager
     def stop_job_on_error(self, command: str, debug: bool = False) -> Iterator[None]:
@@ -375,9 +425,12 @@ class DataParallel:
             if debug:
                 traceback.print_exc()
             message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-            print(f"graphengine {command} ({where}): {type(exc).__name__}: {message}\n"
-                  f"graphengine {command}: stopping every process of the job",
-                  file=sys.stderr, flush=True)
+            print(
+                f"graphengine {command} ({where}): {type(exc).__name__}: {message}\n"
+                f"graphengine {command}: stopping every process of the job",
+                file=sys.stderr,
+                flush=True,
+            )
             self.comm.abort(1)
             os._exit(1)  # MPI_Abort may return before the launcher ends this process
 
@@ -400,8 +453,9 @@ def graph_values_digest(values: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def from_launcher(*, sync_batch_norm: bool = False, workers: int | None = None
-                  ) -> DataParallel | None:
+def from_launcher(
+    *, sync_batch_norm: bool = False, workers: int | None = None
+) -> DataParallel | None:
     """The data-parallel setup of a process started by an MPI launcher with more
     than one process, else None.  MPIError when ``workers`` is given and differs
     from the job's size, or when mpi4py is missing."""
@@ -413,14 +467,16 @@ def from_launcher(*, sync_batch_norm: bool = False, workers: int | None = None
     if comm is None:  # pragma: no cover - world() raises when mpi4py is missing
         raise MPIError(INSTALL_HINT)
     if workers and workers != comm.size:
-        raise MPIError(f"--workers {workers}, but mpiexec started {comm.size} processes; "
-                       "give one of the two")
+        raise MPIError(
+            f"--workers {workers}, but mpiexec started {comm.size} processes; give one of the two"
+        )
     if comm.size == 1:
         return None
     return DataParallel(comm, sync_batch_norm=sync_batch_norm)
 
 
 # -- the launcher ----------------------------------------------------------------------
+
 
 def find_mpiexec() -> str:
     """The mpiexec beside this Python (where the mpich wheel puts it), else on PATH."""
@@ -429,8 +485,10 @@ def find_mpiexec() -> str:
         return beside
     found = shutil.which("mpiexec")
     if found is None:
-        raise MPIError("--workers needs mpiexec, which is neither beside "
-                       f"{sys.executable} nor on PATH; " + INSTALL_HINT)
+        raise MPIError(
+            "--workers needs mpiexec, which is neither beside "
+            f"{sys.executable} nor on PATH; " + INSTALL_HINT
+        )
     return found
 
 
@@ -439,15 +497,18 @@ def launch(workers: int, argv: Sequence[str], *, stream: IO[str] | None = None) 
     and return its exit status.  Each process gets ``cores // workers`` BLAS and
     OpenMP threads (at least 1) unless the environment already sets them."""
     stream = stream if stream is not None else sys.stderr
-    command = [find_mpiexec(), "-n", str(workers), sys.executable, "-m", "graphengine",
-               *argv]
+    command = [find_mpiexec(), "-n", str(workers), sys.executable, "-m", "graphengine", *argv]
     env = dict(os.environ)
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(name, threads)
     status = subprocess.call(command, env=env)
     if status != 0:
-        print(f"graphengine: the job of {workers} processes stopped with exit status "
-              f"{status}; every process was stopped (the checkpoints written before stay "
-              "intact: resume with --resume DIR)", file=stream, flush=True)
+        print(
+            f"graphengine: the job of {workers} processes stopped with exit status "
+            f"{status}; every process was stopped (the checkpoints written before stay "
+            "intact: resume with --resume DIR)",
+            file=stream,
+            flush=True,
+        )
     return status

@@ -26,21 +26,26 @@ class Evaluator:
         self.graph = graph
         self.spec = spec
         compared = [m for m in spec.metrics if m != "loss"]
-        self.comparison = (find_comparison(graph, spec.loss, spec.predictions, spec.labels,
-                                           compared[0]) if compared else None)
+        self.comparison = (
+            find_comparison(graph, spec.loss, spec.predictions, spec.labels, compared[0])
+            if compared
+            else None
+        )
         fetches = [spec.loss] + ([self.comparison.predictions] if self.comparison else [])
         self.placeholders = [n for n in prune_to(graph, fetches) if n.op == "placeholder"]
         self.plan = compile_plan(graph, fetches, [n.name for n in self.placeholders])
 
-    def bind(self, data: DataLike, what: str = "evaluation data",
-             mapping: Mapping[str, str] | None = None) -> Dataset:
+    def bind(
+        self,
+        data: DataLike,
+        what: str = "evaluation data",
+        mapping: Mapping[str, str] | None = None,
+    ) -> Dataset:
         """``data`` checked against the placeholders the evaluation needs; ``mapping``
         (placeholder -> array) is laid over the spec's data_map."""
-        if isinstance(data, Dataset) and data.arrays.keys() == {n.name
-                                                                for n in self.placeholders}:
+        if isinstance(data, Dataset) and data.arrays.keys() == {n.name for n in self.placeholders}:
             return data
-        return as_dataset(data, self.placeholders, {**self.spec.data_map, **(mapping or {})},
-                          what)
+        return as_dataset(data, self.placeholders, {**self.spec.data_map, **(mapping or {})}, what)
 
     def __call__(self, data: DataLike, batch_size: int | None = None) -> dict[str, float]:
         """{"loss": ..., "accuracy": ..., "examples": N} of the graph on ``data``."""
@@ -56,8 +61,9 @@ class Evaluator:
         return {**totals.result(), "examples": dataset.size}
 
 
-def evaluate(graph: Graph, data: DataLike, *, batch_size: int | None = None,
-             **settings: Any) -> dict[str, float]:
+def evaluate(
+    graph: Graph, data: DataLike, *, batch_size: int | None = None, **settings: Any
+) -> dict[str, float]:
     """The loss and the spec's metrics of ``graph`` on ``data``.
 
     ``settings`` override the graph's training spec as in :func:`graphengine.training.train`

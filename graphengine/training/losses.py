@@ -32,14 +32,26 @@ from ..ops import api as ops
 from ..training_spec import LOSS_KINDS
 
 #: Metrics a loss kind reports by default.
-DEFAULT_METRICS = {"cross_entropy": ("loss", "accuracy"),
-                   "binary_cross_entropy": ("loss", "accuracy"),
-                   "mse": ("loss", "mae"), "l1": ("loss", "mae"), "huber": ("loss", "mae")}
+DEFAULT_METRICS = {
+    "cross_entropy": ("loss", "accuracy"),
+    "binary_cross_entropy": ("loss", "accuracy"),
+    "mse": ("loss", "mae"),
+    "l1": ("loss", "mae"),
+    "huber": ("loss", "mae"),
+}
 
 
-def add_loss(graph: Graph, kind: str, predictions: Tensor | str, labels: Tensor | str,
-             *, example: Any = None, delta: float = 1.0, metrics: Any = None,
-             **settings: Any) -> Tensor:
+def add_loss(
+    graph: Graph,
+    kind: str,
+    predictions: Tensor | str,
+    labels: Tensor | str,
+    *,
+    example: Any = None,
+    delta: float = 1.0,
+    metrics: Any = None,
+    **settings: Any,
+) -> Tensor:
     """Add a loss of ``kind`` (one of LOSS_KINDS) comparing ``predictions`` (a
     tensor or an output name) with ``labels``, and make it the graph's training
     loss (``graph.training``: the rest of an existing spec is kept, ``settings``
@@ -66,8 +78,10 @@ def add_loss(graph: Graph, kind: str, predictions: Tensor | str, labels: Tensor 
         raise TrainingError(f"unknown loss kind {kind!r}; the kinds are {', '.join(LOSS_KINDS)}")
     pred = _prediction(graph, predictions)
     if pred.dtype.kind != "f":
-        raise TrainingError(f"loss {kind}: predictions '{pred.name}' are {pred.dtype.name}; they "
-                            "must be float (logits or values)")
+        raise TrainingError(
+            f"loss {kind}: predictions '{pred.name}' are {pred.dtype.name}; they "
+            "must be float (logits or values)"
+        )
     target = _labels(graph, kind, pred, labels, example)
     existing = _existing_loss(graph, kind, pred, target)
     if existing is not None:
@@ -82,12 +96,24 @@ def add_loss(graph: Graph, kind: str, predictions: Tensor | str, labels: Tensor 
 
     chosen = metrics if metrics is not None else DEFAULT_METRICS[kind]
     if graph.training is not None:
-        graph.training = resolve_spec(graph, loss=loss.name, predictions=pred.name,
-                                      labels=target.node, metrics=list(chosen),
-                                      loss_kind=kind, **settings)
+        graph.training = resolve_spec(
+            graph,
+            loss=loss.name,
+            predictions=pred.name,
+            labels=target.node,
+            metrics=list(chosen),
+            loss_kind=kind,
+            **settings,
+        )
     else:
-        graph.set_training(loss, predictions=pred.name, labels=target.node,
-                           metrics=list(chosen), loss_kind=kind, **settings)
+        graph.set_training(
+            loss,
+            predictions=pred.name,
+            labels=target.node,
+            metrics=list(chosen),
+            loss_kind=kind,
+            **settings,
+        )
     return loss
 
 
@@ -98,12 +124,13 @@ def _prediction(graph: Graph, predictions: Tensor | str) -> Tensor:
         return graph.tensor(predictions)
     except Exception:
         outputs = ", ".join(repr(o) for o in graph.outputs) or "none"
-        raise TrainingError(f"predictions {predictions!r} is not a tensor of graph "
-                            f"'{graph.name}'; its outputs are {outputs}") from None
+        raise TrainingError(
+            f"predictions {predictions!r} is not a tensor of graph "
+            f"'{graph.name}'; its outputs are {outputs}"
+        ) from None
 
 
-def _labels(graph: Graph, kind: str, pred: Tensor, labels: Tensor | str,
-            example: Any) -> Tensor:
+def _labels(graph: Graph, kind: str, pred: Tensor, labels: Tensor | str, example: Any) -> Tensor:
     """The labels placeholder: given, found by name, or made from ``example``."""
     if isinstance(labels, Tensor):
         node = graph.node(labels.node)
@@ -113,8 +140,10 @@ def _labels(graph: Graph, kind: str, pred: Tensor, labels: Tensor | str,
         dtype, rest = _label_type(kind, pred, example)
         return graph.placeholder(labels, (None, *rest), dtype)
     if node.op != "placeholder":
-        raise TrainingError(f"labels '{node.name}' is a {node.op} node; the labels must be a "
-                            "placeholder fed from the data (or a new name, to make one)")
+        raise TrainingError(
+            f"labels '{node.name}' is a {node.op} node; the labels must be a "
+            "placeholder fed from the data (or a new name, to make one)"
+        )
     return Tensor(graph, node.name)
 
 
@@ -129,8 +158,7 @@ def _label_type(kind: str, pred: Tensor, example: Any) -> tuple[np.dtype, tuple[
         elif dtype.kind in "iu":
             dtype = np.dtype("int64")
         elif dtype.kind != "f":
-            raise TrainingError(f"the labels array has dtype {array.dtype}; labels must be "
-                                "numbers")
+            raise TrainingError(f"the labels array has dtype {array.dtype}; labels must be numbers")
         return dtype, tuple(array.shape[1:])
     if kind == "cross_entropy":
         return np.dtype("int64"), tuple(pred.shape[1:-1])
@@ -146,7 +174,8 @@ def _fit_labels(kind: str, pred: Tensor, target: Tensor) -> Tensor:
                 raise TrainingError(
                     f"cross_entropy: integer labels '{target.name}' {tuple(target.shape)} must "
                     f"have the shape of the predictions {tuple(pred.shape)} without the class "
-                    "axis (one class index per example)")
+                    "axis (one class index per example)"
+                )
             return target
         if target.ndim == pred.ndim - 1:
             return ops.cast(target, dtype="int64")  # class indices stored as floats
@@ -156,11 +185,15 @@ def _fit_labels(kind: str, pred: Tensor, target: Tensor) -> Tensor:
         target = ops.expand_dims(target, axis=-1)
     elif target.ndim == pred.ndim + 1 and target.shape[-1] == 1:
         target = ops.squeeze(target, axis=[-1])
-    clash = any(isinstance(a, int) and isinstance(b, int) and a != b
-                for a, b in zip(target.shape[1:], pred.shape[1:]))
+    clash = any(
+        isinstance(a, int) and isinstance(b, int) and a != b
+        for a, b in zip(target.shape[1:], pred.shape[1:])
+    )
     if target.ndim != pred.ndim or clash:
-        raise TrainingError(f"loss {kind}: labels '{target.name}' of shape {tuple(target.shape)} "
-                            f"do not fit predictions '{pred.name}' of shape {tuple(pred.shape)}")
+        raise TrainingError(
+            f"loss {kind}: labels '{target.name}' of shape {tuple(target.shape)} "
+            f"do not fit predictions '{pred.name}' of shape {tuple(pred.shape)}"
+        )
     return target
 
 
@@ -190,8 +223,13 @@ def _huber(pred: Tensor, target: Tensor, delta: float) -> Tensor:
     return ops.mean(small * small * 0.5 + (error - small) * delta)
 
 
-_BUILDERS = {"cross_entropy": _cross_entropy, "binary_cross_entropy": _binary_cross_entropy,
-             "mse": _mse, "l1": _l1, "huber": _huber}
+_BUILDERS = {
+    "cross_entropy": _cross_entropy,
+    "binary_cross_entropy": _binary_cross_entropy,
+    "mse": _mse,
+    "l1": _l1,
+    "huber": _huber,
+}
 
 
 def _existing_loss(graph: Graph, kind: str, pred: Tensor, target: Tensor) -> Tensor | None:
@@ -199,7 +237,12 @@ def _existing_loss(graph: Graph, kind: str, pred: Tensor, target: Tensor) -> Ten
     trained file trained again with the same --loss), so it is not added twice."""
     spec = graph.training
     name = f"{kind}_loss/loss"
-    if (spec is not None and spec.loss == name and name in graph
-            and spec.predictions == pred.name and spec.labels == target.node):
+    if (
+        spec is not None
+        and spec.loss == name
+        and name in graph
+        and spec.predictions == pred.name
+        and spec.labels == target.node
+    ):
         return Tensor(graph, name)
     return None

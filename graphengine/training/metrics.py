@@ -60,8 +60,7 @@ class Comparison:
     binary: bool
     threshold: float = 0.0
 
-    def classes(self, predictions: np.ndarray, labels: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def classes(self, predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(predicted class, true class) of each example of a batch."""
         if self.binary:
             predicted = predictions.reshape(len(predictions), -1)[:, 0] > self.threshold
@@ -77,8 +76,9 @@ class Comparison:
         return int(np.count_nonzero(predicted == truth))
 
 
-def find_comparison(graph: Graph, loss: str, predictions: str = "",
-                    labels: str = "", metric: str = "accuracy") -> Comparison:
+def find_comparison(
+    graph: Graph, loss: str, predictions: str = "", labels: str = "", metric: str = "accuracy"
+) -> Comparison:
     """What ``metric`` compares; TrainingError says what to set when the predictions
     or the labels cannot be found.
 
@@ -97,14 +97,17 @@ def find_comparison(graph: Graph, loss: str, predictions: str = "",
                 f"metric {metric!r}: cannot tell the predictions and labels of loss '{loss}', "
                 "which no softmax_cross_entropy node computes; name them in the training "
                 "spec (predictions=..., labels=...) or on the command line (--predictions, "
-                "--labels), or add the loss with --loss KIND (ge.add_loss)")
+                "--labels), or add the loss with --loss KIND (ge.add_loss)"
+            )
         predictions = predictions or source[0]
         labels = labels or source[1]
     pred = graph.tensor(predictions)
     label_node = graph.node(parse_ref(labels)[0])
     if label_node.op != "placeholder":
-        raise TrainingError(f"metric {metric!r}: labels '{labels}' must be a placeholder fed "
-                            f"from the data, not a {label_node.op} node")
+        raise TrainingError(
+            f"metric {metric!r}: labels '{labels}' must be a placeholder fed "
+            f"from the data, not a {label_node.op} node"
+        )
     shape = pred.shape
     binary = len(shape) <= 1 or (len(shape) == 2 and shape[1] == 1)
     threshold = 0.5 if graph.node(pred.node).op == "sigmoid" else 0.0
@@ -125,9 +128,11 @@ def _classifier_loss(graph: Graph, loss: str) -> tuple[str, str] | None:
                 return None
             return graph.tensor(logits).name, parse_ref(labels)[0]
         if node.op in ("mean", "sum", "identity") or (
-                node.op in ("multiply", "divide") and _one_tensor_input(graph, node)):
-            name = next(parse_ref(r)[0] for r in node.inputs
-                        if graph.node(parse_ref(r)[0]).op != "constant")
+            node.op in ("multiply", "divide") and _one_tensor_input(graph, node)
+        ):
+            name = next(
+                parse_ref(r)[0] for r in node.inputs if graph.node(parse_ref(r)[0]).op != "constant"
+            )
             seen += 1
             continue
         return None
@@ -143,8 +148,12 @@ class EpochMetrics:
     loss and ``metrics`` (names as in the training spec); ``comparison`` is
     needed for every metric but the loss.  ``sums`` restores a checkpoint's."""
 
-    def __init__(self, metrics: Sequence[str] = ("loss",), comparison: Comparison | None = None,
-                 sums: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Sequence[str] = ("loss",),
+        comparison: Comparison | None = None,
+        sums: dict[str, float] | None = None,
+    ) -> None:
         self.metrics = [m for m in metrics if m != "loss"]
         if self.metrics and comparison is None:
             raise TrainingError(f"metric {self.metrics[0]!r} needs predictions and labels")
@@ -159,8 +168,14 @@ class EpochMetrics:
     def _bump(self, key: str, amount: float) -> None:
         self.totals[key] = self.totals.get(key, 0) + amount
 
-    def add(self, batch_size: int, loss: float, predictions: np.ndarray | None = None,
-            labels: np.ndarray | None = None, correct: int | None = None) -> None:
+    def add(
+        self,
+        batch_size: int,
+        loss: float,
+        predictions: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        correct: int | None = None,
+    ) -> None:
         """Count one batch: its size, its loss and, when metrics other than the loss
         are asked for, its predictions and labels (or, for accuracy alone, the count
         of ``correct`` predictions, as data-parallel training adds them up)."""
@@ -214,8 +229,10 @@ class EpochMetrics:
         pred = predictions.reshape(len(predictions), -1).astype(np.float64)
         true = labels.reshape(len(labels), -1).astype(np.float64)
         if true.shape != pred.shape:
-            raise TrainingError(f"metrics mae/r2: labels of shape {labels.shape} do not fit "
-                                f"predictions of shape {predictions.shape}")
+            raise TrainingError(
+                f"metrics mae/r2: labels of shape {labels.shape} do not fit "
+                f"predictions of shape {predictions.shape}"
+            )
         error = pred - true
         self._bump("abs_error", float(np.abs(error).sum()))
         self._bump("elements", error.size)
@@ -251,8 +268,11 @@ class EpochMetrics:
             scores = []
             for c in classes:
                 tp, guessed, actual = (t[f"tp/{c}"], t[f"predicted/{c}"], t[f"true/{c}"])
-                denominator = {"precision": guessed, "recall": actual,
-                               "f1": (guessed + actual) / 2}[metric]
+                denominator = {
+                    "precision": guessed,
+                    "recall": actual,
+                    "f1": (guessed + actual) / 2,
+                }[metric]
                 scores.append(tp / denominator if denominator else 0.0)
             return float(np.mean(scores))
         if metric == "mae":

@@ -44,9 +44,11 @@ class Monitor:
 
     def missing(self, record: dict[str, Any]) -> TrainingError:
         keys = ", ".join(repr(k) for k in record if k.startswith(("train_", "val_"))) or "none"
-        return TrainingError(f"cannot monitor {self.monitor!r}: the records have no such key "
-                             f"(they have {keys}); monitor one of those, or give validation "
-                             "data (--val) for a 'val_' metric")
+        return TrainingError(
+            f"cannot monitor {self.monitor!r}: the records have no such key "
+            f"(they have {keys}); monitor one of those, or give validation "
+            "data (--val) for a 'val_' metric"
+        )
 
     def update(self, value: float, step: int = 0) -> bool:
         """Count ``value``; True when it improves on the best (which it becomes)."""

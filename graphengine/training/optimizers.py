@@ -68,8 +68,13 @@ class Optimizer:
                 self.slots[slot][name] = np.zeros_like(p)
             self._scratch[name] = (np.empty_like(p), np.empty_like(p))
 
-    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray],
-             lr: float, grad_scale: float = 1.0) -> None:
+    def step(
+        self,
+        params: Mapping[str, np.ndarray],
+        grads: Mapping[str, np.ndarray],
+        lr: float,
+        grad_scale: float = 1.0,
+    ) -> None:
         """Apply one update to every parameter in ``params``, in place.
 
         ``grad_scale`` multiplies every gradient first (clipping by global norm).
@@ -78,12 +83,20 @@ class Optimizer:
         for name, p in params.items():
             self._update(name, p, grads[name], float(lr), float(grad_scale))
 
-    def _update(self, name: str, p: np.ndarray, grad: np.ndarray, lr: float,
-                scale: float) -> None:  # pragma: no cover - every optimizer overrides it
+    def _update(
+        self, name: str, p: np.ndarray, grad: np.ndarray, lr: float, scale: float
+    ) -> None:  # pragma: no cover - every optimizer overrides it
         raise NotImplementedError
 
-    def _scaled_grad(self, p: np.ndarray, grad: np.ndarray, scale: float, out: np.ndarray,
-                     spare: np.ndarray, weight_decay: float) -> np.ndarray:
+    def _scaled_grad(
+        self,
+        p: np.ndarray,
+        grad: np.ndarray,
+        scale: float,
+        out: np.ndarray,
+        spare: np.ndarray,
+        weight_decay: float,
+    ) -> np.ndarray:
         """``scale*grad + weight_decay*p`` in ``out`` (or ``grad`` itself when that is it)."""
         if scale == 1.0 and not weight_decay:
             return grad
@@ -98,8 +111,9 @@ class Optimizer:
         """(scalars, slots): what a checkpoint stores to resume this optimizer."""
         return {"iterations": self.iterations}, self.slots
 
-    def load_state(self, scalars: Mapping[str, Any],
-                   slots: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+    def load_state(
+        self, scalars: Mapping[str, Any], slots: Mapping[str, Mapping[str, np.ndarray]]
+    ) -> None:
         """Restore :meth:`state` output into the buffers made by :meth:`setup`.
 
         Parameters missing from ``slots`` keep fresh (zero) state.
@@ -110,9 +124,11 @@ class Optimizer:
                 saved = slots.get(slot, {}).get(name)
                 if saved is not None:
                     if saved.shape != buffer.shape:
-                        raise TrainingError(f"optimizer state '{slot}' of parameter '{name}' "
-                                            f"has shape {saved.shape}, the parameter has "
-                                            f"{buffer.shape}")
+                        raise TrainingError(
+                            f"optimizer state '{slot}' of parameter '{name}' "
+                            f"has shape {saved.shape}, the parameter has "
+                            f"{buffer.shape}"
+                        )
                     buffer[...] = saved
 
 
@@ -121,8 +137,9 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, *, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self, *, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0
+    ) -> None:
         if not 0.0 <= momentum < 1.0:
             raise TrainingError(f"sgd: momentum must be in [0, 1), got {momentum}")
         if nesterov and momentum == 0.0:
@@ -161,8 +178,14 @@ class Adam(Optimizer):
     #: Adam adds weight decay to the gradient; AdamW applies it to the weights.
     decoupled = False
 
-    def __init__(self, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         for label, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= beta < 1.0:
                 raise TrainingError(f"{self.name}: {label} must be in [0, 1), got {beta}")
@@ -172,8 +195,12 @@ class Adam(Optimizer):
         super().__init__(weight_decay=weight_decay)
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                **super().hyperparameters()}
+        return {
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+            **super().hyperparameters(),
+        }
 
     def _update(self, name, p, grad, lr, scale):
         tmp, spare = self._scratch[name]
@@ -191,8 +218,8 @@ class Adam(Optimizer):
         m *= self.beta1
         m += tmp
         t = self.iterations
-        bias1 = 1.0 - self.beta1 ** t
-        bias2 = 1.0 - self.beta2 ** t
+        bias1 = 1.0 - self.beta1**t
+        bias2 = 1.0 - self.beta2**t
         # lr * m_hat / (sqrt(v_hat) + eps), computed as PyTorch does.
         np.sqrt(v, out=spare)
         spare /= math.sqrt(bias2)
@@ -208,8 +235,14 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.01) -> None:
+    def __init__(
+        self,
+        *,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
         super().__init__(beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
 
 
@@ -227,8 +260,9 @@ def make_optimizer(name: str, **hyperparameters: Any) -> Optimizer:
     try:
         cls = OPTIMIZERS[name.lower()]
     except KeyError:
-        raise TrainingError(f"unknown optimizer {name!r}; use one of "
-                            f"{', '.join(OPTIMIZERS)}") from None
+        raise TrainingError(
+            f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}"
+        ) from None
     try:
         return cls(**hyperparameters)
     except TypeError:
@@ -236,18 +270,24 @@ def make_optimizer(name: str, **hyperparameters: Any) -> Optimizer:
 
         known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
         unknown = sorted(set(hyperparameters) - set(known))
-        raise TrainingError(f"optimizer {name!r} takes no setting {', '.join(unknown)}; its "
-                            f"settings are {', '.join(known)}") from None
+        raise TrainingError(
+            f"optimizer {name!r} takes no setting {', '.join(unknown)}; its "
+            f"settings are {', '.join(known)}"
+        ) from None
 
 
 def optimizer_from_spec(spec: OptimizerSpec) -> Optimizer:
     """The optimizer an :class:`~graphengine.training_spec.OptimizerSpec` describes
     (its learning rate and clipping are applied by the trainer)."""
     if spec.name == "sgd":
-        return SGD(momentum=spec.momentum, nesterov=spec.nesterov,
-                   weight_decay=spec.weight_decay)
-    return make_optimizer(spec.name, beta1=spec.beta1, beta2=spec.beta2, eps=spec.epsilon,
-                          weight_decay=spec.weight_decay)
+        return SGD(momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay)
+    return make_optimizer(
+        spec.name,
+        beta1=spec.beta1,
+        beta2=spec.beta2,
+        eps=spec.epsilon,
+        weight_decay=spec.weight_decay,
+    )
 
 
 def global_norm(grads: Mapping[str, np.ndarray]) -> float:
@@ -261,7 +301,7 @@ def global_norm(grads: Mapping[str, np.ndarray]) -> float:
         # np.dot of float32 accumulates in float32 (relative error ~1e-5 on 10**7
         # elements); square and sum in float64, a block at a time so the copy stays small.
         for start in range(0, flat.size, _NORM_BLOCK):
-            block = flat[start:start + _NORM_BLOCK].astype(np.float64)
+            block = flat[start : start + _NORM_BLOCK].astype(np.float64)
             total += float(np.dot(block, block))
     return math.sqrt(total)
 

@@ -26,8 +26,15 @@ class ProgressBar:
     >>> bar.close()
     """
 
-    def __init__(self, total: int, label: str, *, stream: IO[str] | None = None,
-                 enabled: bool | None = None, min_interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        *,
+        stream: IO[str] | None = None,
+        enabled: bool | None = None,
+        min_interval: float = 0.1,
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = _is_terminal(self.stream) if enabled is None else enabled
         self.total = total
@@ -59,7 +66,7 @@ class ProgressBar:
         width = max(10, min(30, columns - len(self.label) - len(counter) - len(status) - 8))
         filled = width * done // max(self.total, 1)
         bar = "#" * filled + "-" * (width - filled)
-        line = f"{self.label}  {counter} [{bar}] {status}"[:columns - 1]
+        line = f"{self.label}  {counter} [{bar}] {status}"[: columns - 1]
         self.stream.write("\r" + line + "\x1b[K")
         self.stream.flush()
         self._drawn = True

@@ -90,8 +90,10 @@ class Cosine:
 
     def __post_init__(self) -> None:
         if self.warmup_steps < 0 or self.total_steps < 1:
-            raise TrainingError(f"cosine schedule: need total_steps >= 1 and warmup_steps >= 0, "
-                                f"got {self.total_steps} and {self.warmup_steps}")
+            raise TrainingError(
+                f"cosine schedule: need total_steps >= 1 and warmup_steps >= 0, "
+                f"got {self.total_steps} and {self.warmup_steps}"
+            )
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -129,7 +131,7 @@ class Polynomial:
         if step < self.warmup_steps:
             return self.lr * _warmup_factor(step, self.warmup_steps)
         left = max(0.0, 1.0 - min(step, self.total_steps) / max(self.total_steps, 1))
-        return self.min_lr + (self.lr - self.min_lr) * left ** self.power
+        return self.min_lr + (self.lr - self.min_lr) * left**self.power
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,8 @@ class ReduceOnPlateau:
 
     def __call__(self, step: int) -> float:
         return max(self.lr * self.scale, min(self.min_lr, self.lr)) * _warmup_factor(
-            step, self.warmup_steps)
+            step, self.warmup_steps
+        )
 
     def observe(self, record: dict[str, Any]) -> None:
         """Count a validation record; reduce the rate at the end of a plateau."""
@@ -221,12 +224,14 @@ class ReduceOnPlateau:
         self._watch.load_state(state)
 
 
-Schedule = Constant | Step | Cosine | Exponential | Polynomial | OneCycle | Piecewise \
-    | ReduceOnPlateau
+Schedule = (
+    Constant | Step | Cosine | Exponential | Polynomial | OneCycle | Piecewise | ReduceOnPlateau
+)
 
 
-def make_schedule(spec: ScheduleSpec, lr: float, run_steps: int,
-                  default_monitor: str = "val_loss") -> Schedule:
+def make_schedule(
+    spec: ScheduleSpec, lr: float, run_steps: int, default_monitor: str = "val_loss"
+) -> Schedule:
     """The schedule ``spec`` describes for base rate ``lr``; ``run_steps`` (epochs times
     batches per epoch) is the length of cosine, polynomial and one-cycle schedules
     when ``spec.total_steps`` is 0; ``default_monitor`` is watched by
@@ -246,13 +251,21 @@ def make_schedule(spec: ScheduleSpec, lr: float, run_steps: int,
         return Polynomial(lr, total, spec.power, spec.min_lr, spec.warmup_steps)
     if spec.kind == "one_cycle":
         if spec.warmup_steps:
-            raise TrainingError("one_cycle schedule: it has its own warm-up (pct_start); set "
-                                "warmup_steps to 0")
+            raise TrainingError(
+                "one_cycle schedule: it has its own warm-up (pct_start); set warmup_steps to 0"
+            )
         return OneCycle(lr, total, spec.pct_start, spec.div_factor, spec.final_div_factor)
     if spec.kind == "piecewise":
         return Piecewise(spec.boundaries, spec.values, spec.warmup_steps)
     if spec.kind == "reduce_on_plateau":
-        return ReduceOnPlateau(lr, spec.plateau_monitor or default_monitor,
-                               spec.plateau_patience, spec.gamma, spec.min_lr,
-                               spec.plateau_min_delta, spec.plateau_mode, spec.warmup_steps)
+        return ReduceOnPlateau(
+            lr,
+            spec.plateau_monitor or default_monitor,
+            spec.plateau_patience,
+            spec.gamma,
+            spec.min_lr,
+            spec.plateau_min_delta,
+            spec.plateau_mode,
+            spec.warmup_steps,
+        )
     return Constant(lr, spec.warmup_steps)

@@ -39,8 +39,12 @@ def matches(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
-def select_parameters(graph: Graph, patterns: Iterable[str], what: str = "trainable",
-                      among: Sequence[str] | None = None) -> list[str]:
+def select_parameters(
+    graph: Graph,
+    patterns: Iterable[str],
+    what: str = "trainable",
+    among: Sequence[str] | None = None,
+) -> list[str]:
     """The parameters of ``graph`` (or of ``among``) that ``patterns`` select, in
     graph order.  Raises GraphError for a pattern that selects nothing, listing
     the parameters and scopes it could have named."""
@@ -49,14 +53,16 @@ def select_parameters(graph: Graph, patterns: Iterable[str], what: str = "traina
     for pattern in patterns:
         hits = {n for n in names if matches(n, pattern)}
         if not hits:
-            raise GraphError(f"training spec: {what} pattern {pattern!r} matches no parameter "
-                             f"of graph '{graph.name}'; {describe_names(names)}")
+            raise GraphError(
+                f"training spec: {what} pattern {pattern!r} matches no parameter "
+                f"of graph '{graph.name}'; {describe_names(names)}"
+            )
         chosen |= hits
     return [n for n in names if n in chosen]
 
 
 def describe_names(names: Sequence[str], limit: int = 30) -> str:
-    """"the parameters are ...; the scopes are ..." for an error message."""
+    """ "the parameters are ...; the scopes are ..." for an error message."""
     if not names:
         return "it has no parameters"
     scopes: list[str] = []
@@ -94,5 +100,6 @@ def state_parameters(graph: Graph) -> list[str]:
                 return False
         return True
 
-    return [n.name for n in graph.parameters()
-            if n.types[0].dtype.kind == "f" and only_state(n.name)]
+    return [
+        n.name for n in graph.parameters() if n.types[0].dtype.kind == "f" and only_state(n.name)
+    ]

@@ -29,12 +29,10 @@ _OPTIMIZER_FIELDS = {f.name for f in dataclasses.fields(OptimizerSpec)} - {"name
 _SCHEDULE_FIELDS = {f.name for f in dataclasses.fields(ScheduleSpec)} - {"kind"}
 _SPEC_FIELDS = {f.name for f in dataclasses.fields(TrainingSpec)} - {"optimizer", "schedule"}
 #: Every setting an override may name.
-SETTINGS = sorted(_SPEC_FIELDS | _OPTIMIZER_FIELDS | _SCHEDULE_FIELDS
-                  | {"optimizer", "schedule"})
+SETTINGS = sorted(_SPEC_FIELDS | _OPTIMIZER_FIELDS | _SCHEDULE_FIELDS | {"optimizer", "schedule"})
 
 
-def resolve_spec(graph: Graph, spec: TrainingSpec | None = None,
-                 **overrides: Any) -> TrainingSpec:
+def resolve_spec(graph: Graph, spec: TrainingSpec | None = None, **overrides: Any) -> TrainingSpec:
     """``spec`` (default: ``graph.training``) with ``overrides`` applied; None values
     are ignored, so unset command-line options change nothing.
 
@@ -44,8 +42,10 @@ def resolve_spec(graph: Graph, spec: TrainingSpec | None = None,
     overrides = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(overrides) - set(SETTINGS))
     if unknown:
-        raise TrainingError(f"unknown training setting(s) {', '.join(unknown)}; the settings "
-                            f"are {', '.join(SETTINGS)}")
+        raise TrainingError(
+            f"unknown training setting(s) {', '.join(unknown)}; the settings "
+            f"are {', '.join(SETTINGS)}"
+        )
     base = spec if spec is not None else graph.training
     try:
         if base is None:
@@ -65,8 +65,9 @@ def resolve_spec(graph: Graph, spec: TrainingSpec | None = None,
             labels = top.get("labels", base.labels)
             predictions = top.get("predictions", base.predictions)
             if not labels or not predictions:
-                found = find_comparison(graph, top.get("loss", base.loss), predictions, labels,
-                                        compared[0])
+                found = find_comparison(
+                    graph, top.get("loss", base.loss), predictions, labels, compared[0]
+                )
                 top["labels"], top["predictions"] = found.labels, found.predictions
         resolved = _rebuild(base, optimizer=optimizer, schedule=schedule, **top)
         resolved.check_graph(graph)
@@ -85,17 +86,21 @@ def as_early_stopping(value: Any) -> EarlyStoppingSpec | None:
     if isinstance(value, Mapping):
         unknown = sorted(set(value) - {f.name for f in dataclasses.fields(EarlyStoppingSpec)})
         if unknown:
-            raise TrainingError(f"early_stopping: unknown field(s) {', '.join(unknown)}; the "
-                                "fields are monitor, patience, min_delta, mode, restore_best")
+            raise TrainingError(
+                f"early_stopping: unknown field(s) {', '.join(unknown)}; the "
+                "fields are monitor, patience, min_delta, mode, restore_best"
+            )
         return EarlyStoppingSpec(**value)
     if isinstance(value, EarlyStoppingSpec):
         return value
-    raise TrainingError(f"early_stopping must be an EarlyStoppingSpec, a dict or a bool, not "
-                        f"{type(value).__name__}")
+    raise TrainingError(
+        f"early_stopping must be an EarlyStoppingSpec, a dict or a bool, not {type(value).__name__}"
+    )
 
 
-def _replace(spec: Any, overrides: dict[str, Any], fields: set[str], key: str,
-             key_field: str) -> Any:
+def _replace(
+    spec: Any, overrides: dict[str, Any], fields: set[str], key: str, key_field: str
+) -> Any:
     changes = {k: overrides[k] for k in fields if k in overrides}
     for k in ("boundaries", "values"):
         if k in changes:
@@ -118,14 +123,19 @@ def default_loss(graph: Graph) -> str:
     else its only scalar float output.  TrainingError asks for ``--loss`` otherwise."""
     if graph.gradient is not None:
         return graph.gradient.loss
-    candidates = [ref for ref in graph.outputs
-                  if graph.tensor(ref).shape == () and graph.tensor(ref).dtype.kind == "f"]
+    candidates = [
+        ref
+        for ref in graph.outputs
+        if graph.tensor(ref).shape == () and graph.tensor(ref).dtype.kind == "f"
+    ]
     if len(candidates) == 1:
         return candidates[0]
     found = ", ".join(repr(c) for c in candidates) or "none"
-    raise TrainingError(f"graph '{graph.name}' has no training spec, and the loss to minimize "
-                        f"is not clear (scalar float outputs: {found}); name it with --loss "
-                        "NAME, or loss=... in Python")
+    raise TrainingError(
+        f"graph '{graph.name}' has no training spec, and the loss to minimize "
+        f"is not clear (scalar float outputs: {found}); name it with --loss "
+        "NAME, or loss=... in Python"
+    )
 
 
 def build_spec(graph: Graph, loss: Any, **settings: Any) -> TrainingSpec:

@@ -91,10 +91,15 @@ class TrainResult:
         record's metrics and the best (what ``graphengine train --json`` prints)."""
         final = {k: v for k, v in self.final.items() if k.startswith(("train_", "val_"))}
         if self.validations:
-            final.update({k: v for k, v in self.validations[-1].items()
-                          if k.startswith("val_")})
-        return {"steps": self.steps, "epochs": len(self.history), "stopped": self.stopped,
-                "seconds": round(self.seconds, 3), "final": final, "best": self.best}
+            final.update({k: v for k, v in self.validations[-1].items() if k.startswith("val_")})
+        return {
+            "steps": self.steps,
+            "epochs": len(self.history),
+            "stopped": self.stopped,
+            "seconds": round(self.seconds, 3),
+            "final": final,
+            "best": self.best,
+        }
 
 
 @dataclass
@@ -153,30 +158,44 @@ class Trainer:
     3.0
     """
 
-    def __init__(self, graph: Graph, data: DataLike, *, val: DataLike | None = None,
-                 val_map: Mapping[str, str] | None = None,
-                 callbacks: Sequence[Callback] = (),
-                 checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
-                 keep_checkpoints: int = 3, best_path: str | os.PathLike | None = "",
-                 emergency_dir: str | os.PathLike | None = None,
-                 log: str | os.PathLike | None = None,
-                 progress: bool | None = None, stream: IO[str] | None = None,
-                 parallel: DataParallel | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        data: DataLike,
+        *,
+        val: DataLike | None = None,
+        val_map: Mapping[str, str] | None = None,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 0,
+        keep_checkpoints: int = 3,
+        best_path: str | os.PathLike | None = "",
+        emergency_dir: str | os.PathLike | None = None,
+        log: str | os.PathLike | None = None,
+        progress: bool | None = None,
+        stream: IO[str] | None = None,
+        parallel: DataParallel | None = None,
+        **settings: Any,
+    ) -> None:
         self.parallel = parallel
         if parallel is not None:
-            checkpoint_dir, log, progress, stream = parallel.outputs(checkpoint_dir, log,
-                                                                     progress, stream)
+            checkpoint_dir, log, progress, stream = parallel.outputs(
+                checkpoint_dir, log, progress, stream
+            )
         self.graph = graph
         self.spec = spec = resolve_spec(graph, **settings)
         unsupported = [m for m in spec.metrics if m not in ("loss", "accuracy")]
         if parallel is not None and unsupported:
-            raise TrainingError(f"metric(s) {', '.join(unsupported)} are not computed in "
-                                "data-parallel training yet (loss and accuracy are); train "
-                                "with one process or report them with graphengine eval")
+            raise TrainingError(
+                f"metric(s) {', '.join(unsupported)} are not computed in "
+                "data-parallel training yet (loss and accuracy are); train "
+                "with one process or report them with graphengine eval"
+            )
         self.callbacks = list(callbacks)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.checkpoint_every = _count("checkpoint_every", checkpoint_every,
-                                       "0 checkpoints at epoch ends only")
+        self.checkpoint_every = _count(
+            "checkpoint_every", checkpoint_every, "0 checkpoints at epoch ends only"
+        )
         self.keep_checkpoints = _count("keep_checkpoints", keep_checkpoints, "0 keeps all")
         self.emergency_dir = Path(emergency_dir) if emergency_dir is not None else None
         self.log = MetricsLog(log) if log is not None else None
@@ -198,34 +217,47 @@ class Trainer:
         self.comparison = self.evaluator.comparison
         self._compile()
         self.train_data = as_dataset(data, self._feeds, spec.data_map, "training data")
-        self.val_data = (self.evaluator.bind(val, "validation data", val_map)
-                         if val is not None else None)
-        if self.val_data is not None and self.val_data.fingerprint() == \
-                self.train_data.fingerprint():
+        self.val_data = (
+            self.evaluator.bind(val, "validation data", val_map) if val is not None else None
+        )
+        if (
+            self.val_data is not None
+            and self.val_data.fingerprint() == self.train_data.fingerprint()
+        ):
             # Easy to do by accident: a spec's data_map picks the training arrays from
             # a file that holds both splits.
-            self._notice("note: the validation data are the training data (the same "
-                         "arrays); map the validation arrays to the placeholders")
+            self._notice(
+                "note: the validation data are the training data (the same "
+                "arrays); map the validation arrays to the placeholders"
+            )
         fixed = fixed_batch_size(self._feeds)
         if fixed is not None and fixed != spec.batch_size:
-            raise TrainingError(f"placeholders fix the batch size to {fixed} on axis 0, but "
-                                f"the batch size is {spec.batch_size}; set batch_size={fixed} "
-                                "or give the placeholders a symbolic batch dim (None)")
+            raise TrainingError(
+                f"placeholders fix the batch size to {fixed} on axis 0, but "
+                f"the batch size is {spec.batch_size}; set batch_size={fixed} "
+                "or give the placeholders a symbolic batch dim (None)"
+            )
         # A placeholder with a fixed batch dim takes no smaller batch.
         self.drop_last = spec.drop_last or fixed is not None
         size, b = self.train_data.size, spec.batch_size
         self.steps_per_epoch = len(batch_bounds(size, b, self.drop_last))
         if self.steps_per_epoch == 0:
-            raise TrainingError(f"the training data has {size} examples, fewer than one batch "
-                                f"of {b}, and the last partial batch is dropped; lower the "
-                                "batch size")
+            raise TrainingError(
+                f"the training data has {size} examples, fewer than one batch "
+                f"of {b}, and the last partial batch is dropped; lower the "
+                "batch size"
+            )
         self.optimizer = optimizer_from_spec(spec.optimizer)
         self.optimizer.setup({name: graph.values[name] for name in self.param_names})
         #: The record key that monitors watch when they are not told: the validation
         #: loss with validation data, else the epoch's training loss.
         self.default_monitor = "val_loss" if self.val_data is not None else "train_loss"
-        self.schedule = make_schedule(spec.schedule, spec.optimizer.learning_rate,
-                                      spec.epochs * self.steps_per_epoch, self.default_monitor)
+        self.schedule = make_schedule(
+            spec.schedule,
+            spec.optimizer.learning_rate,
+            spec.epochs * self.steps_per_epoch,
+            self.default_monitor,
+        )
         self._add_spec_callbacks(best_path)
 
     # -- setting up --------------------------------------------------------------
@@ -246,23 +278,30 @@ class Trainer:
         statistics = {name for node in graph.nodes for name in _running_stats(node)}
         named = statistics & set(spec.trainable)  # asked for by name, not by scope or glob
         if named or (statistics & set(names) and not spec.trainable):
-            ops = sorted({node.op for node in graph.nodes
-                          if set(_running_stats(node)) & set(names)})
-            self._notice("not training " + ", ".join(repr(n) for n in names if n in statistics)
-                         + f": {'/'.join(ops)} running statistics are updated from the "
-                         "batches; mark them trainable=False")
+            ops = sorted(
+                {node.op for node in graph.nodes if set(_running_stats(node)) & set(names)}
+            )
+            self._notice(
+                "not training "
+                + ", ".join(repr(n) for n in names if n in statistics)
+                + f": {'/'.join(ops)} running statistics are updated from the "
+                "batches; mark them trainable=False"
+            )
         names = [n for n in names if n not in statistics]
         for name in names:
             dtype = graph.node(name).types[0].dtype
             if dtype.kind != "f":
-                raise TrainingError(f"parameter '{name}' has dtype {dtype}; only float "
-                                    "parameters can be trained")
+                raise TrainingError(
+                    f"parameter '{name}' has dtype {dtype}; only float parameters can be trained"
+                )
         if not names:
             everything = [n.name for n in graph.parameters()]
-            raise TrainingError(f"graph '{graph.name}' has no parameter to train (after "
-                                f"trainable={list(spec.trainable)}, frozen={list(spec.frozen)}); "
-                                f"mark some trainable, or select them with --trainable: "
-                                f"{describe_names(everything)}")
+            raise TrainingError(
+                f"graph '{graph.name}' has no parameter to train (after "
+                f"trainable={list(spec.trainable)}, frozen={list(spec.frozen)}); "
+                f"mark some trainable, or select them with --trainable: "
+                f"{describe_names(everything)}"
+            )
         return names
 
     def _add_spec_callbacks(self, best_path: str | os.PathLike | None) -> None:
@@ -271,16 +310,17 @@ class Trainer:
         spec = self.spec
         stop = spec.early_stopping
         if stop is not None and not any(isinstance(c, EarlyStopping) for c in self.callbacks):
-            self.callbacks.append(EarlyStopping(stop.monitor, stop.patience, stop.min_delta,
-                                                stop.mode, stop.restore_best))
+            self.callbacks.append(
+                EarlyStopping(
+                    stop.monitor, stop.patience, stop.min_delta, stop.mode, stop.restore_best
+                )
+            )
         if best_path == "":
             best_path = self.checkpoint_dir / "best.pb" if self.checkpoint_dir else None
-        if best_path is not None and not any(isinstance(c, BestCheckpoint)
-                                             for c in self.callbacks):
+        if best_path is not None and not any(isinstance(c, BestCheckpoint) for c in self.callbacks):
             monitor = spec.best_monitor or (stop.monitor if stop is not None else "")
             mode = stop.mode if stop is not None and not spec.best_monitor else ""
             self.callbacks.append(BestCheckpoint(best_path, monitor, mode))
-
 
     def _compile(self) -> None:
         """Build the gradient graph and compile the training plan: it fetches the
@@ -291,35 +331,48 @@ class Trainer:
             # A parameter the loss ignores gets a zero gradient; training says nothing.
             warnings.simplefilter("ignore", GradientWarning)
             self.grad_graph = (
-                gradients(graph, spec.loss, self.param_names) if self.parallel is None
-                else self.parallel.gradient_graph(graph, spec.loss, self.param_names))
+                gradients(graph, spec.loss, self.param_names)
+                if self.parallel is None
+                else self.parallel.gradient_graph(graph, spec.loss, self.param_names)
+            )
         self.grad_graph.values = graph.values  # one dict: updates reach the forward graph
         info = self.grad_graph.gradient
         if info.zero:
             # Left out of the updates, so that weight decay does not shrink them either.
-            self._notice(f"note: the loss does not depend on {', '.join(map(repr, info.zero))}, "
-                         "so training leaves it as it is")
+            self._notice(
+                f"note: the loss does not depend on {', '.join(map(repr, info.zero))}, "
+                "so training leaves it as it is"
+            )
             self.param_names = [p for p in self.param_names if p not in info.zero]
         self._batch_norms = _batch_norms(graph, prune_to(graph, [spec.loss]))
         fetches = [info.loss] + [info.grads[p] for p in self.param_names]
         for node in self._batch_norms:
-            stats = [make_ref(node.name, node.opdef.outputs.index(update.batch))
-                     for update in node.opdef.state_updates]
+            stats = [
+                make_ref(node.name, node.opdef.outputs.index(update.batch))
+                for update in node.opdef.state_updates
+            ]
             fetches += stats if self.parallel is None else list(map(self.parallel.fetch, stats))
         if self.comparison is not None:
             fetches.append(self.comparison.predictions)
         # A fed seed gradient (a data-parallel share) is the trainer's, not the data's.
-        self._feeds = [n for n in prune_to(self.grad_graph, fetches)
-                       if n.op == "placeholder" and n.name != info.seed]
+        self._feeds = [
+            n
+            for n in prune_to(self.grad_graph, fetches)
+            if n.op == "placeholder" and n.name != info.seed
+        ]
         # Each step consumes its fetches before the next: they may live in the
         # plan's reused buffers, so a step allocates no gradient arrays.
-        self.train_plan: Plan = compile_plan(self.grad_graph, fetches,
-                                             [n.name for n in self._feeds]
-                                             + ([info.seed] if info.seed else []),
-                                             reuse_fetch_buffers=True)
-        self._stat_scratch = {name: np.empty_like(graph.values[name])
-                              for node in self._batch_norms
-                              for name in _running_stats(node)}
+        self.train_plan: Plan = compile_plan(
+            self.grad_graph,
+            fetches,
+            [n.name for n in self._feeds] + ([info.seed] if info.seed else []),
+            reuse_fetch_buffers=True,
+        )
+        self._stat_scratch = {
+            name: np.empty_like(graph.values[name])
+            for node in self._batch_norms
+            for name in _running_stats(node)
+        }
 
     # -- running -------------------------------------------------------------------
     def stop(self) -> None:
@@ -338,8 +391,11 @@ class Trainer:
         # One run per checkpoint folder: refuse a concurrent trainer, and a fresh
         # run that would prune and overwrite another run's checkpoints.
         root = self.parallel is None or self.parallel.is_root
-        lock = (ckpt_io.FolderLock(self.checkpoint_dir).acquire(resume)
-                if self.checkpoint_dir is not None and root else None)
+        lock = (
+            ckpt_io.FolderLock(self.checkpoint_dir).acquire(resume)
+            if self.checkpoint_dir is not None and root
+            else None
+        )
         try:
             return self._fit(resume)
         finally:
@@ -373,12 +429,16 @@ class Trainer:
             self.parallel.finish(self)
         if self._interrupted:
             raise self._interruption(state)
-        watchers = ([c for c in self.callbacks if isinstance(c, BestCheckpoint)]
-                    + [c for c in self.callbacks if isinstance(c, EarlyStopping)])
+        watchers = [c for c in self.callbacks if isinstance(c, BestCheckpoint)] + [
+            c for c in self.callbacks if isinstance(c, EarlyStopping)
+        ]
         best = next((c for c in watchers if c.best_step), None)
         if best is not None and best._watch is not None:
-            result.best = {"monitor": best._watch.monitor, "value": best.best,
-                           "step": best.best_step}
+            result.best = {
+                "monitor": best._watch.monitor,
+                "value": best.best,
+                "step": best.best_step,
+            }
             if isinstance(best, BestCheckpoint):
                 result.best["path"] = str(best.path)
         for callback in self.callbacks:
@@ -392,32 +452,43 @@ class Trainer:
             self._save(state, self.emergency_dir)
             where = self._last_checkpoint
         if where is None:
-            message = (f"interrupted at step {state.step}; no checkpoint folder was given, so "
-                       "the parameters were not saved (use --checkpoint-dir DIR)")
+            message = (
+                f"interrupted at step {state.step}; no checkpoint folder was given, so "
+                "the parameters were not saved (use --checkpoint-dir DIR)"
+            )
         else:
-            message = (f"interrupted at step {state.step} (epoch {state.epoch + 1}); "
-                       f"checkpoint written to '{where}'")
+            message = (
+                f"interrupted at step {state.step} (epoch {state.epoch + 1}); "
+                f"checkpoint written to '{where}'"
+            )
         return TrainingInterrupted(message, checkpoint=where, step=state.step)
 
-    def _run_epoch(self, state: _RunState, params: dict[str, np.ndarray],
-                   feeder: BatchFeeder) -> dict[str, Any] | None:
+    def _run_epoch(
+        self, state: _RunState, params: dict[str, np.ndarray], feeder: BatchFeeder
+    ) -> dict[str, Any] | None:
         """Finish the epoch ``state`` is in; returns its record, or None when a
         callback stopped the run before the epoch ended."""
         spec = self.spec
         if state.order is None:
             state.order = epoch_order(spec.seed, state.epoch, self.train_data.size)
         totals = EpochMetrics(spec.metrics, self.comparison, state.sums)
-        bounds = batch_bounds(self.train_data.size, spec.batch_size, self.drop_last,
-                              state.position)
-        bar = ProgressBar(len(bounds), f"epoch {state.epoch + 1}/{spec.epochs}",
-                          stream=self.stream, enabled=self.progress)
+        bounds = batch_bounds(self.train_data.size, spec.batch_size, self.drop_last, state.position)
+        bar = ProgressBar(
+            len(bounds),
+            f"epoch {state.epoch + 1}/{spec.epochs}",
+            stream=self.stream,
+            enabled=self.progress,
+        )
         started = time.perf_counter()
         try:
             for i, (start, stop) in enumerate(bounds):
                 batch = start // spec.batch_size
                 indices = state.order[start:stop]
-                feeds = (feeder.feeds(indices) if self.parallel is None
-                         else self.parallel.feeds(feeder, indices))
+                feeds = (
+                    feeder.feeds(indices)
+                    if self.parallel is None
+                    else self.parallel.feeds(feeder, indices)
+                )
                 loss, predictions = self._step(params, feeds, state.step, state.epoch, batch)
                 state.step += 1
                 state.position = stop
@@ -429,8 +500,14 @@ class Trainer:
                     correct = self.comparison.correct(predictions, feeds[self.comparison.labels])
                     totals.add(stop - start, loss, correct=self.parallel.total(correct))
                 bar.update(i + 1, step=state.step, loss=loss, examples=stop - start)
-                info = StepInfo(state.step, state.epoch + 1, batch + 1, stop - start, loss,
-                                self.schedule(state.step - 1))
+                info = StepInfo(
+                    state.step,
+                    state.epoch + 1,
+                    batch + 1,
+                    stop - start,
+                    loss,
+                    self.schedule(state.step - 1),
+                )
                 for callback in self.callbacks:
                     callback.on_step(self, info)
                 last = i == len(bounds) - 1
@@ -441,8 +518,9 @@ class Trainer:
                     self._stop = self.parallel.agree_to_stop(self._stop)
                 if last:
                     break  # the epoch-end checkpoint follows
-                if self._stop or (self.checkpoint_every
-                                  and state.step % self.checkpoint_every == 0):
+                if self._stop or (
+                    self.checkpoint_every and state.step % self.checkpoint_every == 0
+                ):
                     state.sums = totals.sums()
                     self._save(state)
                 if self._stop:
@@ -467,16 +545,28 @@ class Trainer:
         spec = self.spec
         record: dict[str, Any] | None = None
         if spec.log_every and state.step % spec.log_every == 0:
-            record = {"kind": "step", "epoch": state.epoch + 1, "step": state.step,
-                      "loss": info.loss, "learning_rate": info.learning_rate}
-        if (validate and spec.validate_every and self.val_data is not None
-                and state.step % spec.validate_every == 0):
-            record = record or {"kind": "validation", "epoch": state.epoch + 1,
-                                "step": state.step}
+            record = {
+                "kind": "step",
+                "epoch": state.epoch + 1,
+                "step": state.step,
+                "loss": info.loss,
+                "learning_rate": info.learning_rate,
+            }
+        if (
+            validate
+            and spec.validate_every
+            and self.val_data is not None
+            and state.step % spec.validate_every == 0
+        ):
+            record = record or {"kind": "validation", "epoch": state.epoch + 1, "step": state.step}
             record.update(self._validate())
-            self._notice("  ".join([f"step {state.step}"]
-                                   + [f"{k} {v:.4g}" for k, v in record.items()
-                                      if k.startswith("val_")]), quiet_ok=True)
+            self._notice(
+                "  ".join(
+                    [f"step {state.step}"]
+                    + [f"{k} {v:.4g}" for k, v in record.items() if k.startswith("val_")]
+                ),
+                quiet_ok=True,
+            )
         if record is None:
             return
         if self.log is not None:
@@ -486,8 +576,11 @@ class Trainer:
 
     def _validate(self) -> dict[str, float]:
         assert self.val_data is not None
-        val = (self.evaluator(self.val_data) if self.parallel is None
-               else self.parallel.evaluate(self.evaluator, self.val_data))
+        val = (
+            self.evaluator(self.val_data)
+            if self.parallel is None
+            else self.parallel.evaluate(self.evaluator, self.val_data)
+        )
         return {f"val_{k}": v for k, v in val.items() if k != "examples"}
 
     def _observe(self, record: dict[str, Any]) -> None:
@@ -503,8 +596,14 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_validation(self, record)
 
-    def _step(self, params: dict[str, np.ndarray], feeds: dict[str, np.ndarray], step: int,
-              epoch: int, batch: int) -> tuple[float, np.ndarray | None]:
+    def _step(
+        self,
+        params: dict[str, np.ndarray],
+        feeds: dict[str, np.ndarray],
+        step: int,
+        epoch: int,
+        batch: int,
+    ) -> tuple[float, np.ndarray | None]:
         """One update; returns the batch's loss and its predictions (None when no
         metric needs them)."""
         seed = (self.spec.seed << 32) + step
@@ -515,7 +614,7 @@ class Trainer:
         if not math.isfinite(loss):
             self._fail_non_finite(f"the loss is {loss}", step, epoch, batch)
         n = len(self.param_names)
-        grads = dict(zip(self.param_names, out[1:1 + n]))
+        grads = dict(zip(self.param_names, out[1 : 1 + n]))
         limit = self.spec.optimizer.clip_value
         if limit:
             grads = {name: np.clip(g, -limit, limit) for name, g in grads.items()}
@@ -529,7 +628,7 @@ class Trainer:
         predictions = out[-1] if self.comparison is not None else None
         self.optimizer.step(params, grads, self.schedule(step), scale)
         stats = sum(len(node.opdef.state_updates) for node in self._batch_norms)
-        self._update_running_stats(out[1 + n:1 + n + stats])
+        self._update_running_stats(out[1 + n : 1 + n + stats])
         return loss, predictions
 
     def _update_running_stats(self, stats: list[np.ndarray]) -> None:
@@ -546,18 +645,27 @@ class Trainer:
                 running += scratch
 
     def _fail_non_finite(self, what: str, step: int, epoch: int, batch: int) -> None:
-        kept = (f"the last checkpoint, '{self._last_checkpoint}', is intact"
-                if self._last_checkpoint else "no checkpoint was written")
+        kept = (
+            f"the last checkpoint, '{self._last_checkpoint}', is intact"
+            if self._last_checkpoint
+            else "no checkpoint was written"
+        )
         raise TrainingError(
             f"{what} at step {step + 1} (epoch {epoch + 1}, batch {batch + 1}); training "
             f"stopped before applying that step, and {kept}. Lower the learning rate "
             f"(now {self.schedule(step):g}), clip gradients (clip_global_norm), or check the "
-            "data for inf or nan values")
+            "data for inf or nan values"
+        )
 
-    def _epoch_record(self, state: _RunState, totals: EpochMetrics,
-                      seconds: float) -> dict[str, Any]:
-        record: dict[str, Any] = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step,
-                                  "learning_rate": self.schedule(state.step - 1)}
+    def _epoch_record(
+        self, state: _RunState, totals: EpochMetrics, seconds: float
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "kind": "epoch",
+            "epoch": state.epoch + 1,
+            "step": state.step,
+            "learning_rate": self.schedule(state.step - 1),
+        }
         record.update(totals.result(prefix="train_"))
         if self.val_data is not None:
             record.update(self._validate())
@@ -565,8 +673,7 @@ class Trainer:
         record["examples_per_second"] = round(totals.examples / max(seconds, 1e-9), 1)
         if self.progress is not False:
             parts = [f"epoch {record['epoch']}/{self.spec.epochs}", f"step {record['step']}"]
-            parts += [f"{k} {v:.4g}" for k, v in record.items()
-                      if k.startswith(("train_", "val_"))]
+            parts += [f"{k} {v:.4g}" for k, v in record.items() if k.startswith(("train_", "val_"))]
             parts.append(f"{record['examples_per_second']:,.0f} ex/s")
             print("  ".join(parts), file=self.stream, flush=True)
         return record
@@ -582,15 +689,24 @@ class Trainer:
             return
         scalars, slots = self.optimizer.state()
         checkpoint = ckpt_io.Checkpoint(
-            graph_hash=self.graph_hash, step=state.step, epoch=state.epoch,
-            position=state.position, seed=self.spec.seed, params=dict(self.graph.values),
+            graph_hash=self.graph_hash,
+            step=state.step,
+            epoch=state.epoch,
+            position=state.position,
+            seed=self.spec.seed,
+            params=dict(self.graph.values),
             optimizer={"name": self.spec.optimizer.name, "scalars": scalars, "slots": slots},
-            order=state.order, config=flatten(self.spec),
+            order=state.order,
+            config=flatten(self.spec),
             metrics={**state.sums, **self._monitor_state()},
-            data={"size": self.train_data.size, "fingerprint": self.train_data.fingerprint()})
+            data={"size": self.train_data.size, "fingerprint": self.train_data.fingerprint()},
+        )
         self._last_checkpoint = ckpt_io.write_checkpoint(
-            folder, checkpoint, keep=self.keep_checkpoints,
-            pause_before_rename=self._checkpoint_pause)
+            folder,
+            checkpoint,
+            keep=self.keep_checkpoints,
+            pause_before_rename=self._checkpoint_pause,
+        )
         self._saved_at = state.step
 
     def _monitor_state(self) -> dict[str, float]:
@@ -627,26 +743,34 @@ class Trainer:
         """Restore parameters, optimizer state and position from a checkpoint; say
         what changed since it was written (and apply the new settings)."""
         file, saved = ckpt_io.resume_checkpoint(path, self._check_checkpoint, self._notice)
-        self._notice(f"resuming from '{file}': step {saved.step}, {saved.epoch} epoch(s) "
-                     f"done, {saved.position} examples into the next")
+        self._notice(
+            f"resuming from '{file}': step {saved.step}, {saved.epoch} epoch(s) "
+            f"done, {saved.position} examples into the next"
+        )
         changes = describe_changes(saved.config, flatten(self.spec))
         if changes:
-            self._notice(f"settings changed since the checkpoint; the new values apply from "
-                         f"step {saved.step + 1}:\n  " + "\n  ".join(changes))
+            self._notice(
+                f"settings changed since the checkpoint; the new values apply from "
+                f"step {saved.step + 1}:\n  " + "\n  ".join(changes)
+            )
         for name, value in saved.params.items():
             if name in self.graph.values:
                 self.graph.values[name][...] = value
         if saved.optimizer.get("name") == self.spec.optimizer.name:
             self.optimizer.load_state(saved.optimizer["scalars"], saved.optimizer["slots"])
         else:
-            self._notice(f"the optimizer changed from {saved.optimizer.get('name')!r} to "
-                         f"{self.spec.optimizer.name!r}, so its state starts afresh")
+            self._notice(
+                f"the optimizer changed from {saved.optimizer.get('name')!r} to "
+                f"{self.spec.optimizer.name!r}, so its state starts afresh"
+            )
         sums = self._load_monitor_state(dict(saved.metrics))
         state = _RunState(saved.step, saved.epoch, saved.position, saved.order, sums)
         if saved.data.get("fingerprint") not in (None, self.train_data.fingerprint()):
-            self._notice(f"the training data differ from the checkpoint's "
-                         f"({saved.data.get('size')} examples then, {self.train_data.size} "
-                         f"now): epoch {saved.epoch + 1} starts over with a new order")
+            self._notice(
+                f"the training data differ from the checkpoint's "
+                f"({saved.data.get('size')} examples then, {self.train_data.size} "
+                f"now): epoch {saved.epoch + 1} starts over with a new order"
+            )
             state = _RunState(saved.step, saved.epoch)
         if self.log is not None:
             self.log.truncate_after(saved.step)
@@ -662,14 +786,21 @@ class Trainer:
                 f"{saved.graph_hash}, but graph '{self.graph.name}' hashes to "
                 f"{self.graph_hash} (its nodes, ops, shapes or connections differ). Resume "
                 "with the model file the checkpoint was made from, or train from scratch "
-                "without --resume")
+                "without --resume"
+            )
         size, forced = self.train_data.size, self.drop_last and not self.spec.drop_last
         ckpt_io.check_against(
-            saved, file, graph=self.graph, trained=self.param_names,
-            optimizer_name=self.spec.optimizer.name, slot_names=self.optimizer.slot_names,
-            data_size=size, data_fingerprint=self.train_data.fingerprint(),
+            saved,
+            file,
+            graph=self.graph,
+            trained=self.param_names,
+            optimizer_name=self.spec.optimizer.name,
+            slot_names=self.optimizer.slot_names,
+            data_size=size,
+            data_fingerprint=self.train_data.fingerprint(),
             batch_size=self.spec.batch_size,
-            steps_per_epoch=lambda b, drop: len(batch_bounds(size, b, drop or forced)))
+            steps_per_epoch=lambda b, drop: len(batch_bounds(size, b, drop or forced)),
+        )
 
     def notice(self, message: str) -> None:
         """Print a message where the run prints (not when progress is off)."""
@@ -709,8 +840,12 @@ class _catch_interrupt:
         if self.trainer._interrupted:
             raise KeyboardInterrupt
         self.trainer._interrupted = True
-        print("\ninterrupt: stopping after this step and saving a checkpoint (Ctrl-C again "
-              "to quit at once)", file=self.trainer.stream, flush=True)
+        print(
+            "\ninterrupt: stopping after this step and saving a checkpoint (Ctrl-C again "
+            "to quit at once)",
+            file=self.trainer.stream,
+            flush=True,
+        )
 
     def __exit__(self, *exc: Any) -> None:
         if self.previous is not None:
@@ -742,13 +877,17 @@ def _batch_norms(graph: Graph, forward: list[Node]) -> list[Node]:
             found.append(node)
         else:
             names = " and ".join(u.state for u in node.opdef.state_updates)
-            warnings.warn(f"{node.op} '{node.name}': {names} are not all parameters, so "
-                          "training leaves them as they are", stacklevel=4)
+            warnings.warn(
+                f"{node.op} '{node.name}': {names} are not all parameters, so "
+                "training leaves them as they are",
+                stacklevel=4,
+            )
     return found
 
 
-def train(graph: Graph, data: DataLike, *, resume: str | os.PathLike | None = None,
-          **options: Any) -> TrainResult:
+def train(
+    graph: Graph, data: DataLike, *, resume: str | os.PathLike | None = None, **options: Any
+) -> TrainResult:
     """Train ``graph`` on ``data``: ``Trainer(graph, data, **options).fit(resume)``.
 
     ``options`` are :class:`Trainer`'s (``val``, ``callbacks``, ``checkpoint_dir``,

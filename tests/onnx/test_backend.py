@@ -51,34 +51,118 @@ _NO_OP = "graphengine has no op it can be composed from"
 #: ONNX op type -> why graphengine does not import it.
 NOT_IN_OP_SET: dict[str, str] = {
     **dict.fromkeys(["If", "Loop", "Scan"], _CONTROL_FLOW),
-    **dict.fromkeys(["SequenceEmpty", "SequenceInsert", "SequenceLength", "SequenceMap",
-                     "SplitToSequence", "OptionalGetElement", "OptionalHasElement"], _SEQUENCE),
-    **dict.fromkeys(["ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul",
-                     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "BitCast",
-                     "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor"], _QUANT),
-    **dict.fromkeys(["RegexFullMatch", "StringConcat", "StringNormalizer", "StringSplit",
-                     "TfIdfVectorizer"], _STRING),
+    **dict.fromkeys(
+        [
+            "SequenceEmpty",
+            "SequenceInsert",
+            "SequenceLength",
+            "SequenceMap",
+            "SplitToSequence",
+            "OptionalGetElement",
+            "OptionalHasElement",
+        ],
+        _SEQUENCE,
+    ),
+    **dict.fromkeys(
+        [
+            "ConvInteger",
+            "MatMulInteger",
+            "QLinearConv",
+            "QLinearMatMul",
+            "QuantizeLinear",
+            "DequantizeLinear",
+            "DynamicQuantizeLinear",
+            "BitCast",
+            "BitShift",
+            "BitwiseAnd",
+            "BitwiseNot",
+            "BitwiseOr",
+            "BitwiseXor",
+        ],
+        _QUANT,
+    ),
+    **dict.fromkeys(
+        ["RegexFullMatch", "StringConcat", "StringNormalizer", "StringSplit", "TfIdfVectorizer"],
+        _STRING,
+    ),
     **dict.fromkeys(["Bernoulli", "RandomUniformLike"], _RANDOM),
-    **dict.fromkeys(["DFT", "STFT", "BlackmanWindow", "HammingWindow", "HannWindow",
-                     "MelWeightMatrix", "ImageDecoder"], _SIGNAL),
-    **dict.fromkeys(["ArrayFeatureExtractor", "Binarizer", "LabelEncoder", "TreeEnsemble",
-                     "Adagrad", "Adam", "Momentum"], _ML),
-    **dict.fromkeys(["Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh",
-                     "Round", "CumSum", "CumProd", "ReduceProd", "Det", "TopK", "Unique",
-                     "NonZero", "Compress", "NonMaxSuppression", "Trilu", "EyeLike",
-                     "ReverseSequence"], _NO_OP),
-    **dict.fromkeys(["GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND",
-                     "TensorScatter"], "graphengine's take gathers along one axis only; "
-                    "it has no element-wise gather or scatter"),
-    **dict.fromkeys(["DeformConv", "Col2Im", "MaxUnpool", "LpPool",
-                     "RoiAlign", "GridSample", "AffineGrid", "Upsample",
-                     "DepthToSpace", "SpaceToDepth", "CenterCropPad", "CausalConvWithState"],
-                    "graphengine has conv2d, conv_transpose2d, max_pool and avg_pool only"),
-    **dict.fromkeys(["GroupNormalization", "LpNormalization",
-                     "MeanVarianceNormalization", "LRN"],
-                    "graphengine has batch, layer, instance and RMS normalization only"),
-    **dict.fromkeys(["Attention", "LinearAttention", "FlexAttention", "RotaryEmbedding",
-                     "SwiGLU"], "graphengine has no fused attention ops"),
+    **dict.fromkeys(
+        [
+            "DFT",
+            "STFT",
+            "BlackmanWindow",
+            "HammingWindow",
+            "HannWindow",
+            "MelWeightMatrix",
+            "ImageDecoder",
+        ],
+        _SIGNAL,
+    ),
+    **dict.fromkeys(
+        [
+            "ArrayFeatureExtractor",
+            "Binarizer",
+            "LabelEncoder",
+            "TreeEnsemble",
+            "Adagrad",
+            "Adam",
+            "Momentum",
+        ],
+        _ML,
+    ),
+    **dict.fromkeys(
+        [
+            "Acos",
+            "Acosh",
+            "Asin",
+            "Asinh",
+            "Atan",
+            "Atanh",
+            "Round",
+            "CumSum",
+            "CumProd",
+            "ReduceProd",
+            "Det",
+            "TopK",
+            "Unique",
+            "NonZero",
+            "Compress",
+            "NonMaxSuppression",
+            "Trilu",
+            "EyeLike",
+            "ReverseSequence",
+        ],
+        _NO_OP,
+    ),
+    **dict.fromkeys(
+        ["GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND", "TensorScatter"],
+        "graphengine's take gathers along one axis only; it has no element-wise gather or scatter",
+    ),
+    **dict.fromkeys(
+        [
+            "DeformConv",
+            "Col2Im",
+            "MaxUnpool",
+            "LpPool",
+            "RoiAlign",
+            "GridSample",
+            "AffineGrid",
+            "Upsample",
+            "DepthToSpace",
+            "SpaceToDepth",
+            "CenterCropPad",
+            "CausalConvWithState",
+        ],
+        "graphengine has conv2d, conv_transpose2d, max_pool and avg_pool only",
+    ),
+    **dict.fromkeys(
+        ["GroupNormalization", "LpNormalization", "MeanVarianceNormalization", "LRN"],
+        "graphengine has batch, layer, instance and RMS normalization only",
+    ),
+    **dict.fromkeys(
+        ["Attention", "LinearAttention", "FlexAttention", "RotaryEmbedding", "SwiGLU"],
+        "graphengine has no fused attention ops",
+    ),
 }
 
 #: ONNX element types graphengine has no dtype for.
@@ -119,8 +203,10 @@ def _element_types(model) -> set[str]:
     codes |= {t.data_type for t in graph.initializer}
     for node in graph.node:
         for a in node.attribute:
-            if node.op_type in ("Cast", "EyeLike", "RandomUniformLike") and a.name in ("to",
-                                                                                        "dtype"):
+            if node.op_type in ("Cast", "EyeLike", "RandomUniformLike") and a.name in (
+                "to",
+                "dtype",
+            ):
                 codes.add(a.i)
             if a.type == onnx.AttributeProto.TENSOR:
                 codes.add(a.t.data_type)
@@ -183,6 +269,7 @@ def test_case_counts():
 
 # -- the backend API itself ------------------------------------------------------------------
 
+
 def test_backend_api():
     import numpy as np
     from onnx import helper
@@ -190,24 +277,35 @@ def test_backend_api():
     x = np.array([[-1.0, 2.0]], np.float32)
     node = helper.make_node("Relu", ["x"], ["y"])
     assert GraphEngineBackend.run_node(node, [x])[0].tolist() == [[0.0, 2.0]]
-    assert GraphEngineBackend.run_node(node, {"x": x},
-                                       outputs_info=[(np.float32, (1, 2))])[0].dtype == np.float32
-    model = helper.make_model(helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])]),
-        opset_imports=[helper.make_opsetid("", 18)])
+    assert (
+        GraphEngineBackend.run_node(node, {"x": x}, outputs_info=[(np.float32, (1, 2))])[0].dtype
+        == np.float32
+    )
+    model = helper.make_model(
+        helper.make_graph(
+            [node],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        ),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
     rep = GraphEngineBackend.prepare(model)
-    assert rep.run({"x": x}).y.tolist() == [[0.0, 2.0]]                # by name
+    assert rep.run({"x": x}).y.tolist() == [[0.0, 2.0]]  # by name
     assert rep.run(np.float32([[3.0, -3.0]]))[0].tolist() == [[3.0, 0.0]]  # one array
     assert GraphEngineBackend.run_model(model, [x])[0].tolist() == [[0.0, 2.0]]
     assert GraphEngineBackend.supports_device("CPU")
     assert not GraphEngineBackend.supports_device("CUDA:0")
     assert GraphEngineBackend.is_compatible(model)
-    erf_model = helper.make_model(helper.make_graph(
-        [helper.make_node("Acos", ["x"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]),
-        opset_imports=[helper.make_opsetid("", 18)])
+    erf_model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Acos", ["x"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        ),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
     assert not GraphEngineBackend.is_compatible(erf_model)
 
 
@@ -215,16 +313,22 @@ def test_inputs_feeding_shapes_are_bound_when_the_model_runs():
     import numpy as np
     from onnx import helper
 
-    model = helper.make_model(helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
-         helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
-        opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+            "g",
+            [
+                helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
+                helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+            ],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        ),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
     rep = GraphEngineBackend.prepare(model)
     x = np.arange(12, dtype=np.float32).reshape(2, 6)
     assert rep.run([x, np.array([3, 4])])[0].shape == (3, 4)
-    assert rep.run([x, np.array([4, 3])])[0].shape == (4, 3)   # imported again, bound anew
+    assert rep.run([x, np.array([4, 3])])[0].shape == (4, 3)  # imported again, bound anew
 
 
 def test_backend_never_claims_a_case_does_not_apply():

@@ -25,11 +25,22 @@ OPSETS = sorted({13, 18, DEFAULT_OPSET, NEWEST})
 rng = np.random.default_rng(1)
 
 #: Backward kernels, which no forward graph holds: refused by name.
-NOT_EXPORTED = {"conv2d_backprop_input", "conv2d_backprop_filter", "avg_pool_grad",
-                "max_pool_grad", "slice_grad", "take_grad", "resize_grad",
-                "split_like", "relu_grad", "softmax_cross_entropy_grad", "batch_norm_grad",
-                # Collectives of data-parallel gradient graphs: ONNX has no MPI.
-                "allreduce", "sync_batch_norm"}
+NOT_EXPORTED = {
+    "conv2d_backprop_input",
+    "conv2d_backprop_filter",
+    "avg_pool_grad",
+    "max_pool_grad",
+    "slice_grad",
+    "take_grad",
+    "resize_grad",
+    "split_like",
+    "relu_grad",
+    "softmax_cross_entropy_grad",
+    "batch_norm_grad",
+    # Collectives of data-parallel gradient graphs: ONNX has no MPI.
+    "allreduce",
+    "sync_batch_norm",
+}
 
 
 def ort_run(model, feeds):
@@ -53,8 +64,9 @@ def check_export(graph, feeds, *, opset=DEFAULT_OPSET, rtol=1e-5, atol=1e-6):
     again = ge.run(back, back.outputs, feeds)
     for ref, ref_back in zip(graph.outputs, back.outputs):
         np.testing.assert_array_equal(again[ref_back], ours[ref], err_msg=ref, strict=True)
-    assert sorted(back.values) == sorted(n.name for n in graph.parameters()
-                                         if n.name in back.values)
+    assert sorted(back.values) == sorted(
+        n.name for n in graph.parameters() if n.name in back.values
+    )
     for name, value in back.values.items():
         np.testing.assert_array_equal(value, graph.values[name], strict=True)
         assert back.node(name).attrs["trainable"] == graph.node(name).attrs["trainable"]
@@ -75,6 +87,7 @@ def digits(n=32):
 
 # -- the examples -------------------------------------------------------------------------
 
+
 def test_linear_regression_example():
     example = load_example("linear_regression")
     data = example.make_data(16, seed=0)
@@ -91,18 +104,22 @@ def test_logistic_regression_example():
 @pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])
 def test_digits_examples(name):
     graph = load_example(name).build()
-    for param in graph.parameters(trainable=False):   # give batch norm real statistics
+    for param in graph.parameters(trainable=False):  # give batch norm real statistics
         base = 1.0 if "var" in param.name else 0.0
-        graph.values[param.name] = (base + rng.uniform(0.1, 0.5, param.types[0].shape)
-                                    ).astype(np.float32)
+        graph.values[param.name] = (base + rng.uniform(0.1, 0.5, param.types[0].shape)).astype(
+            np.float32
+        )
     images, labels = digits()
     model, back = check_export(graph, {"images": images, "labels": labels})
-    assert {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
-            for i in model.graph.input}["images"] == ["N", 8, 8]
+    assert {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in model.graph.input
+    }["images"] == ["N", 8, 8]
     assert back.tensor("images").shape == ("N", 8, 8)
 
 
 # -- every op --------------------------------------------------------------------------------
+
 
 def _f(*shape, low=-2.0, high=2.0, dtype=np.float32):
     return rng.uniform(low, high, shape).astype(dtype)
@@ -117,91 +134,241 @@ def _graph(*inputs):
     """Placeholders for the inputs; dim 0 is the symbolic N where it is the first's."""
     g = ge.Graph("op")
     batch = inputs[0][1].shape[0]
-    return g, [g.placeholder(name, (("N" if value.shape[0] == batch else value.shape[0]),
-                                    *value.shape[1:]), value.dtype)
-               for name, value in inputs]
+    return g, [
+        g.placeholder(
+            name,
+            (("N" if value.shape[0] == batch else value.shape[0]), *value.shape[1:]),
+            value.dtype,
+        )
+        for name, value in inputs
+    ]
 
 
 # Each case: (name, inputs, build(tensors) -> outputs).
 CASES = [
-    ("arith", [("x", X), ("y", POS)], lambda x, y: [x + y, x - y, x * y, x / y, x ** y * 0 + y,
-                                                  ge.maximum(x, y), ge.minimum(x, y),
-                                                  ge.add_n([x, y, x])]),
-    ("power", [("x", POS), ("y", X)], lambda x, y: [x ** y, ge.square(y)]),
-    ("unary", [("x", X)], lambda x: [ge.negative(x), ge.abs(x), ge.sign(x), ge.exp(x),
-                                     ge.sin(x), ge.cos(x), ge.tanh(x), ge.sigmoid(x),
-                                     ge.relu(x), ge.leaky_relu(x, 0.2), ge.elu(x, 0.5),
-                                     ge.softplus(x), ge.gelu(x), ge.identity(x), ge.erf(x),
-                                     ge.gelu(x, approximate="none"),
-                                     ge.stop_gradient(x), ge.clip(x, -0.5, 0.7),
-                                     ge.clip(x, a_min=0.25)]),
+    (
+        "arith",
+        [("x", X), ("y", POS)],
+        lambda x, y: [
+            x + y,
+            x - y,
+            x * y,
+            x / y,
+            x**y * 0 + y,
+            ge.maximum(x, y),
+            ge.minimum(x, y),
+            ge.add_n([x, y, x]),
+        ],
+    ),
+    ("power", [("x", POS), ("y", X)], lambda x, y: [x**y, ge.square(y)]),
+    (
+        "unary",
+        [("x", X)],
+        lambda x: [
+            ge.negative(x),
+            ge.abs(x),
+            ge.sign(x),
+            ge.exp(x),
+            ge.sin(x),
+            ge.cos(x),
+            ge.tanh(x),
+            ge.sigmoid(x),
+            ge.relu(x),
+            ge.leaky_relu(x, 0.2),
+            ge.elu(x, 0.5),
+            ge.softplus(x),
+            ge.gelu(x),
+            ge.identity(x),
+            ge.erf(x),
+            ge.gelu(x, approximate="none"),
+            ge.stop_gradient(x),
+            ge.clip(x, -0.5, 0.7),
+            ge.clip(x, a_min=0.25),
+        ],
+    ),
     ("positive", [("x", POS)], lambda x: [ge.log(x), ge.sqrt(x)]),
-    ("compare", [("x", X), ("y", POS)], lambda x, y: [
-        ge.equal(x, y), ge.not_equal(x, y), ge.greater(x, y), ge.greater_equal(x, y),
-        ge.less(x, y), ge.less_equal(x, y),
-        ge.logical_and(ge.greater(x, 0.0), ge.less(y, 1.0)),
-        ge.logical_or(ge.greater(x, 0.0), ge.less(y, 1.0)), ge.logical_not(ge.greater(x, 0.0)),
-        ge.where(ge.greater(x, 0.0), x, y)]),
-    ("ints", [("a", INTS)], lambda a: [a / (ge.abs(a) + 1), a * a - a, ge.cast(a, "float32"),
-                                      ge.cast(ge.cast(a, "float64"), "int64")]),
-    ("reduce", [("x", X)], lambda x: [ge.sum(x), ge.sum(x, axis=1), ge.mean(x, (0, 2), True),
-                                      ge.max(x, -1), ge.min(x, axis=(1,), keepdims=True),
-                                      ge.sum(x, axis=()), ge.argmax(x, 1), ge.argmax(x),
-                                      ge.argmax(x, keepdims=True)]),
-    ("shape", [("x", X)], lambda x: [
-        ge.reshape(x, (-1, 12)), ge.transpose(x, (2, 0, 1)), x.T, ge.expand_dims(x, (0, 3)),
-        ge.squeeze(ge.expand_dims(x, 1), 1), ge.broadcast_to(ge.expand_dims(x, 1), (-1, 5, 3, 4)),
-        ge.concatenate([x, x * 2.0], axis=1), ge.stack([x, x], axis=-1),
-        *ge.split(x, 2, axis=2), *ge.split(x, [1], axis=1), x[:, 1:, ::-2], x[..., 0, None],
-        x[:, -1], ge.pad(x, ((0, 0), (1, 2), (0, 1)), constant_values=0.5)]),
-    ("take", [("x", X), ("i", rng.integers(-3, 3, (4, 2)).astype(np.int64))],
-     lambda x, i: [ge.take(x, i, axis=1), ge.take(x, i), ge.one_hot(i, 4),
-                   ge.one_hot(i, 3, dtype="int32", axis=0)]),
-    ("matmul", [("x", X), ("w", _f(5, 4, 3))], lambda x, w: [ge.matmul(x, w[0]),
-                                                             ge.matmul(x[0], w[0])]),
-    ("nn", [("x", _f(2, 3, 8, 7))], lambda x: [
-        ge.softmax(x, axis=1), ge.log_softmax(x),
-        ge.conv2d(x, x.graph.parameter("w", _f(4, 3, 3, 2)), stride=(2, 1), padding=(1, 0, 2, 1),
-                  dilation=(1, 2)),
-        ge.max_pool2d(x, 3, stride=2, padding=1), ge.avg_pool2d(x, 2, padding=1),
-        ge.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
-        *ge.max_pool2d(x, 2, stride=(2, 1), dilation=(2, 1), ceil_mode=True,
-                       return_indices=True),
-        ge.avg_pool2d(x, 3, stride=2, padding=(1, 0, 0, 1), ceil_mode=True,
-                      count_include_pad=False),
-        ge.conv2d(x, x.graph.parameter("wg", _f(6, 1, 3, 3)), padding=1, groups=3),
-        ge.conv_transpose2d(x, x.graph.parameter("wt", _f(3, 2, 3, 2)), stride=2, padding=1,
-                            output_padding=(1, 0)),
-        *ge.dropout(x, 0.3),
-        *ge.batch_norm(x, *[x.graph.parameter(n, _f(3, low=0.5)) for n in "gbmv"])]),
-    ("norms", [("x", _f(2, 3, 8, 7))], lambda x: [
-        *ge.layer_norm(x, x.graph.parameter("s", _f(8, 7, low=0.5)),
-                       x.graph.parameter("b", _f(7)), axis=2),
-        ge.layer_norm(x, x.graph.parameter("s1", _f(7, low=0.5)),
-                      x.graph.parameter("b1", _f(1)), epsilon=0.01)[0],
-        ge.instance_norm(x, x.graph.parameter("s2", _f(3, low=0.5)),
-                         x.graph.parameter("b2", _f(3)))]),
-    ("resize", [("x", _f(2, 3, 4, 5))], lambda x: [
-        ge.resize(x, sizes=(-1, 3, 8, 15), scales=(1.0, 1.0, 2.0, 3.0), mode="linear"),
-        ge.resize(x, sizes=(-1, 3, 3, 7), scales=(1.0, 1.0, 0.75, 1.5), mode="cubic"),
-        ge.resize(x, sizes=(-1, 3, 2, 10), scales=(1.0, 1.0, 0.5, 2.0), mode="nearest",
-                  coordinate_transformation_mode="asymmetric")]),
-    ("half-norms", [("x", _f(2, 3, 8, dtype=np.float16))], lambda x: [
-        *ge.layer_norm(x, x.graph.parameter("s", _f(8, low=0.5, dtype=np.float16)),
-                       x.graph.parameter("b", _f(8, dtype=np.float16)))]),
-    ("pool13", [("x", _f(2, 3, 5, 6, 7)), ("s", _f(2, 3, 9))], lambda x, s: [
-        *ge.max_pool3d(x, (2, 3, 2), stride=(1, 2, 2), padding=(1, 0, 0, 0, 1, 1),
-                       return_indices=True),
-        ge.avg_pool3d(x, 2, ceil_mode=True), ge.max_pool1d(s, 3, stride=2, padding=1),
-        ge.avg_pool1d(s, 2, stride=1, padding=1, ceil_mode=True)]),
-    ("losses", [("x", _f(6, 5)), ("l", rng.integers(0, 5, (6,)).astype(np.int64)),
-                ("p", _f(6, 5, low=0.0, high=1.0))],
-     lambda x, labels, p: [
-         *ge.softmax_cross_entropy(x, labels),
-         ge.softmax_cross_entropy(x, labels, reduction="none")[0],
-         ge.softmax_cross_entropy(x, p, reduction="sum")[0],
-         ge.softmax_cross_entropy(ge.transpose(x), labels, axis=0)[0],
-         ge.mean_squared_error(x, p), ge.mean_squared_error(x, p, "none")]),
+    (
+        "compare",
+        [("x", X), ("y", POS)],
+        lambda x, y: [
+            ge.equal(x, y),
+            ge.not_equal(x, y),
+            ge.greater(x, y),
+            ge.greater_equal(x, y),
+            ge.less(x, y),
+            ge.less_equal(x, y),
+            ge.logical_and(ge.greater(x, 0.0), ge.less(y, 1.0)),
+            ge.logical_or(ge.greater(x, 0.0), ge.less(y, 1.0)),
+            ge.logical_not(ge.greater(x, 0.0)),
+            ge.where(ge.greater(x, 0.0), x, y),
+        ],
+    ),
+    (
+        "ints",
+        [("a", INTS)],
+        lambda a: [
+            a / (ge.abs(a) + 1),
+            a * a - a,
+            ge.cast(a, "float32"),
+            ge.cast(ge.cast(a, "float64"), "int64"),
+        ],
+    ),
+    (
+        "reduce",
+        [("x", X)],
+        lambda x: [
+            ge.sum(x),
+            ge.sum(x, axis=1),
+            ge.mean(x, (0, 2), True),
+            ge.max(x, -1),
+            ge.min(x, axis=(1,), keepdims=True),
+            ge.sum(x, axis=()),
+            ge.argmax(x, 1),
+            ge.argmax(x),
+            ge.argmax(x, keepdims=True),
+        ],
+    ),
+    (
+        "shape",
+        [("x", X)],
+        lambda x: [
+            ge.reshape(x, (-1, 12)),
+            ge.transpose(x, (2, 0, 1)),
+            x.T,
+            ge.expand_dims(x, (0, 3)),
+            ge.squeeze(ge.expand_dims(x, 1), 1),
+            ge.broadcast_to(ge.expand_dims(x, 1), (-1, 5, 3, 4)),
+            ge.concatenate([x, x * 2.0], axis=1),
+            ge.stack([x, x], axis=-1),
+            *ge.split(x, 2, axis=2),
+            *ge.split(x, [1], axis=1),
+            x[:, 1:, ::-2],
+            x[..., 0, None],
+            x[:, -1],
+            ge.pad(x, ((0, 0), (1, 2), (0, 1)), constant_values=0.5),
+        ],
+    ),
+    (
+        "take",
+        [("x", X), ("i", rng.integers(-3, 3, (4, 2)).astype(np.int64))],
+        lambda x, i: [
+            ge.take(x, i, axis=1),
+            ge.take(x, i),
+            ge.one_hot(i, 4),
+            ge.one_hot(i, 3, dtype="int32", axis=0),
+        ],
+    ),
+    (
+        "matmul",
+        [("x", X), ("w", _f(5, 4, 3))],
+        lambda x, w: [ge.matmul(x, w[0]), ge.matmul(x[0], w[0])],
+    ),
+    (
+        "nn",
+        [("x", _f(2, 3, 8, 7))],
+        lambda x: [
+            ge.softmax(x, axis=1),
+            ge.log_softmax(x),
+            ge.conv2d(
+                x,
+                x.graph.parameter("w", _f(4, 3, 3, 2)),
+                stride=(2, 1),
+                padding=(1, 0, 2, 1),
+                dilation=(1, 2),
+            ),
+            ge.max_pool2d(x, 3, stride=2, padding=1),
+            ge.avg_pool2d(x, 2, padding=1),
+            ge.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
+            *ge.max_pool2d(
+                x, 2, stride=(2, 1), dilation=(2, 1), ceil_mode=True, return_indices=True
+            ),
+            ge.avg_pool2d(
+                x, 3, stride=2, padding=(1, 0, 0, 1), ceil_mode=True, count_include_pad=False
+            ),
+            ge.conv2d(x, x.graph.parameter("wg", _f(6, 1, 3, 3)), padding=1, groups=3),
+            ge.conv_transpose2d(
+                x,
+                x.graph.parameter("wt", _f(3, 2, 3, 2)),
+                stride=2,
+                padding=1,
+                output_padding=(1, 0),
+            ),
+            *ge.dropout(x, 0.3),
+            *ge.batch_norm(x, *[x.graph.parameter(n, _f(3, low=0.5)) for n in "gbmv"]),
+        ],
+    ),
+    (
+        "norms",
+        [("x", _f(2, 3, 8, 7))],
+        lambda x: [
+            *ge.layer_norm(
+                x, x.graph.parameter("s", _f(8, 7, low=0.5)), x.graph.parameter("b", _f(7)), axis=2
+            ),
+            ge.layer_norm(
+                x,
+                x.graph.parameter("s1", _f(7, low=0.5)),
+                x.graph.parameter("b1", _f(1)),
+                epsilon=0.01,
+            )[0],
+            ge.instance_norm(
+                x, x.graph.parameter("s2", _f(3, low=0.5)), x.graph.parameter("b2", _f(3))
+            ),
+        ],
+    ),
+    (
+        "resize",
+        [("x", _f(2, 3, 4, 5))],
+        lambda x: [
+            ge.resize(x, sizes=(-1, 3, 8, 15), scales=(1.0, 1.0, 2.0, 3.0), mode="linear"),
+            ge.resize(x, sizes=(-1, 3, 3, 7), scales=(1.0, 1.0, 0.75, 1.5), mode="cubic"),
+            ge.resize(
+                x,
+                sizes=(-1, 3, 2, 10),
+                scales=(1.0, 1.0, 0.5, 2.0),
+                mode="nearest",
+                coordinate_transformation_mode="asymmetric",
+            ),
+        ],
+    ),
+    (
+        "half-norms",
+        [("x", _f(2, 3, 8, dtype=np.float16))],
+        lambda x: [
+            *ge.layer_norm(
+                x,
+                x.graph.parameter("s", _f(8, low=0.5, dtype=np.float16)),
+                x.graph.parameter("b", _f(8, dtype=np.float16)),
+            )
+        ],
+    ),
+    (
+        "pool13",
+        [("x", _f(2, 3, 5, 6, 7)), ("s", _f(2, 3, 9))],
+        lambda x, s: [
+            *ge.max_pool3d(
+                x, (2, 3, 2), stride=(1, 2, 2), padding=(1, 0, 0, 0, 1, 1), return_indices=True
+            ),
+            ge.avg_pool3d(x, 2, ceil_mode=True),
+            ge.max_pool1d(s, 3, stride=2, padding=1),
+            ge.avg_pool1d(s, 2, stride=1, padding=1, ceil_mode=True),
+        ],
+    ),
+    (
+        "losses",
+        [
+            ("x", _f(6, 5)),
+            ("l", rng.integers(0, 5, (6,)).astype(np.int64)),
+            ("p", _f(6, 5, low=0.0, high=1.0)),
+        ],
+        lambda x, labels, p: [
+            *ge.softmax_cross_entropy(x, labels),
+            ge.softmax_cross_entropy(x, labels, reduction="none")[0],
+            ge.softmax_cross_entropy(x, p, reduction="sum")[0],
+            ge.softmax_cross_entropy(ge.transpose(x), labels, axis=0)[0],
+            ge.mean_squared_error(x, p),
+            ge.mean_squared_error(x, p, "none"),
+        ],
+    ),
 ]
 
 

@@ -21,15 +21,21 @@ def model_with_external(location: str, *, offset: int = 0, length: int | None = 
     w = numpy_helper.from_array(W, "W")
     w.ClearField("raw_data")
     w.data_location = TensorProto.EXTERNAL
-    entries = {"location": location, "offset": str(offset),
-               "length": str(W.nbytes if length is None else length)}
+    entries = {
+        "location": location,
+        "offset": str(offset),
+        "length": str(W.nbytes if length is None else length),
+    }
     for key, value in entries.items():
         entry = w.external_data.add()
         entry.key, entry.value = key, value
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
-                              [w])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [w],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
@@ -41,14 +47,18 @@ def write(folder, model, name="model.onnx"):
 
 
 def test_external_data_saved_by_onnx_is_read(tmp_path):
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
-                              [numpy_helper.from_array(W, "W")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(W, "W")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     path = tmp_path / "m.onnx"
-    onnx.save_model(model, path, save_as_external_data=True, location="weights.bin",
-                    size_threshold=0)
+    onnx.save_model(
+        model, path, save_as_external_data=True, location="weights.bin", size_threshold=0
+    )
     assert (tmp_path / "weights.bin").exists()
     np.testing.assert_array_equal(ge.from_onnx(path).values["W"], W)
 

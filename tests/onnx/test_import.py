@@ -32,9 +32,30 @@ POS = f32(2, 3, 4, low=0.1, high=3.0)
 I32 = rng.integers(-9, 10, (3, 4)).astype(np.int32)
 NZ32 = np.where(I32 == 0, 3, I32).astype(np.int32)
 
-UNARY = ["Neg", "Abs", "Sign", "Exp", "Tanh", "Sigmoid", "Softplus", "Relu", "Sin", "Cos",
-         "Tan", "Floor", "Ceil", "Softsign", "Identity", "Elu", "Selu", "LeakyRelu",
-         "HardSigmoid", "ThresholdedRelu", "Celu", "Mish"]
+UNARY = [
+    "Neg",
+    "Abs",
+    "Sign",
+    "Exp",
+    "Tanh",
+    "Sigmoid",
+    "Softplus",
+    "Relu",
+    "Sin",
+    "Cos",
+    "Tan",
+    "Floor",
+    "Ceil",
+    "Softsign",
+    "Identity",
+    "Elu",
+    "Selu",
+    "LeakyRelu",
+    "HardSigmoid",
+    "ThresholdedRelu",
+    "Celu",
+    "Mish",
+]
 
 
 @pytest.mark.parametrize("opset", OPSETS)
@@ -84,8 +105,10 @@ def test_comparisons_and_logic():
     check([node("Not", ["p"])], {"p": p})
     check([node("Where", ["p", "x", "z"])], {"p": p, "x": X, "z": Y})
     check([node("IsNaN", ["x"])], {"x": np.array([1.0, np.nan, np.inf], np.float32)})
-    check([node("IsInf", ["x"], detect_negative=0)],
-          {"x": np.array([-np.inf, np.nan, np.inf], np.float32)})
+    check(
+        [node("IsInf", ["x"], detect_negative=0)],
+        {"x": np.array([-np.inf, np.nan, np.inf], np.float32)},
+    )
 
 
 def test_relu_on_integers_opset_14():
@@ -108,11 +131,17 @@ def test_activations_with_attributes():
 
 def test_layer_and_rms_normalization():
     x = f32(2, 3, 4)
-    check([node("LayerNormalization", ["x", "s", "b"], ["y", "mean", "inv_std"], axis=1)],
-          {"x": x, "s": f32(3, 4), "b": f32(3, 4)}, ["y", "mean", "inv_std"])
-    check([node("LayerNormalization", ["x", "s"])], {"x": x.astype(np.float16),
-                                                      "s": f32(4).astype(np.float16)},
-          rtol=1e-3, atol=1e-3)
+    check(
+        [node("LayerNormalization", ["x", "s", "b"], ["y", "mean", "inv_std"], axis=1)],
+        {"x": x, "s": f32(3, 4), "b": f32(3, 4)},
+        ["y", "mean", "inv_std"],
+    )
+    check(
+        [node("LayerNormalization", ["x", "s"])],
+        {"x": x.astype(np.float16), "s": f32(4).astype(np.float16)},
+        rtol=1e-3,
+        atol=1e-3,
+    )
     check([node("RMSNormalization", ["x", "s"])], {"x": x, "s": f32(4)}, opset=NEWEST)
 
 
@@ -130,35 +159,49 @@ def test_gelu_exact_and_tanh_forms_and_erf():
 def test_clip_bounds_as_inputs(opset):
     x = f32(3, 4)
     lo, hi = np.float32(-0.5), np.float32(0.75)
-    check([node("Clip", ["x", "lo", "hi"])], {"x": x}, opset=opset,
-          initializers={"lo": lo, "hi": hi})
+    check(
+        [node("Clip", ["x", "lo", "hi"])], {"x": x}, opset=opset, initializers={"lo": lo, "hi": hi}
+    )
     check([node("Clip", ["x", "", "hi"])], {"x": x}, opset=opset, initializers={"hi": hi})
     # Bounds fed at run time become maximum/minimum.
-    check([node("Clip", ["x", "lo", "hi"])], {"x": x, "lo": np.array(-0.5, np.float32),
-                                               "hi": np.array(0.5, np.float32)}, opset=opset)
+    check(
+        [node("Clip", ["x", "lo", "hi"])],
+        {"x": x, "lo": np.array(-0.5, np.float32), "hi": np.array(0.5, np.float32)},
+        opset=opset,
+    )
 
 
 def test_clip_min_above_max_gives_max_everywhere():
-    out = check([node("Clip", ["x", "lo", "hi"])], {"x": f32(5)},
-                initializers={"lo": np.float32(1.0), "hi": np.float32(-1.0)})[0]
+    out = check(
+        [node("Clip", ["x", "lo", "hi"])],
+        {"x": f32(5)},
+        initializers={"lo": np.float32(1.0), "hi": np.float32(-1.0)},
+    )[0]
     assert (out == -1.0).all()
 
 
 def test_cast_and_cast_like():
     x = np.array([-2.7, -0.5, 0.5, 2.7, 1e4], np.float32)
-    for to in (TensorProto.INT32, TensorProto.INT8, TensorProto.FLOAT16, TensorProto.DOUBLE,
-               TensorProto.BOOL, TensorProto.UINT8):
+    for to in (
+        TensorProto.INT32,
+        TensorProto.INT8,
+        TensorProto.FLOAT16,
+        TensorProto.DOUBLE,
+        TensorProto.BOOL,
+        TensorProto.UINT8,
+    ):
         check([node("Cast", ["x"], to=to)], {"x": np.abs(x) if to == TensorProto.UINT8 else x})
     check([node("CastLike", ["x", "like"])], {"x": x, "like": np.zeros(1, np.int64)})
 
 
 # -- where ONNX and numpy differ --------------------------------------------------------
 
+
 def test_integer_div_truncates_toward_zero():
     a = np.array([7, -7, 7, -7, 0, 9], np.int32)
     b = np.array([2, 2, -2, -2, 5, 3], np.int32)
     out = check([node("Div", ["a", "b"])], {"a": a, "b": b})[0]
-    assert out.tolist() == [3, -3, -3, 3, 0, 3]          # numpy's // would give -4 for -7 // 2
+    assert out.tolist() == [3, -3, -3, 3, 0, 3]  # numpy's // would give -4 for -7 // 2
     assert (a // b).tolist() != out.tolist()
 
 
@@ -166,16 +209,16 @@ def test_integer_mod_signs():
     a = np.array([7, -7, 7, -7, 6], np.int64)
     b = np.array([3, 3, -3, -3, 3], np.int64)
     floor_mod = check([node("Mod", ["a", "b"])], {"a": a, "b": b})[0]
-    assert floor_mod.tolist() == [1, 2, -2, -1, 0]       # the divisor's sign, as numpy's %
+    assert floor_mod.tolist() == [1, 2, -2, -1, 0]  # the divisor's sign, as numpy's %
     c_mod = check([node("Mod", ["a", "b"], fmod=1)], {"a": a, "b": b})[0]
-    assert c_mod.tolist() == [1, -1, 1, -1, 0]           # the dividend's sign, as C's fmod
+    assert c_mod.tolist() == [1, -1, 1, -1, 0]  # the dividend's sign, as C's fmod
 
 
 def test_float_mod_matches_fmod():
     a = np.array([-4.3, 7.2, 5.0, 4.3, -7.2, 8.0, 1e6 + 0.5], np.float32)
     b = np.array([2.1, -3.4, 8.0, -2.1, 3.4, 5.0, 3.0], np.float32)
     out = check([node("Mod", ["a", "b"], fmod=1)], {"a": a, "b": b})[0]
-    np.testing.assert_array_equal(out, np.fmod(a, b))   # exact for float32
+    np.testing.assert_array_equal(out, np.fmod(a, b))  # exact for float32
 
 
 def test_float_mod_floor_form_at_opset_28():
@@ -187,16 +230,14 @@ def test_float_mod_floor_form_at_opset_28():
     out = run_imported(model, {"a": a, "b": b})[0]
     # ONNX's special cases: x returned for y=+inf with x of its sign, y for the other
     # sign, nan for y=0.
-    np.testing.assert_array_equal(out, np.array([1.5, -2.0, 5.0, -np.inf, 0.0, np.nan],
-                                                np.float32))
+    np.testing.assert_array_equal(out, np.array([1.5, -2.0, 5.0, -np.inf, 0.0, np.nan], np.float32))
 
 
 def test_gather_out_of_range_fails_in_both():
     import onnxruntime as ort
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
-    model = make_model([node("Gather", ["x", "i"])], {"x": f32(3, 2), "i": np.array([5])},
-                       ["y"])
+    model = make_model([node("Gather", ["x", "i"])], {"x": f32(3, 2), "i": np.array([5])}, ["y"])
     feeds = {"x": f32(3, 2), "i": np.array([5], np.int64)}
     with pytest.raises(ge.ExecutionError, match="out of bounds"):
         run_imported(model, feeds)
@@ -205,45 +246,58 @@ def test_gather_out_of_range_fails_in_both():
 
 
 def test_gather_negative_indices_count_from_end():
-    check([node("Gather", ["x", "i"], axis=1)], {"x": f32(2, 3, 4),
-                                                  "i": np.array([[-1, 0], [2, -3]], np.int64)})
+    check(
+        [node("Gather", ["x", "i"], axis=1)],
+        {"x": f32(2, 3, 4), "i": np.array([[-1, 0], [2, -3]], np.int64)},
+    )
 
 
 def test_reductions_over_an_empty_set():
     empty = np.zeros((2, 0, 3), np.float32)
     axes = {"axes": np.array([1], np.int64)}
-    out = check([node("ReduceMax", ["x", "axes"], keepdims=0)], {"x": empty},
-                initializers=axes)[0]
-    assert out.shape == (2, 3) and (out == -np.inf).all()    # numpy's max would raise
-    out = check([node("ReduceSum", ["x", "axes"], keepdims=0)], {"x": empty},
-                initializers=axes)[0]
+    out = check([node("ReduceMax", ["x", "axes"], keepdims=0)], {"x": empty}, initializers=axes)[0]
+    assert out.shape == (2, 3) and (out == -np.inf).all()  # numpy's max would raise
+    out = check([node("ReduceSum", ["x", "axes"], keepdims=0)], {"x": empty}, initializers=axes)[0]
     assert (out == 0).all()
-    out = check([node("ReduceMin", ["x", "axes"])], {"x": empty.astype(np.int32)},
-                initializers=axes)[0]
+    out = check(
+        [node("ReduceMin", ["x", "axes"])], {"x": empty.astype(np.int32)}, initializers=axes
+    )[0]
     assert (out == np.iinfo(np.int32).max).all()
 
 
 def test_one_hot_negative_indices_count_from_end():
-    out = check([node("OneHot", ["i", "depth", "values"], axis=-1)],
-                {"i": np.array([0, -1, 2, 5, -4], np.int64)},
-                initializers={"depth": np.array(4, np.int64),
-                              "values": np.array([-1.0, 3.0], np.float32)})[0]
-    assert out[1].tolist() == [-1, -1, -1, 3]       # -1 is the last class, not "no class"
-    assert out[3].tolist() == [-1, -1, -1, -1]      # out of range: off everywhere
+    out = check(
+        [node("OneHot", ["i", "depth", "values"], axis=-1)],
+        {"i": np.array([0, -1, 2, 5, -4], np.int64)},
+        initializers={"depth": np.array(4, np.int64), "values": np.array([-1.0, 3.0], np.float32)},
+    )[0]
+    assert out[1].tolist() == [-1, -1, -1, 3]  # -1 is the last class, not "no class"
+    assert out[3].tolist() == [-1, -1, -1, -1]  # out of range: off everywhere
 
 
 def test_reshape_zero_copies_a_dim_unless_allowzero():
     x = f32(2, 3, 4)
     check([node("Reshape", ["x", "s"])], {"x": x}, initializers={"s": np.array([0, -1])})
     empty = np.zeros((0, 3), np.float32)
-    check([node("Reshape", ["x", "s"], allowzero=1)], {"x": empty},
-          initializers={"s": np.array([3, 0])})
+    check(
+        [node("Reshape", ["x", "s"], allowzero=1)],
+        {"x": empty},
+        initializers={"s": np.array([3, 0])},
+    )
 
 
 # -- reductions: the attribute form and the input form ----------------------------------
 
-REDUCTIONS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2",
-              "ReduceSumSquare", "ReduceLogSumExp"]
+REDUCTIONS = [
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceLogSumExp",
+]
 
 
 def _reduce_node(op, opset, axes, **attrs):
@@ -266,21 +320,27 @@ def test_reductions(op, opset, axes, keepdims):
 
 @pytest.mark.parametrize("op", ["ReduceSum", "ReduceL2", "ReduceSumSquare"])
 def test_noop_with_empty_axes_applies_the_formula_without_reducing(op):
-    check([node(op, ["x", "axes"], noop_with_empty_axes=1)], {"x": X},
-          initializers={"axes": np.zeros(0, np.int64)})
+    check(
+        [node(op, ["x", "axes"], noop_with_empty_axes=1)],
+        {"x": X},
+        initializers={"axes": np.zeros(0, np.int64)},
+    )
 
 
 def test_reduction_axes_fed_at_run_time_are_refused_with_reason():
-    model = make_model([node("ReduceSum", ["x", "axes"])], {"x": X, "axes": np.array([1])},
-                       ["y"])
+    model = make_model([node("ReduceSum", ["x", "axes"])], {"x": X, "axes": np.array([1])}, ["y"])
     with pytest.raises(OnnxConversionError, match="input 1 .*axes.* must be an initializer"):
         ge.from_onnx(model)
 
 
 def test_reduce_max_on_bool_opset_20():
     b = rng.random((3, 4)) > 0.5
-    check([node("ReduceMax", ["x", "axes"], keepdims=0)], {"x": b}, opset=20,
-          initializers={"axes": np.array([1], np.int64)})
+    check(
+        [node("ReduceMax", ["x", "axes"], keepdims=0)],
+        {"x": b},
+        opset=20,
+        initializers={"axes": np.array([1], np.int64)},
+    )
 
 
 @pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
@@ -293,42 +353,77 @@ def test_arg_extremes(op, last):
 
 # -- shape ops ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("opset", OPSETS)
 def test_layout_ops(opset):
     x = f32(2, 3, 4)
     check([node("Transpose", ["x"], perm=[2, 0, 1])], {"x": x}, opset=opset)
     check([node("Flatten", ["x"], axis=2)], {"x": x}, opset=opset)
-    check([node("Unsqueeze", ["x", "a"])], {"x": x}, opset=opset,
-          initializers={"a": np.array([0, -1])})
-    check([node("Squeeze", ["x", "a"])], {"x": f32(2, 1, 4)}, opset=opset,
-          initializers={"a": np.array([1])})
+    check(
+        [node("Unsqueeze", ["x", "a"])],
+        {"x": x},
+        opset=opset,
+        initializers={"a": np.array([0, -1])},
+    )
+    check(
+        [node("Squeeze", ["x", "a"])],
+        {"x": f32(2, 1, 4)},
+        opset=opset,
+        initializers={"a": np.array([1])},
+    )
     check([node("Concat", ["x", "x"], axis=-1)], {"x": x}, opset=opset)
-    check([node("Expand", ["x", "s"])], {"x": f32(3, 1)}, opset=opset,
-          initializers={"s": np.array([2, 1, 4])})
-    check([node("Tile", ["x", "r"])], {"x": x}, opset=opset,
-          initializers={"r": np.array([1, 2, 3])})
+    check(
+        [node("Expand", ["x", "s"])],
+        {"x": f32(3, 1)},
+        opset=opset,
+        initializers={"s": np.array([2, 1, 4])},
+    )
+    check(
+        [node("Tile", ["x", "r"])], {"x": x}, opset=opset, initializers={"r": np.array([1, 2, 3])}
+    )
 
 
 @pytest.mark.parametrize("opset", OPSETS)
 def test_slice(opset):
     x = f32(4, 5, 6)
-    check([node("Slice", ["x", "s", "e", "a", "t"])], {"x": x}, opset=opset, initializers={
-        "s": np.array([1, -1]), "e": np.array([100, -5]), "a": np.array([0, 2]),
-        "t": np.array([2, -2])})
-    check([node("Slice", ["x", "s", "e"])], {"x": x}, opset=opset, initializers={
-        "s": np.array([0, 1]), "e": np.array([2, 9223372036854775807])})
+    check(
+        [node("Slice", ["x", "s", "e", "a", "t"])],
+        {"x": x},
+        opset=opset,
+        initializers={
+            "s": np.array([1, -1]),
+            "e": np.array([100, -5]),
+            "a": np.array([0, 2]),
+            "t": np.array([2, -2]),
+        },
+    )
+    check(
+        [node("Slice", ["x", "s", "e"])],
+        {"x": x},
+        opset=opset,
+        initializers={"s": np.array([0, 1]), "e": np.array([2, 9223372036854775807])},
+    )
 
 
 @pytest.mark.parametrize("opset", OPSETS)
 def test_split(opset):
     x = f32(2, 6)
     outs = ["a", "b", "c"]
-    check([node("Split", ["x", "sizes"], outs, axis=1)], {"x": x}, outs, opset=opset,
-          initializers={"sizes": np.array([1, 2, 3])})
+    check(
+        [node("Split", ["x", "sizes"], outs, axis=1)],
+        {"x": x},
+        outs,
+        opset=opset,
+        initializers={"sizes": np.array([1, 2, 3])},
+    )
     if opset >= 18:
         check([node("Split", ["x"], outs, axis=1, num_outputs=3)], {"x": x}, outs, opset=opset)
-        check([node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2)], {"x": f32(2, 5)},
-              ["a", "b"], opset=opset)
+        check(
+            [node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2)],
+            {"x": f32(2, 5)},
+            ["a", "b"],
+            opset=opset,
+        )
     else:
         check([node("Split", ["x"], outs, axis=1)], {"x": x}, outs, opset=opset)
 
@@ -337,16 +432,28 @@ def test_split(opset):
 def test_pad(opset):
     x = f32(2, 3)
     pads = np.array([1, 0, 2, -1])
-    check([node("Pad", ["x", "p", "v"])], {"x": x}, opset=opset,
-          initializers={"p": pads, "v": np.float32(1.5)})
+    check(
+        [node("Pad", ["x", "p", "v"])],
+        {"x": x},
+        opset=opset,
+        initializers={"p": pads, "v": np.float32(1.5)},
+    )
     if opset >= 18:
-        check([node("Pad", ["x", "p", "", "a"])], {"x": x}, opset=opset,
-              initializers={"p": np.array([2, 1]), "a": np.array([1])})
+        check(
+            [node("Pad", ["x", "p", "", "a"])],
+            {"x": x},
+            opset=opset,
+            initializers={"p": np.array([2, 1]), "a": np.array([1])},
+        )
 
 
 def test_unknown_pad_modes_are_refused():
-    model = make_model([node("Pad", ["x", "p"], mode="symmetric")], {"x": f32(3, 3)}, ["y"],
-                       initializers={"p": np.array([1, 1, 1, 1])})
+    model = make_model(
+        [node("Pad", ["x", "p"], mode="symmetric")],
+        {"x": f32(3, 3)},
+        ["y"],
+        initializers={"p": np.array([1, 1, 1, 1])},
+    )
     with pytest.raises(OnnxConversionError, match="mode 'symmetric' is not one of"):
         ge.from_onnx(model)
 
@@ -356,26 +463,41 @@ def test_gather_and_one_hot_and_shape_ops():
     x = f32(2, 3, 4)
     check([node("Shape", ["x"], start=1)], {"x": x}, opset=NEWEST)
     check([node("Size", ["x"])], {"x": x})
-    check([node("ConstantOfShape", ["s"], value=numpy_helper.from_array(np.array([7], np.int32)))],
-          {}, initializers={"s": np.array([2, 3])})
-    check([node("Range", ["a", "b", "d"])], {}, initializers={
-        "a": np.float32(1.0), "b": np.float32(2.0), "d": np.float32(0.3)})
-    check([node("Range", ["a", "b", "d"])], {}, initializers={
-        "a": np.int64(10), "b": np.int64(4), "d": np.int64(-2)})
+    check(
+        [node("ConstantOfShape", ["s"], value=numpy_helper.from_array(np.array([7], np.int32)))],
+        {},
+        initializers={"s": np.array([2, 3])},
+    )
+    check(
+        [node("Range", ["a", "b", "d"])],
+        {},
+        initializers={"a": np.float32(1.0), "b": np.float32(2.0), "d": np.float32(0.3)},
+    )
+    check(
+        [node("Range", ["a", "b", "d"])],
+        {},
+        initializers={"a": np.int64(10), "b": np.int64(4), "d": np.int64(-2)},
+    )
 
 
 def test_shape_arithmetic_folds_with_a_symbolic_batch():
     # Flatten everything but the batch, as exporters write it: Shape -> Gather ->
     # Unsqueeze -> Concat -> Reshape.
-    nodes = [node("Shape", ["x"], ["s"]),
-             node("Gather", ["s", "one"], ["c"], axis=0),
-             node("Gather", ["s", "two"], ["h"], axis=0),
-             node("Mul", ["c", "h"], ["ch"]),
-             node("Unsqueeze", ["ch", "zero_axis"], ["ch1"]),
-             node("Concat", ["minus_one", "ch1"], ["target"], axis=0),
-             node("Reshape", ["x", "target"], ["y"])]
-    inits = {"one": np.array(1), "two": np.array(2), "zero_axis": np.array([0]),
-             "minus_one": np.array([-1])}
+    nodes = [
+        node("Shape", ["x"], ["s"]),
+        node("Gather", ["s", "one"], ["c"], axis=0),
+        node("Gather", ["s", "two"], ["h"], axis=0),
+        node("Mul", ["c", "h"], ["ch"]),
+        node("Unsqueeze", ["ch", "zero_axis"], ["ch1"]),
+        node("Concat", ["minus_one", "ch1"], ["target"], axis=0),
+        node("Reshape", ["x", "target"], ["y"]),
+    ]
+    inits = {
+        "one": np.array(1),
+        "two": np.array(2),
+        "zero_axis": np.array([0]),
+        "minus_one": np.array([-1]),
+    }
     model = make_model(nodes, {"x": (np.float32, ["N", 3, 4])}, ["y"], initializers=inits)
     g = ge.from_onnx(model)
     assert [n.op for n in g.nodes] == ["placeholder", "reshape"]
@@ -385,33 +507,48 @@ def test_shape_arithmetic_folds_with_a_symbolic_batch():
 
 
 def test_symbolic_shape_values_are_refused_with_reason():
-    model = make_model([node("Shape", ["x"], ["s"]), node("ConstantOfShape", ["s"])],
-                       {"x": (np.float32, ["N", 3])}, ["y"])
+    model = make_model(
+        [node("Shape", ["x"], ["s"]), node("ConstantOfShape", ["s"])],
+        {"x": (np.float32, ["N", 3])},
+        ["y"],
+    )
     with pytest.raises(OnnxConversionError, match=r"symbolic dims \['N', 3\]"):
         ge.from_onnx(model)
 
 
 # -- linear algebra ------------------------------------------------------------------------
 
+
 def test_matmul_and_gemm():
     check([node("MatMul", ["a", "b"])], {"a": f32(2, 3, 4), "b": f32(4, 5)})
-    check([node("Gemm", ["a", "b", "c"], alpha=0.5, beta=2.0, transA=1, transB=1)],
-          {"a": f32(4, 3), "b": f32(5, 4), "c": f32(5)})
+    check(
+        [node("Gemm", ["a", "b", "c"], alpha=0.5, beta=2.0, transA=1, transB=1)],
+        {"a": f32(4, 3), "b": f32(5, 4), "c": f32(5)},
+    )
     check([node("Gemm", ["a", "b"])], {"a": f32(3, 4), "b": f32(4, 5)})
 
 
-@pytest.mark.parametrize("equation,shapes", [
-    ("ij,jk->ik", [(3, 4), (4, 5)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
-    ("ij,kj->ik", [(3, 4), (5, 4)]), ("i,i", [(4,), (4,)]), ("ij->ji", [(3, 4)]),
-    ("ij->i", [(3, 4)]), ("...ij,...jk->...ik", [(2, 3, 4), (2, 4, 5)]),
-    ("bij,bj->bi", [(2, 3, 4), (2, 4)]), ("i,j->ij", [(3,), (4,)])])
+@pytest.mark.parametrize(
+    "equation,shapes",
+    [
+        ("ij,jk->ik", [(3, 4), (4, 5)]),
+        ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+        ("ij,kj->ik", [(3, 4), (5, 4)]),
+        ("i,i", [(4,), (4,)]),
+        ("ij->ji", [(3, 4)]),
+        ("ij->i", [(3, 4)]),
+        ("...ij,...jk->...ik", [(2, 3, 4), (2, 4, 5)]),
+        ("bij,bj->bi", [(2, 3, 4), (2, 4)]),
+        ("i,j->ij", [(3,), (4,)]),
+    ],
+)
 def test_einsum_matrix_products(equation, shapes):
     names = [f"x{i}" for i in range(len(shapes))]
-    check([node("Einsum", names, equation=equation)],
-          {n: f32(*s) for n, s in zip(names, shapes)})
+    check([node("Einsum", names, equation=equation)], {n: f32(*s) for n, s in zip(names, shapes)})
 
 
 # -- nn and losses ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("opset", OPSETS)
 def test_softmax_family(opset):
@@ -423,64 +560,109 @@ def test_softmax_family(opset):
 def test_conv_and_pools():
     x = f32(2, 3, 7, 6)
     w = f32(4, 3, 3, 2)
-    check([node("Conv", ["x", "w", "b"], pads=[1, 0, 2, 1], strides=[2, 1])],
-          {"x": x, "w": w, "b": f32(4)})
+    check(
+        [node("Conv", ["x", "w", "b"], pads=[1, 0, 2, 1], strides=[2, 1])],
+        {"x": x, "w": w, "b": f32(4)},
+    )
     check([node("Conv", ["x", "w"], auto_pad="SAME_UPPER", strides=[2, 2])], {"x": x, "w": w})
     check([node("Conv", ["x", "w"], auto_pad="SAME_LOWER")], {"x": x, "w": w})
     check([node("Conv", ["x", "w"], dilations=[2, 1], pads=[1, 1, 1, 1])], {"x": x, "w": w})
     check([node("Conv", ["x", "w"])], {"x": f32(2, 3, 9), "w": f32(4, 3, 3)})  # 1-D
-    check([node("MaxPool", ["x"], kernel_shape=[3, 2], strides=[2, 2], pads=[1, 1, 1, 0])],
-          {"x": x})
+    check(
+        [node("MaxPool", ["x"], kernel_shape=[3, 2], strides=[2, 2], pads=[1, 1, 1, 0])], {"x": x}
+    )
     for include in (0, 1):
-        check([node("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                    count_include_pad=include)], {"x": x})
+        check(
+            [
+                node(
+                    "AveragePool",
+                    ["x"],
+                    kernel_shape=[3, 3],
+                    pads=[1, 1, 1, 1],
+                    count_include_pad=include,
+                )
+            ],
+            {"x": x},
+        )
     check([node("GlobalAveragePool", ["x"])], {"x": x})
     check([node("GlobalMaxPool", ["x"])], {"x": x})
 
 
 def test_batch_normalization_and_dropout():
     x = f32(2, 3, 4, 5)
-    check([node("BatchNormalization", ["x", "s", "b", "m", "v"], epsilon=1e-3)],
-          {"x": x, "s": f32(3), "b": f32(3), "m": f32(3), "v": f32(3, low=0.5, high=2.0)})
-    check([node("Dropout", ["x", "r"], ["y", "mask"])], {"x": x}, ["y", "mask"],
-          initializers={"r": np.float32(0.3)})
+    check(
+        [node("BatchNormalization", ["x", "s", "b", "m", "v"], epsilon=1e-3)],
+        {"x": x, "s": f32(3), "b": f32(3), "m": f32(3), "v": f32(3, low=0.5, high=2.0)},
+    )
+    check(
+        [node("Dropout", ["x", "r"], ["y", "mask"])],
+        {"x": x},
+        ["y", "mask"],
+        initializers={"r": np.float32(0.3)},
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_softmax_cross_entropy_and_nll(reduction):
     scores, labels = f32(5, 4, 3), rng.integers(0, 4, (5, 3)).astype(np.int64)
     outs = ["loss", "log_prob"]
-    check([node("SoftmaxCrossEntropyLoss", ["s", "l"], outs, reduction=reduction)],
-          {"s": scores, "l": labels}, outs)
-    check([node("SoftmaxCrossEntropyLoss", ["s", "l", "w"], outs, reduction=reduction,
-                ignore_index=2)], {"s": scores, "l": labels, "w": f32(4, low=0.5)}, outs)
-    check([node("NegativeLogLikelihoodLoss", ["s", "l"], reduction=reduction)],
-          {"s": scores, "l": labels})
+    check(
+        [node("SoftmaxCrossEntropyLoss", ["s", "l"], outs, reduction=reduction)],
+        {"s": scores, "l": labels},
+        outs,
+    )
+    check(
+        [
+            node(
+                "SoftmaxCrossEntropyLoss",
+                ["s", "l", "w"],
+                outs,
+                reduction=reduction,
+                ignore_index=2,
+            )
+        ],
+        {"s": scores, "l": labels, "w": f32(4, low=0.5)},
+        outs,
+    )
+    check(
+        [node("NegativeLogLikelihoodLoss", ["s", "l"], reduction=reduction)],
+        {"s": scores, "l": labels},
+    )
 
 
 def test_cross_entropy_without_weights_is_our_op():
-    model = make_model([node("SoftmaxCrossEntropyLoss", ["s", "l"], ["loss"])],
-                       {"s": f32(5, 4), "l": rng.integers(0, 4, 5)}, ["loss"])
+    model = make_model(
+        [node("SoftmaxCrossEntropyLoss", ["s", "l"], ["loss"])],
+        {"s": f32(5, 4), "l": rng.integers(0, 4, 5)},
+        ["loss"],
+    )
     assert "softmax_cross_entropy" in [n.op for n in ge.from_onnx(model).nodes]
 
 
 # -- the model: names, dims, parameters, constants, refusals --------------------------------
 
+
 def test_inputs_initializers_constants_and_names():
-    nodes = [node("Constant", [], ["c"], value=numpy_helper.from_array(np.float32([1, 2, 3]))),
-             node("MatMul", ["x", "W"], ["h"], name="fc"),
-             node("Add", ["h", "c"], ["/fc/out:0"]),
-             node("Relu", ["/fc/out:0"], ["y"])]
-    model = make_model(nodes, {"x": (np.float32, ["batch", 4])}, ["y"],
-                       initializers={"W": f32(4, 3), "unused": f32(2)})
+    nodes = [
+        node("Constant", [], ["c"], value=numpy_helper.from_array(np.float32([1, 2, 3]))),
+        node("MatMul", ["x", "W"], ["h"], name="fc"),
+        node("Add", ["h", "c"], ["/fc/out:0"]),
+        node("Relu", ["/fc/out:0"], ["y"]),
+    ]
+    model = make_model(
+        nodes,
+        {"x": (np.float32, ["batch", 4])},
+        ["y"],
+        initializers={"W": f32(4, 3), "unused": f32(2)},
+    )
     g = ge.from_onnx(model, freeze=["unused"])
     by_name = {n.name: n for n in g.nodes}
     assert by_name["x"].op == "placeholder" and by_name["x"].types[0].shape == ("batch", 4)
     assert by_name["W"].op == "parameter" and by_name["W"].attrs["trainable"]
     assert by_name["unused"].op == "parameter" and not by_name["unused"].attrs["trainable"]
     assert by_name["c"].op == "constant"
-    assert by_name["h"].op == "matmul"            # each value's node takes its name
-    assert by_name["fc/out_0"].op == "add"        # made a valid graphengine name
+    assert by_name["h"].op == "matmul"  # each value's node takes its name
+    assert by_name["fc/out_0"].op == "add"  # made a valid graphengine name
     assert g.outputs == ["y"]
     np.testing.assert_array_equal(g.values["W"], numpy_helper.to_array(model.graph.initializer[0]))
 
@@ -488,37 +670,50 @@ def test_inputs_initializers_constants_and_names():
 def test_unnamed_dims_get_symbols_of_their_own():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
-    model = helper.make_model(helper.make_graph([node("Relu", ["x"])], "g", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(
+        helper.make_graph([node("Relu", ["x"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
     g = ge.from_onnx(model)
     assert g.tensor("x").shape == ("x_dim0", 3)
 
 
 def test_static_only_initializers_are_folded_not_parameters():
-    model = make_model([node("Reshape", ["x", "shape"])], {"x": f32(2, 6)}, ["y"],
-                       initializers={"shape": np.array([3, 4])})
+    model = make_model(
+        [node("Reshape", ["x", "shape"])],
+        {"x": f32(2, 6)},
+        ["y"],
+        initializers={"shape": np.array([3, 4])},
+    )
     g = ge.from_onnx(model)
     assert [n.op for n in g.nodes] == ["placeholder", "reshape"]
     assert g.node("y").attrs["newshape"] == (3, 4)
 
 
 def test_integer_initializers_are_not_trainable():
-    model = make_model([node("Gather", ["table", "i"])], {"i": np.array([0, 1])}, ["y"],
-                       initializers={"table": np.arange(6).reshape(3, 2)})
+    model = make_model(
+        [node("Gather", ["table", "i"])],
+        {"i": np.array([0, 1])},
+        ["y"],
+        initializers={"table": np.arange(6).reshape(3, 2)},
+    )
     g = ge.from_onnx(model)
     assert not g.node("table").attrs["trainable"]
 
 
 def test_freezing_an_unknown_initializer_is_refused():
-    model = make_model([node("Add", ["x", "b"])], {"x": f32(3)}, ["y"],
-                       initializers={"b": f32(3)})
+    model = make_model([node("Add", ["x", "b"])], {"x": f32(3)}, ["y"], initializers={"b": f32(3)})
     with pytest.raises(OnnxConversionError, match="no such initializer.*'b'"):
         ge.from_onnx(model, freeze=["bias"])
 
 
 def test_unsupported_ops_are_all_listed_before_anything_is_built():
-    nodes = [node("TopK", ["x", "k"], ["v", "i"]), node("Acos", ["x"], ["e1"]),
-             node("Acos", ["e1"], ["e2"]), node("Relu", ["e2"], ["y"])]
+    nodes = [
+        node("TopK", ["x", "k"], ["v", "i"]),
+        node("Acos", ["x"], ["e1"]),
+        node("Acos", ["e1"], ["e2"]),
+        node("Relu", ["e2"], ["y"]),
+    ]
     model = make_model(nodes, {"x": f32(4)}, ["y"], initializers={"k": np.array([2])})
     with pytest.raises(OnnxConversionError) as info:
         ge.from_onnx(model)
@@ -530,8 +725,10 @@ def test_unsupported_ops_are_all_listed_before_anything_is_built():
 def test_unsupported_dtypes_and_old_opsets_are_refused():
     x = helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [3])
     y = helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [3])
-    model = helper.make_model(helper.make_graph([node("Relu", ["x"])], "g", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(
+        helper.make_graph([node("Relu", ["x"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
     with pytest.raises(OnnxConversionError, match="BFLOAT16"):
         ge.from_onnx(model)
 
@@ -539,8 +736,11 @@ def test_unsupported_dtypes_and_old_opsets_are_refused():
 @pytest.mark.parametrize("opset", [7, 9, 11, 12])
 def test_older_opsets_are_converted(opset):
     x = f32(2, 3)
-    nodes = [node("Relu", ["x"], ["r"]), node("ReduceSum", ["r"], ["s"], axes=[1], keepdims=1),
-             node("Unsqueeze", ["s"], ["y"], axes=[0])]
+    nodes = [
+        node("Relu", ["x"], ["r"]),
+        node("ReduceSum", ["r"], ["s"], axes=[1], keepdims=1),
+        node("Unsqueeze", ["s"], ["y"], axes=[0]),
+    ]
     check(nodes, {"x": x}, opset=opset)
 
 
@@ -552,14 +752,25 @@ def test_old_opset_conversion_failure_names_the_op():
 
 
 def test_model_local_functions_are_inlined():
-    fn = helper.make_function("local", "double_relu", ["a"], ["b"],
-                              [node("Relu", ["a"], ["r"]), node("Add", ["r", "r"], ["b"])],
-                              [helper.make_opsetid("", 18)])
-    graph = helper.make_graph([helper.make_node("double_relu", ["x"], ["y"], domain="local")],
-                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
-    model = helper.make_model(graph, functions=[fn], opset_imports=[
-        helper.make_opsetid("", 18), helper.make_opsetid("local", 1)])
+    fn = helper.make_function(
+        "local",
+        "double_relu",
+        ["a"],
+        ["b"],
+        [node("Relu", ["a"], ["r"]), node("Add", ["r", "r"], ["b"])],
+        [helper.make_opsetid("", 18)],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("double_relu", ["x"], ["y"], domain="local")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+    )
+    model = helper.make_model(
+        graph,
+        functions=[fn],
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)],
+    )
     x = np.array([-1.0, 0.5, 2.0], np.float32)
     assert run_imported(model, {"x": x})[0].tolist() == [0.0, 1.0, 4.0]
 

@@ -26,20 +26,30 @@ def f32(*shape, low=-2.0, high=2.0):
 
 # -- normalization ----------------------------------------------------------------------
 
+
 def test_instance_normalization():
     x = f32(2, 3, 4, 5)
-    check([node("InstanceNormalization", ["x", "s", "b"], epsilon=0.01)], {"x": x},
-          initializers={"s": f32(3, low=0.5), "b": f32(3)})
-    check([node("InstanceNormalization", ["x", "s", "b"])], {"x": f32(2, 3, 7)},
-          initializers={"s": f32(3, low=0.5), "b": f32(3)})
+    check(
+        [node("InstanceNormalization", ["x", "s", "b"], epsilon=0.01)],
+        {"x": x},
+        initializers={"s": f32(3, low=0.5), "b": f32(3)},
+    )
+    check(
+        [node("InstanceNormalization", ["x", "s", "b"])],
+        {"x": f32(2, 3, 7)},
+        initializers={"s": f32(3, low=0.5), "b": f32(3)},
+    )
 
 
 def test_layer_normalization_is_one_node_and_trains():
-    model = make_model([node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1)],
-                       {"x": f32(2, 5)}, ["y"], initializers={"s": f32(5), "b": f32(5)})
+    model = make_model(
+        [node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1)],
+        {"x": f32(2, 5)},
+        ["y"],
+        initializers={"s": f32(5), "b": f32(5)},
+    )
     graph = ge.from_onnx(model)
-    assert [n.op for n in graph.nodes if n.op not in ("placeholder", "parameter")] == [
-        "layer_norm"]
+    assert [n.op for n in graph.nodes if n.op not in ("placeholder", "parameter")] == ["layer_norm"]
     assert {p.name for p in graph.parameters(trainable=True)} == {"s", "b"}
 
 
@@ -49,17 +59,26 @@ RESIZE_CASES = [
     (dict(mode="nearest"), "scales", [1, 1, 2, 2]),
     (dict(mode="linear"), "scales", [1, 1, 2, 3]),
     (dict(mode="linear", coordinate_transformation_mode="align_corners"), "sizes", [2, 3, 7, 4]),
-    (dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"), "sizes",
-     [2, 3, 1, 9]),
+    (
+        dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+        "sizes",
+        [2, 3, 1, 9],
+    ),
     (dict(mode="cubic"), "scales", [1, 1, 0.5, 1.5]),
-    (dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
-     "sizes", [2, 3, 9, 11]),
+    (
+        dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        "sizes",
+        [2, 3, 9, 11],
+    ),
     (dict(mode="linear", antialias=1), "scales", [1, 1, 0.5, 0.6]),
 ]
 
 
-@pytest.mark.parametrize("attrs, kind, values", RESIZE_CASES,
-                         ids=[f"{a['mode']}-{k}-{i}" for i, (a, k, _) in enumerate(RESIZE_CASES)])
+@pytest.mark.parametrize(
+    "attrs, kind, values",
+    RESIZE_CASES,
+    ids=[f"{a['mode']}-{k}-{i}" for i, (a, k, _) in enumerate(RESIZE_CASES)],
+)
 def test_resize_against_onnxruntime(attrs, kind, values):
     x = f32(2, 3, 4, 5)
     if kind == "scales":
@@ -71,9 +90,13 @@ def test_resize_against_onnxruntime(attrs, kind, values):
 
 def test_resize_with_a_symbolic_batch_and_axes():
     x = f32(2, 3, 4, 5)
-    model = make_model([node("Resize", ["x", "", "scales"], mode="linear", axes=[3, 2])],
-                       {"x": (np.float32, ["N", 3, 4, 5])}, ["y"], opset=19,
-                       initializers={"scales": np.array([2.0, 1.5], np.float32)})
+    model = make_model(
+        [node("Resize", ["x", "", "scales"], mode="linear", axes=[3, 2])],
+        {"x": (np.float32, ["N", 3, 4, 5])},
+        ["y"],
+        opset=19,
+        initializers={"scales": np.array([2.0, 1.5], np.float32)},
+    )
     graph = ge.from_onnx(model)
     assert graph.tensor(graph.outputs[0]).shape == ("N", 3, 6, 10)
     assert_same(run_imported(model, {"x": x}), reference(model, {"x": x}))
@@ -81,24 +104,35 @@ def test_resize_with_a_symbolic_batch_and_axes():
 
 def test_resize_of_uint8_nearest_and_a_refusal():
     x = rng.integers(0, 255, (1, 1, 3, 3)).astype(np.uint8)
-    check([node("Resize", ["x", "", "scales"], mode="nearest")], {"x": x},
-          initializers={"scales": np.array([1, 1, 2, 2], np.float32)})
-    model = make_model([node("Resize", ["x", "", "scales", "sizes"])], {"x": f32(1, 1, 2, 2)},
-                       ["y"], initializers={"scales": np.array([1, 1, 2, 2], np.float32),
-                                            "sizes": np.array([1, 1, 4, 4], np.int64)})
+    check(
+        [node("Resize", ["x", "", "scales"], mode="nearest")],
+        {"x": x},
+        initializers={"scales": np.array([1, 1, 2, 2], np.float32)},
+    )
+    model = make_model(
+        [node("Resize", ["x", "", "scales", "sizes"])],
+        {"x": f32(1, 1, 2, 2)},
+        ["y"],
+        initializers={
+            "scales": np.array([1, 1, 2, 2], np.float32),
+            "sizes": np.array([1, 1, 4, 4], np.int64),
+        },
+    )
     with pytest.raises(OnnxConversionError, match="exactly one of scales and sizes"):
         ge.from_onnx(model)
 
 
 # -- pad modes -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["edge", "reflect", "wrap"])
 def test_pad_modes_and_their_gradient(mode):
     x = f32(2, 3, 5)
     pads = np.array([0, 2, 1, 0, 1, 3], np.int64)
     check([node("Pad", ["x", "pads"], mode=mode)], {"x": x}, initializers={"pads": pads})
-    model = make_model([node("Pad", ["x", "pads"], mode=mode)], {"x": x}, ["y"],
-                       initializers={"pads": pads})
+    model = make_model(
+        [node("Pad", ["x", "pads"], mode=mode)], {"x": x}, ["y"], initializers={"pads": pads}
+    )
     graph = to_float64(ge.from_onnx(model))
     loss = ge.sum(ge.square(graph.tensor(graph.outputs[0])))
     result = ge.gradcheck(graph, loss, ["x"], {"x": x.astype(np.float64)})

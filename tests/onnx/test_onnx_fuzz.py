@@ -17,14 +17,22 @@ from tests.onnx_helpers import make_model  # noqa: E402
 
 def _model_bytes() -> bytes:
     rng = np.random.default_rng(0)
-    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="dense"),
-             helper.make_node("Relu", ["h"], ["r"], name="relu"),
-             helper.make_node("Shape", ["r"], ["s"], name="shape"),
-             helper.make_node("Reshape", ["r", "s"], ["t"], name="reshape"),
-             helper.make_node("Softmax", ["t"], ["y"], name="softmax", axis=1)]
-    model = make_model(nodes, {"x": (np.float32, [3, 4])}, ["y"],
-                       initializers={"w": rng.normal(size=(4, 5)).astype(np.float32),
-                                     "b": np.zeros(5, np.float32)})
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="dense"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Shape", ["r"], ["s"], name="shape"),
+        helper.make_node("Reshape", ["r", "s"], ["t"], name="reshape"),
+        helper.make_node("Softmax", ["t"], ["y"], name="softmax", axis=1),
+    ]
+    model = make_model(
+        nodes,
+        {"x": (np.float32, [3, 4])},
+        ["y"],
+        initializers={
+            "w": rng.normal(size=(4, 5)).astype(np.float32),
+            "b": np.zeros(5, np.float32),
+        },
+    )
     return model.SerializeToString()
 
 
@@ -33,8 +41,9 @@ def _outcome(data: bytes) -> str:
         graph = ge.from_onnx(data)
     except ge.GraphEngineError:
         return "refused"
-    ge.run(graph, graph.outputs[0], {graph.placeholders()[0].name: np.ones((3, 4), np.float32)}
-           ) if graph.outputs and graph.placeholders() else None
+    ge.run(
+        graph, graph.outputs[0], {graph.placeholders()[0].name: np.ones((3, 4), np.float32)}
+    ) if graph.outputs and graph.placeholders() else None
     return "imported"
 
 
@@ -51,9 +60,9 @@ def test_fuzzed_onnx_files_import_or_raise_our_errors(seed):
         try:
             counts[_outcome(bytes(data))] += 1
         except ge.GraphEngineError:
-            counts["refused"] += 1      # refused when run: also ours
+            counts["refused"] += 1  # refused when run: also ours
     for _ in range(40):
-        cut = original[:rng.randrange(len(original))]
+        cut = original[: rng.randrange(len(original))]
         try:
             counts[_outcome(cut)] += 1
         except ge.GraphEngineError:

@@ -11,8 +11,13 @@ import textwrap
 
 def run_without_onnx(code: str) -> subprocess.CompletedProcess:
     prelude = "import sys\nsys.modules['onnx'] = None\nsys.modules['onnxruntime'] = None\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_core_works_and_onnx_functions_say_how_to_install_the_extra():

@@ -106,8 +106,9 @@ class UpBlock(nn.Module):
         self.conv = nn.Conv2d(channels, channels // 2, 3, padding=1)
 
     def forward(self, x, skip):
-        skip = nn.functional.interpolate(skip, scale_factor=2.0, mode="bilinear",
-                                         align_corners=False)
+        skip = nn.functional.interpolate(
+            skip, scale_factor=2.0, mode="bilinear", align_corners=False
+        )
         return torch.relu(self.conv(torch.cat([self.up(x), skip], dim=1)))
 
 
@@ -149,10 +150,17 @@ def export(name: str):
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, buffer, dynamo=False, opset_version=17,
-                          input_names=list(feeds), output_names=["out"],
-                          training=torch.onnx.TrainingMode.PRESERVE,
-                          do_constant_folding=False)
+        torch.onnx.export(
+            module,
+            args,
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=list(feeds),
+            output_names=["out"],
+            training=torch.onnx.TrainingMode.PRESERVE,
+            do_constant_folding=False,
+        )
     return module, onnx.load_from_string(buffer.getvalue()), feeds
 
 
@@ -191,11 +199,13 @@ def test_gradients_match_pytorch_autograd(name):
     inputs = {k: torch.tensor(v, requires_grad=v.dtype.kind == "f") for k, v in feeds64.items()}
     (module(*inputs.values()) * torch.from_numpy(weights)).sum().backward()
     for w in compared:
-        np.testing.assert_allclose(ours[grads.gradient.grads[w]], named[w].grad.numpy(),
-                                   rtol=1e-5, atol=1e-9, err_msg=w)
+        np.testing.assert_allclose(
+            ours[grads.gradient.grads[w]], named[w].grad.numpy(), rtol=1e-5, atol=1e-9, err_msg=w
+        )
     for k in float_inputs:
-        np.testing.assert_allclose(ours[grads.gradient.grads[k]], inputs[k].grad.numpy(),
-                                   rtol=1e-5, atol=1e-9, err_msg=k)
+        np.testing.assert_allclose(
+            ours[grads.gradient.grads[k]], inputs[k].grad.numpy(), rtol=1e-5, atol=1e-9, err_msg=k
+        )
     # Every parameter of the module was imported and compared, or renamed by the
     # exporter (the recurrent weights become ONNX's W, R, B layout).
     if name not in ("lstm_lm", "gru_lm"):
@@ -213,13 +223,26 @@ def test_trained_with_graphengine_train(name, tmp_path):
     shape = ge.run(graph, out, feeds).shape
     target = graph.placeholder("target", (None,) + shape[1:], "float32")
     loss = ge.mean_squared_error(out, target, name="loss")
-    graph.set_training(loss, optimizer="adam", learning_rate=0.01, batch_size=shape[0],
-                       epochs=20, seed=0)
+    graph.set_training(
+        loss, optimizer="adam", learning_rate=0.01, batch_size=shape[0], epochs=20, seed=0
+    )
     graph.save(tmp_path / "model.pb")
     data = dict(feeds, target=np.random.default_rng(7).standard_normal(shape).astype(np.float32))
     np.savez(tmp_path / "train.npz", **data)
     before = float(ge.run(graph, "loss", data))
-    assert graphengine(["train", str(tmp_path / "model.pb"), "--data", str(tmp_path / "train.npz"),
-                        "-o", str(tmp_path / "trained.pb"), "--quiet"]) == 0
+    assert (
+        graphengine(
+            [
+                "train",
+                str(tmp_path / "model.pb"),
+                "--data",
+                str(tmp_path / "train.npz"),
+                "-o",
+                str(tmp_path / "trained.pb"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     after = float(ge.run(ge.load(tmp_path / "trained.pb"), "loss", data))
     assert after < 0.9 * before, (before, after)

@@ -60,8 +60,11 @@ class OpSpec:
         opdef = ge.ops.get_op(self.op)
         if not opdef.differentiable:
             return []
-        return [i for i, a in enumerate(self.inputs) if np.asarray(a).dtype.kind == "f"
-                and opdef.input_spec(i).differentiable]
+        return [
+            i
+            for i, a in enumerate(self.inputs)
+            if np.asarray(a).dtype.kind == "f" and opdef.input_spec(i).differentiable
+        ]
 
 
 def make_graph(spec: OpSpec, dtype=None):
@@ -99,8 +102,9 @@ def check_forward(spec: OpSpec, dtype=None) -> None:
         # The inferred type must agree with what the kernel produced.
         assert tensor.dtype == have.dtype, f"{spec.name}: inferred dtype {tensor.dtype}"
         for dim, size in zip(tensor.shape, have.shape):
-            assert not isinstance(dim, int) or dim == size, \
+            assert not isinstance(dim, int) or dim == size, (
                 f"{spec.name}: inferred shape {tensor.shape}, kernel gave {have.shape}"
+            )
         assert len(tensor.shape) == have.ndim
         tol = (spec.rtol, spec.atol) if have.dtype != np.float32 else (1e-5, 1e-6)
         np.testing.assert_allclose(have, want, rtol=tol[0], atol=tol[1], err_msg=spec.name)
@@ -120,8 +124,16 @@ def check_gradient(spec: OpSpec) -> None:
         terms.append(ge.sum(t * weights))
     loss = terms[0] if len(terms) == 1 else ge.add_n(terms)
     wrt = [f"p{i}" for i in spec.grad_positions()]
-    result = ge.gradcheck(g, loss, wrt, feeds, eps=spec.eps, rtol=spec.grad_rtol,
-                          atol=spec.grad_atol, training=spec.training)
+    result = ge.gradcheck(
+        g,
+        loss,
+        wrt,
+        feeds,
+        eps=spec.eps,
+        rtol=spec.grad_rtol,
+        atol=spec.grad_atol,
+        training=spec.training,
+    )
     assert result.ok, f"{spec.name}:\n{result}"
     if spec.order2:
         check_hvp(g, loss, wrt, feeds, spec)
@@ -133,8 +145,10 @@ def check_hvp(g, loss, wrt, feeds, spec: OpSpec) -> None:
     from graphengine.gradcheck import to_float64
 
     g64 = to_float64(g)
-    feeds = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
-             for k, v in feeds.items()}
+    feeds = {
+        k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
+        for k, v in feeds.items()
+    }
     rng = np.random.default_rng(2)
     tg = ge.gradients(g64, loss.name, wrt)
     vs = {w: rng.standard_normal(np.shape(feeds[w])) for w in wrt}
@@ -151,8 +165,13 @@ def check_hvp(g, loss, wrt, feeds, spec: OpSpec) -> None:
     gm = ge.run(tg, [tg.gradient.grads[w] for w in wrt], {**feeds, **minus})
     for w in wrt:
         numeric = (gp[tg.gradient.grads[w]] - gm[tg.gradient.grads[w]]) / (2 * eps)
-        np.testing.assert_allclose(hv[hg.gradient.grads[w]], numeric, rtol=1e-4, atol=1e-6,
-                                   err_msg=f"{spec.name}: Hessian-vector product wrt {w}")
+        np.testing.assert_allclose(
+            hv[hg.gradient.grads[w]],
+            numeric,
+            rtol=1e-4,
+            atol=1e-6,
+            err_msg=f"{spec.name}: Hessian-vector product wrt {w}",
+        )
 
 
 def check_build_error(build, fragment: str, shape) -> None:

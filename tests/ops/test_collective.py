@@ -25,35 +25,64 @@ def sync_batch_norm_ref(x, gamma, beta, mean, var, training):
 
 
 SPECS = [
-    OpSpec("allreduce", lambda x: ge.allreduce(x), lambda x: x, [u(3, 4)], id="sum",
-           order2=True),
-    OpSpec("allreduce", lambda x: ge.allreduce(x, reduction="mean"), lambda x: x, [u(2, 3, 5)],
-           id="mean", batch=True),
-    OpSpec("allreduce", lambda x: ge.allreduce(x), lambda x: x, [np.arange(6).reshape(2, 3)],
-           id="int64"),
+    OpSpec("allreduce", lambda x: ge.allreduce(x), lambda x: x, [u(3, 4)], id="sum", order2=True),
+    OpSpec(
+        "allreduce",
+        lambda x: ge.allreduce(x, reduction="mean"),
+        lambda x: x,
+        [u(2, 3, 5)],
+        id="mean",
+        batch=True,
+    ),
+    OpSpec(
+        "allreduce",
+        lambda x: ge.allreduce(x),
+        lambda x: x,
+        [np.arange(6).reshape(2, 3)],
+        id="int64",
+    ),
     OpSpec("allreduce", lambda x: ge.allreduce(x), lambda x: x, [np.asarray(1.5)], id="scalar"),
 ]
 for shape in BN_SHAPES:
     c = shape[1]
     for training in (True, False):
-        SPECS.append(OpSpec(
-            "sync_batch_norm", lambda x, g, b, m, v: ge.sync_batch_norm(x, g, b, m, v),
-            lambda x, g, b, m, v, t=training: sync_batch_norm_ref(x, g, b, m, v, t),
-            [u(*shape, low=-2, high=3), u(c, low=0.5, high=2), u(c), u(c), u(c, low=0.5, high=2)],
-            id=f"{shape}-training={training}".replace(" ", ""), training=training,
-            order2=True))
+        SPECS.append(
+            OpSpec(
+                "sync_batch_norm",
+                lambda x, g, b, m, v: ge.sync_batch_norm(x, g, b, m, v),
+                lambda x, g, b, m, v, t=training: sync_batch_norm_ref(x, g, b, m, v, t),
+                [
+                    u(*shape, low=-2, high=3),
+                    u(c, low=0.5, high=2),
+                    u(c),
+                    u(c),
+                    u(c, low=0.5, high=2),
+                ],
+                id=f"{shape}-training={training}".replace(" ", ""),
+                training=training,
+                order2=True,
+            )
+        )
 
 test_forward = forward_tests(SPECS)
 test_gradient = gradient_tests(SPECS)
 
 
-@pytest.mark.parametrize("build, fragment", [
-    (lambda g, x: ge.sync_batch_norm(x, *[g.parameter(n, np.ones(4, np.float32))
-                                          for n in ("g", "b", "m", "v")]),
-     "gamma must have shape (3,), one value per channel"),
-    (lambda g, x: ge.allreduce(ge.cast(x, "int32"), reduction="mean"),
-     "reduction='mean' needs a float x"),
-])
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (
+            lambda g, x: ge.sync_batch_norm(
+                x, *[g.parameter(n, np.ones(4, np.float32)) for n in ("g", "b", "m", "v")]
+            ),
+            "gamma must have shape (3,), one value per channel",
+        ),
+        (
+            lambda g, x: ge.allreduce(ge.cast(x, "int32"), reduction="mean"),
+            "reduction='mean' needs a float x",
+        ),
+    ],
+)
 def test_build_errors_name_node_and_problem(build, fragment):
     check_build_error(build, fragment, (None, 3, 8, 7))
 
@@ -64,8 +93,9 @@ def test_sync_batch_norm_on_one_process_is_batch_norm():
     g = ge.Graph()
     x = g.placeholder("x", (None, 3, 4), "float64")
     params = [g.parameter(n, v) for n, v in [("g", u(3, low=0.5, high=2)), ("b", u(3))]]
-    stats = [g.parameter(n, v, trainable=False) for n, v in
-             [("m", u(3)), ("v", u(3, low=0.5, high=2))]]
+    stats = [
+        g.parameter(n, v, trainable=False) for n, v in [("m", u(3)), ("v", u(3, low=0.5, high=2))]
+    ]
     sync = ge.sync_batch_norm(x, *params, *stats)
     plain = ge.batch_norm(x, *params, *stats)
     loss_a = ge.sum(ge.square(sync[0]))

@@ -18,11 +18,12 @@ def u(*shape, low=-1.0, high=1.0):
 
 # -- references: plain loops over output positions ------------------------------------
 
+
 def pad4(x, pads, value=0.0):
     top, left, bottom, right = pads
     n, c, h, w = x.shape
     out = np.full((n, c, h + top + bottom, w + left + right), value, x.dtype)
-    out[:, :, top:top + h, left:left + w] = x
+    out[:, :, top : top + h, left : left + w] = x
     return out
 
 
@@ -32,8 +33,12 @@ def out_size(size, k, stride, dilation, pad):
 
 def patch_index(p, q, kernel, stride, dilation):
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    return (slice(None), slice(None), slice(p * sh, p * sh + dh * (kh - 1) + 1, dh),
-            slice(q * sw, q * sw + dw * (kw - 1) + 1, dw))
+    return (
+        slice(None),
+        slice(None),
+        slice(p * sh, p * sh + dh * (kh - 1) + 1, dh),
+        slice(q * sw, q * sw + dw * (kw - 1) + 1, dw),
+    )
 
 
 def conv_geometry(x_shape, w_shape, stride, pads, dilation):
@@ -58,8 +63,9 @@ def conv2d_input_grad_ref(dy, w, like, stride, pads, dilation):
     for p in range(dy.shape[2]):
         for q in range(dy.shape[3]):
             xp[patch_index(p, q, w.shape[2:], stride, dilation)] += np.einsum(
-                "no,ocij->ncij", dy[:, :, p, q], w)
-    return xp[:, :, pads[0]:pads[0] + like.shape[2], pads[1]:pads[1] + like.shape[3]]
+                "no,ocij->ncij", dy[:, :, p, q], w
+            )
+    return xp[:, :, pads[0] : pads[0] + like.shape[2], pads[1] : pads[1] + like.shape[3]]
 
 
 def conv2d_filter_grad_ref(x, dy, like, stride, pads, dilation):
@@ -87,47 +93,84 @@ CONV_CASES = [
 for xs, ws, stride, pads, dil in CONV_CASES:
     attrs = {"stride": stride, "padding": pads, "dilation": dil}
     case = f"x{xs}-w{ws}-s{stride}-p{pads}-d{dil}".replace(" ", "")
-    SPECS.append(OpSpec(
-        "conv2d", lambda x, w, a=attrs: ge.conv2d(x, w, **a),
-        lambda x, w, a=attrs: conv2d_ref(x, w, a["stride"], a["padding"], a["dilation"]),
-        [u(*xs), u(*ws)], id=case, order2=(xs == (2, 3, 7, 6))))
+    SPECS.append(
+        OpSpec(
+            "conv2d",
+            lambda x, w, a=attrs: ge.conv2d(x, w, **a),
+            lambda x, w, a=attrs: conv2d_ref(x, w, a["stride"], a["padding"], a["dilation"]),
+            [u(*xs), u(*ws)],
+            id=case,
+            order2=(xs == (2, 3, 7, 6)),
+        )
+    )
     oh, ow = conv_geometry(xs, ws, stride, pads, dil)
     dy_shape = (xs[0], ws[0], oh, ow)
-    SPECS.append(OpSpec(
-        "conv2d_backprop_input", lambda dy, w, x, a=attrs: api.conv2d_backprop_input(dy, w, x, **a),
-        lambda dy, w, x, a=attrs: conv2d_input_grad_ref(dy, w, x, a["stride"], a["padding"],
-                                                        a["dilation"]),
-        [u(*dy_shape), u(*ws), u(*xs)], id=case, order2=(xs == (2, 2, 8, 7))))
-    SPECS.append(OpSpec(
-        "conv2d_backprop_filter",
-        lambda x, dy, w, a=attrs: api.conv2d_backprop_filter(x, dy, w, **a),
-        lambda x, dy, w, a=attrs: conv2d_filter_grad_ref(x, dy, w, a["stride"], a["padding"],
-                                                         a["dilation"]),
-        [u(*xs), u(*dy_shape), u(*ws)], id=case, order2=(xs == (1, 2, 7, 8))))
+    SPECS.append(
+        OpSpec(
+            "conv2d_backprop_input",
+            lambda dy, w, x, a=attrs: api.conv2d_backprop_input(dy, w, x, **a),
+            lambda dy, w, x, a=attrs: conv2d_input_grad_ref(
+                dy, w, x, a["stride"], a["padding"], a["dilation"]
+            ),
+            [u(*dy_shape), u(*ws), u(*xs)],
+            id=case,
+            order2=(xs == (2, 2, 8, 7)),
+        )
+    )
+    SPECS.append(
+        OpSpec(
+            "conv2d_backprop_filter",
+            lambda x, dy, w, a=attrs: api.conv2d_backprop_filter(x, dy, w, **a),
+            lambda x, dy, w, a=attrs: conv2d_filter_grad_ref(
+                x, dy, w, a["stride"], a["padding"], a["dilation"]
+            ),
+            [u(*xs), u(*dy_shape), u(*ws)],
+            id=case,
+            order2=(xs == (1, 2, 7, 8)),
+        )
+    )
 SPECS += [
-    OpSpec("conv2d", lambda x, w: ge.conv2d(x, w, padding="same"),
-           lambda x, w: conv2d_ref(x, w, pads=(1, 0, 1, 1)), [u(2, 2, 5, 4), u(3, 2, 3, 2)],
-           id="same"),
-    OpSpec("conv2d", lambda x, w: ge.conv2d(x, w, stride=2, padding="same"),
-           lambda x, w: conv2d_ref(x, w, (2, 2), (0, 1, 1, 1)), [u(1, 2, 6, 7), u(3, 2, 3, 3)],
-           id="same-stride2"),
+    OpSpec(
+        "conv2d",
+        lambda x, w: ge.conv2d(x, w, padding="same"),
+        lambda x, w: conv2d_ref(x, w, pads=(1, 0, 1, 1)),
+        [u(2, 2, 5, 4), u(3, 2, 3, 2)],
+        id="same",
+    ),
+    OpSpec(
+        "conv2d",
+        lambda x, w: ge.conv2d(x, w, stride=2, padding="same"),
+        lambda x, w: conv2d_ref(x, w, (2, 2), (0, 1, 1, 1)),
+        [u(1, 2, 6, 7), u(3, 2, 3, 3)],
+        id="same-stride2",
+    ),
 ]
 
 
 # -- groups and transposed convolution ------------------------------------------------------
 
+
 def grouped(ref, groups):
     """A reference applied to each group of channels (x split on axis 1, w on axis 0)."""
+
     def run(x, w, *args):
         xs, ws = np.split(x, groups, axis=1), np.split(w, groups, axis=0)
         return np.concatenate([ref(a, b, *args) for a, b in zip(xs, ws)], axis=1)
+
     return run
 
 
 def conv_transpose_ref(x, w, stride, pads, dilation, groups, output_padding):
     c_out = w.shape[1] * groups
-    sizes = [(x.shape[2 + i] - 1) * stride[i] + dilation[i] * (w.shape[2 + i] - 1) + 1
-             - pads[i] - pads[2 + i] + output_padding[i] for i in range(2)]
+    sizes = [
+        (x.shape[2 + i] - 1) * stride[i]
+        + dilation[i] * (w.shape[2 + i] - 1)
+        + 1
+        - pads[i]
+        - pads[2 + i]
+        + output_padding[i]
+        for i in range(2)
+    ]
     out = []
     for xg, wg in zip(np.split(x, groups, axis=1), np.split(w, groups, axis=0)):
         like = np.zeros((x.shape[0], c_out // groups, *sizes), x.dtype)
@@ -138,8 +181,8 @@ def conv_transpose_ref(x, w, stride, pads, dilation, groups, output_padding):
 # (x shape, w shape, stride, pads, dilation, groups)
 GROUP_CASES = [
     ((2, 4, 6, 5), (6, 2, 3, 2), (1, 1), (1, 0, 1, 1), (1, 1), 2),
-    ((2, 3, 7, 6), (3, 1, 3, 3), (2, 1), (1, 1, 1, 1), (1, 2), 3),     # depthwise
-    ((1, 4, 5, 7), (8, 1, 2, 3), (1, 2), (0, 1, 1, 0), (1, 1), 4),     # depthwise, multiplier 2
+    ((2, 3, 7, 6), (3, 1, 3, 3), (2, 1), (1, 1, 1, 1), (1, 2), 3),  # depthwise
+    ((1, 4, 5, 7), (8, 1, 2, 3), (1, 2), (0, 1, 1, 0), (1, 1), 4),  # depthwise, multiplier 2
 ]
 for xs, ws, stride, pads, dil, groups in GROUP_CASES:
     attrs = {"stride": stride, "padding": pads, "dilation": dil, "groups": groups}
@@ -148,21 +191,40 @@ for xs, ws, stride, pads, dil, groups in GROUP_CASES:
     dy_shape = (xs[0], ws[0], oh, ow)
     args = (stride, pads, dil)
     SPECS += [
-        OpSpec("conv2d", lambda x, w, a=attrs: ge.conv2d(x, w, **a),
-               lambda x, w, a=args, n=groups: grouped(conv2d_ref, n)(x, w, *a),
-               [u(*xs), u(*ws)], id=case, order2=groups == 3),
-        OpSpec("conv2d_backprop_input",
-               lambda dy, w, x, a=attrs: api.conv2d_backprop_input(dy, w, x, **a),
-               lambda dy, w, x, a=args, n=groups: np.concatenate(
-                   [conv2d_input_grad_ref(d, ww, xx, *a) for d, ww, xx in zip(
-                       np.split(dy, n, 1), np.split(w, n, 0), np.split(x, n, 1))], axis=1),
-               [u(*dy_shape), u(*ws), u(*xs)], id=case),
-        OpSpec("conv2d_backprop_filter",
-               lambda x, dy, w, a=attrs: api.conv2d_backprop_filter(x, dy, w, **a),
-               lambda x, dy, w, a=args, n=groups: np.concatenate(
-                   [conv2d_filter_grad_ref(xx, d, ww, *a) for xx, d, ww in zip(
-                       np.split(x, n, 1), np.split(dy, n, 1), np.split(w, n, 0))], axis=0),
-               [u(*xs), u(*dy_shape), u(*ws)], id=case),
+        OpSpec(
+            "conv2d",
+            lambda x, w, a=attrs: ge.conv2d(x, w, **a),
+            lambda x, w, a=args, n=groups: grouped(conv2d_ref, n)(x, w, *a),
+            [u(*xs), u(*ws)],
+            id=case,
+            order2=groups == 3,
+        ),
+        OpSpec(
+            "conv2d_backprop_input",
+            lambda dy, w, x, a=attrs: api.conv2d_backprop_input(dy, w, x, **a),
+            lambda dy, w, x, a=args, n=groups: np.concatenate(
+                [
+                    conv2d_input_grad_ref(d, ww, xx, *a)
+                    for d, ww, xx in zip(np.split(dy, n, 1), np.split(w, n, 0), np.split(x, n, 1))
+                ],
+                axis=1,
+            ),
+            [u(*dy_shape), u(*ws), u(*xs)],
+            id=case,
+        ),
+        OpSpec(
+            "conv2d_backprop_filter",
+            lambda x, dy, w, a=attrs: api.conv2d_backprop_filter(x, dy, w, **a),
+            lambda x, dy, w, a=args, n=groups: np.concatenate(
+                [
+                    conv2d_filter_grad_ref(xx, d, ww, *a)
+                    for xx, d, ww in zip(np.split(x, n, 1), np.split(dy, n, 1), np.split(w, n, 0))
+                ],
+                axis=0,
+            ),
+            [u(*xs), u(*dy_shape), u(*ws)],
+            id=case,
+        ),
     ]
 
 # conv_transpose2d: (x shape, w shape (C_in, C_out/groups, kh, kw), stride, pads, dilation,
@@ -173,14 +235,26 @@ TRANSPOSE_CASES = [
     ((2, 2, 5, 3), (2, 1, 3, 2), (3, 1), (2, 0, 0, 1), (1, 1), 2, (2, 0)),
 ]
 for xs, ws, stride, pads, dil, groups, extra in TRANSPOSE_CASES:
-    attrs = {"stride": stride, "padding": pads, "dilation": dil, "groups": groups,
-             "output_padding": extra}
+    attrs = {
+        "stride": stride,
+        "padding": pads,
+        "dilation": dil,
+        "groups": groups,
+        "output_padding": extra,
+    }
     case = f"x{xs}-w{ws}-s{stride}-p{pads}-d{dil}-g{groups}-o{extra}".replace(" ", "")
-    SPECS.append(OpSpec(
-        "conv_transpose2d", lambda x, w, a=attrs: ge.conv_transpose2d(x, w, **a),
-        lambda x, w, a=attrs: conv_transpose_ref(x, w, a["stride"], a["padding"], a["dilation"],
-                                                 a["groups"], a["output_padding"]),
-        [u(*xs), u(*ws)], id=case, order2=groups == 1))
+    SPECS.append(
+        OpSpec(
+            "conv_transpose2d",
+            lambda x, w, a=attrs: ge.conv_transpose2d(x, w, **a),
+            lambda x, w, a=attrs: conv_transpose_ref(
+                x, w, a["stride"], a["padding"], a["dilation"], a["groups"], a["output_padding"]
+            ),
+            [u(*xs), u(*ws)],
+            id=case,
+            order2=groups == 1,
+        )
+    )
 
 test_forward = forward_tests(SPECS)
 test_gradient = gradient_tests(SPECS)
@@ -188,38 +262,75 @@ test_gradient = gradient_tests(SPECS)
 
 # -- shapes and attributes -----------------------------------------------------------------
 
+
 def test_conv2d_infers_symbolic_batch_and_spatial_dims():
     g = ge.Graph()
     x = g.placeholder("x", (None, 3, "H", 9))
     w = g.parameter("w", np.zeros((5, 3, 3, 2), np.float32))
     y = ge.conv2d(x, w, stride=(1, 2), padding=1)
     assert y.shape == ("N", 5, None, 5)
-    assert g.node(y.node).attrs["padding"] == (1, 1, 1, 1)   # stored in ONNX's 4-int form
+    assert g.node(y.node).attrs["padding"] == (1, 1, 1, 1)  # stored in ONNX's 4-int form
 
 
-@pytest.mark.parametrize("build, fragment", [
-    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 2, 3, 3), np.float32))),
-     "x has 3 channels (axis 1 of (N, 3, 8, 7)) but w expects 2"),
-    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 9, 3), np.float32))),
-     "the window spans 9 along the height"),
-    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3, 3), np.float32)), stride=0),
-     "stride must be 2 positive ints"),
-    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3, 3), np.float32)),
-                            dilation=(1, 4)), "(3 dilated by 4)"),
-    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3, 3), np.float32)),
-                            padding=(1, 2, 3)), "padding must be 4 non-negative ints"),
-    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3), np.float32))),
-     "w (out_channels, in_channels / groups, kh, kw) must have rank 4"),
-    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 1, 3, 3), np.float32)), groups=2),
-     "the input channel count 3 is not divisible by groups=2"),
-    (lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((3, 3, 3, 3), np.float32)), groups=3),
-     "the weight's axis 1 must be 3 / groups=3 = 1"),
-    (lambda g, x: ge.conv_transpose2d(x, g.parameter("w", np.zeros((3, 2, 3, 3), np.float32)),
-                                      stride=2, output_padding=2),
-     "output_padding must be 2 ints, each >= 0 and smaller than the stride"),
-    (lambda g, x: ge.conv_transpose2d(x, g.parameter("w", np.zeros((2, 2, 3, 3), np.float32))),
-     "expects 2"),
-])
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (
+            lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 2, 3, 3), np.float32))),
+            "x has 3 channels (axis 1 of (N, 3, 8, 7)) but w expects 2",
+        ),
+        (
+            lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 9, 3), np.float32))),
+            "the window spans 9 along the height",
+        ),
+        (
+            lambda g, x: ge.conv2d(
+                x, g.parameter("w", np.zeros((4, 3, 3, 3), np.float32)), stride=0
+            ),
+            "stride must be 2 positive ints",
+        ),
+        (
+            lambda g, x: ge.conv2d(
+                x, g.parameter("w", np.zeros((4, 3, 3, 3), np.float32)), dilation=(1, 4)
+            ),
+            "(3 dilated by 4)",
+        ),
+        (
+            lambda g, x: ge.conv2d(
+                x, g.parameter("w", np.zeros((4, 3, 3, 3), np.float32)), padding=(1, 2, 3)
+            ),
+            "padding must be 4 non-negative ints",
+        ),
+        (
+            lambda g, x: ge.conv2d(x, g.parameter("w", np.zeros((4, 3, 3), np.float32))),
+            "w (out_channels, in_channels / groups, kh, kw) must have rank 4",
+        ),
+        (
+            lambda g, x: ge.conv2d(
+                x, g.parameter("w", np.zeros((4, 1, 3, 3), np.float32)), groups=2
+            ),
+            "the input channel count 3 is not divisible by groups=2",
+        ),
+        (
+            lambda g, x: ge.conv2d(
+                x, g.parameter("w", np.zeros((3, 3, 3, 3), np.float32)), groups=3
+            ),
+            "the weight's axis 1 must be 3 / groups=3 = 1",
+        ),
+        (
+            lambda g, x: ge.conv_transpose2d(
+                x, g.parameter("w", np.zeros((3, 2, 3, 3), np.float32)), stride=2, output_padding=2
+            ),
+            "output_padding must be 2 ints, each >= 0 and smaller than the stride",
+        ),
+        (
+            lambda g, x: ge.conv_transpose2d(
+                x, g.parameter("w", np.zeros((2, 2, 3, 3), np.float32))
+            ),
+            "expects 2",
+        ),
+    ],
+)
 def test_build_errors_name_node_and_problem(build, fragment):
     check_build_error(build, fragment, (None, 3, 8, 7))
 

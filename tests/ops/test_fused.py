@@ -24,8 +24,7 @@ def sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-ACT = {"none": lambda z: z, "relu": lambda z: np.maximum(z, 0), "tanh": np.tanh,
-       "sigmoid": sigmoid}
+ACT = {"none": lambda z: z, "relu": lambda z: np.maximum(z, 0), "tanh": np.tanh, "sigmoid": sigmoid}
 
 
 def dense_ref(x, w, b, activation):
@@ -59,38 +58,80 @@ def log_probs(*shape, axis=-1):
 SPECS = []
 for activation in ("none", "relu", "tanh", "sigmoid"):
     x = away_from_zero(5, 3) if activation == "relu" else u(5, 3)
-    SPECS.append(OpSpec(
-        "dense", lambda x, w, b, a=activation: api.dense(x, w, b, activation=a),
-        lambda x, w, b, a=activation: dense_ref(x, w, b, a),
-        [x, u(3, 4), u(4)], id=activation,
-        order2=activation != "relu"))
-SPECS.append(OpSpec(
-    "relu_grad", api.relu_grad, lambda dy, y: (dy * (y > 0)).astype(dy.dtype),
-    [u(4, 3), away_from_zero(4, 3)], id="kink-free", order2=True, batch=True))
+    SPECS.append(
+        OpSpec(
+            "dense",
+            lambda x, w, b, a=activation: api.dense(x, w, b, activation=a),
+            lambda x, w, b, a=activation: dense_ref(x, w, b, a),
+            [x, u(3, 4), u(4)],
+            id=activation,
+            order2=activation != "relu",
+        )
+    )
+SPECS.append(
+    OpSpec(
+        "relu_grad",
+        api.relu_grad,
+        lambda dy, y: (dy * (y > 0)).astype(dy.dtype),
+        [u(4, 3), away_from_zero(4, 3)],
+        id="kink-free",
+        order2=True,
+        batch=True,
+    )
+)
 for shape, axis in (((6, 4), 1), ((3, 4, 5), 1)):
-    samples = shape[:axis] + shape[axis + 1:]
-    SPECS.append(OpSpec(
-        "softmax_cross_entropy_grad",
-        lambda p, lab, g, a=axis: api.softmax_cross_entropy_grad(p, lab, g, axis=a),
-        lambda p, lab, g, a=axis: sce_grad_ref(p, lab, g, a),
-        [log_probs(*shape, axis=axis), R.integers(0, shape[axis], size=samples), u(*samples)],
-        id=f"{shape}-axis{axis}".replace(" ", ""), order2=True))
+    samples = shape[:axis] + shape[axis + 1 :]
+    SPECS.append(
+        OpSpec(
+            "softmax_cross_entropy_grad",
+            lambda p, lab, g, a=axis: api.softmax_cross_entropy_grad(p, lab, g, axis=a),
+            lambda p, lab, g, a=axis: sce_grad_ref(p, lab, g, a),
+            [log_probs(*shape, axis=axis), R.integers(0, shape[axis], size=samples), u(*samples)],
+            id=f"{shape}-axis{axis}".replace(" ", ""),
+            order2=True,
+        )
+    )
 for shape in ((6, 3), (4, 3, 5, 2)):
     c = shape[1]
     for training in (True, False):
-        SPECS.append(OpSpec(
-            "batch_norm_grad", lambda dy, x, g, m, v: api.batch_norm_grad(dy, x, g, m, v),
-            lambda dy, x, g, m, v, t=training: bn_grad_ref(dy, x, g, m, v, t),
-            [u(*shape), u(*shape, low=-2, high=3), u(c, low=0.5, high=2), u(c),
-             u(c, low=0.5, high=2)],
-            id=f"{shape}-training={training}".replace(" ", ""), training=training,
-            order2=True, grad_rtol=1e-4))
-SPECS.append(OpSpec(
-    "elementwise_chain", lambda x: api.elementwise_chain(x, ops=("exp", "tanh", "square")),
-    lambda x: np.square(np.tanh(np.exp(x))), [u(3, 4)], id="exp-tanh-square", order2=True))
-SPECS.append(OpSpec(
-    "elementwise_chain", lambda x: api.elementwise_chain(x, ops=("sigmoid", "log", "negative")),
-    lambda x: -np.log(sigmoid(x)), [u(5)], id="softplus-of-minus-x", batch=True))
+        SPECS.append(
+            OpSpec(
+                "batch_norm_grad",
+                lambda dy, x, g, m, v: api.batch_norm_grad(dy, x, g, m, v),
+                lambda dy, x, g, m, v, t=training: bn_grad_ref(dy, x, g, m, v, t),
+                [
+                    u(*shape),
+                    u(*shape, low=-2, high=3),
+                    u(c, low=0.5, high=2),
+                    u(c),
+                    u(c, low=0.5, high=2),
+                ],
+                id=f"{shape}-training={training}".replace(" ", ""),
+                training=training,
+                order2=True,
+                grad_rtol=1e-4,
+            )
+        )
+SPECS.append(
+    OpSpec(
+        "elementwise_chain",
+        lambda x: api.elementwise_chain(x, ops=("exp", "tanh", "square")),
+        lambda x: np.square(np.tanh(np.exp(x))),
+        [u(3, 4)],
+        id="exp-tanh-square",
+        order2=True,
+    )
+)
+SPECS.append(
+    OpSpec(
+        "elementwise_chain",
+        lambda x: api.elementwise_chain(x, ops=("sigmoid", "log", "negative")),
+        lambda x: -np.log(sigmoid(x)),
+        [u(5)],
+        id="softplus-of-minus-x",
+        batch=True,
+    )
+)
 
 test_forward = forward_tests(SPECS)
 test_gradient = gradient_tests(SPECS)
@@ -107,21 +148,46 @@ def test_softmax_cross_entropy_grad_out_of_range_label_gives_zero_one_hot():
     np.testing.assert_allclose(got, [[1 / 3, -2 / 3, 1 / 3], [1 / 3, 1 / 3, 1 / 3]])
 
 
-@pytest.mark.parametrize("build, fragment, shape", [
-    (lambda g, x: api.dense(x, g.parameter("w", np.ones((4, 2), np.float32)),
-                            g.parameter("b", np.ones(2, np.float32))),
-     "do not fit x @ w + b", (None, 3)),
-    (lambda g, x: api.dense(x, g.parameter("w", np.ones((3, 2), np.float32)),
-                            g.parameter("b", np.ones(2, np.float32))),
-     "expected x (N, K)", (None, 3, 5)),
-    (lambda g, x: api.relu_grad(x, g.placeholder("y", (None, 4))), "must have one dtype and shape",
-     (None, 3)),
-    (lambda g, x: api.elementwise_chain(x, ops=("exp", "cast")), "'cast' cannot be chained",
-     (2,)),
-    (lambda g, x: api.elementwise_chain(x, ops=("exp",)), "at least two ops", (2,)),
-    (lambda g, x: api.batch_norm_grad(x, x, *[g.parameter(n, np.ones(4, np.float32))
-                                               for n in ("g", "m", "v")]),
-     "gamma must have shape (3,)", (None, 3, 5)),
-])
+@pytest.mark.parametrize(
+    "build, fragment, shape",
+    [
+        (
+            lambda g, x: api.dense(
+                x,
+                g.parameter("w", np.ones((4, 2), np.float32)),
+                g.parameter("b", np.ones(2, np.float32)),
+            ),
+            "do not fit x @ w + b",
+            (None, 3),
+        ),
+        (
+            lambda g, x: api.dense(
+                x,
+                g.parameter("w", np.ones((3, 2), np.float32)),
+                g.parameter("b", np.ones(2, np.float32)),
+            ),
+            "expected x (N, K)",
+            (None, 3, 5),
+        ),
+        (
+            lambda g, x: api.relu_grad(x, g.placeholder("y", (None, 4))),
+            "must have one dtype and shape",
+            (None, 3),
+        ),
+        (
+            lambda g, x: api.elementwise_chain(x, ops=("exp", "cast")),
+            "'cast' cannot be chained",
+            (2,),
+        ),
+        (lambda g, x: api.elementwise_chain(x, ops=("exp",)), "at least two ops", (2,)),
+        (
+            lambda g, x: api.batch_norm_grad(
+                x, x, *[g.parameter(n, np.ones(4, np.float32)) for n in ("g", "m", "v")]
+            ),
+            "gamma must have shape (3,)",
+            (None, 3, 5),
+        ),
+    ],
+)
 def test_build_errors_name_node_and_problem(build, fragment, shape):
     check_build_error(build, fragment, shape)

@@ -19,7 +19,7 @@ def u(*shape):
     return R.uniform(-1.0, 1.0, size=shape)
 
 
-X = u(2, 3, 4)                   # dims all differ: a swapped axis fails
+X = u(2, 3, 4)  # dims all differ: a swapped axis fails
 IDS = np.array([[0, 2, 2, 4], [4, 0, 1, 0]])  # repeated: the gradient must accumulate
 
 
@@ -53,36 +53,96 @@ SPECS = [
     key_row((1, None, slice(2, 0, -1), Ellipsis), "mixed"),
     key_row((1, 2, 3), "all-ints"),
     key_row((slice(-3, -1), slice(5, None)), "empty-and-negative", x=u(4, 5)),
-    row("slice", lambda x: x[:, 1:, np.newaxis, :-1] ** 2.0, lambda x: x[:, 1:, None, :-1] ** 2,
-        [X], "order2", batch=True, order2=True),
-    row("slice_grad", lambda dy, like: api.slice_grad(dy, like, axes=(1,), starts=(-1,),
-                                                      stops=(-END,), steps=(-2,)),
+    row(
+        "slice",
+        lambda x: x[:, 1:, np.newaxis, :-1] ** 2.0,
+        lambda x: x[:, 1:, None, :-1] ** 2,
+        [X],
+        "order2",
+        batch=True,
+        order2=True,
+    ),
+    row(
+        "slice_grad",
+        lambda dy, like: api.slice_grad(
+            dy, like, axes=(1,), starts=(-1,), stops=(-END,), steps=(-2,)
+        ),
         lambda dy, like: scattered(like, (slice(None), slice(None, None, -2)), dy),
-        [u(2, 2, 4), X], ""),
+        [u(2, 2, 4), X],
+        "",
+    ),
     # take, one_hot, pad
-    row("take", lambda a, i: ge.take(a, i, axis=0), lambda a, i: np.take(a, i, axis=0),
-        [u(5, 3), IDS], "embedding"),
-    row("take", lambda a, i: ge.take(a, i, axis=0) ** 2.0, lambda a, i: np.take(a, i, axis=0) ** 2,
-        [u(5, 3), IDS], "embedding-order2", order2=True),
+    row(
+        "take",
+        lambda a, i: ge.take(a, i, axis=0),
+        lambda a, i: np.take(a, i, axis=0),
+        [u(5, 3), IDS],
+        "embedding",
+    ),
+    row(
+        "take",
+        lambda a, i: ge.take(a, i, axis=0) ** 2.0,
+        lambda a, i: np.take(a, i, axis=0) ** 2,
+        [u(5, 3), IDS],
+        "embedding-order2",
+        order2=True,
+    ),
     row("take", ge.take, np.take, [X, np.array([[23, 0], [5, -1]])], "flat"),
-    row("take", lambda a, i: ge.take(a, i, axis=-1), lambda a, i: np.take(a, i, axis=-1),
-        [X, np.array([[3, -4, 0], [3, 1, 2]], np.int32)], "axis-1-int32", batch=True),
-    row("take_grad", lambda dy, like, i: api.take_grad(dy, like, i, axis=1),
+    row(
+        "take",
+        lambda a, i: ge.take(a, i, axis=-1),
+        lambda a, i: np.take(a, i, axis=-1),
+        [X, np.array([[3, -4, 0], [3, 1, 2]], np.int32)],
+        "axis-1-int32",
+        batch=True,
+    ),
+    row(
+        "take_grad",
+        lambda dy, like, i: api.take_grad(dy, like, i, axis=1),
         lambda dy, like, i: np.stack([np.bincount(i, w, minlength=3) for w in dy]).astype(dy.dtype),
-        [u(2, 4), u(2, 3), np.array([2, 0, 2, 2])], ""),
+        [u(2, 4), u(2, 3), np.array([2, 0, 2, 2])],
+        "",
+    ),
     row("one_hot", lambda i: ge.one_hot(i, 4), lambda i: one_hot(i, 4), [IDS % 4], "last"),
-    row("one_hot", lambda i: ge.one_hot(i, 5, axis=0, dtype="float64"),
-        lambda i: one_hot(i, 5, axis=0, dtype=np.float64), [np.array([4, -1, 7, 0], np.int32)],
-        "axis0-out-of-range"),
+    row(
+        "one_hot",
+        lambda i: ge.one_hot(i, 5, axis=0, dtype="float64"),
+        lambda i: one_hot(i, 5, axis=0, dtype=np.float64),
+        [np.array([4, -1, 7, 0], np.int32)],
+        "axis0-out-of-range",
+    ),
     row("pad", lambda x: ge.pad(x, 1), lambda x: np.pad(x, 1), [X], "int"),
-    row("pad", lambda x: ge.pad(x, (2, 1), constant_values=-3.5),
-        lambda x: np.pad(x, (2, 1), constant_values=-3.5), [X], "pair"),
-    row("pad", lambda x: ge.pad(x, ((0, 0), (1, 2), (3, 0))),
-        lambda x: np.pad(x, ((0, 0), (1, 2), (3, 0))), [X], "per-axis", batch=True),
-    row("pad", lambda x: ge.pad(x, ((1, 2),)) ** 2.0, lambda x: np.pad(x, ((1, 2),)) ** 2,
-        [u(3, 2)], "broadcast-pair-order2", order2=True),
-    row("pad", lambda x: ge.pad(x, (1, 0)), lambda x: np.pad(x, (1, 0)),
-        [np.arange(6).reshape(2, 3)], "int64", grad=()),
+    row(
+        "pad",
+        lambda x: ge.pad(x, (2, 1), constant_values=-3.5),
+        lambda x: np.pad(x, (2, 1), constant_values=-3.5),
+        [X],
+        "pair",
+    ),
+    row(
+        "pad",
+        lambda x: ge.pad(x, ((0, 0), (1, 2), (3, 0))),
+        lambda x: np.pad(x, ((0, 0), (1, 2), (3, 0))),
+        [X],
+        "per-axis",
+        batch=True,
+    ),
+    row(
+        "pad",
+        lambda x: ge.pad(x, ((1, 2),)) ** 2.0,
+        lambda x: np.pad(x, ((1, 2),)) ** 2,
+        [u(3, 2)],
+        "broadcast-pair-order2",
+        order2=True,
+    ),
+    row(
+        "pad",
+        lambda x: ge.pad(x, (1, 0)),
+        lambda x: np.pad(x, (1, 0)),
+        [np.arange(6).reshape(2, 3)],
+        "int64",
+        grad=(),
+    ),
 ]
 
 test_forward = forward_tests(SPECS)
@@ -90,6 +150,7 @@ test_gradient = gradient_tests(SPECS)
 
 
 # -- shape inference with symbolic dims ------------------------------------------------
+
 
 @pytest.fixture
 def g():
@@ -108,8 +169,9 @@ def test_take_gradient_accumulates_repeated_indices(g):
     ids = g.placeholder("ids", (None, 4), "int64")
     loss = ge.sum(ge.take(table, ids, axis=0))
     tg = ge.gradients(g, loss, ["table"])
-    grad = ge.run(tg, tg.gradient.grads["table"], {"table": np.ones((5, 3), np.float32),
-                                                   "ids": IDS})
+    grad = ge.run(
+        tg, tg.gradient.grads["table"], {"table": np.ones((5, 3), np.float32), "ids": IDS}
+    )
     np.testing.assert_array_equal(grad[:, 0], [3, 1, 2, 0, 2])
 
 
@@ -123,7 +185,11 @@ def test_slice_stores_numpy_bounds(g):
     y = x[::-1, 2]
     attrs = g.node(y.node).attrs
     assert (attrs["axes"], attrs["starts"], attrs["stops"], attrs["steps"]) == (
-        (0,), (-1,), (-END,), (-1,))
+        (0,),
+        (-1,),
+        (-END,),
+        (-1,),
+    )
     assert (attrs["index_axes"], attrs["indices"]) == ((1,), (2,))
 
 
@@ -135,6 +201,7 @@ def test_helpers_are_internal():
 
 
 # -- Tensor indexing, iteration and conversion ---------------------------------------------
+
 
 def test_iterating_a_tensor_needs_a_static_length(g):
     x = g.placeholder("x", (3, 2))
@@ -164,8 +231,7 @@ BUILD_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("build, fragment", BUILD_ERRORS,
-                         ids=[f[1][:30] for f in BUILD_ERRORS])
+@pytest.mark.parametrize("build, fragment", BUILD_ERRORS, ids=[f[1][:30] for f in BUILD_ERRORS])
 def test_build_errors(g, build, fragment):
     x = g.placeholder("x", (2, 3, 4))
     with pytest.raises(ge.ShapeError) as info:
@@ -173,16 +239,21 @@ def test_build_errors(g, build, fragment):
     assert fragment in str(info.value)
 
 
-
-@pytest.mark.parametrize("build, fragment", [
-    (lambda x: x[[0, 1]], "cannot index tensor 'x' with list"),
-    (lambda x: x[x], "cannot index tensor 'x' with Tensor"),
-    (lambda x: x[..., 0, ...], "only one '...'"),
-    (lambda x: x[0:1.5], "slice stop must be an int"),
-    (lambda x: ge.pad(x, 1, mode="edge"), "mode 'edge' is not supported"),
-    (lambda x: ge.pad(x, ((1, 2, 3),)), "is not an int, a (before, after) pair or 3 such pairs"),
-    (lambda x: ge.pad(x, 1.5), "must hold ints"),
-])
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda x: x[[0, 1]], "cannot index tensor 'x' with list"),
+        (lambda x: x[x], "cannot index tensor 'x' with Tensor"),
+        (lambda x: x[..., 0, ...], "only one '...'"),
+        (lambda x: x[0:1.5], "slice stop must be an int"),
+        (lambda x: ge.pad(x, 1, mode="edge"), "mode 'edge' is not supported"),
+        (
+            lambda x: ge.pad(x, ((1, 2, 3),)),
+            "is not an int, a (before, after) pair or 3 such pairs",
+        ),
+        (lambda x: ge.pad(x, 1.5), "must hold ints"),
+    ],
+)
 def test_unsupported_arguments(g, build, fragment):
     x = g.placeholder("x", (2, 3, 4))
     with pytest.raises(ge.GraphError) as info:

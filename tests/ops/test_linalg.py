@@ -16,8 +16,14 @@ def u(*shape):
 
 
 def matmul_row(a_shape, b_shape, **options):
-    return OpSpec("matmul", ge.matmul, np.matmul, [u(*a_shape), u(*b_shape)],
-                  id=f"{a_shape}@{b_shape}", **options)
+    return OpSpec(
+        "matmul",
+        ge.matmul,
+        np.matmul,
+        [u(*a_shape), u(*b_shape)],
+        id=f"{a_shape}@{b_shape}",
+        **options,
+    )
 
 
 SPECS = [
@@ -25,16 +31,28 @@ SPECS = [
     matmul_row((4,), (4, 5)),
     matmul_row((3, 4), (4,)),
     matmul_row((4,), (4,), order2=True),
-    matmul_row((2, 3, 4), (4, 5)),                  # a stack times one matrix
+    matmul_row((2, 3, 4), (4, 5)),  # a stack times one matrix
     matmul_row((3, 4), (2, 4, 5)),
     matmul_row((2, 1, 3, 4), (5, 4, 6), order2=True),  # both batches broadcast
     matmul_row((4,), (2, 4, 5)),
     matmul_row((2, 3, 4), (4,)),
     matmul_row((2, 3, 4), (2, 4, 5), batch=True),  # a symbolic batch on both
-    OpSpec("matmul", lambda a, b: a @ b.T, lambda a, b: a @ b.T, [u(3, 4), u(5, 4)],
-           id="operator-transposed", order2=True),
-    OpSpec("matmul", ge.matmul, np.matmul, [R.integers(-3, 3, (3, 4)), R.integers(-3, 3, (4, 2))],
-           id="int64", grad=()),
+    OpSpec(
+        "matmul",
+        lambda a, b: a @ b.T,
+        lambda a, b: a @ b.T,
+        [u(3, 4), u(5, 4)],
+        id="operator-transposed",
+        order2=True,
+    ),
+    OpSpec(
+        "matmul",
+        ge.matmul,
+        np.matmul,
+        [R.integers(-3, 3, (3, 4)), R.integers(-3, 3, (4, 2))],
+        id="int64",
+        grad=(),
+    ),
 ]
 
 test_forward = forward_tests(SPECS)
@@ -67,18 +85,26 @@ def test_two_dim_gradient_is_two_matmuls_of_transposes():
     x = g.placeholder("x", (3, 4))
     w = g.parameter("w", np.ones((4, 5), np.float32))
     tg = ge.gradients(g, ge.sum(x @ w), wrt=["x", "w"])
-    ops = sorted(tg.node(n).op for n in tg.gradient.nodes
-                 if tg.node(n).derived_from == "matmul")
+    ops = sorted(tg.node(n).op for n in tg.gradient.nodes if tg.node(n).derived_from == "matmul")
     assert ops == ["matmul", "matmul", "transpose", "transpose"]
 
 
-@pytest.mark.parametrize("a_shape, b_shape, fragment", [
-    ((None, 3), (4, 2), ("cannot multiply 'x' of shape (N, 3) by 'w' of shape (4, 2): inner "
-                         "dimensions 3 and 4 differ. Check the shape of 'w', or transpose it")),
-    ((3,), (4,), "inner dimensions 3 and 4 differ"),
-    ((2, 3, 4), (3, 4, 5), "batch dimensions (2,) of 'x' and (3,) of 'w' do not broadcast"),
-    ((), (3,), "does not take scalars"),
-])
+@pytest.mark.parametrize(
+    "a_shape, b_shape, fragment",
+    [
+        (
+            (None, 3),
+            (4, 2),
+            (
+                "cannot multiply 'x' of shape (N, 3) by 'w' of shape (4, 2): inner "
+                "dimensions 3 and 4 differ. Check the shape of 'w', or transpose it"
+            ),
+        ),
+        ((3,), (4,), "inner dimensions 3 and 4 differ"),
+        ((2, 3, 4), (3, 4, 5), "batch dimensions (2,) of 'x' and (3,) of 'w' do not broadcast"),
+        ((), (3,), "does not take scalars"),
+    ],
+)
 def test_build_errors(a_shape, b_shape, fragment):
     g = ge.Graph()
     x, w = g.placeholder("x", a_shape), g.placeholder("w", b_shape)

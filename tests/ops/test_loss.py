@@ -51,46 +51,86 @@ for reduction in REDUCTIONS:
         (-1, u(3, 4), probabilities(3, 4), "targets"),
         (0, u(3, 2, 2), probabilities(3, 2, 2, axis=0), "targets"),
     ]:
-        SPECS.append(OpSpec(
-            "softmax_cross_entropy",
-            lambda x, t, a=axis, r=reduction: ge.softmax_cross_entropy(x, t, axis=a,
-                                                                       reduction=r),
-            lambda x, t, a=axis, r=reduction: cross_entropy_ref(x, t, a, r),
-            [logits, labels], id=f"{kind}-axis={axis}-{reduction}",
-            order2=(axis == -1 and reduction != "sum")))
+        SPECS.append(
+            OpSpec(
+                "softmax_cross_entropy",
+                lambda x, t, a=axis, r=reduction: ge.softmax_cross_entropy(
+                    x, t, axis=a, reduction=r
+                ),
+                lambda x, t, a=axis, r=reduction: cross_entropy_ref(x, t, a, r),
+                [logits, labels],
+                id=f"{kind}-axis={axis}-{reduction}",
+                order2=(axis == -1 and reduction != "sum"),
+            )
+        )
 SPECS += [
-    OpSpec("softmax_cross_entropy", ge.softmax_cross_entropy,
-           lambda x, t: cross_entropy_ref(x - x.max(axis=-1, keepdims=True), t, -1, "mean"),
-           [u(3, 4, low=-500, high=500), np.array([0, 3, 1])], id="large-logits", grad=()),
-    OpSpec("softmax_cross_entropy", lambda x, t: ge.softmax_cross_entropy(x, t)[0],
-           lambda x, t: cross_entropy_ref(x, t, -1, "mean")[0],
-           [u(4, 3), np.array([2, 0, 1, 1])], id="loss-only", batch=True),
-    OpSpec("softmax_cross_entropy", lambda x, t: ge.softmax_cross_entropy(x, t)[0],
-           lambda x, t: cross_entropy_ref(x, t, -1, "mean")[0],
-           [u(5, 3), probabilities(5, 3) * 2.0], id="unnormalized-targets", grad=(0, 1)),
+    OpSpec(
+        "softmax_cross_entropy",
+        ge.softmax_cross_entropy,
+        lambda x, t: cross_entropy_ref(x - x.max(axis=-1, keepdims=True), t, -1, "mean"),
+        [u(3, 4, low=-500, high=500), np.array([0, 3, 1])],
+        id="large-logits",
+        grad=(),
+    ),
+    OpSpec(
+        "softmax_cross_entropy",
+        lambda x, t: ge.softmax_cross_entropy(x, t)[0],
+        lambda x, t: cross_entropy_ref(x, t, -1, "mean")[0],
+        [u(4, 3), np.array([2, 0, 1, 1])],
+        id="loss-only",
+        batch=True,
+    ),
+    OpSpec(
+        "softmax_cross_entropy",
+        lambda x, t: ge.softmax_cross_entropy(x, t)[0],
+        lambda x, t: cross_entropy_ref(x, t, -1, "mean")[0],
+        [u(5, 3), probabilities(5, 3) * 2.0],
+        id="unnormalized-targets",
+        grad=(0, 1),
+    ),
 ]
 for reduction in REDUCTIONS:
-    SPECS.append(OpSpec(
-        "mean_squared_error", lambda p, t, r=reduction: ge.mean_squared_error(p, t, r),
-        lambda p, t, r=reduction: reduce_ref((p - t) ** 2, r), [u(3, 4), u(3, 4)],
-        id=reduction, batch=True, order2=True))
+    SPECS.append(
+        OpSpec(
+            "mean_squared_error",
+            lambda p, t, r=reduction: ge.mean_squared_error(p, t, r),
+            lambda p, t, r=reduction: reduce_ref((p - t) ** 2, r),
+            [u(3, 4), u(3, 4)],
+            id=reduction,
+            batch=True,
+            order2=True,
+        )
+    )
 
 test_forward = forward_tests(SPECS)
 test_gradient = gradient_tests(SPECS)
 
 
-@pytest.mark.parametrize("build, fragment", [
-    (lambda g, x: ge.softmax_cross_entropy(x, g.placeholder("t", (None, 5), "int64")),
-     "integer labels must have the shape of logits without the class axis 1, (N,)"),
-    (lambda g, x: ge.softmax_cross_entropy(x, g.placeholder("t", (4,), "int64"), axis=0),
-     "without the class axis 0, (5,)"),
-    (lambda g, x: ge.softmax_cross_entropy(x, g.placeholder("t", (None, 5), "float64")),
-     "probability targets must have the dtype and shape of logits"),
-    (lambda g, x: ge.softmax_cross_entropy(x, g.placeholder("t", (None, 4), "float32")),
-     "probability targets must have the dtype and shape of logits"),
-    (lambda g, x: ge.mean_squared_error(x, g.placeholder("t", (None, 1), "float32")),
-     "pred (N, 5) and target (N, 1) must have the same shape"),
-])
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (
+            lambda g, x: ge.softmax_cross_entropy(x, g.placeholder("t", (None, 5), "int64")),
+            "integer labels must have the shape of logits without the class axis 1, (N,)",
+        ),
+        (
+            lambda g, x: ge.softmax_cross_entropy(x, g.placeholder("t", (4,), "int64"), axis=0),
+            "without the class axis 0, (5,)",
+        ),
+        (
+            lambda g, x: ge.softmax_cross_entropy(x, g.placeholder("t", (None, 5), "float64")),
+            "probability targets must have the dtype and shape of logits",
+        ),
+        (
+            lambda g, x: ge.softmax_cross_entropy(x, g.placeholder("t", (None, 4), "float32")),
+            "probability targets must have the dtype and shape of logits",
+        ),
+        (
+            lambda g, x: ge.mean_squared_error(x, g.placeholder("t", (None, 1), "float32")),
+            "pred (N, 5) and target (N, 1) must have the same shape",
+        ),
+    ],
+)
 def test_build_errors_name_node_and_problem(build, fragment):
     g = ge.Graph()
     x = g.placeholder("x", (None, 5), "float32")
@@ -106,10 +146,13 @@ def test_bad_reduction_is_a_graph_error():
         ge.mean_squared_error(x, x, reduction="avg")
 
 
-@pytest.mark.parametrize("labels, fragment", [
-    (np.array([0, 5, 1]), "label 5 at index (1,) is out of range for 5 classes"),
-    (np.array([0, 1, -1]), "label -1 at index (2,) is out of range"),
-])
+@pytest.mark.parametrize(
+    "labels, fragment",
+    [
+        (np.array([0, 5, 1]), "label 5 at index (1,) is out of range for 5 classes"),
+        (np.array([0, 1, -1]), "label -1 at index (2,) is out of range"),
+    ],
+)
 def test_label_out_of_range_fails_at_run_time(labels, fragment):
     g = ge.Graph()
     x = g.placeholder("x", (None, 5))
@@ -131,6 +174,7 @@ def test_integer_label_gradient_needs_a_known_class_count():
 def test_cross_entropy_of_a_batch_has_the_batch_shape():
     g = ge.Graph()
     x = g.placeholder("x", (None, 7, 3))
-    loss, log_prob = ge.softmax_cross_entropy(x, g.placeholder("t", (None, 3), "int32"), axis=1,
-                                              reduction="none")
+    loss, log_prob = ge.softmax_cross_entropy(
+        x, g.placeholder("t", (None, 3), "int32"), axis=1, reduction="none"
+    )
     assert loss.shape == ("N", 3) and log_prob.shape == ("N", 7, 3)

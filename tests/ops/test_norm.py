@@ -21,6 +21,7 @@ def u(*shape, low=-1.0, high=1.0):
 
 # -- references ---------------------------------------------------------------------------
 
+
 def batch_norm_ref(x, gamma, beta, mean, var, training, epsilon=1e-5):
     axes = (0,) + tuple(range(2, x.ndim))
     if training:
@@ -34,20 +35,38 @@ def batch_norm_ref(x, gamma, beta, mean, var, training, epsilon=1e-5):
 
 SPECS = []
 for training in (False, True):
-    SPECS.append(OpSpec("training_flag", api.training_flag,
-                        lambda x, t=training: np.asarray(float(t), x.dtype), [u(2)],
-                        id=f"training={training}", training=training))
+    SPECS.append(
+        OpSpec(
+            "training_flag",
+            api.training_flag,
+            lambda x, t=training: np.asarray(float(t), x.dtype),
+            [u(2)],
+            id=f"training={training}",
+            training=training,
+        )
+    )
 
 BN_SHAPES = [(4, 3), (3, 2, 4, 5), (2, 3, 5)]
 for shape in BN_SHAPES:
     c = shape[1]
     for training in (True, False):
-        SPECS.append(OpSpec(
-            "batch_norm", lambda x, g, b, m, v: ge.batch_norm(x, g, b, m, v),
-            lambda x, g, b, m, v, t=training: batch_norm_ref(x, g, b, m, v, t),
-            [u(*shape, low=-2, high=3), u(c, low=0.5, high=2), u(c), u(c), u(c, low=0.5, high=2)],
-            id=f"{shape}-training={training}".replace(" ", ""), training=training,
-            order2=not training))
+        SPECS.append(
+            OpSpec(
+                "batch_norm",
+                lambda x, g, b, m, v: ge.batch_norm(x, g, b, m, v),
+                lambda x, g, b, m, v, t=training: batch_norm_ref(x, g, b, m, v, t),
+                [
+                    u(*shape, low=-2, high=3),
+                    u(c, low=0.5, high=2),
+                    u(c),
+                    u(c),
+                    u(c, low=0.5, high=2),
+                ],
+                id=f"{shape}-training={training}".replace(" ", ""),
+                training=training,
+                order2=not training,
+            )
+        )
 
 test_forward = forward_tests(SPECS)
 test_gradient = gradient_tests(SPECS)
@@ -55,21 +74,29 @@ test_gradient = gradient_tests(SPECS)
 
 # -- inputs that must fail -----------------------------------------------------------------
 
-@pytest.mark.parametrize("build, fragment", [
-    (lambda g, x: ge.batch_norm(x, *[g.parameter(n, np.ones(4, np.float32))
-                                     for n in ("g", "b", "m", "v")]),
-     "gamma must have shape (3,), one value per channel"),
-])
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (
+            lambda g, x: ge.batch_norm(
+                x, *[g.parameter(n, np.ones(4, np.float32)) for n in ("g", "b", "m", "v")]
+            ),
+            "gamma must have shape (3,), one value per channel",
+        ),
+    ],
+)
 def test_build_errors_name_node_and_problem(build, fragment):
     check_build_error(build, fragment, (None, 3, 8, 7))
 
 
 # -- gradients through the batch statistics ---------------------------------------------
 
+
 def test_batch_norm_second_order_in_training_mode():
     """Hessian-vector product through the batch statistics (training run)."""
     g = ge.Graph()
-    x = g.placeholder("x", (None, 2, 2, 3), "float64")      # symbolic batch
+    x = g.placeholder("x", (None, 2, 2, 3), "float64")  # symbolic batch
     gamma = g.placeholder("gamma", (2,), "float64")
     beta = g.parameter("beta", np.array([0.1, -0.2]))
     stats = g.parameter("stats", np.array([0.3, 0.5]), trainable=False)
@@ -93,8 +120,13 @@ def test_batch_norm_second_order_in_training_mode():
         return [out[gr.name] for gr in grads]
 
     for w, plus, minus in zip(wrt, grad_at(1), grad_at(-1)):
-        np.testing.assert_allclose(hv[hg.gradient.grads[w]], (plus - minus) / (2 * eps),
-                                   rtol=1e-4, atol=1e-6, err_msg=f"H v wrt {w}")
+        np.testing.assert_allclose(
+            hv[hg.gradient.grads[w]],
+            (plus - minus) / (2 * eps),
+            rtol=1e-4,
+            atol=1e-6,
+            err_msg=f"H v wrt {w}",
+        )
 
 
 def test_batch_norm_inference_gradient_is_scaled_dy():
@@ -107,6 +139,9 @@ def test_batch_norm_inference_gradient_is_scaled_dy():
     y, _, _ = ge.batch_norm(x, gamma, beta, mean, var, epsilon=1e-3)
     tg = ge.gradients(g, ge.sum(y), ["x"])
     dx = ge.run(tg, tg.gradient.grads["x"], {"x": u(4, 3)})
-    np.testing.assert_allclose(dx, np.broadcast_to(np.array([2.0, 0.5, 1.0])
-                                                   / np.sqrt(np.array([4.0, 1.0, 0.25]) + 1e-3),
-                                                   (4, 3)))
+    np.testing.assert_allclose(
+        dx,
+        np.broadcast_to(
+            np.array([2.0, 0.5, 1.0]) / np.sqrt(np.array([4.0, 1.0, 0.25]) + 1e-3), (4, 3)
+        ),
+    )

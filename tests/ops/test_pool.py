@@ -27,6 +27,7 @@ def distinct(*shape):
 
 # -- references: plain loops over output positions and window elements ------------------
 
+
 def out_sizes(sizes, kernel, stride, pads, dilation, ceil_mode):
     rank, out = len(kernel), []
     for i in range(rank):
@@ -43,8 +44,9 @@ def window_elements(sizes, kernel, stride, pads, dilation, position):
     of every element of the window at output ``position``, row-major."""
     rank = len(kernel)
     for offsets in itertools.product(*(range(k) for k in kernel)):
-        coords = tuple(position[i] * stride[i] - pads[i] + offsets[i] * dilation[i]
-                       for i in range(rank))
+        coords = tuple(
+            position[i] * stride[i] - pads[i] + offsets[i] * dilation[i] for i in range(rank)
+        )
         inside = all(0 <= c < s for c, s in zip(coords, sizes))
         in_pads = all(-pads[i] <= coords[i] < sizes[i] + pads[rank + i] for i in range(rank))
         yield (coords if inside else None), in_pads
@@ -62,7 +64,7 @@ def pool_ref(x, kernel, stride, pads, dilation, ceil_mode, kind, count_include_p
             real = [e for e, _ in elems if e is not None]
             if kind == "max":
                 values = [x[(n, c) + e] for e in real]
-                best = int(np.argmax(values))        # the first maximum
+                best = int(np.argmax(values))  # the first maximum
                 y[(n, c) + pos] = values[best]
                 idx[(n, c) + pos] = np.ravel_multi_index((n, c) + real[best], x.shape)
             else:
@@ -106,19 +108,34 @@ POOL_CASES = [
     ((1, 1, 5, 4, 5), (2, 2, 2), (1, 2, 1), (0, 0, 0, 1, 0, 0), (2, 1, 2), False),
 ]
 for xs, kernel, stride, pads, dil, ceil in POOL_CASES:
-    attrs = {"kernel_size": kernel, "stride": stride, "padding": pads, "dilation": dil,
-             "ceil_mode": ceil}
+    attrs = {
+        "kernel_size": kernel,
+        "stride": stride,
+        "padding": pads,
+        "dilation": dil,
+        "ceil_mode": ceil,
+    }
     geometry = (kernel, stride, pads, dil, ceil)
     case = f"x{xs}-k{kernel}-s{stride}-p{pads}-d{dil}-ceil{int(ceil)}".replace(" ", "")
     dy_shape = xs[:2] + out_sizes(xs[2:], *geometry[:4], ceil)
     x = distinct(*xs)
     _, indices = pool_ref(x, *geometry, "max")
     SPECS += [
-        OpSpec("max_pool", lambda x, a=attrs: api.max_pool(x, **a),
-               lambda x, a=geometry: pool_ref(x, *a, "max"), [x], id=case, batch=True),
-        OpSpec("max_pool_grad",
-               lambda dy, i, x: api.max_pool_grad(dy, i, x, disjoint=False),
-               scatter_ref, [u(*dy_shape), indices, u(*xs)], id=case),
+        OpSpec(
+            "max_pool",
+            lambda x, a=attrs: api.max_pool(x, **a),
+            lambda x, a=geometry: pool_ref(x, *a, "max"),
+            [x],
+            id=case,
+            batch=True,
+        ),
+        OpSpec(
+            "max_pool_grad",
+            lambda dy, i, x: api.max_pool_grad(dy, i, x, disjoint=False),
+            scatter_ref,
+            [u(*dy_shape), indices, u(*xs)],
+            id=case,
+        ),
     ]
     for include in (True, False):
         a2 = {**attrs, "count_include_pad": include}
@@ -127,28 +144,56 @@ for xs, kernel, stride, pads, dil, ceil in POOL_CASES:
             return pool_ref(x, *a, "avg", include)
 
         SPECS += [
-            OpSpec("avg_pool", lambda x, a=a2: api.avg_pool(x, **a), avg,
-                   [u(*xs)], id=f"{case}-include_pad={include}", batch=True),
-            OpSpec("avg_pool_grad", lambda dy, x, a=a2: api.avg_pool_grad(dy, x, **a),
-                   lambda dy, x, f=avg: adjoint_ref(f, dy, x),
-                   [u(*dy_shape), u(*xs)], id=f"{case}-include_pad={include}"),
+            OpSpec(
+                "avg_pool",
+                lambda x, a=a2: api.avg_pool(x, **a),
+                avg,
+                [u(*xs)],
+                id=f"{case}-include_pad={include}",
+                batch=True,
+            ),
+            OpSpec(
+                "avg_pool_grad",
+                lambda dy, x, a=a2: api.avg_pool_grad(dy, x, **a),
+                lambda dy, x, f=avg: adjoint_ref(f, dy, x),
+                [u(*dy_shape), u(*xs)],
+                id=f"{case}-include_pad={include}",
+            ),
         ]
 
 # The gradient of a disjoint max pool (stride >= window) stores instead of adding.
 _x = distinct(2, 3, 6, 4)
 SPECS += [
-    OpSpec("max_pool_grad", lambda dy, i, x: api.max_pool_grad(dy, i, x, disjoint=True),
-           scatter_ref, [u(2, 3, 3, 2), pool_ref(_x, (2, 2), (2, 2), (0,) * 4, (1, 1), False,
-                                                   "max")[1], _x], id="disjoint", order2=True),
-    OpSpec("max_pool", lambda x: ge.max_pool2d(x, 3, stride=1, padding="same"),
-           lambda x: pool_ref(x, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False, "max")[0],
-           [distinct(1, 2, 4, 5)], id="same"),
-    OpSpec("avg_pool", lambda x: ge.avg_pool3d(x, 2, ceil_mode=True),
-           lambda x: pool_ref(x, (2, 2, 2), (2, 2, 2), (0,) * 6, (1, 1, 1), True, "avg"),
-           [u(1, 2, 3, 4, 5)], id="frontend-3d", order2=True),
-    OpSpec("max_pool", lambda x: ge.max_pool1d(x, 2, stride=1, dilation=2, return_indices=True),
-           lambda x: pool_ref(x, (2,), (1,), (0, 0), (2,), False, "max"),
-           [distinct(2, 3, 7)], id="frontend-1d"),
+    OpSpec(
+        "max_pool_grad",
+        lambda dy, i, x: api.max_pool_grad(dy, i, x, disjoint=True),
+        scatter_ref,
+        [u(2, 3, 3, 2), pool_ref(_x, (2, 2), (2, 2), (0,) * 4, (1, 1), False, "max")[1], _x],
+        id="disjoint",
+        order2=True,
+    ),
+    OpSpec(
+        "max_pool",
+        lambda x: ge.max_pool2d(x, 3, stride=1, padding="same"),
+        lambda x: pool_ref(x, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False, "max")[0],
+        [distinct(1, 2, 4, 5)],
+        id="same",
+    ),
+    OpSpec(
+        "avg_pool",
+        lambda x: ge.avg_pool3d(x, 2, ceil_mode=True),
+        lambda x: pool_ref(x, (2, 2, 2), (2, 2, 2), (0,) * 6, (1, 1, 1), True, "avg"),
+        [u(1, 2, 3, 4, 5)],
+        id="frontend-3d",
+        order2=True,
+    ),
+    OpSpec(
+        "max_pool",
+        lambda x: ge.max_pool1d(x, 2, stride=1, dilation=2, return_indices=True),
+        lambda x: pool_ref(x, (2,), (1,), (0, 0), (2,), False, "max"),
+        [distinct(2, 3, 7)],
+        id="frontend-1d",
+    ),
 ]
 
 test_forward = forward_tests(SPECS)
@@ -156,6 +201,7 @@ test_gradient = gradient_tests(SPECS)
 
 
 # -- shapes and attributes -----------------------------------------------------------------
+
 
 def test_pool_stride_defaults_to_kernel_size():
     g = ge.Graph()
@@ -188,15 +234,20 @@ def test_max_pool_gradient_uses_the_forward_indices():
     assert np.count_nonzero(grad) == 2 * 2 * 3 * 2 and np.all(grad[grad != 0] == 3.0)
 
 
-@pytest.mark.parametrize("build, fragment", [
-    (lambda g, x: ge.max_pool2d(x, 0), "kernel_size must be 1, 2 or 3 positive ints"),
-    (lambda g, x: ge.max_pool2d(x, 2, padding=2), "must be smaller than the kernel"),
-    (lambda g, x: ge.avg_pool2d(x, 9), "the window spans 9 along the height"),
-    (lambda g, x: ge.max_pool3d(x, 2), "a 3-D pool needs x of rank 5"),
-    (lambda g, x: ge.avg_pool2d(x, 2, dilation=(1, 0)), "dilation must be 2 positive ints"),
-    (lambda g, x: ge.max_pool2d(x, 2, padding=(1, 1, 1)),
-     "padding must be 4 non-negative ints"),
-])
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda g, x: ge.max_pool2d(x, 0), "kernel_size must be 1, 2 or 3 positive ints"),
+        (lambda g, x: ge.max_pool2d(x, 2, padding=2), "must be smaller than the kernel"),
+        (lambda g, x: ge.avg_pool2d(x, 9), "the window spans 9 along the height"),
+        (lambda g, x: ge.max_pool3d(x, 2), "a 3-D pool needs x of rank 5"),
+        (lambda g, x: ge.avg_pool2d(x, 2, dilation=(1, 0)), "dilation must be 2 positive ints"),
+        (
+            lambda g, x: ge.max_pool2d(x, 2, padding=(1, 1, 1)),
+            "padding must be 4 non-negative ints",
+        ),
+    ],
+)
 def test_build_errors_name_node_and_problem(build, fragment):
     check_build_error(build, fragment, (None, 3, 8, 7))
 

@@ -99,7 +99,9 @@ def test_declared_flags():
     assert get("identity").alias and get("stop_gradient").alias
     assert get("dropout").random and not get("exp").random
     assert [get("batch_norm").inputs[i].name for i in get("batch_norm").state_inputs()] == [
-        "running_mean", "running_var"]
+        "running_mean",
+        "running_var",
+    ]
     assert get("sum_like").internal and not get("sum").internal
     assert get("split").multi_output and get("dropout").multi_output
     assert not get("exp").multi_output

@@ -17,7 +17,7 @@ def u(*shape):
     return R.uniform(-1.0, 1.0, size=shape)
 
 
-X = u(2, 3, 4)                   # dims all differ: a swapped axis fails
+X = u(2, 3, 4)  # dims all differ: a swapped axis fails
 
 
 def row(op, build, reference, inputs, id, **options):
@@ -28,69 +28,211 @@ SPECS = [
     # reshape
     row("reshape", lambda x: ge.reshape(x, (4, 6)), lambda x: x.reshape(4, 6), [X], "static"),
     row("reshape", lambda x: ge.reshape(x, (3, -1)), lambda x: x.reshape(3, -1), [X], "fill"),
-    row("reshape", lambda x: ge.reshape(x, (-1, 12)), lambda x: x.reshape(-1, 12), [X],
-        "batch", batch=True),
-    row("reshape", lambda x: ge.reshape(x, (-1, 4)), lambda x: x.reshape(-1, 4), [X],
-        "batch-unknown", batch=True),
-    row("reshape", lambda x: x.reshape(4, 3, 2) ** 2.0, lambda x: x.reshape(4, 3, 2) ** 2,
-        [X], "method-order2", order2=True),
-    row("reshape_like", lambda x, like: api.reshape_like(x, like),
-        lambda x, like: x.reshape(like.shape), [u(6, 4), u(2, 3, 4)], "", grad=(0,)),
+    row(
+        "reshape",
+        lambda x: ge.reshape(x, (-1, 12)),
+        lambda x: x.reshape(-1, 12),
+        [X],
+        "batch",
+        batch=True,
+    ),
+    row(
+        "reshape",
+        lambda x: ge.reshape(x, (-1, 4)),
+        lambda x: x.reshape(-1, 4),
+        [X],
+        "batch-unknown",
+        batch=True,
+    ),
+    row(
+        "reshape",
+        lambda x: x.reshape(4, 3, 2) ** 2.0,
+        lambda x: x.reshape(4, 3, 2) ** 2,
+        [X],
+        "method-order2",
+        order2=True,
+    ),
+    row(
+        "reshape_like",
+        lambda x, like: api.reshape_like(x, like),
+        lambda x, like: x.reshape(like.shape),
+        [u(6, 4), u(2, 3, 4)],
+        "",
+        grad=(0,),
+    ),
     # transpose
     row("transpose", ge.transpose, np.transpose, [X], "reverse"),
-    row("transpose", lambda x: ge.transpose(x, (1, 2, 0)),
-        lambda x: np.transpose(x, (1, 2, 0)), [X], "perm", batch=True),
-    row("transpose", lambda x: x.transpose(-1, 0, 1) * x.T.transpose(0, 2, 1),
-        lambda x: np.transpose(x, (2, 0, 1)) ** 2, [X], "negative-order2", order2=True),
+    row(
+        "transpose",
+        lambda x: ge.transpose(x, (1, 2, 0)),
+        lambda x: np.transpose(x, (1, 2, 0)),
+        [X],
+        "perm",
+        batch=True,
+    ),
+    row(
+        "transpose",
+        lambda x: x.transpose(-1, 0, 1) * x.T.transpose(0, 2, 1),
+        lambda x: np.transpose(x, (2, 0, 1)) ** 2,
+        [X],
+        "negative-order2",
+        order2=True,
+    ),
     # expand_dims, squeeze
-    row("expand_dims", lambda x: ge.expand_dims(x, 1), lambda x: np.expand_dims(x, 1), [X], "1",
-        batch=True),
-    row("expand_dims", lambda x: ge.expand_dims(x, (0, -1)),
-        lambda x: np.expand_dims(x, (0, -1)), [X], "tuple"),
+    row(
+        "expand_dims",
+        lambda x: ge.expand_dims(x, 1),
+        lambda x: np.expand_dims(x, 1),
+        [X],
+        "1",
+        batch=True,
+    ),
+    row(
+        "expand_dims",
+        lambda x: ge.expand_dims(x, (0, -1)),
+        lambda x: np.expand_dims(x, (0, -1)),
+        [X],
+        "tuple",
+    ),
     row("squeeze", ge.squeeze, np.squeeze, [u(2, 1, 3, 1)], "all"),
-    row("squeeze", lambda x: ge.squeeze(x, -1), lambda x: np.squeeze(x, -1), [u(2, 1, 3, 1)],
-        "negative", batch=True),
-    row("squeeze", ge.squeeze, lambda x: np.squeeze(x, 1), [u(1, 1, 3)], "keeps-symbolic",
-        batch=True),
+    row(
+        "squeeze",
+        lambda x: ge.squeeze(x, -1),
+        lambda x: np.squeeze(x, -1),
+        [u(2, 1, 3, 1)],
+        "negative",
+        batch=True,
+    ),
+    row(
+        "squeeze",
+        ge.squeeze,
+        lambda x: np.squeeze(x, 1),
+        [u(1, 1, 3)],
+        "keeps-symbolic",
+        batch=True,
+    ),
     # broadcast_to
-    row("broadcast_to", lambda x: ge.broadcast_to(x, (2, 3, 4)),
-        lambda x: np.broadcast_to(x, (2, 3, 4)), [u(3, 1)], "new-and-stretched"),
-    row("broadcast_to", lambda x: ge.broadcast_to(x, (-1, 3, 4)),
-        lambda x: np.broadcast_to(x, (x.shape[0], 3, 4)), [u(2, 1, 4)], "keep", batch=True),
+    row(
+        "broadcast_to",
+        lambda x: ge.broadcast_to(x, (2, 3, 4)),
+        lambda x: np.broadcast_to(x, (2, 3, 4)),
+        [u(3, 1)],
+        "new-and-stretched",
+    ),
+    row(
+        "broadcast_to",
+        lambda x: ge.broadcast_to(x, (-1, 3, 4)),
+        lambda x: np.broadcast_to(x, (x.shape[0], 3, 4)),
+        [u(2, 1, 4)],
+        "keep",
+        batch=True,
+    ),
     # concatenate, stack, split
-    row("concatenate", lambda a, b, c: ge.concatenate([a, b, c], axis=1),
-        lambda a, b, c: np.concatenate([a, b, c], axis=1), [u(2, 1, 4), u(2, 3, 4), u(2, 2, 4)],
-        "axis1", batch=True),
-    row("concatenate", lambda a, b, c: ge.concatenate([a, b, c]), lambda a, b, c: np.concatenate(
-        [a, b, c]), [u(1, 3), u(2, 3), u(4, 3)], "axis0"),
-    row("concatenate", lambda a, b, c: ge.concatenate([a, b, c], axis=0) ** 2.0,
-        lambda a, b, c: np.concatenate([a, b, c]) ** 2, [u(2, 3), u(3, 3), u(1, 3)],
-        "order2", order2=True),
-    row("concatenate", lambda a, b, c: ge.concatenate([a, b, c], axis=-1),
-        lambda a, b, c: np.concatenate([a, b, c], axis=-1), [u(3, 1), u(3, 2), u(3, 4)],
-        "negative"),
-    row("split_like", lambda x, a, b: api.split_like([x, a, b], axis=1, num=2),
-        lambda x, a, b: np.split(x, [3], axis=1), [u(2, 7, 4), u(2, 3, 4), u(2, 4, 4)], "",
-        grad=(0,)),
-    row("stack", lambda a, b, c: ge.stack([a, b, c]), lambda a, b, c: np.stack([a, b, c]),
-        [u(2, 3), u(2, 3), u(2, 3)], "axis0"),
-    row("stack", lambda a, b, c: ge.stack([a, b, c], axis=-1),
-        lambda a, b, c: np.stack([a, b, c], axis=-1), [u(2, 4), u(2, 4), u(2, 4)],
-        "negative", batch=True),
-    row("stack", lambda a, b, c: ge.stack([a, b, c], axis=1),
-        lambda a, b, c: np.stack([a, b, c], axis=1), [u(2, 4), u(2, 4), u(2, 4)], "axis1"),
-    row("split", lambda x: ge.split(x, 3, axis=1), lambda x: np.split(x, 3, axis=1),
-        [u(2, 6, 5)], "sections", batch=True),
-    row("split", lambda x: ge.split(x, [1, 3], axis=-1), lambda x: np.split(x, [1, 3], axis=-1),
-        [X], "indices"),
-    row("split", lambda x: ge.split(x, [-3, -1]), lambda x: np.split(x, [-3, -1]), [u(5, 2)],
-        "negative-indices"),
-    row("split", lambda x: ge.split(x, [2, 2, 9]), lambda x: np.split(x, [2, 2, 9]), [u(5, 2)],
-        "empty-pieces"),
-    row("split", lambda x: ge.split(x, [1, 2], axis=1), lambda x: np.split(x, [1, 2], axis=1),
-        [X], "symbolic", batch=True),
-    row("split", lambda x: [p * p for p in ge.split(x, 2, axis=-1)],
-        lambda x: [p * p for p in np.split(x, 2, axis=-1)], [X], "order2", order2=True),
+    row(
+        "concatenate",
+        lambda a, b, c: ge.concatenate([a, b, c], axis=1),
+        lambda a, b, c: np.concatenate([a, b, c], axis=1),
+        [u(2, 1, 4), u(2, 3, 4), u(2, 2, 4)],
+        "axis1",
+        batch=True,
+    ),
+    row(
+        "concatenate",
+        lambda a, b, c: ge.concatenate([a, b, c]),
+        lambda a, b, c: np.concatenate([a, b, c]),
+        [u(1, 3), u(2, 3), u(4, 3)],
+        "axis0",
+    ),
+    row(
+        "concatenate",
+        lambda a, b, c: ge.concatenate([a, b, c], axis=0) ** 2.0,
+        lambda a, b, c: np.concatenate([a, b, c]) ** 2,
+        [u(2, 3), u(3, 3), u(1, 3)],
+        "order2",
+        order2=True,
+    ),
+    row(
+        "concatenate",
+        lambda a, b, c: ge.concatenate([a, b, c], axis=-1),
+        lambda a, b, c: np.concatenate([a, b, c], axis=-1),
+        [u(3, 1), u(3, 2), u(3, 4)],
+        "negative",
+    ),
+    row(
+        "split_like",
+        lambda x, a, b: api.split_like([x, a, b], axis=1, num=2),
+        lambda x, a, b: np.split(x, [3], axis=1),
+        [u(2, 7, 4), u(2, 3, 4), u(2, 4, 4)],
+        "",
+        grad=(0,),
+    ),
+    row(
+        "stack",
+        lambda a, b, c: ge.stack([a, b, c]),
+        lambda a, b, c: np.stack([a, b, c]),
+        [u(2, 3), u(2, 3), u(2, 3)],
+        "axis0",
+    ),
+    row(
+        "stack",
+        lambda a, b, c: ge.stack([a, b, c], axis=-1),
+        lambda a, b, c: np.stack([a, b, c], axis=-1),
+        [u(2, 4), u(2, 4), u(2, 4)],
+        "negative",
+        batch=True,
+    ),
+    row(
+        "stack",
+        lambda a, b, c: ge.stack([a, b, c], axis=1),
+        lambda a, b, c: np.stack([a, b, c], axis=1),
+        [u(2, 4), u(2, 4), u(2, 4)],
+        "axis1",
+    ),
+    row(
+        "split",
+        lambda x: ge.split(x, 3, axis=1),
+        lambda x: np.split(x, 3, axis=1),
+        [u(2, 6, 5)],
+        "sections",
+        batch=True,
+    ),
+    row(
+        "split",
+        lambda x: ge.split(x, [1, 3], axis=-1),
+        lambda x: np.split(x, [1, 3], axis=-1),
+        [X],
+        "indices",
+    ),
+    row(
+        "split",
+        lambda x: ge.split(x, [-3, -1]),
+        lambda x: np.split(x, [-3, -1]),
+        [u(5, 2)],
+        "negative-indices",
+    ),
+    row(
+        "split",
+        lambda x: ge.split(x, [2, 2, 9]),
+        lambda x: np.split(x, [2, 2, 9]),
+        [u(5, 2)],
+        "empty-pieces",
+    ),
+    row(
+        "split",
+        lambda x: ge.split(x, [1, 2], axis=1),
+        lambda x: np.split(x, [1, 2], axis=1),
+        [X],
+        "symbolic",
+        batch=True,
+    ),
+    row(
+        "split",
+        lambda x: [p * p for p in ge.split(x, 2, axis=-1)],
+        lambda x: [p * p for p in np.split(x, 2, axis=-1)],
+        [X],
+        "order2",
+        order2=True,
+    ),
 ]
 
 test_forward = forward_tests(SPECS)
@@ -98,6 +240,7 @@ test_gradient = gradient_tests(SPECS)
 
 
 # -- shape inference with symbolic dims ------------------------------------------------
+
 
 @pytest.fixture
 def g():
@@ -127,8 +270,7 @@ def test_symbolic_dims_survive_where_they_can(g):
     assert ge.squeeze(x).shape == ("N", 4)
     assert ge.concatenate([x, x], axis=2).shape == ("N", 1, 8)
     assert ge.concatenate([x, x], axis=0).shape == (None, 1, 4)
-    assert [p.shape for p in ge.split(x, [1, 3], axis=2)] == [("N", 1, 1), ("N", 1, 2),
-                                                              ("N", 1, 1)]
+    assert [p.shape for p in ge.split(x, [1, 3], axis=2)] == [("N", 1, 1), ("N", 1, 2), ("N", 1, 1)]
 
 
 def test_concatenate_along_two_symbolic_sizes_differentiates(g):
@@ -168,15 +310,38 @@ def test_helpers_are_internal():
 
 # -- Tensor methods ------------------------------------------------------------------
 
+
 def test_tensor_methods_match_numpy(g):
     x = g.placeholder("x", (2, 3, 4))
-    outs = [x.T, x.reshape(4, -1), x.reshape((6, 4)), x.transpose(), x.transpose(1, 0, 2),
-            x.transpose((2, 0, 1)), x.sum(), x.mean(axis=1), x.max(axis=-1, keepdims=True),
-            x.min(axis=(0, 2)), x.astype("int32"), x[1, :, ::-1]]
+    outs = [
+        x.T,
+        x.reshape(4, -1),
+        x.reshape((6, 4)),
+        x.transpose(),
+        x.transpose(1, 0, 2),
+        x.transpose((2, 0, 1)),
+        x.sum(),
+        x.mean(axis=1),
+        x.max(axis=-1, keepdims=True),
+        x.min(axis=(0, 2)),
+        x.astype("int32"),
+        x[1, :, ::-1],
+    ]
     v = X.astype(np.float32)
-    expected = [v.T, v.reshape(4, -1), v.reshape((6, 4)), v.transpose(), v.transpose(1, 0, 2),
-                v.transpose((2, 0, 1)), v.sum(), v.mean(axis=1), v.max(axis=-1, keepdims=True),
-                v.min(axis=(0, 2)), v.astype(np.int32), v[1, :, ::-1]]
+    expected = [
+        v.T,
+        v.reshape(4, -1),
+        v.reshape((6, 4)),
+        v.transpose(),
+        v.transpose(1, 0, 2),
+        v.transpose((2, 0, 1)),
+        v.sum(),
+        v.mean(axis=1),
+        v.max(axis=-1, keepdims=True),
+        v.min(axis=(0, 2)),
+        v.astype(np.int32),
+        v[1, :, ::-1],
+    ]
     got = ge.run(g, outs, {"x": v})
     for tensor, want in zip(outs, expected):
         np.testing.assert_allclose(got[tensor.name], want, rtol=1e-6)
@@ -207,8 +372,7 @@ BUILD_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("build, fragment", BUILD_ERRORS,
-                         ids=[f[1][:30] for f in BUILD_ERRORS])
+@pytest.mark.parametrize("build, fragment", BUILD_ERRORS, ids=[f[1][:30] for f in BUILD_ERRORS])
 def test_build_errors(g, build, fragment):
     x = g.placeholder("x", (2, 3, 4))
     with pytest.raises(ge.ShapeError) as info:

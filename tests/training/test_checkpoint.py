@@ -21,15 +21,29 @@ from ..train_models import classifier
 
 
 def checkpoint(step: int) -> Checkpoint:
-    return Checkpoint(graph_hash="abc", step=step, epoch=1, position=32, seed=5,
-                      params={"w": np.arange(6, dtype=np.float32).reshape(2, 3),
-                              "layer/b": np.ones(3, np.float64)},
-                      optimizer={"name": "adam", "scalars": {"iterations": step},
-                                 "slots": {"m": {"w": np.full((2, 3), 0.5, np.float32)},
-                                           "v": {"w": np.full((2, 3), 0.25, np.float32)}}},
-                      order=np.arange(64)[::-1].copy(), config={"epochs": 3},
-                      metrics={"examples": 32, "loss_sum": 1.5, "correct": 20},
-                      data={"size": 64, "fingerprint": "f00"})
+    return Checkpoint(
+        graph_hash="abc",
+        step=step,
+        epoch=1,
+        position=32,
+        seed=5,
+        params={
+            "w": np.arange(6, dtype=np.float32).reshape(2, 3),
+            "layer/b": np.ones(3, np.float64),
+        },
+        optimizer={
+            "name": "adam",
+            "scalars": {"iterations": step},
+            "slots": {
+                "m": {"w": np.full((2, 3), 0.5, np.float32)},
+                "v": {"w": np.full((2, 3), 0.25, np.float32)},
+            },
+        },
+        order=np.arange(64)[::-1].copy(),
+        config={"epochs": 3},
+        metrics={"examples": 32, "loss_sum": 1.5, "correct": 20},
+        data={"size": 64, "fingerprint": "f00"},
+    )
 
 
 def test_write_and_read_back_exactly(tmp_path):
@@ -50,8 +64,10 @@ def test_only_the_newest_are_kept_and_stray_temporary_files_go(tmp_path):
     (tmp_path / ".ckpt-000000001.npz.99999.0badf00d.tmp").write_bytes(b"half a file")
     for step in range(1, 6):
         write_checkpoint(tmp_path, checkpoint(step), keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-000000004.npz",
-                                                            "ckpt-000000005.npz"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "ckpt-000000004.npz",
+        "ckpt-000000005.npz",
+    ]
     assert not list(tmp_path.glob(".ckpt-*"))
     assert find_resume_checkpoint(tmp_path).name == "ckpt-000000005.npz"
     assert find_resume_checkpoint(tmp_path / "ckpt-000000004.npz").name == "ckpt-000000004.npz"
@@ -80,12 +96,11 @@ def test_graph_hash_follows_structure_not_values(tmp_path):
     g.save(tmp_path / "m.pb")
     assert graph_fingerprint(ge.load(tmp_path / "m.pb")) == h
     assert graph_fingerprint(classifier(hidden=8)) != h
-    assert graph_fingerprint(classifier(dropout=0.3)) != h     # an attribute differs
+    assert graph_fingerprint(classifier(dropout=0.3)) != h  # an attribute differs
 
 
 def test_changes_are_described_setting_by_setting():
     a = flatten(classifier().training)
     b = dict(a, **{"optimizer.learning_rate": 0.5, "batch_size": 8})
-    assert describe_changes(a, b) == ["batch_size: 16 -> 8",
-                                      "optimizer.learning_rate: 0.02 -> 0.5"]
+    assert describe_changes(a, b) == ["batch_size: 16 -> 8", "optimizer.learning_rate: 0.02 -> 0.5"]
     assert describe_changes(a, a) == []

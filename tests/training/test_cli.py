@@ -26,8 +26,9 @@ def _plain_model(path):
     g = ge.Graph("plain")
     x = g.placeholder("x", (None, 4))
     with g.name_scope("dense"):
-        h = ge.relu(x @ g.parameter("w", shape=(4, 16)) + g.parameter("b", np.zeros(16,
-                                                                               np.float32)))
+        h = ge.relu(
+            x @ g.parameter("w", shape=(4, 16)) + g.parameter("b", np.zeros(16, np.float32))
+        )
     with g.name_scope("head"):
         logits = ge.identity(h @ g.parameter("w", shape=(16, 3)), name="logits")
     g.mark_output(logits)
@@ -44,10 +45,34 @@ def files(tmp_path):
 
 def test_a_loss_from_the_command_line_is_stored_and_metrics_work(files, capsys):
     out = files / "trained.pb"
-    assert main(["train", str(files / "plain.pb"), "--data", str(files / "train.npz"),
-                 "--loss", "cross_entropy", "--predictions", "logits", "--labels", "y",
-                 "--optimizer", "adam", "--lr", "0.05", "--epochs", "8", "--metrics",
-                 "loss,accuracy,f1", "--json", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(files / "plain.pb"),
+                "--data",
+                str(files / "train.npz"),
+                "--loss",
+                "cross_entropy",
+                "--predictions",
+                "logits",
+                "--labels",
+                "y",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.05",
+                "--epochs",
+                "8",
+                "--metrics",
+                "loss,accuracy,f1",
+                "--json",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 40 and summary["final"]["train_accuracy"] > 0.8
     spec = ge.load(out).training
@@ -58,39 +83,119 @@ def test_a_loss_from_the_command_line_is_stored_and_metrics_work(files, capsys):
     results = json.loads(capsys.readouterr().out)
     assert set(results) == {"loss", "accuracy", "f1", "examples"} and results["accuracy"] > 0.8
     # Training the trained file again with the same --loss does not add a second loss.
-    assert main(["train", str(out), "--data", str(files / "train.npz"), "--loss",
-                 "cross_entropy", "--predictions", "head/logits", "--labels", "y", "-q",
-                 "-o", str(files / "again.pb")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(out),
+                "--data",
+                str(files / "train.npz"),
+                "--loss",
+                "cross_entropy",
+                "--predictions",
+                "head/logits",
+                "--labels",
+                "y",
+                "-q",
+                "-o",
+                str(files / "again.pb"),
+            ]
+        )
+        == 0
+    )
     assert len(ge.load(files / "again.pb").nodes) == len(ge.load(out).nodes)
 
 
 def test_a_loss_kind_needs_predictions_and_labels(files, capsys):
-    assert main(["train", str(files / "plain.pb"), "--data", str(files / "train.npz"),
-                 "--loss", "mse", "-o", str(files / "t.pb")]) == 1
+    assert (
+        main(
+            [
+                "train",
+                str(files / "plain.pb"),
+                "--data",
+                str(files / "train.npz"),
+                "--loss",
+                "mse",
+                "-o",
+                str(files / "t.pb"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "--loss mse needs --predictions OUTPUT (the graph's outputs: 'head/logits')" in err
-    assert main(["train", str(files / "plain.pb"), "--data", str(files / "train.npz"),
-                 "--loss", "mse", "--predictions", "logits", "--labels", "z",
-                 "-o", str(files / "t.pb")]) == 1
+    assert (
+        main(
+            [
+                "train",
+                str(files / "plain.pb"),
+                "--data",
+                str(files / "train.npz"),
+                "--loss",
+                "mse",
+                "--predictions",
+                "logits",
+                "--labels",
+                "z",
+                "-o",
+                str(files / "t.pb"),
+            ]
+        )
+        == 1
+    )
     assert "the data have no such array; they have 'x', 'y'" in capsys.readouterr().err
 
 
 def test_without_a_loss_the_error_points_to_loss_kinds(files, capsys):
-    assert main(["train", str(files / "plain.pb"), "--data", str(files / "train.npz"),
-                 "-o", str(files / "t.pb")]) == 1
+    assert (
+        main(
+            [
+                "train",
+                str(files / "plain.pb"),
+                "--data",
+                str(files / "train.npz"),
+                "-o",
+                str(files / "t.pb"),
+            ]
+        )
+        == 1
+    )
     assert "name it with --loss NAME" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("option, message", [
-    ("--checkpoint-every", "--checkpoint-every must be >= 0 (0 writes checkpoints at epoch "
-                           "ends only), got -1"),
-    ("--keep", "--keep must be >= 0 (0 keeps every checkpoint), got -1"),
-    ("--val-every", "--val-every must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (
+            "--checkpoint-every",
+            "--checkpoint-every must be >= 0 (0 writes checkpoints at epoch ends only), got -1",
+        ),
+        ("--keep", "--keep must be >= 0 (0 keeps every checkpoint), got -1"),
+        ("--val-every", "--val-every must be >= 0"),
+    ],
+)
 def test_negative_counts_are_refused(files, capsys, option, message):
-    assert main(["train", str(files / "plain.pb"), "--data", str(files / "train.npz"),
-                 "--loss", "cross_entropy", "--predictions", "logits", "--labels", "y",
-                 option, "-1", "-o", str(files / "t.pb")]) == 1
+    assert (
+        main(
+            [
+                "train",
+                str(files / "plain.pb"),
+                "--data",
+                str(files / "train.npz"),
+                "--loss",
+                "cross_entropy",
+                "--predictions",
+                "logits",
+                "--labels",
+                "y",
+                option,
+                "-1",
+                "-o",
+                str(files / "t.pb"),
+            ]
+        )
+        == 1
+    )
     assert message in capsys.readouterr().err
 
 
@@ -105,9 +210,26 @@ def test_trainer_refuses_negative_counts_too():
 
 def test_eval_exits_1_on_a_non_finite_loss(files, capsys):
     out = files / "trained.pb"
-    assert main(["train", str(files / "plain.pb"), "--data", str(files / "train.npz"),
-                 "--loss", "cross_entropy", "--predictions", "logits", "--labels", "y", "-q",
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(files / "plain.pb"),
+                "--data",
+                str(files / "train.npz"),
+                "--loss",
+                "cross_entropy",
+                "--predictions",
+                "logits",
+                "--labels",
+                "y",
+                "-q",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     bad = classifier_data(20, seed=2)
     bad["x"][3, 1] = np.nan
     np.savez(files / "bad.npz", **bad)
@@ -119,10 +241,29 @@ def test_eval_exits_1_on_a_non_finite_loss(files, capsys):
 
 
 def test_summary_goes_to_stdout(files, capsys):
-    assert main(["train", str(files / "plain.pb"), "--data", str(files / "train.npz"),
-                 "--val", str(files / "test.npz"), "--loss", "cross_entropy",
-                 "--predictions", "logits", "--labels", "y", "--checkpoint-dir",
-                 str(files / "ck"), "-o", str(files / "t.pb")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(files / "plain.pb"),
+                "--data",
+                str(files / "train.npz"),
+                "--val",
+                str(files / "test.npz"),
+                "--loss",
+                "cross_entropy",
+                "--predictions",
+                "logits",
+                "--labels",
+                "y",
+                "--checkpoint-dir",
+                str(files / "ck"),
+                "-o",
+                str(files / "t.pb"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("trained 5 steps in ")
     assert "best val_loss " in out and f"written to {files / 'ck' / 'best.pb'}" in out
@@ -130,14 +271,36 @@ def test_summary_goes_to_stdout(files, capsys):
 
 def _slow_run(files, *extra):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "graphengine", "train", str(files / "plain.pb"), "--data",
-            str(files / "train.npz"), "--loss", "cross_entropy", "--predictions", "logits",
-            "--labels", "y", "--epochs", "100000", "--batch-size", "4", "-o",
-            str(files / "t.pb"), *extra]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            text=True)
-    log = files / ("ck" if "--checkpoint-dir" in extra else "") / (
-        "metrics.jsonl" if "--checkpoint-dir" in extra else "t.metrics.jsonl")
+    args = [
+        sys.executable,
+        "-m",
+        "graphengine",
+        "train",
+        str(files / "plain.pb"),
+        "--data",
+        str(files / "train.npz"),
+        "--loss",
+        "cross_entropy",
+        "--predictions",
+        "logits",
+        "--labels",
+        "y",
+        "--epochs",
+        "100000",
+        "--batch-size",
+        "4",
+        "-o",
+        str(files / "t.pb"),
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    log = (
+        files
+        / ("ck" if "--checkpoint-dir" in extra else "")
+        / ("metrics.jsonl" if "--checkpoint-dir" in extra else "t.metrics.jsonl")
+    )
     deadline = time.monotonic() + 60
     while not (log.exists() and log.stat().st_size) and time.monotonic() < deadline:
         time.sleep(0.05)  # wait until an epoch has been logged: training is under way

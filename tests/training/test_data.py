@@ -27,8 +27,10 @@ def placeholders(batch=None):
 
 def arrays(n=10):
     rng = np.random.default_rng(0)
-    return {"x": rng.normal(size=(n, 3, 2)).astype(np.float32),
-            "labels": np.arange(n, dtype=np.int64)}
+    return {
+        "x": rng.normal(size=(n, 3, 2)).astype(np.float32),
+        "labels": np.arange(n, dtype=np.int64),
+    }
 
 
 def test_arrays_bind_by_name_and_by_map():
@@ -45,22 +47,43 @@ def test_placeholder_names_fit_when_the_mapped_array_is_absent():
     assert data.size == 10
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda a: a.pop("x"),
-     "no array 'x' for placeholder 'x' float32(N, 3, 2); its arrays are labels"),
-    (lambda a: a.update(x=a["x"].astype(np.float64)),
-     "array 'x' for placeholder 'x' has dtype float64, the placeholder is float32"),
-    (lambda a: a.update(labels=a["labels"].astype(np.float32)),
-     "array 'labels' for placeholder 'labels' has dtype float32, the placeholder is int64"),
-    (lambda a: a.update(x=a["x"][:, :, :1]),
-     ("array 'x' for placeholder 'x' has shape (10, 3, 1), the placeholder needs (N, 3, 2): "
-      "axis 2 is 1, expected 2")),
-    (lambda a: a.update(x=a["x"].reshape(10, 6)),
-     ("array 'x' for placeholder 'x' has shape (10, 6), the placeholder has shape (N, 3, 2): "
-      "ranks differ")),
-    (lambda a: a.update(labels=a["labels"][:7]),
-     "array 'labels' (placeholder 'labels') has 7 examples, array 'x' has 10"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda a: a.pop("x"),
+            "no array 'x' for placeholder 'x' float32(N, 3, 2); its arrays are labels",
+        ),
+        (
+            lambda a: a.update(x=a["x"].astype(np.float64)),
+            "array 'x' for placeholder 'x' has dtype float64, the placeholder is float32",
+        ),
+        (
+            lambda a: a.update(labels=a["labels"].astype(np.float32)),
+            "array 'labels' for placeholder 'labels' has dtype float32, the placeholder is int64",
+        ),
+        (
+            lambda a: a.update(x=a["x"][:, :, :1]),
+            (
+                "array 'x' for placeholder 'x' has shape (10, 3, 1), "
+                "the placeholder needs (N, 3, 2): "
+                "axis 2 is 1, expected 2"
+            ),
+        ),
+        (
+            lambda a: a.update(x=a["x"].reshape(10, 6)),
+            (
+                "array 'x' for placeholder 'x' has shape (10, 6), "
+                "the placeholder has shape (N, 3, 2): "
+                "ranks differ"
+            ),
+        ),
+        (
+            lambda a: a.update(labels=a["labels"][:7]),
+            "array 'labels' (placeholder 'labels') has 7 examples, array 'x' has 10",
+        ),
+    ],
+)
 def test_data_that_does_not_fit_is_refused_naming_array_and_placeholder(change, message):
     data = arrays()
     change(data)
@@ -72,7 +95,7 @@ def test_data_that_does_not_fit_is_refused_naming_array_and_placeholder(change, 
 
 def test_exact_casts_are_made_once():
     data = arrays()
-    data["labels"] = data["labels"].astype(np.uint8)      # uint8 -> int64 is exact
+    data["labels"] = data["labels"].astype(np.uint8)  # uint8 -> int64 is exact
     bound = bind_data(data, placeholders())
     assert bound.arrays["labels"].dtype == np.int64
 

@@ -40,11 +40,19 @@ TIMEOUT = 240
 
 # -- models and helpers -------------------------------------------------------------------
 
+
 def mlp64() -> ge.Graph:
     """The shared classifier (no dropout) in float64, with its training spec."""
     g = to_float64(classifier(dropout=0.0, name="mlp"))
-    g.set_training("loss", metrics=["loss", "accuracy"], optimizer="adam", learning_rate=0.02,
-                   batch_size=16, epochs=3, seed=7)
+    g.set_training(
+        "loss",
+        metrics=["loss", "accuracy"],
+        optimizer="adam",
+        learning_rate=0.02,
+        batch_size=16,
+        epochs=3,
+        seed=7,
+    )
     return g
 
 
@@ -67,16 +75,26 @@ def cnn(dtype: str = "float64") -> ge.Graph:
     dense = g.parameter("out/w", rng.normal(0, 0.3, (c * 9, 3)).astype(dtype))
     bias = g.parameter("out/b", np.zeros(3, dtype))
     loss, _ = ge.softmax_cross_entropy(ge.matmul(h, dense) + bias, y, name="loss")
-    g.set_training(loss, metrics=["loss", "accuracy"], optimizer="sgd", learning_rate=0.1,
-                   momentum=0.9, batch_size=12, epochs=2, seed=5)
+    g.set_training(
+        loss,
+        metrics=["loss", "accuracy"],
+        optimizer="sgd",
+        learning_rate=0.1,
+        momentum=0.9,
+        batch_size=12,
+        epochs=2,
+        seed=5,
+    )
     return g
 
 
 def cnn_data(n: int, dtype: str = "float64", seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 1, 6, 6)).astype(dtype)
-    quadrant = np.stack([x[:, 0, :3, :3].sum((1, 2)), x[:, 0, 3:, 3:].sum((1, 2)),
-                         x[:, 0, :3, 3:].sum((1, 2))], axis=1)
+    quadrant = np.stack(
+        [x[:, 0, :3, :3].sum((1, 2)), x[:, 0, 3:, 3:].sum((1, 2)), x[:, 0, :3, 3:].sum((1, 2))],
+        axis=1,
+    )
     return {"x": x, "y": np.argmax(quadrant, axis=1).astype(np.int64)}
 
 
@@ -91,8 +109,13 @@ def environment() -> dict[str, str]:
 def graphengine(*args, workers: int = 1, check: bool = True) -> subprocess.CompletedProcess:
     """``graphengine ARGS`` in a fresh process, under ``mpiexec -n workers`` when > 1."""
     prefix = [str(MPIEXEC), "-n", str(workers)] if workers > 1 else []
-    done = subprocess.run([*prefix, sys.executable, "-m", "graphengine", *map(str, args)],
-                          capture_output=True, text=True, env=environment(), timeout=TIMEOUT)
+    done = subprocess.run(
+        [*prefix, sys.executable, "-m", "graphengine", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=TIMEOUT,
+    )
     if check:
         assert done.returncode == 0, done.stderr
     return done
@@ -101,10 +124,20 @@ def graphengine(*args, workers: int = 1, check: bool = True) -> subprocess.Compl
 @pytest.fixture
 def mlp_files(tmp_path):
     mlp64().save(tmp_path / "model.pb")
-    np.savez(tmp_path / "train.npz", **{k: v.astype(np.float64) if v.dtype.kind == "f" else v
-                                       for k, v in classifier_data(150).items()})
-    np.savez(tmp_path / "val.npz", **{k: v.astype(np.float64) if v.dtype.kind == "f" else v
-                                     for k, v in classifier_data(45, seed=1).items()})
+    np.savez(
+        tmp_path / "train.npz",
+        **{
+            k: v.astype(np.float64) if v.dtype.kind == "f" else v
+            for k, v in classifier_data(150).items()
+        },
+    )
+    np.savez(
+        tmp_path / "val.npz",
+        **{
+            k: v.astype(np.float64) if v.dtype.kind == "f" else v
+            for k, v in classifier_data(45, seed=1).items()
+        },
+    )
     return tmp_path
 
 
@@ -122,6 +155,7 @@ def assert_close(a: dict[str, np.ndarray], b: dict[str, np.ndarray], rtol: float
 
 # -- equivalence ----------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_mlp_two_processes_match_one_float64(mlp_files):
     """150 examples in batches of 16: the last batch (6) splits 3 + 3, every other 8 + 8."""
@@ -132,7 +166,7 @@ def test_mlp_two_processes_match_one_float64(mlp_files):
     assert_close(trained(f / "one.pb"), trained(f / "two.pb"), rtol=1e-12)
     one = [json.loads(x) for x in (f / "one.metrics.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (f / "two.metrics.jsonl").read_text().splitlines()]
-    assert len(one) == len(two) == 3          # rank 0 alone writes the log
+    assert len(one) == len(two) == 3  # rank 0 alone writes the log
     for a, b in zip(one, two):
         assert a["step"] == b["step"] and a["epoch"] == b["epoch"]
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
@@ -145,8 +179,7 @@ def test_mlp_float32_within_summation_order_error(tmp_path):
     np.savez(tmp_path / "train.npz", **classifier_data(160))
     common = ["--data", tmp_path / "train.npz", "--quiet"]
     graphengine("train", tmp_path / "model.pb", *common, "-o", tmp_path / "one.pb")
-    graphengine("train", tmp_path / "model.pb", *common, "--workers", 2, "-o",
-                tmp_path / "two.pb")
+    graphengine("train", tmp_path / "model.pb", *common, "--workers", 2, "-o", tmp_path / "two.pb")
     assert_close(trained(tmp_path / "one.pb"), trained(tmp_path / "two.pb"), rtol=1e-4)
 
 
@@ -158,11 +191,18 @@ def test_cnn_with_sync_batch_norm_two_processes_match_one(tmp_path):
     np.savez(tmp_path / "train.npz", **cnn_data(60))
     common = ["--data", tmp_path / "train.npz", "--quiet"]
     graphengine("train", tmp_path / "model.pb", *common, "-o", tmp_path / "one.pb")
-    graphengine("train", tmp_path / "model.pb", *common, "--sync-batch-norm", "-o",
-                tmp_path / "two.pb", workers=2)
+    graphengine(
+        "train",
+        tmp_path / "model.pb",
+        *common,
+        "--sync-batch-norm",
+        "-o",
+        tmp_path / "two.pb",
+        workers=2,
+    )
     one, two = trained(tmp_path / "one.pb"), trained(tmp_path / "two.pb")
     assert_close(one, two, rtol=1e-12)
-    assert not np.allclose(one["bn/running_mean"], 0)    # the statistics did move
+    assert not np.allclose(one["bn/running_mean"], 0)  # the statistics did move
 
 
 @pytest.mark.slow
@@ -178,13 +218,13 @@ def test_cnn_with_per_process_batch_norm_trains_and_agrees_across_processes(tmp_
     one, two = trained(tmp_path / "one.pb"), trained(tmp_path / "two.pb")
     assert not np.allclose(one["bn/running_var"], two["bn/running_var"], rtol=1e-9)
     # The running mean is the average of the slices' means: the whole batch's mean.
-    np.testing.assert_allclose(two["bn/running_mean"], one["bn/running_mean"], rtol=0.2,
-                               atol=0.05)
+    np.testing.assert_allclose(two["bn/running_mean"], one["bn/running_mean"], rtol=0.2, atol=0.05)
     log = [json.loads(x) for x in (tmp_path / "two.metrics.jsonl").read_text().splitlines()]
     assert log[-1]["train_loss"] < log[0]["train_loss"]
 
 
 # -- checkpoints across process counts ----------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("first, then", [(2, 1), (1, 2)])
@@ -194,19 +234,41 @@ def test_checkpoint_resumes_on_another_process_count(mlp_files, first, then):
     f = mlp_files
     common = ["--data", f / "train.npz", "--quiet"]
     graphengine("train", f / "model.pb", *common, "-o", f / "reference.pb")
-    graphengine("train", f / "model.pb", *common, "--checkpoint-dir", f / "ckpt",
-                "--checkpoint-every", 4, "--epochs", 3, "-o", f / "part.pb", workers=first)
+    graphengine(
+        "train",
+        f / "model.pb",
+        *common,
+        "--checkpoint-dir",
+        f / "ckpt",
+        "--checkpoint-every",
+        4,
+        "--epochs",
+        3,
+        "-o",
+        f / "part.pb",
+        workers=first,
+    )
     checkpoints = list_checkpoints(f / "ckpt")
     mid_epoch = [c for c in checkpoints if read_checkpoint(c).position % 150 != 0]
     assert mid_epoch, "expected a checkpoint in the middle of an epoch"
-    done = graphengine("train", f / "model.pb", *common, "--resume", mid_epoch[-1], "-o",
-                       f / "resumed.pb", workers=then, check=False)
+    done = graphengine(
+        "train",
+        f / "model.pb",
+        *common,
+        "--resume",
+        mid_epoch[-1],
+        "-o",
+        f / "resumed.pb",
+        workers=then,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stderr
     assert_close(trained(f / "reference.pb"), trained(f / "resumed.pb"), rtol=1e-12)
 
 
 # -- faults -------------------------------------------------------------------------------------
+
 
 def _rank_process(launcher: int, rank: int) -> int | None:
     """The pid of the process of ``rank`` started (at any depth) by ``launcher``."""
@@ -242,11 +304,31 @@ def test_a_killed_process_stops_the_job_and_leaves_the_last_checkpoint(mlp_files
     ckpt = f / "ckpt"
     common = ["--data", f / "train.npz", "--quiet"]
     graphengine("train", f / "model.pb", *common, "-o", f / "reference.pb")
-    command = [sys.executable, "-m", "graphengine", "train", f / "model.pb", *common,
-               "--workers", 2, "--checkpoint-dir", ckpt, "--checkpoint-every", 2,
-               "--pause-before-rename", 0.3, "-o", f / "killed.pb"]
-    process = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True,
-                               env=environment(), start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "graphengine",
+        "train",
+        f / "model.pb",
+        *common,
+        "--workers",
+        2,
+        "--checkpoint-dir",
+        ckpt,
+        "--checkpoint-every",
+        2,
+        "--pause-before-rename",
+        0.3,
+        "-o",
+        f / "killed.pb",
+    ]
+    process = subprocess.Popen(
+        list(map(str, command)),
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         while not (len(list_checkpoints(ckpt)) >= 2 and any(ckpt.glob(".ckpt-*.tmp"))):
@@ -257,7 +339,7 @@ def test_a_killed_process_stops_the_job_and_leaves_the_last_checkpoint(mlp_files
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
-        process.wait(timeout=60)        # bounded: no hang
+        process.wait(timeout=60)  # bounded: no hang
         stopped_after = time.monotonic() - killed_at
     finally:
         if process.poll() is None:
@@ -268,9 +350,10 @@ def test_a_killed_process_stops_the_job_and_leaves_the_last_checkpoint(mlp_files
     assert "the job of 2 processes stopped" in message and "resume with --resume" in message
     assert not (f / "killed.pb").exists()
     for checkpoint in list_checkpoints(ckpt):
-        read_checkpoint(checkpoint)      # every final checkpoint is whole
-    done = graphengine("train", f / "model.pb", *common, "--resume", ckpt, "-o",
-                       f / "resumed.pb", workers=2)
+        read_checkpoint(checkpoint)  # every final checkpoint is whole
+    done = graphengine(
+        "train", f / "model.pb", *common, "--resume", ckpt, "-o", f / "resumed.pb", workers=2
+    )
     assert "resuming from" in done.stderr
     assert_close(trained(f / "reference.pb"), trained(f / "resumed.pb"), rtol=1e-12)
 
@@ -285,9 +368,31 @@ def test_processes_with_different_graphs_are_refused(mlp_files):
     other.save(f / "other.pb")
     base = [sys.executable, "-m", "graphengine", "train"]
     tail = ["--data", f / "train.npz", "--quiet", "-o", f / "out.pb"]
-    done = subprocess.run(list(map(str, [MPIEXEC, "-n", 1, *base, f / "model.pb", *tail, ":",
-                                         "-n", 1, *base, f / "other.pb", *tail])),
-                          capture_output=True, text=True, env=environment(), timeout=TIMEOUT)
+    done = subprocess.run(
+        list(
+            map(
+                str,
+                [
+                    MPIEXEC,
+                    "-n",
+                    1,
+                    *base,
+                    f / "model.pb",
+                    *tail,
+                    ":",
+                    "-n",
+                    1,
+                    *base,
+                    f / "other.pb",
+                    *tail,
+                ],
+            )
+        ),
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=TIMEOUT,
+    )
     assert done.returncode != 0
     assert "do not agree on the graph" in done.stderr
     assert not (f / "out.pb").exists()
@@ -296,20 +401,31 @@ def test_processes_with_different_graphs_are_refused(mlp_files):
 @pytest.mark.slow
 def test_workers_must_match_the_launcher(mlp_files):
     f = mlp_files
-    done = graphengine("train", f / "model.pb", "--data", f / "train.npz", "--workers", 3,
-                       "-o", f / "out.pb", workers=2, check=False)
+    done = graphengine(
+        "train",
+        f / "model.pb",
+        "--data",
+        f / "train.npz",
+        "--workers",
+        3,
+        "-o",
+        f / "out.pb",
+        workers=2,
+        check=False,
+    )
     assert done.returncode != 0
     assert "--workers 3, but mpiexec started 2 processes" in done.stderr
 
 
 # -- the data-parallel gradient graph ---------------------------------------------------------
 
+
 def test_data_parallel_graph_holds_one_fused_allreduce_and_round_trips(tmp_path):
     g = classifier(dropout=0.0, batch_norm=True)
     params = [n.name for n in g.parameters(trainable=True)]
     dp = data_parallel_gradients(g, "loss", params)
     reduces = [n for n in dp.nodes if n.op == "allreduce"]
-    assert len(reduces) == 1                     # loss, gradients and statistics: one buffer
+    assert len(reduces) == 1  # loss, gradients and statistics: one buffer
     assert dp.gradient.seed == "gradients/seed"
     ge.save(dp, tmp_path / "dp.pb")
     back = ge.load(tmp_path / "dp.pb")
@@ -319,8 +435,12 @@ def test_data_parallel_graph_holds_one_fused_allreduce_and_round_trips(tmp_path)
     # On one process, with a seed of 1, it computes what ge.gradients computes.
     plain = ge.gradients(g, "loss", params)
     data = classifier_data(8)
-    got = ge.run(back, [back.gradient.loss, *back.gradient.grads.values()],
-                 {**data, "gradients/seed": np.float32(1.0)}, training=True)
+    got = ge.run(
+        back,
+        [back.gradient.loss, *back.gradient.grads.values()],
+        {**data, "gradients/seed": np.float32(1.0)},
+        training=True,
+    )
     want = ge.run(plain, ["loss", *plain.gradient.grads.values()], data, training=True)
     for a, b in zip(got.values(), want.values()):
         np.testing.assert_array_equal(a, b)
@@ -331,9 +451,9 @@ def test_sync_batch_norm_graph_swaps_the_op_and_keeps_names():
     params = [n.name for n in g.parameters(trainable=True)]
     dp = data_parallel_gradients(g, "loss", params, sync_batch_norm=True)
     assert dp.node("bn/batch_norm").op == "sync_batch_norm"
-    assert g.node("bn/batch_norm").op == "batch_norm"        # the model is left alone
+    assert g.node("bn/batch_norm").op == "batch_norm"  # the model is left alone
     ops = [n.op for n in dp.nodes]
-    assert ops.count("allreduce") == 2           # the fused buffer, and the statistics' sums
+    assert ops.count("allreduce") == 2  # the fused buffer, and the statistics' sums
 
 
 def test_buckets_split_by_size_and_dtype():
@@ -344,8 +464,12 @@ def test_buckets_split_by_size_and_dtype():
     assert len(sizes) > 2
     data = classifier_data(8)
     plain = ge.gradients(g, "loss", params)
-    got = ge.run(dp, list(dp.gradient.grads.values()),
-                 {**data, "gradients/seed": np.float32(1.0)}, training=True)
+    got = ge.run(
+        dp,
+        list(dp.gradient.grads.values()),
+        {**data, "gradients/seed": np.float32(1.0)},
+        training=True,
+    )
     want = ge.run(plain, list(plain.gradient.grads.values()), data, training=True)
     for a, b in zip(got.values(), want.values()):
         np.testing.assert_array_equal(a, b)
@@ -355,8 +479,19 @@ def test_grad_command_writes_the_data_parallel_graph(tmp_path, capsys):
     from graphengine.cli.main import main
 
     cnn().save(tmp_path / "model.pb")
-    assert main(["grad", str(tmp_path / "model.pb"), "--data-parallel", "--sync-batch-norm",
-                 "-o", str(tmp_path / "dp.pb")]) == 0
+    assert (
+        main(
+            [
+                "grad",
+                str(tmp_path / "model.pb"),
+                "--data-parallel",
+                "--sync-batch-norm",
+                "-o",
+                str(tmp_path / "dp.pb"),
+            ]
+        )
+        == 0
+    )
     assert "->  data_parallel/gradients/conv/w" in capsys.readouterr().out
     dp = ge.load(tmp_path / "dp.pb")
     assert dp.gradient.seed == "gradients/seed"
@@ -369,8 +504,16 @@ def test_grad_command_writes_the_data_parallel_graph(tmp_path, capsys):
 def test_an_error_of_every_process_is_printed_once_and_stops_the_job(mlp_files):
     f = mlp_files
     started = time.monotonic()
-    done = graphengine("train", f / "model.pb", "--data", f / "missing.npz", "-o",
-                       f / "out.pb", workers=2, check=False)
+    done = graphengine(
+        "train",
+        f / "model.pb",
+        "--data",
+        f / "missing.npz",
+        "-o",
+        f / "out.pb",
+        workers=2,
+        check=False,
+    )
     assert done.returncode != 0
     assert time.monotonic() - started < 60
     assert done.stderr.count("does not exist") == 1, done.stderr
@@ -420,12 +563,26 @@ def test_python_api_stand_in_example_and_a_stop_on_one_process(mlp_files):
     for workers, stop in [(1, "run"), (2, "run"), (2, "stop")]:
         out = f / f"out-{workers}-{stop}.npz"
         prefix = [str(MPIEXEC), "-n", str(workers)] if workers > 1 else []
-        done = subprocess.run([*prefix, sys.executable, str(f / "worker.py"), str(f / "model.pb"),
-                               str(f / "small.npz"), str(out), stop], capture_output=True,
-                              text=True, env=environment(), timeout=TIMEOUT)
+        done = subprocess.run(
+            [
+                *prefix,
+                sys.executable,
+                str(f / "worker.py"),
+                str(f / "model.pb"),
+                str(f / "small.npz"),
+                str(out),
+                stop,
+            ],
+            capture_output=True,
+            text=True,
+            env=environment(),
+            timeout=TIMEOUT,
+        )
         assert done.returncode == 0, done.stderr
-        results[workers, stop] = (dict(np.load(out)),
-                                  json.loads(Path(str(out) + ".json").read_text()))
+        results[workers, stop] = (
+            dict(np.load(out)),
+            json.loads(Path(str(out) + ".json").read_text()),
+        )
     (one, one_log), (two, two_log) = results[1, "run"], results[2, "run"]
     assert_close(one, two, rtol=1e-12)
     assert one_log["steps"] == two_log["steps"] == 9

@@ -18,8 +18,14 @@ def _model(**settings):
     x = g.placeholder("x", (None,))
     t = g.placeholder("t", (None,))
     w = g.parameter("w", np.zeros((), np.float64))
-    g.set_training(ge.mean((ge.cast(x, "float64") * w - ge.cast(t, "float64")) ** 2.0),
-                   batch_size=8, epochs=40, learning_rate=0.05, seed=1, **settings)
+    g.set_training(
+        ge.mean((ge.cast(x, "float64") * w - ge.cast(t, "float64")) ** 2.0),
+        batch_size=8,
+        epochs=40,
+        learning_rate=0.05,
+        seed=1,
+        **settings,
+    )
     return g
 
 
@@ -44,8 +50,15 @@ def _val_loss(w):
 def test_stops_where_the_curve_says_and_best_pb_holds_the_best_step(tmp_path, patience):
     weights = Weights()
     g = _model(validate_every=1, early_stopping={"patience": patience})
-    result = ge.train(g, TRAIN, val=VAL, callbacks=[weights], checkpoint_dir=tmp_path / "ck",
-                      log=tmp_path / "ck" / "metrics.jsonl", progress=False)
+    result = ge.train(
+        g,
+        TRAIN,
+        val=VAL,
+        callbacks=[weights],
+        checkpoint_dir=tmp_path / "ck",
+        log=tmp_path / "ck" / "metrics.jsonl",
+        progress=False,
+    )
     losses = {step: _val_loss(w) for step, w in weights.w.items()}
     best_step = min(losses, key=losses.get)
     # Every step validates; the run stops `patience` validations after the best.
@@ -53,9 +66,9 @@ def test_stops_where_the_curve_says_and_best_pb_holds_the_best_step(tmp_path, pa
     assert result.best["step"] == best_step and result.best["monitor"] == "val_loss"
     assert result.best["value"] == pytest.approx(losses[best_step], rel=1e-9)
     best = ge.load(tmp_path / "ck" / "best.pb")
-    assert float(best.values["w"]) == weights.w[best_step]       # bit for bit
+    assert float(best.values["w"]) == weights.w[best_step]  # bit for bit
     assert best.metadata["best_step"] == str(best_step)
-    assert float(g.values["w"]) == weights.w[result.steps]        # Keras: the last weights
+    assert float(g.values["w"]) == weights.w[result.steps]  # Keras: the last weights
     log = [json.loads(line) for line in (tmp_path / "ck" / "metrics.jsonl").open()]
     assert [r["step"] for r in log if "val_loss" in r] == list(range(1, result.steps + 1))
 
@@ -111,10 +124,28 @@ def test_early_stopping_from_the_command_line(tmp_path, capsys):
     _model().save(tmp_path / "m.pb")
     np.savez(tmp_path / "train.npz", **TRAIN)
     np.savez(tmp_path / "val.npz", **VAL)
-    assert main(["train", str(tmp_path / "m.pb"), "--data", str(tmp_path / "train.npz"),
-                 "--val", str(tmp_path / "val.npz"), "--patience", "2", "--val-every", "1",
-                 "--checkpoint-dir", str(tmp_path / "ck"), "--json",
-                 "-o", str(tmp_path / "t.pb")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "m.pb"),
+                "--data",
+                str(tmp_path / "train.npz"),
+                "--val",
+                str(tmp_path / "val.npz"),
+                "--patience",
+                "2",
+                "--val-every",
+                "1",
+                "--checkpoint-dir",
+                str(tmp_path / "ck"),
+                "--json",
+                "-o",
+                str(tmp_path / "t.pb"),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["stopped"] and summary["best"]["path"] == str(tmp_path / "ck" / "best.pb")
     spec = ge.load(tmp_path / "t.pb").training

@@ -41,10 +41,11 @@ def saved(tmp_path_factory) -> Path:
     """A folder with the checkpoints of a run stopped at step 10 (epoch 1, 36 examples
     into epoch 2): ckpt-7 (epoch end), ckpt-10 (mid-epoch)."""
     folder = tmp_path_factory.mktemp("saved")
-    Trainer(classifier(), DATA, checkpoint_dir=folder, callbacks=[StopAt(10)],
-            progress=False).fit()
+    Trainer(classifier(), DATA, checkpoint_dir=folder, callbacks=[StopAt(10)], progress=False).fit()
     assert [p.name for p in ckpt_io.list_checkpoints(folder)] == [
-        "ckpt-000000007.npz", "ckpt-000000010.npz"]
+        "ckpt-000000007.npz",
+        "ckpt-000000010.npz",
+    ]
     return folder
 
 
@@ -56,12 +57,14 @@ def _resume(file: Path) -> ge.Graph:
 
 # -- well-formed but wrong: each field against the graph and the data ---------------------
 
+
 def _edit(change):
     def make(saved: Path, out: Path) -> Path:
         ckpt = ckpt_io.read_checkpoint(saved / "ckpt-000000010.npz")
         ckpt = copy.deepcopy(ckpt)
         change(ckpt)
         return ckpt_io.write_checkpoint(out, ckpt, keep=0)
+
     return make
 
 
@@ -76,6 +79,7 @@ def _param(name, value):
 def _slot(slot, name, value):
     def change(c):
         c.optimizer["slots"][slot][name] = value(c.optimizer["slots"][slot][name])
+
     return _edit(change)
 
 
@@ -84,21 +88,39 @@ def _order(value):
 
 
 WRONG = [
-    ("parameter replaced by a scalar", _param("hidden/w", lambda v: np.float32(1.0)),
-     "parameter 'hidden/w' is float32()"),
-    ("parameter replaced by a row", _param("hidden/w", lambda v: v[:1]),
-     "parameter 'hidden/w' is float32(1, 16)"),
+    (
+        "parameter replaced by a scalar",
+        _param("hidden/w", lambda v: np.float32(1.0)),
+        "parameter 'hidden/w' is float32()",
+    ),
+    (
+        "parameter replaced by a row",
+        _param("hidden/w", lambda v: v[:1]),
+        "parameter 'hidden/w' is float32(1, 16)",
+    ),
     ("int64 parameter", _param("out/b", lambda v: v.astype(np.int64)), "is int64(3,)"),
     ("float16 parameter", _param("out/b", lambda v: v.astype(np.float16)), "is float16(3,)"),
     ("missing parameter", _edit(lambda c: c.params.pop("out/b")), "missing: ['out/b']"),
-    ("extra parameter", _edit(lambda c: c.params.__setitem__("other", np.zeros(2))),
-     "not in the graph: ['other']"),
-    ("missing optimizer slot", _edit(lambda c: c.optimizer["slots"]["m"].pop("out/w")),
-     "slot 'm' of parameter 'out/w' is missing"),
-    ("optimizer slot of the wrong shape", _slot("v", "out/w", lambda v: v[:, :1]),
-     "slot 'v' of 'out/w' is float32(16, 1)"),
-    ("optimizer slot as float64", _slot("v", "out/w", lambda v: v.astype(np.float64)),
-     "slot 'v' of 'out/w' is float64"),
+    (
+        "extra parameter",
+        _edit(lambda c: c.params.__setitem__("other", np.zeros(2))),
+        "not in the graph: ['other']",
+    ),
+    (
+        "missing optimizer slot",
+        _edit(lambda c: c.optimizer["slots"]["m"].pop("out/w")),
+        "slot 'm' of parameter 'out/w' is missing",
+    ),
+    (
+        "optimizer slot of the wrong shape",
+        _slot("v", "out/w", lambda v: v[:, :1]),
+        "slot 'v' of 'out/w' is float32(16, 1)",
+    ),
+    (
+        "optimizer slot as float64",
+        _slot("v", "out/w", lambda v: v.astype(np.float64)),
+        "slot 'v' of 'out/w' is float64",
+    ),
     ("slot list without v", _edit(lambda c: c.optimizer["slots"].pop("v")), "keeps slots"),
     ("negative order", _order(lambda o: -o - 1), "not a permutation"),
     ("order out of range", _order(lambda o: o + 1000), "not a permutation"),
@@ -110,17 +132,27 @@ WRONG = [
     ("absurd step", _set(step=10**12), "does not fit"),
     ("step that disagrees", _set(step=11), "does not fit"),
     ("mid-epoch without order", _set(order=None), "holds no example order"),
-    ("absurd iterations", _edit(lambda c: c.optimizer["scalars"].__setitem__(
-        "iterations", 10**9)), "iterations"),
-    ("iterations as text", _edit(lambda c: c.optimizer["scalars"].__setitem__(
-        "iterations", "many")), "iterations"),
-    ("metrics beyond the position", _edit(lambda c: c.metrics.__setitem__("examples", 500)),
-     "running metrics"),
+    (
+        "absurd iterations",
+        _edit(lambda c: c.optimizer["scalars"].__setitem__("iterations", 10**9)),
+        "iterations",
+    ),
+    (
+        "iterations as text",
+        _edit(lambda c: c.optimizer["scalars"].__setitem__("iterations", "many")),
+        "iterations",
+    ),
+    (
+        "metrics beyond the position",
+        _edit(lambda c: c.metrics.__setitem__("examples", 500)),
+        "running metrics",
+    ),
 ]
 
 
 def _header_edit(change):
     """A case that edits the JSON header of the mid-epoch checkpoint directly."""
+
     def make(saved: Path, out: Path) -> Path:
         source = saved / "ckpt-000000010.npz"
         with np.load(source) as npz:
@@ -132,6 +164,7 @@ def _header_edit(change):
         path = out / source.name
         np.savez(path, **arrays)
         return path
+
     return make
 
 
@@ -142,19 +175,29 @@ HEADER = [
     ("no optimizer", _header_edit(lambda h: h.pop("optimizer")), "optimizer"),
     ("rng without seed", _header_edit(lambda h: h["rng"].pop("seed")), "rng.seed"),
     ("seed as a string", _header_edit(lambda h: h["rng"].__setitem__("seed", "7")), "rng.seed"),
-    ("an array's checksum", _header_edit(lambda h: h["crc32"].__setitem__("param.0", 1)),
-     "does not match its recorded crc32"),
+    (
+        "an array's checksum",
+        _header_edit(lambda h: h["crc32"].__setitem__("param.0", 1)),
+        "does not match its recorded crc32",
+    ),
     ("no header format", _header_edit(lambda h: h.pop("format")), "not a graphengine"),
     ("a newer version", _header_edit(lambda h: h.__setitem__("version", 99)), "version 99"),
-    ("graph hash of another graph", _header_edit(lambda h: h.__setitem__("graph_hash", "0")),
-     "belongs to another graph"),
-    ("metrics as NaN", _header_edit(lambda h: h["metrics"].__setitem__("loss_sum", "nan")),
-     "metrics.loss_sum"),
+    (
+        "graph hash of another graph",
+        _header_edit(lambda h: h.__setitem__("graph_hash", "0")),
+        "belongs to another graph",
+    ),
+    (
+        "metrics as NaN",
+        _header_edit(lambda h: h["metrics"].__setitem__("loss_sum", "nan")),
+        "metrics.loss_sum",
+    ),
 ]
 
 
-@pytest.mark.parametrize("make, fragment", [c[1:] for c in WRONG + HEADER],
-                         ids=[c[0] for c in WRONG + HEADER])
+@pytest.mark.parametrize(
+    "make, fragment", [c[1:] for c in WRONG + HEADER], ids=[c[0] for c in WRONG + HEADER]
+)
 def test_a_wrong_checkpoint_is_refused_naming_the_field(saved, tmp_path, make, fragment):
     path = make(saved, tmp_path / "ckpt")
     with pytest.raises(TrainingError) as info:
@@ -168,6 +211,7 @@ def test_the_unedited_checkpoint_of_the_table_resumes(saved, tmp_path):
 
 
 # -- fuzzing: byte flips and truncations ---------------------------------------------------
+
 
 def _classify(data: bytes, folder: Path, reference: dict) -> str:
     """'refused' (a TrainingError), 'resumed' (to the reference weights) or raise."""
@@ -193,18 +237,17 @@ def test_fuzzed_checkpoints_are_refused_or_resume_exactly(saved, tmp_path):
             data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
         counts[_classify(bytes(data), tmp_path, reference)] += 1
     for _ in range(30):
-        counts[_classify(original[:rng.randrange(len(original))], tmp_path, reference)] += 1
+        counts[_classify(original[: rng.randrange(len(original))], tmp_path, reference)] += 1
     assert counts["refused"] >= 150
 
 
-def test_a_damaged_newest_checkpoint_gives_way_to_the_previous_good_one(saved, tmp_path,
-                                                                         capsys):
+def test_a_damaged_newest_checkpoint_gives_way_to_the_previous_good_one(saved, tmp_path, capsys):
     folder = tmp_path / "ckpt"
     folder.mkdir()
     for p in ckpt_io.list_checkpoints(saved):
         (folder / p.name).write_bytes(p.read_bytes())
     newest = folder / "ckpt-000000010.npz"
-    newest.write_bytes(newest.read_bytes()[:-100])          # truncated by a full disk
+    newest.write_bytes(newest.read_bytes()[:-100])  # truncated by a full disk
     g = classifier()
     result = ge.train(g, DATA, resume=folder, progress=False)
     err = capsys.readouterr().err
@@ -227,6 +270,7 @@ def test_when_every_checkpoint_is_damaged_resume_says_so(tmp_path):
 
 # -- one run per folder ---------------------------------------------------------------------
 
+
 def test_a_fresh_run_in_a_used_folder_is_refused_and_loses_nothing(saved, tmp_path):
     folder = tmp_path / "ckpt"
     folder.mkdir()
@@ -236,26 +280,32 @@ def test_a_fresh_run_in_a_used_folder_is_refused_and_loses_nothing(saved, tmp_pa
     (folder / "metrics.jsonl").write_text('{"epoch": 1, "step": 7}\n')
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"}
     with pytest.raises(TrainingError, match="already holds 2 checkpoint.*--resume"):
-        Trainer(classifier(), DATA, checkpoint_dir=folder, log=folder / "metrics.jsonl",
-                progress=False).fit()
+        Trainer(
+            classifier(), DATA, checkpoint_dir=folder, log=folder / "metrics.jsonl", progress=False
+        ).fit()
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != ".lock"} == before
 
 
 def test_a_second_trainer_on_a_folder_in_use_is_refused(tmp_path):
-    holder = ckpt_io.FolderLock(tmp_path).acquire(None)   # as another run would
+    holder = ckpt_io.FolderLock(tmp_path).acquire(None)  # as another run would
     try:
         with pytest.raises(TrainingError, match="in use by another training run"):
             Trainer(classifier(), DATA, checkpoint_dir=tmp_path, progress=False).fit()
     finally:
         holder.release()
-    Trainer(classifier(), DATA, checkpoint_dir=tmp_path, progress=False).fit()   # now free
+    Trainer(classifier(), DATA, checkpoint_dir=tmp_path, progress=False).fit()  # now free
 
 
 def test_temporary_files_of_a_running_trainer_are_kept_dead_ones_removed(tmp_path):
     import subprocess
     import sys
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     stale = tmp_path / f".ckpt-000000001.npz.{dead}.00000000.tmp"
     live = tmp_path / f".ckpt-000000001.npz.{os.getppid()}.11111111.tmp"
     stale.write_bytes(b"x")
@@ -273,12 +323,13 @@ def test_a_non_utf8_byte_in_the_metrics_log_does_not_stop_resuming(saved, tmp_pa
     log.write_bytes(b'{"epoch": 1, "step": 7}\n\xff\xfe garbage\n{"epoch": 2, "step": 99}\n')
     ge.train(classifier(), DATA, resume=folder, log=log, progress=False)
     lines = log.read_bytes().splitlines()
-    assert lines[1] == b"\xff\xfe garbage"       # kept as it was
+    assert lines[1] == b"\xff\xfe garbage"  # kept as it was
     steps = [json.loads(line)["step"] for line in lines if line.startswith(b"{")]
     assert steps == [7, 14, 21]
 
 
 # -- hostile .npz files: data and checkpoints share one bounded reader ----------------------
+
 
 def _npy_header(shape, dtype="<f4") -> bytes:
     header = repr({"descr": dtype, "fortran_order": False, "shape": shape}).encode()
@@ -300,7 +351,7 @@ def test_a_header_claiming_64_gib_is_refused_without_allocating(tmp_path):
 
 def test_a_zip_bomb_member_is_refused_before_it_expands(tmp_path):
     path = tmp_path / "bomb.npz"
-    size = 3 * 2**30      # 3 GiB of zeros, a few MiB compressed
+    size = 3 * 2**30  # 3 GiB of zeros, a few MiB compressed
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         with z.open("x.npy", "w", force_zip64=True) as member:
             member.write(_npy_header((size // 4,)))
@@ -314,14 +365,15 @@ def test_a_zip_bomb_member_is_refused_before_it_expands(tmp_path):
     assert time.perf_counter() - start < 2
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bad crc", "object array", "not a zip",
-                                    "truncated member"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "bad crc", "object array", "not a zip", "truncated member"]
+)
 def test_damaged_data_files_give_training_errors(tmp_path, damage):
     path = tmp_path / "d.npz"
     np.savez(path, **DATA)
     raw = bytearray(path.read_bytes())
     if damage == "truncated":
-        raw = raw[:len(raw) // 2]
+        raw = raw[: len(raw) // 2]
     elif damage == "bad crc":
         raw[200] ^= 0xFF
     elif damage == "object array":
@@ -340,14 +392,16 @@ def test_damaged_data_files_give_training_errors(tmp_path, damage):
 
 def test_a_batch_size_of_a_billion_allocates_only_what_the_data_holds():
     tracemalloc.start()
-    result = ge.train(classifier(), classifier_data(200), batch_size=10**9, epochs=1,
-                      progress=False)
+    result = ge.train(
+        classifier(), classifier_data(200), batch_size=10**9, epochs=1, progress=False
+    )
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert result.steps == 1 and peak < 50 * 2**20
 
 
 # -- FIFOs in place of data, validation data and checkpoints ------------------------------
+
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 @pytest.mark.parametrize("where", ["data", "val", "resume file", "resume folder", "eval"])
@@ -365,6 +419,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path, where):
             ge.train(classifier(), DATA, resume=tmp_path, progress=False)
         else:
             from graphengine.training import evaluate
+
             evaluate(classifier(), str(fifo))
 
 

@@ -27,14 +27,24 @@ def test_layers_make_scoped_parameters_and_return_one_tensor():
     g, logits = _net()
     assert isinstance(logits, ge.Tensor) and logits.shape == ("N", 3)
     names = [p.name for p in g.parameters()]
-    assert names == ["conv2d/kernel", "conv2d/bias", "batch_norm/gamma", "batch_norm/beta",
-                     "batch_norm/running_mean", "batch_norm/running_var", "dense/kernel",
-                     "dense/bias", "layer_norm/scale", "layer_norm/bias", "head/kernel",
-                     "head/bias"]
+    assert names == [
+        "conv2d/kernel",
+        "conv2d/bias",
+        "batch_norm/gamma",
+        "batch_norm/beta",
+        "batch_norm/running_mean",
+        "batch_norm/running_var",
+        "dense/kernel",
+        "dense/bias",
+        "layer_norm/scale",
+        "layer_norm/bias",
+        "head/kernel",
+        "head/bias",
+    ]
     assert g.values["conv2d/kernel"].shape == (4, 1, 3, 2)
     assert not g.node("batch_norm/running_var").attrs["trainable"]
     kernel = g.values["dense/kernel"]
-    assert kernel.std() == pytest.approx(np.sqrt(2 / 144), rel=0.2)   # He for relu
+    assert kernel.std() == pytest.approx(np.sqrt(2 / 144), rel=0.2)  # He for relu
     assert np.all(g.values["dense/bias"] == 0) and np.all(g.values["layer_norm/scale"] == 1)
     x = np.random.default_rng(0).normal(size=(5, 1, 6, 5)).astype(np.float32)
     assert ge.run(g, logits, {"x": x}).shape == (5, 3)
@@ -44,8 +54,12 @@ def test_a_second_layer_of_a_kind_gets_a_numbered_scope():
     g = ge.Graph()
     x = g.placeholder("x", (None, 4))
     ge.nn.dense(ge.nn.dense(x, 4), 2)
-    assert [p.name for p in g.parameters()] == ["dense/kernel", "dense/bias",
-                                                 "dense_1/kernel", "dense_1/bias"]
+    assert [p.name for p in g.parameters()] == [
+        "dense/kernel",
+        "dense/bias",
+        "dense_1/kernel",
+        "dense_1/bias",
+    ]
 
 
 def test_embedding_and_its_errors():
@@ -74,8 +88,11 @@ def test_a_tuple_of_outputs_used_as_one_tensor_says_how_to_take_one():
     g = ge.Graph()
     x = g.placeholder("x", (None, 3))
     h = ge.dropout(x, 0.5)
-    with pytest.raises(ge.GraphError, match=r"input 0 is the tuple of 2 outputs of 'dropout' "
-                                            r"\(dropout: y, mask\).*y, mask = ge\.dropout"):
+    with pytest.raises(
+        ge.GraphError,
+        match=r"input 0 is the tuple of 2 outputs of 'dropout' "
+        r"\(dropout: y, mask\).*y, mask = ge\.dropout",
+    ):
         ge.relu(h)
 
 
@@ -94,9 +111,16 @@ def test_summary_table_and_inspect_params(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == text
     assert main(["inspect", str(tmp_path / "m.pb"), "--params", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0] == {"name": "conv2d/kernel", "scope": "conv2d", "parameter": "kernel",
-                       "shape": [4, 1, 3, 2], "dtype": "float32", "count": 24, "bytes": 96,
-                       "trainable": True}
+    assert rows[0] == {
+        "name": "conv2d/kernel",
+        "scope": "conv2d",
+        "parameter": "kernel",
+        "shape": [4, 1, 3, 2],
+        "dtype": "float32",
+        "count": 24,
+        "bytes": 96,
+        "trainable": True,
+    }
 
 
 def test_progress_bar_shows_an_eta():

@@ -35,23 +35,54 @@ def _torch(fn, pred, labels):
 
 CASES = {
     "cross_entropy (class indices)": (
-        "cross_entropy", (N, C), lambda r: r.integers(0, C, N),
-        lambda p, y: torch.nn.functional.cross_entropy(p, y), {}),
+        "cross_entropy",
+        (N, C),
+        lambda r: r.integers(0, C, N),
+        lambda p, y: torch.nn.functional.cross_entropy(p, y),
+        {},
+    ),
     "cross_entropy (probabilities)": (
-        "cross_entropy", (N, C), lambda r: r.dirichlet(np.ones(C), N),
-        lambda p, y: torch.nn.functional.cross_entropy(p, y), {}),
+        "cross_entropy",
+        (N, C),
+        lambda r: r.dirichlet(np.ones(C), N),
+        lambda p, y: torch.nn.functional.cross_entropy(p, y),
+        {},
+    ),
     "binary_cross_entropy (N,)": (
-        "binary_cross_entropy", (N,), lambda r: r.integers(0, 2, N).astype(np.float64),
-        lambda p, y: torch.nn.functional.binary_cross_entropy_with_logits(p, y), {}),
+        "binary_cross_entropy",
+        (N,),
+        lambda r: r.integers(0, 2, N).astype(np.float64),
+        lambda p, y: torch.nn.functional.binary_cross_entropy_with_logits(p, y),
+        {},
+    ),
     "binary_cross_entropy (N, 1) with (N,) labels": (
-        "binary_cross_entropy", (N, 1), lambda r: r.integers(0, 2, N).astype(np.float64),
-        lambda p, y: torch.nn.functional.binary_cross_entropy_with_logits(p[:, 0], y), {}),
-    "mse": ("mse", (N, 3), lambda r: r.normal(size=(N, 3)),
-            lambda p, y: torch.nn.functional.mse_loss(p, y), {}),
-    "l1": ("l1", (N, 3), lambda r: r.normal(size=(N, 3)),
-           lambda p, y: torch.nn.functional.l1_loss(p, y), {}),
-    "huber": ("huber", (N, 3), lambda r: 3 * r.normal(size=(N, 3)),
-              lambda p, y: torch.nn.functional.huber_loss(p, y, delta=0.7), {"delta": 0.7}),
+        "binary_cross_entropy",
+        (N, 1),
+        lambda r: r.integers(0, 2, N).astype(np.float64),
+        lambda p, y: torch.nn.functional.binary_cross_entropy_with_logits(p[:, 0], y),
+        {},
+    ),
+    "mse": (
+        "mse",
+        (N, 3),
+        lambda r: r.normal(size=(N, 3)),
+        lambda p, y: torch.nn.functional.mse_loss(p, y),
+        {},
+    ),
+    "l1": (
+        "l1",
+        (N, 3),
+        lambda r: r.normal(size=(N, 3)),
+        lambda p, y: torch.nn.functional.l1_loss(p, y),
+        {},
+    ),
+    "huber": (
+        "huber",
+        (N, 3),
+        lambda r: 3 * r.normal(size=(N, 3)),
+        lambda p, y: torch.nn.functional.huber_loss(p, y, delta=0.7),
+        {"delta": 0.7},
+    ),
 }
 
 
@@ -80,7 +111,7 @@ def test_labels_placeholder_is_made_from_the_array():
     g2 = ge.Graph()
     out = g2.placeholder("out", (None, 1))
     add_loss(g2, "mse", out, "target", example=np.zeros(4, np.float64))
-    assert g2.tensor("target").dtype == np.float64        # cast to float32 in the graph
+    assert g2.tensor("target").dtype == np.float64  # cast to float32 in the graph
     assert g2.training.metrics == ("loss", "mae")
 
 
@@ -109,8 +140,11 @@ def test_a_non_scalar_loss_is_refused_when_the_spec_is_set():
     x = g.placeholder("x", (None, 3))
     w = g.parameter("w", shape=(3,))
     per_example = ge.sum(x * w, axis=1)
-    with pytest.raises(ge.TrainingError, match=r"not a scalar; reduce it to one number, e\.g\. "
-                                               r"ge\.mean\(loss\).*--loss KIND"):
+    with pytest.raises(
+        ge.TrainingError,
+        match=r"not a scalar; reduce it to one number, e\.g\. "
+        r"ge\.mean\(loss\).*--loss KIND",
+    ):
         g.set_training(per_example)
     ints = ge.argmax(x, axis=1)
     with pytest.raises(ge.TrainingError, match="the loss must be a float scalar"):

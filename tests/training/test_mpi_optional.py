@@ -12,20 +12,21 @@ from graphengine.training import distributed
 
 
 def test_training_does_not_import_mpi4py():
-    code = ("import sys, numpy as np, graphengine as ge\n"
-            "import graphengine.training.distributed\n"
-            "g = ge.Graph(); x = g.placeholder('x', (None,))\n"
-            "w = g.parameter('w', np.zeros((), np.float32))\n"
-            "ge.train(g, {'x': np.ones(4, np.float32)}, loss=ge.mean((x * w - x) ** 2.0).name,"
-            " progress=False)\n"
-            "print('mpi4py' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    code = (
+        "import sys, numpy as np, graphengine as ge\n"
+        "import graphengine.training.distributed\n"
+        "g = ge.Graph(); x = g.placeholder('x', (None,))\n"
+        "w = g.parameter('w', np.zeros((), np.float32))\n"
+        "ge.train(g, {'x': np.ones(4, np.float32)}, loss=ge.mean((x * w - x) ** 2.0).name,"
+        " progress=False)\n"
+        "print('mpi4py' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
 
 def test_missing_mpi4py_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "mpi4py", None)   # import mpi4py now fails
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
     with pytest.raises(mpi.MPIError, match=r'pip install "graphengine\[mpi\]"'):
         mpi.import_mpi()
 
@@ -57,6 +58,10 @@ def test_workers_needs_mpiexec(monkeypatch, tmp_path):
 
 
 def test_workers_must_be_positive(capsys, tmp_path):
-    assert main(["train", "model.pb", "--data", "d.npz", "--workers", "0", "-o",
-                 str(tmp_path / "t.pb")]) == 1
+    assert (
+        main(
+            ["train", "model.pb", "--data", "d.npz", "--workers", "0", "-o", str(tmp_path / "t.pb")]
+        )
+        == 1
+    )
     assert "--workers 0: give a number of processes >= 1" in capsys.readouterr().err

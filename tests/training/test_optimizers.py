@@ -16,7 +16,7 @@ from graphengine.training.optimizers import (
     make_optimizer,
 )
 
-P0 = np.array([[1.0, -2.0, 0.5], [0.25, 3.0, -1.5]])    # (2, 3): a swapped axis fails
+P0 = np.array([[1.0, -2.0, 0.5], [0.25, 3.0, -1.5]])  # (2, 3): a swapped axis fails
 G1 = np.array([[0.5, 1.0, -0.25], [2.0, -1.0, 0.75]])
 G2 = np.array([[-1.0, 0.5, 0.25], [0.5, 0.25, -2.0]])
 
@@ -35,7 +35,7 @@ def test_sgd_plain():
 
 def test_sgd_momentum_by_hand():
     mu, lr = 0.9, 0.1
-    b1 = G1                      # b = mu * 0 + g
+    b1 = G1  # b = mu * 0 + g
     p1 = P0 - lr * b1
     b2 = mu * b1 + G2
     p2 = p1 - lr * b2
@@ -72,15 +72,16 @@ def adam_by_hand(grads, lr, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, decoupled=False)
             g = g + wd * p
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
         p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
     return p
 
 
 def test_adam_by_hand():
     got = run(Adam(beta1=0.8, beta2=0.99, eps=1e-6), [G1, G2, G1], lr=0.01)
-    assert np.allclose(got, adam_by_hand([G1, G2, G1], 0.01, b1=0.8, b2=0.99, eps=1e-6),
-                       rtol=1e-12, atol=1e-12)
+    assert np.allclose(
+        got, adam_by_hand([G1, G2, G1], 0.01, b1=0.8, b2=0.99, eps=1e-6), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_adam_first_step_moves_each_weight_by_lr():
@@ -115,8 +116,11 @@ def test_update_is_in_place_and_keeps_dtype():
 def test_read_only_gradients_are_not_written():
     # Gradients may be broadcast views the executor shares; they stay untouched.
     grad = np.broadcast_to(np.float64(0.5), P0.shape)
-    for opt in (SGD(momentum=0.9, nesterov=True, weight_decay=0.1), Adam(weight_decay=0.1),
-                AdamW()):
+    for opt in (
+        SGD(momentum=0.9, nesterov=True, weight_decay=0.1),
+        Adam(weight_decay=0.1),
+        AdamW(),
+    ):
         run(opt, [grad], lr=0.1, scale=0.5)
 
 
@@ -165,14 +169,18 @@ def test_clipped_sgd_by_hand():
 def test_against_torch(name):
     torch = pytest.importorskip("torch")
     w = torch.tensor(P0, requires_grad=True)
-    settings = {"sgd": (SGD(momentum=0.9, weight_decay=0.01),
-                        torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=0.01)),
-                "nesterov": (SGD(momentum=0.8, nesterov=True),
-                             torch.optim.SGD([w], lr=0.1, momentum=0.8, nesterov=True)),
-                "adam": (Adam(weight_decay=0.01),
-                         torch.optim.Adam([w], lr=0.1, weight_decay=0.01)),
-                "adamw": (AdamW(weight_decay=0.1),
-                          torch.optim.AdamW([w], lr=0.1, weight_decay=0.1))}
+    settings = {
+        "sgd": (
+            SGD(momentum=0.9, weight_decay=0.01),
+            torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=0.01),
+        ),
+        "nesterov": (
+            SGD(momentum=0.8, nesterov=True),
+            torch.optim.SGD([w], lr=0.1, momentum=0.8, nesterov=True),
+        ),
+        "adam": (Adam(weight_decay=0.01), torch.optim.Adam([w], lr=0.1, weight_decay=0.01)),
+        "adamw": (AdamW(weight_decay=0.1), torch.optim.AdamW([w], lr=0.1, weight_decay=0.1)),
+    }
     ours, theirs = settings[name]
     grads = [G1, G2, G1 * 0.5, -G2]
     for g in grads:

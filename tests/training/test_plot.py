@@ -15,21 +15,44 @@ def test_plot_draws_the_log_of_a_run(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     classifier().save(tmp_path / "m.pb")
     np.savez(tmp_path / "d.npz", **classifier_data(96))
-    assert main(["train", str(tmp_path / "m.pb"), "--data", str(tmp_path / "d.npz"), "--val",
-                 str(tmp_path / "d.npz"), "--log-every", "2", "--val-every", "3", "-q",
-                 "--log", str(tmp_path / "log.jsonl"), "-o", str(tmp_path / "t.pb")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "m.pb"),
+                "--data",
+                str(tmp_path / "d.npz"),
+                "--val",
+                str(tmp_path / "d.npz"),
+                "--log-every",
+                "2",
+                "--val-every",
+                "3",
+                "-q",
+                "--log",
+                str(tmp_path / "log.jsonl"),
+                "-o",
+                str(tmp_path / "t.pb"),
+            ]
+        )
+        == 0
+    )
     records = read_records(tmp_path / "log.jsonl")
     kinds = {r["kind"] for r in records}
     assert kinds == {"step", "validation", "epoch"}
     curves = series(records)
     steps, _ = curves["loss"]
-    assert steps == list(range(2, 19, 2))                  # every 2 of 18 steps
+    assert steps == list(range(2, 19, 2))  # every 2 of 18 steps
     assert curves["val_loss"][0] == [3, 6, 9, 12, 15, 18]  # every 3, and each epoch's end
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "log.jsonl"), "-o", str(tmp_path / "loss.png")]) == 0
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["plot", str(tmp_path / "log.jsonl"), "--keys", "val_f1", "-o",
-                 str(tmp_path / "x.png")]) == 1
+    assert (
+        main(
+            ["plot", str(tmp_path / "log.jsonl"), "--keys", "val_f1", "-o", str(tmp_path / "x.png")]
+        )
+        == 1
+    )
     assert "the log has no 'val_f1'" in capsys.readouterr().err
 
 

@@ -53,17 +53,28 @@ def _export(model, example, path):
     torch.manual_seed(0)
     model.eval()
     # Constant folding off: otherwise the exporter folds BatchNorm into the conv.
-    torch.onnx.export(model, example, str(path), input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}}, dynamo=False,
-                      do_constant_folding=False)
+    torch.onnx.export(
+        model,
+        example,
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}},
+        dynamo=False,
+        do_constant_folding=False,
+    )
 
 
-@pytest.mark.parametrize("name, make, shape, epochs, wanted", [
-    ("mlp", MLP, (64,), 15, 0.95),
-    ("cnn", ConvNet, (1, 8, 8), 8, 0.95),
-])
-def test_import_train_with_loss_export_and_serve(tmp_path, capsys, name, make, shape, epochs,
-                                                 wanted):
+@pytest.mark.parametrize(
+    "name, make, shape, epochs, wanted",
+    [
+        ("mlp", MLP, (64,), 15, 0.95),
+        ("cnn", ConvNet, (1, 8, 8), 8, 0.95),
+    ],
+)
+def test_import_train_with_loss_export_and_serve(
+    tmp_path, capsys, name, make, shape, epochs, wanted
+):
     torch.manual_seed(0)
     model = make()
     test = _digits(tmp_path, shape)
@@ -73,22 +84,50 @@ def test_import_train_with_loss_export_and_serve(tmp_path, capsys, name, make, s
     frozen = sorted(p.name for p in imported.parameters(trainable=False))
     assert frozen == (["bn.running_mean", "bn.running_var"] if name == "cnn" else [])
     capsys.readouterr()
-    assert main(["train", str(tmp_path / "m.pb"), "--data", str(tmp_path / "train.npz"),
-                 "--val", str(tmp_path / "test.npz"), "--loss", "cross_entropy",
-                 "--predictions", "logits", "--labels", "y", "--optimizer", "adam", "--lr",
-                 "0.01", "--epochs", str(epochs), "--batch-size", "32", "--metrics",
-                 "loss,accuracy,f1", "--json", "-o", str(tmp_path / "trained.pb")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "m.pb"),
+                "--data",
+                str(tmp_path / "train.npz"),
+                "--val",
+                str(tmp_path / "test.npz"),
+                "--loss",
+                "cross_entropy",
+                "--predictions",
+                "logits",
+                "--labels",
+                "y",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.01",
+                "--epochs",
+                str(epochs),
+                "--batch-size",
+                "32",
+                "--metrics",
+                "loss,accuracy,f1",
+                "--json",
+                "-o",
+                str(tmp_path / "trained.pb"),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["final"]["val_accuracy"] >= wanted, summary
     trained = ge.load(tmp_path / "trained.pb")
     if name == "cnn":  # the running statistics followed the batches
         assert not np.allclose(trained.values["bn.running_mean"], 0)
-    assert main(["eval", str(tmp_path / "trained.pb"), "--data", str(tmp_path / "test.npz"),
-                 "--json"]) == 0
+    assert (
+        main(["eval", str(tmp_path / "trained.pb"), "--data", str(tmp_path / "test.npz"), "--json"])
+        == 0
+    )
     results = json.loads(capsys.readouterr().out)
     assert results["accuracy"] == pytest.approx(summary["final"]["val_accuracy"])
-    assert main(["export", str(tmp_path / "trained.pb"), "-o",
-                 str(tmp_path / "trained.onnx")]) == 0
+    assert main(["export", str(tmp_path / "trained.pb"), "-o", str(tmp_path / "trained.onnx")]) == 0
     session = ort.InferenceSession(str(tmp_path / "trained.onnx"))
     served = session.run(["logits"], {"x": test["x"]})[0]
     ours = ge.run(trained, trained.outputs[0], {"x": test["x"]})

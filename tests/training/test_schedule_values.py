@@ -22,14 +22,14 @@ def test_cosine_without_warmup():
     s = Cosine(1.0, total_steps=4, min_lr=0.2)
     want = [0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(5)]
     assert [s(k) for k in range(5)] == pytest.approx(want)
-    assert s(100) == pytest.approx(0.2)    # held after total_steps
+    assert s(100) == pytest.approx(0.2)  # held after total_steps
 
 
 def test_cosine_with_warmup_decays_after_the_warmup():
     s = Cosine(0.4, total_steps=12, warmup_steps=4)
     assert [s(k) for k in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert s(4) == pytest.approx(0.4)
-    assert s(8) == pytest.approx(0.2)      # halfway through the 8 decay steps
+    assert s(8) == pytest.approx(0.2)  # halfway through the 8 decay steps
     assert s(12) == pytest.approx(0.0)
 
 
@@ -45,8 +45,7 @@ def test_make_schedule_from_spec():
     # total_steps 0 means the whole run.
     cosine = make_schedule(ScheduleSpec("cosine"), 1.0, 10)
     assert cosine(5) == pytest.approx(0.5) and cosine(10) == pytest.approx(0.0)
-    assert make_schedule(ScheduleSpec("cosine", total_steps=20), 1.0, 10)(10) == \
-        pytest.approx(0.5)
+    assert make_schedule(ScheduleSpec("cosine", total_steps=20), 1.0, 10)(10) == pytest.approx(0.5)
 
 
 def test_bad_schedules_are_refused():

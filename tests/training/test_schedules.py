@@ -51,9 +51,15 @@ def test_one_cycle_and_polynomial_match_pytorch():
     torch = pytest.importorskip("torch")
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=0.4)
-    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.4, total_steps=100, pct_start=0.25,
-                                              div_factor=10, final_div_factor=100,
-                                              cycle_momentum=False)
+    ref = torch.optim.lr_scheduler.OneCycleLR(
+        opt,
+        max_lr=0.4,
+        total_steps=100,
+        pct_start=0.25,
+        div_factor=10,
+        final_div_factor=100,
+        cycle_momentum=False,
+    )
     ours = OneCycle(0.4, 100, 0.25, 10, 100)
     for k in range(100):
         assert ours(k) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9), k
@@ -86,9 +92,10 @@ def test_reduce_on_plateau_follows_keras():
 
 
 def test_warmup_applies_to_every_step_schedule():
-    s = make_schedule(ScheduleSpec("exponential", step_size=10, gamma=0.5, warmup_steps=4),
-                      0.1, 100)
-    assert s(0) == pytest.approx(0.1 * 0.5 ** 0 / 4) and s(3) == pytest.approx(0.1 * 0.5 ** 0.3)
+    s = make_schedule(
+        ScheduleSpec("exponential", step_size=10, gamma=0.5, warmup_steps=4), 0.1, 100
+    )
+    assert s(0) == pytest.approx(0.1 * 0.5**0 / 4) and s(3) == pytest.approx(0.1 * 0.5**0.3)
 
 
 def test_bad_schedules_are_refused_naming_the_field():
@@ -100,20 +107,28 @@ def test_bad_schedules_are_refused_naming_the_field():
         ScheduleSpec("exponential")
 
 
-@pytest.mark.parametrize("settings", [
-    {"schedule": "exponential", "step_size": 3, "gamma": 0.9},
-    {"schedule": "polynomial", "power": 2.0, "min_lr": 1e-4},
-    {"schedule": "one_cycle", "pct_start": 0.4, "div_factor": 5.0, "final_div_factor": 50.0},
-    {"schedule": "piecewise", "boundaries": [4, 8], "values": [0.1, 0.05, 0.01]},
-    {"schedule": "reduce_on_plateau", "plateau_patience": 1, "gamma": 0.5,
-     "plateau_monitor": "train_loss"},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"schedule": "exponential", "step_size": 3, "gamma": 0.9},
+        {"schedule": "polynomial", "power": 2.0, "min_lr": 1e-4},
+        {"schedule": "one_cycle", "pct_start": 0.4, "div_factor": 5.0, "final_div_factor": 50.0},
+        {"schedule": "piecewise", "boundaries": [4, 8], "values": [0.1, 0.05, 0.01]},
+        {
+            "schedule": "reduce_on_plateau",
+            "plateau_patience": 1,
+            "gamma": 0.5,
+            "plateau_monitor": "train_loss",
+        },
+    ],
+)
 def test_schedules_travel_in_the_file_and_drive_training(tmp_path, settings):
     g = ge.Graph()
     x = g.placeholder("x", (None,))
     w = g.parameter("w", np.zeros((), np.float32))
-    g.set_training(ge.mean((x * w - x * 3.0) ** 2.0), batch_size=8, epochs=3,
-                   learning_rate=0.1, **settings)
+    g.set_training(
+        ge.mean((x * w - x * 3.0) ** 2.0), batch_size=8, epochs=3, learning_rate=0.1, **settings
+    )
     g.save(tmp_path / "m.pb")
     loaded = ge.load(tmp_path / "m.pb")
     assert loaded.training == g.training

@@ -18,7 +18,8 @@ def _three_layers():
     for name, width in (("dense1", 8), ("dense2", 8), ("head", 3)):
         with g.name_scope(name):
             h = h @ g.parameter("kernel", shape=(h.shape[1], width)) + g.parameter(
-                "bias", np.zeros(width, np.float32))
+                "bias", np.zeros(width, np.float32)
+            )
             if name != "head":
                 h = ge.relu(h)
     loss, _ = ge.softmax_cross_entropy(h, y)
@@ -26,14 +27,17 @@ def _three_layers():
     return g
 
 
-@pytest.mark.parametrize("pattern, want", [
-    ("dense2", ["dense2/kernel", "dense2/bias"]),
-    ("dense2/", ["dense2/kernel", "dense2/bias"]),
-    ("dense2/*", ["dense2/kernel", "dense2/bias"]),
-    ("*/bias", ["dense1/bias", "dense2/bias", "head/bias"]),
-    ("dense?/kernel", ["dense1/kernel", "dense2/kernel"]),
-    ("head/kernel", ["head/kernel"]),
-])
+@pytest.mark.parametrize(
+    "pattern, want",
+    [
+        ("dense2", ["dense2/kernel", "dense2/bias"]),
+        ("dense2/", ["dense2/kernel", "dense2/bias"]),
+        ("dense2/*", ["dense2/kernel", "dense2/bias"]),
+        ("*/bias", ["dense1/bias", "dense2/bias", "head/bias"]),
+        ("dense?/kernel", ["dense1/kernel", "dense2/kernel"]),
+        ("head/kernel", ["head/kernel"]),
+    ],
+)
 def test_patterns_select_by_name_scope_and_glob(pattern, want):
     assert select_parameters(_three_layers(), [pattern]) == want
 
@@ -52,10 +56,14 @@ def test_a_pattern_that_selects_nothing_lists_the_names():
 
 
 def test_trainable_and_frozen_in_training():
-    data = {"x": np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32),
-            "y": np.arange(32) % 3}
-    for settings, moved in [({"trainable": ["dense2"]}, {"dense2/kernel", "dense2/bias"}),
-                            ({"frozen": ["*/bias", "dense1"]}, {"dense2/kernel", "head/kernel"})]:
+    data = {
+        "x": np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32),
+        "y": np.arange(32) % 3,
+    }
+    for settings, moved in [
+        ({"trainable": ["dense2"]}, {"dense2/kernel", "dense2/bias"}),
+        ({"frozen": ["*/bias", "dense1"]}, {"dense2/kernel", "head/kernel"}),
+    ]:
         g = _three_layers()
         before = {k: v.copy() for k, v in g.values.items()}
         ge.train(g, data, progress=False, **settings)
@@ -93,12 +101,25 @@ def test_an_imported_batch_norm_has_non_trainable_statistics(tmp_path):
             return torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
 
     path = tmp_path / "net.onnx"
-    torch.onnx.export(Net().eval(), torch.zeros(1, 1, 5, 5), str(path), input_names=["x"],
-                      output_names=["y"], dynamic_axes={"x": {0: "N"}}, dynamo=False,
-                      do_constant_folding=False)
+    torch.onnx.export(
+        Net().eval(),
+        torch.zeros(1, 1, 5, 5),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "N"}},
+        dynamo=False,
+        do_constant_folding=False,
+    )
     g = ge.from_onnx(path)
     flags = {p.name: p.attrs["trainable"] for p in g.parameters()}
     # PyTorch's exporter merges the equal fresh tensors (weight and running_var are
     # ones, bias and running_mean zeros) behind Identity nodes: they come back apart.
-    assert flags == {"conv.weight": True, "conv.bias": True, "bn.weight": True,
-                     "bn.bias": True, "bn.running_mean": False, "bn.running_var": False}
+    assert flags == {
+        "conv.weight": True,
+        "conv.bias": True,
+        "bn.weight": True,
+        "bn.bias": True,
+        "bn.running_mean": False,
+        "bn.running_var": False,
+    }

@@ -37,7 +37,7 @@ def test_training_learns_and_updates_the_graph_in_place():
     assert after["loss"] < 0.5 * before["loss"]
     assert after["accuracy"] > 0.9
     assert result.steps == 15 * 8 and len(result.history) == 15 and not result.stopped
-    assert result.spec.epochs == 15 and g.training.epochs == 3   # overrides leave g as is
+    assert result.spec.epochs == 15 and g.training.epochs == 3  # overrides leave g as is
 
 
 def test_callbacks_see_every_step_and_epoch_and_can_stop():
@@ -51,15 +51,15 @@ def test_callbacks_see_every_step_and_epoch_and_can_stop():
     assert all(s.learning_rate == 0.02 for s in rec.steps)
 
     stopper = Recorder(stop_at=9)
-    result = Trainer(classifier(), classifier_data(100), callbacks=[stopper],
-                     progress=False).fit()
+    result = Trainer(classifier(), classifier_data(100), callbacks=[stopper], progress=False).fit()
     assert result.steps == 9 and result.stopped and len(result.history) == 1
 
 
 def test_drop_last_leaves_out_the_partial_batch():
     rec = Recorder()
-    Trainer(classifier(), classifier_data(100), callbacks=[rec], drop_last=True,
-            progress=False).fit()
+    Trainer(
+        classifier(), classifier_data(100), callbacks=[rec], drop_last=True, progress=False
+    ).fit()
     assert len(rec.steps) == 18 and {s.batch_size for s in rec.steps} == {16}
 
 
@@ -73,8 +73,7 @@ def test_drop_last_travels_in_the_file(tmp_path):
     Trainer(loaded, classifier_data(100), callbacks=[rec], progress=False).fit()
     assert {s.batch_size for s in rec.steps} == {16}
     rec = Recorder()  # a setting given when training wins over the file
-    Trainer(loaded, classifier_data(100), callbacks=[rec], progress=False,
-            drop_last=False).fit()
+    Trainer(loaded, classifier_data(100), callbacks=[rec], progress=False, drop_last=False).fit()
     assert {s.batch_size for s in rec.steps} == {16, 4}
 
 
@@ -85,8 +84,14 @@ def test_metrics_log_has_one_json_line_per_epoch(tmp_path):
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert rows == result.history
     assert [r["epoch"] for r in rows] == [1, 2, 3] and [r["step"] for r in rows] == [8, 16, 24]
-    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate",
-                "examples_per_second"):
+    for key in (
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "learning_rate",
+        "examples_per_second",
+    ):
         assert all(isinstance(r[key], float) for r in rows), key
     # The validation figures are those of an evaluation after the last epoch.
     assert rows[-1]["val_loss"] == pytest.approx(evaluate(result.graph, val)["loss"])
@@ -106,8 +111,14 @@ def test_training_is_deterministic_for_a_seed():
 
 def test_checkpoints_are_written_atomically_and_the_newest_kept(tmp_path):
     g = classifier()
-    Trainer(g, classifier_data(), checkpoint_dir=tmp_path, checkpoint_every=5,
-            keep_checkpoints=2, progress=False).fit()
+    Trainer(
+        g,
+        classifier_data(),
+        checkpoint_dir=tmp_path,
+        checkpoint_every=5,
+        keep_checkpoints=2,
+        progress=False,
+    ).fit()
     files = list_checkpoints(tmp_path)
     assert [f.name for f in files] == ["ckpt-000000020.npz", "ckpt-000000024.npz"]
     assert not list(tmp_path.glob(".*tmp*"))
@@ -131,10 +142,11 @@ def test_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path, stop_at):
     ge.train(reference, data, progress=False)
 
     first = classifier()
-    stopped = Trainer(first, data, checkpoint_dir=tmp_path, callbacks=[Recorder(stop_at)],
-                      progress=False).fit()
+    stopped = Trainer(
+        first, data, checkpoint_dir=tmp_path, callbacks=[Recorder(stop_at)], progress=False
+    ).fit()
     assert stopped.stopped
-    resumed = classifier()      # a fresh process would load the model file again
+    resumed = classifier()  # a fresh process would load the model file again
     result = ge.train(resumed, data, resume=tmp_path, checkpoint_dir=tmp_path, progress=False)
     assert result.steps == 21
     assert_bitwise_equal(parameters(resumed), parameters(reference))
@@ -144,12 +156,18 @@ def test_resume_keeps_the_log_free_of_repeated_epochs(tmp_path):
     data = classifier_data(100)
     log = tmp_path / "metrics.jsonl"
     reference = ge.train(classifier(), data, progress=False)
-    Trainer(classifier(), data, checkpoint_dir=tmp_path, checkpoint_every=3, log=log,
-            callbacks=[Recorder(stop_at=16)], progress=False).fit()
+    Trainer(
+        classifier(),
+        data,
+        checkpoint_dir=tmp_path,
+        checkpoint_every=3,
+        log=log,
+        callbacks=[Recorder(stop_at=16)],
+        progress=False,
+    ).fit()
     # Pretend the run was killed after checkpoint 15 but before step 16 ended: resume
     # from the newest checkpoint written before the last epoch record.
-    ge.train(classifier(), data, resume=tmp_path, checkpoint_dir=tmp_path, log=log,
-             progress=False)
+    ge.train(classifier(), data, resume=tmp_path, checkpoint_dir=tmp_path, log=log, progress=False)
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in reference.history]
@@ -167,24 +185,40 @@ def test_resume_against_another_graph_is_refused(tmp_path):
 
 def test_resume_reports_and_applies_changed_settings(tmp_path, capsys):
     data = classifier_data(100)
-    Trainer(classifier(), data, checkpoint_dir=tmp_path, callbacks=[Recorder(stop_at=10)],
-            progress=False).fit()
+    Trainer(
+        classifier(),
+        data,
+        checkpoint_dir=tmp_path,
+        callbacks=[Recorder(stop_at=10)],
+        progress=False,
+    ).fit()
     rec = Recorder()
-    result = ge.train(classifier(), data, resume=tmp_path, learning_rate=0.005, epochs=4,
-                      callbacks=[rec], progress=False)
+    result = ge.train(
+        classifier(),
+        data,
+        resume=tmp_path,
+        learning_rate=0.005,
+        epochs=4,
+        callbacks=[rec],
+        progress=False,
+    )
     err = capsys.readouterr().err
     assert "resuming from" in err and "step 10" in err
     assert "optimizer.learning_rate: 0.02 -> 0.005" in err and "epochs: 3 -> 4" in err
-    assert {s.learning_rate for s in rec.steps} == {0.005}     # applied, not ignored
+    assert {s.learning_rate for s in rec.steps} == {0.005}  # applied, not ignored
     assert result.steps == 28 and rec.steps[0].step == 11
 
 
 def test_resume_with_another_optimizer_starts_its_state_afresh(tmp_path, capsys):
     data = classifier_data(100)
-    Trainer(classifier(), data, checkpoint_dir=tmp_path, callbacks=[Recorder(stop_at=10)],
-            progress=False).fit()
-    ge.train(classifier(), data, resume=tmp_path, optimizer="sgd", momentum=0.9,
-             progress=False)
+    Trainer(
+        classifier(),
+        data,
+        checkpoint_dir=tmp_path,
+        callbacks=[Recorder(stop_at=10)],
+        progress=False,
+    ).fit()
+    ge.train(classifier(), data, resume=tmp_path, optimizer="sgd", momentum=0.9, progress=False)
     err = capsys.readouterr().err
     assert "optimizer.name: 'adam' -> 'sgd'" in err and "state starts afresh" in err
 
@@ -208,25 +242,33 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path
     last = read_checkpoint(list_checkpoints(tmp_path)[-1])
     assert last.step == 2
     assert all(np.isfinite(v).all() for v in last.params.values())
-    assert_bitwise_equal(last.params, g.values)   # the values from before the bad step
+    assert_bitwise_equal(last.params, g.values)  # the values from before the bad step
 
 
 def test_non_finite_gradient_norm_stops_with_clipping():
     g = ge.Graph()
     x = g.placeholder("x", (None,))
     w = g.parameter("w", np.zeros((), np.float32))
-    loss = ge.mean(x * ge.sqrt(w))        # 0 at w = 0, but d/dw = x / (2 sqrt(w)) = inf
+    loss = ge.mean(x * ge.sqrt(w))  # 0 at w = 0, but d/dw = x / (2 sqrt(w)) = inf
     with pytest.raises(TrainingError, match=r"the gradient norm is inf at step 1 \(epoch 1"):
-        ge.train(g, {"x": np.ones(4, np.float32)}, loss=loss.name, clip_global_norm=1.0,
-                 progress=False)
+        ge.train(
+            g, {"x": np.ones(4, np.float32)}, loss=loss.name, clip_global_norm=1.0, progress=False
+        )
     assert float(g.values["w"]) == 0.0
 
 
 def test_clipping_bounds_each_update():
     g = classifier(dropout=0.0)
     before = parameters(g)
-    ge.train(g, classifier_data(16), optimizer="sgd", learning_rate=1.0, clip_global_norm=0.01,
-             epochs=1, progress=False)
+    ge.train(
+        g,
+        classifier_data(16),
+        optimizer="sgd",
+        learning_rate=1.0,
+        clip_global_norm=0.01,
+        epochs=1,
+        progress=False,
+    )
     moved = np.sqrt(sum(np.sum((g.values[k] - before[k]) ** 2) for k in before))
     assert moved <= 0.01 * (1 + 1e-4)
 
@@ -235,7 +277,7 @@ def test_batch_norm_running_statistics_follow_the_batches():
     g = classifier(dropout=0.0, batch_norm=True)
     data = classifier_data(32)
     w, b = g.values["hidden/w"].copy(), g.values["hidden/b"].copy()
-    ge.train(g, data, batch_size=32, epochs=1, progress=False)   # one full-batch step
+    ge.train(g, data, batch_size=32, epochs=1, progress=False)  # one full-batch step
     h = data["x"] @ w + b
     assert np.allclose(g.values["hidden/running_mean"], 0.2 * h.mean(axis=0), atol=1e-6)
     assert np.allclose(g.values["hidden/running_var"], 0.8 + 0.2 * h.var(axis=0), atol=1e-5)
@@ -259,8 +301,13 @@ def test_plain_graph_trains_with_its_only_scalar_output():
     w = g.parameter("w", np.zeros((), np.float32))
     ge.mean((x * w - x * 2.0) ** 2.0)
     assert g.training is None
-    ge.train(g, {"x": np.linspace(-1, 1, 32, dtype=np.float32)}, learning_rate=0.5, epochs=30,
-             progress=False)
+    ge.train(
+        g,
+        {"x": np.linspace(-1, 1, 32, dtype=np.float32)},
+        learning_rate=0.5,
+        epochs=30,
+        progress=False,
+    )
     assert float(g.values["w"]) == pytest.approx(2.0, abs=1e-3)
 
 
@@ -328,9 +375,16 @@ def test_parameters_the_loss_ignores_and_running_statistics_are_left_alone(capsy
     # Running statistics marked trainable by mistake are still only updated from batches.
     g2 = classifier(dropout=0.0, batch_norm=True)
     for graph in (g, g2):
-        ge.train(graph, classifier_data(32), batch_size=32, epochs=1, optimizer="adamw",
-                 weight_decay=0.5, trainable=[n.name for n in graph.parameters()],
-                 progress=False)
+        ge.train(
+            graph,
+            classifier_data(32),
+            batch_size=32,
+            epochs=1,
+            optimizer="adamw",
+            weight_decay=0.5,
+            trainable=[n.name for n in graph.parameters()],
+            progress=False,
+        )
     err = capsys.readouterr().err
     assert "does not depend on 'unused', so training leaves it as it is" in err
     assert np.array_equal(g.values["unused"], np.ones(3, np.float32))
