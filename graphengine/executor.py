@@ -1,7 +1,7 @@
 """Executing graphs on numpy: compiled plans, feeds and fetches.
 
 :func:`compile_plan` does all graph work once per (graph version, fetches, feed
-names, mode): it prunes to the fetched tensors, orders the nodes, binds each
+names): it prunes to the fetched tensors, orders the nodes, binds each
 kernel to its attributes, assigns every tensor a slot in a flat list and works
 out when each slot can be released.  :meth:`Plan.run` then only checks feeds
 and calls kernels.
@@ -10,7 +10,8 @@ and calls kernels.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,9 +54,13 @@ class _Step:
 @dataclass
 class Plan:
     """A compiled execution plan; reuse it by calling :func:`run` with the same
-    fetches and feed names (plans are cached on the graph)."""
+    fetches and feed names (:func:`graphengine.run` keeps the plans it compiles
+    in a :class:`PlanCache`)."""
 
-    graph: Graph
+    #: How the plan reaches its graph (for the parameter values, read at each
+    #: run): the graph itself behind a closure, or a weak reference for cached
+    #: plans, so that a cache never keeps a graph alive (see graph).
+    _graph_ref: Callable[[], Graph | None]
     fetches: tuple[str, ...]
     placeholders: tuple[Node, ...]  # the placeholders these fetches need
     feed_slots: dict[str, int]
@@ -74,6 +79,17 @@ class Plan:
     reuse_fetch_buffers: bool = False
     #: Output buffers per shape signature (None: the signature could not be planned).
     _memory: dict[tuple[Any, ...], list[np.ndarray | None] | None] = field(default_factory=dict)
+
+    @property
+    def graph(self) -> Graph:
+        """The graph this plan was compiled from."""
+        graph = self._graph_ref()
+        if graph is None:
+            raise ExecutionError(
+                f"the graph of the plan computing {', '.join(self.fetches)} no longer "
+                "exists; compile the plan again from a graph you keep"
+            )
+        return graph
 
     def run(
         self, feeds: Mapping[str, Any], *, training: bool = False, seed: int = 0
@@ -259,7 +275,7 @@ def compile_plan(
         copies.append(root in stored or root in seen)
         seen.add(root)
     return Plan(
-        graph,
+        functools.partial(_identity, graph),
         fetch_refs,
         placeholders,
         feed_slots,
@@ -272,6 +288,10 @@ def compile_plan(
         tuple(copies),
         reuse_fetch_buffers,
     )
+
+
+def _identity(graph: Graph) -> Graph:
+    return graph
 
 
 def _view_roots(steps: list[_Step]) -> dict[int, int]:
@@ -374,10 +394,56 @@ def run(
                 f"fetch '{f.name}' belongs to graph '{f.graph.name}', not '{graph.name}'"
             )
     feeds = {(k.name if isinstance(k, Tensor) else k): v for k, v in feeds.items()}
-    key = (tuple(names), tuple(sorted(feeds)))
-    plan = graph._plans.get(key)
-    if plan is None:
-        plan = compile_plan(graph, names, list(feeds))
-        graph._plans[key] = plan
+    plan = _default_cache.get(graph, names, feeds)
     results = plan.run(feeds, training=training, seed=seed)
     return results[0] if single else dict(zip(names, results))
+
+
+class PlanCache:
+    """Compiled plans by graph, kept while the graph's :attr:`~Graph.version` stays
+    the same: a change to the graph drops its plans on the next lookup.
+
+    Graphs are held weakly (a graph nobody else holds is freed with its plans),
+    and each graph keeps at most ``max_plans`` plans, dropping the least
+    recently used.  :func:`run` uses one module-wide cache.
+    """
+
+    def __init__(self, max_plans: int = 64) -> None:
+        self.max_plans = max_plans
+        self._entries: weakref.WeakKeyDictionary[Graph, _CacheEntry] = weakref.WeakKeyDictionary()
+
+    def get(self, graph: Graph, fetches: Sequence[str], feed_names: Iterable[str]) -> Plan:
+        """The plan computing ``fetches`` from feeds named ``feed_names``,
+        compiled on first use (raising what :func:`compile_plan` raises)."""
+        entry = self._entries.get(graph)
+        if entry is None or entry.version != graph.version:
+            entry = self._entries[graph] = _CacheEntry(graph.version)
+        key = (tuple(fetches), tuple(sorted(feed_names)))
+        plan = entry.plans.pop(key, None)
+        if plan is None:
+            plan = compile_plan(graph, key[0], key[1])
+            # Weakly: the cache must not keep the graph alive through its plans.
+            plan._graph_ref = weakref.ref(graph)
+            if len(entry.plans) >= self.max_plans:
+                del entry.plans[next(iter(entry.plans))]
+        entry.plans[key] = plan  # most recently used last
+        return plan
+
+    def plans(self, graph: Graph) -> list[Plan]:
+        """The plans held for ``graph`` at its current version."""
+        entry = self._entries.get(graph)
+        if entry is None or entry.version != graph.version:
+            return []
+        return list(entry.plans.values())
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+@dataclass
+class _CacheEntry:
+    version: int
+    plans: dict[tuple[tuple[str, ...], tuple[str, ...]], Plan] = field(default_factory=dict)
+
+
+_default_cache = PlanCache()

@@ -266,7 +266,6 @@ class Graph:
         #: Fields from a newer format version, kept so that load-save keeps them.
         self._unknown_fields: bytes = b""
         self._version = 0  # bumped on every change; keys the executor's plan cache
-        self._plans: dict = {}
 
     # -- reading ---------------------------------------------------------------
     @property
@@ -591,7 +590,13 @@ class Graph:
 
     def _changed(self) -> None:
         self._version += 1
-        self._plans.clear()
+
+    @property
+    def version(self) -> int:
+        """A counter bumped by every change to the graph's structure (nodes,
+        outputs); what was derived from the graph (the executor's compiled
+        plans) is valid while it stays the same."""
+        return self._version
 
     # -- files -----------------------------------------------------------------
     def save(self, path, format: str | None = None, **options) -> None:

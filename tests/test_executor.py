@@ -91,6 +91,45 @@ def test_plan_is_compiled_once_per_signature(monkeypatch):
     assert len(calls) == 3
 
 
+def test_plan_cache_lives_in_the_executor_keyed_by_graph_version():
+    import gc
+    import weakref
+
+    g = small()[0]  # no tensor handles kept: they would hold the graph
+    feeds = {"x": np.zeros((2, 3), np.float32), "y": np.ones(2, np.float32)}
+    assert not hasattr(g, "_plans")  # the graph carries no executor state
+    version = g.version
+    ge.run(g, "c", feeds)
+    (plan,) = executor._default_cache.plans(g)
+    assert plan.graph is g
+    ge.tanh(g.tensor("c"))
+    assert g.version > version and executor._default_cache.plans(g) == []
+    # Cached plans hold their graph weakly: the cache never keeps a graph alive.
+    ge.run(g, "c", feeds)
+    ref = weakref.ref(g)
+    del g, plan
+    gc.collect()
+    assert ref() is None
+
+
+def test_plan_cache_keeps_the_most_recently_used_plans():
+    g, *_ = small()
+    cache = executor.PlanCache(max_plans=2)
+    first = cache.get(g, ["a"], ["x"])
+    cache.get(g, ["b"], ["x"])
+    assert cache.get(g, ["a"], ["x"]) is first  # a hit refreshes "a"
+    cache.get(g, ["c"], ["x", "y"])  # evicts "b", the least recently used
+    assert [p.fetches for p in cache.plans(g)] == [("a",), ("c",)]
+
+
+def test_a_directly_compiled_plan_keeps_its_graph():
+    g, *_ = small()
+    plan = executor.compile_plan(g, ["a"], ["x"])
+    del g
+    out = plan.run({"x": np.zeros((1, 3), np.float32)})
+    np.testing.assert_allclose(out[0], np.ones((1, 3)))
+
+
 def test_intermediates_are_released_after_last_use():
     g = ge.Graph()
     x = g.placeholder("x", (4,))
