@@ -42,7 +42,7 @@ def build(channels: tuple[int, int] = CHANNELS) -> ge.Graph:
             )
             var = graph.parameter("running_var", np.ones(out_channels, np.float32), trainable=False)
             h = ge.conv2d(h, w, padding=1)  # no bias: batch norm's beta plays its part
-            h, _, _ = ge.batch_norm(h, gamma, beta, mean, var)
+            h = ge.batch_norm(h, gamma, beta, mean, var)
             h = ge.max_pool2d(ge.relu(h), 2)
         in_channels = out_channels
     with graph.name_scope("logits"):
@@ -50,7 +50,7 @@ def build(channels: tuple[int, int] = CHANNELS) -> ge.Graph:
         w = graph.parameter("w", shape=(features, 10))
         b = graph.parameter("b", np.zeros(10, np.float32))
         logits = ge.matmul(ge.reshape(h, (-1, features)), w) + b
-    loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
+    loss = ge.softmax_cross_entropy(logits, labels, name="loss")
     graph.mark_output(loss, logits)
     graph.set_training(
         loss,

@@ -52,7 +52,7 @@ def build(hidden: tuple[int, ...] = HIDDEN) -> ge.Graph:
         w = graph.parameter("w", shape=(fan_in, 10))
         b = graph.parameter("b", np.zeros(10, np.float32))
         logits = ge.matmul(h, w) + b
-    loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
+    loss = ge.softmax_cross_entropy(logits, labels, name="loss")
     graph.mark_output(loss, logits)
     graph.set_training(
         loss,

@@ -50,7 +50,7 @@ def _conv_bn(
     mean = graph.parameter("running_mean", np.zeros(out_channels, np.float32), trainable=False)
     var = graph.parameter("running_var", np.ones(out_channels, np.float32), trainable=False)
     h = ge.conv2d(h, w, stride=stride, padding=kernel // 2)
-    h, _, _ = ge.batch_norm(h, gamma, beta, mean, var)
+    h = ge.batch_norm(h, gamma, beta, mean, var)
     return h
 
 
@@ -76,7 +76,7 @@ def build_resnet_block(channels: int = 8, out_channels: int = 16) -> ge.Graph:
         w = graph.parameter("w", shape=(out_channels, 10))
         b = graph.parameter("b", np.zeros(10, np.float32))
         logits = ge.matmul(pooled, w) + b
-    loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
+    loss = ge.softmax_cross_entropy(logits, labels, name="loss")
     graph.mark_output(loss, logits)
     graph.set_training(loss, predictions=logits.name, labels="labels")
     return graph
@@ -109,7 +109,7 @@ def build_text_rnn(
     with graph.name_scope("head"):
         w = graph.parameter("w", shape=(hidden, classes))
         logits = ge.matmul(h, w)
-    loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
+    loss = ge.softmax_cross_entropy(logits, labels, name="loss")
     graph.mark_output(loss, logits)
     graph.set_training(loss, predictions=logits.name, labels="labels")
     return graph
@@ -179,7 +179,7 @@ def build_transformer_encoder(
         x = _layer_norm(graph, x + h, width)
     with graph.name_scope("head"):
         logits = _dense(graph, ge.mean(x, axis=1), width, classes)
-    loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
+    loss = ge.softmax_cross_entropy(logits, labels, name="loss")
     graph.mark_output(loss, logits)
     graph.set_training(loss, predictions=logits.name, labels="labels")
     return graph

@@ -732,8 +732,17 @@ def _tuple_input_message(op: str, index: int, outputs: tuple[Tensor, ...]) -> st
     ge.dropout(x, 0.5); ge.relu(h)``): which outputs it holds and how to take one."""
     node = outputs[0].graph.node(outputs[0].node)
     names = [node.opdef.output_name(t.index) for t in outputs]
-    return (
+    problem = (
         f"op '{op}': input {index} is the tuple of {len(outputs)} outputs of '{node.name}' "
-        f"({node.op}: {', '.join(names)}), not one tensor; take the one you want, e.g. "
-        f"{', '.join(names)} = ge.{node.op}(...), or ge.{node.op}(...)[0] for {names[0]}"
+        f"({node.op}: {', '.join(names)}), not one tensor; "
+    )
+    flag = node.opdef.extra_outputs_flag
+    if flag is not None:
+        return problem + (
+            f"unpack it ({', '.join(names)} = ge.{node.op}(..., {flag}=True)), or leave "
+            f"out {flag} to get {names[0]} alone"
+        )
+    return problem + (
+        f"take the one you want, e.g. {', '.join(names)} = ge.{node.op}(...), or "
+        f"ge.{node.op}(...)[0] for {names[0]}"
     )

@@ -135,7 +135,7 @@ def batch_norm(
         beta = g.parameter("beta", np.zeros(c, x.dtype))
         mean = g.parameter("running_mean", np.zeros(c, x.dtype), trainable=False)
         var = g.parameter("running_var", np.ones(c, x.dtype), trainable=False)
-        y, _, _ = ops.batch_norm(x, gamma, beta, mean, var, epsilon=epsilon, momentum=momentum)
+        y = ops.batch_norm(x, gamma, beta, mean, var, epsilon=epsilon, momentum=momentum)
         return y
 
 
@@ -146,7 +146,7 @@ def layer_norm(x: Tensor, *, epsilon: float = 1e-5, name: str | None = None) -> 
         d = _size(x, -1, "layer_norm")
         scale = g.parameter("scale", np.ones(d, x.dtype))
         bias = g.parameter("bias", np.zeros(d, x.dtype))
-        return ops.layer_norm(x, scale, bias, axis=-1, epsilon=epsilon)[0]
+        return ops.layer_norm(x, scale, bias, axis=-1, epsilon=epsilon)
 
 
 def embedding(
@@ -172,7 +172,7 @@ def _standard_normal(shape, dtype, rng):
 
 def dropout(x: Tensor, rate: float = 0.5, *, name: str | None = None) -> Tensor:
     """Inverted dropout in training runs, identity otherwise; returns y only."""
-    return ops.dropout(x, rate, name=name)[0]
+    return ops.dropout(x, rate, name=name)
 
 
 __all__ = ["batch_norm", "conv2d", "dense", "dropout", "embedding", "layer_norm"]

@@ -20,7 +20,7 @@ def mlp_grad_graph():
     w2 = g.parameter("w2", R.standard_normal((5, 3)).astype(np.float32))
     h = ge.tanh(x @ w1 + b1)
     h = ge.reshape(h, (-1, 5)) * 2.0 + h  # a view of a planned buffer
-    loss, _ = ge.softmax_cross_entropy(h @ w2, y)
+    loss = ge.softmax_cross_entropy(h @ w2, y)
     tg = ge.gradients(g, loss, ["w1", "b1", "w2"])
     fetches = [tg.gradient.loss] + [tg.gradient.grads[p] for p in ("w1", "b1", "w2")]
     return tg, fetches

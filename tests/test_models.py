@@ -22,7 +22,7 @@ def mlp(dtype="float64"):
         w2 = g.parameter("w", R.normal(size=(7, 3)).astype(dtype) * 0.5)
         b2 = g.parameter("b", np.zeros(3, dtype))
         logits = ge.identity(h @ w2 + b2, name="logits")
-    loss, _ = ge.softmax_cross_entropy(logits, labels)
+    loss = ge.softmax_cross_entropy(logits, labels)
     ge.identity(loss, name="loss")
     feeds = {"x": R.normal(size=(6, 5)).astype(dtype), "labels": R.integers(0, 3, size=6)}
     return g, feeds
@@ -38,7 +38,7 @@ def small_cnn():
     h = ge.max_pool2d(h, 2)  # (N, 3, 3, 2)
     h = ge.reshape(h, (-1, 18))
     w2 = g.parameter("dense/w", R.normal(size=(18, 4)) * 0.3)
-    loss, _ = ge.softmax_cross_entropy(h @ w2, labels)
+    loss = ge.softmax_cross_entropy(h @ w2, labels)
     ge.identity(loss, name="loss")
     feeds = {"x": R.normal(size=(3, 1, 6, 5)), "labels": np.array([0, 3, 1])}
     return g, feeds
@@ -64,7 +64,7 @@ def test_batch_norm_in_training_mode():
     beta = g.parameter("beta", R.normal(size=3))
     mean = g.parameter("running_mean", np.zeros(3), trainable=False)
     var = g.parameter("running_var", np.ones(3), trainable=False)
-    y, _, _ = ge.batch_norm(x, gamma, beta, mean, var)
+    y = ge.batch_norm(x, gamma, beta, mean, var)
     ge.sum(ge.tanh(y) * g.constant(R.normal(size=(3, 2, 2))), name="loss")
     feeds = {"x": R.normal(size=(4, 3, 2, 2))}
     result = ge.gradcheck(g, "loss", ["gamma", "beta", "x"], feeds, training=True)

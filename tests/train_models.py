@@ -22,15 +22,15 @@ def classifier(
             beta = g.parameter("beta", np.zeros(hidden, np.float32))
             mean = g.parameter("running_mean", np.zeros(hidden, np.float32), trainable=False)
             var = g.parameter("running_var", np.ones(hidden, np.float32), trainable=False)
-            h, _, _ = ge.batch_norm(h, gamma, beta, mean, var, momentum=0.8)
+            h = ge.batch_norm(h, gamma, beta, mean, var, momentum=0.8)
         h = ge.relu(h)
         if dropout:
-            h, _ = ge.dropout(h, dropout)
+            h = ge.dropout(h, dropout)
     with g.name_scope("out"):
         w = g.parameter("w", shape=(hidden, 3))
         b = g.parameter("b", np.zeros(3, np.float32))
         logits = ge.matmul(h, w) + b
-    loss, _ = ge.softmax_cross_entropy(logits, y, name="loss")
+    loss = ge.softmax_cross_entropy(logits, y, name="loss")
     g.set_training(
         loss,
         metrics=["loss", "accuracy"],

@@ -53,7 +53,7 @@ def build(sizes: tuple[int, ...], batch: int):
             h = ge.matmul(h, w) + b
             if i < len(sizes) - 2:
                 h = ge.relu(h)
-    loss, _ = ge.softmax_cross_entropy(h, labels, name="loss")
+    loss = ge.softmax_cross_entropy(h, labels, name="loss")
     g.set_training(loss, optimizer="adam", learning_rate=1e-3, batch_size=batch, epochs=2, seed=0)
     return g
 

@@ -25,7 +25,7 @@ def build() -> ge.Graph:
                 h @ g.parameter("w", shape=(k, m)) + g.parameter("b", shape=(m,), init="zeros")
             )
     logits = h @ g.parameter("w", shape=(64, 10)) + g.parameter("b", shape=(10,), init="zeros")
-    loss, _ = ge.softmax_cross_entropy(logits, labels, name="loss")
+    loss = ge.softmax_cross_entropy(logits, labels, name="loss")
     return ge.gradients(g, loss)
 
 

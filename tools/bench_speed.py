@@ -80,7 +80,7 @@ def ge_mlp(sizes, batch, rng):
             h = ge.matmul(h, w) + b
             if i < len(sizes) - 2:
                 h = ge.relu(h)
-    loss, _ = ge.softmax_cross_entropy(h, labels)
+    loss = ge.softmax_cross_entropy(h, labels)
     feeds = {
         "x": rng.standard_normal((batch, sizes[0])).astype(np.float32),
         "y": rng.integers(0, sizes[-1], batch),
@@ -102,7 +102,7 @@ def ge_cnn(batch, rng):
         w = g.parameter("w", shape=(32 * 7 * 7, 10), init="he_normal")
         b = g.parameter("b", np.zeros(10, np.float32))
         logits = ge.matmul(ge.reshape(h, (-1, 32 * 7 * 7)), w) + b
-    loss, _ = ge.softmax_cross_entropy(logits, labels)
+    loss = ge.softmax_cross_entropy(logits, labels)
     feeds = {
         "x": rng.standard_normal((batch, 1, 28, 28)).astype(np.float32),
         "y": rng.integers(0, 10, batch),

@@ -56,6 +56,8 @@ def _softmax_cross_entropy(ctx: NodeContext):
     if scores.ndim < 2:
         raise ctx.fail(f"scores must be (N, C, ...), got shape {scores.shape}")
     if not ctx.has(2) and not ctx.has_attr("ignore_index"):
-        return ops.softmax_cross_entropy(scores, labels, axis=1, reduction=reduction)
+        return ops.softmax_cross_entropy(
+            scores, labels, axis=1, reduction=reduction, return_log_prob=True
+        )
     log_prob = ops.log_softmax(scores, axis=1)
     return _nll(ctx, log_prob, labels, 2), log_prob

@@ -254,7 +254,7 @@ def _batch_norm(ctx: NodeContext):
     rest = [t if t.dtype == x.dtype else ops.cast(t, dtype=x.dtype) for t in rest]
     if ctx.attr("training_mode", 0):
         return _batch_norm_training(ctx, x, *rest)
-    y, _, _ = ops.batch_norm(
+    y = ops.batch_norm(
         x, *rest, epsilon=ctx.attr("epsilon", 1e-5), momentum=ctx.attr("momentum", 0.9)
     )
     return y
@@ -264,7 +264,7 @@ def _batch_norm(ctx: NodeContext):
 def _dropout(ctx: NodeContext):
     x = ctx.input(0)
     ratio = float(ctx.require_static(1, "ratio").reshape(())) if ctx.has(1) else 0.5
-    y, mask = ops.dropout(x, ratio, seed=ctx.attr("seed", 0))
+    y, mask = ops.dropout(x, ratio, seed=ctx.attr("seed", 0), return_mask=True)
     return y, ops.not_equal(mask, 0.0)
 
 
@@ -285,7 +285,9 @@ def _layer_norm(ctx: NodeContext):
     if xs is not x:
         # stash_type=1: Mean and InvStdDev are float32 for a float16 x.
         scale, bias = ops.cast(scale, dtype="float32"), ops.cast(bias, dtype="float32")
-    y, mean, inv_std = ops.layer_norm(xs, scale, bias, axis=axis, epsilon=ctx.attr("epsilon", 1e-5))
+    y, mean, inv_std = ops.layer_norm(
+        xs, scale, bias, axis=axis, epsilon=ctx.attr("epsilon", 1e-5), return_stats=True
+    )
     return (ops.cast(y, dtype=x.dtype) if xs is not x else y), mean, inv_std
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import GraphError
 from ..graph import Graph, Tensor
-from .registry import FRONTENDS, REGISTRY, OpDef
+from .registry import FRONTENDS, REGISTRY, OpDef, public_result
 
 
 def graph_of(values: Any, op: str) -> Graph:
@@ -48,17 +48,21 @@ def _make_function(opdef: OpDef) -> Callable:
     optional = [a for a in opdef.attrs if a.default is not _required()]
     params += [inspect.Parameter(a.name, kind) for a in required]
     params += [inspect.Parameter(a.name, kind, default=a.default) for a in optional]
+    flag = opdef.extra_outputs_flag
+    if flag is not None:
+        params.append(inspect.Parameter(flag, inspect.Parameter.KEYWORD_ONLY, default=False))
     params.append(inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, default=None))
     signature = inspect.Signature(params)
     input_names = [i.name for i in opdef.inputs]
     attr_names = [a.name for a in opdef.attrs]
 
-    names = [p.name for p in params[:-1]]  # every parameter but the keyword-only name
-    known = set(names) | {"name"}
+    # every parameter but the keyword-only ones (the outputs flag, name)
+    names = [p.name for p in params if p.kind is kind]
+    known = set(names) | {"name"} | ({flag} if flag else set())
     defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
     # The call gradient rules make most: every input given by position, no attributes.
-    plain = not opdef.variadic and not attr_names
+    plain = not opdef.variadic and not attr_names and flag is None
 
     def function(*args, **kwargs):
         if plain and not kwargs and len(args) == len(names):
@@ -84,7 +88,8 @@ def _make_function(opdef: OpDef) -> Callable:
         if opdef.variadic:
             inputs = list(inputs[0]) if isinstance(inputs[0], (list, tuple)) else inputs
         attrs = {n: values[n] for n in attr_names}
-        return call(opdef.name, inputs, attrs, values["name"])
+        outputs = call(opdef.name, inputs, attrs, values["name"])
+        return public_result(opdef, outputs, values[flag]) if flag else outputs
 
     function.__name__ = function.__qualname__ = opdef.name
     function.__signature__ = signature  # type: ignore[attr-defined]

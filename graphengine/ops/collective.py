@@ -90,7 +90,8 @@ class SyncBatchNorm(OpDef):
     inference run normalizes with the running statistics, without MPI, exactly
     as batch_norm.  Outputs y, mean and var as batch_norm's, and ``count``, the
     number of elements per channel that made the statistics (over every process
-    in a training run; this process's in an inference run).
+    in a training run; this process's in an inference run).  The function
+    returns y, and every output with ``return_stats=True``.
 
     On one process it computes what batch_norm computes.  Data-parallel training
     puts it in place of batch_norm when asked to synchronise the statistics
@@ -105,6 +106,7 @@ class SyncBatchNorm(OpDef):
     name = "sync_batch_norm"
     inputs = BatchNorm.inputs
     outputs = ("y", "mean", "var", "count")
+    extra_outputs_flag = "return_stats"
     attrs = BatchNorm.attrs
     uses_context = True
     state_updates = BatchNorm.state_updates

@@ -446,6 +446,17 @@ def pad(
 def _iterate(self: Tensor) -> Iterator[Tensor]:
     # Without this, Python would iterate through __getitem__ until an IndexError,
     # which never comes for a symbolic first dim.
+    node = self.graph.node(self.node)
+    flag = node.opdef.extra_outputs_flag
+    if flag is not None and self.index == 0:
+        # ``y, mask = ge.dropout(x)``, written for a tuple: unpacking would
+        # otherwise slice y along its first axis, silently for a batch of two.
+        names = [node.opdef.output_name(i) for i in range(len(node.types))]
+        raise GraphError(
+            f"tensor '{self.name}' is the one output ge.{node.op} returns "
+            f"({names[0]}), not a tuple to unpack; to get ({', '.join(names)}) write "
+            f"{', '.join(names)} = ge.{node.op}(..., {flag}=True)"
+        )
     return (self[i] for i in range(len(self)))
 
 

@@ -60,7 +60,9 @@ class SoftmaxCrossEntropy(OpDef):
     target per class (the dtype and shape of logits).  With log_prob =
     log_softmax(logits), the loss per sample is -log_prob[label], or
     -sum(target * log_prob, axis); then ``reduction``.  Outputs the loss and
-    log_prob (as ONNX SoftmaxCrossEntropyLoss), so the gradient reuses log_prob.
+    log_prob (as ONNX SoftmaxCrossEntropyLoss), so the gradient reuses log_prob;
+    ``ge.softmax_cross_entropy`` returns the loss, and ``(loss, log_prob)`` with
+    ``return_log_prob=True``.
 
     vjp, with p = exp(log_prob) and g the gradient per sample (dy, or dy / samples
     for the mean): d logits = (p - onehot(label)) * g, or (p * sum(target) - target)
@@ -71,7 +73,7 @@ class SoftmaxCrossEntropy(OpDef):
     >>> g = ge.Graph()
     >>> logits = g.placeholder("logits", (None, 3))
     >>> labels = g.placeholder("labels", (None,), "int64")
-    >>> loss, log_prob = ge.softmax_cross_entropy(logits, labels)
+    >>> loss = ge.softmax_cross_entropy(logits, labels)
     >>> float(ge.run(g, loss, {"logits": np.zeros((2, 3), np.float32), "labels": [0, 2]}))
     1.0986123085021973
     """
@@ -79,6 +81,7 @@ class SoftmaxCrossEntropy(OpDef):
     name = "softmax_cross_entropy"
     inputs = (Input("logits", FLOAT_TYPES), Input("labels", INDEX_TYPES | FLOAT_TYPES))
     outputs = ("loss", "log_prob")
+    extra_outputs_flag = "return_log_prob"
     attrs = (Attr("axis", "int", -1), _REDUCTION)
 
     def infer(

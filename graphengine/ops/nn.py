@@ -13,7 +13,7 @@ import numpy as np
 
 from ..dtypes import FLOAT_TYPES
 from ..shapes import TensorType, normalize_axis
-from .registry import Array, Attr, F, Input, OpDef, frontend, register
+from .registry import Array, Attr, F, Input, OpDef, frontend, get_op, public_result, register
 
 if TYPE_CHECKING:
     from ..executor import RunContext
@@ -101,6 +101,7 @@ class Dropout(OpDef):
     name = "dropout"
     inputs = (Input("x", FLOAT_TYPES),)
     outputs = ("y", "mask")
+    extra_outputs_flag = "return_mask"
     view_map = {0: 0}  # an inference run returns x itself
     random = True
     attrs = (Attr("rate", "float", 0.5), Attr("seed", "int", 0))
@@ -125,9 +126,15 @@ class Dropout(OpDef):
 
 @frontend("dropout")
 def dropout(
-    x: Tensor, rate: float = 0.5, seed: int | None = None, *, name: str | None = None
-) -> tuple[Tensor, Tensor]:
-    """Inverted dropout of ``x``; returns ``(y, mask)`` (see the op's docstring).
+    x: Tensor,
+    rate: float = 0.5,
+    seed: int | None = None,
+    *,
+    return_mask: bool = False,
+    name: str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Inverted dropout of ``x`` (see the op's docstring); returns ``y``, or
+    ``(y, mask)`` with ``return_mask=True``.
 
     Without ``seed``, the node takes the number of dropout nodes already in the
     graph, so two dropout layers draw different masks and building the graph
@@ -137,15 +144,17 @@ def dropout(
     >>> import numpy as np, graphengine as ge
     >>> g = ge.Graph()
     >>> x = g.placeholder("x", (2, 3))
-    >>> y, mask = ge.dropout(x, 0.5)
+    >>> y = ge.dropout(x, 0.5)
     >>> ge.run(g, y, {"x": np.ones((2, 3), np.float32)}).tolist()   # inference: identity
     [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    >>> y, mask = ge.dropout(x, 0.5, return_mask=True)
     """
     if seed is None:
         from .api import graph_of
 
         seed = sum(node.op == "dropout" for node in graph_of(x, "dropout").nodes)
-    return F.call("dropout", [x], {"rate": rate, "seed": seed}, name)
+    outputs = F.call("dropout", [x], {"rate": rate, "seed": seed}, name)
+    return public_result(get_op("dropout"), outputs, return_mask)
 
 
 __all__ = ["Dropout", "LogSoftmax", "Softmax", "dropout", "log_softmax_array"]

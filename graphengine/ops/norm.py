@@ -52,7 +52,8 @@ class BatchNorm(OpDef):
     training run (for the trainer to update the running ones, ONNX style:
     running = momentum * running + (1 - momentum) * batch), the running ones in an
     inference run.  ``momentum`` is stored for that update; the kernel does not
-    use it.
+    use it.  ``ge.batch_norm`` returns y, and ``(y, mean, var)`` with
+    ``return_stats=True``.
 
     vjp: dgamma = sum(dy * xhat), dbeta = sum(dy) and, in an inference run,
     dx = gamma / sqrt(var + epsilon) * dy.  In a training run the statistics depend
@@ -66,7 +67,7 @@ class BatchNorm(OpDef):
     >>> g = ge.Graph()
     >>> x = g.placeholder("x", (None, 2))
     >>> ones, zeros = np.ones(2, np.float32), np.zeros(2, np.float32)
-    >>> y, mean, var = ge.batch_norm(x, ones, zeros, zeros, ones)
+    >>> y, mean, var = ge.batch_norm(x, ones, zeros, zeros, ones, return_stats=True)
     >>> batch = {"x": np.array([[1.0, 2.0], [3.0, 2.0]], np.float32)}
     >>> ge.run(g, [y, mean], batch, training=True)[mean.name]
     array([2., 2.], dtype=float32)
@@ -81,6 +82,7 @@ class BatchNorm(OpDef):
         Input("running_var", FLOAT_TYPES, differentiable=False),
     )
     outputs = ("y", "mean", "var")
+    extra_outputs_flag = "return_stats"
     attrs = (Attr("epsilon", "float", 1e-5), Attr("momentum", "float", 0.9))
     uses_context = True
     state_updates = (

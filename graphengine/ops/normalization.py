@@ -65,7 +65,8 @@ class LayerNorm(OpDef):
 
     ``scale`` and ``bias`` broadcast against ``x.shape[axis:]``.  Outputs y, the
     mean and inv_std = 1 / sqrt(var + epsilon), both with the normalized axes kept
-    as size 1 (ONNX's Mean and InvStdDev).
+    as size 1 (ONNX's Mean and InvStdDev); ``ge.layer_norm`` returns y, and
+    ``(y, mean, inv_std)`` with ``return_stats=True``.
 
     vjp: dscale = dy * xhat and dbias = dy (summed back to their shapes);
     dx = r (g - mean(g) - xhat mean(g xhat)) with g = dy * scale, plus
@@ -75,7 +76,7 @@ class LayerNorm(OpDef):
     >>> import numpy as np, graphengine as ge
     >>> g = ge.Graph()
     >>> x = g.placeholder("x", (None, 2))
-    >>> y, _, _ = ge.layer_norm(x, g.constant(np.ones(2, np.float32)),
+    >>> y = ge.layer_norm(x, g.constant(np.ones(2, np.float32)),
     ...                         g.constant(np.zeros(2, np.float32)))
     >>> ge.run(g, y, {"x": np.array([[1.0, 3.0]], np.float32)}).round(3)
     array([[-1.,  1.]], dtype=float32)
@@ -84,6 +85,7 @@ class LayerNorm(OpDef):
     name = "layer_norm"
     inputs = (Input("x", FLOAT_TYPES), Input("scale", FLOAT_TYPES), Input("bias", FLOAT_TYPES))
     outputs = ("y", "mean", "inv_std")
+    extra_outputs_flag = "return_stats"
     attrs = (Attr("axis", "int", -1), Attr("epsilon", "float", 1e-5))
 
     @staticmethod

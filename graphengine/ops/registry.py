@@ -221,6 +221,14 @@ class OpDef:
     #: constant): its bytes already exist, so the per-tensor size budget of
     #: :mod:`graphengine.limits` applies to computed results only.
     stored: ClassVar[bool] = False
+    #: For a multi-output op whose later outputs are by-products (dropout's mask,
+    #: batch norm's batch statistics): the keyword of the public function
+    #: ``ge.<op>`` that returns every output as a tuple (``return_mask=True``).
+    #: Without it the function returns output 0 alone, as Keras and PyTorch do,
+    #: and unpacking that tensor says which keyword to pass.  ``None``: the
+    #: function returns the tuple of every output.  Nodes and files always hold
+    #: every output; only the Python front-end differs.
+    extra_outputs_flag: ClassVar[str | None] = None
 
     # -- schema helpers -------------------------------------------------------
     @property
@@ -343,8 +351,29 @@ def register(cls: type[OpDef]) -> type[OpDef]:
                 f"op '{cls.name}': state update {update} names an unknown "
                 "input, output or attribute"
             )
+    flag = cls.extra_outputs_flag
+    if flag is not None and (
+        len(cls.outputs) < 2 or flag in input_names or flag in attr_names or flag == "name"
+    ):
+        raise TypeError(
+            f"op '{cls.name}': extra_outputs_flag {flag!r} needs several outputs and a "
+            "keyword that is neither an input, an attribute nor 'name'"
+        )
     REGISTRY[cls.name] = cls()
     return cls
+
+
+def public_result(opdef: OpDef, outputs: Any, all_outputs: bool) -> Any:
+    """What ``ge.<op>`` returns for ``outputs`` (the node's handles): output 0
+    alone unless the op declares no :attr:`OpDef.extra_outputs_flag` or the
+    caller passed it."""
+    if opdef.extra_outputs_flag is None:
+        return outputs
+    if not isinstance(all_outputs, (bool, np.bool_)):
+        raise GraphError(
+            f"{opdef.name}: {opdef.extra_outputs_flag} must be True or False, got {all_outputs!r}"
+        )
+    return outputs if all_outputs else outputs[0]
 
 
 def get_op(name: str) -> OpDef:

@@ -50,7 +50,8 @@ class Callback:
     with the record: ``val_loss`` ...); ``on_epoch`` after each epoch with the
     record written to the metrics log; ``on_train_end`` with the result.  A
     callback with state that must survive a resume gives ``state()`` (a dict of
-    numbers) and ``load_state(state)``.
+    numbers) and ``load_state(state)``, and for arrays ``arrays()`` and
+    ``load_arrays(arrays)`` (keyed by parameter name, checked against the graph).
     """
 
     def on_train_begin(self, trainer: Trainer) -> None:
@@ -74,6 +75,15 @@ class Callback:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Parameter values a checkpoint keeps for this callback, by parameter
+        name (none by default)."""
+        return {}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`arrays` returned (each already checked to have
+        its parameter's shape and dtype)."""
 
 
 class _Watching(Callback):
@@ -162,6 +172,15 @@ class EarlyStopping(_Watching):
                 f"{self._watch.best_step}) for {self.patience} validation(s)"
             )
             trainer.stop()
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        # The best parameters travel in checkpoints, so a resumed run can still
+        # restore them (the best value and step travel in state()).
+        return dict(self._best_values) if self.restore_best and self._best_values else {}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        if self.restore_best and arrays:
+            self._best_values = {k: v.copy() for k, v in arrays.items()}
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         if self.restore_best and self._best_values is not None:

@@ -3,9 +3,10 @@
 A checkpoint is one ``.npz`` file, ``ckpt-<step>.npz``, holding a JSON header
 (array ``header``, UTF-8 bytes) and plain numeric arrays: every parameter value
 (``param.<i>``, trainable or not, so batch-norm statistics come back too), the
-optimizer's state (``slot.<slot>.<i>``) and the example order of the current
-epoch (``order``).  It is read with ``numpy.load(allow_pickle=False)``, so loading
-a checkpoint never runs code.
+optimizer's state (``slot.<slot>.<i>``), the example order of the current
+epoch (``order``) and the arrays callbacks keep (``extra.<i>``: the best
+parameters of early stopping with ``restore_best``).  It is read with
+``numpy.load(allow_pickle=False)``, so loading a checkpoint never runs code.
 
 The header records the step, the epoch, the position in the epoch, the seed
 (every random draw derives from the seed and these counters, so they are the
@@ -78,7 +79,9 @@ class Checkpoint:
     current epoch's ``order`` were consumed.  ``optimizer`` holds ``name``,
     ``scalars`` (the step count ...) and ``slots`` (slot -> parameter -> array).
     ``config`` is the effective training settings, ``metrics`` the running sums
-    of the current epoch, ``data`` the data fingerprint.
+    of the current epoch, ``data`` the data fingerprint, ``extra`` the arrays
+    that callbacks keep (``callback<i>/<key>``; a file without them reads as
+    none).
     """
 
     graph_hash: str
@@ -92,6 +95,7 @@ class Checkpoint:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def graph_fingerprint(graph: Graph) -> str:
@@ -163,6 +167,9 @@ def write_checkpoint(
                 arrays[f"slot.{slot}.{i}"] = by_param[name]
     if ckpt.order is not None:
         arrays["order"] = ckpt.order
+    extra = list(ckpt.extra)
+    for i, key in enumerate(extra):
+        arrays[f"extra.{i}"] = ckpt.extra[key]
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -185,6 +192,7 @@ def write_checkpoint(
         "config": ckpt.config,
         "metrics": ckpt.metrics,
         "data": ckpt.data,
+        "extra": extra,
         "time": time.time(),
         "crc32": {name: _crc32(array) for name, array in sorted(arrays.items())},
     }
@@ -270,9 +278,15 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 slots[slot][name] = fields.array(
                     arrays, f"slot.{slot}.{i}", f"optimizer slot {slot!r} of {name!r}"
                 )
+    extra_names = fields.names("extra") if "extra" in header else []
+    kept = {
+        key: fields.array(arrays, f"extra.{i}", f"callback array {key!r}")
+        for i, key in enumerate(extra_names)
+    }
     expected = (
         {f"param.{i}" for i in range(len(names))}
         | {"order"}
+        | {f"extra.{i}" for i in range(len(extra_names))}
         | {f"slot.{slot}.{i}" for slot in slot_names for i in range(len(opt_params))}
     )
     extra = sorted(set(arrays) - expected)
@@ -301,6 +315,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         config=dict(fields.mapping("config", required=False)),
         metrics=dict(metrics),
         data=dict(fields.mapping("data", required=False)),
+        extra=kept,
     )
 
 

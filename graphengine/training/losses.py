@@ -198,7 +198,7 @@ def _fit_labels(kind: str, pred: Tensor, target: Tensor) -> Tensor:
 
 
 def _cross_entropy(pred: Tensor, target: Tensor, delta: float) -> Tensor:
-    return ops.softmax_cross_entropy(pred, target)[0]
+    return ops.softmax_cross_entropy(pred, target)
 
 
 def _binary_cross_entropy(pred: Tensor, target: Tensor, delta: float) -> Tensor:

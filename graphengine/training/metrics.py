@@ -86,7 +86,7 @@ def find_comparison(
     >>> g = ge.Graph()
     >>> x = g.placeholder("x", (None, 3))
     >>> y = g.placeholder("y", (None,), "int64")
-    >>> loss, _ = ge.softmax_cross_entropy(x * 2.0, y)
+    >>> loss = ge.softmax_cross_entropy(x * 2.0, y)
     >>> find_comparison(g, loss.name)
     Comparison(predictions='multiply', labels='y', binary=False, threshold=0.0)
     """

@@ -700,6 +700,11 @@ class Trainer:
             config=flatten(self.spec),
             metrics={**state.sums, **self._monitor_state()},
             data={"size": self.train_data.size, "fingerprint": self.train_data.fingerprint()},
+            extra={
+                f"{key}/{name}": value
+                for key, callback in self._callback_keys().items()
+                for name, value in callback.arrays().items()
+            },
         )
         self._last_checkpoint = ckpt_io.write_checkpoint(
             folder,
@@ -709,11 +714,26 @@ class Trainer:
         )
         self._saved_at = state.step
 
+    def _callback_keys(self) -> dict[str, Callback]:
+        """The callbacks by the name their state has in checkpoints: the class
+        name, with ``_1``, ``_2`` ... for repeats, so that a resumed run given its
+        callbacks in another order or with others added (a command-line run
+        resumed from Python) still gives each its own state."""
+        keys: dict[str, Callback] = {}
+        for callback in self.callbacks:
+            base = type(callback).__name__
+            key, n = base, 0
+            while key in keys:
+                n += 1
+                key = f"{base}_{n}"
+            keys[key] = callback
+        return keys
+
     def _monitor_state(self) -> dict[str, float]:
         """The state of the plateau schedule and the callbacks, as checkpoint numbers
         under "state/..." keys beside the running metric sums."""
         out: dict[str, float] = {}
-        parts: list[tuple[str, Any]] = [(f"callback{i}", c) for i, c in enumerate(self.callbacks)]
+        parts: list[tuple[str, Any]] = list(self._callback_keys().items())
         if isinstance(self.schedule, ReduceOnPlateau):
             parts.append(("schedule", self.schedule))
         for prefix, part in parts:
@@ -723,7 +743,7 @@ class Trainer:
 
     def _load_monitor_state(self, saved: dict[str, float]) -> dict[str, float]:
         """Restore what _monitor_state saved; returns the other entries (the sums)."""
-        parts: dict[str, Any] = {f"callback{i}": c for i, c in enumerate(self.callbacks)}
+        parts: dict[str, Any] = dict(self._callback_keys())
         if isinstance(self.schedule, ReduceOnPlateau):
             parts["schedule"] = self.schedule
         grouped: dict[str, dict[str, float]] = {}
@@ -738,6 +758,15 @@ class Trainer:
             if prefix in parts:
                 parts[prefix].load_state(state)
         return sums
+
+    def _load_callback_arrays(self, extra: dict[str, np.ndarray]) -> None:
+        """Give each callback the arrays it kept (checked by _check_checkpoint)."""
+        grouped: dict[str, dict[str, np.ndarray]] = {}
+        for key, value in extra.items():
+            prefix, name = key.split("/", 1)
+            grouped.setdefault(prefix, {})[name] = value
+        for key, callback in self._callback_keys().items():
+            callback.load_arrays(grouped.get(key, {}))
 
     def _resume(self, path: str | os.PathLike) -> _RunState:
         """Restore parameters, optimizer state and position from a checkpoint; say
@@ -764,6 +793,7 @@ class Trainer:
                 f"{self.spec.optimizer.name!r}, so its state starts afresh"
             )
         sums = self._load_monitor_state(dict(saved.metrics))
+        self._load_callback_arrays(saved.extra)
         state = _RunState(saved.step, saved.epoch, saved.position, saved.order, sums)
         if saved.data.get("fingerprint") not in (None, self.train_data.fingerprint()):
             self._notice(
@@ -801,6 +831,20 @@ class Trainer:
             batch_size=self.spec.batch_size,
             steps_per_epoch=lambda b, drop: len(batch_bounds(size, b, drop or forced)),
         )
+        declared = {n.name: n.types[0] for n in self.graph.parameters()}
+        for key, value in saved.extra.items():
+            prefix, _, name = key.partition("/")
+            t = declared.get(name)
+            if not prefix or t is None:
+                raise ckpt_io.DamagedCheckpoint(
+                    f"checkpoint '{file}': callback array {key!r} names no parameter of "
+                    f"graph '{self.graph.name}'; the file is damaged"
+                )
+            if value.dtype != t.dtype or value.shape != tuple(t.shape):
+                raise ckpt_io.DamagedCheckpoint(
+                    f"checkpoint '{file}': callback array {key!r} is "
+                    f"{value.dtype}{value.shape}, parameter {name!r} is {t}; the file is damaged"
+                )
 
     def notice(self, message: str) -> None:
         """Print a message where the run prints (not when progress is off)."""

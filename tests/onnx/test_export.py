@@ -293,8 +293,10 @@ CASES = [
                 padding=1,
                 output_padding=(1, 0),
             ),
-            *ge.dropout(x, 0.3),
-            *ge.batch_norm(x, *[x.graph.parameter(n, _f(3, low=0.5)) for n in "gbmv"]),
+            *ge.dropout(x, 0.3, return_mask=True),
+            *ge.batch_norm(
+                x, *[x.graph.parameter(n, _f(3, low=0.5)) for n in "gbmv"], return_stats=True
+            ),
         ],
     ),
     (
@@ -302,14 +304,18 @@ CASES = [
         [("x", _f(2, 3, 8, 7))],
         lambda x: [
             *ge.layer_norm(
-                x, x.graph.parameter("s", _f(8, 7, low=0.5)), x.graph.parameter("b", _f(7)), axis=2
+                x,
+                x.graph.parameter("s", _f(8, 7, low=0.5)),
+                x.graph.parameter("b", _f(7)),
+                axis=2,
+                return_stats=True,
             ),
             ge.layer_norm(
                 x,
                 x.graph.parameter("s1", _f(7, low=0.5)),
                 x.graph.parameter("b1", _f(1)),
                 epsilon=0.01,
-            )[0],
+            ),
             ge.instance_norm(
                 x, x.graph.parameter("s2", _f(3, low=0.5)), x.graph.parameter("b2", _f(3))
             ),
@@ -338,6 +344,7 @@ CASES = [
                 x,
                 x.graph.parameter("s", _f(8, low=0.5, dtype=np.float16)),
                 x.graph.parameter("b", _f(8, dtype=np.float16)),
+                return_stats=True,
             )
         ],
     ),
@@ -361,10 +368,10 @@ CASES = [
             ("p", _f(6, 5, low=0.0, high=1.0)),
         ],
         lambda x, labels, p: [
-            *ge.softmax_cross_entropy(x, labels),
-            ge.softmax_cross_entropy(x, labels, reduction="none")[0],
-            ge.softmax_cross_entropy(x, p, reduction="sum")[0],
-            ge.softmax_cross_entropy(ge.transpose(x), labels, axis=0)[0],
+            *ge.softmax_cross_entropy(x, labels, return_log_prob=True),
+            ge.softmax_cross_entropy(x, labels, reduction="none"),
+            ge.softmax_cross_entropy(x, p, reduction="sum"),
+            ge.softmax_cross_entropy(ge.transpose(x), labels, axis=0),
             ge.mean_squared_error(x, p),
             ge.mean_squared_error(x, p, "none"),
         ],

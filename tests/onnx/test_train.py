@@ -92,7 +92,7 @@ def test_import_train_export_serve(tmp_path):
 
     # Give it a loss and a training spec, and train it from the file.
     labels = graph.placeholder("labels", (None,), "int64")
-    loss, _ = ge.softmax_cross_entropy(graph.tensor("logits"), labels, name="loss")
+    loss = ge.softmax_cross_entropy(graph.tensor("logits"), labels, name="loss")
     gradient_graph = ge.gradients(graph, loss)  # what `graphengine train` builds
     assert sorted(gradient_graph.gradient.grads) == [
         "fc1.bias",

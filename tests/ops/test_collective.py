@@ -49,7 +49,7 @@ for shape in BN_SHAPES:
         SPECS.append(
             OpSpec(
                 "sync_batch_norm",
-                lambda x, g, b, m, v: ge.sync_batch_norm(x, g, b, m, v),
+                lambda x, g, b, m, v: ge.sync_batch_norm(x, g, b, m, v, return_stats=True),
                 lambda x, g, b, m, v, t=training: sync_batch_norm_ref(x, g, b, m, v, t),
                 [
                     u(*shape, low=-2, high=3),
@@ -96,8 +96,8 @@ def test_sync_batch_norm_on_one_process_is_batch_norm():
     stats = [
         g.parameter(n, v, trainable=False) for n, v in [("m", u(3)), ("v", u(3, low=0.5, high=2))]
     ]
-    sync = ge.sync_batch_norm(x, *params, *stats)
-    plain = ge.batch_norm(x, *params, *stats)
+    sync = ge.sync_batch_norm(x, *params, *stats, return_stats=True)
+    plain = ge.batch_norm(x, *params, *stats, return_stats=True)
     loss_a = ge.sum(ge.square(sync[0]))
     loss_b = ge.sum(ge.square(plain[0]))
     feeds = {"x": u(5, 3, 4)}

@@ -81,7 +81,7 @@ for training in (False, True):
         SPECS.append(
             OpSpec(
                 "dropout",
-                lambda x, r=rate, s=seed: ge.dropout(x, r, s),
+                lambda x, r=rate, s=seed: ge.dropout(x, r, s, return_mask=True),
                 lambda x, r=rate, s=seed, t=training: dropout_ref(x, r, s, t),
                 [u(3, 4, 5)],
                 id=f"rate={rate}-seed={seed}-training={training}",
@@ -113,8 +113,8 @@ def test_build_errors_name_node_and_problem(build, fragment):
 def test_dropout_masks_scale_and_reproduce():
     g = ge.Graph()
     x = g.placeholder("x", (200, 50), "float32")
-    y, mask = ge.dropout(x, 0.3)
-    _, mask2 = ge.dropout(x, 0.3)
+    y, mask = ge.dropout(x, 0.3, return_mask=True)
+    _, mask2 = ge.dropout(x, 0.3, return_mask=True)
     feeds = {"x": np.ones((200, 50), np.float32)}
     first = ge.run(g, [y, mask, mask2], feeds, training=True, seed=5)
     again = ge.run(g, [mask], feeds, training=True, seed=5)[mask.name]

@@ -132,7 +132,7 @@ def test_batch_norm(shape, training):
 
     def build(x, gamma, beta):
         g = x.graph
-        y, _, _ = ge.batch_norm(x, gamma, beta, g.constant(mean), g.constant(var))
+        y = ge.batch_norm(x, gamma, beta, g.constant(mean), g.constant(var))
         return y
 
     compare(build, expected, [u(*shape) * 3 + 1, R.uniform(0.5, 2, c), u(c)], training)
@@ -149,7 +149,7 @@ def test_softmax_cross_entropy(reduction, targets):
         labels = R.integers(0, 5, size=(4, 3))
 
     def build(x, t):
-        loss, _ = ge.softmax_cross_entropy(x, t, axis=1, reduction=reduction)
+        loss = ge.softmax_cross_entropy(x, t, axis=1, reduction=reduction)
         return loss
 
     compare(build, lambda x, t: TF.cross_entropy(x, t, reduction=reduction), [logits, labels])
@@ -175,10 +175,10 @@ def test_small_cnn_loss_and_gradients():
     p = {k: g.parameter(k, v) for k, v in params.items()}
     h = ge.max_pool2d(ge.relu(ge.conv2d(px, p["w1"], padding=1) + p["b1"]), 2)  # (N,6,4,4)
     h = ge.conv2d(h, p["w2"], stride=(1, 2), padding=(1, 1, 0, 1))  # (N,4,3,3)
-    h, _, _ = ge.batch_norm(h, p["gamma"], p["beta"], g.constant(stats[0]), g.constant(stats[1]))
+    h = ge.batch_norm(h, p["gamma"], p["beta"], g.constant(stats[0]), g.constant(stats[1]))
     h = ge.avg_pool2d(ge.relu(h), 2, stride=1)  # (N,4,2,2)
     flat = ge.reshape(h, (-1, 16))
-    loss, _ = ge.softmax_cross_entropy(ge.matmul(flat, p["dense"]), pl)
+    loss = ge.softmax_cross_entropy(ge.matmul(flat, p["dense"]), pl)
     tg = ge.gradients(g, loss)
     got = ge.run(
         tg, [loss.name, *tg.gradient.grads.values()], {"x": x, "labels": labels}, training=True

@@ -69,12 +69,12 @@ def cnn(dtype: str = "float64") -> ge.Graph:
     beta = g.parameter("bn/beta", np.zeros(c, dtype))
     mean = g.parameter("bn/running_mean", np.zeros(c, dtype), trainable=False)
     var = g.parameter("bn/running_var", np.ones(c, dtype), trainable=False)
-    h, _, _ = ge.batch_norm(h, gamma, beta, mean, var, momentum=0.8, name="bn/batch_norm")
+    h = ge.batch_norm(h, gamma, beta, mean, var, momentum=0.8, name="bn/batch_norm")
     h = ge.max_pool2d(ge.relu(h), 2, 2)
     h = ge.reshape(h, (-1, c * 9))
     dense = g.parameter("out/w", rng.normal(0, 0.3, (c * 9, 3)).astype(dtype))
     bias = g.parameter("out/b", np.zeros(3, dtype))
-    loss, _ = ge.softmax_cross_entropy(ge.matmul(h, dense) + bias, y, name="loss")
+    loss = ge.softmax_cross_entropy(ge.matmul(h, dense) + bias, y, name="loss")
     g.set_training(
         loss,
         metrics=["loss", "accuracy"],

@@ -150,3 +150,66 @@ def test_early_stopping_from_the_command_line(tmp_path, capsys):
     assert summary["stopped"] and summary["best"]["path"] == str(tmp_path / "ck" / "best.pb")
     spec = ge.load(tmp_path / "t.pb").training
     assert spec.early_stopping.patience == 2 and spec.validate_every == 1
+
+
+KILLED_RUN = """
+import os, signal, sys
+import graphengine as ge
+from tests.training.test_early_stopping import TRAIN, VAL, _model
+
+
+class Kill(ge.Callback):
+    def on_step(self, trainer, info):
+        if info.step == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no last checkpoint
+
+
+g = _model(validate_every=2, early_stopping={"patience": 6, "restore_best": True})
+ge.train(g, TRAIN, val=VAL, callbacks=[Kill()], checkpoint_dir=sys.argv[1],
+         checkpoint_every=4, progress=False)
+"""
+
+
+def test_restore_best_survives_a_kill_and_a_resume(tmp_path):
+    """SIGKILL after the best validation (step 20) and the checkpoint of step 24;
+    the resumed run still knows the best value and step and, when it stops,
+    puts back the parameters of step 20, as the uninterrupted run does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    settings = {"validate_every": 2, "early_stopping": {"patience": 6, "restore_best": True}}
+    weights = Weights()
+    reference = _model(**settings)
+    expected = ge.train(reference, TRAIN, val=VAL, callbacks=[weights], progress=False)
+    assert expected.best["step"] == 20 and expected.steps == 32  # the curve this test needs
+    assert float(reference.values["w"]) == weights.w[20] != weights.w[32]
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(tmp_path / "ck"), "26"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert sorted(p.name for p in (tmp_path / "ck").glob("ckpt-*.npz"))[-1] == "ckpt-000000024.npz"
+
+    resumed = _model(**settings)
+    result = ge.train(
+        resumed,
+        TRAIN,
+        val=VAL,
+        resume=tmp_path / "ck",
+        checkpoint_dir=tmp_path / "ck",
+        progress=False,
+    )
+    assert result.steps == 32 and result.stopped
+    assert result.best == {**expected.best, "path": str(tmp_path / "ck" / "best.pb")}
+    assert float(resumed.values["w"]) == weights.w[20]  # bit for bit
+    assert float(ge.load(tmp_path / "ck" / "best.pb").values["w"]) == weights.w[20]

@@ -84,16 +84,80 @@ def test_layers_train_with_running_statistics_kept_up():
     assert not np.allclose(g.values["batch_norm/running_mean"], 0)
 
 
+def _bn_inputs(g):
+    x = g.placeholder("x", (2, 3))  # a batch of two: slicing rows would unpack "fine"
+    params = [g.parameter(n, np.full(3, 0.5, np.float32)) for n in ("g", "b", "m", "v")]
+    return x, params
+
+
+def test_the_by_product_ops_return_one_tensor_and_every_output_on_request():
+    g = ge.Graph()
+    x, params = _bn_inputs(g)
+    labels = g.placeholder("y", (2,), "int64")
+    calls = [
+        (lambda **k: ge.dropout(x, 0.5, **k), "return_mask", ("y", "mask")),
+        (lambda **k: ge.batch_norm(x, *params, **k), "return_stats", ("y", "mean", "var")),
+        (
+            lambda **k: ge.softmax_cross_entropy(x, labels, **k),
+            "return_log_prob",
+            ("loss", "log_prob"),
+        ),
+        (
+            lambda **k: ge.layer_norm(x, params[0], params[1], **k),
+            "return_stats",
+            ("y", "mean", "inv_std"),
+        ),
+    ]
+    for build, flag, names in calls:
+        one = build()
+        assert isinstance(one, ge.Tensor) and one.index == 0
+        every = build(**{flag: True})
+        assert isinstance(every, tuple) and [t.index for t in every] == list(range(len(names)))
+        assert ge.relu(one).shape == one.shape  # the one tensor is usable as is
+        # Code written for the tuple fails with the keyword to pass, not a slice.
+        with pytest.raises(
+            ge.GraphError, match=rf"to get \({', '.join(names)}\) write .*{flag}=True"
+        ):
+            _first, _second, *_rest = one
+        with pytest.raises(ge.GraphError, match=f"{flag} must be True or False"):
+            build(**{flag: "yes"})
+    values = ge.run(
+        g, ge.batch_norm(x, *params, return_stats=True)[1], {"x": np.ones((2, 3), np.float32)}
+    )
+    assert values.shape == (3,)
+
+
 def test_a_tuple_of_outputs_used_as_one_tensor_says_how_to_take_one():
     g = ge.Graph()
     x = g.placeholder("x", (None, 3))
-    h = ge.dropout(x, 0.5)
+    h = ge.dropout(x, 0.5, return_mask=True)
     with pytest.raises(
         ge.GraphError,
         match=r"input 0 is the tuple of 2 outputs of 'dropout' "
-        r"\(dropout: y, mask\).*y, mask = ge\.dropout",
+        r"\(dropout: y, mask\).*y, mask = ge\.dropout\(\.\.\., return_mask=True\)\), "
+        r"or leave out return_mask to get y alone",
     ):
         ge.relu(h)
+    pool = ge.max_pool2d(g.placeholder("i", (None, 1, 4, 4)), 2, return_indices=True)
+    with pytest.raises(ge.GraphError, match=r"y, indices = ge\.max_pool\(\.\.\.\)"):
+        ge.relu(pool)
+
+
+def test_files_saved_with_every_output_load_and_run_the_same(tmp_path):
+    """The format did not change: a node still holds every output, and a file
+    whose graph fetches the mask (as files written before this API do) loads."""
+    g = ge.Graph()
+    x, params = _bn_inputs(g)
+    y, mean, var = ge.batch_norm(x, *params, return_stats=True)
+    h, mask = ge.dropout(y, 0.5, return_mask=True)
+    g.save(tmp_path / "m.pb")
+    loaded = ge.load(tmp_path / "m.pb")
+    feeds = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    fetch = [h.name, mask.name, mean.name]
+    before = ge.run(g, fetch, feeds, training=True, seed=3)
+    after = ge.run(loaded, fetch, feeds, training=True, seed=3)
+    for name in fetch:
+        np.testing.assert_array_equal(before[name], after[name])
 
 
 def test_summary_table_and_inspect_params(tmp_path, capsys):

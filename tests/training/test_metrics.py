@@ -99,7 +99,7 @@ def test_metric_names_are_checked():
     g = ge.Graph()
     x = g.placeholder("x", (None, 3))
     y = g.placeholder("y", (None,), "int64")
-    loss, _ = ge.softmax_cross_entropy(x * 2.0, y)
+    loss = ge.softmax_cross_entropy(x * 2.0, y)
     g.set_training(loss, metrics=["loss", "top5_accuracy", "f1"])
     assert g.training.predictions == "multiply" and g.training.labels == "y"
     with pytest.raises(ge.TrainingError, match="'topK_accuracy'"):

@@ -22,7 +22,7 @@ def _three_layers():
             )
             if name != "head":
                 h = ge.relu(h)
-    loss, _ = ge.softmax_cross_entropy(h, y)
+    loss = ge.softmax_cross_entropy(h, y)
     g.set_training(loss, batch_size=16, epochs=1, learning_rate=0.1)
     return g
 
