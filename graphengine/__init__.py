@@ -26,6 +26,7 @@ from .errors import (
     TrainingInterrupted,
 )
 from .graph import Graph, Tensor
+from .input_files import allowing_linked_data
 from .limits import Limits, get_limits, set_limits, using_limits
 from .ops.api import *  # noqa: F401,F403  the op functions: ge.exp, ge.matmul ...
 from .ops.api import __all__ as _op_names
@@ -102,6 +103,7 @@ __all__ = [
     "get_limits",
     "set_limits",
     "using_limits",
+    "allowing_linked_data",
     *_op_names,
 ]
 

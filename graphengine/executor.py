@@ -21,6 +21,7 @@ from .compiler import prune_to
 from .errors import ExecutionError, FeedError
 from .graph import Graph, Node, Tensor, canonical_ref
 from .memory_plan import MAX_SIGNATURES, Recording, build_memory_plan, shape_signature
+from .run_budget import check_bound_sizes
 from .shapes import format_shape, match_dims
 
 
@@ -104,6 +105,8 @@ class Plan:
         self.context.seed = seed
         key = shape_signature(values, self._input_slots, training)
         buffers = self._memory.get(key, ())
+        if buffers == ():  # a signature not seen yet (graphengine.run_budget)
+            check_bound_sizes(self.steps, values, self.feed_slots)
         if buffers:
             try:
                 return self._execute(list(values), buffers)

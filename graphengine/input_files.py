@@ -12,13 +12,17 @@ a file with more than one hard link, or owned by another user than the model
 file, is refused unless the caller allows it, because a hard link placed beside a model can
 name any file its owner can read (a symbolic link is resolved and confined to
 the model's folder by the caller; a hard link cannot be told from the
-original).
+original).  ``ge.load(..., allow_linked_data=True)`` lifts the rule for one
+model; :func:`allowing_linked_data` (the command line's ``--allow-linked-data``)
+lifts it for every data file read within a block, ONNX external data included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -76,20 +80,51 @@ def check_data_file(
     owning the model file (None: not known, not checked); ``allow_linked``
     (``ge.load(..., allow_linked_data=True)``) turns the check off.
     """
-    if allow_linked:
+    if allow_linked or _linked_data_allowed:
         return
     if st.st_nlink > 1:
         raise error(
             f"{what} '{path}' has {st.st_nlink} hard links; a data file must have "
             "one, since a hard link can name a file from anywhere on the disk. Copy "
-            "the file instead of linking it, or pass allow_linked_data=True if you "
-            "trust it"
+            f"the file instead of linking it, or, if you trust it, {_HOW_TO_ALLOW}"
         )
     if owner is not None and st.st_uid != owner:
         raise error(
             f"{what} '{path}' belongs to user id {st.st_uid}, the model file to "
-            f"{owner}; pass allow_linked_data=True if you trust it"
+            f"{owner}; copy it to make it yours, or, if you trust it, {_HOW_TO_ALLOW}"
         )
+
+
+_HOW_TO_ALLOW = (
+    "pass allow_linked_data=True to ge.load, load within "
+    "`with ge.allowing_linked_data():`, or give the command --allow-linked-data"
+)
+
+
+#: Set within :func:`allowing_linked_data` blocks.
+_linked_data_allowed = False
+
+
+@contextlib.contextmanager
+def allowing_linked_data() -> Iterator[None]:
+    """Within the block, accept data files with several hard links or another owner.
+
+    For files you trust that were placed by linking (a shared model store that
+    deduplicates with hard links, say); the command line's
+    ``--allow-linked-data`` runs its command inside this block.  Every other rule
+    (regular files only, locations confined to the model's folder, sizes,
+    checksums) still holds.
+
+    >>> import graphengine as ge
+    >>> with ge.allowing_linked_data():
+    ...     pass  # ge.load / ge.from_onnx here accept hard-linked data files
+    """
+    global _linked_data_allowed
+    previous, _linked_data_allowed = _linked_data_allowed, True
+    try:
+        yield
+    finally:
+        _linked_data_allowed = previous
 
 
 def _kind(mode: int) -> str:

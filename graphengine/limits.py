@@ -11,7 +11,9 @@ inference knows every result's size before anything runs, so
 * a computed tensor whose known size passes ``max_tensor_bytes`` (default
   2 GiB each; parameters and constants hold their bytes in the file and are not
   counted).  A dim that is symbolic (the batch size) is not known until data
-  is fed, and is not counted: such results are bounded by the data fed.
+  is fed: once the feeds bind it, before any kernel runs, the plan checks
+  every result again with the real shapes (:mod:`graphengine.run_budget`,
+  once per distinct feed-shape signature) and refuses one over the budget.
 
 The ONNX importer also bounds import-time constant folding
 (``max_fold_bytes``: a larger result stays a node of the graph) and the

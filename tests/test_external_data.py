@@ -117,6 +117,76 @@ def test_a_hard_linked_data_file_is_refused_unless_allowed(tmp_path):
     assert float(ge.load(path, allow_linked_data=True).values["w"][0]) == 5.0
 
 
+def _linked_model(tmp_path):
+    """A model whose data file is a hard link to a file outside the model's folder."""
+    outside = tmp_path / "secret"
+    outside.write_bytes(np.full(1000, 5.0, np.float32).tobytes())
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    path = model_dir / "m.pb"
+    ge.save(_graph(5.0), path, external_data_threshold=16)
+    [data] = _data_files(model_dir)
+    (model_dir / data).unlink()
+    os.link(outside, model_dir / data)
+    return path
+
+
+def _chown_data_file(path: Path, uid: int) -> None:
+    [data] = _data_files(path.parent)
+    try:
+        os.chown(path.parent / data, uid, -1)
+    except (PermissionError, AttributeError):
+        pytest.skip("changing a file's owner needs root")
+
+
+def test_a_data_file_of_another_owner_is_refused_unless_allowed(tmp_path):
+    path = tmp_path / "m.pb"
+    ge.save(_graph(3.0), path, external_data_threshold=16)
+    _chown_data_file(path, 65534)  # nobody: as if placed by another user
+    with pytest.raises(ge.FileFormatError) as info:
+        ge.load(path)
+    message = str(info.value)
+    assert "belongs to user id 65534" in message and f"model file to {os.getuid()}" in message
+    assert "allow_linked_data=True" in message and "--allow-linked-data" in message
+    assert float(ge.load(path, allow_linked_data=True).values["w"][0]) == 3.0
+    with ge.allowing_linked_data():
+        assert float(ge.load(path).values["w"][0]) == 3.0
+    with pytest.raises(ge.FileFormatError, match="belongs to user id 65534"):
+        ge.load(path)  # the block is over: the rule holds again
+
+
+def test_a_data_file_of_the_model_files_owner_is_read(tmp_path):
+    path = tmp_path / "m.pb"
+    ge.save(_graph(3.0), path, external_data_threshold=16)
+    _chown_data_file(path, 65534)
+    os.chown(path, 65534, -1)  # model and data of one (other) user: consistent
+    assert float(ge.load(path).values["w"][0]) == 3.0
+
+
+def test_the_command_line_refuses_a_linked_data_file_unless_allowed(tmp_path, capsys):
+    from graphengine.cli.main import main
+
+    path = _linked_model(tmp_path)
+    assert main(["inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 hard links" in err and "--allow-linked-data" in err
+    assert main(["inspect", str(path), "--allow-linked-data"]) == 0
+    assert main(["--allow-linked-data", "run", str(path)]) == 0
+    assert "5000" in capsys.readouterr().out
+    assert main(["run", str(path)]) == 1  # the flag lasts one command
+
+
+def test_the_command_line_refuses_a_data_file_of_another_owner_unless_allowed(tmp_path, capsys):
+    from graphengine.cli.main import main
+
+    path = tmp_path / "m.pb"
+    ge.save(_graph(3.0), path, external_data_threshold=16)
+    _chown_data_file(path, 65534)
+    assert main(["inspect", str(path)]) == 1
+    assert "belongs to user id 65534" in capsys.readouterr().err
+    assert main(["inspect", str(path), "--allow-linked-data"]) == 0
+
+
 # -- what the data file's bytes may claim -------------------------------------------------
 
 
@@ -148,6 +218,28 @@ def test_tensors_sharing_one_region_of_a_sparse_file_are_refused(tmp_path):
     with pytest.raises(ge.FileFormatError, match="overlaps that of graph.parameters"):
         ge.load(path)
     assert time.perf_counter() - start < 5
+
+
+def test_a_partial_overlap_names_both_tensors_and_the_fix(tmp_path):
+    path = _model_with_tensors(tmp_path, [(0, 4096), (4096, 4096), (6144, 4096)], 2**14)
+    with pytest.raises(ge.FileFormatError) as info:
+        ge.load(path, verify_data=False)
+    message = str(info.value)
+    assert "'w2'" in message and "'w1'" in message  # the tensor refused and the one it overlaps
+    assert "bytes 6144 to 10240" in message and "bytes 4096 to 8192" in message
+    assert "save the model again with ge.save" in message
+
+
+def test_regions_that_touch_but_do_not_overlap_are_read(tmp_path):
+    path = _model_with_tensors(tmp_path, [(0, 4096), (4096, 4096), (8192, 64)], 2**14, False)
+    g = ge.load(path, verify_data=False)
+    assert [g.values[f"w{i}"].nbytes for i in range(3)] == [4096, 4096, 64]
+
+
+def test_a_tensor_past_the_real_end_of_the_file_is_refused(tmp_path):
+    path = _model_with_tensors(tmp_path, [(0, 4096), (4096, 2**20)], 8192)
+    with pytest.raises(ge.FileFormatError, match="past the end of 'shared.data' .8192 bytes"):
+        ge.load(path, verify_data=False)
 
 
 def test_one_tensor_of_a_sparse_8_gib_file_is_mapped_not_allocated(tmp_path):

@@ -201,3 +201,87 @@ def test_every_softmax_cross_entropy_with_a_symbolic_class_count_is_reported_at_
     assert message.startswith("2 node(s)")
     assert "node 'loss_a' (softmax_cross_entropy)" in message
     assert "node 'loss_b' (softmax_cross_entropy)" in message
+
+
+# -- the budget at run time, once feeds bind the symbolic dims ----------------------------
+
+
+def _outer_product_graph():
+    """x (N,) -> x[:, None] * x[None, :], (N, N): its size is known only once x is fed."""
+    g = ge.Graph("outer")
+    x = g.placeholder("x", ("N",))
+    y = ge.sum(ge.expand_dims(x, 1) * ge.expand_dims(x, 0))
+    g.mark_output(y)
+    return g, y
+
+
+def test_a_result_sized_by_a_symbolic_dim_is_refused_before_it_is_allocated():
+    g, y = _outer_product_graph()
+    assert float(ge.run(g, y, {"x": np.ones(300, np.float32)})) == 90000.0
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ge.ExecutionError) as info:
+            ge.run(g, y, {"x": np.ones(10**5, np.float32)})  # (10**5, 10**5): 40 GB
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 2 and peak < 10 * 2**20
+    message = str(info.value)
+    assert "node 'multiply' (multiply)" in message and "(100000, 100000)" in message
+    assert "'x' (100000,)" in message and "40,000,000,000 bytes" in message
+    assert "max_tensor_bytes" in message and "nothing was allocated" in message
+
+
+def test_dims_unknown_after_inference_are_bound_by_the_feeds_too():
+    g = ge.Graph()
+    x = g.placeholder("x", ("N",))
+    doubled = ge.concatenate([x, x], axis=0)  # (None,): the rule cannot name 2N
+    assert doubled.shape == (None,)
+    y = ge.reshape(ge.expand_dims(doubled, 1) * ge.expand_dims(doubled, 0), (-1,))
+    with ge.using_limits(max_tensor_bytes=2**20):
+        assert ge.run(g, y, {"x": np.ones(100, np.float32)}).shape == (40000,)
+        with pytest.raises(ge.ExecutionError, match=r"\(20000, 20000\) would take 1,600,000,000"):
+            ge.run(g, y, {"x": np.ones(10**4, np.float32)})
+    with ge.using_limits(max_tensor_bytes=2**31):
+        assert ge.run(g, ge.sum(y), {"x": np.ones(10**4, np.float32)}) == 4 * 10**8
+
+
+def test_the_run_time_check_runs_once_per_shape_signature(monkeypatch):
+    from graphengine import executor
+
+    calls = []
+    real = executor.check_bound_sizes
+    monkeypatch.setattr(executor, "check_bound_sizes", lambda *a: calls.append(1) or real(*a))
+    g, y = _outer_product_graph()
+    for _ in range(5):
+        ge.run(g, y, {"x": np.ones(30, np.float32)})
+    ge.run(g, y, {"x": np.ones(31, np.float32)})
+    ge.run(g, y, {"x": np.ones(30, np.float32)})
+    assert len(calls) == 2  # one per signature: steps of a known signature cost nothing
+
+
+def test_training_refuses_a_batch_whose_intermediate_passes_the_budget():
+    g = ge.Graph("pairwise")
+    x = g.placeholder("x", ("N", 4))
+    w = g.parameter("w", np.ones((4,), np.float32))
+    s = ge.sum(x * w, axis=1)
+    pairs = ge.expand_dims(s, 1) - ge.expand_dims(s, 0)  # (N, N)
+    loss = ge.mean(pairs * pairs)
+    g.set_training(loss, optimizer="sgd", learning_rate=0.1, batch_size=4096, epochs=1)
+    data = {"x": np.ones((4096, 4), np.float32)}
+    with ge.using_limits(max_tensor_bytes=2**24), pytest.raises(ge.GraphEngineError) as info:
+        ge.train(g, data)
+    assert "(4096, 4096)" in str(info.value) and "max_tensor_bytes" in str(info.value)
+
+
+def test_graphengine_run_refuses_a_fed_size_over_the_budget_in_one_line(tmp_path, capsys):
+    g, y = _outer_product_graph()
+    path = tmp_path / "outer.pb"
+    ge.save(g, path)
+    np.save(tmp_path / "x.npy", np.ones(1000, np.float32))
+    argv = ["run", str(path), "--feed", f"x={tmp_path / 'x.npy'}"]
+    assert main(["--max-tensor-bytes", "1000000", *argv]) == 1  # 4 MB needed
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "ExecutionError" in err and "(1000, 1000)" in err
+    assert main(argv) == 0

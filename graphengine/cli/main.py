@@ -8,6 +8,7 @@ stderr and exit code 1 (2 for usage errors); ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -47,11 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse any computed tensor larger than N bytes, before it is "
         "allocated (default 2 GiB; see graphengine.limits)",
     )
+    parser.add_argument("--allow-linked-data", action="store_true", help=_ALLOW_LINKED_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMANDS:
         importlib.import_module(f"{__package__}.{module}").add_parser(sub)
+    # Accepted after the command too (graphengine train m.pb --allow-linked-data);
+    # SUPPRESS keeps a subcommand from resetting the flag given before it.
+    for command in sub.choices.values():
+        command.add_argument(
+            "--allow-linked-data",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help=_ALLOW_LINKED_HELP,
+        )
     return parser
+
+
+_ALLOW_LINKED_HELP = (
+    "accept external data files (model and ONNX) with several hard links or "
+    "another owner than the model; by default they are refused, since a hard "
+    "link can name any file on the disk (see graphengine.input_files)"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,19 +78,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # To start the command again: under mpiexec, or the resume command after Ctrl-C.
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
-        if args.max_tensor_bytes is None:
-            return int(args.func(args) or 0)
-        from ..limits import using_limits
+        with contextlib.ExitStack() as stack:
+            if args.max_tensor_bytes is not None:
+                from ..limits import using_limits
 
-        try:
-            bounds = using_limits(max_tensor_bytes=args.max_tensor_bytes)
-            bounds.__enter__()
-        except ValueError as exc:
-            raise CommandError(f"--max-tensor-bytes: {exc}") from None
-        try:
+                try:
+                    stack.enter_context(using_limits(max_tensor_bytes=args.max_tensor_bytes))
+                except ValueError as exc:
+                    raise CommandError(f"--max-tensor-bytes: {exc}") from None
+            if args.allow_linked_data:
+                from ..input_files import allowing_linked_data
+
+                stack.enter_context(allowing_linked_data())
             return int(args.func(args) or 0)
-        finally:
-            bounds.__exit__(None, None, None)
     except GraphEngineError as exc:
         if args.debug:
             raise

@@ -8,7 +8,9 @@ The rules, each checked before a tensor's bytes are touched:
   (:func:`graphengine.input_files.check_data_file`), unless the caller passes
   ``allow_linked_data=True``;
 * each tensor lies inside the file, and no two tensors share bytes, so the
-  bytes a model makes us read never exceed the real size of its data files;
+  bytes a model makes us read never exceed the real size of its data files.
+  Overlaps are refused rather than counted once: tensors sharing bytes would
+  be views of one array, and training one parameter would change the other;
 * the recorded crc32 (or, in older files, sha256) matches, unless the caller
   passes ``verify_data=False``.
 
@@ -149,8 +151,12 @@ class _DataFiles:
                     raise self._error(
                         where,
                         f"its external data (bytes {start} to {stop} of "
-                        f"'{ext.location}') overlaps that of {other}; "
-                        "each tensor needs bytes of its own",
+                        f"'{ext.location}') overlaps that of {other} (bytes "
+                        f"{other_start} to {other_stop}); each tensor needs bytes of "
+                        "its own (shared bytes would make the two tensors one "
+                        "array, and let a small file claim more bytes than it "
+                        "holds). The file was edited or written by another tool: "
+                        "save the model again with ge.save",
                     )
         regions.insert(i, (start, stop, where))
 
