@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import GraphError, ShapeError
-from .graph import Graph, Node, check_name, infer_types, parse_ref
+from .graph import Graph, Node, check_name, parse_ref
 from .ops.registry import REGISTRY, get_op
+from .rebuild import Rebuild, ancestors
 
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
@@ -79,7 +80,8 @@ def build_graph(name: str, records: Sequence[NodeRecord], values: dict[str, Any]
     refers to an existing output), the absence of cycles, parameter values, and
     then shape and dtype inference over the whole graph in topological order.
     """
-    graph = Graph(name)
+    rebuild = Rebuild(name=name)
+    graph = rebuild.graph
     seen: dict[str, NodeRecord] = {}
     for rec in records:
         check_name(rec.name, "node name")
@@ -96,10 +98,6 @@ def build_graph(name: str, records: Sequence[NodeRecord], values: dict[str, Any]
     for node_name in order:
         rec = seen[node_name]
         opdef = get_op(rec.op)
-        try:
-            attrs = opdef.canonical_attrs(rec.attrs)
-        except GraphError as exc:
-            raise GraphError(f"node '{rec.name}': {exc}") from None
         in_types = []
         for slot, ref in enumerate(rec.inputs):
             producer, index = parse_ref(ref)
@@ -117,14 +115,19 @@ def build_graph(name: str, records: Sequence[NodeRecord], values: dict[str, Any]
                 f"node '{rec.name}' ({rec.op}) has {len(rec.inputs)} inputs, "
                 f"the op takes {len(opdef.inputs)}"
             )
-        types = infer_types(opdef, rec.name, in_types, attrs, rec.inputs)
-        if rec.op == "parameter":
-            _check_parameter_value(rec.name, types[0], values.get(rec.name))
-            graph.values[rec.name] = values[rec.name]
-        graph._insert(
-            Node(rec.name, rec.op, tuple(rec.inputs), attrs, types, rec.scope, rec.derived_from)
+        node = rebuild.emit(
+            rec.op,
+            rec.inputs,
+            rec.attrs,
+            scope=rec.scope,
+            derived_from=rec.derived_from,
+            name=rec.name,
+            in_types=in_types,
         )
-    return graph
+        if rec.op == "parameter":
+            _check_parameter_value(rec.name, node.types[0], values.get(rec.name))
+            graph.values[rec.name] = values[rec.name]
+    return rebuild.finish()
 
 
 def _check_parameter_value(name: str, declared, value) -> None:
@@ -139,14 +142,7 @@ def _check_parameter_value(name: str, declared, value) -> None:
 
 def prune_to(graph: Graph, fetches: Iterable[str]) -> list[Node]:
     """The nodes needed to compute ``fetches`` (tensor references), in graph order."""
-    needed: set[str] = set()
-    stack = [parse_ref(r)[0] for r in fetches]
-    while stack:
-        name = stack.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        stack.extend(parse_ref(r)[0] for r in graph.node(name).inputs)
+    needed = ancestors(graph, fetches)
     return [n for n in graph.nodes if n.name in needed]
 
 

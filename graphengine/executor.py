@@ -203,7 +203,7 @@ def compile_plan(
     nodes = prune_to(graph, fetch_refs)
     feed_set = set(feed_names)
     for name in feed_names:
-        node = graph._nodes.get(name)
+        node = graph.get(name)
         if node is None or node.op != "placeholder":
             what = "no placeholder" if node is None else f"a {node.op} node, not a placeholder"
             raise FeedError(

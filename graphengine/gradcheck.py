@@ -43,7 +43,7 @@ def to_float64(graph: Graph) -> Graph:
             NodeRecord(node.name, node.op, list(node.inputs), attrs, node.scope, node.derived_from)
         )
     out = build_graph(graph.name, records, values)
-    out._outputs = list(graph._outputs)
+    out.set_outputs(graph.marked_outputs)
     return out
 
 

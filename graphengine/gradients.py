@@ -25,18 +25,11 @@ import numpy as np
 from .compiler import to_networkx
 from .dtypes import is_float
 from .errors import GradientError
-from .graph import (
-    GradientInfo,
-    Graph,
-    Node,
-    Tensor,
-    _GradientContext,
-    fresh_name,
-    make_ref,
-    parse_ref,
-)
+from .graph import Graph, Node, Tensor, fresh_name, make_ref, parse_ref
+from .model import GradientInfo
 from .ops.registry import F
 from .shapes import TensorType
+from .simplify import EmissionContext
 
 if TYPE_CHECKING:  # pragma: no cover - NetworkX is imported only to explain a missing gradient
     import networkx as nx
@@ -92,7 +85,7 @@ def _ancestors(graph: Graph, root: str) -> list[Node]:
     its inputs, by the builder, the loader and the passes), so one backward sweep
     over it finds the ancestors, and the order is the one ``order_nodes`` gives.
     """
-    nodes = list(graph._nodes.values())
+    nodes = graph.nodes
     position = {n.name: i for i, n in enumerate(nodes)}
     needed = {root}
     ancestors = []
@@ -324,10 +317,10 @@ def _build(
 ) -> Graph:
     """Emit the gradient nodes into a copy of ``graph``; see :func:`gradients`."""
     out = graph.copy(name or f"{graph.name}_grad")
-    before = set(out._nodes)
+    before = set(out.names())
     scope = _free_scope(out)
     output_names = {ref: f"{scope}/{ref.replace(':', '_')}" for ref in wrt_refs}
-    ctx = _GradientContext(scope=scope, reserved=set(output_names.values()))
+    ctx = EmissionContext(scope=scope, reserved=set(output_names.values()))
     with out.emitting_gradients(ctx):
         seed_ref = _seed(out, ctx, loss_ref, loss_type, grad_ys)
         totals = _backpropagate(out, ctx, reach, loss_ref, seed_ref, set(wrt_refs), scope)
@@ -345,8 +338,7 @@ def _build(
     out.gradient = GradientInfo(
         loss_ref, grads, tuple(added), seed=fed_seed, zero=tuple(disconnected)
     )
-    out._outputs = [loss_ref, *grads.values()]
-    out._changed()
+    out.set_outputs([loss_ref, *grads.values()])
     return out
 
 
@@ -358,7 +350,7 @@ def _tensor_ref(graph: Graph, value: str | Tensor, what: str) -> str:
 
 
 def _seed(
-    graph: Graph, ctx: _GradientContext, loss: str, loss_type: TensorType, grad_ys: Any
+    graph: Graph, ctx: EmissionContext, loss: str, loss_type: TensorType, grad_ys: Any
 ) -> str:
     ctx.derived_from = parse_ref(loss)[0]
     if isinstance(grad_ys, str):
@@ -378,7 +370,7 @@ def _seed(
 
 def _backpropagate(
     graph: Graph,
-    ctx: _GradientContext,
+    ctx: EmissionContext,
     reach: _Reach,
     loss: str,
     seed: str,
@@ -435,7 +427,7 @@ def _fit(graph: Graph, grad: Tensor, ref: str) -> Tensor:
     """Sum a gradient back to the shape of the input it flows into (undoing
     broadcasting) and check its dtype."""
     target = graph.type_of(ref)
-    have = graph._nodes[grad.node].types[grad.index]
+    have = graph.node(grad.node).types[grad.index]
     if have.dtype != target.dtype:
         raise GradientError(
             f"internal error: gradient {grad.name} of '{ref}' has dtype "
@@ -453,7 +445,7 @@ def _scope_of(node: Node, scope: str) -> str:
 def _free_scope(graph: Graph) -> str:
     """``gradients``, or ``gradients_1``, ``gradients_2`` ... when a graph already
     holds gradient nodes (differentiating a gradient graph again)."""
-    return fresh_name(SCOPE, {n.split("/", 1)[0] for n in graph._nodes})
+    return fresh_name(SCOPE, {n.split("/", 1)[0] for n in graph.names()})
 
 
 def _drop_unused(graph: Graph, before: set[str], keep: list[str]) -> list[str]:
@@ -466,5 +458,5 @@ def _drop_unused(graph: Graph, before: set[str], keep: list[str]) -> list[str]:
             continue
         needed.add(name)
         stack.extend(parse_ref(r)[0] for r in graph.node(name).inputs)
-    graph._nodes = {k: v for k, v in graph._nodes.items() if k in before or k in needed}
-    return [k for k in graph._nodes if k not in before]
+    graph.retain(before | needed)
+    return [k for k in graph.names() if k not in before]

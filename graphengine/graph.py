@@ -10,17 +10,19 @@ per node output, which take Python's operators.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import re
 import zlib
-from collections.abc import Container, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Container, Iterable, Iterator, KeysView, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from . import limits
+from . import initializers, limits
 from .dtypes import as_dtype, dtype_name
 from .errors import FeedError, GraphError, ShapeError
+from .model import GradientInfo, ModelRecord
 from .ops.registry import OpDef, get_op
 from .shapes import Shape, TensorType, format_shape
 
@@ -206,34 +208,8 @@ class Tensor:
 TensorLike = Union[Tensor, "np.ndarray[Any, Any]", float, int, bool]
 
 
-@dataclass(frozen=True)
-class GradientInfo:
-    """What :func:`graphengine.gradients` added to a graph.
-
-    ``loss`` is the differentiated tensor; ``grads`` maps each wrt tensor to the
-    tensor holding d(loss)/d(wrt); ``seed`` is the placeholder of the seed
-    gradient for a non-scalar loss ("" for a scalar loss); ``nodes`` names the
-    nodes the pass added (the file's gradient section); ``zero`` lists wrt
-    tensors the loss does not depend on, whose gradient is zeros.
-    """
-
-    loss: str
-    grads: dict[str, str]
-    nodes: tuple[str, ...]
-    seed: str = ""
-    zero: tuple[str, ...] = ()
-
-
-@dataclass
-class _GradientContext:
-    """State of the gradient pass while it emits nodes (see gradients.py)."""
-
-    scope: str
-    derived_from: str = ""
-    cse: dict = field(default_factory=dict)
-    #: Names kept free for the gradient outputs (``gradients/<wrt>``), so that
-    #: generated names such as ``gradients/layer1/multiply`` never take them.
-    reserved: set = field(default_factory=set)
+if TYPE_CHECKING:  # pragma: no cover
+    from .simplify import EmissionContext
 
 
 class Graph:
@@ -252,20 +228,61 @@ class Graph:
         self._nodes: dict[str, Node] = {}
         self._counters: dict[str, int] = {}
         self._scopes: list[str] = []
-        self._grad_ctx: _GradientContext | None = None
-        #: Current values of parameters, by node name (training updates them).
-        self.values: dict[str, np.ndarray] = {}
+        #: Set while a pass emits gradient-style nodes (see emitting_gradients).
+        self._grad_ctx: EmissionContext | None = None
         #: Tensors marked as graph outputs; empty means "every tensor nobody consumes".
         self._outputs: list[str] = []
-        #: Free-form string metadata stored in the file.
-        self.metadata: dict[str, str] = {}
-        #: Set by ge.gradients: the loss, the wrt tensors and their gradient outputs.
-        self.gradient: GradientInfo | None = None
-        #: Set by g.set_training (issue: training from files).
-        self.training: Any = None
-        #: Fields from a newer format version, kept so that load-save keeps them.
-        self._unknown_fields: bytes = b""
+        #: Everything the file holds besides the structure: parameter values,
+        #: gradient section, training spec, metadata, unknown fields.
+        self.record = ModelRecord()
         self._version = 0  # bumped on every change; keys the executor's plan cache
+
+    # -- the model record ------------------------------------------------------
+    # The record's fields, as attributes of the graph (the names users know).
+    @property
+    def values(self) -> dict[str, np.ndarray]:
+        """Current values of parameters, by node name (training updates them)."""
+        return self.record.values
+
+    @values.setter
+    def values(self, values: dict[str, np.ndarray]) -> None:
+        self.record.values = values
+
+    @property
+    def gradient(self) -> GradientInfo | None:
+        """Set by ge.gradients: the loss, the wrt tensors and their gradient outputs."""
+        return self.record.gradient
+
+    @gradient.setter
+    def gradient(self, info: GradientInfo | None) -> None:
+        self.record.gradient = info
+
+    @property
+    def training(self) -> Any:
+        """The TrainingSpec set by :meth:`set_training` or read from the file, or None."""
+        return self.record.training
+
+    @training.setter
+    def training(self, spec: Any) -> None:
+        self.record.training = spec
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Free-form string metadata stored in the file."""
+        return self.record.metadata
+
+    @metadata.setter
+    def metadata(self, metadata: dict[str, str]) -> None:
+        self.record.metadata = metadata
+
+    @property
+    def _unknown_fields(self) -> bytes:
+        # The old name of record.unknown_fields, kept while branches still use it.
+        return self.record.unknown_fields
+
+    @_unknown_fields.setter
+    def _unknown_fields(self, data: bytes) -> None:
+        self.record.unknown_fields = data
 
     # -- reading ---------------------------------------------------------------
     @property
@@ -284,6 +301,14 @@ class Graph:
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+    def get(self, name: str) -> Node | None:
+        """The node called ``name``, or None (for passes that probe names)."""
+        return self._nodes.get(name)
+
+    def names(self) -> KeysView[str]:
+        """The node names in order, as a live read-only view (cheap: no copy)."""
+        return self._nodes.keys()
 
     def tensor(self, ref: str | Tensor) -> Tensor:
         """The handle of tensor ``ref`` (``node`` or ``node:k``); FeedError if absent."""
@@ -332,6 +357,17 @@ class Graph:
             for ref in n.output_refs()
             if ref not in consumed
         ]
+
+    @property
+    def marked_outputs(self) -> list[str]:
+        """The outputs marked with :meth:`mark_output` (or set by a pass), in order."""
+        return list(self._outputs)
+
+    def set_outputs(self, refs: Iterable[str]) -> None:
+        """Replace the marked outputs by ``refs``, tensor references the caller has
+        checked (passes and loaders; users call :meth:`mark_output`)."""
+        self._outputs = list(refs)
+        self._changed()
 
     def mark_output(self, *tensors: Tensor | str) -> None:
         """Declare graph outputs (stored in the file and listed by ``inspect``)."""
@@ -423,8 +459,6 @@ class Graph:
         Without ``seed`` the initializer is seeded from the parameter's name, so
         building a graph twice gives the same values.
         """
-        from . import initializers
-
         if value is None:
             if shape is None:
                 raise GraphError(f"parameter {name!r}: give a value or a shape")
@@ -471,12 +505,10 @@ class Graph:
         types = self._infer(opdef, node_name, refs, attrs)
         ctx = self._grad_ctx
         if ctx is not None:
-            from .simplify import cse_key, simplify
-
-            shortcut = simplify(self, op, refs, types)
+            shortcut = ctx.shortcut(self, op, refs, types)
             if shortcut is not None:
                 return Tensor(self, *parse_ref(shortcut))
-            key = cse_key(op, refs, attrs)
+            key = ctx.key(op, refs, attrs)
             if key is not None and key in ctx.cse:
                 return self._handles(self._nodes[ctx.cse[key]])
         node = Node(
@@ -488,7 +520,7 @@ class Graph:
             self.current_scope,
             ctx.derived_from if ctx else "",
         )
-        self._insert(node)
+        self.add_node(node)
         if ctx is not None and key is not None:
             ctx.cse[key] = node_name
         return self._handles(node)
@@ -568,19 +600,31 @@ class Graph:
         in_types = [self.type_of(r) for r in refs]
         return infer_types(opdef, node_name, in_types, attrs, refs)
 
-    def _insert(self, node: Node) -> None:
-        """Add a node whose inputs and types are already known to be valid."""
+    def add_node(self, node: Node) -> None:
+        """Append a node whose inputs exist and whose types are already inferred
+        (loaders and passes, which have checked it; users call :meth:`apply`).
+        Raises GraphError when the name is taken."""
         if node.name in self._nodes:
             raise GraphError(f"duplicate node name {node.name!r}")
         self._nodes[node.name] = node
         self._changed()
 
+    _insert = add_node  # the old name, kept while branches still use it
+
+    def retain(self, names: Container[str]) -> None:
+        """Keep only the nodes named in ``names``, in their order.  The caller keeps
+        the graph closed: every input of a kept node must be kept."""
+        self._nodes = {k: n for k, n in self._nodes.items() if k in names}
+        self._changed()
+
     @contextlib.contextmanager
-    def emitting_gradients(self, ctx: _GradientContext) -> Iterator[_GradientContext]:
+    def emitting_gradients(self, ctx: EmissionContext) -> Iterator[EmissionContext]:
         """The one hook through which a pass emits gradient-style nodes: while the
         block runs, Graph.apply names nodes in ``ctx.scope`` (avoiding
         ``ctx.reserved``), links them to ``ctx.derived_from``, applies the
-        simplify.py rewrites and shares identical nodes through ``ctx.cse``."""
+        context's rewrites (``ctx.shortcut``, the simplify.py rules) and shares
+        identical nodes through ``ctx.cse`` (see
+        :class:`graphengine.simplify.EmissionContext`)."""
         previous = self._grad_ctx
         self._grad_ctx = ctx
         try:
@@ -598,40 +642,33 @@ class Graph:
         plans) is valid while it stays the same."""
         return self._version
 
-    # -- files -----------------------------------------------------------------
-    def save(self, path, format: str | None = None, **options) -> None:
+    # -- files, drawings, training: done by the modules above this one ------------
+    def save(self, path: Any, format: str | None = None, **options: Any) -> None:
         """Write the graph to ``path`` atomically; see :func:`graphengine.save`."""
-        from .serialize import save
+        _upper("save")(self, path, format=format, **options)
 
-        save(self, path, format=format, **options)
-
-    def copy(self, name: str | None = None) -> Graph:
-        """A new graph with the same nodes, parameter values and metadata."""
+    def copy(self, name: str | None = None, *, record: bool = True) -> Graph:
+        """A new graph with the same nodes, outputs and (unless ``record=False``,
+        which leaves it empty) a copy of the model record: parameter values,
+        gradient section, training spec, metadata."""
         g = Graph(name or self.name)
         g._nodes = dict(self._nodes)
         g._counters = dict(self._counters)
-        g.values = {k: v.copy() for k, v in self.values.items()}
         g._outputs = list(self._outputs)
-        g.metadata = dict(self.metadata)
-        g.gradient = self.gradient
-        g.training = self.training
-        g._unknown_fields = self._unknown_fields
+        if record:
+            g.record = self.record.copy()
         return g
 
     def __repr__(self) -> str:
         return f"<Graph '{self.name}': {len(self._nodes)} nodes>"
 
     def _repr_svg_(self) -> str:  # pragma: no cover - exercised in notebooks
-        from .render import render_svg
-
-        return render_svg(self)
+        return str(_upper("render_svg")(self))
 
     def summary(self) -> str:
         """A Keras-like table of the parameters (scope, name, shape, dtype, count,
         trainable) with totals; see :mod:`graphengine.summary`."""
-        from .summary import format_parameters
-
-        return format_parameters(self)
+        return str(_upper("summary")(self))
 
     def set_training(self, loss: Tensor | str, **settings: Any) -> None:
         """Say how this graph is trained; the spec is saved with the graph, so
@@ -651,9 +688,25 @@ class Graph:
         >>> g.training.optimizer.name, g.training.loss
         ('adam', 'mean')
         """
-        from .training.settings import build_spec
+        self.training = _upper("set_training")(self, loss, **settings)
 
-        self.training = build_spec(self, loss, **settings)
+
+#: Graph methods whose work belongs to a module above the builder (files need
+#: protobuf, drawings Graphviz, training its settings).  graph.py names each
+#: function here instead of importing its module, so the builder depends only on
+#: ops, shapes, dtypes and the model record, and the module is imported on first
+#: use (``import graphengine`` stays light).  tests/test_graph.py resolves each.
+UPPER_HOOKS = {
+    "save": ("graphengine.serialize", "save"),
+    "render_svg": ("graphengine.render", "render_svg"),
+    "summary": ("graphengine.summary", "format_parameters"),
+    "set_training": ("graphengine.training.settings", "build_spec"),
+}
+
+
+def _upper(hook: str) -> Any:
+    module, function = UPPER_HOOKS[hook]
+    return getattr(importlib.import_module(module), function)
 
 
 def infer_types(
@@ -746,3 +799,12 @@ def _tuple_input_message(op: str, index: int, outputs: tuple[Tensor, ...]) -> st
         f"take the one you want, e.g. {', '.join(names)} = ge.{node.op}(...), or "
         f"ge.{node.op}(...)[0] for {names[0]}"
     )
+
+
+def __getattr__(name: str) -> Any:
+    # The old name of simplify.EmissionContext, kept while branches still use it.
+    if name == "_GradientContext":
+        from .simplify import EmissionContext
+
+        return EmissionContext
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,8 @@ op, inputs and attributes) is shared instead of built again.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,9 +20,36 @@ from .ops.sources import is_source
 
 if TYPE_CHECKING:
     from .graph import Graph
+    from .shapes import TensorType
 
 
-def cse_key(op: str, refs: list[str], attrs: dict[str, Any]):
+@dataclass
+class EmissionContext:
+    """What :meth:`Graph.emitting_gradients` applies while a pass emits nodes: the
+    scope they are named in, the forward node they derive from, the names kept
+    free, and the sharing table.  The rewrites live here, not in graph.py, so the
+    builder does not depend on them."""
+
+    scope: str
+    derived_from: str = ""
+    #: Sharing table: cse_key (or a constant's value key) -> node name.
+    cse: dict[Hashable, str] = field(default_factory=dict)
+    #: Names kept free for the gradient outputs (``gradients/<wrt>``), so that
+    #: generated names such as ``gradients/layer1/multiply`` never take them.
+    reserved: set[str] = field(default_factory=set)
+
+    def shortcut(
+        self, graph: Graph, op: str, refs: list[str], types: Sequence[TensorType]
+    ) -> str | None:
+        """An existing tensor that a node of ``op`` on ``refs`` would equal, or None."""
+        return simplify(graph, op, refs, types)
+
+    def key(self, op: str, refs: list[str], attrs: dict[str, Any]) -> Hashable | None:
+        """The sharing key of such a node, or None when it must not be shared."""
+        return cse_key(op, refs, attrs)
+
+
+def cse_key(op: str, refs: list[str], attrs: dict[str, Any]) -> Hashable | None:
     """A hashable identity for common-subexpression sharing, or None: nodes of
     ops declared ``random``, graph sources (whose identity is their name) and
     tensor-valued nodes are never shared."""
@@ -35,7 +64,7 @@ def cse_key(op: str, refs: list[str], attrs: dict[str, Any]):
 
 
 def _constant_value(graph: Graph, ref: str) -> np.ndarray | None:
-    node = graph._nodes.get(parse_ref(ref)[0])
+    node = graph.get(parse_ref(ref)[0])
     return node.attrs["value"] if node is not None and node.op == "constant" else None
 
 
@@ -44,7 +73,7 @@ def _is_const(graph: Graph, ref: str, scalar: float) -> bool:
     return value is not None and value.size > 0 and bool(np.all(value == scalar))
 
 
-def simplify(graph: Graph, op: str, refs: list[str], types) -> str | None:
+def simplify(graph: Graph, op: str, refs: list[str], types: Sequence[TensorType]) -> str | None:
     """Algebraic shortcuts applied while emitting gradient nodes: ``1*x``, ``x*1``,
     ``x/1``, ``0+x``, ``x+0``, ``x-0`` return ``x`` when that keeps shape and dtype."""
     out = types[0]

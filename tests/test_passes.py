@@ -182,7 +182,7 @@ def test_pass_keeps_results_and_gradients(model, passes):
     for training in (True, False):
         _compare(tg, opt, fetches, feeds, training)
     assert opt.gradient.grads == tg.gradient.grads
-    assert set(opt.gradient.nodes) <= set(opt._nodes)
+    assert set(opt.gradient.nodes) <= set(opt.names())
 
 
 EXPECTED_FUSIONS = {

@@ -345,7 +345,7 @@ def test_gradient_view_works_from_derived_from_alone():
     x = g.placeholder("x", (3,))
     ge.exp(x, name="y")
     t = TensorType(np.float32, (3,))
-    g._insert(
+    g.add_node(
         Node(
             "gradients/dy",
             "placeholder",
@@ -356,7 +356,7 @@ def test_gradient_view_works_from_derived_from_alone():
             "y",
         )
     )
-    g._insert(Node("gradients/dx", "multiply", ("gradients/dy", "y"), {}, (t,), "gradients", "y"))
+    g.add_node(Node("gradients/dx", "multiply", ("gradients/dy", "y"), {}, (t,), "gradients", "y"))
     assert Dot(ge.to_dot(g, view="gradient")).drawn() == {"gradients/dy", "gradients/dx"}
     dot = Dot(ge.to_dot(g, view="gradient", reads=True, expand=False))
     assert dot.drawn() == {"y", "#gradient of y"}

@@ -58,7 +58,7 @@ def assert_same_graph(a: ge.Graph, b: ge.Graph) -> None:
     assert a.values.keys() == b.values.keys()
     for name in a.values:
         assert same_array(a.values[name], b.values[name]), f"value of {name!r}"
-    assert a._outputs == b._outputs
+    assert a.marked_outputs == b.marked_outputs
     assert a.metadata == b.metadata
     assert a.gradient == b.gradient
     assert a.training == b.training

@@ -309,12 +309,12 @@ def _replay(graph: Graph, forward: Node, table: dict, dy: str):
     """Run batch_norm's rule on ``dy`` against a scratch view of ``graph`` whose
     identical nodes are shared; its three gradients when it built nothing new."""
     from ..gradients import NodeView
-    from ..graph import Tensor, _GradientContext
+    from ..graph import Tensor
+    from ..simplify import EmissionContext
 
-    scratch = Graph(graph.name)  # shares the node records; values are not needed
-    scratch._nodes = dict(graph._nodes)
+    scratch = graph.copy(record=False)  # shares the node records; values are not needed
     try:
-        with scratch.emitting_gradients(_GradientContext(scope="replay", cse=dict(table))):
+        with scratch.emitting_gradients(EmissionContext(scope="replay", cse=dict(table))):
             view = NodeView(scratch, forward, [True, True, True, False, False])
             results = forward.opdef.vjp(view, [scratch.tensor(dy), None, None])
     except Exception:

@@ -1,4 +1,5 @@
-"""The machinery every pass shares: one forward sweep that builds a new graph.
+"""The machinery every pass shares: one forward sweep that builds a new graph
+(through :class:`graphengine.rebuild.Rebuild`, the loader's mechanism too).
 
 A pass walks the source graph's nodes in order.  For each node it either copies
 it (its inputs mapped to what they became), replaces its outputs by tensors that
@@ -25,19 +26,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import GraphError
-from ..graph import (
-    GradientInfo,
-    Graph,
-    Node,
-    canonical_ref,
-    fresh_name,
-    infer_types,
-    parse_ref,
-)
-from ..ops.registry import OpDef, get_op
-
-#: Ops that are the graph's interface or state: never removed, merged or renamed.
-SOURCES = ("placeholder", "parameter")
+from ..graph import Graph, Node, canonical_ref, parse_ref
+from ..ops.registry import OpDef
+from ..rebuild import SOURCES as SOURCES  # the passes' name for them
+from ..rebuild import Rebuild
+from ..shapes import TensorType
 
 
 def kept_refs(graph: Graph, extra: Iterable[str] = ()) -> list[str]:
@@ -75,7 +68,8 @@ def use_counts(graph: Graph) -> dict[str, int]:
 
 
 class Rewriter:
-    """Builds the graph a pass returns; see the module docstring.
+    """Builds the graph a pass returns, through :class:`graphengine.rebuild.Rebuild`
+    (the one rebuild mechanism); see the module docstring.
 
     ``keep`` lists tensor refs that must exist, under their names, in the result.
     """
@@ -84,12 +78,9 @@ class Rewriter:
         self.src = graph
         self.keep = set(keep)
         self.keep_nodes = {parse_ref(r)[0] for r in keep}
-        self.out = Graph(graph.name)
+        self.rebuild = Rebuild(graph)
+        self.out = self.rebuild.graph
         self.subst: dict[str, str] = {}
-        self._taken = set(graph._nodes)
-        grad = graph.gradient
-        self._src_gradient = set(grad.nodes) if grad is not None else set()
-        self._gradient: set[str] = set()
 
     # -- reading the new graph ---------------------------------------------------
     def ref(self, ref: str) -> str:
@@ -102,15 +93,15 @@ class Rewriter:
 
     def producer(self, ref: str) -> Node | None:
         """The node of the new graph that produces ``ref`` (a new-graph ref)."""
-        return self.out._nodes.get(parse_ref(ref)[0])
+        return self.rebuild.get(parse_ref(ref)[0])
 
     def constant(self, ref: str) -> Any:
         """The value of ``ref`` when a constant node produces it, else None."""
         node = self.producer(ref)
         return node.attrs["value"] if node is not None and node.op == "constant" else None
 
-    def type_of(self, ref: str):
-        return self.out.type_of(ref)
+    def type_of(self, ref: str) -> TensorType:
+        return self.rebuild.type_of(ref)
 
     # -- writing -------------------------------------------------------------------
     def copy(self, node: Node) -> None:
@@ -120,7 +111,7 @@ class Rewriter:
             node = Node(
                 node.name, node.op, inputs, node.attrs, node.types, node.scope, node.derived_from
             )
-        self._insert(node, node.name in self._src_gradient)
+        self.rebuild.add(node)
 
     def replace(self, node: Node, refs: Sequence[str]) -> None:
         """Let ``node``'s outputs be the existing tensors ``refs`` (same types)."""
@@ -149,66 +140,28 @@ class Rewriter:
         """Add a node of ``op`` built for source node ``like`` (its scope, its
         section, its ``derived_from``); ``name`` takes ``like``'s place.  Returns
         the new node's output refs."""
-        opdef = get_op(op)
-        attrs = opdef.canonical_attrs(attrs)
-        if name is None:
-            name = self._fresh(like.scope, op)
-        types = infer_types(opdef, name, [self.type_of(r) for r in inputs], attrs, list(inputs))
-        node = Node(name, op, tuple(inputs), attrs, types, like.scope, like.derived_from)
-        self._insert(node, like.name in self._src_gradient)
-        if name == like.name:
+        node = self.rebuild.emit(
+            op,
+            inputs,
+            attrs,
+            scope=like.scope,
+            derived_from=like.derived_from,
+            name=name,
+            gradient=self.rebuild.in_source_gradient(like.name),
+        )
+        if node.name == like.name:
             for old, new in zip(like.output_refs(), node.output_refs()):
                 if old != new:
                     self.subst[old] = new
         return node.output_refs()
 
-    def _fresh(self, scope: str, base: str) -> str:
-        name = fresh_name(f"{scope}/{base}" if scope else base, self._taken)
-        self._taken.add(name)
-        return name
-
-    def _insert(self, node: Node, gradient: bool) -> None:
-        self._taken.add(node.name)
-        self.out._nodes[node.name] = node
-        if gradient:
-            self._gradient.add(node.name)
-
     # -- finishing -------------------------------------------------------------------
     def finish(self) -> Graph:
         """Drop what nothing kept needs, and carry the graph's outputs, values,
         gradient section, training spec and metadata over."""
-        src, out = self.src, self.out
-        needed = _needed(out, [self.ref(r) for r in self.keep])
-        out._nodes = {k: n for k, n in out._nodes.items() if k in needed or n.op in SOURCES}
-        missing = [r for r in self.keep if parse_ref(self.ref(r))[0] not in out._nodes]
+        kept = [self.ref(r) for r in self.keep]
+        out = self.rebuild.finish(kept, outputs=[self.ref(r) for r in self.src.marked_outputs])
+        missing = [r for r in kept if parse_ref(r)[0] not in out]
         if missing:  # pragma: no cover - a pass broke its contract
             raise GraphError(f"internal error: kept tensors {missing} were lost")
-        out.values = {k: v for k, v in src.values.items() if k in out._nodes}
-        out._outputs = [self.ref(r) for r in src._outputs]
-        out.metadata = dict(src.metadata)
-        out.training = src.training
-        out._unknown_fields = src._unknown_fields
-        if src.gradient is not None:
-            info = src.gradient
-            out.gradient = GradientInfo(
-                info.loss,
-                dict(info.grads),
-                tuple(k for k in out._nodes if k in self._gradient),
-                info.seed,
-                info.zero,
-            )
-        out._changed()
         return out
-
-
-def _needed(graph: Graph, roots: Iterable[str]) -> set[str]:
-    needed: set[str] = set()
-    stack = [parse_ref(r)[0] for r in roots]
-    nodes = graph._nodes
-    while stack:
-        name = stack.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        stack.extend(parse_ref(r)[0] for r in nodes[name].inputs)
-    return needed

@@ -135,8 +135,8 @@ def save(
     threshold = _choose_threshold(_tensor_sizes(graph), external_data_threshold)
     writer = _TensorWriter(threshold)
     model = _graph_to_model(graph, writer)
-    if graph._unknown_fields:
-        _restore_preserved(model, graph._unknown_fields, fmt)
+    if graph.record.unknown_fields:
+        _restore_preserved(model, graph.record.unknown_fields, fmt)
     data_tmp = data_final = None
     try:
         if writer.used:

@@ -12,8 +12,9 @@ import numpy as np
 
 from ..compiler import NodeRecord, build_graph
 from ..errors import FileFormatError, GraphEngineError, GraphError
-from ..graph import GradientInfo, Graph, check_name, parse_ref
+from ..graph import Graph, check_name, parse_ref
 from ..limits import MAX_RANK
+from ..model import GradientInfo
 from ..proto import graphengine_pb2 as pb
 from ..training_spec import TrainingSpec
 from .external import _DataFiles
@@ -70,7 +71,7 @@ class _Reader:
                 f"'{self.path}': the graph failed validation: {type(exc).__name__}: {exc}"
             ) from exc
         graph.metadata = dict(sorted(model.metadata.items()))
-        graph._unknown_fields = _extract_preserved_bytes(model)
+        graph.record.unknown_fields = _extract_preserved_bytes(model)
         return graph
 
     # -- node records -----------------------------------------------------------
@@ -195,7 +196,7 @@ class _Reader:
     def _restore_outputs(self, graph: Graph, gp: pb.GraphProto) -> None:
         for i, ref in enumerate(gp.outputs):
             _require_tensor(graph, ref, f"graph.outputs[{i}]")
-        graph._outputs = list(gp.outputs)
+        graph.set_outputs(gp.outputs)
 
     def _new_gradient(self, graph: Graph, grad: pb.GradientGraphProto) -> Graph:
         """The gradient section of an older op set built again by the gradient pass."""

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphError, ShapeError
-from ..graph import GradientInfo, Graph, Node
+from ..graph import Graph, Node
+from ..model import GradientInfo
 from ..proto import graphengine_pb2 as pb
 from ..training_spec import TrainingSpec
 from .files import FORMAT_VERSION, OPSET_VERSION
@@ -39,7 +40,7 @@ def _graph_to_model(graph: Graph, writer: _TensorWriter) -> pb.ModelProto:
             _encode_parameter(graph, node, position[node.name], writer, out.parameters.add())
         else:
             _encode_node(node, position[node.name], writer, out.nodes.add())
-    out.outputs.extend(graph._outputs)
+    out.outputs.extend(graph.marked_outputs)
     if graph.gradient is not None:
         _encode_gradient(graph, gradient_nodes, position, writer, model.gradient)
     if graph.training is not None:

@@ -6,7 +6,7 @@ every message with unknown fields (or a `doc`, which the in-memory graph does
 not hold), the skeleton has a message at the same place holding those fields
 plus the key that finds it again (`name`, or `wrt` for gradient entries;
 repeated messages without a key are matched by index).  It is stored,
-serialized, in Graph._unknown_fields.  On save the skeleton is grafted onto
+serialized, in the graph's ModelRecord.unknown_fields.  On save the skeleton is grafted onto
 the fresh ModelProto, so the fields come back where they were, for the nodes
 that still exist.
 """

@@ -59,11 +59,12 @@ import numpy as np
 from ..compiler import prune_to
 from ..errors import TrainingError
 from ..gradients import gradients
-from ..graph import GradientInfo, Graph, Node, Tensor, infer_types, make_ref
+from ..graph import Graph, Tensor, make_ref
+from ..model import GradientInfo
 from ..mpi import INSTALL_HINT, Communicator, MPIError, launched_by_mpi, launcher_size, world
 from ..ops import api as F
 from ..ops.collective import SYNCHRONISED
-from ..ops.registry import get_op
+from ..rebuild import Rebuild
 from .checkpoint import graph_fingerprint
 from .data import BatchFeeder, Dataset
 
@@ -85,22 +86,21 @@ def with_sync_batch_norm(graph: Graph) -> Graph:
     (:data:`graphengine.ops.collective.SYNCHRONISED`: batch_norm) is a node of the
     twin, with the same name, inputs and attributes (and the twin's extra
     outputs, which nothing reads)."""
-    out = graph.copy()
-    for name, node in graph._nodes.items():
+    rebuild = Rebuild(graph)
+    for node in graph.nodes:
         twin = SYNCHRONISED.get(node.op)
-        if twin is not None:
-            types = infer_types(
-                get_op(twin),
-                node.name,
-                [graph.type_of(r) for r in node.inputs],
-                node.attrs,
+        if twin is None:
+            rebuild.add(node)
+        else:
+            rebuild.emit(
+                twin,
                 node.inputs,
+                node.attrs,
+                scope=node.scope,
+                derived_from=node.derived_from,
+                name=node.name,
             )
-            out._nodes[name] = Node(
-                node.name, twin, node.inputs, node.attrs, types, node.scope, node.derived_from
-            )
-    out._changed()
-    return out
+    return rebuild.finish()
 
 
 def data_parallel_gradients(
@@ -146,7 +146,7 @@ def data_parallel_gradients(
     )
     info = out.gradient
     assert info is not None and info.seed
-    before = set(out._nodes)
+    before = set(out.names())
     seed = out.tensor(info.seed)
     with out.name_scope(SCOPE):
         weighted = F.multiply(out.tensor(loss_ref), seed, name="weighted_loss")
@@ -166,13 +166,12 @@ def data_parallel_gradients(
     out.gradient = GradientInfo(
         reduced[weighted.name],
         {w: reduced[out.tensor(info.grads[w]).name] for w in wrt},
-        info.nodes + tuple(n for n in out._nodes if n not in before),
+        info.nodes + tuple(n for n in out.names() if n not in before),
         seed=info.seed,
         zero=info.zero,
     )
-    out._outputs = [out.gradient.loss, *out.gradient.grads.values(), *names.values()]
+    out.set_outputs([out.gradient.loss, *out.gradient.grads.values(), *names.values()])
     out.metadata["data_parallel.stats"] = ",".join(f"{k}={v}" for k, v in names.items())
-    out._changed()
     return out
 
 
