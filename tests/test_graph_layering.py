@@ -36,6 +36,7 @@ PRIVATE = {
     "_input_refs",
     "_literal",
     "_suggest",
+    "_version",
 }
 
 
