@@ -334,7 +334,8 @@ class Sigmoid(Unary):
 
 @register
 class Relu(Unary):
-    """max(x, 0).  d/dx = 1 where x > 0, else 0."""
+    """max(x, 0).  d/dx = 1 where x > 0, else 0.
+    vjp: relu_grad(dy, y), one kernel reading the output y (positive where x is)."""
 
     name = "relu"
 
@@ -342,7 +343,7 @@ class Relu(Unary):
         return np.maximum(x, x.dtype.type(0))
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
-        return [F.where(F.greater(node.outputs[0], 0.0), dy, 0.0)]
+        return [F.relu_grad(dy, node.outputs[0])]
 
 
 @register

@@ -150,15 +150,18 @@ class SoftmaxCrossEntropy(OpDef):
             samples = labels if integer else F.sum(labels, axis=axis)
             per_sample = _per_sample_gradient(dloss, samples, node.attrs["reduction"])
         if node.wants(0):
-            p = F.exp(log_prob)
             terms = []
             if dloss is not None and integer:
-                terms.append((p - _one_hot(labels, logits, axis)) * over_classes(per_sample))
+                _check_classes(logits, axis)
+                # (exp(log_prob) - one_hot(labels)) * g in one kernel
+                terms.append(F.softmax_cross_entropy_grad(log_prob, labels, per_sample, axis=axis))
             elif dloss is not None:
+                p = F.exp(log_prob)
                 terms.append(
                     p * over_classes(samples * per_sample) - labels * over_classes(per_sample)
                 )
             if dlog_prob is not None:  # log_prob used downstream: log_softmax's rule
+                p = F.exp(log_prob)
                 terms.append(dlog_prob - p * F.sum(dlog_prob, axis=axis, keepdims=True))
             d_logits = terms[0] if len(terms) == 1 else terms[0] + terms[1]
         if node.wants(1) and dloss is not None:
@@ -166,15 +169,13 @@ class SoftmaxCrossEntropy(OpDef):
         return [d_logits, d_labels]
 
 
-def _one_hot(labels: Tensor, logits: Tensor, axis: int) -> Tensor:
-    classes = logits.shape[axis]
-    if not isinstance(classes, int):
+def _check_classes(logits: Tensor, axis: int) -> None:
+    if not isinstance(logits.shape[axis], int):
         raise GradientError(
             f"softmax_cross_entropy with integer labels: the number of classes "
             f"(axis {axis} of logits {format_shape(logits.shape)}) must be known "
             "to build the gradient; give the placeholder a fixed class axis"
         )
-    return F.one_hot(labels, depth=classes, dtype=logits.dtype, axis=axis)
 
 
 def _per_sample_gradient(dloss: Tensor, samples: Tensor, reduction: str) -> Tensor:

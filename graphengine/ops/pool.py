@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES, INDEX_TYPES
 from ..errors import ShapeError
@@ -92,27 +93,91 @@ def _window_starts(sizes, kernel_size, stride, padding, out) -> np.ndarray:
     return start
 
 
+def _tiles(sizes, kernel_size, stride, padding, dilation, out) -> bool:
+    """Whether the windows tile the input without overlap, gaps or padding
+    (stride = kernel, as in the usual 2x2 pooling), so one copy can lay every
+    window position out contiguously."""
+    return (
+        tuple(stride) == tuple(kernel_size)
+        and not any(padding)
+        and all(d == 1 for d in dilation)
+        and all(o * k <= s for o, k, s in zip(out, kernel_size, sizes))
+    )
+
+
+def _tiled_windows(x: np.ndarray, kernel_size, out) -> np.ndarray:
+    """(K, N*C*prod(out)) copy of tiled windows: row k holds kernel position k
+    (row-major) of every window, so the reduction below runs over contiguous rows
+    instead of strided views, which numpy handles many times slower."""
+    rank = len(kernel_size)
+    st = x.strides
+    view = as_strided(
+        x,
+        tuple(kernel_size) + x.shape[:2] + tuple(out),
+        tuple(st[2 + i] for i in range(rank))
+        + st[:2]
+        + tuple(st[2 + i] * kernel_size[i] for i in range(rank)),
+        writeable=False,
+    )
+    return np.ascontiguousarray(view).reshape(math.prod(kernel_size), -1)
+
+
+def _first_argmax(candidates: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(elementwise maximum of ``candidates``, position of the first maximum in the
+    list), NaN winning as in PyTorch.
+
+    The position is kept in a small unsigned code updated without ``where`` or
+    masked copies (both are slow in numpy): ``code ^= (code ^ k) & mask`` with a
+    mask of all ones where candidate k beats the running maximum.  A strict
+    comparison keeps the first maximum on ties."""
+    first = candidates[0]
+    count = len(candidates)
+    dtype = np.uint8 if count <= 2**8 else np.uint16 if count <= 2**16 else np.uint32
+    if count == 1:
+        return first.copy(), np.zeros(first.shape, dtype)
+    better = np.greater(candidates[1], first)
+    best = np.maximum(first, candidates[1])
+    code = better.astype(dtype)
+    if count > 2:
+        mask, scratch = np.empty(best.shape, dtype), np.empty(best.shape, dtype)
+    for k in range(2, count):
+        np.greater(candidates[k], best, out=better)
+        np.maximum(best, candidates[k], out=best)
+        np.subtract(0, better, out=mask, dtype=dtype, casting="unsafe")  # 0 or all ones
+        np.bitwise_xor(code, dtype(k), out=scratch)
+        scratch &= mask
+        code ^= scratch
+    nan = np.isnan(best)
+    if nan.any():  # rare: point each NaN maximum at the window's first NaN
+        found = np.zeros(best.shape, bool)
+        for k, values in enumerate(candidates):
+            hit = nan & ~found & np.isnan(values)
+            code[hit] = k
+            found |= hit
+    return best, code
+
+
 def _max_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode):
     out, full = _geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    xp = pad_spatial(x, padding, -np.inf, full)
     sizes = x.shape[2:]
-    plane_strides = [math.prod(sizes[i + 1 :]) for i in range(len(sizes))]
-    best = offset = None
-    # One pass per kernel position, each over every window at once; a strict
-    # comparison keeps the first maximum (row-major) on ties, as PyTorch does.
-    for offsets, index in window_slices(kernel_size, stride, dilation, out):
-        step = sum(o * d * s for o, d, s in zip(offsets, dilation, plane_strides))
-        values = xp[index]
-        if best is None:
-            best, offset = values.copy(), np.full(values.shape, step, np.int64)
-            continue
-        better = values > best
-        np.copyto(best, values, where=better)
-        np.copyto(offset, step, where=better)
+    rank = len(sizes)
+    plane_strides = [math.prod(sizes[i + 1 :]) for i in range(rank)]
+    if _tiles(sizes, kernel_size, stride, padding, dilation, out):
+        candidates = list(_tiled_windows(x, kernel_size, out))
+    else:
+        xp = pad_spatial(x, padding, -np.inf, full)
+        candidates = [xp[index] for _, index in window_slices(kernel_size, stride, dilation, out)]
+    best, code = _first_argmax(candidates)
+    # Flat index = the (n, c) plane's start + the window's start + the position's
+    # offset within the window (a table indexed by the code).
+    within = np.zeros((), np.int64)
+    for k, d, s in zip(kernel_size, dilation, plane_strides):
+        within = (within[..., None] + np.arange(k, dtype=np.int64) * (d * s)).reshape(-1)
+    indices = within.take(code).reshape(x.shape[:2] + tuple(out))
+    indices += _window_starts(sizes, kernel_size, stride, padding, out)
     planes = np.arange(x.shape[0] * x.shape[1], dtype=np.int64) * math.prod(sizes)
-    offset += planes.reshape(x.shape[:2] + (1,) * len(sizes))
-    offset += _window_starts(sizes, kernel_size, stride, padding, out)
-    return best, offset
+    indices += planes.reshape(x.shape[:2] + (1,) * rank)
+    return best.reshape(indices.shape), indices
 
 
 @register

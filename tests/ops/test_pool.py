@@ -270,3 +270,54 @@ def test_max_pool_indices_count_through_batch_and_channels():
     out = ge.run(g, [y, i], {"x": x})
     np.testing.assert_array_equal(x.reshape(-1)[out[i.name]], out[y.name])
     assert out[i.name].max() < math.prod(x.shape)
+
+
+# Geometries that take the tiled path (stride = kernel, no padding, windows inside
+# the input, possibly leaving a remainder) and ones that take the strided path.
+TIE_CASES = [
+    ((2, 3, 6, 4), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),
+    ((2, 2, 7, 5), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),
+    ((1, 2, 9), (3,), (3,), (0, 0), (1,), False),
+    ((1, 2, 4, 6, 5), (2, 3, 2), (2, 3, 2), (0,) * 6, (1, 1, 1), False),
+    ((2, 2, 7, 5), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), True),
+    ((2, 2, 7, 6), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), False),
+    ((1, 2, 8, 7), (2, 3), (1, 2), (0, 1, 1, 0), (2, 1), False),
+]
+
+
+@pytest.mark.parametrize("xs, kernel, stride, pads, dil, ceil", TIE_CASES)
+def test_max_pool_ties_pick_the_first_maximum(xs, kernel, stride, pads, dil, ceil):
+    x = R.integers(-2, 3, size=xs).astype(np.float32)  # many ties in every window
+    attrs = dict(kernel_size=kernel, stride=stride, padding=pads, dilation=dil, ceil_mode=ceil)
+    y, indices = ge.ops.registry.REGISTRY["max_pool"].kernel(x, **attrs)
+    ref_y, ref_indices = pool_ref(x, kernel, stride, pads, dil, ceil, "max")
+    np.testing.assert_array_equal(y, ref_y)
+    np.testing.assert_array_equal(indices, ref_indices)
+    assert y.dtype == np.float32 and indices.dtype == np.int64
+
+
+@pytest.mark.parametrize("kernel, stride", [((2, 2), (2, 2)), ((3, 2), (1, 2))])
+def test_max_pool_propagates_nan_and_points_at_it(kernel, stride):
+    x = distinct(1, 2, 6, 4)
+    x[0, 1, 3, 1] = x[0, 1, 2, 3] = np.nan
+    attrs = dict(kernel_size=kernel, stride=stride, padding=(0,) * 4, dilation=(1, 1))
+    y, indices = ge.ops.registry.REGISTRY["max_pool"].kernel(x, ceil_mode=False, **attrs)
+    nan = np.isnan(y)
+    assert nan.any() and not nan[0, 0].any()
+    # every NaN maximum points at a NaN, every other maximum at its value
+    assert np.isnan(x.reshape(-1)[indices[nan]]).all()
+    np.testing.assert_array_equal(x.reshape(-1)[indices[~nan]], y[~nan])
+    ref_y, ref_indices = pool_ref(
+        np.nan_to_num(x, nan=9.0), kernel, stride, (0,) * 4, (1, 1), False, "max"
+    )
+    np.testing.assert_array_equal(indices, ref_indices)  # the first NaN, as if it were largest
+
+
+def test_max_pool_with_more_than_256_window_positions():
+    x = distinct(1, 1, 18, 17)
+    y, indices = ge.ops.registry.REGISTRY["max_pool"].kernel(
+        x, kernel_size=(17, 17), stride=(1, 1), padding=(0,) * 4, dilation=(1, 1), ceil_mode=False
+    )
+    ref_y, ref_indices = pool_ref(x, (17, 17), (1, 1), (0,) * 4, (1, 1), False, "max")
+    np.testing.assert_array_equal(y, ref_y)
+    np.testing.assert_array_equal(indices, ref_indices)
