@@ -21,6 +21,9 @@ own gradient rules, and a gradient graph can be differentiated again:
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
@@ -105,17 +108,51 @@ def _convolve(x, w, stride, padding, dilation, groups):
 def _transpose_convolve(dy, w, shape, stride, padding, dilation, groups):
     """The adjoint of _convolve in x: dy (N, O, OH, OW) spread back onto an input of
     ``shape`` (N, C, H, W) through the weights (O, C/groups, kh, kw)."""
-    n, c, h, wd = shape
-    kernel, out = w.shape[2:], dy.shape[2:]
-    wg = w.reshape(groups, w.shape[0] // groups, -1)
-    cols = np.matmul(wg.transpose(0, 2, 1), _by_group(dy, groups))  # (G, C/G*kh*kw, N*L)
-    cols = cols.reshape(c, kernel[0], kernel[1], n, *out)
-    full = (h + padding[0] + padding[2], wd + padding[1] + padding[3])
-    dxp = np.zeros((n, c) + full, dy.dtype)
-    channels_first = dxp.transpose(1, 0, 2, 3)  # a view, in the columns' (C, N) order
-    for (i, j), index in window_slices(kernel, stride, dilation, out):
-        channels_first[index] += cols[:, i, j]
-    return crop_spatial(dxp, padding, (h, wd))
+    n, c = shape[:2]
+    sizes, kernel, out = shape[2:], w.shape[2:], dy.shape[2:]
+    rank = len(sizes)
+    full = tuple(sizes[i] + padding[i] + padding[rank + i] for i in range(rank))
+    wg = w.reshape(groups, w.shape[0] // groups, -1).transpose(0, 2, 1)  # (G, C/G*k, O/G)
+    if all(s == 1 for s in stride) and math.prod(full) <= 1.5 * math.prod(out):
+        dxp = _frame_col2im(dy, wg, c, kernel, dilation, full, groups)
+    else:
+        cols = np.matmul(wg, _by_group(dy, groups))  # (G, C/G*kh*kw, N*L)
+        cols = cols.reshape((c,) + tuple(kernel) + (n,) + tuple(out))
+        dxp = np.zeros((n, c) + full, dy.dtype)
+        channels_first = dxp.transpose(1, 0, *range(2, 2 + rank))  # the columns' (C, N) order
+        for offsets, index in window_slices(kernel, stride, dilation, out):
+            channels_first[index] += cols[(slice(None),) + offsets]
+        return crop_spatial(dxp, padding, sizes)
+    index = (slice(None),) * 2 + tuple(slice(b, b + s) for b, s in zip(padding, sizes))
+    return np.ascontiguousarray(dxp[index].transpose(1, 0, *range(2, 2 + rank)))
+
+
+def _frame_col2im(dy, wg, c, kernel, dilation, full, groups):
+    """Stride-1 col2im on a frame: dy is laid into zeros shaped like the padded
+    input, (O, N, *full), so the column of output position f meets input
+    position f + offset for each kernel position, with one offset for all
+    positions.  Each kernel position then adds one long contiguous slice
+    instead of a strided view with short rows; the frame positions outside the
+    output hold zeros, so what they add is zero.  Returns the padded input
+    gradient channels first, (C, N, *full)."""
+    n, o = dy.shape[:2]
+    rank = len(full)
+    frame = np.zeros((o, n) + tuple(full), dy.dtype)
+    frame[(slice(None),) * 2 + tuple(slice(0, s) for s in dy.shape[2:])] = dy.transpose(
+        1, 0, *range(2, 2 + rank)
+    )
+    size = frame[0].size
+    cols = np.matmul(wg, frame.reshape(groups, o // groups, size))  # (G, C/G*k, N*P)
+    cols = cols.reshape(c, -1, size)
+    plane = [math.prod(full[i + 1 :]) for i in range(rank)]
+    dxp = np.empty((c, size), dy.dtype)
+    for k, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
+        shift = sum(i * d * p for i, d, p in zip(offsets, dilation, plane))
+        if k == 0:  # the first position has no offset: a copy, no zeros to add to
+            dxp[...] = cols[:, 0]
+        else:
+            dxp[:, shift:] += cols[:, k, : size - shift]
+    return dxp.reshape((c, n) + tuple(full))
 
 
 def _filter_gradient(x, dy, kernel, stride, padding, dilation, groups):
