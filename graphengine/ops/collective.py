@@ -22,7 +22,7 @@ import numpy as np
 from ..dtypes import NUMERIC_TYPES
 from ..mpi import world
 from ..shapes import TensorType
-from .norm import BatchNorm, _stat_axes
+from .norm import BatchNorm, _channel_shape, _norm_grad, _scale_shift, _stat_axes, _sum_terms
 from .registry import Array, Attr, F, Input, OpDef, get_op, register
 
 if TYPE_CHECKING:
@@ -140,7 +140,6 @@ class SyncBatchNorm(OpDef):
         ctx: RunContext,
     ) -> Sequence[Array]:
         axes = _stat_axes(x.ndim)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
         local_count = x.size // max(x.shape[1], 1)
         if not ctx.training:
             y, mean, var = get_op("batch_norm").kernel(
@@ -160,46 +159,38 @@ class SyncBatchNorm(OpDef):
         sums = allreduce_array(sums)
         count = sums[-1]
         mean = sums[:-1] / count
-        centred = x - mean.reshape(shape)
+        centred = x - mean.reshape(_channel_shape(x.ndim))
         var = allreduce_array(np.sum(np.square(centred), axis=axes, dtype=x.dtype)) / count
-        scale = gamma / np.sqrt(var + x.dtype.type(epsilon))
-        centred *= scale.reshape(shape)
-        centred += beta.reshape(shape)
-        return centred, mean, var, np.asarray(count, x.dtype)
+        y = _scale_shift(centred, var, gamma, beta, epsilon)
+        return y, mean, var, np.asarray(count, x.dtype)
 
     def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dy, dmean, dvar, _ = dys  # count does not depend on the values of x
         x, gamma = node.inputs[0], node.inputs[1]
         _, mean, var, count = node.outputs
-        axes = _stat_axes(x.ndim)
+        g = _norm_grad(node, dy, mean, var)
 
         def per_element(v: Tensor) -> Tensor:
             """A per-channel value broadcast over x."""
-            return F.broadcast_like(v, x, axes=axes)
+            return F.broadcast_like(v, x, axes=g.axes)
 
-        rstd = 1.0 / F.sqrt(var + node.attrs["epsilon"])
-        centred = x - per_element(mean)
-        dx = dgamma = dbeta = None
-        terms = []
-        if dy is not None:
-            xhat = centred * per_element(rstd)
-            dbeta = F.sum(dy, axis=axes)
-            dgamma = F.sum(dy * xhat, axis=axes)
+        dx = None
         if node.wants(0):
             # 1/M (M: the global count) in a training run, 0 in an inference run,
             # where the statistics do not depend on x.
             inverse = F.training_flag(x) / count
-            if dy is not None:
+            terms = []
+            if dy is not None and g.dy_sums is not None:
+                xhat, dbeta, dgamma = g.dy_sums
                 total_beta, total_gamma = F.split(F.allreduce(F.concatenate([dbeta, dgamma])), 2)
                 through_stats = per_element(total_beta) + xhat * per_element(total_gamma)
-                terms.append(per_element(gamma * rstd) * (dy - through_stats * inverse))
+                terms.append(per_element(gamma * g.rstd) * (dy - through_stats * inverse))
             if dmean is not None:
                 terms.append(per_element(F.allreduce(dmean)) * inverse)
             if dvar is not None:
-                terms.append(centred * per_element(F.allreduce(dvar)) * (inverse * 2.0))
-            if terms:
-                dx = terms[0] if len(terms) == 1 else F.add_n(terms)
-        return [dx, dgamma if node.wants(1) else None, dbeta if node.wants(2) else None, None, None]
+                terms.append(g.centred * per_element(F.allreduce(dvar)) * (inverse * 2.0))
+            dx = _sum_terms(terms)
+        return [dx, *g.param_grads(node), None, None]
 
 
 #: The op that computes the same thing with statistics over every process, for

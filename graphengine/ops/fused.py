@@ -27,6 +27,7 @@ import numpy as np
 
 from ..dtypes import FLOAT_TYPES, INDEX_TYPES
 from ..shapes import TensorType, format_shape, normalize_axis
+from .norm import _stat_axes
 from .registry import REGISTRY, Attr, F, Input, OpDef, register
 
 #: Activations ``dense`` applies, each with its derivative written from the output y.
@@ -241,10 +242,6 @@ class SoftmaxCrossEntropyGrad(OpDef):
             return [(F.exp(log_prob) - hot) * F.broadcast_like(g, log_prob, axes=[axis])]
 
         return _vjp_by_expansion(node, [dy], expand)
-
-
-def _stat_axes(rank: int) -> tuple[int, ...]:
-    return (0,) + tuple(range(2, rank))
 
 
 @register

@@ -4,7 +4,7 @@ gradient rule, built once, serve both training and inference runs."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -37,7 +37,61 @@ class TrainingFlag(OpDef):
 
 
 def _stat_axes(rank: int) -> tuple[int, ...]:
+    """The axes batch statistics are taken over: every axis but 1 (channels)."""
     return (0,) + tuple(range(2, rank))
+
+
+def _channel_shape(rank: int) -> tuple[int, ...]:
+    """The shape that broadcasts a per-channel vector over an input of ``rank``."""
+    return (1, -1) + (1,) * (rank - 2)
+
+
+def _scale_shift(centred: Array, var: Array, gamma: Array, beta: Array, epsilon: float) -> Array:
+    """``gamma * centred / sqrt(var + epsilon) + beta``, per channel, in place in
+    ``centred`` (which the caller owns)."""
+    shape = _channel_shape(centred.ndim)
+    scale = gamma / np.sqrt(var + centred.dtype.type(epsilon))
+    centred *= scale.reshape(shape)
+    centred += beta.reshape(shape)
+    return centred
+
+
+class _NormGrad(NamedTuple):
+    """What batch_norm's and sync_batch_norm's gradient rules share: the
+    normalized input and, when dy reaches the node, ``(xhat, dbeta, dgamma)``."""
+
+    axes: tuple[int, ...]
+    rstd: Tensor
+    centred: Tensor
+    dy_sums: tuple[Tensor, Tensor, Tensor] | None
+
+    def param_grads(self, node: NodeView) -> tuple[Tensor | None, Tensor | None]:
+        """dgamma and dbeta, each None when not wanted or not reached."""
+        if self.dy_sums is None:
+            return None, None
+        _, dbeta, dgamma = self.dy_sums
+        return (dgamma if node.wants(1) else None), (dbeta if node.wants(2) else None)
+
+
+def _norm_grad(node: NodeView, dy: Tensor | None, mean: Tensor, var: Tensor) -> _NormGrad:
+    """The common set-up of the batch-norm gradient rules: ``rstd = 1/sqrt(var +
+    eps)``, ``centred = x - mean``, ``xhat = centred * rstd``, ``dbeta = sum(dy)``
+    and ``dgamma = sum(dy * xhat)`` over the statistics axes."""
+    x = node.inputs[0]
+    axes = _stat_axes(x.ndim)
+    rstd = 1.0 / F.sqrt(var + node.attrs["epsilon"])
+    centred = x - F.broadcast_like(mean, x, axes=axes)
+    if dy is None:
+        return _NormGrad(axes, rstd, centred, None)
+    xhat = centred * F.broadcast_like(rstd, x, axes=axes)
+    return _NormGrad(axes, rstd, centred, (xhat, F.sum(dy, axis=axes), F.sum(dy * xhat, axis=axes)))
+
+
+def _sum_terms(terms: list[Tensor]) -> Tensor | None:
+    """The sum of the gradient contributions (None when there are none)."""
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else F.add_n(terms)
 
 
 @register
@@ -142,7 +196,7 @@ class BatchNorm(OpDef):
         ctx: RunContext,
     ) -> Sequence[Array]:
         axes = _stat_axes(x.ndim)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
+        shape = _channel_shape(x.ndim)
         if ctx.training:
             mean = np.mean(x, axis=axes, dtype=x.dtype)
             centred = x - mean.reshape(shape)
@@ -152,42 +206,34 @@ class BatchNorm(OpDef):
             # change an output already fetched.
             mean, var = running_mean.copy(), running_var.copy()
             centred = x - mean.reshape(shape)
-        scale = gamma / np.sqrt(var + x.dtype.type(epsilon))
-        centred *= scale.reshape(shape)
-        centred += beta.reshape(shape)
-        return centred, mean, var
+        return _scale_shift(centred, var, gamma, beta, epsilon), mean, var
 
     def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dy, dmean, dvar = dys
         x, gamma = node.inputs[0], node.inputs[1]
         _, mean, var = node.outputs
-        axes = _stat_axes(x.ndim)
+        g = _norm_grad(node, dy, mean, var)
 
         def per_element(v: Tensor, mean: bool = False) -> Tensor:
             """A per-channel value broadcast over x (divided by M with mean=True)."""
-            return F.broadcast_like(v, x, axes=axes, mean=mean)
+            return F.broadcast_like(v, x, axes=g.axes, mean=mean)
 
-        rstd = 1.0 / F.sqrt(var + node.attrs["epsilon"])
-        centred = x - per_element(mean)
-        dx = dgamma = dbeta = None
-        terms = []
-        if dy is not None:
-            xhat = centred * per_element(rstd)
-            dbeta = F.sum(dy, axis=axes)
-            dgamma = F.sum(dy * xhat, axis=axes)
+        dx = None
         if node.wants(0):
             training = F.training_flag(x)
-            if dy is not None and dbeta is not None and dgamma is not None:
+            terms = []
+            if dy is not None and g.dy_sums is not None:
+                xhat, dbeta, dgamma = g.dy_sums
                 through_stats = per_element(dbeta, mean=True) + xhat * per_element(
                     dgamma, mean=True
                 )
-                terms.append(per_element(gamma * rstd) * (dy - through_stats * training))
+                terms.append(per_element(gamma * g.rstd) * (dy - through_stats * training))
             if dmean is not None:
                 terms.append(per_element(dmean, mean=True) * training)
             if dvar is not None:
-                terms.append(centred * per_element(dvar, mean=True) * (training * 2.0))
-            dx = terms[0] if len(terms) == 1 else F.add_n(terms)
-        return [dx, dgamma if node.wants(1) else None, dbeta if node.wants(2) else None, None, None]
+                terms.append(g.centred * per_element(dvar, mean=True) * (training * 2.0))
+            dx = _sum_terms(terms)
+        return [dx, *g.param_grads(node), None, None]
 
 
 __all__ = ["BatchNorm"]
