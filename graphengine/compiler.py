@@ -18,6 +18,9 @@ from .rebuild import Rebuild, ancestors
 
 if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
+    import numpy as np
+
+    from .shapes import TensorType
 
 
 @dataclass
@@ -130,7 +133,7 @@ def build_graph(name: str, records: Sequence[NodeRecord], values: dict[str, Any]
     return rebuild.finish()
 
 
-def _check_parameter_value(name: str, declared, value) -> None:
+def _check_parameter_value(name: str, declared: TensorType, value: np.ndarray | None) -> None:
     if value is None:
         raise GraphError(f"parameter '{name}' has no value")
     if value.dtype != declared.dtype or tuple(value.shape) != declared.shape:

@@ -9,6 +9,8 @@ node, input or field), what was seen and what was expected, and how to fix it.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GraphEngineError(Exception):
     """Base class of every error graphengine raises on bad input."""
@@ -54,7 +56,7 @@ class TrainingInterrupted(TrainingError):
     checkpoint written at that step (None when there was nowhere to write it)
     and ``step`` the number of updates done."""
 
-    def __init__(self, message: str, checkpoint=None, step: int = 0) -> None:
+    def __init__(self, message: str, checkpoint: Any = None, step: int = 0) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
         self.step = step

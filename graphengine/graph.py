@@ -148,6 +148,9 @@ class Tensor:
 
     __hash__ = object.__hash__
 
+    def __pos__(self) -> Tensor:
+        return self  # +x builds no node
+
     def __bool__(self) -> bool:
         raise GraphError(
             f"the truth value of tensor '{self.name}' is not known when the graph is built; "
@@ -181,14 +184,14 @@ class Tensor:
         def __rpow__(self, other: TensorLike) -> Tensor: ...
         def __eq__(self, other: TensorLike) -> Tensor: ...  # type: ignore[override]
         def __ne__(self, other: TensorLike) -> Tensor: ...  # type: ignore[override]
-        def __lt__(self, other: TensorLike) -> Tensor: ...
-        def __le__(self, other: TensorLike) -> Tensor: ...
-        def __gt__(self, other: TensorLike) -> Tensor: ...
-        def __ge__(self, other: TensorLike) -> Tensor: ...
+        # mypy sees numpy's reflected comparisons in TensorLike as overlapping.
+        def __lt__(self, other: TensorLike) -> Tensor: ...  # type: ignore[misc]
+        def __le__(self, other: TensorLike) -> Tensor: ...  # type: ignore[misc]
+        def __gt__(self, other: TensorLike) -> Tensor: ...  # type: ignore[misc]
+        def __ge__(self, other: TensorLike) -> Tensor: ...  # type: ignore[misc]
         def __and__(self, other: TensorLike) -> Tensor: ...
         def __or__(self, other: TensorLike) -> Tensor: ...
         def __neg__(self) -> Tensor: ...
-        def __pos__(self) -> Tensor: ...
         def __abs__(self) -> Tensor: ...
         def __invert__(self) -> Tensor: ...
         def __getitem__(self, key: Any) -> Tensor: ...
@@ -430,7 +433,7 @@ class Graph:
         >>> ge.Graph().placeholder("x", shape=(None, 3)).shape
         ('N', 3)
         """
-        dims = []
+        dims: list[int | str] = []
         for d in shape:
             if d is None:
                 dims.append("N")
@@ -439,7 +442,7 @@ class Graph:
                 dims.append(d)
             else:
                 dims.append(_as_size(d, name))
-        return self.apply("placeholder", [], {"shape": tuple(dims), "dtype": dtype}, name=name)
+        return self._apply_one("placeholder", {"shape": tuple(dims), "dtype": dtype}, name)
 
     def parameter(
         self,
@@ -468,11 +471,8 @@ class Graph:
             value = initializers.initialize(init, dims, as_dtype(dtype), rng)
         value = np.array(value, copy=True)  # an explicit array keeps its own dtype
         as_dtype(value.dtype)
-        tensor = self.apply(
-            "parameter",
-            [],
-            {"shape": value.shape, "dtype": value.dtype, "trainable": trainable},
-            name=name,
+        tensor = self._apply_one(
+            "parameter", {"shape": value.shape, "dtype": value.dtype, "trainable": trainable}, name
         )
         self.values[tensor.node] = value
         return tensor
@@ -482,7 +482,13 @@ class Graph:
         array = np.asarray(value, dtype=None if dtype is None else as_dtype(dtype))
         if array.dtype.kind in "fc" and array.dtype.name not in ("float16", "float32", "float64"):
             array = array.astype(np.float64)
-        return self.apply("constant", [], {"value": array}, name=name)
+        return self._apply_one("constant", {"value": array}, name)
+
+    def _apply_one(self, op: str, attrs: dict[str, Any], name: str | None) -> Tensor:
+        """A source node (no inputs, one output)."""
+        tensor = self.apply(op, [], attrs, name=name)
+        assert isinstance(tensor, Tensor)
+        return tensor
 
     def apply(
         self,
@@ -562,6 +568,7 @@ class Graph:
         if isinstance(value, (bool, int, float, np.number, np.bool_)) and not isinstance(
             value, np.ndarray
         ):
+            dtype: np.dtype
             if isinstance(value, (bool, np.bool_)):
                 dtype = np.dtype(bool)
             elif like is not None and (
@@ -589,7 +596,7 @@ class Graph:
         key = ("constant", array.dtype.str, array.shape, array.tobytes())
         if ctx is not None and key in ctx.cse:
             return Tensor(self, ctx.cse[key])
-        tensor = self.apply("constant", [], {"value": array})
+        tensor = self._apply_one("constant", {"value": array}, None)
         if ctx is not None:
             ctx.cse[key] = tensor.node
         return tensor

@@ -20,6 +20,13 @@ import numpy as np
 
 from .errors import GraphError
 
+#: A tensor shape, a dtype and an array, as initializers take and return them.
+Shape = tuple[int, ...]
+DType = Any
+Array = np.ndarray[Any, Any]
+#: An initializer: (shape, dtype, rng) -> array.
+Initializer = Callable[..., Array]
+
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight of this shape."""
@@ -33,47 +40,51 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def zeros(shape, dtype, rng):
+def zeros(shape: Shape, dtype: DType, rng: np.random.Generator) -> Array:
     return np.zeros(shape, dtype)
 
 
-def ones(shape, dtype, rng):
+def ones(shape: Shape, dtype: DType, rng: np.random.Generator) -> Array:
     return np.ones(shape, dtype)
 
 
-def normal(shape, dtype, rng, std: float = 0.01, mean: float = 0.0):
+def normal(
+    shape: Shape, dtype: DType, rng: np.random.Generator, std: float = 0.01, mean: float = 0.0
+) -> Array:
     return rng.normal(mean, std, size=shape).astype(dtype)
 
 
-def uniform(shape, dtype, rng, low: float = -0.05, high: float = 0.05):
+def uniform(
+    shape: Shape, dtype: DType, rng: np.random.Generator, low: float = -0.05, high: float = 0.05
+) -> Array:
     return rng.uniform(low, high, size=shape).astype(dtype)
 
 
-def glorot_uniform(shape, dtype, rng):
+def glorot_uniform(shape: Shape, dtype: DType, rng: np.random.Generator) -> Array:
     """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio, 2010)."""
     fan_in, fan_out = fans(shape)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return uniform(shape, dtype, rng, -limit, limit)
 
 
-def glorot_normal(shape, dtype, rng):
+def glorot_normal(shape: Shape, dtype: DType, rng: np.random.Generator) -> Array:
     """N(0, 2 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(shape)
     return normal(shape, dtype, rng, math.sqrt(2.0 / (fan_in + fan_out)))
 
 
-def he_normal(shape, dtype, rng):
+def he_normal(shape: Shape, dtype: DType, rng: np.random.Generator) -> Array:
     """N(0, 2 / fan_in) (He et al., 2015), for ReLU layers."""
     return normal(shape, dtype, rng, math.sqrt(2.0 / fans(shape)[0]))
 
 
-def he_uniform(shape, dtype, rng):
+def he_uniform(shape: Shape, dtype: DType, rng: np.random.Generator) -> Array:
     """U(-a, a) with a = sqrt(6 / fan_in)."""
     limit = math.sqrt(6.0 / fans(shape)[0])
     return uniform(shape, dtype, rng, -limit, limit)
 
 
-INITIALIZERS: dict[str, Callable] = {
+INITIALIZERS: dict[str, Initializer] = {
     "zeros": zeros,
     "ones": ones,
     "normal": normal,

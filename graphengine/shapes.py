@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class TensorType:
         """True when every dimension is a known integer."""
         return all(isinstance(d, int) for d in self.shape)
 
-    def with_dtype(self, dtype) -> TensorType:
+    def with_dtype(self, dtype: Any) -> TensorType:
         return TensorType(as_dtype(dtype), self.shape)
 
     def with_shape(self, shape: Iterable[Dim]) -> TensorType:
@@ -113,7 +114,7 @@ def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
     return axis % rank if rank else 0
 
 
-def normalize_axes(axis, rank: int) -> tuple[int, ...]:
+def normalize_axes(axis: int | Sequence[int] | None, rank: int) -> tuple[int, ...]:
     """Axes of a reduction as a sorted tuple; ``None`` means every axis.
 
     Raises ShapeError for a rank above MAX_RANK (64) before looking at the axes,

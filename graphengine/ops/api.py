@@ -14,7 +14,10 @@ from typing import Any
 
 from ..errors import GraphError
 from ..graph import Graph, Tensor
-from .registry import FRONTENDS, REGISTRY, OpDef, public_result
+from .registry import FRONTENDS, REGISTRY, REQUIRED, OpDef, public_result
+
+#: An op function: tensors, arrays and numbers in, a tensor or a tuple of them out.
+OpFunction = Callable[..., Any]
 
 
 def graph_of(values: Any, op: str) -> Graph:
@@ -39,13 +42,13 @@ def call(
     return graph_of(inputs, op).apply(op, inputs, attrs or {}, name)
 
 
-def _make_function(opdef: OpDef) -> Callable:
+def _make_function(opdef: OpDef) -> OpFunction:
     # numpy-style: inputs, then required attributes, then attributes with defaults,
     # all positional-or-keyword; ``name`` is keyword-only.
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     params = [inspect.Parameter(i.name, kind) for i in opdef.inputs]
-    required = [a for a in opdef.attrs if a.default is _required()]
-    optional = [a for a in opdef.attrs if a.default is not _required()]
+    required = [a for a in opdef.attrs if a.default is REQUIRED]
+    optional = [a for a in opdef.attrs if a.default is not REQUIRED]
     params += [inspect.Parameter(a.name, kind) for a in required]
     params += [inspect.Parameter(a.name, kind, default=a.default) for a in optional]
     flag = opdef.extra_outputs_flag
@@ -64,7 +67,7 @@ def _make_function(opdef: OpDef) -> Callable:
     # The call gradient rules make most: every input given by position, no attributes.
     plain = not opdef.variadic and not attr_names and flag is None
 
-    def function(*args, **kwargs):
+    def function(*args: Any, **kwargs: Any) -> Any:
         if plain and not kwargs and len(args) == len(names):
             return call(opdef.name, list(args), {}, None)
         # A hand-rolled bind: inspect.Signature.bind dominated the cost of building graphs.
@@ -97,14 +100,8 @@ def _make_function(opdef: OpDef) -> Callable:
     return function
 
 
-def _required():
-    from .registry import REQUIRED
-
-    return REQUIRED
-
-
-def _build_namespace() -> dict[str, Callable]:
-    functions: dict[str, Callable] = {}
+def _build_namespace() -> dict[str, OpFunction]:
+    functions: dict[str, OpFunction] = {}
     for name, opdef in REGISTRY.items():
         if name in ("placeholder", "parameter", "constant"):
             continue  # made with Graph.placeholder / parameter / constant
@@ -119,10 +116,14 @@ globals().update(_FUNCTIONS)
 __all__ = [n for n in sorted(_FUNCTIONS) if not (n in REGISTRY and REGISTRY[n].internal)]
 
 
-def _binary(op: str, reflected: bool = False) -> Callable:
+def _binary(op: str, reflected: bool = False) -> Callable[[Tensor, Any], Any]:
     if reflected:
         return lambda self, other: _FUNCTIONS[op](other, self)
     return lambda self, other: _FUNCTIONS[op](self, other)
+
+
+def _unary(op: str) -> Callable[[Tensor], Any]:
+    return lambda self: _FUNCTIONS[op](self)
 
 
 for _dunder, _op in [
@@ -146,7 +147,5 @@ for _dunder, _op in [
     ("or", "logical_or"),
 ]:
     setattr(Tensor, f"__{_dunder}__", _binary(_op))
-Tensor.__neg__ = lambda self: _FUNCTIONS["negative"](self)
-Tensor.__pos__ = lambda self: self
-Tensor.__abs__ = lambda self: _FUNCTIONS["abs"](self)
-Tensor.__invert__ = lambda self: _FUNCTIONS["logical_not"](self)
+for _dunder, _op in [("neg", "negative"), ("abs", "abs"), ("invert", "logical_not")]:
+    setattr(Tensor, f"__{_dunder}__", _unary(_op))

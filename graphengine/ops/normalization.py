@@ -16,18 +16,25 @@ again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..dtypes import FLOAT_TYPES
 from ..shapes import TensorType, broadcast_shapes, format_shape
-from .registry import Attr, F, Input, OpDef, register
+from .registry import Array, Attr, F, Input, OpDef, register
+
+if TYPE_CHECKING:
+    from ..gradients import NodeView
+    from ..graph import Tensor
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
-def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float):
+def _normalize(x: Array, axes: tuple[int, ...], epsilon: float) -> tuple[Array, Array, Array]:
     """(xhat, mean, inv_std) in the compute dtype; mean and inv_std keep the axes."""
     xs = x.astype(_compute_dtype(x.dtype), copy=False)
     mean = np.mean(xs, axis=axes, keepdims=True, dtype=xs.dtype)
@@ -37,12 +44,9 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float):
     return centred * inv_std, mean, inv_std
 
 
-def _missing(dy) -> bool:
-    """No gradient reached this output (the gradient pass passes None)."""
-    return dy is None
-
-
-def _normalized_input_grad(g, xhat, inv_std, axes):
+def _normalized_input_grad(
+    g: Tensor, xhat: Tensor, inv_std: Tensor, axes: tuple[int, ...]
+) -> Tensor:
     """dx for xhat = (x - mean) * inv_std given g = dL/dxhat (see the module doc)."""
     mean_g = F.mean(g, axis=axes, keepdims=True)
     mean_gx = F.mean(g * xhat, axis=axes, keepdims=True)
@@ -92,7 +96,9 @@ class LayerNorm(OpDef):
     def axes(rank: int, axis: int) -> tuple[int, ...]:
         return tuple(range(axis % rank, rank))
 
-    def infer(self, x, scale, bias, *, axis, epsilon):
+    def infer(
+        self, x: TensorType, scale: TensorType, bias: TensorType, *, axis: int, epsilon: float
+    ) -> Sequence[TensorType]:
         if not -x.rank <= axis < x.rank:
             raise ValueError(f"axis {axis} is out of range for x of shape {format_shape(x.shape)}")
         if epsilon <= 0:
@@ -114,7 +120,9 @@ class LayerNorm(OpDef):
         stats = TensorType(x.dtype, x.shape[: axis % x.rank] + (1,) * len(normalized))
         return x, stats, stats
 
-    def kernel(self, x, scale, bias, *, axis, epsilon):
+    def kernel(
+        self, x: Array, scale: Array, bias: Array, *, axis: int, epsilon: float
+    ) -> Sequence[Array]:
         xhat, mean, inv_std = _normalize(x, self.axes(x.ndim, axis), epsilon)
         y = xhat * scale.astype(xhat.dtype, copy=False) + bias.astype(xhat.dtype, copy=False)
         dtype = x.dtype
@@ -124,24 +132,24 @@ class LayerNorm(OpDef):
             inv_std.astype(dtype, copy=False),
         )
 
-    def vjp(self, node, dys):
+    def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dy, dmean, dinv = dys
         x, scale, _ = node.inputs
         _, mean, inv_std = node.outputs
         axes = self.axes(x.ndim, node.attrs["axis"])
         xhat = (x - mean) * inv_std
         dx = dscale = dbias = None
-        if not _missing(dy):
+        if dy is not None:
             dscale = dy * xhat if node.wants(1) else None
             dbias = dy if node.wants(2) else None
         if node.wants(0):
             terms = []
-            if not _missing(dy):
+            if dy is not None:
                 terms.append(_normalized_input_grad(dy * scale, xhat, inv_std, axes))
             # broadcast_like(..., mean=True) divides by M, the copies it makes.
-            if not _missing(dmean):
+            if dmean is not None:
                 terms.append(F.broadcast_like(dmean, x, mean=True))
-            if not _missing(dinv):
+            if dinv is not None:
                 terms.append(
                     F.negative(F.broadcast_like(dinv * inv_std * inv_std, x, mean=True) * xhat)
                 )
@@ -175,7 +183,9 @@ class InstanceNorm(OpDef):
     inputs = (Input("x", FLOAT_TYPES), Input("scale", FLOAT_TYPES), Input("bias", FLOAT_TYPES))
     attrs = (Attr("epsilon", "float", 1e-5),)
 
-    def infer(self, x, scale, bias, *, epsilon):
+    def infer(
+        self, x: TensorType, scale: TensorType, bias: TensorType, *, epsilon: float
+    ) -> TensorType:
         if x.rank < 3:
             raise ValueError(
                 f"x must be N, C and at least one spatial axis (rank >= 3), got "
@@ -196,7 +206,7 @@ class InstanceNorm(OpDef):
                 )
         return x
 
-    def kernel(self, x, scale, bias, *, epsilon):
+    def kernel(self, x: Array, scale: Array, bias: Array, *, epsilon: float) -> Array:
         xhat, _, _ = _normalize(x, tuple(range(2, x.ndim)), epsilon)
         shape = (-1,) + (1,) * (x.ndim - 2)
         y = xhat * scale.astype(xhat.dtype, copy=False).reshape(shape) + bias.astype(
@@ -204,7 +214,7 @@ class InstanceNorm(OpDef):
         ).reshape(shape)
         return y.astype(x.dtype, copy=False)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x, scale, _ = node.inputs
         axes = tuple(range(2, x.ndim))
         channel_axes = (0,) + axes

@@ -17,12 +17,20 @@ reference implementation does.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
 from ..shapes import TensorType, format_shape
-from .registry import Attr, F, Input, OpDef, register
+from .registry import Array, Attr, F, Input, OpDef, register
+
+if TYPE_CHECKING:
+    from ..gradients import NodeView
+    from ..graph import Tensor
+
+#: One resized axis: (axis, its (out, in) matrix, the mask of outputs outside the input).
+_Axis = tuple[int, Array, "Array | None"]
 
 MODES = ("nearest", "linear", "cubic")
 COORDINATE_MODES = (
@@ -38,7 +46,7 @@ NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 def _source_coordinates(
     mode: str, out_size: int, in_size: int, scale: float, roi: tuple[float, float] | None
-):
+) -> tuple[Array, Array | None]:
     """ONNX's map from output index to source coordinate, and which outputs fall
     outside the input (tf_crop_and_resize only)."""
     y = np.arange(out_size, dtype=np.float64)
@@ -124,7 +132,7 @@ def resize_matrix(
     exclude_outside: bool = False,
     antialias: bool = False,
     roi: tuple[float, float] | None = None,
-):
+) -> tuple[Array, Array | None]:
     """The (out_size, in_size) float64 matrix of one axis, and the bool mask of
     outputs that take the extrapolation value (or None)."""
     x, outside = _source_coordinates(coordinate_mode, out_size, in_size, scale, roi)
@@ -183,7 +191,7 @@ _ATTRS = (
 )
 
 
-def _check_attrs(rank: int, attrs: dict) -> None:
+def _check_attrs(rank: int, attrs: dict[str, Any]) -> None:
     sizes, scales, roi = attrs["sizes"], attrs["scales"], attrs["roi"]
     if len(sizes) != rank or len(scales) != rank:
         raise ValueError(
@@ -208,9 +216,9 @@ def _output_size(size: int, target: int, scale: float) -> int:
     return target if target != -1 else int(math.floor(size * scale))
 
 
-def _resized_axes(shape, attrs):
-    """(axis, in_size, out_size, matrix, outside) for each axis that changes."""
-    out = []
+def _resized_axes(shape: tuple[int, ...], attrs: dict[str, Any]) -> list[_Axis]:
+    """(axis, matrix, outside) for each axis that changes."""
+    out: list[_Axis] = []
     rank = len(shape)
     roi = attrs["roi"]
     for axis, (size, target, scale) in enumerate(zip(shape, attrs["sizes"], attrs["scales"])):
@@ -266,9 +274,9 @@ class Resize(OpDef):
     inputs = (Input("x", FLOAT_TYPES),)
     attrs = _ATTRS
 
-    def infer(self, x, **attrs):
+    def infer(self, x: TensorType, **attrs: Any) -> TensorType:
         _check_attrs(x.rank, attrs)
-        shape = []
+        shape: list[int | str | None] = []
         for size, target, scale in zip(x.shape, attrs["sizes"], attrs["scales"]):
             if target != -1:
                 shape.append(target)
@@ -278,7 +286,7 @@ class Resize(OpDef):
                 shape.append(size if math.isclose(scale, 1.0) else None)
         return x.with_shape(shape)
 
-    def kernel(self, x, **attrs):
+    def kernel(self, x: Array, **attrs: Any) -> Array:
         out = x.astype(np.float64)
         for axis, matrix, outside in _resized_axes(x.shape, attrs):
             out = _apply(out, matrix, axis)
@@ -287,7 +295,7 @@ class Resize(OpDef):
                 out = np.where(mask, attrs["extrapolation_value"], out)
         return out.astype(x.dtype, copy=False)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.resize_grad(dy, node.inputs[0], **node.attrs)]
 
 
@@ -302,7 +310,7 @@ class ResizeGrad(OpDef):
     inputs = (Input("dy", FLOAT_TYPES), Input("like", ALL_TYPES, differentiable=False))
     attrs = _ATTRS
 
-    def infer(self, dy, like, **attrs):
+    def infer(self, dy: TensorType, like: TensorType, **attrs: Any) -> TensorType:
         _check_attrs(like.rank, attrs)
         if dy.rank != like.rank:
             raise ValueError(
@@ -311,13 +319,13 @@ class ResizeGrad(OpDef):
             )
         return TensorType(dy.dtype, like.shape)
 
-    def kernel(self, dy, like, **attrs):
+    def kernel(self, dy: Array, like: Array, **attrs: Any) -> Array:
         out = dy.astype(np.float64)
         for axis, matrix, _ in reversed(_resized_axes(like.shape, attrs)):
             out = _apply(out, matrix.T, axis)
         return out.astype(dy.dtype, copy=False)
 
-    def vjp(self, node, ddy):
+    def vjp(self, node: NodeView, ddy: Tensor) -> list[Tensor | None]:
         attrs = dict(node.attrs, extrapolation_value=0.0)
         return [F.resize(ddy, **attrs), None]
 
