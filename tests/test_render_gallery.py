@@ -10,6 +10,7 @@ broke, the node budget and the fallbacks run every time.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import struct
@@ -32,7 +33,7 @@ needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's d
 #: Bounds every gallery drawing keeps (PNG pixels at dot's 96 dpi): no side
 #: longer than this, and the longer side at most this many times the shorter.
 MAX_SIDE_PX = 6000
-MAX_ASPECT = 4.0
+MAX_ASPECT = 2.0
 
 
 def _gallery():
@@ -194,9 +195,11 @@ def test_a_100000_node_chain_is_drawn_as_runs_of_consecutive_nodes(tmp_path):
         h = ge.sin(h)
     with pytest.warns(RenderWarning, match="it has no scopes: drew runs of consecutive nodes"):
         text = ge.to_dot(g)
-    ids = node_ids(text) - {"#legend"}
+    ids = node_ids(text) - {"#legend", "#top"}  # "#top": the columns hang from it
     assert len(ids) <= NODE_BUDGET // 2
-    assert text.count(" -> ") == len(ids) - 1  # still a chain
+    drawn_edges = [line for line in text.splitlines() if " -> " in line and "invis" not in line]
+    assert len(drawn_edges) == len(ids) - 1  # still a chain
+    assert '"#top" -> "#nodes' in text  # wrapped into columns, not one strip
     assert '"#nodes 1-667" [' in text and "from x" in text
 
 
@@ -362,6 +365,67 @@ def test_every_gallery_view_renders_within_bounds(tmp_path, graphs, name, view, 
     assert seconds < 10, f"{name} {view} {fmt} took {seconds:.1f} s"
 
 
+# -- the same with another dot: GRAPHENGINE_DOT (a current Graphviz, say) ------------------------
+
+other_dot = pytest.mark.skipif(
+    not os.environ.get(render_module.DOT_VARIABLE),
+    reason="GRAPHENGINE_DOT names no other dot (tools/install_current_dot.sh unpacks one)",
+)
+
+
+@other_dot
+def test_every_gallery_view_renders_with_the_dot_of_graphengine_dot(tmp_path, graphs):
+    """The whole matrix, and the fuzzed nested scopes, with the dot GRAPHENGINE_DOT
+    names: CI runs this with a current Graphviz beside Debian 12's 2.43."""
+    version = render_module.dot_version()
+    assert render_module.find_dot() == shutil.which(os.environ[render_module.DOT_VARIABLE])
+    for name in MODELS:
+        for view in GALLERY.VIEWS:
+            for fmt in ("svg", "png"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", RenderWarning)  # no fallback, no collapse
+                    path = ge.render(graphs[name], tmp_path / f"{name}_{view}.{fmt}", view=view)
+                data = path.read_bytes()
+                size = png_size(data) if fmt == "png" else svg_size(data.decode())
+                check_bounds(*size, f"{name} {view} {fmt} with dot {version}")
+    for seed in range(8):
+        _render_all_ways(random_scoped_graph(seed), tmp_path)
+
+
+@other_dot
+def test_a_drawing_graphviz_14_cannot_route_with_xlabels_falls_back_to_plain_labels(tmp_path):
+    """Seed 15's left-to-right gradient view: dot 14.1 fails in routesplines
+    ("triangulation failed"), 2.43 does not; plain edge labels route."""
+    graph = random_scoped_graph(15)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RenderWarning)
+        ge.render(graph, tmp_path / "r.svg", view="gradient", direction="LR")
+    said = [str(w.message) for w in caught]
+    assert not said or "drew it with edge labels ranked as nodes instead" in said[0], said
+
+
+def test_a_failure_with_xlabels_is_retried_with_plain_labels(tmp_path, graphs, monkeypatch):
+    real = render_module.run_dot
+
+    def no_xlabels(text, fmt, timeout=None):
+        if ', xlabel="' in text:
+            raise render_module.DotFailedError("dot failed", "triangulation failed")
+        return real(text, fmt, timeout)
+
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is absent")
+    monkeypatch.setattr(render_module, "run_dot", no_xlabels)
+    with pytest.warns(RenderWarning, match="drew it with edge labels ranked as nodes instead"):
+        ge.render(graphs["text_rnn"], tmp_path / "a.svg", view="both")
+
+
+def test_graphengine_dot_naming_no_program_is_one_clear_error(tmp_path, graphs, monkeypatch):
+    monkeypatch.setenv(render_module.DOT_VARIABLE, str(tmp_path / "no-such-dot"))
+    with pytest.raises(ge.RenderError, match="GRAPHENGINE_DOT=.* is not an executable file"):
+        ge.render(graphs["text_rnn"], tmp_path / "r.svg")
+    ge.render(graphs["text_rnn"], tmp_path / "r.dot")  # DOT text needs no dot
+
+
 # -- random nested scopes against the installed dot ----------------------------------------------
 
 
@@ -404,9 +468,18 @@ def _render_all_ways(graph: ge.Graph, tmp_path: Path) -> None:
             {"collapse_depth": 2},
             {"direction": "LR"},
         ):
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", RenderWarning)  # no fallback
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RenderWarning)
                 ge.render(graph, tmp_path / "r.svg", view=view, **options)
+            for warning in caught:  # no fallback, but the one Graphviz 14.1 needs rarely
+                said = str(warning.message)
+                assert _OTHER_DOT_RETRY in said and os.environ.get("GRAPHENGINE_DOT"), said
+
+
+#: The retry a current Graphviz needs for 1 of 720 fuzzed drawings (see
+#: test_a_drawing_graphviz_14_cannot_route_with_xlabels_falls_back_to_plain_labels);
+#: the 2.43 that Debian 12 installs needs none.
+_OTHER_DOT_RETRY = "drew it with edge labels ranked as nodes instead"
 
 
 @needs_dot

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -23,6 +24,10 @@ from .values import annotate
 
 #: Output formats by file suffix; all but ``dot`` (and its alias ``gv``) need Graphviz.
 FORMATS = ("svg", "png", "pdf", "dot", "gv")
+
+#: The environment variable naming the ``dot`` program to run instead of the one on
+#: PATH: a path, or a command name looked up on PATH.
+DOT_VARIABLE = "GRAPHENGINE_DOT"
 
 #: Seconds ``dot`` may take to lay out one drawing before we stop it.
 DOT_TIMEOUT = 60.0
@@ -148,7 +153,7 @@ def render(
     ``format`` overrides the file suffix; ``timeout`` bounds the seconds ``dot``
     may take (None: no bound); ``options`` are those of :func:`to_dot`.  When
     ``dot`` fails on the drawing, it is laid out again with Graphviz's other
-    ranking (``newrank``), then without scope clusters, with a
+    ranking (``newrank``), then with plain edge labels, then without scope clusters, with a
     :class:`RenderWarning` saying so.  Returns the path written.
 
     Raises:
@@ -192,12 +197,18 @@ def _draw(
     graph: Graph, text: str, fmt: str, timeout: float | None, options: dict[str, Any]
 ) -> bytes:
     """Run ``dot`` on ``text``; if it fails, on the same drawing with ``newrank``, then
-    without clusters (each retry said in a RenderWarning)."""
+    with plain edge labels instead of xlabels, then without clusters (each retry
+    said in a RenderWarning)."""
     try:
         return run_dot(text, fmt, timeout)
     except DotFailedError as first:
         failure = first
     tries = [("Graphviz's other ranking (newrank=true)", _with_newrank(text))]
+    if ', xlabel="' in text:
+        # Graphviz 14.1 can fail to route edges around xlabels ("triangulation
+        # failed" in routesplines: 1 of 720 fuzzed drawings), where 2.43 cannot rank
+        # labels between clusters; the other form of the label suits the other dot.
+        tries.append(("edge labels ranked as nodes", text.replace(', xlabel="', ', label="')))
     if options.get("clusters", True):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RenderWarning)  # said once already
@@ -224,17 +235,50 @@ def _with_newrank(text: str) -> str:
 _NODE_LINE = re.compile(r'^\s*"[^"]+" \[', re.MULTILINE)
 
 
+def find_dot(fmt: str = "svg") -> str:
+    """The path of the ``dot`` program to run: the one ``GRAPHENGINE_DOT`` names (to draw
+    with another Graphviz than the system's), else ``dot`` on PATH.
+
+    Raises RenderError, saying how to get one, when there is none (``fmt`` is the
+    image format wanted, for the message).
+    """
+    wanted = os.environ.get(DOT_VARIABLE, "")
+    if wanted:
+        found = shutil.which(wanted)
+        if found is None:
+            raise RenderError(
+                f"cannot make a .{fmt} image: {DOT_VARIABLE}={wanted!r} is not an "
+                f"executable file nor a program on PATH; point it at Graphviz's dot, "
+                f"or unset it to use the dot on PATH"
+            )
+        return found
+    found = shutil.which("dot")
+    if found is None:
+        raise RenderError(
+            f"cannot make a .{fmt} image: Graphviz's `dot` program is not on PATH; {_INSTALL_HINT}"
+        )
+    return found
+
+
+def dot_version() -> str:
+    """What the ``dot`` that :func:`run_dot` runs says its version is
+    (``"2.43.0"``, ``"14.1.2"``); RenderError when there is none."""
+    result = subprocess.run(
+        [find_dot(), "-V"], capture_output=True, check=False, timeout=DOT_TIMEOUT
+    )
+    said = result.stderr.decode("utf-8", "replace")
+    match = re.search(r"version (\S+)", said)
+    return match.group(1) if match else said.strip() or "unknown"
+
+
 def run_dot(text: str, fmt: str, timeout: float | None = DOT_TIMEOUT) -> bytes:
-    """Lay out DOT ``text`` with Graphviz's ``dot`` and return the ``fmt`` image.
+    """Lay out DOT ``text`` with Graphviz's ``dot`` (see :func:`find_dot`) and return
+    the ``fmt`` image.
 
     Raises RenderError when ``dot`` is missing or runs past ``timeout`` seconds,
     DotFailedError when it fails.
     """
-    binary = shutil.which("dot")
-    if binary is None:
-        raise RenderError(
-            f"cannot make a .{fmt} image: Graphviz's `dot` program is not on PATH; {_INSTALL_HINT}"
-        )
+    binary = find_dot(fmt)
     try:
         result = subprocess.run(
             [binary, f"-T{fmt}"],
@@ -300,6 +344,7 @@ def _differentiate(graph: Graph, loss: str | None) -> Graph:
 
 __all__ = [
     "DOT_TIMEOUT",
+    "DOT_VARIABLE",
     "EXPAND_BUDGET",
     "FORMATS",
     "NODE_BUDGET",
@@ -307,6 +352,8 @@ __all__ = [
     "DotFailedError",
     "RenderError",
     "RenderWarning",
+    "dot_version",
+    "find_dot",
     "render",
     "render_svg",
     "run_dot",

@@ -23,16 +23,14 @@ forward unit to a gradient unit, and gradient units rank in forward order.
 
 from __future__ import annotations
 
-import math
-
 from ..graph import Graph, Node, make_ref, parse_ref
 from ..shapes import TensorType, format_shape
 from . import style
+from .layout import DIRECTIONS, choose_layout, wrap_edges
 from .selection import Selection, node_kind
 from .values import FULL_SIZE, Annotations, format_value
 
-#: Directions: forward flow top to bottom, or left to right.
-DIRECTIONS = ("auto", "TB", "LR")
+__all__ = ["DIRECTIONS", "quote", "write_dot"]
 
 
 def write_dot(
@@ -62,9 +60,11 @@ def write_dot(
         edge_kinds |= {"derived"} if links else set()
     if clusters:
         edges = [_cross_cluster_label(sel, edge) for edge in edges]
-    rankdir = direction if direction != "auto" else choose_direction(sel, edges, statements)
-    lines = [f"digraph {quote(graph.name)} {{", *_defaults(rankdir)]
+    layout = choose_layout(sel, edges, statements, direction)
+    edges, anchor = wrap_edges(layout, edges)
+    lines = [f"digraph {quote(graph.name)} {{", *_defaults(layout.rankdir)]
     lines += _cluster_lines(sel, statements, clusters)
+    lines += anchor
     lines += [f"  {quote(a)} -> {quote(b)} {_attrs(attrs)};" for a, b, attrs in edges]
     if legend:
         lines += _legend_lines(node_kinds, edge_kinds, loss)
@@ -320,68 +320,6 @@ def _derived_edges(sel: Selection) -> list[Edge]:
             links[(forward, unit)] = None
     attrs = style.EDGE_STYLES["derived"]
     return [(a, b, dict(attrs)) for a, b in links]
-
-
-# -- direction -----------------------------------------------------------------------
-
-#: Inches per character of a 10-point label, and per label line.
-_CHAR_WIDTH, _LINE_HEIGHT = 0.075, 0.17
-
-
-def choose_direction(
-    sel: Selection, edges: list[Edge], statements: dict[str, tuple[dict[str, str], list[str]]]
-) -> str:
-    """``TB`` or ``LR``, whichever lays the drawing out nearer a 4:3 page.
-
-    Each unit's rank is its longest path from a source along the edges (as dot
-    ranks them); the estimate takes the number of ranks, the widest rank and
-    the mean size of a unit's label.
-    """
-    rank = _ranks(list(statements), edges)
-    if not rank:
-        return "TB"
-    depth = max(rank.values()) + 1
-    breadth = max(_counts(rank.values()))
-    widths = [
-        max(len(line) for line in lines) * _CHAR_WIDTH + 0.3 for _, lines in statements.values()
-    ]
-    heights = [len(lines) * _LINE_HEIGHT + 0.2 for _, lines in statements.values()]
-    w, h = sum(widths) / len(widths), sum(heights) / len(heights)
-    edge_label = 0.9  # an edge label "(N, 16) float32" sits between ranks
-    tb = (breadth * (w + 0.25), depth * (h + 0.35 + 0.15))
-    lr = (depth * (w + 0.35 + edge_label), breadth * (h + 0.25))
-
-    def off(size: tuple[float, float]) -> float:
-        return abs(math.log(size[0] / size[1] / (4 / 3)))
-
-    return "TB" if off(tb) <= off(lr) else "LR"
-
-
-def _counts(values) -> list[int]:
-    counts: dict[int, int] = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    return list(counts.values())
-
-
-def _ranks(units: list[str], edges: list[Edge]) -> dict[str, int]:
-    """Longest-path ranks (Kahn's order; units left on a cycle keep rank 0)."""
-    succ: dict[str, list[str]] = {u: [] for u in units}
-    indegree = dict.fromkeys(units, 0)
-    for a, b, _ in edges:
-        if a in succ and b in indegree:
-            succ[a].append(b)
-            indegree[b] += 1
-    rank = dict.fromkeys(units, 0)
-    ready = [u for u in units if indegree[u] == 0]
-    while ready:
-        u = ready.pop()
-        for v in succ[u]:
-            rank[v] = max(rank[v], rank[u] + 1)
-            indegree[v] -= 1
-            if indegree[v] == 0:
-                ready.append(v)
-    return rank
 
 
 # -- legend --------------------------------------------------------------------------

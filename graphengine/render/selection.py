@@ -193,8 +193,13 @@ def select(
         gradient_flow(graph, grad),
     )
     depth = max(collapse_depth, 1) if collapse_depth is not None else None
+    if depth is None and max_nodes is not None and not expanded:
+        # Count before grouping: a huge graph is grouped once, at the depth that fits.
+        if _unit_counts(sel)[0] > max_nodes:
+            _fit_budget(graph, sel, expanded, max_nodes)
+            return sel
     _group(graph, sel, depth, expanded)
-    if collapse_depth is None and max_nodes is not None and len(sel.units()) > max_nodes:
+    if depth is None and max_nodes is not None and expanded and len(sel.units()) > max_nodes:
         _fit_budget(graph, sel, expanded, max_nodes)
     return sel
 
@@ -251,10 +256,11 @@ def _gradient_outputs(graph: Graph, drawn: set[str]) -> dict[str, str]:
     """Gradient output node -> the tensor it is the gradient for."""
     if graph.gradient is None:
         return {}
-    found = {}
+    added = set(graph.gradient.nodes)
+    found: dict[str, str] = {}
     for wrt, grad_ref in graph.gradient.grads.items():
         name = parse_ref(grad_ref)[0]
-        if name in drawn and name in graph.gradient.nodes:
+        if name in drawn and name in added:
             found.setdefault(name, wrt)
     return found
 
@@ -377,21 +383,21 @@ def _group_label(graph: Graph, box: Box, scope_of: dict[str, str]) -> list[str]:
 def _fit_budget(graph: Graph, sel: Selection, expanded: set[str], budget: int) -> None:
     """Collapse scopes, the deepest first, until the drawing holds at most ``budget``
     units; failing that, draw runs of consecutive units as boxes."""
-    before = len(sel.units())
-    if expanded:
+    before = len(sel.nodes)
+    counts = _unit_counts(sel)  # counted for every depth at once, then grouped once
+    if expanded and counts[0] <= budget:
         _group(graph, sel, None, set())
-        if len(sel.units()) <= budget:
-            sel.notes.append(
-                f"the drawing has {before:,} nodes, more than the budget of {budget:,}: drew "
-                f"the gradient "
-                f"of each forward op as one box ({len(sel.units()):,} units); expand some "
-                f"with expand (--expand NAME)"
-            )
-            return
-    deepest = max((len(s.split("/")) for s in sel.scope_of.values() if s), default=0)
+        sel.notes.append(
+            f"the drawing has {before:,} nodes, more than the budget of {budget:,}: drew "
+            f"the gradient "
+            f"of each forward op as one box ({len(sel.units()):,} units); expand some "
+            f"with expand (--expand NAME)"
+        )
+        return
+    deepest = max(counts)
     for depth in range(deepest, 0, -1):
-        _group(graph, sel, depth, set())
-        if len(sel.units()) <= budget:
+        if counts[depth] <= budget:
+            _group(graph, sel, depth, set())
             sel.notes.append(
                 f"the drawing has {before:,} nodes, more than the budget of {budget:,}: drew "
                 f"every scope nested {depth} or more deep as one box ({len(sel.units()):,} "
@@ -399,6 +405,7 @@ def _fit_budget(graph: Graph, sel: Selection, expanded: set[str], budget: int) -
                 f"or max_nodes (--max-nodes)"
             )
             return
+    _group(graph, sel, 1 if deepest else None, set())
     _chunk(sel, budget)
     why = "even with every top-level scope as one box" if deepest else "and it has no scopes"
     sel.notes.append(
@@ -406,6 +413,31 @@ def _fit_budget(graph: Graph, sel: Selection, expanded: set[str], budget: int) -
         f"runs of consecutive nodes as {len(sel.units()):,} boxes; draw a part with scope "
         f"(--scope), or raise max_nodes (--max-nodes)"
     )
+
+
+def _unit_counts(sel: Selection) -> dict[int, int]:
+    """How many units :func:`_group` makes with no gradient group expanded, by the
+    collapse depth (0: none), for every depth up to the deepest scope, in one pass:
+    at depth d a node in a scope nested d or more deep is in the box of its scope
+    at depth d, any other node is itself or in its gradient group's box."""
+    boxes: dict[int, set[tuple[bool, str]]] = {}
+    own: dict[int, set[str]] = {}  # units of nodes whose scope is nested k deep
+    for node in sel.nodes:
+        scope = sel.scope_of[node.name]
+        parts = scope.split("/") if scope else []
+        is_grad = node.name in sel.gradient
+        prefix = ""
+        for d, part in enumerate(parts, start=1):
+            prefix = f"{prefix}/{part}" if prefix else part
+            boxes.setdefault(d, set()).add((is_grad, prefix))
+        forward = sel.groups.get(node.name)
+        own.setdefault(len(parts), set()).add(node.name if forward is None else "#" + forward)
+    deepest = max(boxes, default=0)
+    counts = {0: sum(len(units) for units in own.values())}
+    for depth in range(1, deepest + 1):
+        shallower = sum(len(units) for k, units in own.items() if k < depth)
+        counts[depth] = len(boxes[depth]) + shallower
+    return counts
 
 
 def _chunk(sel: Selection, budget: int) -> None:
