@@ -14,6 +14,7 @@ that no gradient output needs are dropped at the end.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import warnings
 from collections.abc import Iterator, Sequence
@@ -27,7 +28,7 @@ from .dtypes import is_float
 from .errors import GradientError
 from .graph import Graph, Node, Tensor, fresh_name, make_ref, parse_ref
 from .model import GradientInfo
-from .ops.registry import F
+from .ops.registry import F, OpDef
 from .shapes import TensorType
 from .simplify import EmissionContext
 
@@ -69,6 +70,8 @@ class _Reach:
 
     live: set[str]  # tensor refs that carry a gradient
     nodes: list[Node]  # nodes to differentiate, in forward order
+    #: Per node name, which inputs are differentiable edges (see _edges).
+    edges: dict[str, list[bool]]
 
 
 def _differentiable_edge(node: Node, slot: int, in_type: TensorType) -> bool:
@@ -76,6 +79,40 @@ def _differentiable_edge(node: Node, slot: int, in_type: TensorType) -> bool:
     return (
         opdef.differentiable and opdef.input_spec(slot).differentiable and is_float(in_type.dtype)
     )
+
+
+@functools.cache
+def _differentiable_inputs(opdef: OpDef) -> tuple[bool, ...]:
+    """Per input slot of ``opdef``, whether its schema lets a gradient through
+    (one entry for a variadic op, whose inputs share a declaration); looked up
+    once per op, as the pass asks for every edge."""
+    if not opdef.differentiable:
+        return ()
+    return tuple(spec.differentiable for spec in opdef.inputs)
+
+
+class _FloatRefs(dict[str, bool]):
+    """Whether each tensor reference has a float dtype, computed once per ref."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__()
+        self._type_of = graph.type_of
+
+    def __missing__(self, ref: str) -> bool:
+        self[ref] = result = is_float(self._type_of(ref).dtype)
+        return result
+
+
+def _edges(node: Node, floats: _FloatRefs) -> list[bool]:
+    """For each input of ``node`` (canonical refs), whether it is a differentiable
+    edge: the same test as :func:`_differentiable_edge`, with the per-op and
+    per-ref parts looked up once."""
+    flags = _differentiable_inputs(node.opdef)
+    if not flags:
+        return [False] * len(node.inputs)
+    if len(flags) == 1:
+        return [flags[0] and floats[ref] for ref in _canonical(node.inputs)]
+    return [flag and floats[ref] for flag, ref in zip(flags, _canonical(node.inputs))]
 
 
 def _ancestors(graph: Graph, root: str) -> list[Node]:
@@ -104,32 +141,36 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
     # Nodes of ops without a gradient rule pass nothing on, either way (sources
     # among them: having no inputs, they take part in neither sweep).
     order = [n for n in _ancestors(graph, parse_ref(loss)[0]) if n.opdef.differentiable]
-    type_of = graph.type_of
+    floats = _FloatRefs(graph)
     forward = set(wrt)
+    edges: dict[str, list[bool]] = {}
     for node in order:
-        if any(
-            ref in forward and _differentiable_edge(node, i, type_of(ref))
-            for i, ref in enumerate(_canonical(node.inputs))
-        ):
+        edges[node.name] = node_edges = _edges(node, floats)
+        if any(edge and ref in forward for edge, ref in zip(node_edges, _canonical(node.inputs))):
             forward.update(r for r, t in zip(node.output_refs(), node.types) if is_float(t.dtype))
     backward = {loss}
     nodes = []
     for node in reversed(order):
-        if not any(r in backward for r in node.output_refs()):
+        if len(node.types) == 1:
+            if node.name not in backward:
+                continue
+        elif not any(r in backward for r in node.output_refs()):
             continue
         carries = False
-        for i, ref in enumerate(_canonical(node.inputs)):
-            if ref in forward and _differentiable_edge(node, i, type_of(ref)):
+        for edge, ref in zip(edges[node.name], _canonical(node.inputs)):
+            if edge and ref in forward:
                 backward.add(ref)
                 carries = True
         if carries:
             nodes.append(node)
     nodes.reverse()
-    return _Reach(forward & backward, nodes)
+    return _Reach(forward & backward, nodes, edges)
 
 
-def _canonical(refs: Sequence[str]) -> list[str]:
+def _canonical(refs: Sequence[str]) -> Sequence[str]:
     # Only a ``node:k`` reference can be written two ways (``node:0`` is ``node``).
+    if not any(":" in r for r in refs):
+        return refs
     return [make_ref(*parse_ref(r)) if ":" in r else r for r in refs]
 
 
@@ -392,18 +433,14 @@ def _backpropagate(
             totals[ref] = value
         return value
 
+    live, edges = reach.live, reach.edges
     for node in reversed(reach.nodes):
         dys = [total(ref, node) for ref in node.output_refs()]
         if all(d is None for d in dys):
             continue
         inputs = _canonical(node.inputs)
         opdef = node.opdef
-        wanted = [
-            ref in reach.live
-            and opdef.input_spec(i).differentiable
-            and is_float(graph.type_of(ref).dtype)
-            for i, ref in enumerate(inputs)
-        ]
+        wanted = [edge and ref in live for edge, ref in zip(edges[node.name], inputs)]
         ctx.derived_from, ctx.scope = node.name, _scope_of(node, scope)
         view = NodeView(graph, node, wanted)
         # The contract (OpDef's docstring): one output gets its gradient, several

@@ -10,6 +10,7 @@ per node output, which take Python's operators.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import re
 import zlib
@@ -404,9 +405,9 @@ class Graph:
     def _unique_name(self, base: str) -> str:
         name = self._qualify(base)
         reserved = self._grad_ctx.reserved if self._grad_ctx is not None else ()
-        taken = _Taken(self._nodes, reserved)
-        if name not in taken:
+        if name not in self._nodes and name not in reserved:
             return name
+        taken = _Taken(self._nodes, reserved)
         # The counter remembers the last suffix used, so naming n nodes alike is O(n).
         fresh = fresh_name(name, taken, self._counters.get(name, 0) + 1)
         self._counters[name] = int(fresh.rsplit("_", 1)[1])
@@ -548,9 +549,18 @@ class Graph:
             raise GraphError(
                 f"op '{opdef.name}' takes {len(opdef.inputs)} inputs ({names}), got {len(inputs)}"
             )
-        like = _dtype_for_literals(inputs)
         refs = []
-        for i, value in enumerate(inputs):
+        for value in inputs:
+            # The common case first: a handle of this graph (its reference inline).
+            if type(value) is Tensor and value.graph is self:
+                refs.append(value.node if value.index == 0 else f"{value.node}:{value.index}")
+            else:
+                break
+        else:
+            return refs
+        like = _dtype_for_literals(inputs)
+        for i in range(len(refs), len(inputs)):
+            value = inputs[i]
             if isinstance(value, tuple) and value and all(isinstance(v, Tensor) for v in value):
                 raise GraphError(_tuple_input_message(opdef.name, i, value))
             if isinstance(value, Tensor):
@@ -604,7 +614,8 @@ class Graph:
     def _infer(
         self, opdef: OpDef, node_name: str, refs: list[str], attrs: dict[str, Any]
     ) -> tuple[TensorType, ...]:
-        in_types = [self.type_of(r) for r in refs]
+        nodes = self._nodes
+        in_types = [nodes[r].types[0] if ":" not in r else self.type_of(r) for r in refs]
         return infer_types(opdef, node_name, in_types, attrs, refs)
 
     def add_node(self, node: Node) -> None:
@@ -729,9 +740,11 @@ def infer_types(
     """
     refs = refs or [f"input {i}" for i in range(len(in_types))]
     where = f"node '{node_name}' ({opdef.name})"
+    accepted = _accepted_dtypes(opdef)
+    variadic = opdef.variadic
     for i, t in enumerate(in_types):
-        spec = opdef.input_spec(i)
-        if dtype_name(t.dtype) not in spec.dtypes:
+        if dtype_name(t.dtype) not in accepted[0 if variadic else i]:
+            spec = opdef.input_spec(i)
             allowed = ", ".join(sorted(spec.dtypes))
             raise ShapeError(
                 f"{where}: input '{spec.name}' ('{refs[i]}') has dtype "
@@ -764,6 +777,13 @@ def infer_types(
         if not opdef.stored:
             limits.check_result_size(t.shape, t.dtype.itemsize, where)
     return out
+
+
+@functools.cache
+def _accepted_dtypes(opdef: OpDef) -> tuple[frozenset[str], ...]:
+    """Per input of ``opdef``, the dtype names its schema accepts (looked up once
+    per op: the check runs for every node built)."""
+    return tuple(spec.dtypes for spec in opdef.inputs)
 
 
 def _shorten(message: str, limit: int = 600) -> str:

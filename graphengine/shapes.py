@@ -45,7 +45,8 @@ class TensorType:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", as_dtype(self.dtype))
-        object.__setattr__(self, "shape", tuple(self.shape))
+        if type(self.shape) is not tuple:
+            object.__setattr__(self, "shape", tuple(self.shape))
 
     @property
     def rank(self) -> int:
@@ -99,11 +100,17 @@ def broadcast_shapes(*shapes: Shape) -> Shape:
     """
     if all(s == shapes[0] for s in shapes[1:]) and shapes:
         return tuple(shapes[0])  # equal shapes, the common case, need no work
-    rank = max((len(s) for s in shapes), default=0)
-    result: list[Dim] = [1] * rank
-    for shape in shapes:
-        padded = (1,) * (rank - len(shape)) + tuple(shape)
-        result = [broadcast_dims(r, d) for r, d in zip(result, padded)]
+    if not shapes:
+        return ()
+    rank = max(len(s) for s in shapes)
+    # Padding with 1s never changes a dim, so each shape only meets the trailing
+    # dims it has (the same result as padding every shape to the full rank).
+    first = shapes[0]
+    result: list[Dim] = [1] * (rank - len(first)) + list(first)
+    for shape in shapes[1:]:
+        offset = rank - len(shape)
+        for i, d in enumerate(shape):
+            result[offset + i] = broadcast_dims(result[offset + i], d)
     return tuple(result)
 
 

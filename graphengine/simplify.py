@@ -55,6 +55,8 @@ def cse_key(op: str, refs: list[str], attrs: dict[str, Any]) -> Hashable | None:
     tensor-valued nodes are never shared."""
     if is_source(op) or get_op(op).random:
         return None
+    if not attrs:  # most gradient nodes: nothing to canonicalise or hash-check
+        return (op, tuple(refs), ())
     try:
         items = tuple((k, v.name if isinstance(v, np.dtype) else v) for k, v in attrs.items())
         hash(items)

@@ -69,6 +69,9 @@ def _make_function(opdef: OpDef) -> OpFunction:
 
     def function(*args: Any, **kwargs: Any) -> Any:
         if plain and not kwargs and len(args) == len(names):
+            first = args[0] if args else None
+            if type(first) is Tensor:  # the graph_of answer, without its search
+                return first.graph.apply(opdef.name, list(args), {}, None)
             return call(opdef.name, list(args), {}, None)
         # A hand-rolled bind: inspect.Signature.bind dominated the cost of building graphs.
         values = dict(zip(names, args))
@@ -117,6 +120,18 @@ __all__ = [n for n in sorted(_FUNCTIONS) if not (n in REGISTRY and REGISTRY[n].i
 
 
 def _binary(op: str, reflected: bool = False) -> Callable[[Tensor, Any], Any]:
+    opdef = REGISTRY[op]
+    if (
+        op not in FRONTENDS
+        and not opdef.variadic
+        and not opdef.attrs
+        and opdef.extra_outputs_flag is None
+    ):
+        # What the op function does for two positional inputs, without its frames
+        # (the operators build most nodes of gradient graphs).
+        if reflected:
+            return lambda self, other: self.graph.apply(op, [other, self], {}, None)
+        return lambda self, other: self.graph.apply(op, [self, other], {}, None)
     if reflected:
         return lambda self, other: _FUNCTIONS[op](other, self)
     return lambda self, other: _FUNCTIONS[op](self, other)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def broadcast_types(*types: TensorType, same_dtype: bool = True) -> TensorType:
     """The broadcast type of elementwise operands; ValueError names both operands."""
-    if same_dtype and len({t.dtype for t in types}) > 1:
+    if same_dtype and any(t.dtype != types[0].dtype for t in types[1:]):
         raise ValueError(
             "operands have different dtypes ("
             + ", ".join(t.dtype.name for t in types)

@@ -420,7 +420,9 @@ class _OpFunctions:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         from . import api
 
-        return getattr(api, name)
+        function = getattr(api, name)
+        setattr(self, name, function)  # later lookups find it without this hook
+        return function
 
 
 #: ``F.multiply(a, b)`` and friends, as used inside gradient rules.
