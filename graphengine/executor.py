@@ -80,6 +80,10 @@ class Plan:
     reuse_fetch_buffers: bool = False
     #: Output buffers per shape signature (None: the signature could not be planned).
     _memory: dict[tuple[Any, ...], list[np.ndarray | None] | None] = field(default_factory=dict)
+    #: The steps of each planned signature, ready to run (see _program).
+    _programs: dict[tuple[Any, ...], tuple[_Instruction, ...]] = field(default_factory=dict)
+    #: Signatures whose feeds passed check_feeds.
+    _checked: set[tuple[Any, ...]] = field(default_factory=set)
 
     @property
     def graph(self) -> Graph:
@@ -95,53 +99,120 @@ class Plan:
     def run(
         self, feeds: Mapping[str, Any], *, training: bool = False, seed: int = 0
     ) -> list[np.ndarray]:
-        values = list(self.template)
-        for name, array in check_feeds(self.placeholders, feeds).items():
-            values[self.feed_slots[name]] = array
+        values = self.template.copy()
+        arrays = True
+        for name, slot in self._feed_items:
+            value = feeds[name]
+            if type(value) is not np.ndarray:
+                arrays = False
+                break
+            values[slot] = value
         params = self.graph.values
         for name, slot in self.param_slots:
             values[slot] = params[name]
+        if arrays:
+            key = shape_signature(values, self._input_slots, training)
+            # Feeds are valid or not by their dtypes and shapes alone, which the
+            # key holds: a signature checked once needs no second check.
+            if key not in self._checked:
+                check_feeds(self.placeholders, feeds)
+                if len(self._checked) >= _MAX_CHECKED:
+                    self._checked.clear()
+                self._checked.add(key)
+        else:
+            for name, array in check_feeds(self.placeholders, feeds).items():
+                values[self.feed_slots[name]] = array
+            key = shape_signature(values, self._input_slots, training)
         self.context.training = training
         self.context.seed = seed
-        key = shape_signature(values, self._input_slots, training)
-        buffers = self._memory.get(key, ())
-        if buffers == ():  # a signature not seen yet (graphengine.run_budget)
+        if key not in self._memory:  # a signature not seen yet (graphengine.run_budget)
             check_bound_sizes(self.steps, values, self.feed_slots)
-        if buffers:
+        program = self._programs.get(key)
+        if program is not None:
             try:
-                return self._execute(list(values), buffers)
+                return self._run_program(values.copy(), program)
             except Exception:
                 # A shape that depends on input values: run this signature unplanned
                 # from now on (the plain run below reports a real failure).
                 self._memory[key] = None
-        elif buffers == () and len(self._memory) < MAX_SIGNATURES:
+                del self._programs[key]
+        elif key not in self._memory and len(self._memory) < MAX_SIGNATURES:
             recording = Recording()
-            result = self._execute(values, None, recording)
-            self._memory[key] = build_memory_plan(
-                self.steps, recording, self.fetch_slots, self.reuse_fetch_buffers
+            result = self._execute(values, recording)
+            kernels = [out_kernel(step, recording, i) for i, step in enumerate(self.steps)]
+            buffers = build_memory_plan(
+                self.steps, recording, self.fetch_slots, self.reuse_fetch_buffers, kernels
             )
+            self._memory[key] = buffers
+            self._programs[key] = self._program(buffers, kernels)
             return result
-        return self._execute(values, None)
+        return self._execute(values)
 
     @functools.cached_property
     def _input_slots(self) -> tuple[int, ...]:
         return tuple(self.feed_slots.values()) + tuple(s for _, s in self.param_slots)
 
-    def _execute(
-        self,
-        values: list[Any],
-        buffers: Sequence[np.ndarray | None] | None,
-        recording: Recording | None = None,
-    ) -> list[np.ndarray]:
+    @functools.cached_property
+    def _feed_items(self) -> tuple[tuple[str, int], ...]:
+        return tuple((n.name, self.feed_slots[n.name]) for n in self.placeholders)
+
+    def _program(
+        self, buffers: Sequence[np.ndarray | None], kernels: Sequence[Callable[..., Any] | None]
+    ) -> tuple[_Instruction, ...]:
+        """The steps as flat tuples for :meth:`_run_program`: what to call, on
+        which slots, into which buffer, with the call shape decided once."""
+        program = []
+        for step, buf, planned in zip(self.steps, buffers, kernels):
+            ins = step.inputs
+            if buf is not None:
+                assert planned is not None
+                kind, fn = (_OUT1 if len(ins) == 1 else _OUT2 if len(ins) == 2 else _OUTN), planned
+            elif not step.single:
+                kind, fn = _MULTI, step.fn
+            else:
+                kind, fn = (_ONE if len(ins) == 1 else _TWO if len(ins) == 2 else _ANY), step.fn
+            a = ins[0] if ins else -1
+            b = ins[1] if len(ins) > 1 else -1
+            out = step.outputs[0] if step.single else step.outputs
+            program.append((kind, fn, a, b, ins, out, buf, step.release))
+        return tuple(program)
+
+    def _run_program(self, values: list[Any], program: tuple[_Instruction, ...]) -> list[Any]:
+        i = 0
+        try:
+            with np.errstate(all="ignore"):
+                for kind, fn, a, b, ins, out, buf, release in program:
+                    if kind == _TWO:
+                        values[out] = fn(values[a], values[b])
+                    elif kind == _OUT2:
+                        values[out] = fn(values[a], values[b], out=buf)
+                    elif kind == _ONE:
+                        values[out] = fn(values[a])
+                    elif kind == _OUT1:
+                        values[out] = fn(values[a], out=buf)
+                    elif kind == _ANY:
+                        values[out] = fn(*[values[j] for j in ins])
+                    elif kind == _OUTN:
+                        values[out] = fn(*[values[j] for j in ins], out=buf)
+                    else:
+                        for slot, value in zip(out, list(fn(*[values[j] for j in ins]))):
+                            values[slot] = value
+                    for slot in release:
+                        values[slot] = None
+                    i += 1
+        except Exception as exc:
+            raise _kernel_error(self.steps[i], values, exc) from exc
+        return self._fetched(values)
+
+    def _execute(self, values: list[Any], recording: Recording | None = None) -> list[np.ndarray]:
+        """Run every step, each kernel allocating its result (a first run records
+        what it saw, for the memory plan)."""
         step = None
         try:
             with np.errstate(all="ignore"):
-                for i, step in enumerate(self.steps):
+                for step in self.steps:
                     args = [values[j] for j in step.inputs]
-                    buf = buffers[i] if buffers is not None else None
-                    if buf is not None:
-                        values[step.outputs[0]] = step.fn(*args, out=buf)
-                    elif step.single:
+                    if step.single:
                         values[step.outputs[0]] = result = step.fn(*args)
                         if recording is not None:
                             recording.add(args, [result])
@@ -157,6 +228,9 @@ class Plan:
             if step is None:
                 raise
             raise _kernel_error(step, values, exc) from exc
+        return self._fetched(values)
+
+    def _fetched(self, values: list[Any]) -> list[np.ndarray]:
         # Kernels may return numpy scalars for 0-d results; users get arrays.
         # Fetches that may share memory with the graph or another fetch are copied
         # (see fetch_copies), so that changing a result cannot change the graph.
@@ -164,6 +238,31 @@ class Plan:
             np.array(values[i]) if copy else np.asarray(values[i])
             for i, copy in zip(self.fetch_slots, self.fetch_copies)
         ]
+
+
+#: How :meth:`Plan._run_program` calls a step: one or two inputs or any number,
+#: into a planned buffer or not, or a kernel with several outputs.
+_ONE, _TWO, _ANY, _OUT1, _OUT2, _OUTN, _MULTI = range(7)
+#: (kind, kernel, first input slot, second input slot, input slots, output slot(s),
+#: buffer, slots released after the step)
+_Instruction = tuple[int, Callable[..., Any], int, int, tuple[int, ...], Any, Any, tuple[int, ...]]
+#: Feed signatures a plan remembers as checked (cleared when full).
+_MAX_CHECKED = 64
+
+
+def out_kernel(step: _Step, recording: Recording, index: int) -> Callable[..., Any] | None:
+    """A kernel for ``step`` that writes its one result into a given ``out=``
+    array, for the shapes the recording run saw, or None: the numpy ufunc itself
+    for elementwise ops and ``matmul``, else what the op declares
+    (:meth:`OpDef.out_kernel`)."""
+    if not step.single or len(step.outputs) != 1:
+        return None
+    if isinstance(step.fn, np.ufunc):
+        return step.fn if step.fn.nout == 1 else None
+    inputs = [i for i in recording.inputs[index] if i is not None]
+    if len(inputs) != len(step.inputs):
+        return None
+    return step.node.opdef.out_kernel(dict(step.node.attrs), inputs)
 
 
 def _kernel_error(step: _Step, values: list[Any], exc: Exception) -> ExecutionError:

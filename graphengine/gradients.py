@@ -421,13 +421,20 @@ def _backpropagate(
     """Apply the rules in reverse order; return the total gradient of each wrt tensor."""
     pending: dict[str, list[Tensor]] = {loss: [graph.tensor(seed)]}
     totals: dict[str, Tensor] = {}
+    scopes: dict[str, str] = {}  # forward scope -> gradient scope, made once each
+
+    def scope_of(node: Node) -> str:
+        found = scopes.get(node.scope)
+        if found is None:
+            found = scopes[node.scope] = _scope_of(node, scope)
+        return found
 
     def total(ref: str, producer: Node) -> Tensor | None:
         parts = pending.pop(ref, None)
         if not parts:
             return None
         ctx.derived_from = producer.name
-        ctx.scope = _scope_of(producer, scope)
+        ctx.scope = scope_of(producer)
         value = parts[0] if len(parts) == 1 else F.add_n(parts)
         if ref in wrt:
             totals[ref] = value
@@ -441,7 +448,7 @@ def _backpropagate(
         inputs = _canonical(node.inputs)
         opdef = node.opdef
         wanted = [edge and ref in live for edge, ref in zip(edges[node.name], inputs)]
-        ctx.derived_from, ctx.scope = node.name, _scope_of(node, scope)
+        ctx.derived_from, ctx.scope = node.name, scope_of(node)
         view = NodeView(graph, node, wanted)
         # The contract (OpDef's docstring): one output gets its gradient, several
         # get a list with None for those no gradient reached.

@@ -41,9 +41,14 @@ class Recording:
 
     outputs: list[list[Any]] = field(default_factory=list)
     shares: list[list[tuple[int, ...]]] = field(default_factory=list)
+    #: Per step, the (shape, dtype) of each input (None for a non-array).
+    inputs: list[tuple[tuple[tuple[int, ...], np.dtype] | None, ...]] = field(default_factory=list)
 
     def add(self, args: Sequence[Any], results: Sequence[Any]) -> None:
         self.outputs.append(list(results))
+        self.inputs.append(
+            tuple((a.shape, a.dtype) if isinstance(a, np.ndarray) else None for a in args)
+        )
         self.shares.append(
             [
                 tuple(
@@ -58,18 +63,22 @@ class Recording:
         )
 
 
-def _takes_out(fn: Any) -> bool:
-    return isinstance(fn, np.ufunc) and fn.nout == 1
-
-
 def build_memory_plan(
     steps: Sequence[Any],
     recording: Recording,
     fetch_slots: Sequence[int],
     reuse_fetch_buffers: bool,
+    kernels: Sequence[Any] | None = None,
 ) -> list[np.ndarray | None]:
     """One entry per step: the buffer its single output is written into, or None
-    for a step that allocates its own result."""
+    for a step that allocates its own result.
+
+    ``kernels`` gives, per step, the kernel that takes ``out=`` (a ufunc, or an
+    op's :meth:`~graphengine.ops.registry.OpDef.out_kernel`), or None; by default
+    the steps' own kernels that are single-output ufuncs.  Only elementwise
+    ufuncs write in place into a dying input."""
+    if kernels is None:
+        kernels = [s.fn if isinstance(s.fn, np.ufunc) and s.fn.nout == 1 else None for s in steps]
     # The slot whose memory each computed slot may use, through observed views.
     root: dict[int, int] = {}
     for step, shares in zip(steps, recording.shares):
@@ -95,7 +104,7 @@ def build_memory_plan(
     for i, (step, outs, shares) in enumerate(zip(steps, recording.outputs, recording.shares)):
         if (
             len(step.outputs) == 1
-            and _takes_out(step.fn)
+            and kernels[i] is not None
             and not shares[0]
             and isinstance(outs[0], np.ndarray)
             and (reuse_fetch_buffers or step.outputs[0] not in fetched_roots)
@@ -111,7 +120,9 @@ def build_memory_plan(
             out = recording.outputs[i][0]
             key = (out.shape, out.dtype.str)
             buf = None
-            if step.fn.signature is None:  # elementwise: in place into a dying input
+            fn = kernels[i]
+            if isinstance(fn, np.ufunc) and fn.signature is None:
+                # elementwise: in place into a dying input (numpy handles exact overlap)
                 for slot in step.inputs:
                     r = root.get(slot)
                     if r in owner and end[r] == i and (owner[r].shape, owner[r].dtype.str) == key:

@@ -101,3 +101,67 @@ def test_reused_fetch_buffers_are_overwritten_by_the_next_run():
     for have, want in zip(second, want2):
         np.testing.assert_array_equal(have, want)
     assert any(a is b for a, b in zip(first, second))  # the same buffers, reused
+
+
+def _planned_equals_unplanned(graph, fetches, feed):
+    """Three runs of one plan (recording, then planned twice) against a fresh
+    plan's unplanned first run, bit for bit; returns the plan."""
+    plan = compile_plan(graph, fetches, list(feed))
+    want = reference(graph, fetches, feed)
+    for _ in range(3):
+        got = plan.run(feed)
+        for have, expected in zip(got, want):
+            assert have.dtype == expected.dtype and have.shape == expected.shape
+            np.testing.assert_array_equal(have, expected)
+    return plan
+
+
+def test_out_kernels_of_reductions_and_adjoints_match_their_kernels():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3, 4))
+    labels = g.placeholder("labels", (None,), "int64")
+    # Each result feeds one more op, so it is an intermediate the plan may buffer.
+    outs = [
+        ge.sum(x, axis=1) * 1.5,
+        ge.sum(x, axis=(0, 2), keepdims=True) * 1.5,
+        ge.mean(x, axis=-1) * 1.5,
+        ge.mean(x, axis=(1, 2), keepdims=True) * 2.0,
+        ge.relu(x - 0.25) * 1.5,
+        ge.one_hot(labels, 5, axis=0) * 1.5,
+        ge.one_hot(labels, 4, dtype="float64") * 1.5,
+    ]
+    w = g.parameter("w", R.standard_normal((3, 4)).astype(np.float32))
+    loss = ge.mean(ge.relu(x * w) * x) + ge.sum(ge.mean(x * w, axis=1))
+    tg = ge.gradients(g, loss, ["w", "x"])
+    fetches = [t.name for t in outs] + [tg.gradient.grads["w"], tg.gradient.grads["x"]]
+    feed = {
+        "x": R.standard_normal((5, 3, 4)).astype(np.float32),
+        "labels": np.array([0, 3, 1, 7, -1]),  # out of range: zero rows
+    }
+    plan = _planned_equals_unplanned(tg, fetches, feed)
+    (buffers,) = [b for b in plan._memory.values() if b]
+    planned = {s.node.op for s, b in zip(plan.steps, buffers) if b is not None}
+    # Steps without a ufunc kernel that now write into planned buffers.
+    assert {"sum_like", "broadcast_like", "one_hot", "relu", "mean", "sum"} <= planned, planned
+
+
+def test_a_fixed_shape_training_step_allocates_little_per_run():
+    tg, fetches = mlp_grad_graph()
+    plan = compile_plan(tg, fetches, ["x", "y"], reuse_fetch_buffers=True)
+    f = feeds(256)
+
+    def peak_of_one_run():
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            plan.run(f)
+            return tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+
+    unplanned = peak_of_one_run()  # the recording run: every kernel allocates
+    plan.run(f)
+    planned = peak_of_one_run()
+    # Only softmax cross-entropy (two outputs) and small temporaries allocate.
+    assert planned < unplanned / 3, (planned, unplanned)

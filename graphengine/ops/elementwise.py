@@ -9,14 +9,14 @@ pass reduces it back to each input's shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..dtypes import ALL_TYPES, BOOL_TYPES, FLOAT_TYPES, NUMERIC_TYPES
 from ..shapes import TensorType, broadcast_shapes, format_shape
-from .registry import Array, Attr, F, Input, OpDef, register
+from .registry import Array, Attr, F, Input, InputInfo, OpDef, OutKernel, register
 
 if TYPE_CHECKING:
     from ..gradients import NodeView
@@ -342,6 +342,14 @@ class Relu(Unary):
     def kernel(self, x: Array) -> Array:
         return np.maximum(x, x.dtype.type(0))
 
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        zero = inputs[0][1].type(0)
+
+        def relu_into(x: Array, out: Array) -> Array:
+            return np.maximum(x, zero, out=out)
+
+        return relu_into
+
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.relu_grad(dy, node.outputs[0])]
 
@@ -536,6 +544,23 @@ class Where(OpDef):
             if np.isfinite(out).all():
                 return out
         return np.where(cond, x, y)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        def where_into(cond: Array, x: Array, y: Array, out: Array) -> Array:
+            # The kernel's choices, step by step, writing into out.
+            if x.dtype.kind == "f" and y.ndim == 0 and y == 0 and x.ndim >= cond.ndim:
+                np.multiply(x, cond, out=out)
+                if np.isfinite(out).all():
+                    return out
+            elif x.dtype.kind == "f" and x.ndim == 0 and x == 0 and y.ndim >= cond.ndim:
+                np.multiply(y, ~cond, out=out)
+                if np.isfinite(out).all():
+                    return out
+            np.copyto(out, y)
+            np.copyto(out, x, where=cond)
+            return out
+
+        return where_into
 
     def infer(self, cond: TensorType, x: TensorType, y: TensorType) -> TensorType:
         out = broadcast_types(x, y)

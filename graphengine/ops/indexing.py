@@ -24,7 +24,7 @@ from ..dtypes import ALL_TYPES, FLOAT_TYPES, INDEX_TYPES, INT_TYPES, NUMERIC_TYP
 from ..errors import GraphError, ShapeError
 from ..graph import Tensor
 from ..shapes import Shape, TensorType, format_shape, normalize_axes, normalize_axis
-from .registry import Array, Attr, F, Input, OpDef, frontend, register
+from .registry import Array, Attr, F, Input, InputInfo, OpDef, OutKernel, frontend, register
 
 if TYPE_CHECKING:
     from ..gradients import NodeView
@@ -357,6 +357,17 @@ class OneHot(OpDef):
         at = axis % (indices.ndim + 1)
         positions = np.arange(depth).reshape((depth,) + (1,) * (indices.ndim - at))
         return (np.expand_dims(indices, at) == positions).astype(dtype)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        ndim = len(inputs[0][0])
+        at = attrs["axis"] % (ndim + 1)
+        positions = np.arange(attrs["depth"]).reshape((attrs["depth"],) + (1,) * (ndim - at))
+
+        def one_hot_into(indices: Array, out: Array) -> Array:
+            # The bool comparison written as 0/1 in out's dtype, as astype does.
+            return np.equal(np.expand_dims(indices, at), positions, out=out)
+
+        return one_hot_into
 
 
 @register

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from ..shapes import (
     normalize_axes,
     normalize_axis,
 )
-from .registry import Array, Attr, F, Input, OpDef, register
+from .registry import Array, Attr, F, Input, InputInfo, OpDef, OutKernel, register
 
 if TYPE_CHECKING:
     from ..gradients import NodeView
@@ -69,6 +69,14 @@ class Sum(Reduction):
     def kernel(self, x: Array, *, axis: tuple[int, ...] | None, keepdims: bool) -> Array:
         return np.sum(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
 
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        axis, keepdims = attrs["axis"], attrs["keepdims"]
+
+        def sum_into(x: Array, out: Array) -> Array:
+            return np.sum(x, axis=axis, keepdims=keepdims, dtype=x.dtype, out=out)
+
+        return sum_into
+
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.broadcast_like(dy, node.inputs[0], axes=self.axes(node))]
 
@@ -83,6 +91,14 @@ class Mean(Reduction):
 
     def kernel(self, x: Array, *, axis: tuple[int, ...] | None, keepdims: bool) -> Array:
         return np.mean(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        axis, keepdims = attrs["axis"], attrs["keepdims"]
+
+        def mean_into(x: Array, out: Array) -> Array:
+            return np.mean(x, axis=axis, keepdims=keepdims, dtype=x.dtype, out=out)
+
+        return mean_into
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.broadcast_like(dy, node.inputs[0], axes=self.axes(node), mean=True)]
@@ -153,6 +169,13 @@ def _fold_count(big: np.ndarray, small_size: int) -> int:
     return big.size // small_size if small_size else 1
 
 
+def _size(shape: Sequence[int]) -> int:
+    size = 1
+    for d in shape:
+        size *= d
+    return size
+
+
 @register
 class BroadcastLike(OpDef):
     """Insert ``axes`` (reduced away earlier) into x, then broadcast it to the shape
@@ -188,6 +211,20 @@ class BroadcastLike(OpDef):
         if mean:
             return out / x.dtype.type(_fold_count(out, x.size))
         return out
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        if not attrs["mean"]:
+            return None  # a broadcast view: nothing to write
+        axes = attrs["axes"]
+        (x_shape, x_dtype), (like_shape, _) = inputs
+        count = x_dtype.type(_fold_count(np.empty(like_shape, np.bool_), _size(x_shape)))
+
+        def spread_mean_into(x: Array, like: Array, out: Array) -> Array:
+            if axes is not None:
+                x = np.expand_dims(x, axes)
+            return np.divide(x, count, out=out)  # broadcasts x over out's shape
+
+        return spread_mean_into
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x = node.inputs[0]
@@ -226,6 +263,26 @@ class SumLike(OpDef):
         if mean:
             out = out / x.dtype.type(_fold_count(x, out.size))
         return out
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        axes, mean = attrs["axes"], attrs["mean"]
+        (x_shape, x_dtype), (like_shape, _) = inputs
+        if axes is None:
+            summed: tuple[int, ...] = _broadcast_axes(x_shape, like_shape)
+            # The sum keeps the summed axes as 1s; out viewed so, it is the same.
+            kept = tuple(1 if i in summed else d for i, d in enumerate(x_shape))
+        else:
+            summed, kept = axes, None
+        count = x_dtype.type(_fold_count(np.empty(x_shape, np.bool_), _size(like_shape)))
+
+        def sum_into(x: Array, like: Array, out: Array) -> Array:
+            target = out if kept is None else out.reshape(kept)
+            np.sum(x, axis=summed, keepdims=kept is not None, dtype=x.dtype, out=target)
+            if mean:
+                np.divide(out, count, out=out)
+            return out
+
+        return sum_into
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x = node.inputs[0]

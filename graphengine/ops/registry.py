@@ -34,6 +34,11 @@ from ..dtypes import ALL_TYPES, as_dtype
 from ..errors import GraphError
 from ..shapes import Dim
 
+#: What :meth:`OpDef.out_kernel` knows of each input: its shape and dtype.
+InputInfo: TypeAlias = "tuple[tuple[int, ...], np.dtype[Any]]"
+#: A kernel called as ``f(*arrays, out=buffer)`` that fills and returns buffer.
+OutKernel: TypeAlias = "Callable[..., Any]"
+
 #: What kernels take and return: numpy arrays of any shape and dtype.
 Array: TypeAlias = "np.ndarray[Any, np.dtype[Any]]"
 
@@ -315,6 +320,19 @@ class OpDef:
     def kernel(self, *arrays: Any, **attrs: Any) -> Any:  # pragma: no cover - every op has one
         """Output arrays (one, or a sequence for several outputs) from input arrays."""
         raise NotImplementedError
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        """A variant of the kernel that writes its one result into a given array,
+        for inputs of these (shape, dtype)s, or None (the default: the kernel
+        allocates its result).
+
+        The returned ``f(*arrays, out=buffer)`` must fill ``buffer`` (of the
+        shape and dtype the kernel returns for such inputs) with exactly the
+        kernel's values and return it; it never gets a buffer that overlaps an
+        input.  Compiled plans use it to run fixed-shape steps without
+        allocating (:mod:`graphengine.memory_plan`); ufunc kernels need none.
+        """
+        return None
 
 
 REGISTRY: dict[str, OpDef] = {}
