@@ -106,7 +106,8 @@ def broadcast_shapes(*shapes: Shape) -> Shape:
     # Padding with 1s never changes a dim, so each shape only meets the trailing
     # dims it has (the same result as padding every shape to the full rank).
     first = shapes[0]
-    result: list[Dim] = [1] * (rank - len(first)) + list(first)
+    result: list[Dim] = [1] * (rank - len(first))
+    result.extend(first)
     for shape in shapes[1:]:
         offset = rank - len(shape)
         for i, d in enumerate(shape):
