@@ -110,11 +110,15 @@ class Plan:
         params = self.graph.values
         for name, slot in self.param_slots:
             values[slot] = params[name]
+        self.context.training = training
+        self.context.seed = seed
         if arrays:
             key = shape_signature(values, self._input_slots, training)
+            program = self._programs.get(key)
             # Feeds are valid or not by their dtypes and shapes alone, which the
-            # key holds: a signature checked once needs no second check.
-            if key not in self._checked:
+            # key holds: a signature checked once (a planned one was) needs no
+            # second check.
+            if program is None and key not in self._checked:
                 check_feeds(self.placeholders, feeds)
                 if len(self._checked) >= _MAX_CHECKED:
                     self._checked.clear()
@@ -123,11 +127,10 @@ class Plan:
             for name, array in check_feeds(self.placeholders, feeds).items():
                 values[self.feed_slots[name]] = array
             key = shape_signature(values, self._input_slots, training)
-        self.context.training = training
-        self.context.seed = seed
-        if key not in self._memory:  # a signature not seen yet (graphengine.run_budget)
+            program = self._programs.get(key)
+        if program is None and key not in self._memory:
+            # A signature not seen yet (graphengine.run_budget).
             check_bound_sizes(self.steps, values, self.feed_slots)
-        program = self._programs.get(key)
         if program is not None:
             try:
                 return self._run_program(values.copy(), program)

@@ -143,14 +143,16 @@ def build_memory_plan(
     return buffers
 
 
-def shape_signature(values: Sequence[Any], slots: Sequence[int], training: bool) -> tuple:
-    """What a memory plan depends on: the shapes, dtypes and layouts of the run's
-    inputs, and the mode (dropout returns its input itself in inference)."""
-    return (training,) + tuple(
-        (
-            getattr(v, "shape", None),
-            getattr(v, "dtype", None),
-            bool(getattr(v, "flags", None) is not None and v.flags.c_contiguous),
-        )
-        for v in (values[s] for s in slots)
-    )
+def shape_signature(values: Sequence[Any], slots: Sequence[int], training: bool) -> tuple[Any, ...]:
+    """What a memory plan depends on: the shapes, dtypes and layouts (strides) of
+    the run's inputs, and the mode (dropout returns its input itself in inference)."""
+    parts: list[Any] = [training]
+    for s in slots:
+        v = values[s]
+        if type(v) is np.ndarray:  # the common case, without getattr's defaults
+            parts.append((v.shape, v.dtype, v.strides))
+        else:
+            parts.append(
+                (getattr(v, "shape", None), getattr(v, "dtype", None), getattr(v, "strides", None))
+            )
+    return tuple(parts)
