@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
 from ..errors import ShapeError
-from ..shapes import TensorType, format_shape
-from .registry import Attr, F, Input, OpDef, frontend, register
+from ..shapes import Dim, TensorType, format_shape
+from .registry import Array, Attr, F, Input, OpDef, frontend, register
 from .window import (
+    Ints,
     as_pair,
     check_grad_shape,
     check_rank,
@@ -43,6 +46,10 @@ from .window import (
     windows,
 )
 
+if TYPE_CHECKING:
+    from ..gradients import NodeView
+    from ..graph import Tensor, TensorLike
+
 _CONV_ATTRS = (
     Attr("stride", "ints", (1, 1)),
     Attr("padding", "ints", (0, 0, 0, 0)),
@@ -51,14 +58,16 @@ _CONV_ATTRS = (
 )
 
 
-def _check_groups(channels, groups: int, what: str) -> None:
+def _check_groups(channels: Dim, groups: int, what: str) -> None:
     if groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups}")
     if isinstance(channels, int) and channels % groups:
         raise ValueError(f"{what} {channels} is not divisible by groups={groups}")
 
 
-def _conv_types(x: TensorType, w: TensorType, stride, padding, dilation, groups) -> TensorType:
+def _conv_types(
+    x: TensorType, w: TensorType, stride: Ints, padding: Ints, dilation: Ints, groups: int
+) -> TensorType:
     check_rank(x, 4, "x (N, C, H, W)")
     check_rank(w, 4, "w (out_channels, in_channels / groups, kh, kw)")
     check_window(stride, padding, dilation, 2)
@@ -82,7 +91,15 @@ def _conv_types(x: TensorType, w: TensorType, stride, padding, dilation, groups)
 # -- the three kernels ---------------------------------------------------------------------
 
 
-def _im2col(x: np.ndarray, kernel, stride, padding, dilation, out, groups) -> np.ndarray:
+def _im2col(
+    x: Array,
+    kernel: Ints,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    out: Ints,
+    groups: int,
+) -> Array:
     """(groups, C/groups * kh * kw, N * OH * OW): every window of padded x as a column."""
     n, c = x.shape[:2]
     view = windows(pad_spatial(x, padding), kernel, stride, dilation, out)  # (N,C,OH,OW,kh,kw)
@@ -91,21 +108,25 @@ def _im2col(x: np.ndarray, kernel, stride, padding, dilation, out, groups) -> np
     )
 
 
-def _by_group(dy: np.ndarray, groups: int) -> np.ndarray:
+def _by_group(dy: Array, groups: int) -> Array:
     """dy (N, O, OH, OW) as (groups, O/groups, N * OH * OW)."""
     n, o = dy.shape[:2]
     return dy.transpose(1, 0, 2, 3).reshape(groups, o // groups, -1)
 
 
-def _convolve(x, w, stride, padding, dilation, groups):
-    out = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
+def _convolve(
+    x: Array, w: Array, stride: Ints, padding: Ints, dilation: Ints, groups: int
+) -> Array:
+    out: Any = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
     cols = _im2col(x, w.shape[2:], stride, padding, dilation, out, groups)
     y = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), cols)  # (G, O/G, N*OH*OW)
     y = y.reshape(w.shape[0], x.shape[0], *out)
     return np.ascontiguousarray(y.transpose(1, 0, 2, 3))
 
 
-def _transpose_convolve(dy, w, shape, stride, padding, dilation, groups):
+def _transpose_convolve(
+    dy: Array, w: Array, shape: Ints, stride: Ints, padding: Ints, dilation: Ints, groups: int
+) -> Array:
     """The adjoint of _convolve in x: dy (N, O, OH, OW) spread back onto an input of
     ``shape`` (N, C, H, W) through the weights (O, C/groups, kh, kw)."""
     n, c = shape[:2]
@@ -127,7 +148,9 @@ def _transpose_convolve(dy, w, shape, stride, padding, dilation, groups):
     return np.ascontiguousarray(dxp[index].transpose(1, 0, *range(2, 2 + rank)))
 
 
-def _frame_col2im(dy, wg, c, kernel, dilation, full, groups):
+def _frame_col2im(
+    dy: Array, wg: Array, c: int, kernel: Ints, dilation: Ints, full: Ints, groups: int
+) -> Array:
     """Stride-1 col2im on a frame: dy is laid into zeros shaped like the padded
     input, (O, N, *full), so the column of output position f meets input
     position f + offset for each kernel position, with one offset for all
@@ -155,7 +178,9 @@ def _frame_col2im(dy, wg, c, kernel, dilation, full, groups):
     return dxp.reshape((c, n) + tuple(full))
 
 
-def _filter_gradient(x, dy, kernel, stride, padding, dilation, groups):
+def _filter_gradient(
+    x: Array, dy: Array, kernel: Ints, stride: Ints, padding: Ints, dilation: Ints, groups: int
+) -> Array:
     cols = _im2col(x, kernel, stride, padding, dilation, dy.shape[2:], groups)
     dw = np.matmul(_by_group(dy, groups), cols.transpose(0, 2, 1))  # (G, O/G, C/G*kh*kw)
     return dw.reshape(dy.shape[1], x.shape[1] // groups, *kernel)
@@ -181,13 +206,24 @@ class Conv2d(OpDef):
     inputs = (Input("x", FLOAT_TYPES), Input("w", FLOAT_TYPES))
     attrs = _CONV_ATTRS
 
-    def infer(self, x, w, *, stride, padding, dilation, groups):
+    def infer(
+        self,
+        x: TensorType,
+        w: TensorType,
+        *,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        groups: int,
+    ) -> TensorType:
         return _conv_types(x, w, stride, padding, dilation, groups)
 
-    def kernel(self, x, w, *, stride, padding, dilation, groups):
+    def kernel(
+        self, x: Array, w: Array, *, stride: Ints, padding: Ints, dilation: Ints, groups: int
+    ) -> Array:
         return _convolve(x, w, stride, padding, dilation, groups)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x, w = node.inputs
         attrs = node.attrs
         return [
@@ -212,15 +248,35 @@ class Conv2dBackpropInput(OpDef):
     )
     attrs = _CONV_ATTRS
 
-    def infer(self, dy, w, like, *, stride, padding, dilation, groups):
+    def infer(
+        self,
+        dy: TensorType,
+        w: TensorType,
+        like: TensorType,
+        *,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        groups: int,
+    ) -> TensorType:
         expected = _conv_types(like.with_dtype(w.dtype), w, stride, padding, dilation, groups)
         check_grad_shape(dy, expected)
         return TensorType(dy.dtype, like.shape)
 
-    def kernel(self, dy, w, like, *, stride, padding, dilation, groups):
+    def kernel(
+        self,
+        dy: Array,
+        w: Array,
+        like: Array,
+        *,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        groups: int,
+    ) -> Array:
         return _transpose_convolve(dy, w, like.shape, stride, padding, dilation, groups)
 
-    def vjp(self, node, g):
+    def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
         dy, w, _ = node.inputs
         attrs = node.attrs
         return [
@@ -245,15 +301,35 @@ class Conv2dBackpropFilter(OpDef):
     )
     attrs = _CONV_ATTRS
 
-    def infer(self, x, dy, like, *, stride, padding, dilation, groups):
+    def infer(
+        self,
+        x: TensorType,
+        dy: TensorType,
+        like: TensorType,
+        *,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        groups: int,
+    ) -> TensorType:
         expected = _conv_types(x, like.with_dtype(x.dtype), stride, padding, dilation, groups)
         check_grad_shape(dy, expected)
         return TensorType(x.dtype, like.shape)
 
-    def kernel(self, x, dy, like, *, stride, padding, dilation, groups):
+    def kernel(
+        self,
+        x: Array,
+        dy: Array,
+        like: Array,
+        *,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        groups: int,
+    ) -> Array:
         return _filter_gradient(x, dy, like.shape[2:], stride, padding, dilation, groups)
 
-    def vjp(self, node, g):
+    def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
         x, dy, _ = node.inputs
         attrs = node.attrs
         return [
@@ -263,7 +339,9 @@ class Conv2dBackpropFilter(OpDef):
         ]
 
 
-def _transpose_size(size, k, stride, dilation, begin, end, extra):
+def _transpose_size(
+    size: Dim, k: Dim, stride: int, dilation: int, begin: int, end: int, extra: int
+) -> Dim:
     if not isinstance(size, int) or not isinstance(k, int):
         return None
     out = (size - 1) * stride + dilation * (k - 1) + 1 - begin - end + extra
@@ -289,7 +367,17 @@ class ConvTranspose2d(OpDef):
     inputs = (Input("x", FLOAT_TYPES), Input("w", FLOAT_TYPES))
     attrs = _CONV_ATTRS + (Attr("output_padding", "ints", (0, 0)),)
 
-    def infer(self, x, w, *, stride, padding, dilation, groups, output_padding):
+    def infer(
+        self,
+        x: TensorType,
+        w: TensorType,
+        *,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        groups: int,
+        output_padding: Ints,
+    ) -> TensorType:
         check_rank(x, 4, "x (N, C, H, W)")
         check_rank(w, 4, "w (in_channels, out_channels / groups, kh, kw)")
         check_window(stride, padding, dilation, 2)
@@ -323,7 +411,17 @@ class ConvTranspose2d(OpDef):
         )
         return TensorType(x.dtype, (x.shape[0], o) + sizes)
 
-    def kernel(self, x, w, *, stride, padding, dilation, groups, output_padding):
+    def kernel(
+        self,
+        x: Array,
+        w: Array,
+        *,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        groups: int,
+        output_padding: Ints,
+    ) -> Array:
         sizes = tuple(
             _transpose_size(
                 x.shape[2 + i],
@@ -339,7 +437,7 @@ class ConvTranspose2d(OpDef):
         shape = (x.shape[0], w.shape[1] * groups) + sizes
         return _transpose_convolve(x, w, shape, stride, padding, dilation, groups)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x, w = node.inputs
         attrs = {k: v for k, v in node.attrs.items() if k != "output_padding"}
         return [
@@ -348,12 +446,21 @@ class ConvTranspose2d(OpDef):
         ]
 
 
-def _weight_kernel(w) -> tuple:
+def _weight_kernel(w: Any) -> tuple[Dim, ...]:
     return tuple(w.shape if hasattr(w, "shape") else np.shape(w))[2:]
 
 
 @frontend("conv2d")
-def conv2d(x, w, stride=1, padding=0, dilation=1, groups: int = 1, *, name: str | None = None):
+def conv2d(
+    x: TensorLike,
+    w: TensorLike,
+    stride: int | Sequence[int] = 1,
+    padding: int | str | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    *,
+    name: str | None = None,
+) -> Tensor:
     """2-D convolution of NCHW ``x`` with ``w`` (out_channels, in_channels / groups,
     kh, kw).
 
@@ -389,16 +496,16 @@ def conv2d(x, w, stride=1, padding=0, dilation=1, groups: int = 1, *, name: str 
 
 @frontend("conv_transpose2d")
 def conv_transpose2d(
-    x,
-    w,
-    stride=1,
-    padding=0,
-    dilation=1,
+    x: TensorLike,
+    w: TensorLike,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
     groups: int = 1,
-    output_padding=0,
+    output_padding: int | Sequence[int] = 0,
     *,
     name: str | None = None,
-):
+) -> Tensor:
     """2-D transposed convolution of NCHW ``x`` with ``w`` (in_channels,
     out_channels / groups, kh, kw), as PyTorch's ``conv_transpose2d``.
 

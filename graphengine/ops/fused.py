@@ -22,13 +22,19 @@ that follows the primitives exactly beats a hand-derived one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..dtypes import FLOAT_TYPES, INDEX_TYPES
-from ..shapes import TensorType, format_shape, normalize_axis
-from .norm import _stat_axes
-from .registry import REGISTRY, Attr, F, Input, OpDef, register
+from ..shapes import Dim, TensorType, format_shape, normalize_axis
+from .norm import _stat_axes, _sum_terms
+from .registry import REGISTRY, Array, Attr, F, Input, OpDef, register
+
+if TYPE_CHECKING:
+    from ..executor import RunContext
+    from ..gradients import NodeView
+    from ..graph import Graph, Node, Tensor
 
 #: Activations ``dense`` applies, each with its derivative written from the output y.
 ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
@@ -51,7 +57,7 @@ CHAINABLE = (
 )
 
 
-def _same_dims(a, b) -> bool:
+def _same_dims(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
     return len(a) == len(b) and all(
         x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a, b)
     )
@@ -73,7 +79,7 @@ class Dense(OpDef):
     inputs = (Input("x", FLOAT_TYPES), Input("w", FLOAT_TYPES), Input("b", FLOAT_TYPES))
     attrs = (Attr("activation", "str", "none", choices=ACTIVATIONS),)
 
-    def infer(self, x, w, b, *, activation):
+    def infer(self, x: TensorType, w: TensorType, b: TensorType, *, activation: str) -> TensorType:
         if x.dtype != w.dtype or b.dtype != x.dtype:
             raise ValueError(
                 f"x, w and b must have one dtype, got {x.dtype.name}, "
@@ -92,7 +98,7 @@ class Dense(OpDef):
             )
         return TensorType(x.dtype, (x.shape[0], w.shape[1]))
 
-    def kernel(self, x, w, b, *, activation):
+    def kernel(self, x: Array, w: Array, b: Array, *, activation: str) -> Array:
         y = x @ w
         y += b
         if activation == "relu":
@@ -103,7 +109,7 @@ class Dense(OpDef):
             y = REGISTRY["sigmoid"].kernel(y)
         return y
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x, w, _ = node.inputs
         y = node.outputs[0]
         activation = node.attrs["activation"]
@@ -134,7 +140,7 @@ class ElementwiseChain(OpDef):
     inputs = (Input("x", FLOAT_TYPES),)
     attrs = (Attr("ops", "strs"),)
 
-    def infer(self, x, *, ops):
+    def infer(self, x: TensorType, *, ops: Sequence[str]) -> TensorType:
         if len(ops) < 2:
             raise ValueError(f"a chain holds at least two ops, got {list(ops)}")
         bad = [op for op in ops if op not in CHAINABLE]
@@ -144,13 +150,13 @@ class ElementwiseChain(OpDef):
             )
         return x
 
-    def kernel(self, x, *, ops):
+    def kernel(self, x: Array, *, ops: Sequence[str]) -> Array:
         for op in ops:
             x = REGISTRY[op].kernel(x)
         return x
 
-    def vjp(self, node, dy):
-        def expand(x):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
+        def expand(x: Tensor) -> list[Tensor]:
             for op in node.attrs["ops"]:
                 x = getattr(F, op)(x)
             return [x]
@@ -171,15 +177,15 @@ class ReluGrad(OpDef):
     internal = True
     inputs = (Input("dy", FLOAT_TYPES), Input("y", FLOAT_TYPES, differentiable=False))
 
-    def infer(self, dy, y):
+    def infer(self, dy: TensorType, y: TensorType) -> TensorType:
         if dy.dtype != y.dtype or not _same_dims(dy.shape, y.shape):
             raise ValueError(f"dy {dy} and y {y} must have one dtype and shape")
         return dy
 
-    def kernel(self, dy, y):
+    def kernel(self, dy: Array, y: Array) -> Array:
         return np.multiply(dy, y > 0)
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.relu_grad(dy, node.inputs[1]), None]
 
 
@@ -200,7 +206,9 @@ class SoftmaxCrossEntropyGrad(OpDef):
     )
     attrs = (Attr("axis", "int", -1),)
 
-    def infer(self, log_prob, labels, g, *, axis):
+    def infer(
+        self, log_prob: TensorType, labels: TensorType, g: TensorType, *, axis: int
+    ) -> TensorType:
         axis = normalize_axis(axis, log_prob.rank)
         samples = log_prob.shape[:axis] + log_prob.shape[axis + 1 :]
         if not _same_dims(labels.shape, samples) or not _same_dims(g.shape, samples):
@@ -215,7 +223,7 @@ class SoftmaxCrossEntropyGrad(OpDef):
             raise ValueError(f"the class axis {axis} of log_prob must have a known size")
         return log_prob
 
-    def kernel(self, log_prob, labels, g, *, axis):
+    def kernel(self, log_prob: Array, labels: Array, g: Array, *, axis: int) -> Array:
         axis = normalize_axis(axis, log_prob.ndim)
         classes = log_prob.shape[axis]
         p = np.exp(log_prob)
@@ -233,10 +241,10 @@ class SoftmaxCrossEntropyGrad(OpDef):
         p *= np.expand_dims(g, axis)
         return p
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         axis = normalize_axis(node.attrs["axis"], node.inputs[0].ndim)
 
-        def expand(log_prob, labels, g):
+        def expand(log_prob: Tensor, labels: Tensor, g: Tensor) -> list[Tensor]:
             depth = log_prob.shape[axis]
             hot = F.one_hot(labels, depth=depth, dtype=log_prob.dtype, axis=axis)
             return [(F.exp(log_prob) - hot) * F.broadcast_like(g, log_prob, axes=[axis])]
@@ -266,7 +274,16 @@ class BatchNormGrad(OpDef):
     attrs = (Attr("epsilon", "float", 1e-5),)
     uses_context = True
 
-    def infer(self, dy, x, gamma, mean, var, *, epsilon):
+    def infer(
+        self,
+        dy: TensorType,
+        x: TensorType,
+        gamma: TensorType,
+        mean: TensorType,
+        var: TensorType,
+        *,
+        epsilon: float,
+    ) -> tuple[TensorType, TensorType, TensorType]:
         if x.rank < 2 or not _same_dims(dy.shape, x.shape):
             raise ValueError(
                 f"dy {format_shape(dy.shape)} and x {format_shape(x.shape)} "
@@ -282,7 +299,17 @@ class BatchNormGrad(OpDef):
                 )
         return x, gamma, gamma
 
-    def kernel(self, dy, x, gamma, mean, var, *, epsilon, ctx):
+    def kernel(
+        self,
+        dy: Array,
+        x: Array,
+        gamma: Array,
+        mean: Array,
+        var: Array,
+        *,
+        epsilon: float,
+        ctx: RunContext,
+    ) -> tuple[Array, Array, Array]:
         axes = _stat_axes(x.ndim)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         rstd = 1 / np.sqrt(var + x.dtype.type(epsilon))
@@ -299,13 +326,13 @@ class BatchNormGrad(OpDef):
         dx *= (gamma * rstd).reshape(shape)
         return dx, dgamma, dbeta
 
-    def vjp(self, node, dys):
+    def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         eps = node.attrs["epsilon"]
 
-        def expand(dy, x, gamma, mean, var):
+        def expand(dy: Tensor, x: Tensor, gamma: Tensor, mean: Tensor, var: Tensor) -> list[Tensor]:
             axes = _stat_axes(x.ndim)
 
-            def per_element(v, mean=False):
+            def per_element(v: Tensor, mean: bool = False) -> Tensor:
                 return F.broadcast_like(v, x, axes=axes, mean=mean)
 
             rstd = 1.0 / F.sqrt(var + eps)
@@ -322,7 +349,9 @@ class BatchNormGrad(OpDef):
 # -- gradients by expansion -----------------------------------------------------------
 
 
-def _vjp_by_expansion(node, dys: Sequence, expand: Callable) -> list:
+def _vjp_by_expansion(
+    node: NodeView, dys: Sequence[Tensor | None], expand: Callable[..., list[Tensor]]
+) -> list[Tensor | None]:
     """The vjp of a fused node, by building its formula from primitive ops on the
     node's inputs (``expand(*inputs)`` returns one tensor per output) and running
     reverse mode over just those nodes.  ``dys`` holds one gradient per output
@@ -333,13 +362,13 @@ def _vjp_by_expansion(node, dys: Sequence, expand: Callable) -> list:
     graph = node.inputs[0].graph
     stop = {t.name for t in node.inputs}
     order = _local_order(graph, [t.name for t in outputs], stop)
-    pending: dict[str, list] = {}
+    pending: dict[str, list[Tensor]] = {}
     for out, dy in zip(outputs, dys):
         if dy is not None:
             pending.setdefault(out.name, []).append(dy)
     depends = _depends_on(graph, order, stop)
     for inner in reversed(order):
-        grads = [_total(pending.pop(r, None)) for r in inner.output_refs()]
+        grads = [_sum_terms(pending.pop(r, [])) for r in inner.output_refs()]
         if all(g is None for g in grads) or inner.opdef.vjp is None:
             continue
         wanted = [
@@ -354,26 +383,22 @@ def _vjp_by_expansion(node, dys: Sequence, expand: Callable) -> list:
             if grad is not None and want:
                 pending.setdefault(ref, []).append(_fit(graph, grad, ref))
     return [
-        _total(pending.get(t.name)) if node.wants(i) else None for i, t in enumerate(node.inputs)
+        _sum_terms(pending.get(t.name, [])) if node.wants(i) else None
+        for i, t in enumerate(node.inputs)
     ]
 
 
-def _total(parts):
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else F.add_n(parts)
-
-
-def _float_refs(graph, refs):
+def _float_refs(graph: Graph, refs: Sequence[str]) -> set[str]:
     return {r for r in refs if graph.type_of(r).dtype.kind == "f"}
 
 
-def _local_order(graph, roots: list[str], stop: set[str]) -> list:
+def _local_order(graph: Graph, roots: list[str], stop: set[str]) -> list[Node]:
     """The nodes between ``stop`` (the fused node's inputs) and ``roots``, in
     topological order (a depth-first post-order)."""
     from ..graph import parse_ref
 
-    order, seen = [], set()
+    order: list[Node] = []
+    seen: set[str] = set()
     stack = [(parse_ref(r)[0], False) for r in reversed(roots) if r not in stop]
     while stack:
         name, done = stack.pop()
@@ -390,7 +415,7 @@ def _local_order(graph, roots: list[str], stop: set[str]) -> list:
     return order
 
 
-def _depends_on(graph, order, stop: set[str]) -> set[str]:
+def _depends_on(graph: Graph, order: Sequence[Node], stop: set[str]) -> set[str]:
     """Tensor refs among ``order``'s inputs and outputs that depend on ``stop``."""
     live = set(stop)
     for node in order:

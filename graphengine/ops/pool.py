@@ -22,6 +22,8 @@ their own gradient rules, and a gradient graph can be differentiated again:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -29,8 +31,9 @@ from numpy.lib.stride_tricks import as_strided
 from ..dtypes import ALL_TYPES, FLOAT_TYPES, INDEX_TYPES
 from ..errors import ShapeError
 from ..shapes import TensorType
-from .registry import Attr, F, Input, OpDef, frontend, register
+from .registry import Array, Attr, F, Input, OpDef, frontend, register
 from .window import (
+    Ints,
     as_tuple,
     axis_names,
     check_grad_shape,
@@ -43,6 +46,10 @@ from .window import (
     window_slices,
 )
 
+if TYPE_CHECKING:
+    from ..gradients import NodeView
+    from ..graph import Tensor
+
 _POOL_ATTRS = (
     Attr("kernel_size", "ints"),
     Attr("stride", "ints"),
@@ -53,7 +60,9 @@ _POOL_ATTRS = (
 _AVG_ATTRS = _POOL_ATTRS + (Attr("count_include_pad", "bool", True),)
 
 
-def _pool_types(x: TensorType, kernel_size, stride, padding, dilation, ceil_mode) -> TensorType:
+def _pool_types(
+    x: TensorType, kernel_size: Ints, stride: Ints, padding: Ints, dilation: Ints, ceil_mode: bool
+) -> TensorType:
     rank = len(kernel_size)
     if rank not in (1, 2, 3) or min(kernel_size) < 1:
         raise ValueError(
@@ -75,13 +84,21 @@ def _pool_types(x: TensorType, kernel_size, stride, padding, dilation, ceil_mode
     return x.with_shape(x.shape[:2] + out)
 
 
-def _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
-    """(output sizes, padded sizes) of a pool over an input of ``x_shape``."""
-    out = output_sizes(x_shape, kernel_size, stride, padding, dilation, ceil_mode)
+def _geometry(
+    x_shape: tuple[int, ...],
+    kernel_size: Ints,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    ceil_mode: bool,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(output sizes, padded sizes) of a pool over an input of ``x_shape`` (a run's
+    shape: every size is known)."""
+    out: Any = output_sizes(x_shape, kernel_size, stride, padding, dilation, ceil_mode)
     return out, padded_sizes(x_shape[2:], kernel_size, stride, padding, dilation, out)
 
 
-def _window_starts(sizes, kernel_size, stride, padding, out) -> np.ndarray:
+def _window_starts(sizes: Ints, kernel_size: Ints, stride: Ints, padding: Ints, out: Ints) -> Array:
     """Flat index into one (n, c) plane of the first kernel position of every window
     (it may fall in the padding: only sums with in-window offsets are real)."""
     rank = len(kernel_size)
@@ -93,7 +110,9 @@ def _window_starts(sizes, kernel_size, stride, padding, out) -> np.ndarray:
     return start
 
 
-def _tiles(sizes, kernel_size, stride, padding, dilation, out) -> bool:
+def _tiles(
+    sizes: Ints, kernel_size: Ints, stride: Ints, padding: Ints, dilation: Ints, out: Ints
+) -> bool:
     """Whether the windows tile the input without overlap, gaps or padding
     (stride = kernel, as in the usual 2x2 pooling), so one copy can lay every
     window position out contiguously."""
@@ -105,7 +124,7 @@ def _tiles(sizes, kernel_size, stride, padding, dilation, out) -> bool:
     )
 
 
-def _tiled_windows(x: np.ndarray, kernel_size, out) -> np.ndarray:
+def _tiled_windows(x: Array, kernel_size: Ints, out: Ints) -> Array:
     """(K, N*C*prod(out)) copy of tiled windows: row k holds kernel position k
     (row-major) of every window, so the reduction below runs over contiguous rows
     instead of strided views, which numpy handles many times slower."""
@@ -122,7 +141,7 @@ def _tiled_windows(x: np.ndarray, kernel_size, out) -> np.ndarray:
     return np.ascontiguousarray(view).reshape(math.prod(kernel_size), -1)
 
 
-def _first_argmax(candidates: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _first_argmax(candidates: list[Array]) -> tuple[Array, Array]:
     """(elementwise maximum of ``candidates``, position of the first maximum in the
     list), NaN winning as in PyTorch.
 
@@ -146,7 +165,7 @@ def _first_argmax(candidates: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
         np.subtract(0, better, out=mask, dtype=dtype, casting="unsafe")  # 0 or all ones
         np.bitwise_xor(code, dtype(k), out=scratch)
         scratch &= mask
-        code ^= scratch
+        np.bitwise_xor(code, scratch, out=code)
     nan = np.isnan(best)
     if nan.any():  # rare: point each NaN maximum at the window's first NaN
         found = np.zeros(best.shape, bool)
@@ -157,7 +176,9 @@ def _first_argmax(candidates: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     return best, code
 
 
-def _max_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode):
+def _max_with_indices(
+    x: Array, kernel_size: Ints, stride: Ints, padding: Ints, dilation: Ints, ceil_mode: bool
+) -> tuple[Array, Array]:
     out, full = _geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     sizes = x.shape[2:]
     rank = len(sizes)
@@ -193,14 +214,14 @@ class MaxPool(OpDef):
     outputs = ("y", "indices")
     attrs = _POOL_ATTRS
 
-    def infer(self, x, **attrs):
+    def infer(self, x: TensorType, **attrs: Any) -> tuple[TensorType, TensorType]:
         y = _pool_types(x, **attrs)
         return y, y.with_dtype("int64")
 
-    def kernel(self, x, **attrs):
+    def kernel(self, x: Array, **attrs: Any) -> tuple[Array, Array]:
         return _max_with_indices(x, **attrs)
 
-    def vjp(self, node, dys):
+    def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dy = dys[0]
         if dy is None:
             return [None]
@@ -227,13 +248,15 @@ class MaxPoolGrad(OpDef):
     )
     attrs = (Attr("disjoint", "bool", False),)
 
-    def infer(self, dy, indices, like, *, disjoint):
+    def infer(
+        self, dy: TensorType, indices: TensorType, like: TensorType, *, disjoint: bool
+    ) -> TensorType:
         check_grad_shape(indices.with_dtype(dy.dtype), dy)
         if dy.rank != like.rank:
             raise ValueError(f"dy {dy} and like {like} must have the same rank")
         return like.with_dtype(dy.dtype)
 
-    def kernel(self, dy, indices, like, *, disjoint):
+    def kernel(self, dy: Array, indices: Array, like: Array, *, disjoint: bool) -> Array:
         if disjoint:
             out = np.zeros(like.size, dy.dtype)
             out[indices.reshape(-1)] = dy.reshape(-1)
@@ -243,11 +266,20 @@ class MaxPoolGrad(OpDef):
             ).astype(dy.dtype, copy=False)
         return out.reshape(like.shape)
 
-    def vjp(self, node, g):
+    def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
         return [F.take(g, node.inputs[1]), None, None]
 
 
-def _divisor(sizes, kernel_size, stride, padding, dilation, out, count_include_pad, dtype):
+def _divisor(
+    sizes: Ints,
+    kernel_size: Ints,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    out: Ints,
+    count_include_pad: bool,
+    dtype: np.dtype,
+) -> Array:
     """What each window's sum is divided by, broadcast over (*out): the number of
     its elements inside the input, or also inside the explicit padding
     (count_include_pad); the extra end padding of ceil mode never counts."""
@@ -279,13 +311,23 @@ class AvgPool(OpDef):
     inputs = (Input("x", FLOAT_TYPES),)
     attrs = _AVG_ATTRS
 
-    def infer(self, x, *, count_include_pad, **attrs):
+    def infer(self, x: TensorType, *, count_include_pad: bool, **attrs: Any) -> TensorType:
         return _pool_types(x, **attrs)
 
-    def kernel(self, x, *, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad):
+    def kernel(
+        self,
+        x: Array,
+        *,
+        kernel_size: Ints,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Array:
         out, full = _geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         xp = pad_spatial(x, padding, 0.0, full)
-        total = None
+        total: Array | None = None
         for _, index in window_slices(kernel_size, stride, dilation, out):
             total = xp[index].copy() if total is None else np.add(total, xp[index], out=total)
         total /= _divisor(
@@ -293,7 +335,7 @@ class AvgPool(OpDef):
         )
         return total
 
-    def vjp(self, node, dy):
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.avg_pool_grad(dy, node.inputs[0], **node.attrs)]
 
 
@@ -308,13 +350,24 @@ class AvgPoolGrad(OpDef):
     inputs = (Input("dy", FLOAT_TYPES), Input("like", ALL_TYPES, differentiable=False))
     attrs = _AVG_ATTRS
 
-    def infer(self, dy, like, *, count_include_pad, **attrs):
+    def infer(
+        self, dy: TensorType, like: TensorType, *, count_include_pad: bool, **attrs: Any
+    ) -> TensorType:
         check_grad_shape(dy, _pool_types(like.with_dtype(dy.dtype), **attrs))
         return like.with_dtype(dy.dtype)
 
     def kernel(
-        self, dy, like, *, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad
-    ):
+        self,
+        dy: Array,
+        like: Array,
+        *,
+        kernel_size: Ints,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Array:
         out, full = _geometry(like.shape, kernel_size, stride, padding, dilation, ceil_mode)
         share = dy / _divisor(
             like.shape[2:], kernel_size, stride, padding, dilation, out, count_include_pad, dy.dtype
@@ -324,14 +377,23 @@ class AvgPoolGrad(OpDef):
             dxp[index] += share
         return crop_spatial(dxp, padding, like.shape[2:])
 
-    def vjp(self, node, g):
+    def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
         return [F.avg_pool(g, **node.attrs), None]
 
 
 # -- front-ends ------------------------------------------------------------------------------
 
 
-def _pool_attrs(op: str, rank: int, x, kernel_size, stride, padding, dilation, ceil_mode) -> dict:
+def _pool_attrs(
+    op: str,
+    rank: int,
+    x: Any,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    ceil_mode: bool,
+) -> dict[str, Any]:
     kernel_size = as_tuple(kernel_size, rank)
     stride = kernel_size if stride is None else as_tuple(stride, rank)
     dilation = as_tuple(dilation, rank)
@@ -346,20 +408,20 @@ def _pool_attrs(op: str, rank: int, x, kernel_size, stride, padding, dilation, c
     }
 
 
-def _max_pool_frontend(rank: int):
+def _max_pool_frontend(rank: int) -> Callable[..., Any]:
     op = f"max_pool{rank}d"
 
     def max_pool_nd(
-        x,
-        kernel_size,
-        stride=None,
-        padding=0,
-        dilation=1,
-        ceil_mode=False,
-        return_indices=False,
+        x: Tensor,
+        kernel_size: int | Ints,
+        stride: int | Ints | None = None,
+        padding: int | str | Ints = 0,
+        dilation: int | Ints = 1,
+        ceil_mode: bool = False,
+        return_indices: bool = False,
         *,
         name: str | None = None,
-    ):
+    ) -> Tensor | tuple[Tensor, Tensor]:
         attrs = _pool_attrs(op, rank, x, kernel_size, stride, padding, dilation, ceil_mode)
         y, indices = F.call("max_pool", [x], attrs, name)
         return (y, indices) if return_indices else y
@@ -368,20 +430,20 @@ def _max_pool_frontend(rank: int):
     return frontend(op)(max_pool_nd)
 
 
-def _avg_pool_frontend(rank: int):
+def _avg_pool_frontend(rank: int) -> Callable[..., Any]:
     op = f"avg_pool{rank}d"
 
     def avg_pool_nd(
-        x,
-        kernel_size,
-        stride=None,
-        padding=0,
-        dilation=1,
-        ceil_mode=False,
-        count_include_pad=True,
+        x: Tensor,
+        kernel_size: int | Ints,
+        stride: int | Ints | None = None,
+        padding: int | str | Ints = 0,
+        dilation: int | Ints = 1,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
         *,
         name: str | None = None,
-    ):
+    ) -> Tensor:
         attrs = _pool_attrs(op, rank, x, kernel_size, stride, padding, dilation, ceil_mode)
         attrs["count_include_pad"] = count_include_pad
         return F.call("avg_pool", [x], attrs, name)

@@ -29,6 +29,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..errors import ShapeError
 from ..shapes import Dim, TensorType, format_shape
 
+#: Per-axis ints of a window: kernel, stride, dilation, output or input sizes, and
+#: ONNX pads (begins, then ends).
+Ints = Sequence[int]
+Array = np.ndarray[Any, Any]
+
 _AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
 
@@ -63,26 +68,38 @@ def _as_pads(value: Any, rank: int) -> Any:
 
 
 def same_pads(
-    op: str, sizes: Sequence[Dim], kernel: Sequence[Dim], stride, dilation, upper: bool = True
+    op: str,
+    sizes: Sequence[Dim],
+    kernel: Sequence[Dim],
+    stride: Ints,
+    dilation: Ints,
+    upper: bool = True,
 ) -> tuple[int, ...]:
     """ONNX SAME_UPPER (or SAME_LOWER): output size ceil(size / stride), the odd
     extra element of padding at the end (or the beginning)."""
-    begins, ends = [], []
+    begins: list[int] = []
+    ends: list[int] = []
     for size, k, s, d, what in zip(sizes, kernel, stride, dilation, axis_names(len(kernel))):
-        if not isinstance(k, int) or (s != 1 and not isinstance(size, int)):
+        if not isinstance(k, int) or not (isinstance(size, int) or s == 1):
             raise ShapeError(
                 f"{op}: padding='same' needs a known {what} and kernel size "
                 f"(got {what} {size}, kernel {k}); give explicit pads instead"
             )
         span = d * (k - 1) + 1
-        total = span - 1 if s == 1 else max((-(-size // s) - 1) * s + span - size, 0)
+        if s == 1:
+            total = span - 1
+        else:
+            assert isinstance(size, int)  # checked above
+            total = max((-(-size // s) - 1) * s + span - size, 0)
         small, large = total // 2, total - total // 2
         begins.append(small if upper else large)
         ends.append(large if upper else small)
     return tuple(begins + ends)
 
 
-def resolve_padding(op: str, padding: Any, x: Any, kernel: Sequence[Dim], stride, dilation):
+def resolve_padding(
+    op: str, padding: Any, x: Any, kernel: Sequence[Dim], stride: Any, dilation: Any
+) -> Any:
     """A front-end's ``padding`` (an int, r ints, ONNX pads, ``"valid"`` or ``"same"``)
     as ONNX pads (begins, then ends)."""
     rank = len(kernel)
@@ -112,7 +129,7 @@ def _is_window(value: Any, rank: int) -> bool:
 # -- shape inference ----------------------------------------------------------------------
 
 
-def check_window(stride, padding, dilation, rank: int) -> None:
+def check_window(stride: Ints, padding: Ints, dilation: Ints, rank: int) -> None:
     """Refuse window attributes outside their canonical form for ``rank`` spatial axes."""
     names = "/".join(axis_names(rank))
     if len(stride) != rank or min(stride) < 1:
@@ -160,7 +177,12 @@ def _out_size(
 
 
 def output_sizes(
-    x_shape, kernel, stride, padding, dilation, ceil_mode: bool = False
+    x_shape: Sequence[Dim],
+    kernel: Sequence[Dim],
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    ceil_mode: bool = False,
 ) -> tuple[Dim, ...]:
     """The output spatial sizes of windows over a (N, C, *spatial) input."""
     rank = len(kernel)
@@ -196,7 +218,9 @@ def check_grad_shape(dy: TensorType, expected: TensorType) -> None:
 # -- kernels ------------------------------------------------------------------------------
 
 
-def padded_sizes(sizes, kernel, stride, padding, dilation, out) -> tuple[int, ...]:
+def padded_sizes(
+    sizes: Ints, kernel: Ints, stride: Ints, padding: Ints, dilation: Ints, out: Ints
+) -> tuple[int, ...]:
     """Spatial sizes of the padded input: the input plus its pads, grown where the
     windows reach further (ceil mode), never cut."""
     rank = len(kernel)
@@ -209,7 +233,7 @@ def padded_sizes(sizes, kernel, stride, padding, dilation, out) -> tuple[int, ..
     )
 
 
-def pad_spatial(x: np.ndarray, padding, value: float = 0.0, full=None) -> np.ndarray:
+def pad_spatial(x: Array, padding: Ints, value: float = 0.0, full: Ints | None = None) -> Array:
     """``x`` (N, C, *spatial) padded with ``value`` by ONNX pads; ``full`` (the
     padded sizes) extends the end padding where it is larger."""
     rank = x.ndim - 2
@@ -221,13 +245,13 @@ def pad_spatial(x: np.ndarray, padding, value: float = 0.0, full=None) -> np.nda
     return np.pad(x, [(0, 0), (0, 0)] + widths, constant_values=value)
 
 
-def crop_spatial(xp: np.ndarray, padding, sizes) -> np.ndarray:
+def crop_spatial(xp: Array, padding: Ints, sizes: Ints) -> Array:
     """The ``sizes`` middle of padded ``xp``: the inverse of pad_spatial."""
     index = tuple(slice(b, b + s) for b, s in zip(padding, sizes))
     return np.ascontiguousarray(xp[(slice(None), slice(None)) + index])
 
 
-def windows(xp: np.ndarray, kernel, stride, dilation, out) -> np.ndarray:
+def windows(xp: Array, kernel: Ints, stride: Ints, dilation: Ints, out: Ints) -> Array:
     """A view (N, C, *out, *kernel) of every window of the padded input (no copy)."""
     rank = len(kernel)
     spans = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
@@ -240,7 +264,9 @@ def windows(xp: np.ndarray, kernel, stride, dilation, out) -> np.ndarray:
     return view[index]
 
 
-def window_slices(kernel, stride, dilation, out) -> Iterator[tuple[tuple[int, ...], tuple]]:
+def window_slices(
+    kernel: Ints, stride: Ints, dilation: Ints, out: Ints
+) -> Iterator[tuple[tuple[int, ...], tuple[Any, ...]]]:
     """For each kernel position (row-major), its offsets and the index of the (padded)
     input elements it meets in every window: a strided view of shape ``out``.
     Loops over the kernel window, never over elements."""
