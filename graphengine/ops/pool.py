@@ -22,7 +22,7 @@ their own gradient rules, and a gradient graph can be differentiated again:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -413,15 +413,15 @@ def _max_pool_frontend(rank: int) -> Callable[..., Any]:
 
     def max_pool_nd(
         x: Tensor,
-        kernel_size: int | Ints,
-        stride: int | Ints | None = None,
-        padding: int | str | Ints = 0,
-        dilation: int | Ints = 1,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        padding: int | str | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
         ceil_mode: bool = False,
         return_indices: bool = False,
         *,
         name: str | None = None,
-    ) -> Tensor | tuple[Tensor, Tensor]:
+    ) -> Any:  # y, or (y, indices) with return_indices=True
         attrs = _pool_attrs(op, rank, x, kernel_size, stride, padding, dilation, ceil_mode)
         y, indices = F.call("max_pool", [x], attrs, name)
         return (y, indices) if return_indices else y
@@ -435,10 +435,10 @@ def _avg_pool_frontend(rank: int) -> Callable[..., Any]:
 
     def avg_pool_nd(
         x: Tensor,
-        kernel_size: int | Ints,
-        stride: int | Ints | None = None,
-        padding: int | str | Ints = 0,
-        dilation: int | Ints = 1,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        padding: int | str | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
         *,
