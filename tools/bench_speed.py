@@ -391,15 +391,15 @@ def make_workloads(names, torch):
     return out
 
 
-def time_block(fn: Callable[[], float], seconds: float) -> float:
-    """Mean seconds per call over calls filling about ``seconds``."""
+def time_block(fn: Callable[[], float], seconds: float, clock=time.perf_counter) -> float:
+    """Mean seconds per call over calls filling about ``seconds`` of ``clock``."""
     fn()
-    start = time.perf_counter()
+    start = clock()
     calls = 0
     while True:
         fn()
         calls += 1
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         if elapsed >= seconds and calls >= 3:
             return elapsed / calls
 
@@ -435,12 +435,22 @@ def main() -> None:
     )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with process CPU time and torch on one thread (run with "
+        "OPENBLAS_NUM_THREADS=1): steadier than wall time on a busy machine",
+    )
     args = parser.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
 
     torch = None
     if not args.no_torch:
         try:
             import torch
+
+            if args.cpu_time:
+                torch.set_num_threads(1)
         except ImportError:
             pass
     workloads = make_workloads(args.workloads, torch)
@@ -448,10 +458,11 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, sides in workloads.items():
             for side, fn in sides.items():
-                times[name][side].append(time_block(fn, args.block))
+                times[name][side].append(time_block(fn, args.block, clock))
     print(
         f"numpy {np.__version__}, torch {torch.__version__ if torch else 'absent'}, "
         f"{args.rounds} rounds of {args.block:g} s blocks; median ms per step"
+        + (" (CPU time, one thread)" if args.cpu_time else "")
     )
     print(f"{'workload':10} {'ge':>9} {'numpy':>9} {'torch':>9} {'ge/numpy':>9} {'ge/torch':>9}")
     for name, sides in times.items():
