@@ -314,7 +314,7 @@ def test_gradient_graph_is_itself_differentiable_and_runnable_after_copy():
         np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_bad_arguments():
+def test_bad_arguments_raise_gradient_errors():
     g = affine()
     with pytest.raises(ge.GradientError, match="no tensor 'nope'"):
         ge.gradients(g, "nope")

@@ -381,7 +381,7 @@ CASES = [
 
 @pytest.mark.parametrize("opset", OPSETS)
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_ops(case, opset):
+def test_each_op_exports_checks_and_matches_onnxruntime(case, opset):
     _, inputs, build = case
     g, tensors = _graph(*inputs)
     g.mark_output(*build(*tensors))

@@ -94,7 +94,7 @@ def test_random_ops_are_never_shared(monkeypatch):
     assert cse_key("exp", ["x"], {}) is None
 
 
-def test_declared_flags():
+def test_view_random_and_state_flags_are_declared_on_the_ops():
     get = ge.ops.get_op
     assert get("identity").alias and get("stop_gradient").alias
     assert get("dropout").random and not get("exp").random

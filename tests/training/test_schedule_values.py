@@ -9,11 +9,11 @@ from graphengine.training.schedules import Constant, Cosine, Step, make_schedule
 from graphengine.training_spec import ScheduleSpec
 
 
-def test_constant():
+def test_constant_schedule_never_changes():
     assert [Constant(0.1)(k) for k in (0, 1, 1000)] == [0.1, 0.1, 0.1]
 
 
-def test_step():
+def test_step_schedule_multiplies_by_gamma_every_step_size():
     s = Step(1.0, step_size=3, gamma=0.5)
     assert [s(k) for k in range(8)] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
 
