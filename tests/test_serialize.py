@@ -332,6 +332,64 @@ def test_a_damaged_data_file_is_caught_by_its_crc32(tmp_path):
     ge.load(tmp_path / "m.pb", verify_data=False)  # the caller's choice
 
 
+def _many_tensors(count: int = 9, size: int = 2**19) -> ge.Graph:
+    """Tensors of 2 MiB with odd-sized ones between (alignment gaps), 18+ MiB in all:
+    enough for the threaded checksum path."""
+    g = ge.Graph("many")
+    rng = np.random.default_rng(3)
+    total = None
+    for i in range(count):
+        w = g.parameter(f"w{i}", rng.standard_normal(size + 3 * i).astype(np.float32))
+        b = g.parameter(f"b{i}", np.arange(5 + i, dtype=np.int8))
+        term = ge.sum(w) + ge.sum(ge.cast(b, "float32"))
+        total = term if total is None else total + term
+    g.mark_output(total)
+    return g
+
+
+def test_many_tensors_are_written_aligned_and_checked_in_threads(tmp_path):
+    g = _many_tensors()
+    ge.save(g, tmp_path / "m.pb", external_data_threshold=4)
+    loaded = ge.load(tmp_path / "m.pb")
+    assert_same_graph(g, loaded)
+    model = pb.ModelProto.FromString((tmp_path / "m.pb").read_bytes())
+    exts = [p.value.external for p in model.graph.parameters]
+    assert all(e.offset % serialize.DATA_ALIGNMENT == 0 for e in exts)
+    raw = _data_file(tmp_path, "m.pb").read_bytes()
+    ends = sorted((e.offset, e.offset + e.length) for e in exts)
+    gaps = [raw[stop:start] for (_, stop), (start, _) in zip(ends, ends[1:])]
+    assert b"".join(gaps) == bytes(sum(map(len, gaps))) and any(gaps)  # zeros, some
+    assert all(zlib.crc32(raw[e.offset : e.offset + e.length]) == e.crc32 for e in exts)
+
+
+def test_a_damaged_tensor_among_many_is_named(tmp_path):
+    ge.save(_many_tensors(), tmp_path / "m.pb", external_data_threshold=4)
+    model = pb.ModelProto.FromString((tmp_path / "m.pb").read_bytes())
+    [w6] = [p for p in model.graph.parameters if p.name == "w6"]
+    [w7] = [p for p in model.graph.parameters if p.name == "w7"]
+    data = _data_file(tmp_path, "m.pb")
+    raw = bytearray(data.read_bytes())
+    raw[w7.value.external.offset + 100] ^= 1
+    raw[w6.value.external.offset + 9] ^= 4
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ge.FileFormatError, match=r"\('w6'\).*recorded crc32"):
+        ge.load(tmp_path / "m.pb")  # the first damaged tensor in file order
+
+
+def test_sync_false_skips_the_flushes_and_saves_the_same_files(tmp_path, monkeypatch):
+    g = _many_tensors(2)
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    ge.save(g, tmp_path / "a.pb")
+    assert len(calls) == 3  # the data file, the model file, the folder
+    calls.clear()
+    ge.save(g, tmp_path / "b.pb", sync=False)
+    assert calls == []
+    assert_same_graph(g, ge.load(tmp_path / "b.pb"))
+    assert _data_file(tmp_path, "a.pb").read_bytes() == _data_file(tmp_path, "b.pb").read_bytes()
+
+
 def test_a_new_save_writes_a_new_data_file_and_removes_the_old(tmp_path):
     path = tmp_path / "m.pb"
     ge.save(_big_graph(), path, external_data_threshold=16)
@@ -622,3 +680,23 @@ def test_a_parameter_value_of_the_wrong_type_is_refused_on_save(model_graph, tmp
     model_graph.values["layer1/w"] = np.zeros(3, np.float64)
     with pytest.raises(ge.ShapeError, match="'layer1/w': graph.values holds float64"):
         ge.save(model_graph, tmp_path / "m.pb")
+
+
+def test_a_full_disk_fails_before_any_tensor_is_written_and_leaves_nothing(tmp_path, monkeypatch):
+    if not hasattr(os, "posix_fallocate"):
+        pytest.skip("no posix_fallocate")
+    path = tmp_path / "m.pb"
+    ge.save(_big_graph(), path, external_data_threshold=16)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    g = _big_graph()
+    g.values["w"][:] = 3
+    with pytest.raises(OSError, match="No space left") as info:
+        ge.save(g, path, external_data_threshold=16)
+    assert info.value.filename == str(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary left
+    assert_same_graph(_big_graph(), ge.load(path))  # the old save is intact

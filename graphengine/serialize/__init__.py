@@ -94,6 +94,7 @@ def save(
     format: str | None = None,
     *,
     external_data_threshold: int | None = None,
+    sync: bool = True,
 ) -> None:
     """Write ``graph`` to ``path`` atomically.
 
@@ -114,7 +115,10 @@ def save(
     files of earlier saves of ``path`` removed.  A process killed at any point
     leaves the old model with its data, or the new one with its data.  Each
     file is written to a temporary file in the same folder and flushed to disk
-    first; temporary files of ``path`` left by killed processes are removed.
+    first (``sync=False`` skips the flushes: the switch still survives a killed
+    process, but a power cut may lose the new save; ``np.save`` and
+    ``torch.save`` do not flush either); temporary files of ``path`` left by
+    killed processes are removed.
 
     Raises GraphError when the graph's gradient section or training spec names
     nodes it does not have, ShapeError when a parameter's value no longer fits
@@ -140,12 +144,12 @@ def save(
     data_tmp = data_final = None
     try:
         if writer.used:
-            data_tmp, data_final = writer.write_data(path)
+            data_tmp, data_final = writer.write_data(path, sync)
         payload = _serialize(model, fmt, path)
         if data_tmp is not None:
             os.replace(data_tmp, data_final)  # a new name: the old model's file stays
             data_tmp = None
-        with atomic_file(path, _pause_between_renames) as out:
+        with atomic_file(path, _pause_between_renames, sync=sync) as out:
             out.write(payload)
     finally:
         if data_tmp is not None:

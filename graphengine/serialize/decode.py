@@ -57,6 +57,7 @@ class _Reader:
             elif model.HasField("gradient"):
                 graph.gradient = self._gradient(graph, model.gradient)
             self._restore_outputs(graph, model.graph)
+            self.data.verify_pending()  # tensors of the gradient section, if any
             if model.HasField("training"):
                 graph.training = TrainingSpec.from_proto(model.training)
                 graph.training.check_graph(graph)
@@ -106,6 +107,7 @@ class _Reader:
             for i, node in enumerate(nodes):
                 record = self.node(node, f"{section}[{i}] ({node.name!r})")
                 ranked.append((node.position, upgrade_node(record, self.opset)))
+        self.data.verify_pending()  # every tensor's checksum, in threads
         ranked.sort(key=lambda item: item[0])  # stable: ties keep file order
         return [record for _, record in ranked], values
 

@@ -12,7 +12,9 @@ The rules, each checked before a tensor's bytes are touched:
   Overlaps are refused rather than counted once: tensors sharing bytes would
   be views of one array, and training one parameter would change the other;
 * the recorded crc32 (or, in older files, sha256) matches, unless the caller
-  passes ``verify_data=False``.
+  passes ``verify_data=False``; the checks of all tensors run in threads once
+  every tensor is mapped (:meth:`_DataFiles.verify_pending`), before the graph
+  is built.
 
 Tensors are not copied: each data file is mapped once, copy-on-write
 (``mmap.ACCESS_COPY``), and every tensor is an ``np.frombuffer`` view of the
@@ -29,6 +31,7 @@ import hashlib
 import mmap
 import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -36,6 +39,10 @@ import numpy as np
 from ..errors import FileFormatError
 from ..input_files import check_data_file, open_input
 from ..proto import graphengine_pb2 as pb
+
+#: Threads checking checksums on load, and the total size below which one is enough.
+_VERIFY_THREADS = 4
+_THREADED_BYTES = 16 * 2**20
 
 
 class _DataFiles:
@@ -57,6 +64,7 @@ class _DataFiles:
         self.used: list[str] = []
         self._maps: dict[Path, mmap.mmap | None] = {}
         self._regions: dict[Path, list[tuple[int, int, str]]] = {}
+        self._unverified: list[tuple[np.ndarray, pb.ExternalData, str]] = []
 
     def read(
         self, ext: pb.ExternalData, dtype: np.dtype, dims: list[int], where: str
@@ -100,7 +108,7 @@ class _DataFiles:
             offset=ext.offset,
         )
         if self.verify:
-            self._verify(array, ext, where)
+            self._unverified.append((array, ext, where))
         if not dtype.isnative:  # pragma: no cover - every platform we run on is little-endian
             return array.reshape(dims).astype(dtype)
         return array.reshape(dims)
@@ -160,23 +168,47 @@ class _DataFiles:
                     )
         regions.insert(i, (start, stop, where))
 
+    def verify_pending(self) -> None:
+        """Check the checksums of every tensor read since the last call.
+
+        The checks run in threads (zlib and hashlib release the GIL, and each
+        thread takes the page faults of its own tensors), then the first
+        tensor in file order that fails is reported; nothing is returned
+        before every tensor has been checked.
+        """
+        pending, self._unverified = self._unverified, []
+        if len(pending) == 1 or sum(a.nbytes for a, _, _ in pending) < _THREADED_BYTES:
+            for item in pending:
+                self._verify(*item)
+            return
+        with ThreadPoolExecutor(min(_VERIFY_THREADS, len(pending))) as pool:
+            failures = list(pool.map(lambda item: self._failure(*item), pending))
+        for (_, _, where), failure in zip(pending, failures):
+            if failure is not None:
+                raise self._error(where, failure)
+
     def _verify(self, array: np.ndarray, ext: pb.ExternalData, where: str) -> None:
+        failure = self._failure(array, ext, where)
+        if failure is not None:
+            raise self._error(where, failure)
+
+    def _failure(self, array: np.ndarray, ext: pb.ExternalData, where: str) -> str | None:
+        """Why ``array`` does not match its recorded checksum, or None."""
         data = memoryview(array.view(np.uint8))
         if ext.HasField("crc32"):
             if zlib.crc32(data) != ext.crc32:
-                raise self._error(
-                    where,
+                return (
                     f"the bytes in '{ext.location}' do not match the "
                     "recorded crc32; the data file is damaged or belongs "
-                    "to another save of the model",
+                    "to another save of the model"
                 )
         elif ext.sha256 and hashlib.sha256(data).hexdigest() != ext.sha256.lower():
-            raise self._error(
-                where,
+            return (
                 f"the bytes in '{ext.location}' do not match the recorded "
                 "sha256; the data file belongs to another save of the "
-                "model: save it again",
+                "model: save it again"
             )
+        return None
 
     def _resolve(self, location: str, where: str) -> Path:
         """The data file ``location`` names, refused unless it stays in the model's folder."""

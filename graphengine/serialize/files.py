@@ -99,13 +99,18 @@ def process_is_running(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, pause_before_rename: float = 0.0) -> Iterator[BinaryIO]:
+def atomic_file(
+    path: Path, pause_before_rename: float = 0.0, *, sync: bool = True
+) -> Iterator[BinaryIO]:
     """A file object whose content replaces ``path`` only when the block succeeds.
 
     The temporary file is ``.<name>.<pid>.<random>.tmp`` beside ``path``
-    (:func:`temporary_path`).  ``pause_before_rename`` (seconds) exists for
-    crash tests that kill the process between the write and the rename.  An
-    OSError names ``path``, not the temporary file.
+    (:func:`temporary_path`).  With ``sync`` (the default) the file is flushed
+    to disk before the rename and the folder after it, so the switch survives
+    a power cut; without, it survives a killed process only.
+    ``pause_before_rename`` (seconds) exists for crash tests that kill the
+    process between the write and the rename.  An OSError names ``path``, not
+    the temporary file.
     """
     path = Path(path)
     tmp = temporary_path(path)
@@ -118,7 +123,8 @@ def atomic_file(path: Path, pause_before_rename: float = 0.0) -> Iterator[Binary
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
-            os.fsync(out.fileno())
+            if sync:
+                os.fsync(out.fileno())
         if pause_before_rename:
             time.sleep(pause_before_rename)
         os.replace(tmp, path)
@@ -128,7 +134,8 @@ def atomic_file(path: Path, pause_before_rename: float = 0.0) -> Iterator[Binary
         if isinstance(exc, OSError) and exc.filename == str(tmp):
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
-    _fsync_folder(path.parent)
+    if sync:
+        _fsync_folder(path.parent)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -8,13 +8,14 @@ external.py's (the data file, confined to the model's folder).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ EXTERNAL_THRESHOLD = 2**20
 INLINE_LIMIT = 1536 * 2**20
 #: Tensors in a data file start at multiples of this, so they can be mapped.
 DATA_ALIGNMENT = 64
-#: Bytes written (and checksummed, in a second thread) at a time.
+#: Bytes written (and checksummed) per call.
 _CHUNK = 32 * 2**20
 
 _ENUM_OF_DTYPE = {name: i + 1 for i, name in enumerate(DTYPE_NAMES)}
@@ -116,49 +117,87 @@ class _TensorWriter:
         else:
             proto.raw_data = array.tobytes()
 
-    def write_data(self, model_path: Path) -> tuple[Path, Path]:
+    def write_data(self, model_path: Path, sync: bool = True) -> tuple[Path, Path]:
         """Write the pending tensors to a temporary file beside ``model_path``; fill in
         each one's location and crc32.  Returns (temporary file, final name).
+
+        Each tensor goes from its array's buffer to the file with ``os.pwrite``
+        at its offset (no copy in Python, no padding written: the gaps are
+        zeros), while worker threads compute the CRC-32s side by side (zlib
+        releases the GIL).  ``sync`` flushes the file to disk before returning.
 
         The final name is ``<model name>.<hash>.data``, the hash taken over every
         tensor's offset, length and crc32, so the same tensors give the same name
         and a new save never overwrites the data file the old model reads.
         """
         tmp = temporary_path(model_path.with_name(model_path.name + ".data"))
-        digest = hashlib.sha256()
         try:
-            with open(tmp, "xb") as out, ThreadPoolExecutor(1) as hasher:
-                position = 0
-                for array, ext in self._pending:
-                    out.write(b"\0" * (ext.offset - position))
-                    ext.crc32 = _write_with_crc(out, array, hasher)
-                    position = ext.offset + ext.length
-                    digest.update(f"{ext.offset},{ext.length},{ext.crc32};".encode())
-                out.flush()
-                os.fsync(out.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+        except OSError as exc:
+            raise _named(exc, model_path) from None
+        try:
+            try:
+                end = self._offset
+                if end and hasattr(os, "posix_fallocate"):
+                    # Blocks reserved at once: a full disk fails here, before any write,
+                    # and the file system lays the file out in one piece.
+                    try:
+                        os.posix_fallocate(fd, 0, end)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                            raise  # ENOSPC above all: the disk cannot hold the file
+                workers = max(1, min(_CRC_THREADS, len(self._pending)))
+                with ThreadPoolExecutor(workers) as pool:
+                    crcs = [pool.submit(_crc32, array) for array, _ in self._pending]
+                    for array, ext in self._pending:
+                        _write_at(fd, _bytes_of(array), ext.offset)
+                    for (_, ext), crc in zip(self._pending, crcs):
+                        ext.crc32 = crc.result()
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            if isinstance(exc, OSError) and exc.filename == str(tmp):
-                raise OSError(
-                    exc.errno,
-                    f"cannot write the data file of the model ({exc.strerror})",
-                    str(model_path),
-                ) from None
+            if isinstance(exc, OSError):
+                raise _named(exc, model_path) from None
             raise
+        digest = hashlib.sha256()
+        for _, ext in self._pending:
+            digest.update(f"{ext.offset},{ext.length},{ext.crc32};".encode())
         final = model_path.with_name(f"{model_path.name}.{digest.hexdigest()[:12]}.data")
         for _, ext in self._pending:
             ext.location = final.name
         return tmp, final
 
 
-def _write_with_crc(out: BinaryIO, array: np.ndarray, hasher: ThreadPoolExecutor) -> int:
-    """Write ``array``'s bytes (no copy) to ``out`` while a second thread computes their
-    CRC-32; both release the GIL, so they run side by side."""
-    data = memoryview(array.reshape(-1).view(np.uint8))
-    crc = hasher.submit(zlib.crc32, b"")
-    for start in range(0, len(data), _CHUNK):
-        chunk = data[start : start + _CHUNK]
-        crc = hasher.submit(lambda c, previous: zlib.crc32(c, previous.result()), chunk, crc)
-        out.write(chunk)
-    return crc.result()
+#: Threads computing CRC-32s while the main thread writes.
+_CRC_THREADS = 2
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+def _bytes_of(array: np.ndarray) -> memoryview:
+    """The array's bytes, without a copy (it is C-ordered: see _little_endian)."""
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
+def _crc32(array: np.ndarray) -> int:
+    return zlib.crc32(_bytes_of(array))
+
+
+def _write_at(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (os.pwrite may write less than asked)."""
+    while data:
+        written = os.pwrite(fd, data[:_CHUNK], offset)
+        if written <= 0:  # pragma: no cover - a regular file either writes or raises
+            raise OSError(errno.EIO, "the data file accepted no bytes")
+        data = data[written:]
+        offset += written
+
+
+def _named(exc: OSError, model_path: Path) -> OSError:
+    """``exc`` about the model's data file, naming the model, not the temporary file."""
+    return OSError(
+        exc.errno, f"cannot write the data file of the model ({exc.strerror})", str(model_path)
+    )
