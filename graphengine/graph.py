@@ -320,6 +320,8 @@ class Graph:
             if ref.graph is not self and ref.node not in self._nodes:
                 raise FeedError(f"tensor '{ref.name}' belongs to another graph")
             ref = ref.name
+        elif not isinstance(ref, str):
+            raise FeedError(_not_a_tensor_message(ref))
         name, index = parse_ref(ref)
         node = self._nodes.get(name)
         if node is None or index >= len(node.types):
@@ -805,6 +807,15 @@ def _dtype_for_literals(inputs: Iterable[Any]) -> np.dtype | None:
         if isinstance(value, Tensor) and value.dtype != np.bool_:
             return value.dtype
     return None
+
+
+def _not_a_tensor_message(value: Any) -> str:
+    """What to say when a tensor name or handle was expected and ``value`` came."""
+    if isinstance(value, tuple) and value and all(isinstance(t, Tensor) for t in value):
+        return _tuple_input_message("this", 0, value).replace(
+            "op 'this': input 0 is", "expected one tensor, got", 1
+        )
+    return f"expected a tensor (a handle or a name such as 'node:0'), got {type(value).__name__}"
 
 
 def _tuple_input_message(op: str, index: int, outputs: tuple[Tensor, ...]) -> str:

@@ -285,3 +285,54 @@ def test_graphengine_run_refuses_a_fed_size_over_the_budget_in_one_line(tmp_path
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "ExecutionError" in err and "(1000, 1000)" in err
     assert main(argv) == 0
+
+
+# -- hostile attributes of the newer ops ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "attrs, fragment",
+    [
+        ({"scales": (1.0, float("nan"))}, "scales must be positive and finite"),
+        ({"scales": (1.0, float("inf"))}, "scales must be positive and finite"),
+        ({"scales": (1.0, 2.0), "roi": (0.0, float("nan"), 1.0, 1.0)}, "roi values must be finite"),
+        ({"scales": (1.0, 2.0), "mode": "cubic", "cubic_coeff_a": float("nan")}, "cubic_coeff_a"),
+        ({"scales": (1.0, 2.0 * 10**8)}, "over the limit"),
+    ],
+    ids=["nan scale", "inf scale", "nan roi", "nan cubic coefficient", "huge scale"],
+)
+def test_resize_refuses_hostile_attributes_when_built(attrs, fragment):
+    g = ge.Graph()
+    x = g.placeholder("x", (1, 8))
+    attrs = {"sizes": (-1, -1), "mode": "linear", **attrs}
+    if "roi" in attrs:
+        attrs["coordinate_transformation_mode"] = "tf_crop_and_resize"
+    with pytest.raises(ge.ShapeError, match=fragment):
+        ge.resize(x, **attrs)
+
+
+def test_resize_refuses_an_interpolation_matrix_over_the_budget_before_building_it():
+    # A (1, 10**5) row doubled is an 800 kB result, but its dense (2 * 10**5, 10**5)
+    # interpolation matrix would take 160 GB.
+    g = ge.Graph()
+    with pytest.raises(ge.ShapeError, match=r"\(200000, 100000\) float64 interpolation matrix"):
+        ge.resize(g.placeholder("x", (1, 10**5)), sizes=(-1, -1), scales=(1.0, 2.0))
+    y = ge.resize(g.placeholder("w", (1, "W")), sizes=(-1, -1), scales=(1.0, 2.0), mode="linear")
+    assert ge.run(g, y, {"w": np.ones((1, 10), np.float32)}).shape == (1, 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ge.ExecutionError, match="interpolation matrix of 160,000,000,000"):
+            ge.run(g, y, {"w": np.ones((1, 10**5), np.float32)})
+        assert tracemalloc.get_traced_memory()[1] < 50 * 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_marking_the_tuple_of_a_multi_output_op_says_how_to_take_one():
+    g = ge.Graph()
+    x = g.placeholder("x", (1, 1, 4, 4))
+    pooled = ge.max_pool(x, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), ceil_mode=True)
+    with pytest.raises(ge.FeedError, match=r"tuple of 2 outputs of 'max_pool'.*\[0\] for y"):
+        g.mark_output(pooled)
+    with pytest.raises(ge.FeedError, match="expected a tensor .* got int"):
+        g.mark_output(3)

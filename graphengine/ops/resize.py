@@ -17,12 +17,13 @@ reference implementation does.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
-from ..shapes import TensorType, format_shape
+from ..shapes import Dim, TensorType, format_shape
 from .registry import Array, Attr, F, Input, OpDef, register
 
 if TYPE_CHECKING:
@@ -198,8 +199,8 @@ def _check_attrs(rank: int, attrs: dict[str, Any]) -> None:
             f"sizes {list(sizes)} and scales {list(scales)} need one entry per "
             f"axis of x (rank {rank})"
         )
-    if any(s <= 0 for s in scales):
-        raise ValueError(f"scales must be positive, got {list(scales)}")
+    if not all(math.isfinite(s) and s > 0 for s in scales):
+        raise ValueError(f"scales must be positive and finite, got {list(scales)}")
     if any(s < -1 or s == 0 for s in sizes):
         raise ValueError(
             f"sizes must be positive (or -1: floor(size * scale) at run time), got {list(sizes)}"
@@ -208,8 +209,32 @@ def _check_attrs(rank: int, attrs: dict[str, Any]) -> None:
         raise ValueError(
             f"roi needs 2 * rank = {2 * rank} values (starts, then ends), got {len(roi)}"
         )
+    if roi is not None and not all(math.isfinite(r) for r in roi):
+        raise ValueError(f"roi values must be finite, got {list(roi)}")
+    if not math.isfinite(attrs["cubic_coeff_a"]):
+        raise ValueError(f"cubic_coeff_a must be finite, got {attrs['cubic_coeff_a']}")
     if attrs["antialias"] and attrs["mode"] == "nearest":
         raise ValueError("antialias applies to the linear and cubic modes only")
+
+
+def _check_matrix_sizes(in_shape: Sequence[Dim], out_shape: Sequence[Dim]) -> None:
+    """Refuse an axis whose interpolation matrix (out_size, in_size) of float64
+    passes the per-tensor budget (graphengine.limits), before it is built: a
+    (1, 10**5) row resized to 2 * 10**5 needs a 160 GB matrix for an 800 kB
+    result.  Checked again with the real sizes once symbolic dims are fed."""
+    from ..limits import get_limits
+
+    bound = get_limits().max_tensor_bytes
+    for axis, (size, out) in enumerate(zip(in_shape, out_shape)):
+        if isinstance(size, int) and isinstance(out, int) and size != out:
+            nbytes = 8 * size * out
+            if nbytes > bound:
+                raise ValueError(
+                    f"resizing axis {axis} from {size} to {out} uses a ({out}, {size}) "
+                    f"float64 interpolation matrix of {nbytes:,} bytes, over the limit "
+                    f"of {bound:,} bytes per tensor; resize in smaller pieces, or raise "
+                    "the limit with ge.set_limits(max_tensor_bytes=...) if you mean it"
+                )
 
 
 def _output_size(size: int, target: int, scale: float) -> int:
@@ -284,9 +309,14 @@ class Resize(OpDef):
                 shape.append(_output_size(size, target, scale))
             else:
                 shape.append(size if math.isclose(scale, 1.0) else None)
+        _check_matrix_sizes(x.shape, shape)
         return x.with_shape(shape)
 
     def kernel(self, x: Array, **attrs: Any) -> Array:
+        out_shape = [
+            _output_size(n, t, c) for n, t, c in zip(x.shape, attrs["sizes"], attrs["scales"])
+        ]
+        _check_matrix_sizes(x.shape, out_shape)  # symbolic dims, now known
         out = x.astype(np.float64)
         for axis, matrix, outside in _resized_axes(x.shape, attrs):
             out = _apply(out, matrix, axis)
