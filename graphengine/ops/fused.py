@@ -22,14 +22,14 @@ that follows the primitives exactly beats a hand-derived one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..dtypes import FLOAT_TYPES, INDEX_TYPES
 from ..shapes import Dim, TensorType, format_shape, normalize_axis
 from .norm import _stat_axes, _sum_terms
-from .registry import REGISTRY, Array, Attr, F, Input, OpDef, register
+from .registry import REGISTRY, Array, Attr, F, Input, InputInfo, OpDef, OutKernel, register
 
 if TYPE_CHECKING:
     from ..executor import RunContext
@@ -184,6 +184,12 @@ class ReluGrad(OpDef):
 
     def kernel(self, dy: Array, y: Array) -> Array:
         return np.multiply(dy, y > 0)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        def relu_grad_into(dy: Array, y: Array, out: Array) -> Array:
+            return np.multiply(dy, y > 0, out=out)
+
+        return relu_grad_into
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.relu_grad(dy, node.inputs[1]), None]
