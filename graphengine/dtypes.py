@@ -3,6 +3,12 @@
 In memory a dtype is a ``numpy.dtype``; in files it is the ``DataType`` enum of
 ``proto/graphengine.proto``.  Only the dtypes listed here may appear in a graph,
 so a kernel never meets an object, string or complex array.
+
+``bfloat16`` comes from ``ml_dtypes`` (onnx depends on it; ``pip install
+ml_dtypes`` otherwise), imported only when a bfloat16 tensor is made or read.  It
+is a storage and arithmetic type: stored, cast, fed, fetched and computed with by
+the elementwise ops, reductions and matmul, but gradients do not flow through it
+(it is not in :data:`FLOAT_TYPES`); cast to float32 to differentiate.
 """
 
 from __future__ import annotations
@@ -24,18 +30,39 @@ DTYPE_NAMES: tuple[str, ...] = (
     "int8",
     "uint8",
     "int16",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bfloat16",
 )
 
+#: The floating-point dtypes gradients flow through.
 FLOAT_TYPES = frozenset({"float16", "float32", "float64"})
-INT_TYPES = frozenset({"int8", "int16", "int32", "int64", "uint8"})
+#: FLOAT_TYPES plus bfloat16: what the elementwise math ops (exp, tanh ...) accept.
+ARITH_FLOAT_TYPES = FLOAT_TYPES | {"bfloat16"}
+INT_TYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 BOOL_TYPES = frozenset({"bool"})
-NUMERIC_TYPES = FLOAT_TYPES | INT_TYPES
+NUMERIC_TYPES = ARITH_FLOAT_TYPES | INT_TYPES
 ALL_TYPES = NUMERIC_TYPES | BOOL_TYPES
 INDEX_TYPES = frozenset({"int32", "int64"})
 
 
 # numpy computes dtype.name on every access; hot paths look it up here instead.
-_NAMES = {np.dtype(name): name for name in DTYPE_NAMES}
+# bfloat16 joins when ml_dtypes is first imported (see _bfloat16).
+_NAMES = {np.dtype(name): name for name in DTYPE_NAMES if name != "bfloat16"}
+
+
+def _bfloat16() -> np.dtype:
+    """numpy's bfloat16 dtype, from ml_dtypes (imported on first use)."""
+    try:
+        import ml_dtypes
+    except ImportError as exc:
+        raise ShapeError(
+            "dtype 'bfloat16' needs the ml_dtypes package: pip install ml_dtypes (onnx installs it)"
+        ) from exc
+    dtype = np.dtype(ml_dtypes.bfloat16)
+    _NAMES[dtype] = "bfloat16"
+    return dtype
 
 
 def as_dtype(value: Any) -> np.dtype:
@@ -48,10 +75,14 @@ def as_dtype(value: Any) -> np.dtype:
     """
     if isinstance(value, np.dtype) and value in _NAMES:
         return value  # the common case: already a supported numpy dtype
+    if isinstance(value, str) and value == "bfloat16":
+        return _bfloat16()
     try:
         dtype = np.dtype(value)
     except TypeError as exc:
         raise ShapeError(f"unknown dtype {value!r}; use one of {', '.join(DTYPE_NAMES)}") from exc
+    if dtype.name == "bfloat16" and dtype.kind == "V":
+        return _bfloat16()  # an ml_dtypes bfloat16, registered under its name
     if dtype.name not in DTYPE_NAMES:
         raise ShapeError(
             f"dtype {dtype.name!r} is not supported; use one of {', '.join(DTYPE_NAMES)}"

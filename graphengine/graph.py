@@ -584,7 +584,9 @@ class Graph:
             if isinstance(value, (bool, np.bool_)):
                 dtype = np.dtype(bool)
             elif like is not None and (
-                like.kind == "f" or not isinstance(value, (float, np.floating))
+                like.kind == "f"
+                or like.name == "bfloat16"  # ml_dtypes' kind is "V"
+                or not isinstance(value, (float, np.floating))
             ):
                 dtype = like
             elif like is not None:
@@ -599,7 +601,7 @@ class Graph:
                 raise GraphError(
                     f"op '{opdef.name}': input {index} cannot be made a tensor: {exc}"
                 ) from None
-            if array.dtype.kind not in "biuf":
+            if array.dtype.kind not in "biuf" and array.dtype.name != "bfloat16":
                 raise GraphError(
                     f"op '{opdef.name}': input {index} of type "
                     f"{type(value).__name__} is not a tensor or a number"

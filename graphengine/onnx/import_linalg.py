@@ -5,6 +5,10 @@ multiply and add.  ``Einsum`` is supported where it is a matrix product with
 batch dims (``"bij,bjk->bik"``, ``"ij,kj->ik"``, ``"i,i"``, ellipses included),
 or, with one operand, a transpose and a sum (``"ij->ji"``, ``"ij->i"``); other
 equations (diagonals, traces, three operands) are refused, naming the node.
+
+Our ``matmul`` takes no bfloat16 (numpy's matmul of bfloat16 returns float32):
+a bfloat16 product is cast to float32, multiplied and rounded back, as
+onnxruntime and ONNX's reference do.
 """
 
 from __future__ import annotations
@@ -13,9 +17,17 @@ from ..ops import api as ops
 from .import_rules import NodeContext, rule
 
 
+def matmul(a, b):
+    """a @ b; a bfloat16 product is computed in float32 and rounded back."""
+    if a.dtype.name == "bfloat16" and b.dtype.name == "bfloat16":
+        wide = ops.matmul(ops.cast(a, dtype="float32"), ops.cast(b, dtype="float32"))
+        return ops.cast(wide, dtype="bfloat16")
+    return ops.matmul(a, b)
+
+
 @rule("MatMul", versions=(13,))
 def _matmul(ctx: NodeContext):
-    return ops.matmul(ctx.input(0), ctx.input(1))
+    return matmul(ctx.input(0), ctx.input(1))
 
 
 @rule("Gemm", versions=(13,))
@@ -25,7 +37,7 @@ def _gemm(ctx: NodeContext):
         a = ops.transpose(a)
     if ctx.attr("transB", 0):
         b = ops.transpose(b)
-    out = ops.matmul(a, b)
+    out = matmul(a, b)
     alpha, beta = ctx.attr("alpha", 1.0), ctx.attr("beta", 1.0)
     if alpha != 1.0:
         out = out * alpha
@@ -107,11 +119,11 @@ def _einsum(ctx: NodeContext):
             a = ops.expand_dims(a, axis=-2)
         if not free_b:
             b = ops.expand_dims(b, axis=-1)
-        result = ops.matmul(a, b)
+        result = matmul(a, b)
         drop = ([len(batch)] if not free_a else []) + ([-1] if not free_b else [])
         result = ops.squeeze(result, axis=tuple(drop))
     else:
-        result = ops.matmul(a, b)
+        result = matmul(a, b)
     produced = "".join(batch + free_a + free_b)
     perm = tuple(produced.index(c) for c in out)
     return ops.transpose(result, axes=perm) if perm != tuple(range(len(perm))) else result

@@ -2,12 +2,13 @@
 
 ONNX names element types with the ``TensorProto.DataType`` enum; graphengine
 with numpy dtypes (:data:`graphengine.dtypes.DTYPE_NAMES`).  The types that
-have no graphengine counterpart (bfloat16, float8, int4, uint16-64, string,
-complex ...) are refused by name.
+have no graphengine counterpart (float8, float4, int4, int2, string, complex
+...) are refused by name.  bfloat16 is ml_dtypes' (an onnx dependency).
 """
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 from onnx import TensorProto, TypeProto, ValueInfoProto, helper
 
@@ -24,6 +25,10 @@ ONNX_TO_NUMPY: dict[int, np.dtype] = {
     TensorProto.INT32: np.dtype("int32"),
     TensorProto.INT64: np.dtype("int64"),
     TensorProto.UINT8: np.dtype("uint8"),
+    TensorProto.UINT16: np.dtype("uint16"),
+    TensorProto.UINT32: np.dtype("uint32"),
+    TensorProto.UINT64: np.dtype("uint64"),
+    TensorProto.BFLOAT16: np.dtype(ml_dtypes.bfloat16),
     TensorProto.BOOL: np.dtype("bool"),
 }
 NUMPY_TO_ONNX: dict[str, int] = {dtype.name: code for code, dtype in ONNX_TO_NUMPY.items()}

@@ -5,6 +5,7 @@ from . import (  # noqa: F401  (importing a family registers its ops)
     conv,
     elementwise,
     fused,
+    gather,
     indexing,
     linalg,
     loss,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..dtypes import ALL_TYPES, BOOL_TYPES, FLOAT_TYPES, NUMERIC_TYPES
+from ..dtypes import ALL_TYPES, ARITH_FLOAT_TYPES, BOOL_TYPES, NUMERIC_TYPES
 from ..shapes import TensorType, broadcast_shapes, format_shape
 from .registry import Array, Attr, F, Input, InputInfo, OpDef, OutKernel, register
 
@@ -40,9 +40,10 @@ def broadcast_types(*types: TensorType, same_dtype: bool = True) -> TensorType:
 
 
 class Unary(OpDef):
-    """An elementwise op of one float input whose output has the input's type."""
+    """An elementwise op of one float input whose output has the input's type
+    (bfloat16 included: ml_dtypes gives it numpy's ufuncs)."""
 
-    inputs = (Input("x", FLOAT_TYPES),)
+    inputs = (Input("x", ARITH_FLOAT_TYPES),)
 
     def infer(self, x: TensorType, **attrs: Any) -> TensorType:
         return x
@@ -114,7 +115,7 @@ class Divide(Binary):
 
     def infer(self, x: TensorType, y: TensorType) -> TensorType:
         out = broadcast_types(x, y)
-        return out if out.dtype.name in FLOAT_TYPES else out.with_dtype("float64")
+        return out if out.dtype.name in ARITH_FLOAT_TYPES else out.with_dtype("float64")
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         _, y = node.inputs
@@ -131,7 +132,7 @@ class Power(Binary):
     the real logarithm is undefined there: only ask for it with positive x)."""
 
     name = "power"
-    inputs = (Input("x", FLOAT_TYPES), Input("y", FLOAT_TYPES))
+    inputs = (Input("x", ARITH_FLOAT_TYPES), Input("y", ARITH_FLOAT_TYPES))
     kernel = staticmethod(np.power)
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:

@@ -16,6 +16,8 @@ from ..dtypes import NUMERIC_TYPES
 from ..shapes import Dim, TensorType, broadcast_shapes, format_shape
 from .registry import F, Input, OpDef, register
 
+_MATMUL_TYPES = NUMERIC_TYPES - {"bfloat16"}
+
 if TYPE_CHECKING:
     from ..gradients import NodeView
     from ..graph import Tensor
@@ -54,7 +56,9 @@ class Matmul(OpDef):
     """
 
     name = "matmul"
-    inputs = (Input("a", NUMERIC_TYPES), Input("b", NUMERIC_TYPES))
+    # Not bfloat16: numpy's matmul of two bfloat16 arrays returns float32, so an
+    # ONNX MatMul of bfloat16 is imported as cast, matmul in float32, cast back.
+    inputs = (Input("a", _MATMUL_TYPES), Input("b", _MATMUL_TYPES))
     # np.matmul itself, with no wrapper: the 2-D case is one BLAS call, and
     # transposed operands (as in the gradient) are passed to BLAS without a copy.
     kernel = staticmethod(np.matmul)

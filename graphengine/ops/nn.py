@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..dtypes import FLOAT_TYPES
+from ..dtypes import ARITH_FLOAT_TYPES, FLOAT_TYPES
 from ..shapes import TensorType, normalize_axis
 from .registry import Array, Attr, F, Input, OpDef, frontend, get_op, public_result, register
 
@@ -31,7 +31,7 @@ def log_softmax_array(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 class _SoftmaxFamily(OpDef):
-    inputs = (Input("x", FLOAT_TYPES),)
+    inputs = (Input("x", ARITH_FLOAT_TYPES),)
     attrs = (Attr("axis", "int", -1),)
 
     def infer(self, x: TensorType, *, axis: int) -> TensorType:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..dtypes import ALL_TYPES, FLOAT_TYPES, NUMERIC_TYPES
+from ..dtypes import ALL_TYPES, ARITH_FLOAT_TYPES, NUMERIC_TYPES
 from ..shapes import (
     Shape,
     TensorType,
@@ -88,7 +88,7 @@ class Mean(Reduction):
     the input's dtype).  d/dx = 1/n for each of the n averaged elements."""
 
     name = "mean"
-    inputs = (Input("x", FLOAT_TYPES),)
+    inputs = (Input("x", ARITH_FLOAT_TYPES),)
 
     def kernel(self, x: Array, *, axis: tuple[int, ...] | None, keepdims: bool) -> Array:
         return np.mean(x, axis=axis, keepdims=keepdims, dtype=x.dtype)

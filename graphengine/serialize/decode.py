@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..compiler import NodeRecord, build_graph
-from ..errors import FileFormatError, GraphEngineError, GraphError
+from ..dtypes import as_dtype
+from ..errors import FileFormatError, GraphEngineError, GraphError, ShapeError
 from ..graph import Graph, check_name, parse_ref
 from ..limits import MAX_RANK
 from ..model import GradientInfo
@@ -143,12 +144,15 @@ class _Reader:
         return getattr(value, kind)
 
     def dtype(self, enum: int, where: str) -> np.dtype:
-        dtype = _DTYPE_OF_ENUM.get(enum)
-        if dtype is None:
-            known = ", ".join(f"{v} ({d.name})" for v, d in _DTYPE_OF_ENUM.items())
+        name = _DTYPE_OF_ENUM.get(enum)
+        if name is None:
+            known = ", ".join(f"{v} ({d})" for v, d in _DTYPE_OF_ENUM.items())
             what = "no dtype" if enum == 0 else f"unknown dtype enum value {enum}"
             raise self.error(where, f"has {what}; known values are {known}")
-        return dtype
+        try:
+            return as_dtype(name)
+        except ShapeError as exc:  # bfloat16 without ml_dtypes
+            raise self.error(where, str(exc)) from exc
 
     def shape(self, shape: pb.ShapeProto, where: str) -> tuple:
         if len(shape.dims) > MAX_RANK:

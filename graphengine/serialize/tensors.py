@@ -37,7 +37,8 @@ DATA_ALIGNMENT = 64
 _CHUNK = 32 * 2**20
 
 _ENUM_OF_DTYPE = {name: i + 1 for i, name in enumerate(DTYPE_NAMES)}
-_DTYPE_OF_ENUM = {i + 1: np.dtype(name) for i, name in enumerate(DTYPE_NAMES)}
+#: Enum value -> dtype name (as_dtype makes the dtype: bfloat16 imports ml_dtypes).
+_DTYPE_OF_ENUM = {i + 1: name for i, name in enumerate(DTYPE_NAMES)}
 assert all(
     pb.DataType.Value(f"DT_{name.upper()}") == value for name, value in _ENUM_OF_DTYPE.items()
 ), "DataType enum out of step with dtypes"
