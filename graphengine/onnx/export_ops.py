@@ -456,6 +456,44 @@ def _take(ex: Emitter, node: Node) -> None:
     ex.emit1(node, "Gather", [a, indices], ex.output(node), axis=normalize_axis(axis, rank))
 
 
+@rule("gather_elements")
+def _gather_elements(ex: Emitter, node: Node) -> None:
+    rank = ex.graph.tensor(node.inputs[0]).ndim
+    axis = normalize_axis(node.attrs["axis"], rank)
+    ex.emit1(node, "GatherElements", ex.inputs(node), ex.output(node), axis=axis)
+
+
+#: The first opset whose ScatterElements has each reduction.
+_SCATTER_REDUCTION_OPSET = {"none": 13, "add": 16, "mul": 16, "max": 18, "min": 18}
+
+
+@rule("scatter_elements")
+def _scatter_elements(ex: Emitter, node: Node) -> None:
+    rank = ex.graph.tensor(node.inputs[0]).ndim
+    axis = normalize_axis(node.attrs["axis"], rank)
+    reduction = node.attrs["reduction"]
+    needed = _SCATTER_REDUCTION_OPSET[reduction]
+    if ex.opset < needed:
+        raise ex.fail(
+            node, f"reduction {reduction!r} needs opset {needed} or later (exporting at {ex.opset})"
+        )
+    extra = {"reduction": reduction} if reduction != "none" else {}
+    ex.emit1(node, "ScatterElements", ex.inputs(node), ex.output(node), axis=axis, **extra)
+
+
+@rule("diagonal")
+def _diagonal(ex: Emitter, node: Node) -> None:
+    # ONNX has no Diagonal; Einsum's repeated letter is one ("abcb->acb").
+    rank = ex.graph.tensor(node.inputs[0]).ndim
+    a1 = normalize_axis(node.attrs["axis1"], rank)
+    a2 = normalize_axis(node.attrs["axis2"], rank)
+    letters = [chr(ord("a") + i) for i in range(rank)]
+    letters[a2] = letters[a1]
+    rest = "".join(c for i, c in enumerate(letters) if i not in (a1, a2))
+    equation = f"{''.join(letters)}->{rest}{letters[a1]}"
+    ex.emit1(node, "Einsum", ex.inputs(node), ex.output(node), equation=equation)
+
+
 @rule("one_hot")
 def _one_hot(ex: Emitter, node: Node) -> None:
     indices = ex.input(node, 0)

@@ -4,7 +4,9 @@
 multiply and add.  ``Einsum`` is supported where it is a matrix product with
 batch dims (``"bij,bjk->bik"``, ``"ij,kj->ik"``, ``"i,i"``, ellipses included),
 or, with one operand, a transpose and a sum (``"ij->ji"``, ``"ij->i"``); other
-equations (diagonals, traces, three operands) are refused, naming the node.
+repeated letters (diagonals and traces: ``"ii->i"``, ``"ii"``, ``"bii->bi"``)
+are taken first with ``diagonal``; other equations (three operands, products
+that are not matrix products) are refused, naming the node.
 
 Our ``matmul`` takes no bfloat16 (numpy's matmul of bfloat16 returns float32):
 a bfloat16 product is cast to float32, multiplied and rounded back, as
@@ -63,11 +65,8 @@ def _parse_einsum(ctx: NodeContext, equation: str, ranks: list[int]):
         if "..." in term:
             width = rank - len(term.replace("...", ""))
             term = term.replace("...", fill[ellipsis_rank - width :])
-        if len(term) != rank or len(set(term)) != len(term):
-            raise ctx.fail(
-                f"einsum term {term!r} does not fit an operand of rank {rank}, or "
-                "repeats a letter (diagonals are not supported)"
-            )
+        if len(term) != rank:
+            raise ctx.fail(f"einsum term {term!r} does not fit an operand of rank {rank}")
         expanded.append(term)
     if arrow:
         out = rhs.replace("...", fill)
@@ -81,6 +80,10 @@ def _parse_einsum(ctx: NodeContext, equation: str, ranks: list[int]):
 def _einsum(ctx: NodeContext):
     xs = ctx.inputs()
     terms, out = _parse_einsum(ctx, ctx.attr("equation"), [x.ndim for x in xs])
+    if len(set(out)) != len(out):
+        raise ctx.fail(f"the output {out!r} of einsum repeats a letter")
+    for k, term in enumerate(terms):
+        xs[k], terms[k] = _take_diagonals(xs[k], term)
     if len(xs) == 1:
         (x,), (term,) = xs, terms
         summed = tuple(i for i, c in enumerate(term) if c not in out)
@@ -127,6 +130,18 @@ def _einsum(ctx: NodeContext):
     produced = "".join(batch + free_a + free_b)
     perm = tuple(produced.index(c) for c in out)
     return ops.transpose(result, axes=perm) if perm != tuple(range(len(perm))) else result
+
+
+def _take_diagonals(x, term: str):
+    """A repeated letter is a diagonal ("ii" -> "i", "bii" -> "bi"): take it with
+    ``diagonal``, which moves it to the end, until every letter is distinct."""
+    while len(set(term)) != len(term):
+        letter = next(c for c in term if term.count(c) > 1)
+        first = term.index(letter)
+        second = term.index(letter, first + 1)
+        x = ops.diagonal(x, axis1=first, axis2=second)
+        term = "".join(c for i, c in enumerate(term) if i not in (first, second)) + letter
+    return x, term
 
 
 def _permute(x, term: str, order: list[str]):

@@ -332,6 +332,23 @@ def _gather(ctx: NodeContext):
     return ops.take(ctx.input(0), ctx.input(1), axis=ctx.attr("axis", 0))
 
 
+@rule("GatherElements", versions=(11, 13))
+def _gather_elements(ctx: NodeContext):
+    return ops.gather_elements(ctx.input(0), ctx.input(1), axis=ctx.attr("axis", 0))
+
+
+@rule("ScatterElements", versions=(11, 13, 16, 18))
+def _scatter_elements(ctx: NodeContext):
+    reduction = ctx.attr("reduction", "none")
+    if isinstance(reduction, bytes):
+        reduction = reduction.decode()
+    if reduction not in ("none", "add", "mul", "max", "min"):
+        raise ctx.fail(f"reduction {reduction!r} is not one of none, add, mul, max, min")
+    return ops.scatter_elements(
+        ctx.input(0), ctx.input(1), ctx.input(2), axis=ctx.attr("axis", 0), reduction=reduction
+    )
+
+
 @rule("OneHot", versions=(11, 28), static=(1, 2))
 def _one_hot(ctx: NodeContext):
     indices = ctx.input(0)

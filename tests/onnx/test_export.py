@@ -32,6 +32,7 @@ NOT_EXPORTED = {
     "max_pool_grad",
     "slice_grad",
     "take_grad",
+    "diagonal_grad",
     "resize_grad",
     "split_like",
     "relu_grad",
@@ -477,3 +478,27 @@ def test_bad_opset_and_empty_graph_are_refused():
     empty.placeholder("x", (2,))
     with pytest.raises(OnnxConversionError, match="no outputs"):
         ge.to_onnx(empty)
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_gather_scatter_elements_and_diagonal_export(reduction):
+    g = ge.Graph("elements")
+    x = g.placeholder("x", (None, 4, 3))
+    i = g.constant(
+        np.array([[[0, -1, 2], [3, 3, 0]]])
+        if reduction != "none"
+        else np.array([[[0, 1, 2], [3, 2, 0]]])
+    )
+    u = g.placeholder("u", (1, 2, 3))
+    gathered = ge.gather_elements(x, i, axis=1)
+    scattered = ge.scatter_elements(x, i, u, axis=1, reduction=reduction)
+    diag = ge.diagonal(x[:, :3, :], 1, 2)
+    g.set_outputs([gathered.name, scattered.name, diag.name])
+    feeds = {
+        "x": rng.normal(size=(2, 4, 3)).astype(np.float32),
+        "u": rng.normal(size=(1, 2, 3)).astype(np.float32),
+    }
+    check_export(g, feeds)
+    if reduction in ("max", "min"):
+        with pytest.raises(OnnxConversionError, match="needs opset 18 or later"):
+            ge.to_onnx(g, opset=17)

@@ -137,3 +137,46 @@ def test_pad_modes_and_their_gradient(mode):
     loss = ge.sum(ge.square(graph.tensor(graph.outputs[0])))
     result = ge.gradcheck(graph, loss, ["x"], {"x": x.astype(np.float64)})
     assert result.ok, result
+
+
+# -- element-wise gather and scatter, einsum diagonals ------------------------------------
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_gather_and_scatter_elements(reduction):
+    x = f32(3, 4)
+    indices = np.array([[1, -1, 0, 2], [0, 2, -3, 1]], np.int64)
+    if reduction == "none":
+        indices = np.array([[1, 2, 0, 2], [0, 0, 2, 1]], np.int64)  # unique per column
+    check([node("GatherElements", ["x", "i"], axis=0)], {"x": x, "i": indices})
+    check(
+        [node("ScatterElements", ["x", "i", "u"], axis=-2, reduction=reduction)],
+        {"x": x, "i": indices, "u": f32(2, 4)},
+    )
+
+
+@pytest.mark.parametrize(
+    "equation, shapes",
+    [
+        ("ii->i", [(4, 4)]),
+        ("ii", [(3, 3)]),
+        ("bii->bi", [(2, 3, 3)]),
+        ("bij,bjj->bi", [(2, 3, 4), (2, 4, 4)]),
+    ],
+)
+def test_einsum_with_repeated_letters_forward_and_backward(equation, shapes):
+    feeds = {f"x{k}": f32(*s) for k, s in enumerate(shapes)}
+    model = make_model([node("Einsum", list(feeds), equation=equation)], feeds, ["y"])
+    (ours,) = run_imported(model, feeds)
+    np.testing.assert_allclose(ours, np.einsum(equation, *feeds.values()), rtol=1e-5, atol=1e-6)
+    graph = to_float64(ge.from_onnx(model))
+    wide = {k: v.astype(np.float64) for k, v in feeds.items()}
+    result = ge.gradcheck(graph, ge.sum(graph.tensor("y") * graph.tensor("y")), list(feeds), wide)
+    assert result.ok, result
+
+
+def test_einsum_refuses_a_repeated_output_letter():
+    feeds = {"x": f32(3, 3)}
+    model = make_model([node("Einsum", ["x"], equation="ij->ii")], feeds, ["y"])
+    with pytest.raises(OnnxConversionError, match="repeats a letter"):
+        ge.from_onnx(model)
