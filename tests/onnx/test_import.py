@@ -723,13 +723,13 @@ def test_unsupported_ops_are_all_listed_before_anything_is_built():
 
 
 def test_unsupported_dtypes_and_old_opsets_are_refused():
-    x = helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [3])
-    y = helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [3])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT8E4M3FN, [3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT8E4M3FN, [3])
     model = helper.make_model(
         helper.make_graph([node("Relu", ["x"])], "g", [x], [y]),
         opset_imports=[helper.make_opsetid("", 18)],
     )
-    with pytest.raises(OnnxConversionError, match="BFLOAT16"):
+    with pytest.raises(OnnxConversionError, match="FLOAT8E4M3FN"):
         ge.from_onnx(model)
 
 
@@ -785,7 +785,7 @@ def test_paths_bytes_and_models_are_accepted(tmp_path):
         ge.from_onnx(b"\x00garbage\xff")
 
 
-@pytest.mark.parametrize("equation", ["ii->i", "i,i->i", "ij,jk,kl->il", "bij,bjk->ik"])
+@pytest.mark.parametrize("equation", ["i,i->i", "ij,jk,kl->il", "bij,bjk->ik"])
 def test_einsum_that_is_not_a_matrix_product_is_refused(equation):
     terms = equation.split("->")[0].split(",")
     feeds = {f"x{i}": f32(*([3] * len(t))) for i, t in enumerate(terms)}
