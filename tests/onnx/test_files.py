@@ -132,3 +132,74 @@ def test_unreadable_files_raise_file_format_errors(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"\x08\x96\x01 definitely not a model")
     with pytest.raises(ge.FileFormatError):
         ge.from_onnx(tmp_path / "bad.onnx")
+
+
+def _two_layer_model():
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(size=(3, 8)).astype(np.float32), rng.normal(size=(8, 2)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), w1, w2
+
+
+def test_save_as_external_data_in_a_subfolder_imports_and_runs_from_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    model, w1, w2 = _two_layer_model()
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / "weights").mkdir()
+    onnx.save_model(
+        model,
+        folder / "mlp.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights/mlp.bin",
+        size_threshold=0,
+    )
+    out = tmp_path / "mlp.pb"
+    done = subprocess.run(
+        [sys.executable, "-m", "graphengine", "import", str(folder / "mlp.onnx"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path.parent,  # the data is found beside the model, not in the cwd
+    )
+    assert done.returncode == 0, done.stderr
+    graph = ge.load(out)
+    x = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        ge.run(graph, "y", {"x": x}), np.maximum(x @ w1, 0) @ w2, rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("damage", ["missing", "escaping"])
+def test_external_data_refusals_name_the_tensor(tmp_path, damage):
+    model, _, _ = _two_layer_model()
+    onnx.save_model(
+        model, tmp_path / "m.onnx", save_as_external_data=True, location="m.bin", size_threshold=0
+    )
+    saved = onnx.load(tmp_path / "m.onnx", load_external_data=False)
+    entry = next(e for e in saved.graph.initializer[1].external_data if e.key == "location")
+    if damage == "missing":
+        entry.value = "gone.bin"
+        expected = r"initializer 'w2'.*'gone.bin' does not exist"
+    else:
+        entry.value = "../m.bin"
+        (tmp_path / "sub").mkdir()
+        expected = r"initializer 'w2'.*outside the model's folder"
+    target = tmp_path / "sub" / "m.onnx" if damage == "escaping" else tmp_path / "m.onnx"
+    if damage == "escaping":
+        (tmp_path / "sub" / "m.bin").write_bytes((tmp_path / "m.bin").read_bytes())
+    target.write_bytes(saved.SerializeToString())
+    with pytest.raises(ge.FileFormatError, match=expected):
+        ge.from_onnx(target)
