@@ -179,8 +179,11 @@ class ScheduleSpec:
     (div_factor * final_div_factor)``; "piecewise" takes ``values[i]`` after the
     i-th of ``boundaries``; "reduce_on_plateau" multiplies it by ``gamma`` when
     ``plateau_monitor`` has not improved by ``plateau_min_delta`` for
-    ``plateau_patience`` validations.  ``warmup_steps`` ramps it linearly first.
-    The formulas: :mod:`graphengine.training.schedules`.
+    ``plateau_patience`` validations (not counting the ``plateau_cooldown``
+    validations after each reduction).  ``one_cycle`` with ``cycle_momentum``
+    (the default, as PyTorch's) moves the momentum inversely, between
+    ``max_momentum`` and ``base_momentum``.  ``warmup_steps`` ramps it
+    linearly first.  The formulas: :mod:`graphengine.training.schedules`.
     """
 
     kind: str = "constant"
@@ -199,6 +202,10 @@ class ScheduleSpec:
     boundaries: tuple[int, ...] = ()
     values: tuple[float, ...] = ()
     plateau_mode: str = ""
+    plateau_cooldown: int = 0
+    cycle_momentum: bool = True
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
 
     def __post_init__(self) -> None:
         _check_choice("schedule.kind", self.kind, SCHEDULES)
@@ -219,6 +226,24 @@ class ScheduleSpec:
         _check_int("schedule.plateau_patience", self.plateau_patience, low=0)
         _check_float("schedule.plateau_min_delta", self.plateau_min_delta, low=0)
         _check_choice("schedule.plateau_mode", self.plateau_mode, MODES)
+        _check_int("schedule.plateau_cooldown", self.plateau_cooldown, low=0)
+        if not isinstance(self.cycle_momentum, bool):
+            raise _fail(
+                "schedule.cycle_momentum", f"must be True or False, got {self.cycle_momentum!r}"
+            )
+        _check_float("schedule.base_momentum", self.base_momentum, low=0, high=1, high_open=True)
+        _check_float(
+            "schedule.max_momentum",
+            self.max_momentum,
+            low=self.base_momentum,
+            high=1,
+            high_open=True,
+        )
+        if self.kind == "one_cycle" and self.warmup_steps:
+            raise _fail(
+                "schedule.warmup_steps",
+                "must be 0 for one_cycle, which has its own warm-up (pct_start)",
+            )
         object.__setattr__(self, "boundaries", tuple(self.boundaries))
         object.__setattr__(
             self, "values", tuple(float(v) if isinstance(v, int) else v for v in self.values)
@@ -389,6 +414,10 @@ class TrainingSpec:
                 boundaries=list(sch.boundaries),
                 values=list(sch.values),
                 plateau_mode=sch.plateau_mode,
+                plateau_cooldown=sch.plateau_cooldown,
+                cycle_momentum=sch.cycle_momentum,
+                base_momentum=sch.base_momentum,
+                max_momentum=sch.max_momentum,
             ),
             batch_size=self.batch_size,
             epochs=self.epochs,
@@ -450,6 +479,11 @@ class TrainingSpec:
             boundaries=tuple(sch.boundaries),
             values=tuple(sch.values),
             plateau_mode=sch.plateau_mode,
+            plateau_cooldown=sch.plateau_cooldown,
+            # Absent: a file from before the field, which trained without cycling.
+            cycle_momentum=_optional(sch, "cycle_momentum", False),
+            base_momentum=_optional(sch, "base_momentum", ScheduleSpec.base_momentum),
+            max_momentum=_optional(sch, "max_momentum", ScheduleSpec.max_momentum),
         )
         stop = None
         if proto.HasField("early_stopping"):

@@ -35,6 +35,143 @@ from typing import Any
 from ..training_spec import LOSS_KINDS, METRICS, OPTIMIZERS, SCHEDULES
 from .main import CommandError
 
+#: The training settings that are plain typed options, one row each: (group,
+#: flag, setting, type, metavar, help).  The setting is the TrainingSpec field
+#: (flat, as resolve_spec takes them), so _settings reads them from this table.
+_SETTING_OPTIONS: tuple[tuple[str, str, str, type, str, str], ...] = (
+    ("train", "--epochs", "epochs", int, "N", "passes over the data"),
+    ("train", "--batch-size", "batch_size", int, "B", "examples per step"),
+    ("train", "--seed", "seed", int, "S", "seed of shuffling and dropout"),
+    ("train", "--lr", "learning_rate", float, "LR", "learning rate"),
+    ("train", "--momentum", "momentum", float, "M", "SGD momentum"),
+    ("train", "--beta1", "beta1", float, "B1", "Adam(W) first-moment decay"),
+    ("train", "--beta2", "beta2", float, "B2", "Adam(W) second-moment decay"),
+    ("train", "--epsilon", "epsilon", float, "EPS", "Adam(W) denominator term"),
+    ("train", "--weight-decay", "weight_decay", float, "WD", "weight decay"),
+    (
+        "train",
+        "--clip-norm",
+        "clip_global_norm",
+        float,
+        "NORM",
+        "clip gradients to this global L2 norm (0: no clipping)",
+    ),
+    (
+        "train",
+        "--clip-value",
+        "clip_value",
+        float,
+        "V",
+        "clip each gradient element to [-V, V] (0: no clipping)",
+    ),
+    ("schedule", "--warmup-steps", "warmup_steps", int, "N", "linear warm-up over N steps"),
+    ("schedule", "--step-size", "step_size", int, "N", "step, exponential: steps per decay"),
+    (
+        "schedule",
+        "--gamma",
+        "gamma",
+        float,
+        "G",
+        "step, exponential, reduce_on_plateau: decay factor",
+    ),
+    (
+        "schedule",
+        "--min-lr",
+        "min_lr",
+        float,
+        "LR",
+        "cosine, polynomial: final rate; reduce_on_plateau: lowest rate",
+    ),
+    (
+        "schedule",
+        "--total-steps",
+        "total_steps",
+        int,
+        "N",
+        "cosine, polynomial, one_cycle: length (default: the whole run)",
+    ),
+    ("schedule", "--power", "power", float, "P", "polynomial: exponent"),
+    ("schedule", "--pct-start", "pct_start", float, "F", "one_cycle: fraction spent rising"),
+    ("schedule", "--div-factor", "div_factor", float, "D", "one_cycle: the first rate is lr / D"),
+    (
+        "schedule",
+        "--final-div-factor",
+        "final_div_factor",
+        float,
+        "D",
+        "one_cycle: the last rate is lr / (div_factor * D)",
+    ),
+    (
+        "schedule",
+        "--base-momentum",
+        "base_momentum",
+        float,
+        "M",
+        "one_cycle: the momentum at the peak rate (default 0.85)",
+    ),
+    (
+        "schedule",
+        "--max-momentum",
+        "max_momentum",
+        float,
+        "M",
+        "one_cycle: the momentum at the first and last step (default 0.95)",
+    ),
+    (
+        "schedule",
+        "--plateau-patience",
+        "plateau_patience",
+        int,
+        "N",
+        "reduce_on_plateau: validations without improvement per reduction",
+    ),
+    (
+        "schedule",
+        "--plateau-min-delta",
+        "plateau_min_delta",
+        float,
+        "D",
+        "reduce_on_plateau: the smallest change that counts",
+    ),
+    (
+        "schedule",
+        "--plateau-cooldown",
+        "plateau_cooldown",
+        int,
+        "N",
+        "reduce_on_plateau: validations not counted after each reduction",
+    ),
+    (
+        "schedule",
+        "--plateau-monitor",
+        "plateau_monitor",
+        str,
+        "KEY",
+        "reduce_on_plateau: the record key watched (default val_loss)",
+    ),
+    (
+        "watch",
+        "--val-every",
+        "validate_every",
+        int,
+        "N",
+        "also validate every N steps (default: at epoch ends only)",
+    ),
+    ("run", "--log-every", "log_every", int, "N", "also log the loss and rate every N steps"),
+)
+#: Settings given by options with their own set-up above (choices, flags).
+_OTHER_SETTINGS = (
+    "loss",
+    "labels",
+    "predictions",
+    "optimizer",
+    "nesterov",
+    "schedule",
+    "plateau_mode",
+    "cycle_momentum",
+    "drop_last",
+)
+
 
 def add_parser(subparsers) -> None:
     _add_train(subparsers)
@@ -65,95 +202,21 @@ def _add_train(subparsers) -> None:
         help="feed a placeholder from this array of the validation data "
         "(repeatable; default: as for the training data)",
     )
-    group = parser.add_argument_group("training settings (default: the file's training spec)")
-    group.add_argument("--epochs", type=int, metavar="N", help="passes over the data")
-    group.add_argument("--batch-size", type=int, metavar="B", help="examples per step")
-    group.add_argument("--seed", type=int, metavar="S", help="seed of shuffling and dropout")
-    group.add_argument("--optimizer", choices=list(OPTIMIZERS))
-    group.add_argument("--lr", type=float, dest="learning_rate", metavar="LR", help="learning rate")
-    group.add_argument("--momentum", type=float, metavar="M", help="SGD momentum")
-    group.add_argument(
+    groups = {
+        "train": parser.add_argument_group("training settings (default: the file's training spec)"),
+        "schedule": parser.add_argument_group("learning-rate schedule"),
+        "watch": parser.add_argument_group("validation and early stopping"),
+        "run": parser.add_argument_group("checkpoints and output"),
+    }
+    train, schedule, watch = groups["train"], groups["schedule"], groups["watch"]
+    train.add_argument("--optimizer", choices=list(OPTIMIZERS))
+    train.add_argument(
         "--nesterov",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="SGD with Nesterov momentum",
     )
-    group.add_argument("--beta1", type=float, metavar="B1", help="Adam(W) first-moment decay")
-    group.add_argument("--beta2", type=float, metavar="B2", help="Adam(W) second-moment decay")
-    group.add_argument("--epsilon", type=float, metavar="EPS", help="Adam(W) denominator term")
-    group.add_argument("--weight-decay", type=float, metavar="WD")
-    group.add_argument(
-        "--clip-norm",
-        type=float,
-        dest="clip_global_norm",
-        metavar="NORM",
-        help="clip gradients to this global L2 norm (0: no clipping)",
-    )
-    group.add_argument(
-        "--clip-value",
-        type=float,
-        metavar="V",
-        help="clip each gradient element to [-V, V] (0: no clipping)",
-    )
-    group.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule")
-    group.add_argument(
-        "--warmup-steps", type=int, metavar="N", help="linear warm-up over the first N steps"
-    )
-    group.add_argument(
-        "--step-size",
-        type=int,
-        metavar="N",
-        help="step, exponential: steps between decays by gamma",
-    )
-    group.add_argument(
-        "--gamma",
-        type=float,
-        metavar="G",
-        help="step, exponential, reduce_on_plateau: decay factor",
-    )
-    group.add_argument(
-        "--min-lr",
-        type=float,
-        metavar="LR",
-        help="cosine, polynomial: final rate; reduce_on_plateau: lowest rate",
-    )
-    group.add_argument(
-        "--total-steps",
-        type=int,
-        metavar="N",
-        help="cosine, polynomial, one_cycle: length (default: the whole run)",
-    )
-    group.add_argument("--power", type=float, metavar="P", help="polynomial: exponent")
-    group.add_argument(
-        "--pct-start", type=float, metavar="F", help="one_cycle: fraction of the steps spent rising"
-    )
-    group.add_argument(
-        "--div-factor", type=float, metavar="D", help="one_cycle: the first rate is lr / D"
-    )
-    group.add_argument(
-        "--final-div-factor",
-        type=float,
-        metavar="D",
-        help="one_cycle: the last rate is lr / (div_factor * D)",
-    )
-    group.add_argument(
-        "--plateau-patience",
-        type=int,
-        metavar="N",
-        help="reduce_on_plateau: validations without improvement per reduction",
-    )
-    group.add_argument(
-        "--plateau-monitor",
-        metavar="KEY",
-        help="reduce_on_plateau: the record key watched (default val_loss)",
-    )
-    group.add_argument(
-        "--boundaries", metavar="S1,S2", help="piecewise: steps where the rate changes"
-    )
-    group.add_argument(
-        "--values", metavar="LR0,LR1,LR2", help="piecewise: the rates, one more than the boundaries"
-    )
-    group.add_argument(
+    train.add_argument(
         "--trainable",
         action="append",
         metavar="PATTERN",
@@ -161,26 +224,39 @@ def _add_train(subparsers) -> None:
         "'dense2/*', '*/bias'; comma-separated or repeated; default: "
         "every trainable parameter)",
     )
-    group.add_argument(
+    train.add_argument(
         "--freeze",
         action="append",
         metavar="PATTERN",
         help="parameters not to train, by name, scope or glob",
     )
-    group.add_argument(
+    train.add_argument(
         "--drop-last",
         action="store_true",
         default=None,
         help="leave out each epoch's last partial batch (default: keep it, smaller)",
     )
-    watch = parser.add_argument_group("validation and early stopping")
-    watch.add_argument(
-        "--val-every",
-        type=int,
-        dest="validate_every",
-        metavar="N",
-        help="also validate every N steps (default: at epoch ends only)",
+    schedule.add_argument("--schedule", choices=list(SCHEDULES), help="the schedule's kind")
+    schedule.add_argument(
+        "--boundaries", metavar="S1,S2", help="piecewise: steps where the rate changes"
     )
+    schedule.add_argument(
+        "--values", metavar="LR0,LR1,LR2", help="piecewise: the rates, one more than the boundaries"
+    )
+    schedule.add_argument(
+        "--plateau-mode",
+        choices=["min", "max"],
+        help="reduce_on_plateau: whether lower or higher is better (default: from the name)",
+    )
+    schedule.add_argument(
+        "--cycle-momentum",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one_cycle: cycle SGD's momentum (Adam's beta1) inversely to the rate "
+        "(default: yes, as PyTorch)",
+    )
+    for group, flag, dest, kind, metavar, text in _SETTING_OPTIONS:
+        groups[group].add_argument(flag, dest=dest, type=kind, metavar=metavar, help=text)
     watch.add_argument(
         "--early-stopping",
         action="store_true",
@@ -212,7 +288,7 @@ def _add_train(subparsers) -> None:
     watch.add_argument(
         "--restore-best", action="store_true", help="end with the parameters of the best validation"
     )
-    run = parser.add_argument_group("checkpoints and output")
+    run = groups["run"]
     run.add_argument("--checkpoint-dir", metavar="DIR", help="write checkpoints here")
     run.add_argument(
         "--checkpoint-every",
@@ -243,12 +319,6 @@ def _add_train(subparsers) -> None:
         "--log",
         metavar="FILE.jsonl",
         help="metrics log (JSON lines): a record per epoch and per validation",
-    )
-    run.add_argument(
-        "--log-every",
-        type=int,
-        metavar="N",
-        help="also log the loss and learning rate every N steps",
     )
     run.add_argument(
         "--json", action="store_true", help="print the final summary as one JSON object on stdout"
@@ -341,39 +411,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace, graph) -> dict[str, Any]:
     """Training settings given on the command line (None: not given)."""
-    names = [
-        "loss",
-        "labels",
-        "predictions",
-        "epochs",
-        "batch_size",
-        "seed",
-        "optimizer",
-        "learning_rate",
-        "momentum",
-        "nesterov",
-        "beta1",
-        "beta2",
-        "epsilon",
-        "weight_decay",
-        "clip_global_norm",
-        "clip_value",
-        "schedule",
-        "warmup_steps",
-        "step_size",
-        "gamma",
-        "min_lr",
-        "total_steps",
-        "power",
-        "pct_start",
-        "div_factor",
-        "final_div_factor",
-        "plateau_patience",
-        "plateau_monitor",
-        "drop_last",
-        "validate_every",
-        "log_every",
-    ]
+    names = [*_OTHER_SETTINGS, *(row[2] for row in _SETTING_OPTIONS)]
     settings = {name: getattr(args, name, None) for name in names}
     if args.loss in LOSS_KINDS:
         for key in ("loss", "labels", "predictions"):

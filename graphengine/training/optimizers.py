@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import TrainingError
-from ..training_spec import OptimizerSpec
+from ..training_spec import OptimizerSpec, ScheduleSpec
 
 
 class Optimizer:
@@ -152,6 +152,13 @@ class SGD(Optimizer):
     def hyperparameters(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "nesterov": self.nesterov, **super().hyperparameters()}
 
+    def set_momentum(self, value: float) -> None:
+        """Set the momentum of the next updates (a one-cycle schedule cycles it).
+        An SGD made without momentum keeps no buffer, so it cannot take one."""
+        if not self.slot_names:
+            raise TrainingError("sgd: made without momentum, so it cannot cycle one")
+        self.momentum = float(value)
+
     def _update(self, name, p, grad, lr, scale):
         tmp, spare = self._scratch[name]
         g = self._scaled_grad(p, grad, scale, tmp, spare, self.weight_decay)
@@ -201,6 +208,12 @@ class Adam(Optimizer):
             "eps": self.eps,
             **super().hyperparameters(),
         }
+
+    def set_momentum(self, value: float) -> None:
+        """Set beta1 of the next updates (a one-cycle schedule cycles it, as
+        PyTorch's OneCycleLR cycles Adam's first beta); the bias correction
+        uses the current beta1, as PyTorch's."""
+        self.beta1 = float(value)
 
     def _update(self, name, p, grad, lr, scale):
         tmp, spare = self._scratch[name]
@@ -276,14 +289,29 @@ def make_optimizer(name: str, **hyperparameters: Any) -> Optimizer:
         ) from None
 
 
-def optimizer_from_spec(spec: OptimizerSpec) -> Optimizer:
+def cycled_momentum(schedule: ScheduleSpec) -> float | None:
+    """The first momentum of a schedule that cycles it (one-cycle with
+    cycle_momentum: max_momentum), else None."""
+    if schedule.kind == "one_cycle" and schedule.cycle_momentum:
+        return schedule.max_momentum
+    return None
+
+
+def optimizer_from_spec(spec: OptimizerSpec, momentum: float | None = None) -> Optimizer:
     """The optimizer an :class:`~graphengine.training_spec.OptimizerSpec` describes
-    (its learning rate and clipping are applied by the trainer)."""
+    (its learning rate and clipping are applied by the trainer).  ``momentum``,
+    from a schedule that cycles it, replaces SGD's momentum and Adam's beta1 (an
+    SGD spec without momentum gets a momentum buffer, as PyTorch's SGD under
+    OneCycleLR does)."""
     if spec.name == "sgd":
-        return SGD(momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay)
+        return SGD(
+            momentum=spec.momentum if momentum is None else momentum,
+            nesterov=spec.nesterov,
+            weight_decay=spec.weight_decay,
+        )
     return make_optimizer(
         spec.name,
-        beta1=spec.beta1,
+        beta1=spec.beta1 if momentum is None else momentum,
         beta2=spec.beta2,
         eps=spec.epsilon,
         weight_decay=spec.weight_decay,

@@ -15,14 +15,22 @@ rates as an uninterrupted one.
 * ``one_cycle``: Smith's 1cycle, as PyTorch's ``OneCycleLR`` (cosine annealing,
   two phases): from ``lr / div_factor`` up to ``lr`` at step ``pct_start *
   total_steps - 1``, then down to ``lr / (div_factor * final_div_factor)`` at
-  step ``total_steps - 1``, each half a cosine.
+  step ``total_steps - 1``, each half a cosine.  With ``cycle_momentum`` (the
+  default) the momentum (SGD's, or Adam's beta1) moves the other way, from
+  ``max_momentum`` down to ``base_momentum`` at the peak and back, as
+  PyTorch's ``cycle_momentum=True``; the trainer sets it before each update.
 * ``piecewise``: ``values[i]`` where ``i`` is how many ``boundaries`` are <= step
   (absolute rates, as Keras's ``PiecewiseConstantDecay``; ``lr`` is not used).
 * ``reduce_on_plateau``: ``lr`` times ``gamma`` for each plateau of the
   monitored metric (``plateau_patience`` validations in a row without an
   improvement larger than ``plateau_min_delta``), never below ``min_lr``
-  (Keras's ``ReduceLROnPlateau``).  It depends on the metrics, not on the step
-  alone, so its state goes into checkpoints.
+  (Keras's ``ReduceLROnPlateau``); the ``plateau_cooldown`` validations after a
+  reduction do not count (PyTorch's ``cooldown``).  It depends on the metrics,
+  not on the step alone, so its state goes into checkpoints.
+
+The range of every setting is checked in one place,
+:class:`~graphengine.training_spec.ScheduleSpec`; a schedule built directly in
+Python is checked by the same code.
 
 Each can start with a linear warm-up over ``warmup_steps`` updates: update
 ``k < warmup_steps`` uses ``(k + 1) / warmup_steps`` of the rate, so the rate
@@ -41,9 +49,24 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import TrainingError
+from ..errors import GraphError, TrainingError
 from ..training_spec import ScheduleSpec
 from .monitor import Monitor
+
+
+def _check(kind: str, **fields: Any) -> None:
+    """Check a schedule's settings with the spec's rules (TrainingError naming the field)."""
+    try:
+        ScheduleSpec(kind, **fields)
+    except GraphError as exc:
+        raise TrainingError(str(exc)) from None
+    # A spec's total_steps of 0 means "the whole run", which make_schedule resolves;
+    # a schedule object needs the number itself.
+    if fields.get("total_steps", 1) < 1:
+        raise TrainingError(
+            f"{kind} schedule: total_steps must be >= 1, got {fields['total_steps']} (0 "
+            "means the whole run only in a training spec)"
+        )
 
 
 def _warmup_factor(step: int, warmup_steps: int) -> float:
@@ -71,8 +94,7 @@ class Step:
     warmup_steps: int = 0
 
     def __post_init__(self) -> None:
-        if self.step_size < 1:
-            raise TrainingError(f"step schedule: step_size must be >= 1, got {self.step_size}")
+        _check("step", step_size=self.step_size, gamma=self.gamma, warmup_steps=self.warmup_steps)
 
     def __call__(self, step: int) -> float:
         decayed = self.lr * self.gamma ** (step // self.step_size)
@@ -89,11 +111,12 @@ class Cosine:
     min_lr: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.warmup_steps < 0 or self.total_steps < 1:
-            raise TrainingError(
-                f"cosine schedule: need total_steps >= 1 and warmup_steps >= 0, "
-                f"got {self.total_steps} and {self.warmup_steps}"
-            )
+        _check(
+            "cosine",
+            total_steps=self.total_steps,
+            warmup_steps=self.warmup_steps,
+            min_lr=self.min_lr,
+        )
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -112,6 +135,14 @@ class Exponential:
     gamma: float = 0.1
     warmup_steps: int = 0
 
+    def __post_init__(self) -> None:
+        _check(
+            "exponential",
+            step_size=self.step_size,
+            gamma=self.gamma,
+            warmup_steps=self.warmup_steps,
+        )
+
     def __call__(self, step: int) -> float:
         decayed = self.lr * self.gamma ** (step / self.step_size)
         return decayed * _warmup_factor(step, self.warmup_steps)
@@ -127,6 +158,15 @@ class Polynomial:
     min_lr: float = 0.0
     warmup_steps: int = 0
 
+    def __post_init__(self) -> None:
+        _check(
+            "polynomial",
+            total_steps=self.total_steps,
+            power=self.power,
+            min_lr=self.min_lr,
+            warmup_steps=self.warmup_steps,
+        )
+
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return self.lr * _warmup_factor(step, self.warmup_steps)
@@ -137,23 +177,59 @@ class Polynomial:
 @dataclass(frozen=True)
 class OneCycle:
     """PyTorch's ``OneCycleLR`` (``anneal_strategy="cos"``, two phases) with
-    ``max_lr = lr``."""
+    ``max_lr = lr``; :meth:`momentum` is its cycled momentum (None without
+    ``cycle_momentum``).
+
+    >>> s = OneCycle(1.0, total_steps=10, pct_start=0.5)
+    >>> round(s(4), 3), round(s.momentum(0), 3), round(s.momentum(4), 3), round(s.momentum(9), 3)
+    (1.0, 0.95, 0.85, 0.95)
+    """
 
     lr: float
     total_steps: int
     pct_start: float = 0.3
     div_factor: float = 25.0
     final_div_factor: float = 1e4
+    cycle_momentum: bool = True
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
 
-    def __call__(self, step: int) -> float:
-        first = self.lr / self.div_factor
-        last = first / self.final_div_factor
+    def __post_init__(self) -> None:
+        _check(
+            "one_cycle",
+            total_steps=self.total_steps,
+            pct_start=self.pct_start,
+            div_factor=self.div_factor,
+            final_div_factor=self.final_div_factor,
+            cycle_momentum=self.cycle_momentum,
+            base_momentum=self.base_momentum,
+            max_momentum=self.max_momentum,
+        )
+
+    def _phase(self, step: int) -> tuple[bool, float]:
+        """(rising, fraction of that phase done) at ``step``, as OneCycleLR's phases:
+        rising until step pct_start * total_steps - 1, falling until total_steps - 1."""
         peak = float(self.pct_start * self.total_steps) - 1
         end = float(self.total_steps - 1)
         if step <= peak:
-            return _cos_anneal(first, self.lr, step / peak if peak > 0 else 1.0)
+            return True, step / peak if peak > 0 else 1.0
         span = end - peak
-        return _cos_anneal(self.lr, last, min(1.0, (step - peak) / span) if span > 0 else 1.0)
+        return False, min(1.0, (step - peak) / span) if span > 0 else 1.0
+
+    def __call__(self, step: int) -> float:
+        first = self.lr / self.div_factor
+        rising, fraction = self._phase(step)
+        if rising:
+            return _cos_anneal(first, self.lr, fraction)
+        return _cos_anneal(self.lr, first / self.final_div_factor, fraction)
+
+    def momentum(self, step: int) -> float | None:
+        """The momentum of ``step``: inverse to the rate (None: not cycled)."""
+        if not self.cycle_momentum:
+            return None
+        rising, fraction = self._phase(step)
+        low, high = self.base_momentum, self.max_momentum
+        return _cos_anneal(high, low, fraction) if rising else _cos_anneal(low, high, fraction)
 
 
 def _cos_anneal(start: float, end: float, fraction: float) -> float:
@@ -168,6 +244,14 @@ class Piecewise:
     values: tuple[float, ...]
     warmup_steps: int = 0
 
+    def __post_init__(self) -> None:
+        _check(
+            "piecewise",
+            boundaries=tuple(self.boundaries),
+            values=tuple(self.values),
+            warmup_steps=self.warmup_steps,
+        )
+
     def __call__(self, step: int) -> float:
         rate = self.values[bisect.bisect_right(self.boundaries, step)]
         return rate * _warmup_factor(step, self.warmup_steps)
@@ -178,11 +262,18 @@ class ReduceOnPlateau:
     """``lr`` times ``gamma`` per plateau of ``monitor``, not below ``min_lr``.
 
     The trainer calls :meth:`observe` after each validation with the record; the
-    rate of every later step follows.  ``cooldown`` is not offered: a plateau
-    count restarts after each reduction, as Keras's with ``cooldown=0``.
+    rate of every later step follows.  A reduction comes after ``patience``
+    validations in a row without improvement (Keras's count: PyTorch's
+    ``patience=p`` is ``patience=p + 1`` here); the ``cooldown`` validations
+    after it are not counted, as PyTorch's ``cooldown``.
 
     >>> s = ReduceOnPlateau(1.0, "val_loss", patience=1, gamma=0.5)
     >>> for loss in (1.0, 0.9, 0.9, 0.9):
+    ...     s.observe({"val_loss": loss})
+    >>> s(100)
+    0.25
+    >>> s = ReduceOnPlateau(1.0, "val_loss", patience=1, gamma=0.5, cooldown=2)
+    >>> for loss in (1.0, 1.0, 1.0, 1.0, 1.0):
     ...     s.observe({"val_loss": loss})
     >>> s(100)
     0.25
@@ -196,10 +287,23 @@ class ReduceOnPlateau:
     min_delta: float = 0.0
     mode: str = ""
     warmup_steps: int = 0
+    cooldown: int = 0
     scale: float = 1.0
+    _cooling: int = field(default=0, init=False, repr=False)
     _watch: Monitor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        _check(
+            "reduce_on_plateau",
+            plateau_monitor=self.monitor,
+            plateau_patience=self.patience,
+            gamma=self.gamma,
+            min_lr=self.min_lr,
+            plateau_min_delta=self.min_delta,
+            plateau_mode=self.mode,
+            warmup_steps=self.warmup_steps,
+            plateau_cooldown=self.cooldown,
+        )
         self._watch = Monitor(self.monitor, self.mode, self.min_delta)
 
     def __call__(self, step: int) -> float:
@@ -212,15 +316,21 @@ class ReduceOnPlateau:
         value = self._watch.value(record)
         if value is None:
             raise self._watch.missing(record)
-        if not self._watch.update(value) and self._watch.wait >= max(self.patience, 1):
+        self._watch.update(value)  # the best follows improvements during a cooldown too
+        if self._cooling:
+            self._cooling -= 1
+            self._watch.wait = 0
+        if self._watch.wait >= max(self.patience, 1):
             self.scale *= self.gamma
             self._watch.wait = 0
+            self._cooling = self.cooldown
 
     def state(self) -> dict[str, float]:
-        return {"scale": self.scale, **self._watch.state()}
+        return {"scale": self.scale, "cooling": float(self._cooling), **self._watch.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.scale = float(state.get("scale", 1.0))
+        self._cooling = int(state.get("cooling", 0))
         self._watch.load_state(state)
 
 
@@ -250,11 +360,16 @@ def make_schedule(
     if spec.kind == "polynomial":
         return Polynomial(lr, total, spec.power, spec.min_lr, spec.warmup_steps)
     if spec.kind == "one_cycle":
-        if spec.warmup_steps:
-            raise TrainingError(
-                "one_cycle schedule: it has its own warm-up (pct_start); set warmup_steps to 0"
-            )
-        return OneCycle(lr, total, spec.pct_start, spec.div_factor, spec.final_div_factor)
+        return OneCycle(
+            lr,
+            total,
+            spec.pct_start,
+            spec.div_factor,
+            spec.final_div_factor,
+            spec.cycle_momentum,
+            spec.base_momentum,
+            spec.max_momentum,
+        )
     if spec.kind == "piecewise":
         return Piecewise(spec.boundaries, spec.values, spec.warmup_steps)
     if spec.kind == "reduce_on_plateau":
@@ -267,5 +382,6 @@ def make_schedule(
             spec.plateau_min_delta,
             spec.plateau_mode,
             spec.warmup_steps,
+            spec.plateau_cooldown,
         )
     return Constant(lr, spec.warmup_steps)

@@ -41,7 +41,7 @@ from .callbacks import BestCheckpoint, Callback, EarlyStopping
 from .data import BatchFeeder, DataLike, as_dataset, batch_bounds, epoch_order, fixed_batch_size
 from .evaluate import Evaluator
 from .metrics import EpochMetrics, MetricsLog
-from .optimizers import clip_scale, global_norm, optimizer_from_spec
+from .optimizers import clip_scale, cycled_momentum, global_norm, optimizer_from_spec
 from .progress import ProgressBar
 from .schedules import ReduceOnPlateau, make_schedule
 from .selection import describe_names, select_parameters
@@ -247,7 +247,7 @@ class Trainer:
                 f"of {b}, and the last partial batch is dropped; lower the "
                 "batch size"
             )
-        self.optimizer = optimizer_from_spec(spec.optimizer)
+        self.optimizer = optimizer_from_spec(spec.optimizer, cycled_momentum(spec.schedule))
         self.optimizer.setup({name: graph.values[name] for name in self.param_names})
         #: The record key that monitors watch when they are not told: the validation
         #: loss with validation data, else the epoch's training loss.
@@ -258,6 +258,8 @@ class Trainer:
             spec.epochs * self.steps_per_epoch,
             self.default_monitor,
         )
+        #: The momentum of each step when the schedule cycles it (one-cycle).
+        self._momentum = getattr(self.schedule, "momentum", None)
         self._add_spec_callbacks(best_path)
 
     # -- setting up --------------------------------------------------------------
@@ -626,6 +628,9 @@ class Trainer:
                 self._fail_non_finite(f"the gradient norm is {norm}", step, epoch, batch)
             scale = clip_scale(norm, clip)
         predictions = out[-1] if self.comparison is not None else None
+        momentum = self._momentum(step) if self._momentum is not None else None
+        if momentum is not None:
+            self.optimizer.set_momentum(momentum)
         self.optimizer.step(params, grads, self.schedule(step), scale)
         stats = sum(len(node.opdef.state_updates) for node in self._batch_norms)
         self._update_running_stats(out[1 + n : 1 + n + stats])

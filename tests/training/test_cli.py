@@ -330,3 +330,62 @@ def test_ctrl_c_with_a_checkpoint_dir_writes_there(files):
     code, _, err = _slow_run(files, "--checkpoint-dir", str(files / "ck"))
     assert code == 130, err
     assert f"checkpoint written to '{files / 'ck'}" in err and "--resume" in err
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (
+            [
+                "--schedule",
+                "one_cycle",
+                "--no-cycle-momentum",
+                "--base-momentum",
+                "0.7",
+                "--max-momentum",
+                "0.8",
+                "--pct-start",
+                "0.4",
+            ],
+            {
+                "kind": "one_cycle",
+                "cycle_momentum": False,
+                "base_momentum": 0.7,
+                "max_momentum": 0.8,
+                "pct_start": 0.4,
+            },
+        ),
+        (
+            [
+                "--schedule",
+                "reduce_on_plateau",
+                "--plateau-cooldown",
+                "2",
+                "--plateau-mode",
+                "min",
+                "--plateau-min-delta",
+                "0.01",
+                "--plateau-patience",
+                "1",
+                "--plateau-monitor",
+                "train_loss",
+            ],
+            {
+                "kind": "reduce_on_plateau",
+                "plateau_cooldown": 2,
+                "plateau_mode": "min",
+                "plateau_min_delta": 0.01,
+                "plateau_patience": 1,
+                "plateau_monitor": "train_loss",
+            },
+        ),
+    ],
+)
+def test_schedule_options_reach_the_trained_files_spec(files, capsys, options, expected):
+    out = files / "trained.pb"
+    argv = ["train", str(files / "plain.pb"), "--data", str(files / "train.npz"), "--loss",
+            "cross_entropy", "--predictions", "logits", "--labels", "y", "--epochs", "2",
+            "-q", "-o", str(out), *options]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    schedule = ge.load(out).training.schedule
+    assert {key: getattr(schedule, key) for key in expected} == expected

@@ -49,7 +49,10 @@ def test_make_schedule_from_spec():
 
 
 def test_bad_schedules_are_refused():
-    with pytest.raises(TrainingError, match="step_size must be >= 1"):
+    # One set of rules: the spec's, naming the field.
+    with pytest.raises(TrainingError, match=r"schedule\.step_size must be an int >= 1, got 0"):
         Step(0.1, step_size=0)
-    with pytest.raises(TrainingError, match="total_steps >= 1"):
+    with pytest.raises(TrainingError, match="total_steps must be >= 1, got 0"):
         Cosine(0.1, total_steps=0)
+    with pytest.raises(TrainingError, match=r"schedule\.gamma must be in \(0, 1\], got 2"):
+        Step(0.1, step_size=1, gamma=2.0)
