@@ -26,7 +26,11 @@ penalties: the shares add up to 1), that is the gradient of the whole batch's
 loss, so K processes compute the single-process update up to the order of
 floating-point summation.  A loss that *sums* over examples is not scaled this
 way: make it a mean.  The loss reported is the same weighted sum, the whole
-batch's loss; the accuracy counts are added up.
+batch's loss.  Every other metric (accuracy, top-k, macro precision / recall /
+F1, MAE, R^2) is computed from sums that the processes add up (correct and
+top-k counts, per-class confusion counts, absolute and squared errors,
+per-column target sums), never from averages of per-process metrics, so each
+equals the single-process value.
 
 **Batch normalization.**  By default each process normalizes with the
 statistics of its own slice (as Horovod), and the running statistics are
@@ -67,6 +71,7 @@ from ..ops.collective import SYNCHRONISED
 from ..rebuild import Rebuild
 from .checkpoint import graph_fingerprint
 from .data import BatchFeeder, Dataset
+from .metrics import EpochMetrics, merge_sums
 
 if TYPE_CHECKING:  # pragma: no cover
     from .evaluate import Evaluator
@@ -318,36 +323,29 @@ class DataParallel:
         out[self.seed_name] = np.asarray((stop - start) / n, self._seed_dtype)
         return out
 
-    def total(self, count: int | None) -> int | None:
-        """A per-process count (correct predictions) added up over the job."""
-        if count is None:
-            return None
-        return int(self.comm.sum(0 if self._stand_in else count))
+    def total(self, sums: dict[str, float]) -> dict[str, float]:
+        """This process's metric sums of its slice (correct predictions, confusion
+        counts, errors: :meth:`EpochMetrics.batch_sums`) added up over the job, so
+        every metric is that of the whole batch.  A stand-in example adds nothing."""
+        return merge_sums(self.comm.gather({} if self._stand_in else sums))
 
     def agree_to_stop(self, stop: bool) -> bool:
         """True when any process asked to stop (so all stop at the same step)."""
         return bool(self.comm.sum(int(stop)))
 
     def evaluate(self, evaluator: Evaluator, data: Dataset) -> dict[str, float]:
-        """The evaluator's results over ``data``, each process evaluating a slice."""
+        """The evaluator's results over ``data``, each process evaluating a slice:
+        the slices' sums are added up, then every metric is computed from them."""
         start, stop = self.rank * data.size // self.size, (self.rank + 1) * data.size // self.size
-        sums = np.zeros(3)
+        sums: dict[str, float] = {}
         if stop > start:
             part = Dataset(
                 {k: v[start:stop] for k, v in data.arrays.items()}, stop - start, data.source
             )
-            result = evaluator(part)
-            sums[:] = (
-                result["loss"] * result["examples"],
-                result.get("accuracy", 0.0) * result["examples"],
-                result["examples"],
-            )
-        loss_sum, correct, examples = self.comm.allreduce(sums)
-        out = {"loss": float(loss_sum / examples)}
-        if evaluator.comparison is not None and "accuracy" in evaluator.spec.metrics:
-            out["accuracy"] = float(correct / examples)
-        out["examples"] = int(examples)
-        return out
+            sums = evaluator.totals(part).sums()
+        merged = merge_sums(self.comm.gather(sums))
+        totals = EpochMetrics(evaluator.spec.metrics, evaluator.comparison, merged)
+        return {**totals.result(), "examples": int(merged["examples"])}
 
     def synchronize(self, trainer: Trainer, state: _RunState) -> _RunState:
         """Check that every process holds the same job, then give every process rank

@@ -50,6 +50,12 @@ class Evaluator:
     def __call__(self, data: DataLike, batch_size: int | None = None) -> dict[str, float]:
         """{"loss": ..., "accuracy": ..., "examples": N} of the graph on ``data``."""
         dataset = self.bind(data)
+        return {**self.totals(dataset, batch_size).result(), "examples": dataset.size}
+
+    def totals(self, data: DataLike, batch_size: int | None = None) -> EpochMetrics:
+        """The running sums of the loss and metrics over ``data`` (which
+        data-parallel evaluation adds up over the processes' slices)."""
+        dataset = self.bind(data)
         totals = EpochMetrics(self.spec.metrics, self.comparison)
         for feeds in iterate(dataset, batch_size or max(self.spec.batch_size, 256)):
             out = self.plan.run(feeds, training=False)
@@ -58,7 +64,7 @@ class Evaluator:
                 totals.add(size, float(out[0]), out[1], feeds[self.comparison.labels])
             else:
                 totals.add(size, float(out[0]))
-        return {**totals.result(), "examples": dataset.size}
+        return totals
 
 
 def evaluate(

@@ -146,7 +146,14 @@ def _one_tensor_input(graph: Graph, node) -> bool:
 class EpochMetrics:
     """Running sums over the batches of one epoch (or one evaluation pass) for the
     loss and ``metrics`` (names as in the training spec); ``comparison`` is
-    needed for every metric but the loss.  ``sums`` restores a checkpoint's."""
+    needed for every metric but the loss.  ``sums`` restores a checkpoint's.
+
+    Every metric is a function of sums (examples, correct and top-k counts,
+    per-class confusion counts, absolute and squared errors, per-column sums of
+    the targets), never of averages, so the sums of several slices of a batch
+    add up to the sums of the batch: data-parallel training adds the processes'
+    :meth:`batch_sums` (:func:`merge_sums`) and gets the single-process metrics.
+    """
 
     def __init__(
         self,
@@ -174,42 +181,37 @@ class EpochMetrics:
         loss: float,
         predictions: np.ndarray | None = None,
         labels: np.ndarray | None = None,
-        correct: int | None = None,
+        sums: dict[str, float] | None = None,
     ) -> None:
         """Count one batch: its size, its loss and, when metrics other than the loss
-        are asked for, its predictions and labels (or, for accuracy alone, the count
-        of ``correct`` predictions, as data-parallel training adds them up)."""
+        are asked for, its predictions and labels, or their :meth:`batch_sums`
+        already made (``sums``: data-parallel training adds up the processes')."""
         self._bump("examples", batch_size)
         self._bump("loss_sum", loss * batch_size)
-        if correct is not None:
-            self._bump("correct", correct)
-            return
-        if not self.metrics or predictions is None:
-            return
-        assert self.comparison is not None and labels is not None
+        if sums is None and self.metrics and predictions is not None:
+            assert labels is not None
+            sums = self.batch_sums(predictions, labels)
+        for key, value in (sums or {}).items():
+            self._bump(key, value)
+
+    def batch_sums(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """The sums the metrics need from one batch (or one slice of it)."""
+        assert self.comparison is not None
+        out: dict[str, float] = {}
         classify = [m for m in self.metrics if m in ("accuracy", "precision", "recall", "f1")]
         if classify:
             predicted, truth = self.comparison.classes(predictions, labels)
             if "accuracy" in classify:
-                self._bump("correct", int(np.count_nonzero(predicted == truth)))
+                out["correct"] = int(np.count_nonzero(predicted == truth))
             if len(classify) > ("accuracy" in classify):
-                self._count_classes(predicted, truth)
+                out.update(_class_counts(predicted, truth))
         for metric in self.metrics:
             k = top_k(metric)
             if k is not None:
-                self._bump(f"top{k}", self._top_k_correct(predictions, labels, k))
+                out[f"top{k}"] = self._top_k_correct(predictions, labels, k)
         if "mae" in self.metrics or "r2" in self.metrics:
-            self._regression(predictions, labels)
-
-    def _count_classes(self, predicted: np.ndarray, truth: np.ndarray) -> None:
-        size = int(max(predicted.max(initial=0), truth.max(initial=0))) + 1
-        hits = np.bincount(truth[predicted == truth], minlength=size)
-        guessed = np.bincount(predicted, minlength=size)
-        actual = np.bincount(truth, minlength=size)
-        for c in np.flatnonzero(guessed + actual):
-            self._bump(f"tp/{c}", int(hits[c]))
-            self._bump(f"predicted/{c}", int(guessed[c]))
-            self._bump(f"true/{c}", int(actual[c]))
+            out.update(_regression_sums(predictions, labels))
+        return out
 
     def _top_k_correct(self, predictions: np.ndarray, labels: np.ndarray, k: int) -> int:
         assert self.comparison is not None
@@ -224,22 +226,6 @@ class EpochMetrics:
         # classes score strictly higher.
         higher = np.count_nonzero(scores > own, axis=1)
         return int(np.count_nonzero(higher < k))
-
-    def _regression(self, predictions: np.ndarray, labels: np.ndarray) -> None:
-        pred = predictions.reshape(len(predictions), -1).astype(np.float64)
-        true = labels.reshape(len(labels), -1).astype(np.float64)
-        if true.shape != pred.shape:
-            raise TrainingError(
-                f"metrics mae/r2: labels of shape {labels.shape} do not fit "
-                f"predictions of shape {predictions.shape}"
-            )
-        error = pred - true
-        self._bump("abs_error", float(np.abs(error).sum()))
-        self._bump("elements", error.size)
-        for j in range(true.shape[1]):
-            self._bump(f"r2/{j}/sum", float(true[:, j].sum()))
-            self._bump(f"r2/{j}/sum_sq", float(np.square(true[:, j]).sum()))
-            self._bump(f"r2/{j}/sse", float(np.square(error[:, j]).sum()))
 
     def sums(self) -> dict[str, float]:
         """The running sums, as a checkpoint stores them."""
@@ -291,6 +277,50 @@ class EpochMetrics:
             else:
                 scores.append(1.0 - sse / sst)
         return float(np.mean(scores)) if scores else 0.0
+
+
+def _class_counts(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Per-class true positives, predictions and occurrences (the confusion counts
+    that macro precision, recall and F1 need), for the classes that occur."""
+    size = int(max(predicted.max(initial=0), truth.max(initial=0))) + 1
+    hits = np.bincount(truth[predicted == truth], minlength=size)
+    guessed = np.bincount(predicted, minlength=size)
+    actual = np.bincount(truth, minlength=size)
+    out: dict[str, float] = {}
+    for c in np.flatnonzero(guessed + actual):
+        out[f"tp/{c}"] = int(hits[c])
+        out[f"predicted/{c}"] = int(guessed[c])
+        out[f"true/{c}"] = int(actual[c])
+    return out
+
+
+def _regression_sums(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Absolute and squared errors and the per-column sums of the targets (R^2's
+    total sum of squares follows from them without a mean taken first)."""
+    pred = predictions.reshape(len(predictions), -1).astype(np.float64)
+    true = labels.reshape(len(labels), -1).astype(np.float64)
+    if true.shape != pred.shape:
+        raise TrainingError(
+            f"metrics mae/r2: labels of shape {labels.shape} do not fit "
+            f"predictions of shape {predictions.shape}"
+        )
+    error = pred - true
+    out: dict[str, float] = {"abs_error": float(np.abs(error).sum()), "elements": error.size}
+    for j in range(true.shape[1]):
+        out[f"r2/{j}/sum"] = float(true[:, j].sum())
+        out[f"r2/{j}/sum_sq"] = float(np.square(true[:, j]).sum())
+        out[f"r2/{j}/sse"] = float(np.square(error[:, j]).sum())
+    return out
+
+
+def merge_sums(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The key-by-key sum of several processes' sums (a key one lacks counts 0),
+    added in rank order so every process gets the same bits."""
+    out: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = out.get(key, 0) + value
+    return out
 
 
 class MetricsLog:

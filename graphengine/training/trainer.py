@@ -184,13 +184,6 @@ class Trainer:
             )
         self.graph = graph
         self.spec = spec = resolve_spec(graph, **settings)
-        unsupported = [m for m in spec.metrics if m not in ("loss", "accuracy")]
-        if parallel is not None and unsupported:
-            raise TrainingError(
-                f"metric(s) {', '.join(unsupported)} are not computed in "
-                "data-parallel training yet (loss and accuracy are); train "
-                "with one process or report them with graphengine eval"
-            )
         self.callbacks = list(callbacks)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = _count(
@@ -498,9 +491,9 @@ class Trainer:
                     totals.add(stop - start, loss)
                 elif self.parallel is None:
                     totals.add(stop - start, loss, predictions, feeds[self.comparison.labels])
-                else:  # this process saw a share of the batch: the counts are added up
-                    correct = self.comparison.correct(predictions, feeds[self.comparison.labels])
-                    totals.add(stop - start, loss, correct=self.parallel.total(correct))
+                else:  # this process saw a slice of the batch: the sums are added up
+                    mine = totals.batch_sums(predictions, feeds[self.comparison.labels])
+                    totals.add(stop - start, loss, sums=self.parallel.total(mine))
                 bar.update(i + 1, step=state.step, loss=loss, examples=stop - start)
                 info = StepInfo(
                     state.step,

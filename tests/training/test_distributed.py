@@ -173,6 +173,60 @@ def test_mlp_two_processes_match_one_float64(mlp_files):
             assert b[key] == pytest.approx(a[key], rel=1e-12), key
 
 
+def regression64() -> ge.Graph:
+    """x (N, 4) -> dense(8) -> tanh -> 2 outputs, mean squared error, in float64."""
+    g = ge.Graph("reg")
+    x = g.placeholder("x", (None, 4), "float64")
+    t = g.placeholder("t", (None, 2), "float64")
+    rng = np.random.default_rng(2)
+    h = ge.tanh(x @ g.parameter("h/w", rng.normal(0, 0.5, (4, 8))))
+    y = ge.identity(h @ g.parameter("out/w", rng.normal(0, 0.5, (8, 2))), name="y")
+    g.set_training(
+        ge.mean((y - t) ** 2.0),
+        predictions="y",
+        labels="t",
+        metrics=["loss", "mae", "r2"],
+        optimizer="sgd",
+        learning_rate=0.1,
+        batch_size=10,
+        epochs=2,
+        seed=3,
+    )
+    return g
+
+
+@pytest.mark.slow
+def test_every_metric_equals_the_single_process_value(mlp_files, tmp_path):
+    """Top-k, macro P/R/F1, MAE and R^2 in training and validation records: two
+    processes report what one reports (the slices' sums are added up; the last
+    batch of 150 in batches of 16, 6 examples, splits 3 + 3)."""
+    f = mlp_files
+    metrics = "loss,accuracy,top2_accuracy,precision,recall,f1"
+    common = ["--data", f / "train.npz", "--val", f / "val.npz", "--metrics", metrics]
+    graphengine("train", f / "model.pb", *common, "--quiet", "-o", f / "one.pb")
+    graphengine("train", f / "model.pb", *common, "--quiet", "-o", f / "two.pb", workers=2)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(47, 4))
+    data = {"x": x, "t": np.stack([np.sin(x[:, 0]), x[:, 1] * x[:, 2]], axis=1)}
+    np.savez(tmp_path / "reg.npz", **data)
+    regression64().save(tmp_path / "reg.pb")
+    reg = ["--data", tmp_path / "reg.npz", "--val", tmp_path / "reg.npz", "--quiet"]
+    graphengine("train", tmp_path / "reg.pb", *reg, "-o", tmp_path / "reg1.pb")
+    graphengine("train", tmp_path / "reg.pb", *reg, "-o", tmp_path / "reg2.pb", workers=2)
+    for one_log, two_log, keys in [
+        (f / "one.metrics.jsonl", f / "two.metrics.jsonl", metrics.split(",")),
+        (tmp_path / "reg1.metrics.jsonl", tmp_path / "reg2.metrics.jsonl", ["loss", "mae", "r2"]),
+    ]:
+        one = [json.loads(x) for x in one_log.read_text().splitlines()]
+        two = [json.loads(x) for x in two_log.read_text().splitlines()]
+        assert len(one) == len(two) > 0
+        for a, b in zip(one, two):
+            for key in [f"{p}_{k}" for p in ("train", "val") for k in keys]:
+                assert b[key] == pytest.approx(a[key], rel=1e-12, abs=1e-15), key
+        # Not a constant: the metrics moved over the run, so equal values mean something.
+        assert one[0]["train_" + keys[-1]] != one[-1]["train_" + keys[-1]]
+
+
 @pytest.mark.slow
 def test_mlp_float32_within_summation_order_error(tmp_path):
     classifier(dropout=0.0).save(tmp_path / "model.pb")
