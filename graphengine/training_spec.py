@@ -480,8 +480,7 @@ class TrainingSpec:
             values=tuple(sch.values),
             plateau_mode=sch.plateau_mode,
             plateau_cooldown=sch.plateau_cooldown,
-            # Absent: a file from before the field, which trained without cycling.
-            cycle_momentum=_optional(sch, "cycle_momentum", False),
+            cycle_momentum=_optional(sch, "cycle_momentum", ScheduleSpec.cycle_momentum),
             base_momentum=_optional(sch, "base_momentum", ScheduleSpec.base_momentum),
             max_momentum=_optional(sch, "max_momentum", ScheduleSpec.max_momentum),
         )

@@ -14,16 +14,29 @@ that a busy machine slows both alike; the figure per side is the median time
 between consecutive steps (compilation and the first step excluded).  The
 ratio printed is graphengine / numpy (lower is better; the goal is below 1.2).
 
+``--command`` times the whole job instead: ``graphengine train`` run as a user
+runs it (a fresh process: import, load the file, compile, train E epochs of
+the digits MLP, write the trained file) against E epochs of the hand-written
+numpy loop and of PyTorch (the same MLP, ``torch.optim.Adam``, batch 32, eager
+on the CPU, one thread) in this process, in alternating rounds; it prints the
+median epoch time of each (graphengine's from the ``seconds`` of its ``--json``
+summary) and the command's wall time.
+
 Run it:  python tools/bench_train.py [--rounds 5] [--models digits mlp784]
+         python tools/bench_train.py --command [--rounds 3] [--epochs 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import os
 import pathlib
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -171,14 +184,101 @@ def bench(name: str, rounds: int) -> tuple[float, float]:
     return statistics.median(ours), statistics.median(theirs)
 
 
+def torch_epochs(data: dict[str, np.ndarray], sizes: tuple[int, ...], epochs: int) -> float:
+    """Seconds for ``epochs`` epochs of the MLP in PyTorch (Adam, batch 32)."""
+    import torch
+
+    # One thread: for a model this small, more threads only add synchronisation
+    # (and on a shared machine they fight over the cores).
+    torch.set_num_threads(1)
+    layers: list[torch.nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(torch.nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.from_numpy(data["x"].reshape(len(data["x"]), -1).astype(np.float32) / 16.0)
+    y = torch.from_numpy(data["y"].astype(np.int64))
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.from_numpy(np.random.default_rng([0, epoch]).permutation(len(y)))
+        for start in range(0, len(order), 32):
+            idx = order[start : start + 32]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return time.perf_counter() - started
+
+
+def bench_command(rounds: int, epochs: int) -> None:
+    """``graphengine train`` end to end against numpy and PyTorch epochs."""
+    sizes = (64, 128, 64, 10)
+    with np.load(ROOT / "examples" / "data" / "digits.npz", allow_pickle=False) as d:
+        data = {"x": d["train_images"], "y": d["train_labels"]}
+    graph = build_mlp(sizes, uint8_pixels=True)
+    graph.set_training(
+        "loss", optimizer="adam", learning_rate=1e-3, batch_size=32, epochs=epochs, seed=0
+    )
+    steps = epochs * -(-len(data["y"]) // 32)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ours, walls, theirs, torches = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        model, train = pathlib.Path(tmp, "digits_mlp.pb"), pathlib.Path(tmp, "train.npz")
+        graph.save(model)
+        np.savez(train, **data)
+        for r in range(rounds):
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "graphengine", "train", str(model), "--data", str(train),
+                 "--json", "-o", str(pathlib.Path(tmp, f"out{r}.pb"))],
+                capture_output=True, text=True, env=env, check=True,
+            )  # fmt: skip
+            walls.append(time.perf_counter() - started)
+            ours.append(json.loads(done.stdout)["seconds"] / epochs)
+            reference = NumpyMLP(graph, sizes, True, lr=1e-3)
+            started = time.perf_counter()
+            for epoch in range(epochs):
+                numpy_epoch(reference, data, 32, seed=0, epoch=epoch)
+            theirs.append((time.perf_counter() - started) / epochs)
+            try:
+                torches.append(torch_epochs(data, sizes, epochs) / epochs)
+            except ImportError:
+                pass
+    ge_epoch, np_epoch = statistics.median(ours), statistics.median(theirs)
+    print(
+        f"digits MLP {sizes}, {len(data['y'])} examples, batch 32, {epochs} epochs "
+        f"({steps} steps), {rounds} rounds"
+    )
+    print(
+        f"graphengine train: {ge_epoch:.3f} s/epoch ({steps / epochs / ge_epoch:,.0f} "
+        f"steps/s); the whole command {statistics.median(walls):.2f} s"
+    )
+    print(
+        f"numpy by hand:     {np_epoch:.3f} s/epoch   "
+        f"ratio graphengine/numpy {ge_epoch / np_epoch:.2f}"
+    )
+    if torches:
+        t_epoch = statistics.median(torches)
+        print(
+            f"PyTorch eager:     {t_epoch:.3f} s/epoch   "
+            f"ratio graphengine/torch {ge_epoch / t_epoch:.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--models", nargs="+", default=["digits", "mlp784"], choices=["digits", "mlp784"]
     )
+    parser.add_argument("--command", action="store_true", help="time graphengine train end to end")
+    parser.add_argument("--epochs", type=int, default=5, help="--command: epochs per run")
     args = parser.parse_args()
     print(f"numpy {np.__version__}, python {sys.version.split()[0]}")
+    if args.command:
+        bench_command(args.rounds, args.epochs)
+        return
     for name in args.models:
         ours, theirs = bench(name, args.rounds)
         print(

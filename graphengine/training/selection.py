@@ -4,7 +4,9 @@ A pattern selects a parameter when it is the parameter's name, a scope above
 it (``dense2`` selects ``dense2/w`` and, for names imported from PyTorch,
 ``dense2.weight``), or a shell glob matching the name (``dense2/*``, ``*/bias``,
 ``*.running_*``; ``*`` also matches ``/``), as Keras users pick layers by name
-and PyTorch users by ``named_parameters()`` prefix.
+and PyTorch users by ``named_parameters()`` prefix.  The dots of a PyTorch
+name separate scopes too, as ``g.summary()`` shows them: ``'enc/*'`` selects
+``enc.0.weight`` and ``'*/bias'`` selects ``head.bias``.
 
 >>> import numpy as np, graphengine as ge
 >>> g = ge.Graph()
@@ -33,10 +35,12 @@ def matches(name: str, pattern: str) -> bool:
     """Whether ``pattern`` (a name, a scope or a glob) selects parameter ``name``."""
     if name == pattern:
         return True
+    # PyTorch's dotted names (enc.0.weight) read with "/" between scopes as well.
+    forms = (name, name.replace(".", "/")) if "." in name else (name,)
     if not _GLOB & set(pattern):
         stem = pattern.rstrip("/.")
-        return name.startswith(stem + "/") or name.startswith(stem + ".")
-    return fnmatch.fnmatchcase(name, pattern)
+        return any(f.startswith(stem + "/") for f in forms) or name.startswith(stem + ".")
+    return any(fnmatch.fnmatchcase(f, pattern) for f in forms)
 
 
 def select_parameters(

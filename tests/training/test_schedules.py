@@ -262,16 +262,18 @@ def test_reduce_on_plateau_cooldown_matches_pytorch():
         assert again(0) == s(0)
 
 
-def test_files_from_before_momentum_cycling_keep_a_fixed_momentum():
-    """A file written before the field has no cycle_momentum: it reads as False,
-    so it trains as it did; the Python default is PyTorch's True."""
+def test_momentum_fields_defaults_and_ranges():
+    """cycle_momentum defaults to PyTorch's True, absent from a file too; a file
+    that turns it off keeps it off."""
     from graphengine.training_spec import TrainingSpec
 
     spec = TrainingSpec(loss="l", schedule=ScheduleSpec("one_cycle"))
     assert spec.schedule.cycle_momentum is True
     proto = spec.to_proto()
     proto.schedule.ClearField("cycle_momentum")
-    assert TrainingSpec.from_proto(proto).schedule.cycle_momentum is False
+    assert TrainingSpec.from_proto(proto).schedule.cycle_momentum is True
+    off = TrainingSpec(loss="l", schedule=ScheduleSpec("one_cycle", cycle_momentum=False))
+    assert TrainingSpec.from_proto(off.to_proto()).schedule.cycle_momentum is False
     with pytest.raises(ge.GraphError, match=r"schedule\.max_momentum must be in \[0\.9, 1\)"):
         ScheduleSpec("one_cycle", base_momentum=0.9, max_momentum=0.8)
     with pytest.raises(ge.GraphError, match=r"schedule\.warmup_steps must be 0 for one_cycle"):

@@ -45,6 +45,11 @@ def test_patterns_select_by_name_scope_and_glob(pattern, want):
 def test_a_scope_matches_pytorch_style_dotted_names():
     assert matches("fc2.weight", "fc2") and not matches("fc20.weight", "fc2")
     assert matches("encoder.layer.0.bias", "encoder.layer")
+    # Globs and scopes written with "/", as g.summary() shows the scopes.
+    assert matches("enc.0.weight", "enc/*") and matches("head.bias", "*/bias")
+    assert matches("encoder.layer.0.bias", "encoder/layer/0")
+    assert not matches("encoder.layer.0.bias", "enc/*") and not matches("head.weight", "*/bias")
+    assert not matches("fc20.weight", "fc2/*")
 
 
 def test_a_pattern_that_selects_nothing_lists_the_names():
