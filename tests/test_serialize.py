@@ -125,7 +125,9 @@ def _special_values(dtype: np.dtype) -> np.ndarray:
 @pytest.mark.parametrize("dtype", DTYPE_NAMES)
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (2, 3)])
 def test_every_dtype_and_shape_is_bitwise_identical(tmp_path, dtype, shape):
-    dtype = as_dtype(dtype)  # bfloat16 through ml_dtypes
+    if dtype == "bfloat16":  # numpy has no bfloat16: it comes from ml_dtypes (the [onnx] extra)
+        pytest.importorskip("ml_dtypes")
+    dtype = as_dtype(dtype)
     values = _special_values(dtype)
     size = int(np.prod(shape))
     data = np.resize(values, size).reshape(shape)
