@@ -279,15 +279,6 @@ class Graph:
     def metadata(self, metadata: dict[str, str]) -> None:
         self.record.metadata = metadata
 
-    @property
-    def _unknown_fields(self) -> bytes:
-        # The old name of record.unknown_fields, kept while branches still use it.
-        return self.record.unknown_fields
-
-    @_unknown_fields.setter
-    def _unknown_fields(self, data: bytes) -> None:
-        self.record.unknown_fields = data
-
     # -- reading ---------------------------------------------------------------
     @property
     def nodes(self) -> list[Node]:
@@ -631,8 +622,6 @@ class Graph:
         self._nodes[node.name] = node
         self._changed()
 
-    _insert = add_node  # the old name, kept while branches still use it
-
     def retain(self, names: Container[str]) -> None:
         """Keep only the nodes named in ``names``, in their order.  The caller keeps
         the graph closed: every input of a kept node must be kept."""
@@ -839,12 +828,3 @@ def _tuple_input_message(op: str, index: int, outputs: tuple[Tensor, ...]) -> st
         f"take the one you want, e.g. {', '.join(names)} = ge.{node.op}(...), or "
         f"ge.{node.op}(...)[0] for {names[0]}"
     )
-
-
-def __getattr__(name: str) -> Any:
-    # The old name of simplify.EmissionContext, kept while branches still use it.
-    if name == "_GradientContext":
-        from .simplify import EmissionContext
-
-        return EmissionContext
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,8 +41,19 @@ PRIVATE = {
 
 
 def _relative_imports(path: Path) -> set[str]:
+    """Modules imported at run time (imports under `if TYPE_CHECKING:` only name types)."""
+    tree = ast.parse(path.read_text())
+    type_only = {
+        id(inner)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for stmt in block.body
+        for inner in ast.walk(stmt)
+    }
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.ImportFrom) and node.level == 1:
             if node.module:
                 found.add(node.module)
@@ -54,15 +65,8 @@ def _relative_imports(path: Path) -> set[str]:
 
 
 def test_graph_module_imports_only_the_layers_below_it():
-    tree = ast.parse((PACKAGE / "graph.py").read_text())
-    # The compatibility alias _GradientContext (module __getattr__) is the one
-    # exception while other branches still import it.
-    getattr_fn = [
-        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"
-    ]
-    allowed_lazy = {"simplify"} if getattr_fn else set()
     imports = _relative_imports(PACKAGE / "graph.py")
-    assert imports <= BELOW_GRAPH | allowed_lazy, sorted(imports - BELOW_GRAPH)
+    assert imports <= BELOW_GRAPH, sorted(imports - BELOW_GRAPH)
 
 
 def test_no_module_outside_graph_py_uses_graph_private_fields():
