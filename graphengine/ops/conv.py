@@ -339,6 +339,29 @@ class Conv2dBackpropFilter(OpDef):
         ]
 
 
+def _transpose_sizes(
+    x_shape: Sequence[Dim],
+    w_shape: Sequence[Dim],
+    stride: Ints,
+    dilation: Ints,
+    padding: Ints,
+    output_padding: Ints,
+) -> tuple[Dim, ...]:
+    """The two spatial output sizes of conv_transpose2d (shape rule and kernel alike)."""
+    return tuple(
+        _transpose_size(
+            x_shape[2 + i],
+            w_shape[2 + i],
+            stride[i],
+            dilation[i],
+            padding[i],
+            padding[2 + i],
+            output_padding[i],
+        )
+        for i in range(2)
+    )
+
+
 def _transpose_size(
     size: Dim, k: Dim, stride: int, dilation: int, begin: int, end: int, extra: int
 ) -> Dim:
@@ -397,18 +420,7 @@ class ConvTranspose2d(OpDef):
                 f"{format_shape(w.shape)} expects {wc}"
             )
         o = w.shape[1] * groups if isinstance(w.shape[1], int) else None
-        sizes = tuple(
-            _transpose_size(
-                x.shape[2 + i],
-                w.shape[2 + i],
-                stride[i],
-                dilation[i],
-                padding[i],
-                padding[2 + i],
-                output_padding[i],
-            )
-            for i in range(2)
-        )
+        sizes = _transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
         return TensorType(x.dtype, (x.shape[0], o) + sizes)
 
     def kernel(
@@ -422,18 +434,7 @@ class ConvTranspose2d(OpDef):
         groups: int,
         output_padding: Ints,
     ) -> Array:
-        sizes = tuple(
-            _transpose_size(
-                x.shape[2 + i],
-                w.shape[2 + i],
-                stride[i],
-                dilation[i],
-                padding[i],
-                padding[2 + i],
-                output_padding[i],
-            )
-            for i in range(2)
-        )
+        sizes = _transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
         shape = (x.shape[0], w.shape[1] * groups) + sizes
         return _transpose_convolve(x, w, shape, stride, padding, dilation, groups)
 
