@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .errors import INSTALL_HINT, OnnxConversionError, OnnxUnavailableError
+from .errors import INSTALL_HINT, OnnxConversionError, OnnxFileError, OnnxUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -77,11 +77,13 @@ def from_onnx(
 
     Raises:
         OnnxUnavailableError: onnx is not installed.
-        OnnxConversionError: the model uses ops, dtypes or attributes we cannot
-            import (unsupported ops are all listed, with counts and opsets,
-            before anything is built).
-        FileFormatError: the file cannot be read, or external data escapes the
-            model's folder.
+        OnnxConversionError: every refusal, naming the node, tensor or file: the
+            model uses ops, dtypes or attributes we cannot import (unsupported
+            ops are all listed, with counts and opsets, before anything is
+            built), or a file cannot be read.
+        OnnxFileError: (an OnnxConversionError and a FileFormatError) the model
+            file or an external data file cannot be read or breaks a rule
+            (outside the model's folder, hard-linked, truncated, overlapping).
 
     >>> import onnx.helper as oh, numpy as np, graphengine as ge
     >>> x = oh.make_tensor_value_info("x", 1, ["N", 2])
@@ -144,6 +146,7 @@ __all__ = [
     "INSTALL_HINT",
     "MIN_OPSET",
     "OnnxConversionError",
+    "OnnxFileError",
     "OnnxUnavailableError",
     "from_onnx",
     "require_onnx",

@@ -41,7 +41,7 @@ import onnx
 from onnx import ModelProto, NodeProto
 
 from ..compiler import NodeRecord, build_graph
-from ..errors import GraphError, ShapeError
+from ..errors import ExecutionError, GraphError, ShapeError
 from ..executor import run
 from ..graph import Graph, Tensor, fresh_name, make_ref, parse_ref
 from ..ops import api as ops
@@ -58,7 +58,7 @@ from . import (  # noqa: F401
     import_shape,
 )
 from .errors import OnnxConversionError
-from .files import load_model, tensor_to_array
+from .files import ModelFile, TensorReader, load_model
 from .import_bounds import fold_bytes, inline_functions, over_fold_limit
 from .import_rules import RULES, NodeContext, Rule
 from .import_symbolic import fold as fold_symbolic
@@ -97,7 +97,8 @@ def import_model(
     at import time instead of placeholders (the backend binds inputs that feed
     shapes or axes this way).
     """
-    model, folder = load_model(source, base_dir)
+    file = load_model(source, base_dir)
+    model = file.model
     try:
         model = upgrade_opset(model)
         opset = model_opset(model)
@@ -106,7 +107,7 @@ def import_model(
             # (bounded, recursion refused: see import_bounds).
             model = inline_functions(model)
         check_supported(model, opset)
-        return _Importer(model, opset, folder, set(freeze), name, bind or {}).build()
+        return _Importer(model, opset, file, set(freeze), name, bind or {}).build()
     except (
         TypeError,
         ValueError,
@@ -306,7 +307,7 @@ class _Importer:
         self,
         model: ModelProto,
         opset: int,
-        folder: str | None,
+        file: ModelFile,
         freeze: set[str],
         name: str | None,
         bind: dict[str, np.ndarray],
@@ -314,7 +315,7 @@ class _Importer:
         self.model = model
         self.bind = bind
         self.opset = opset
-        self.folder = folder
+        self.tensors = TensorReader(file)
         self.freeze = freeze
         meta = {p.key: p.value for p in model.metadata_props}
         self.freeze |= {n for n in meta.get(FROZEN_KEY, "").split(",") if n}
@@ -334,7 +335,7 @@ class _Importer:
 
     # -- values ------------------------------------------------------------------
     def read_tensor(self, proto: onnx.TensorProto, what: str) -> np.ndarray:
-        return tensor_to_array(proto, self.folder, what)
+        return self.tensors.read(proto, what)
 
     def fetch(self, name: str, static: bool) -> Any:
         """Value ``name`` as a tensor (``static=False``) or its value known at
@@ -378,18 +379,24 @@ class _Importer:
             self._add_placeholders()
         except (ShapeError, GraphError) as exc:
             raise OnnxConversionError(f"graph inputs: {exc}") from None
-        self._add_parameters()
+        try:
+            self._add_parameters()
+        except (ShapeError, GraphError) as exc:
+            raise OnnxConversionError(f"initializers: {exc}") from None
         for node in g.node:
             try:
                 self._convert(node)
-            except (ShapeError, GraphError) as exc:
-                # Our own checks (shape inference, the size limits) name our node;
-                # the user needs the ONNX node.
+            except (ShapeError, GraphError, ExecutionError) as exc:
+                # Our own checks (shape inference, the size limits) and the kernels
+                # folding known values name our node; the user needs the ONNX node.
                 raise OnnxConversionError(
                     f"node '{node.name or node.output[0]}' ({node.op_type}): {exc}"
                 ) from None
-        self._add_outputs()
-        return self._finish()
+        try:
+            self._add_outputs()
+            return self._finish()
+        except (ShapeError, GraphError) as exc:
+            raise OnnxConversionError(f"graph outputs: {exc}") from None
 
     def _add_placeholders(self) -> None:
         for v in self.model.graph.input:
