@@ -3,6 +3,7 @@
 from . import (  # noqa: F401  (importing a family registers its ops)
     collective,
     conv,
+    conv_nd,
     elementwise,
     fused,
     gather,
