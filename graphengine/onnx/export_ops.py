@@ -23,7 +23,7 @@ importer maps them back to the same kernels:
 
 Gradient helpers ``broadcast_like``, ``sum_like`` (when its axes are known),
 ``reshape_like`` and ``zeros_like`` are exported too; the other backward
-kernels (``conv2d_backprop_*``, ``*_pool_grad``,
+kernels (``conv2d_backprop_*``, ``conv_backprop_*``, ``*_pool_grad``,
 ``slice_grad``, ``take_grad``, ``resize_grad``, ``split_like``) are refused by name.
 """
 
@@ -540,8 +540,8 @@ def _window_attrs(node: Node) -> dict:
     }
 
 
-@rule("conv2d")
-def _conv2d(ex: Emitter, node: Node) -> None:
+@rule("conv2d", "conv")
+def _conv(ex: Emitter, node: Node) -> None:
     w_shape = ex.graph.tensor(node.inputs[1]).shape
     ex.emit1(
         node,
@@ -554,8 +554,8 @@ def _conv2d(ex: Emitter, node: Node) -> None:
     )
 
 
-@rule("conv_transpose2d")
-def _conv_transpose2d(ex: Emitter, node: Node) -> None:
+@rule("conv_transpose2d", "conv_transpose")
+def _conv_transpose(ex: Emitter, node: Node) -> None:
     w_shape = ex.graph.tensor(node.inputs[1]).shape
     ex.emit1(
         node,

@@ -28,6 +28,8 @@ rng = np.random.default_rng(1)
 NOT_EXPORTED = {
     "conv2d_backprop_input",
     "conv2d_backprop_filter",
+    "conv_backprop_input",
+    "conv_backprop_filter",
     "avg_pool_grad",
     "max_pool_grad",
     "slice_grad",
