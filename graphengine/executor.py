@@ -167,7 +167,10 @@ class Plan:
         program = []
         for step, buf, planned in zip(self.steps, buffers, kernels):
             ins = step.inputs
-            if buf is not None:
+            if buf is not None and not step.single:
+                assert planned is not None
+                kind, fn = _OUTM, planned
+            elif buf is not None:
                 assert planned is not None
                 kind, fn = (_OUT1 if len(ins) == 1 else _OUT2 if len(ins) == 2 else _OUTN), planned
             elif not step.single:
@@ -197,6 +200,9 @@ class Plan:
                         values[out] = fn(*[values[j] for j in ins])
                     elif kind == _OUTN:
                         values[out] = fn(*[values[j] for j in ins], out=buf)
+                    elif kind == _OUTM:
+                        for slot, value in zip(out, fn(*[values[j] for j in ins], out=buf)):
+                            values[slot] = value
                     else:
                         for slot, value in zip(out, list(fn(*[values[j] for j in ins]))):
                             values[slot] = value
@@ -244,8 +250,9 @@ class Plan:
 
 
 #: How :meth:`Plan._run_program` calls a step: one or two inputs or any number,
-#: into a planned buffer or not, or a kernel with several outputs.
-_ONE, _TWO, _ANY, _OUT1, _OUT2, _OUTN, _MULTI = range(7)
+#: into a planned buffer or not, or a kernel with several outputs (into a tuple
+#: of buffers or not).
+_ONE, _TWO, _ANY, _OUT1, _OUT2, _OUTN, _MULTI, _OUTM = range(8)
 #: (kind, kernel, first input slot, second input slot, input slots, output slot(s),
 #: buffer, slots released after the step)
 _Instruction = tuple[int, Callable[..., Any], int, int, tuple[int, ...], Any, Any, tuple[int, ...]]
@@ -254,11 +261,11 @@ _MAX_CHECKED = 64
 
 
 def out_kernel(step: _Step, recording: Recording, index: int) -> Callable[..., Any] | None:
-    """A kernel for ``step`` that writes its one result into a given ``out=``
-    array, for the shapes the recording run saw, or None: the numpy ufunc itself
-    for elementwise ops and ``matmul``, else what the op declares
-    (:meth:`OpDef.out_kernel`)."""
-    if not step.single or len(step.outputs) != 1:
+    """A kernel for ``step`` that writes its result into a given ``out=`` array
+    (a tuple of arrays or None for a kernel with several outputs), for the shapes
+    the recording run saw, or None: the numpy ufunc itself for elementwise ops
+    and ``matmul``, else what the op declares (:meth:`OpDef.out_kernel`)."""
+    if step.single and len(step.outputs) != 1:
         return None
     if isinstance(step.fn, np.ufunc):
         return step.fn if step.fn.nout == 1 else None

@@ -18,7 +18,10 @@ by every later run with the same shapes:
   (then the fetched arrays are valid until the next run, which overwrites them:
   the trainer, which consumes its gradients at once, asks for that).
 
-Steps whose kernel takes no ``out=`` allocate as before.
+Steps whose kernel takes no ``out=`` allocate as before.  A step with several
+outputs (softmax cross-entropy's loss and log-probabilities) gets a tuple of
+buffers, one per output, None for an output it must allocate (one that is
+fetched, or a view of an input).
 """
 
 from __future__ import annotations
@@ -69,9 +72,11 @@ def build_memory_plan(
     fetch_slots: Sequence[int],
     reuse_fetch_buffers: bool,
     kernels: Sequence[Any] | None = None,
-) -> list[np.ndarray | None]:
+) -> list[Any]:
     """One entry per step: the buffer its single output is written into, or None
-    for a step that allocates its own result.
+    for a step that allocates its own result; for a step with several outputs, a
+    tuple with a buffer or None per output (None for the whole step when no
+    output is planned).
 
     ``kernels`` gives, per step, the kernel that takes ``out=`` (a ufunc, or an
     op's :meth:`~graphengine.ops.registry.OpDef.out_kernel`), or None; by default
@@ -100,47 +105,71 @@ def build_memory_plan(
     fetched_roots = {root.get(s, s) for s in fetch_slots}
     for r in fetched_roots:
         end[r] = never
-    candidates = set()
+    # Per step, which of its outputs get a buffer.
+    planned: dict[int, list[bool]] = {}
     for i, (step, outs, shares) in enumerate(zip(steps, recording.outputs, recording.shares)):
-        if (
-            len(step.outputs) == 1
-            and kernels[i] is not None
-            and not shares[0]
-            and isinstance(outs[0], np.ndarray)
-            and (reuse_fetch_buffers or step.outputs[0] not in fetched_roots)
-        ):
-            candidates.add(i)
+        if kernels[i] is None or len(outs) != len(step.outputs):
+            continue
+        wanted = [
+            not shared
+            and isinstance(out, np.ndarray)
+            and (reuse_fetch_buffers or slot not in fetched_roots)
+            for slot, out, shared in zip(step.outputs, outs, shares)
+        ]
+        if all(wanted) or (len(wanted) > 1 and any(wanted)):
+            planned[i] = wanted
 
-    buffers: list[np.ndarray | None] = [None] * len(steps)
+    buffers: list[Any] = [None] * len(steps)
     free: dict[tuple[Any, ...], list[np.ndarray]] = {}
     dying: dict[int, list[tuple[tuple[Any, ...], np.ndarray]]] = {}
     owner: dict[int, np.ndarray] = {}  # root slot -> its buffer
     for i, step in enumerate(steps):
-        if i in candidates:
-            out = recording.outputs[i][0]
-            key = (out.shape, out.dtype.str)
-            buf = None
-            fn = kernels[i]
-            if isinstance(fn, np.ufunc) and fn.signature is None:
-                # elementwise: in place into a dying input (numpy handles exact overlap)
-                for slot in step.inputs:
-                    r = root.get(slot)
-                    if r in owner and end[r] == i and (owner[r].shape, owner[r].dtype.str) == key:
-                        buf = owner[r]
-                        dying[i] = [e for e in dying.get(i, []) if e[1] is not buf]
-                        break
-            if buf is None:
-                pool = free.get(key)
-                buf = pool.pop() if pool else np.empty(out.shape, out.dtype)
-            buffers[i] = buf
-            owner[step.outputs[0]] = buf
-            last = end[step.outputs[0]]
-            if last < never:
-                dying.setdefault(last, []).append((key, buf))
+        wanted = planned.get(i)
+        if wanted is not None:
+            given: list[np.ndarray | None] = []
+            for k, slot in enumerate(step.outputs):
+                if not wanted[k]:
+                    given.append(None)
+                    continue
+                out = recording.outputs[i][k]
+                key = (out.shape, out.dtype.str)
+                buf = _dying_input(step, kernels[i], root, owner, end, i, key)
+                if buf is not None:
+                    dying[i] = [e for e in dying.get(i, []) if e[1] is not buf]
+                else:
+                    pool = free.get(key)
+                    buf = pool.pop() if pool else np.empty(out.shape, out.dtype)
+                given.append(buf)
+                owner[slot] = buf
+                last = end[slot]
+                if last < never:
+                    dying.setdefault(last, []).append((key, buf))
+            buffers[i] = given[0] if len(given) == 1 else tuple(given)
         # Buffers whose last reader was this step are free for the next ones.
         for key, buf in dying.pop(i, []):
             free.setdefault(key, []).append(buf)
     return buffers
+
+
+def _dying_input(
+    step: Any,
+    kernel: Any,
+    root: dict[int, int],
+    owner: dict[int, np.ndarray],
+    end: dict[int, int],
+    i: int,
+    key: tuple[Any, ...],
+) -> np.ndarray | None:
+    """The buffer of an input that dies at step ``i`` and fits ``key``, when the
+    step is elementwise (numpy's ufuncs handle an output that exactly overlaps
+    an input), else None."""
+    if not (isinstance(kernel, np.ufunc) and kernel.signature is None):
+        return None
+    for slot in step.inputs:
+        r = root.get(slot)
+        if r in owner and end[r] == i and (owner[r].shape, owner[r].dtype.str) == key:
+            return owner[r]
+    return None
 
 
 def shape_signature(values: Sequence[Any], slots: Sequence[int], training: bool) -> tuple[Any, ...]:

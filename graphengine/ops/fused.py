@@ -28,6 +28,7 @@ import numpy as np
 
 from ..dtypes import FLOAT_TYPES, INDEX_TYPES
 from ..shapes import Dim, TensorType, format_shape, normalize_axis
+from .loss import RowsScratch, _rows_case
 from .norm import _stat_axes, _sum_terms
 from .registry import REGISTRY, Array, Attr, F, Input, InputInfo, OpDef, OutKernel, register
 
@@ -230,14 +231,15 @@ class SoftmaxCrossEntropyGrad(OpDef):
         return log_prob
 
     def kernel(self, log_prob: Array, labels: Array, g: Array, *, axis: int) -> Array:
+        if _rows_case(log_prob.shape, labels.dtype, axis):
+            work = RowsScratch(log_prob.shape, log_prob.dtype, labels.dtype)
+            return _rows_cross_entropy_grad(log_prob, labels, g, np.empty_like(log_prob), work)
         axis = normalize_axis(axis, log_prob.ndim)
         classes = log_prob.shape[axis]
         p = np.exp(log_prob)
         index = np.expand_dims(labels, axis)
         in_range = labels.size and labels.min() >= 0 and labels.max() < classes
-        if in_range and p.ndim == 2 and axis == 1:  # (N, C): fancy indexing is fastest
-            p[np.arange(p.shape[0]), labels] -= p.dtype.type(1)
-        elif in_range:
+        if in_range:
             picked = np.take_along_axis(p, index, axis)
             np.put_along_axis(p, index, picked - p.dtype.type(1), axis)
         else:  # one_hot's rule: an out-of-range label has no one
@@ -246,6 +248,17 @@ class SoftmaxCrossEntropyGrad(OpDef):
             )
         p *= np.expand_dims(g, axis)
         return p
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        (shape, dtype), (_, label_dtype), _ = inputs
+        if not _rows_case(shape, label_dtype, attrs["axis"]):
+            return None
+        work = RowsScratch(shape, dtype, label_dtype)
+
+        def cross_entropy_grad_into(log_prob: Array, labels: Array, g: Array, out: Array) -> Array:
+            return _rows_cross_entropy_grad(log_prob, labels, g, out, work)
+
+        return cross_entropy_grad_into
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         axis = normalize_axis(node.attrs["axis"], node.inputs[0].ndim)
@@ -256,6 +269,22 @@ class SoftmaxCrossEntropyGrad(OpDef):
             return [(F.exp(log_prob) - hot) * F.broadcast_like(g, log_prob, axes=[axis])]
 
         return _vjp_by_expansion(node, [dy], expand)
+
+
+def _rows_cross_entropy_grad(
+    log_prob: Array, labels: Array, g: Array, out: Array, work: RowsScratch
+) -> Array:
+    """softmax_cross_entropy_grad for (N, C) log_prob over axis 1, into ``out``:
+    exp(log_prob), one taken from each labelled element (a gather and a scatter
+    of N values), times g per row."""
+    p = np.exp(log_prob, out=out)
+    if work.labels_in_range(labels):
+        picked = work.pick(p, labels)
+        np.subtract(picked, p.dtype.type(1), out=picked)
+        np.put(p.reshape(-1), work.index, picked, mode="clip")
+    else:  # one_hot's rule: an out-of-range label has no one
+        p -= np.arange(work.classes) == labels[:, None]
+    return np.multiply(p, g[:, None], out=p)
 
 
 @register

@@ -15,7 +15,7 @@ from ..dtypes import FLOAT_TYPES, INDEX_TYPES
 from ..errors import GradientError
 from ..shapes import Dim, TensorType, format_shape, normalize_axis
 from .nn import log_softmax_array
-from .registry import Array, Attr, F, Input, OpDef, register
+from .registry import Array, Attr, F, Input, InputInfo, OpDef, OutKernel, register
 
 if TYPE_CHECKING:
     from ..gradients import NodeView
@@ -49,6 +49,63 @@ def _check_labels(labels: np.ndarray, classes: int) -> None:
             f"label {labels[where]} at index {where} is out of range for "
             f"{classes} classes: labels must be in [0, {classes - 1}]"
         )
+
+
+#: Up to this many classes, (N, C) logits are worked on class-major, as (C, N):
+#: numpy reduces a short contiguous axis (the classes of one row) many times
+#: slower than it reduces across long rows, so one transposed copy pays for itself.
+CLASS_MAJOR_MAX = 64
+
+
+class RowsScratch:
+    """Work arrays for softmax cross-entropy of (N, C) logits over axis 1 with
+    integer labels: allocated once per shape by an out-kernel (or per call by the
+    plain kernel), so a planned step allocates nothing."""
+
+    def __init__(
+        self, shape: Sequence[int], dtype: np.dtype[Any], label_dtype: np.dtype[Any]
+    ) -> None:
+        n, classes = shape
+        self.classes = classes
+        self.class_major = classes <= CLASS_MAJOR_MAX
+        major = (classes, n) if self.class_major else (n, classes)
+        self.shifted = np.empty(major if self.class_major else (0, 0), dtype)
+        self.exp = np.empty(major, dtype)
+        self.top = np.empty(n, dtype)  # each row's max, then log(sum(exp))
+        self.total = np.empty(n, dtype)
+        #: The flat index of row r's first element, r * C; plus the labels, each
+        #: row's labelled element.
+        self.row_starts = np.arange(n, dtype=np.intp) * classes
+        self.index = np.empty(n, np.intp)
+        self.picked = np.empty(n, dtype)
+        #: The labels read as unsigned, so one max finds negatives and labels >= C.
+        self.unsigned = np.dtype(label_dtype.str.replace("i", "u"))
+
+    def labels_in_range(self, labels: Array) -> bool:
+        return labels.size == 0 or np.maximum.reduce(labels.view(self.unsigned)) < self.classes
+
+    def pick(self, values: Array, labels: Array) -> Array:
+        """values[r, labels[r]] for each row r (labels in range), into ``picked``."""
+        np.add(self.row_starts, labels, out=self.index)
+        return np.take(values.reshape(-1), self.index, out=self.picked, mode="clip")
+
+
+def rows_log_softmax(logits: Array, out: Array, work: RowsScratch) -> Array:
+    """log_softmax of (N, C) logits over axis 1 into ``out``, with ``work``'s arrays."""
+    top, total = work.top, work.total
+    if work.class_major:
+        shifted = work.shifted  # (C, N): the reductions run across rows
+        np.copyto(shifted, logits.T)
+        np.maximum.reduce(shifted, axis=0, out=top)
+        np.subtract(shifted, top, out=shifted)
+        np.add.reduce(np.exp(shifted, out=work.exp), axis=0, out=total)
+        np.subtract(shifted, np.log(total, out=total), out=out.T)
+    else:
+        np.maximum.reduce(logits, axis=1, out=top)
+        np.subtract(logits, top[:, None], out=out)
+        np.add.reduce(np.exp(out, out=work.exp), axis=1, out=total)
+        np.subtract(out, np.log(total, out=total)[:, None], out=out)
+    return out
 
 
 @register
@@ -105,17 +162,33 @@ class SoftmaxCrossEntropy(OpDef):
         return TensorType(logits.dtype, loss_shape), logits
 
     def kernel(self, logits: Array, labels: Array, *, axis: int, reduction: str) -> Sequence[Array]:
+        if _rows_case(logits.shape, labels.dtype, axis):
+            work = RowsScratch(logits.shape, logits.dtype, labels.dtype)
+            return _rows_cross_entropy(logits, labels, reduction, (None, None), work)
         log_prob = log_softmax_array(logits, axis)
         if labels.dtype.kind in "iu":
             _check_labels(labels, logits.shape[axis])
-            if log_prob.ndim == 2 and axis in (1, -1):  # (N, C): plain fancy indexing is fastest
-                per_sample = -log_prob[np.arange(labels.shape[0]), labels]
-            else:
-                picked = np.take_along_axis(log_prob, np.expand_dims(labels, axis), axis)
-                per_sample = -np.squeeze(picked, axis)
+            picked = np.take_along_axis(log_prob, np.expand_dims(labels, axis), axis)
+            per_sample = -np.squeeze(picked, axis)
         else:
             per_sample = -np.sum(labels * log_prob, axis=axis, dtype=logits.dtype)
         return _reduce(per_sample, reduction), log_prob
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        """(N, C) logits over axis 1 with integer labels: the same arithmetic as
+        the kernel, into the given loss and log_prob buffers and fixed scratch."""
+        (shape, dtype), (_, label_dtype) = inputs
+        if not _rows_case(shape, label_dtype, attrs["axis"]):
+            return None
+        work = RowsScratch(shape, dtype, label_dtype)
+        reduction = attrs["reduction"]
+
+        def cross_entropy_into(
+            logits: Array, labels: Array, out: tuple[Array | None, Array | None]
+        ) -> tuple[Array, Array]:
+            return _rows_cross_entropy(logits, labels, reduction, out, work)
+
+        return cross_entropy_into
 
     def gradient_unsupported(
         self, attrs: dict[str, Any], in_types: Sequence[TensorType] = ()
@@ -167,6 +240,37 @@ class SoftmaxCrossEntropy(OpDef):
         if node.wants(1) and dloss is not None:
             d_labels = F.negative(log_prob * over_classes(per_sample))
         return [d_logits, d_labels]
+
+
+def _rows_case(shape: Sequence[int], label_dtype: np.dtype[Any], axis: int) -> bool:
+    """(N, C) logits, classes on axis 1, integer labels: the case with fixed scratch."""
+    return len(shape) == 2 and axis in (1, -1) and label_dtype.name in INDEX_TYPES
+
+
+def _rows_cross_entropy(
+    logits: Array,
+    labels: Array,
+    reduction: str,
+    out: tuple[Array | None, Array | None],
+    work: RowsScratch,
+) -> tuple[Array, Array]:
+    """softmax_cross_entropy's kernel for :func:`_rows_case`, into ``out`` (loss,
+    log_prob; None: allocate)."""
+    n = logits.shape[0]
+    loss, log_prob = out
+    if log_prob is None:
+        log_prob = np.empty(logits.shape, logits.dtype)
+    if loss is None:
+        loss = np.empty((n,) if reduction == "none" else (), logits.dtype)
+    rows_log_softmax(logits, log_prob, work)
+    if not work.labels_in_range(labels):
+        _check_labels(labels, work.classes)  # raises, naming the label
+    picked = work.pick(log_prob, labels)
+    if reduction == "none":
+        return np.negative(picked, out=loss), log_prob
+    np.add.reduce(picked, out=loss)
+    # -sum / n is numpy's mean of -picked, bit for bit.
+    return np.divide(loss, loss.dtype.type(-n if reduction == "mean" else -1), out=loss), log_prob
 
 
 def _check_classes(logits: Tensor, axis: int) -> None:

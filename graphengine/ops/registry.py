@@ -322,15 +322,18 @@ class OpDef:
         raise NotImplementedError
 
     def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
-        """A variant of the kernel that writes its one result into a given array,
+        """A variant of the kernel that writes its result into a given array,
         for inputs of these (shape, dtype)s, or None (the default: the kernel
         allocates its result).
 
         The returned ``f(*arrays, out=buffer)`` must fill ``buffer`` (of the
         shape and dtype the kernel returns for such inputs) with exactly the
         kernel's values and return it; it never gets a buffer that overlaps an
-        input.  Compiled plans use it to run fixed-shape steps without
-        allocating (:mod:`graphengine.memory_plan`); ufunc kernels need none.
+        input.  For an op with several outputs, ``out`` is a tuple with an array
+        or None per output (None: allocate that one) and ``f`` returns the
+        outputs as the kernel does.  Compiled plans use it to run fixed-shape
+        steps without allocating (:mod:`graphengine.memory_plan`); ufunc kernels
+        need none.
         """
         return None
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import graphengine as ge
+from graphengine.executor import compile_plan
 
 from .spec import OpSpec, forward_tests, gradient_tests
 
@@ -47,6 +48,10 @@ SPECS = []
 for reduction in REDUCTIONS:
     for axis, logits, labels, kind in [
         (-1, u(4, 5), R.integers(0, 5, size=4), "int64"),
+        # (N, C) kernels: classes worked on class-major up to 64 of them, a square
+        # batch (N == C), and row-major beyond 64 classes.
+        (1, u(4, 4), R.integers(0, 4, size=4).astype(np.int32), "square-int32"),
+        (-1, u(3, 70), R.integers(0, 70, size=3), "70-classes"),
         (1, u(2, 3, 4), R.integers(0, 3, size=(2, 4)).astype(np.int32), "int32"),
         (-1, u(3, 4), probabilities(3, 4), "targets"),
         (0, u(3, 2, 2), probabilities(3, 2, 2, axis=0), "targets"),
@@ -161,6 +166,23 @@ def test_label_out_of_range_fails_at_run_time(labels, fragment):
     with pytest.raises(ge.ExecutionError, match="node 'xent'") as info:
         ge.run(g, loss, {"x": np.zeros((3, 5), np.float32), "t": labels})
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("classes", [5, 70])
+def test_planned_runs_refuse_a_bad_label_after_good_ones(classes):
+    g = ge.Graph()
+    x = g.placeholder("x", (None, classes))
+    t = g.placeholder("t", (None,), "int64")
+    loss = ge.softmax_cross_entropy(x, t, name="xent")
+    logits = R.standard_normal((3, classes)).astype(np.float32)
+    plan = compile_plan(g, [loss.name], ["x", "t"])
+    good = np.array([0, classes - 1, 1])
+    first = plan.run({"x": logits, "t": good})[0]  # the recording run
+    again = plan.run({"x": logits, "t": good})[0]  # into planned buffers
+    assert again == first
+    for bad in (np.array([0, -1, 1]), np.array([classes, 0, 1])):
+        with pytest.raises(ge.ExecutionError, match="node 'xent'.*is out of range"):
+            plan.run({"x": logits, "t": bad})
 
 
 def test_integer_label_gradient_needs_a_known_class_count():
