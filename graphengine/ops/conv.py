@@ -6,12 +6,15 @@ Images are NCHW (batch, channels, height, width) and convolution weights are
 attributes (stride, padding, dilation) and their canonical form are described
 in :mod:`.window`.
 
-Every kernel is one batched matrix product over an im2col matrix laid out as
-(groups, in_channels/groups * kh * kw, N * OH * OW): the window view is copied
+Every kernel is one batched matrix product over im2col matrices laid out as
+(N, groups, in_channels/groups * kh * kw, OH * OW): the window view is copied
 once, in the order that makes each group's weights a plain (out, k) matrix,
-and the batch and output positions form one long GEMM dimension.  That layout
-wins over NHWC and per-image products on this machine (see
-``tools/bench_speed.py``); only the output is transposed back to NCHW.
+and matmul broadcasts them over the images.  Each image's product then comes
+out in NCHW order, and the filter gradient reads dy as it is, so no activation
+or gradient is transposed; on this machine that beats one long GEMM over
+(groups, k, N * OH * OW) followed by a transpose back to NCHW, also for small
+images and depthwise convolutions (see ``tools/bench_speed.py``).  Kernels
+write into the executor's planned buffers (``out_kernel``).
 
 The backward pass needs kernels of its own, so it is two internal ops with their
 own gradient rules, and a gradient graph can be differentiated again:
@@ -31,14 +34,13 @@ import numpy as np
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
 from ..errors import ShapeError
 from ..shapes import Dim, TensorType, format_shape
-from .registry import Array, Attr, F, Input, OpDef, frontend, register
+from .registry import Array, Attr, F, Input, InputInfo, OpDef, OutKernel, frontend, register
 from .window import (
     Ints,
     as_pair,
     check_grad_shape,
     check_rank,
     check_window,
-    crop_spatial,
     output_sizes,
     pad_spatial,
     resolve_padding,
@@ -100,90 +102,133 @@ def _im2col(
     out: Ints,
     groups: int,
 ) -> Array:
-    """(groups, C/groups * kh * kw, N * OH * OW): every window of padded x as a column."""
+    """(N, groups, C/groups * kh * kw, OH * OW): every window of padded x as a
+    column of its image's matrix."""
     n, c = x.shape[:2]
     view = windows(pad_spatial(x, padding), kernel, stride, dilation, out)  # (N,C,OH,OW,kh,kw)
-    return view.transpose(1, 4, 5, 0, 2, 3).reshape(
-        groups, c // groups * kernel[0] * kernel[1], n * out[0] * out[1]
+    return view.transpose(0, 1, 4, 5, 2, 3).reshape(
+        n, groups, c // groups * kernel[0] * kernel[1], out[0] * out[1]
     )
 
 
-def _by_group(dy: Array, groups: int) -> Array:
-    """dy (N, O, OH, OW) as (groups, O/groups, N * OH * OW)."""
-    n, o = dy.shape[:2]
-    return dy.transpose(1, 0, 2, 3).reshape(groups, o // groups, -1)
+def _by_group(a: Array, groups: int) -> Array:
+    """a (N, O, *spatial) as (N, groups, O/groups, prod(spatial)), a view when a
+    is contiguous."""
+    return a.reshape(a.shape[0], groups, a.shape[1] // groups, -1)
+
+
+def _grouped_weights(w: Array, groups: int) -> Array:
+    """w (O, C/groups, kh, kw) as (groups, O/groups, C/groups * kh * kw)."""
+    return w.reshape(groups, w.shape[0] // groups, -1)
 
 
 def _convolve(
-    x: Array, w: Array, stride: Ints, padding: Ints, dilation: Ints, groups: int
+    x: Array,
+    w: Array,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    groups: int,
+    out: Array | None = None,
 ) -> Array:
-    out: Any = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
-    cols = _im2col(x, w.shape[2:], stride, padding, dilation, out, groups)
-    y = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), cols)  # (G, O/G, N*OH*OW)
-    y = y.reshape(w.shape[0], x.shape[0], *out)
-    return np.ascontiguousarray(y.transpose(1, 0, 2, 3))
+    """conv2d's kernel, into ``out`` (N, O, OH, OW) when given."""
+    sizes: Any = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
+    cols = _im2col(x, w.shape[2:], stride, padding, dilation, sizes, groups)
+    if out is None:
+        out = np.empty((x.shape[0], w.shape[0], *sizes), np.result_type(x, w))
+    # One product per image and group, (O/G, k) by (k, OH*OW), broadcast by
+    # matmul: each image's output lands in NCHW order, with no transpose after.
+    np.matmul(_grouped_weights(w, groups), cols, out=_by_group(out, groups))
+    return out
 
 
 def _transpose_convolve(
-    dy: Array, w: Array, shape: Ints, stride: Ints, padding: Ints, dilation: Ints, groups: int
+    dy: Array,
+    w: Array,
+    shape: Ints,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    groups: int,
+    out: Array | None = None,
 ) -> Array:
     """The adjoint of _convolve in x: dy (N, O, OH, OW) spread back onto an input of
-    ``shape`` (N, C, H, W) through the weights (O, C/groups, kh, kw)."""
+    ``shape`` (N, C, H, W) through the weights (O, C/groups, kh, kw), into ``out``
+    when given."""
     n, c = shape[:2]
-    sizes, kernel, out = shape[2:], w.shape[2:], dy.shape[2:]
+    sizes, kernel, outs = shape[2:], w.shape[2:], dy.shape[2:]
     rank = len(sizes)
     full = tuple(sizes[i] + padding[i] + padding[rank + i] for i in range(rank))
-    wg = w.reshape(groups, w.shape[0] // groups, -1).transpose(0, 2, 1)  # (G, C/G*k, O/G)
-    if all(s == 1 for s in stride) and math.prod(full) <= 1.5 * math.prod(out):
-        dxp = _frame_col2im(dy, wg, c, kernel, dilation, full, groups)
+    if all(s == 1 for s in stride) and math.prod(full) <= 1.5 * math.prod(outs):
+        dxp = _frame_col2im(dy, w, c, kernel, dilation, full, groups)
     else:
-        cols = np.matmul(wg, _by_group(dy, groups))  # (G, C/G*kh*kw, N*L)
-        cols = cols.reshape((c,) + tuple(kernel) + (n,) + tuple(out))
+        wg = _grouped_weights(w, groups).transpose(0, 2, 1)  # (G, C/G*k, O/G)
+        cols = np.matmul(wg, _by_group(dy, groups))  # (N, G, C/G*kh*kw, OH*OW)
+        cols = cols.reshape((n, c) + tuple(kernel) + tuple(outs))
         dxp = np.zeros((n, c) + full, dy.dtype)
-        channels_first = dxp.transpose(1, 0, *range(2, 2 + rank))  # the columns' (C, N) order
-        for offsets, index in window_slices(kernel, stride, dilation, out):
-            channels_first[index] += cols[(slice(None),) + offsets]
-        return crop_spatial(dxp, padding, sizes)
+        for offsets, index in window_slices(kernel, stride, dilation, outs):
+            dxp[index] += cols[(slice(None),) * 2 + offsets]
     index = (slice(None),) * 2 + tuple(slice(b, b + s) for b, s in zip(padding, sizes))
-    return np.ascontiguousarray(dxp[index].transpose(1, 0, *range(2, 2 + rank)))
+    if out is None:
+        return np.ascontiguousarray(dxp[index])
+    np.copyto(out, dxp[index])
+    return out
 
 
 def _frame_col2im(
-    dy: Array, wg: Array, c: int, kernel: Ints, dilation: Ints, full: Ints, groups: int
+    dy: Array, w: Array, c: int, kernel: Ints, dilation: Ints, full: Ints, groups: int
 ) -> Array:
     """Stride-1 col2im on a frame: dy is laid into zeros shaped like the padded
-    input, (O, N, *full), so the column of output position f meets input
+    input, (N, O, *full), so the column of output position f meets input
     position f + offset for each kernel position, with one offset for all
-    positions.  Each kernel position then adds one long contiguous slice
-    instead of a strided view with short rows; the frame positions outside the
-    output hold zeros, so what they add is zero.  Returns the padded input
-    gradient channels first, (C, N, *full)."""
+    positions.  The columns come out kernel position first within each image
+    and group, (N, G, kh*kw, C/G * P) for planes of P elements, so each kernel
+    position adds one long contiguous slice per image and group instead of a
+    strided view with short rows.  The frame positions outside the output hold
+    zeros, so what they add is zero, and a position inside the output plus an
+    offset stays inside its plane.  Returns the padded input gradient,
+    (N, C, *full)."""
     n, o = dy.shape[:2]
     rank = len(full)
-    frame = np.zeros((o, n) + tuple(full), dy.dtype)
-    frame[(slice(None),) * 2 + tuple(slice(0, s) for s in dy.shape[2:])] = dy.transpose(
-        1, 0, *range(2, 2 + rank)
-    )
-    size = frame[0].size
-    cols = np.matmul(wg, frame.reshape(groups, o // groups, size))  # (G, C/G*k, N*P)
-    cols = cols.reshape(c, -1, size)
+    frame = np.zeros((n, o) + tuple(full), dy.dtype)
+    frame[(slice(None),) * 2 + tuple(slice(0, s) for s in dy.shape[2:])] = dy
+    size = math.prod(full)
+    taps = math.prod(kernel)
+    # (G, kh*kw * C/G, O/G): row (k, c) holds the weights of kernel position k, channel c.
+    wk = w.reshape(groups, o // groups, c // groups, taps).transpose(0, 3, 2, 1)
+    cols = np.matmul(wk.reshape(groups, -1, o // groups), _by_group(frame, groups))
+    cols = cols.reshape(n * groups, taps, c // groups * size)
     plane = [math.prod(full[i + 1 :]) for i in range(rank)]
-    dxp = np.empty((c, size), dy.dtype)
+    dxp = np.empty((n * groups, c // groups * size), dy.dtype)
     for k, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
         shift = sum(i * d * p for i, d, p in zip(offsets, dilation, plane))
         if k == 0:  # the first position has no offset: a copy, no zeros to add to
             dxp[...] = cols[:, 0]
         else:
-            dxp[:, shift:] += cols[:, k, : size - shift]
-    return dxp.reshape((c, n) + tuple(full))
+            dxp[:, shift:] += cols[:, k, : dxp.shape[1] - shift]
+    return dxp.reshape((n, c) + tuple(full))
 
 
 def _filter_gradient(
-    x: Array, dy: Array, kernel: Ints, stride: Ints, padding: Ints, dilation: Ints, groups: int
+    x: Array,
+    dy: Array,
+    kernel: Ints,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    groups: int,
+    out: Array | None = None,
 ) -> Array:
+    """conv2d_backprop_filter's kernel, into ``out`` (O, C/groups, kh, kw) when given."""
     cols = _im2col(x, kernel, stride, padding, dilation, dy.shape[2:], groups)
-    dw = np.matmul(_by_group(dy, groups), cols.transpose(0, 2, 1))  # (G, O/G, C/G*kh*kw)
-    return dw.reshape(dy.shape[1], x.shape[1] // groups, *kernel)
+    # Per image and group, (O/G, OH*OW) by (OH*OW, k), then summed over the images:
+    # no transpose of dy or of the columns is copied.
+    per_image = np.matmul(_by_group(dy, groups), cols.transpose(0, 1, 3, 2))
+    o = dy.shape[1]
+    if out is None:
+        out = np.empty((o, x.shape[1] // groups, *kernel), per_image.dtype)
+    np.add.reduce(per_image, axis=0, out=out.reshape(groups, o // groups, -1))
+    return out
 
 
 # -- the ops -------------------------------------------------------------------------------
@@ -222,6 +267,12 @@ class Conv2d(OpDef):
         self, x: Array, w: Array, *, stride: Ints, padding: Ints, dilation: Ints, groups: int
     ) -> Array:
         return _convolve(x, w, stride, padding, dilation, groups)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        def conv2d_into(x: Array, w: Array, out: Array) -> Array:
+            return _convolve(x, w, **attrs, out=out)
+
+        return conv2d_into
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x, w = node.inputs
@@ -276,6 +327,12 @@ class Conv2dBackpropInput(OpDef):
     ) -> Array:
         return _transpose_convolve(dy, w, like.shape, stride, padding, dilation, groups)
 
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        def backprop_input_into(dy: Array, w: Array, like: Array, out: Array) -> Array:
+            return _transpose_convolve(dy, w, like.shape, **attrs, out=out)
+
+        return backprop_input_into
+
     def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
         dy, w, _ = node.inputs
         attrs = node.attrs
@@ -328,6 +385,12 @@ class Conv2dBackpropFilter(OpDef):
         groups: int,
     ) -> Array:
         return _filter_gradient(x, dy, like.shape[2:], stride, padding, dilation, groups)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        def backprop_filter_into(x: Array, dy: Array, like: Array, out: Array) -> Array:
+            return _filter_gradient(x, dy, like.shape[2:], **attrs, out=out)
+
+        return backprop_filter_into
 
     def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
         x, dy, _ = node.inputs
@@ -437,6 +500,14 @@ class ConvTranspose2d(OpDef):
         sizes = _transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
         shape = (x.shape[0], w.shape[1] * groups) + sizes
         return _transpose_convolve(x, w, shape, stride, padding, dilation, groups)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        window = {k: v for k, v in attrs.items() if k != "output_padding"}
+
+        def conv_transpose2d_into(x: Array, w: Array, out: Array) -> Array:
+            return _transpose_convolve(x, w, out.shape, **window, out=out)
+
+        return conv_transpose2d_into
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x, w = node.inputs

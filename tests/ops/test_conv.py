@@ -355,3 +355,36 @@ def test_same_padding_needs_known_size_with_stride():
         ge.conv2d(x, w, stride=2, padding="same")
     with pytest.raises(ge.ShapeError, match="padding must be 'valid', 'same'"):
         ge.conv2d(x, w, padding="full")
+
+
+@pytest.mark.parametrize(
+    "stride, padding, dilation, groups",
+    [((1, 1), 1, (1, 1), 1), ((2, 1), (1, 0, 0, 2), (1, 2), 2), ((1, 1), 2, (2, 1), 4)],
+)
+def test_planned_buffers_hold_what_the_kernels_return(stride, padding, dilation, groups):
+    """conv2d, its two gradients and conv_transpose2d write into the plan's
+    buffers (out_kernel): every planned run equals the unplanned first run, bit
+    for bit, and each of those steps got a buffer."""
+    from graphengine.executor import compile_plan
+
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 4, 9, 7))
+    w = g.parameter("w", R.standard_normal((8, 4 // groups, 3, 2)).astype(np.float32))
+    wt = g.parameter("wt", R.standard_normal((8, 6 // groups, 2, 3)).astype(np.float32))
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    y = ge.relu(ge.conv2d(x, w, **attrs)) * 1.5
+    z = ge.conv_transpose2d(y, wt, stride=2, padding=1, groups=groups) * 1.5
+    loss = ge.sum(z * z)
+    tg = ge.gradients(g, loss, ["w", "wt", "x"])
+    fetches = [z.name] + [tg.gradient.grads[p] for p in ("w", "wt", "x")]
+    feed = {"x": R.standard_normal((3, 4, 9, 7)).astype(np.float32)}
+    want = compile_plan(tg, fetches, ["x"]).run(feed)
+    plan = compile_plan(tg, fetches, ["x"], reuse_fetch_buffers=True)
+    for _ in range(3):
+        for have, expected in zip(plan.run(feed), want):
+            assert have.dtype == expected.dtype and have.shape == expected.shape
+            np.testing.assert_array_equal(have, expected)
+    (buffers,) = [b for b in plan._memory.values() if b]
+    planned = {s.node.op for s, b in zip(plan.steps, buffers) if b is not None}
+    ops = {"conv2d", "conv_transpose2d", "conv2d_backprop_input", "conv2d_backprop_filter"}
+    assert ops <= planned, planned
