@@ -1,10 +1,12 @@
 """Import rules for ONNX's neural-network ops: Softmax, LogSoftmax, Conv, pooling,
 BatchNormalization and Dropout.
 
-Convolution (``Conv``, ``ConvTranspose``, with groups) is 2-D (NCHW) or 1-D (NCL,
-run as NC1L); pooling is 1-D, 2-D or 3-D with dilations, ``ceil_mode`` and
-MaxPool's row-major Indices output; ``auto_pad`` SAME_UPPER/SAME_LOWER/VALID
-becomes explicit pads (SAME needs static spatial dims).  Integer MaxPool runs in
+Convolution (``Conv``, ``ConvTranspose``, with groups) is 1-D, 2-D or 3-D
+(``conv2d`` for NCHW, the N-d ``conv`` for NCL and NCDHW); pooling is 1-D, 2-D
+or 3-D with dilations, ``ceil_mode`` and MaxPool's Indices output (row-major, or
+column-major within each (n, c) plane for ``storage_order=1``); ``auto_pad``
+SAME_UPPER/SAME_LOWER/VALID becomes explicit pads (SAME needs static spatial
+dims).  Integer MaxPool runs in
 float64 (exact: it only selects).  ``BatchNormalization`` in inference
 form becomes ``batch_norm`` (whose training runs use batch statistics, so an
 imported model trains as it would in its framework); ``training_mode=1`` is
@@ -19,6 +21,8 @@ bool, as ONNX's.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -73,52 +77,48 @@ def _window(ctx: NodeContext, x, kernel: list[int], *, dilations: list[int] | No
     return strides, pads, dilations
 
 
-def _to_2d(x, strides, pads, dilations):
-    """A 1-D convolution as a 2-D one of height 1 (x becomes N, C, 1, L)."""
-    if x.ndim == 4:
-        return x, strides, pads, dilations
-    return (ops.expand_dims(x, axis=2), [1, *strides], [0, pads[0], 0, pads[1]], [1, *dilations])
-
-
-def _from_2d(out, ndim: int):
-    return ops.squeeze(out, axis=2) if ndim == 3 else out
-
-
-def _conv_window(ctx: NodeContext, x, w):
-    if x.ndim not in (3, 4):
+def _conv_op(ctx: NodeContext, x, w, op2d: str, op: str) -> tuple[str, int]:
+    """(our op, spatial rank) for a Conv or ConvTranspose: the tuned 2-D op for
+    NCHW, the N-d one (:mod:`graphengine.ops.conv_nd`) for NCL and NCDHW."""
+    spatial = x.ndim - 2
+    if spatial not in (1, 2, 3) or w.ndim != x.ndim:
         raise ctx.fail(
-            f"only 1-D and 2-D convolutions are supported (graphengine has "
-            f"conv2d), got input shape {x.shape}"
+            f"only 1-D, 2-D and 3-D convolutions are supported, with weights of the "
+            f"input's rank; got input shape {x.shape} and weights {w.shape}"
         )
-    kernel = list(ctx.attr("kernel_shape", w.shape[2:]))
-    return kernel, _window(ctx, x, kernel)
+    kernel = ctx.attr("kernel_shape", None)
+    if kernel is not None and all(isinstance(k, int) for k in w.shape[2:]):
+        if list(kernel) != list(w.shape[2:]):
+            raise ctx.fail(
+                f"kernel_shape {list(kernel)} differs from the weights' spatial "
+                f"shape {list(w.shape[2:])}"
+            )
+    return (op2d if spatial == 2 else op), spatial
+
+
+def _add_bias(ctx: NodeContext, out, spatial: int):
+    if ctx.has(2):
+        out = out + ops.reshape(ctx.input(2), (-1,) + (1,) * spatial)
+    return out
 
 
 @rule("Conv", versions=(11, 22))
 def _conv(ctx: NodeContext):
     x, w = ctx.input(0), ctx.input(1)
-    _, (strides, pads, dilations) = _conv_window(ctx, x, w)
-    x2, strides, pads, dilations = _to_2d(x, strides, pads, dilations)
-    w2 = w if w.ndim == 4 else ops.expand_dims(w, axis=2)
+    op, spatial = _conv_op(ctx, x, w, "conv2d", "conv")
+    strides, pads, dilations = _window(ctx, x, list(ctx.attr("kernel_shape", w.shape[2:])))
     out = ctx.graph.apply(
-        "conv2d",
-        [x2, w2],
+        op,
+        [x, w],
         {"stride": strides, "padding": pads, "dilation": dilations, "groups": ctx.attr("group", 1)},
     )
-    if ctx.has(2):
-        out = out + ops.reshape(ctx.input(2), (-1, 1, 1))
-    return _from_2d(out, x.ndim)
+    return _add_bias(ctx, out, spatial)
 
 
 @rule("ConvTranspose", versions=(11, 22))
 def _conv_transpose(ctx: NodeContext):
     x, w = ctx.input(0), ctx.input(1)
-    if x.ndim not in (3, 4):
-        raise ctx.fail(
-            f"only 1-D and 2-D transposed convolutions are supported "
-            f"(graphengine has conv_transpose2d), got input shape {x.shape}"
-        )
-    spatial = x.ndim - 2
+    op, spatial = _conv_op(ctx, x, w, "conv_transpose2d", "conv_transpose")
     kernel = list(ctx.attr("kernel_shape", w.shape[2:]))
     strides = list(ctx.attr("strides", [1] * spatial))
     dilations = list(ctx.attr("dilations", [1] * spatial))
@@ -131,7 +131,7 @@ def _conv_transpose(ctx: NodeContext):
         ]
     if target is not None:
         target = list(target)[-spatial:]
-        if not all(isinstance(v, int) for v in list(x.shape[2:]) + target):
+        if not all(isinstance(v, int) for v in list(x.shape[2:]) + list(kernel) + target):
             raise ctx.fail(f"output_shape/auto_pad need static spatial dims, got {x.shape}")
         begins, ends = [], []
         for i in range(spatial):
@@ -151,17 +151,14 @@ def _conv_transpose(ctx: NodeContext):
         )
     else:
         raise ctx.fail(f"auto_pad {auto_pad!r} is not supported")
-    x2, strides, pads, dilations = _to_2d(x, strides, pads, dilations)
-    w2 = w if w.ndim == 4 else ops.expand_dims(w, axis=2)
-    extra = extra if spatial == 2 else [0, *extra]
     if any(not 0 <= e < s for e, s in zip(extra, strides)):
         raise ctx.fail(
             f"output_padding {extra} (after output_shape) must be smaller than the "
             f"strides {strides}"
         )
     out = ctx.graph.apply(
-        "conv_transpose2d",
-        [x2, w2],
+        op,
+        [x, w],
         {
             "stride": strides,
             "padding": pads,
@@ -170,9 +167,7 @@ def _conv_transpose(ctx: NodeContext):
             "output_padding": extra,
         },
     )
-    if ctx.has(2):
-        out = out + ops.reshape(ctx.input(2), (-1, 1, 1))
-    return _from_2d(out, x.ndim)
+    return _add_bias(ctx, out, spatial)
 
 
 def _pool(ctx: NodeContext, op: str, x, **extra):
@@ -192,19 +187,45 @@ def _pool(ctx: NodeContext, op: str, x, **extra):
     )
 
 
+def _floor_divide(a, size: int):
+    """a // size for non-negative int64 a below 2**53: our divide is true division
+    (float64), whose correctly rounded quotient never reaches the next integer."""
+    return ops.cast(ops.divide(a, size), dtype="int64")
+
+
+def _column_major(ctx: NodeContext, indices, sizes):
+    """Row-major flat indices into (N, C, *sizes) as ONNX's storage_order=1 ones: the
+    (n, c) plane's start plus the position within the plane in column-major order
+    (the first spatial axis varies fastest)."""
+    if not all(isinstance(s, int) for s in sizes):
+        raise ctx.fail(f"storage_order=1 needs static spatial dims, got {list(sizes)}")
+    rest, offset = indices, None
+    for axis in reversed(range(len(sizes))):  # peel the fastest row-major axis first
+        quotient = _floor_divide(rest, sizes[axis])
+        position = rest - quotient * sizes[axis]
+        term = position * math.prod(sizes[:axis])
+        offset, rest = (term if offset is None else offset + term), quotient
+    return rest * math.prod(sizes) + offset  # rest is now the plane, n * C + c
+
+
 @rule("MaxPool", versions=(12, 22))
 def _max_pool(ctx: NodeContext):
     x = ctx.input(0)
-    if ctx.attr("storage_order", 0) != 0 and len(ctx.node.output) > 1 and ctx.node.output[1]:
-        raise ctx.fail(
-            "storage_order=1 (column-major Indices) is not supported; graphengine's "
-            "indices are row-major"
-        )
     if x.dtype.kind != "f":
         # Our max_pool takes floats; float64 holds every int8/uint8 value exactly.
         y, indices = _pool(ctx, "max_pool", ops.cast(x, dtype="float64"))
-        return ops.cast(y, dtype=x.dtype), indices
-    return _pool(ctx, "max_pool", x)
+        y = ops.cast(y, dtype=x.dtype)
+    else:
+        y, indices = _pool(ctx, "max_pool", x)
+    storage_order = ctx.attr("storage_order", 0)
+    if storage_order not in (0, 1):
+        raise ctx.fail(
+            f"storage_order must be 0 (row-major) or 1 (column-major), got {storage_order}"
+        )
+    wants_indices = len(ctx.node.output) > 1 and ctx.node.output[1]
+    if storage_order == 1 and wants_indices and x.ndim > 3:
+        indices = _column_major(ctx, indices, x.shape[2:])
+    return y, indices
 
 
 @rule("AveragePool", versions=(11, 19, 22))
