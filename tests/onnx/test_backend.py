@@ -154,7 +154,7 @@ NOT_IN_OP_SET: dict[str, str] = {
             "CenterCropPad",
             "CausalConvWithState",
         ],
-        "graphengine has conv2d, conv_transpose2d, max_pool and avg_pool only",
+        "graphengine has conv, conv_transpose (and their 2-D forms), max_pool and avg_pool only",
     ),
     **dict.fromkeys(
         ["GroupNormalization", "LpNormalization", "MeanVarianceNormalization", "LRN"],
