@@ -11,7 +11,8 @@ float64 (exact: it only selects).  ``BatchNormalization`` in inference
 form becomes ``batch_norm`` (whose training runs use batch statistics, so an
 imported model trains as it would in its framework); ``training_mode=1`` is
 composed from our ops (batch statistics whatever the run mode, updated running
-statistics as outputs 1 and 2).  ``LayerNormalization`` is ``layer_norm`` and
+statistics as outputs 1 and 2); at schema version 9 (opsets 9-13) training mode is
+chosen by asking for outputs 1-4, as onnxruntime does.  ``LayerNormalization`` is ``layer_norm`` and
 ``InstanceNormalization`` is
 ``instance_norm`` (both normalize float16 in float32; ``stash_type=1`` also gives
 float32 Mean and InvStdDev); ``RMSNormalization`` is composed; ``Hardmax`` is a one-hot
@@ -248,9 +249,11 @@ def _global_max_pool(ctx: NodeContext):
 
 
 def _batch_norm_training(ctx: NodeContext, x, scale, bias, mean, var):
-    """training_mode=1 composed from our ops, whatever the run mode: normalize with
+    """Training mode composed from our ops, whatever the run mode: normalize with
     the batch statistics (biased variance) and output the updated running ones,
-    running * momentum + batch * (1 - momentum), as ONNX says."""
+    running * momentum + batch * (1 - momentum), as ONNX says; schema version 9
+    also has outputs 3 and 4, the batch mean and variance (saved_mean and
+    saved_var, as ONNX's reference computes them)."""
     if x.ndim < 2:
         raise ctx.fail(f"the input needs a channel axis 1, got shape {x.shape}")
     momentum = float(ctx.attr("momentum", 0.9))
@@ -265,6 +268,8 @@ def _batch_norm_training(ctx: NodeContext, x, scale, bias, mean, var):
         y,
         mean * momentum + batch_mean * (1.0 - momentum),
         var * momentum + batch_var * (1.0 - momentum),
+        batch_mean,
+        batch_var,
     )
 
 
@@ -273,7 +278,14 @@ def _batch_norm(ctx: NodeContext):
     x = ctx.input(0)
     rest = [ctx.input(i) for i in range(1, 5)]
     rest = [t if t.dtype == x.dtype else ops.cast(t, dtype=x.dtype) for t in rest]
-    if ctx.attr("training_mode", 0):
+    # Schema version 9 (opsets 9-13, PyTorch's export with TrainingMode.TRAINING
+    # below opset 14) has no training_mode: asking for the running statistics
+    # (outputs 1-4) is what selects training mode, as its doc and onnxruntime say.
+    if ctx.version < 14:
+        training = any(ctx.node.output[1:])
+    else:
+        training = bool(ctx.attr("training_mode", 0))
+    if training:
         return _batch_norm_training(ctx, x, *rest)
     y = ops.batch_norm(
         x, *rest, epsilon=ctx.attr("epsilon", 1e-5), momentum=ctx.attr("momentum", 0.9)

@@ -8,7 +8,8 @@ then the ordinary gradients of those ops, readable step by step, with no
 recurrent op or backward kernel of its own.  The sequence length must be
 static (PyTorch exports a fixed one when the example input has it).
 
-Semantics are ONNX's (opset 14/22 schemas): gate order iofc (LSTM) and zrh
+Semantics are ONNX's (schema versions 7, 14 and 22; 7, used at opsets 7-13,
+lacks only ``layout``): gate order iofc (LSTM) and zrh
 (GRU), biases Wb + Rb, peepholes P (LSTM), ``linear_before_reset`` (GRU, PyTorch
 writes 1), ``direction`` forward, reverse or bidirectional, ``layout`` 0
 (seq, batch, feature) or 1 (batch first), ``clip``.  Supported activations are
@@ -177,6 +178,6 @@ def _recurrent(ctx: NodeContext):
     return (y, y_h, y_c) if kind == "LSTM" else (y, y_h)
 
 
-rule("LSTM", versions=(14, 22), static=(4,))(_recurrent)
-rule("GRU", versions=(14, 22), static=(4,))(_recurrent)
-rule("RNN", versions=(14, 22), static=(4,))(_recurrent)
+rule("LSTM", versions=(7, 14, 22), static=(4,))(_recurrent)
+rule("GRU", versions=(7, 14, 22), static=(4,))(_recurrent)
+rule("RNN", versions=(7, 14, 22), static=(4,))(_recurrent)

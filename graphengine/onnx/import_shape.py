@@ -3,10 +3,11 @@
 ``Shape``, ``Size``, ``ConstantOfShape`` and ``Range`` are evaluated at import
 time: ``Shape``/``Size`` need the dims they report to be static (a symbolic
 batch dim outside ``Shape``'s start/end is fine), the others need their inputs
-known.  Shapes, axes, pads, split sizes, repeats and slice bounds must likewise
-be known at import time (initializers, Constant nodes, or folded from those).
-A model that computes them from data at run time is refused with a message
-naming the node.
+known; a ``ConstantOfShape`` of a shape with symbolic dims (taken from a graph
+input's) is a broadcast at run time.  Shapes, axes, pads, split sizes, repeats
+and slice bounds must likewise be known at import time (initializers, Constant
+nodes, or folded from those).  A model that computes them from data at run time
+is refused with a message naming the node.
 
 Where ONNX and numpy differ:
 
@@ -81,18 +82,56 @@ def _size(ctx: NodeContext):
 
 @rule("ConstantOfShape", versions=(9, 20, 21, 23, 24, 25), static=(0,))
 def _constant_of_shape(ctx: NodeContext):
-    shape = ctx.require_static(0, "shape").astype(np.int64).reshape(-1)
+    shape = ctx.require_static(0, "shape", symbolic=True).reshape(-1)
     value = ctx.attr("value", None)
     if value is None:
         value = np.zeros((), np.float32)
     if value.size != 1:
         raise ctx.fail(f"attribute 'value' must hold one element, not {value.size}")
-    dims = tuple(int(d) for d in shape)
+    if shape.dtype == object:
+        return _fill_symbolic(ctx, _dims(shape), value.reshape(()))
+    dims = tuple(int(d) for d in shape.astype(np.int64))
     check_result(ctx.label, dims, value.dtype)
     if over_fold_limit(fold_bytes(dims, value.dtype)):
         # Too large to store in the model file: a broadcast made at run time.
         return ops.broadcast_to(ctx.graph.constant(value.reshape(())), dims)
     return np.full(dims, value.reshape(()), dtype=value.dtype)
+
+
+def _fill_symbolic(ctx: NodeContext, dims: list, value: np.ndarray):
+    """``value`` broadcast at run time to ``dims``, some of them symbolic (PyTorch's
+    zero initial state of an RNN with a dynamic batch: ``[layers, 'batch', hidden]``).
+
+    Each symbolic dim is read off a graph input that has it: zeros of that input
+    reduced to a vector along the dim, placed at the dim's axis; their sum,
+    broadcast to the static dims, is the shape ``value`` takes.
+    """
+    rank = len(dims)
+    inputs = ctx.graph.placeholders()
+    like = None
+    for axis, d in enumerate(dims):
+        if isinstance(d, int):
+            continue
+        source = next((p for p in inputs if d is not None and d in p.types[0].shape), None)
+        if source is None:
+            raise ctx.fail(
+                f"the shape {dims} has dim {d!r}, which no graph input has; graphengine "
+                "can take a symbolic dim only from a graph input's shape"
+            )
+        column = ops.zeros_like(ctx.graph.tensor(source.name))
+        k = list(source.types[0].shape).index(d)
+        for other in reversed(range(column.ndim)):
+            if other != k:
+                column = ops.take(column, ctx.graph.constant(np.array(0, np.int64)), axis=other)
+        column = ops.cast(column, dtype="int8")
+        column = ops.expand_dims(column, axis=[a for a in range(rank) if a != axis])
+        like = column if like is None else like + column
+    assert like is not None, "called for a shape with symbolic dims"
+    for d in dims:
+        if isinstance(d, int) and d < 0:
+            raise ctx.fail(f"the shape {dims} has a negative dim")
+    like = ops.broadcast_to(like, tuple(d if isinstance(d, int) else -1 for d in dims))
+    return ops.broadcast_like(ctx.graph.constant(value), like)
 
 
 @rule("Range", versions=(11, 27), static=(0, 1, 2))

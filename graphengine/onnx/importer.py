@@ -325,6 +325,10 @@ class _Importer:
         self.values: dict[str, Tensor | np.ndarray] = {}
         #: Initializer name -> array (read as a value by static input slots).
         self.initializers: dict[str, np.ndarray] = {}
+        #: Value name -> its array, for known values that some node needed as a
+        #: tensor (``values`` then holds the constant): still known to the nodes
+        #: that fold or read it as a shape.
+        self.known: dict[str, np.ndarray] = {}
         #: Node name -> the ONNX value name it should take.
         self.rename: dict[str, str] = {}
         self.result = ImportResult(self.graph)
@@ -344,6 +348,8 @@ class _Importer:
             value = self.values.get(name)
             if isinstance(value, np.ndarray):
                 return value
+            if name in self.known:
+                return self.known[name]
             return self.initializers.get(name)
         value = self.values.get(name)
         if value is None:
@@ -358,7 +364,8 @@ class _Importer:
             if is_symbolic(value):
                 raise OnnxConversionError(
                     f"value {name!r} is a shape with symbolic dims {value.tolist()}, which "
-                    "graphengine can use only as the shape of Reshape or Expand; give the "
+                    "graphengine can use only as the shape of Reshape, Expand or "
+                    "ConstantOfShape; give the "
                     "model's inputs static dims there"
                 )
             value = self.materialize(name, value)
@@ -368,6 +375,7 @@ class _Importer:
         """Make a constant node for a value known at import time (once)."""
         tensor = self.graph.constant(array, name=self.fresh(sanitize(name)))
         self.values[name] = tensor
+        self.known[name] = array
         return tensor
 
     # -- building ------------------------------------------------------------------
@@ -518,7 +526,7 @@ class _Importer:
             if not name:
                 continue
             value = self.values.get(name)
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray) or name in self.known:
                 continue
             if (
                 value is None
@@ -550,12 +558,10 @@ class _Importer:
             inputs = [self.fetch(n, True) if n else None for n in node.input]
             outputs = fold_symbolic(node, inputs)
             if outputs is None:
-                shapes = [v.tolist() for v in inputs if is_symbolic(v)]
-                raise OnnxConversionError(
-                    f"node '{node.name or node.output[0]}' ({node.op_type}) computes on a "
-                    f"shape with symbolic dims {', '.join(map(str, shapes))}, which graphengine "
-                    "cannot do at import time; give the model's inputs static dims"
-                )
+                # Not computable at import time: the rule builds nodes if it can take
+                # a symbolic shape (ConstantOfShape, Reshape, Expand) and refuses,
+                # naming the node or the value, if it cannot.
+                return self._apply(rule, node, version)
             return outputs
         scratch = Graph("fold")
         constants: dict[str, Tensor] = {}

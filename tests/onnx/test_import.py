@@ -508,12 +508,43 @@ def test_shape_arithmetic_folds_with_a_symbolic_batch():
 
 def test_symbolic_shape_values_are_refused_with_reason():
     model = make_model(
-        [node("Shape", ["x"], ["s"]), node("ConstantOfShape", ["s"])],
+        [node("Shape", ["x"], ["s"]), node("Cast", ["s"], to=onnx.TensorProto.FLOAT)],
         {"x": (np.float32, ["N", 3])},
         ["y"],
     )
     with pytest.raises(OnnxConversionError, match=r"symbolic dims \['N', 3\]"):
         ge.from_onnx(model)
+
+
+def test_constant_of_a_symbolic_shape_is_broadcast_at_run_time():
+    """PyTorch's zero initial RNN state with a dynamic batch: ConstantOfShape of
+    [layers, N, hidden], the N read off the graph input."""
+    model = make_model(
+        [
+            node("Shape", ["x"], ["s"]),
+            node("Gather", ["s", "one"], ["n"], axis=0),
+            node("Unsqueeze", ["n", "zero_axis"], ["n1"]),
+            node("Concat", ["two", "n1", "three"], ["shape"], axis=0),
+            node(
+                "ConstantOfShape",
+                ["shape"],
+                ["y"],
+                value=onnx.helper.make_tensor("v", onnx.TensorProto.FLOAT, [1], [1.5]),
+            ),
+        ],
+        {"x": (np.float32, [4, "N", 5])},
+        ["y"],
+        initializers={
+            "one": np.array(1),
+            "zero_axis": np.array([0]),
+            "two": np.array([2]),
+            "three": np.array([3]),
+        },
+    )
+    g = ge.from_onnx(model)
+    assert g.tensor("y").shape == (2, "N", 3)
+    for n in (1, 6):
+        assert_same([ge.run(g, "y", {"x": f32(4, n, 5)})], [np.full((2, n, 3), 1.5, np.float32)])
 
 
 # -- linear algebra ------------------------------------------------------------------------
