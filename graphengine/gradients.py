@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from .dtypes import is_float
 from .errors import GradientError
 from .graph import Graph, Node, Tensor, fresh_name, make_ref, parse_ref
 from .model import GradientInfo
-from .ops.registry import F, OpDef
+from .ops.registry import OpDef
 from .shapes import TensorType
 from .simplify import EmissionContext
 
@@ -72,6 +73,8 @@ class _Reach:
     nodes: list[Node]  # nodes to differentiate, in forward order
     #: Per node name, which inputs are differentiable edges (see _edges).
     edges: dict[str, list[bool]]
+    #: Per node name, its inputs as canonical refs (``node:0`` written ``node``).
+    inputs: dict[str, Sequence[str]]
 
 
 def _differentiable_edge(node: Node, slot: int, in_type: TensorType) -> bool:
@@ -91,6 +94,13 @@ def _differentiable_inputs(opdef: OpDef) -> tuple[bool, ...]:
     return tuple(spec.differentiable for spec in opdef.inputs)
 
 
+def _may_refuse(opdef: OpDef) -> bool:
+    """Whether ``opdef`` says when its rule cannot differentiate a node (it
+    overrides :meth:`OpDef.gradient_unsupported`); the others never refuse, so
+    their input types need not be looked up."""
+    return type(opdef).gradient_unsupported is not OpDef.gradient_unsupported
+
+
 class _FloatRefs(dict[str, bool]):
     """Whether each tensor reference has a float dtype, computed once per ref."""
 
@@ -103,68 +113,74 @@ class _FloatRefs(dict[str, bool]):
         return result
 
 
-def _edges(node: Node, floats: _FloatRefs) -> list[bool]:
-    """For each input of ``node`` (canonical refs), whether it is a differentiable
-    edge: the same test as :func:`_differentiable_edge`, with the per-op and
-    per-ref parts looked up once."""
+def _edges(node: Node, inputs: Sequence[str], floats: _FloatRefs) -> list[bool]:
+    """For each input of ``node`` (``inputs``, its canonical refs), whether it is
+    a differentiable edge: the same test as :func:`_differentiable_edge`, with
+    the per-op and per-ref parts looked up once."""
     flags = _differentiable_inputs(node.opdef)
     if not flags:
-        return [False] * len(node.inputs)
+        return [False] * len(inputs)
     if len(flags) == 1:
-        return [flags[0] and floats[ref] for ref in _canonical(node.inputs)]
-    return [flag and floats[ref] for flag, ref in zip(flags, _canonical(node.inputs))]
-
-
-def _ancestors(graph: Graph, root: str) -> list[Node]:
-    """``root`` and the nodes it depends on, in graph order.
-
-    A graph's insertion order is a topological order (every node is added after
-    its inputs, by the builder, the loader and the passes), so one backward sweep
-    over it finds the ancestors, and the order is the one ``order_nodes`` gives.
-    """
-    nodes = graph.nodes
-    position = {n.name: i for i, n in enumerate(nodes)}
-    needed = {root}
-    ancestors = []
-    for node in reversed(nodes[: position[root] + 1]):
-        if node.name in needed:
-            ancestors.append(node)
-            for ref in node.inputs:
-                needed.add(parse_ref(ref)[0])
-    ancestors.reverse()
-    return ancestors
+        return [flags[0] and floats[ref] for ref in inputs]
+    return [flag and floats[ref] for flag, ref in zip(flags, inputs)]
 
 
 def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
-    """Sweep the ancestors of the loss in topological order: forward from the wrt
-    tensors, then backward from the loss, both along differentiable edges only."""
-    # Nodes of ops without a gradient rule pass nothing on, either way (sources
-    # among them: having no inputs, they take part in neither sweep).
-    order = [n for n in _ancestors(graph, parse_ref(loss)[0]) if n.opdef.differentiable]
+    """Sweep the nodes up to the loss in topological order: forward from the wrt
+    tensors, then backward from the loss, both along differentiable edges only.
+
+    A graph's insertion order is a topological order (every node is added after
+    its inputs, by the builder, the loader and the passes), so one sweep each
+    way suffices.  Only nodes the forward sweep touched can carry a gradient
+    back, and the backward sweep reaches only ancestors of the loss, so neither
+    needs the ancestors worked out first.  Nodes of ops without a gradient rule
+    have no differentiable edges and pass nothing on, either way.
+    """
+    nodes = graph.nodes
+    del nodes[nodes.index(graph.node(parse_ref(loss)[0])) + 1 :]
     floats = _FloatRefs(graph)
     forward = set(wrt)
     edges: dict[str, list[bool]] = {}
-    for node in order:
-        edges[node.name] = node_edges = _edges(node, floats)
-        if any(edge and ref in forward for edge, ref in zip(node_edges, _canonical(node.inputs))):
-            forward.update(r for r, t in zip(node.output_refs(), node.types) if is_float(t.dtype))
+    canonical: dict[str, Sequence[str]] = {}
+    for node in nodes:
+        inputs = _canonical(node.inputs)
+        for ref in inputs:
+            if ref in forward:
+                break
+        else:
+            continue  # no gradient can flow through a node no wrt tensor reaches
+        name = node.name
+        canonical[name] = inputs
+        edges[name] = node_edges = _edges(node, inputs, floats)
+        if any(edge and ref in forward for edge, ref in zip(node_edges, inputs)):
+            if len(node.types) == 1:
+                if is_float(node.types[0].dtype):
+                    forward.add(name)
+            else:
+                forward.update(
+                    r for r, t in zip(node.output_refs(), node.types) if is_float(t.dtype)
+                )
     backward = {loss}
-    nodes = []
-    for node in reversed(order):
+    differentiated = []
+    for node in reversed(nodes):
+        name = node.name
+        flags = edges.get(name)
+        if flags is None:
+            continue
         if len(node.types) == 1:
-            if node.name not in backward:
+            if name not in backward:
                 continue
         elif not any(r in backward for r in node.output_refs()):
             continue
         carries = False
-        for edge, ref in zip(edges[node.name], _canonical(node.inputs)):
+        for edge, ref in zip(flags, canonical[name]):
             if edge and ref in forward:
                 backward.add(ref)
                 carries = True
         if carries:
-            nodes.append(node)
-    nodes.reverse()
-    return _Reach(forward & backward, nodes, edges)
+            differentiated.append(node)
+    differentiated.reverse()
+    return _Reach(forward & backward, differentiated, edges, canonical)
 
 
 def _canonical(refs: Sequence[str]) -> Sequence[str]:
@@ -303,7 +319,8 @@ def gradients(
     unsupported = [
         f"node '{n.name}' ({n.op}): {why}"
         for n in reach.nodes
-        if (why := n.opdef.gradient_unsupported(n.attrs, [graph.type_of(r) for r in n.inputs]))
+        if _may_refuse(n.opdef)
+        and (why := n.opdef.gradient_unsupported(n.attrs, [graph.type_of(r) for r in n.inputs]))
         is not None
     ]
     if unsupported:
@@ -358,7 +375,7 @@ def _build(
 ) -> Graph:
     """Emit the gradient nodes into a copy of ``graph``; see :func:`gradients`."""
     out = graph.copy(name or f"{graph.name}_grad")
-    before = set(out.names())
+    first = len(out)
     scope = _free_scope(out)
     output_names = {ref: f"{scope}/{ref.replace(':', '_')}" for ref in wrt_refs}
     ctx = EmissionContext(scope=scope, reserved=set(output_names.values()))
@@ -375,7 +392,7 @@ def _build(
             assert isinstance(grad, Tensor)
             grads[ref] = grad.name
     fed_seed = seed_ref if out.node(parse_ref(seed_ref)[0]).op == "placeholder" else ""
-    added = _drop_unused(out, before, list(grads.values()) + ([fed_seed] if fed_seed else []))
+    added = _drop_unused(out, first, list(grads.values()) + ([fed_seed] if fed_seed else []))
     out.gradient = GradientInfo(
         loss_ref, grads, tuple(added), seed=fed_seed, zero=tuple(disconnected)
     )
@@ -435,31 +452,42 @@ def _backpropagate(
             return None
         ctx.derived_from = producer.name
         ctx.scope = scope_of(producer)
-        value = parts[0] if len(parts) == 1 else F.add_n(parts)
+        value = parts[0] if len(parts) == 1 else _sum(graph, parts)
         if ref in wrt:
             totals[ref] = value
         return value
 
-    live, edges = reach.live, reach.edges
+    live, edges, canonical = reach.live, reach.edges, reach.inputs
     for node in reversed(reach.nodes):
-        dys = [total(ref, node) for ref in node.output_refs()]
-        if all(d is None for d in dys):
-            continue
-        inputs = _canonical(node.inputs)
+        name = node.name
         opdef = node.opdef
-        wanted = [edge and ref in live for edge, ref in zip(edges[node.name], inputs)]
-        ctx.derived_from, ctx.scope = node.name, scope_of(node)
-        view = NodeView(graph, node, wanted)
+        if opdef.multi_output:
+            dys = [total(ref, node) for ref in node.output_refs()]
+            if all(d is None for d in dys):
+                continue
+            dy: Tensor | list[Tensor | None] | None = dys
+        else:
+            dy = total(name, node)
+            if dy is None:
+                continue
+        inputs = canonical[name]
+        wanted = [edge and ref in live for edge, ref in zip(edges[name], inputs)]
+        ctx.derived_from, ctx.scope = name, scope_of(node)
         # The contract (OpDef's docstring): one output gets its gradient, several
         # get a list with None for those no gradient reached.
         rule = opdef.vjp
         assert rule is not None, f"{node.op} is on a gradient path without a rule"
-        results = rule(view, dys if opdef.multi_output else dys[0])
+        results = rule(NodeView(graph, node, wanted), dy)
         assert len(results) == len(inputs), f"vjp of {node.op} returned {len(results)} grads"
         for ref, grad, want in zip(inputs, results, wanted):
             if grad is None or not want:
                 continue
-            pending.setdefault(ref, []).append(_fit(graph, grad, ref))
+            fitted = _fit(graph, grad, ref)
+            parts = pending.get(ref)
+            if parts is None:
+                pending[ref] = [fitted]
+            else:
+                parts.append(fitted)
     # What is left belongs to source tensors (parameters, placeholders) and to wrt
     # tensors that no visited node produced.
     for ref in list(pending):
@@ -467,11 +495,18 @@ def _backpropagate(
     return totals
 
 
+def _sum(graph: Graph, parts: list[Tensor]) -> Tensor:
+    """One ``add_n`` of the contributions a tensor's consumers sent back."""
+    value = graph.apply("add_n", parts)
+    assert isinstance(value, Tensor)
+    return value
+
+
 def _fit(graph: Graph, grad: Tensor, ref: str) -> Tensor:
     """Sum a gradient back to the shape of the input it flows into (undoing
     broadcasting) and check its dtype."""
     target = graph.type_of(ref)
-    have = graph.node(grad.node).types[grad.index]
+    have = graph.type_of(grad.node) if grad.index == 0 else graph.type_of(grad.name)
     if have.dtype != target.dtype:
         raise GradientError(
             f"internal error: gradient {grad.name} of '{ref}' has dtype "
@@ -479,7 +514,9 @@ def _fit(graph: Graph, grad: Tensor, ref: str) -> Tensor:
         )
     if have.shape == target.shape:
         return grad
-    return F.sum_like(grad, Tensor(graph, *parse_ref(ref)))
+    summed = graph.apply("sum_like", [grad, Tensor(graph, *parse_ref(ref))])
+    assert isinstance(summed, Tensor)
+    return summed
 
 
 def _scope_of(node: Node, scope: str) -> str:
@@ -492,15 +529,30 @@ def _free_scope(graph: Graph) -> str:
     return fresh_name(SCOPE, {n.split("/", 1)[0] for n in graph.names()})
 
 
-def _drop_unused(graph: Graph, before: set[str], keep: list[str]) -> list[str]:
-    """Remove added nodes that no gradient output needs; return the added names."""
+def _drop_unused(graph: Graph, first: int, keep: list[str]) -> list[str]:
+    """Remove added nodes (those from position ``first`` on) that no gradient
+    output needs; return the names of the added nodes that remain."""
+    added = list(itertools.islice(graph.names(), first, None))
+    emitted = set(added)
     needed: set[str] = set()
     stack = [parse_ref(r)[0] for r in keep]
     while stack:
         name = stack.pop()
-        if name in needed or name in before:
+        if name in needed or name not in emitted:
             continue
         needed.add(name)
         stack.extend(parse_ref(r)[0] for r in graph.node(name).inputs)
-    graph.retain(before | needed)
-    return [k for k in graph.names() if k not in before]
+    if len(needed) == len(added):
+        return added
+    graph.retain(_AllBut({k for k in added if k not in needed}))
+    return [k for k in added if k in needed]
+
+
+class _AllBut:
+    """Every name except ``dropped``: what :meth:`Graph.retain` keeps."""
+
+    def __init__(self, dropped: set[str]) -> None:
+        self._dropped = dropped
+
+    def __contains__(self, name: object) -> bool:
+        return name not in self._dropped

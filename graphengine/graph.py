@@ -502,26 +502,51 @@ class Graph:
         attrs = opdef.canonical_attrs(attrs or {})
         refs = self._input_refs(opdef, inputs)
         node_name = self._explicit_name(name) if name is not None else self._unique_name(op)
-        types = self._infer(opdef, node_name, refs, attrs)
         ctx = self._grad_ctx
         if ctx is not None:
-            shortcut = ctx.shortcut(self, op, refs, types)
-            if shortcut is not None:
-                return Tensor(self, *parse_ref(shortcut))
-            key = ctx.key(op, refs, attrs)
-            if key is not None and key in ctx.cse:
-                return self._handles(self._nodes[ctx.cse[key]])
-        node = Node(
-            node_name,
-            op,
-            tuple(refs),
-            attrs,
-            types,
-            self.current_scope,
-            ctx.derived_from if ctx else "",
-        )
+            return self._emit(ctx, opdef, node_name, refs, attrs)
+        types = self._infer(opdef, node_name, refs, attrs)
+        node = Node(node_name, op, tuple(refs), attrs, types, "/".join(self._scopes))
         self.add_node(node)
-        if ctx is not None and key is not None:
+        return self._handles(node)
+
+    def _emit(
+        self,
+        ctx: EmissionContext,
+        opdef: OpDef,
+        node_name: str,
+        refs: list[str],
+        attrs: dict[str, Any],
+    ) -> Tensor | tuple[Tensor, ...]:
+        """The end of :meth:`apply` while a pass emits gradient-style nodes: the
+        context's rewrites and sharing, and output types inferred once per
+        (op, attributes, input types), as a gradient graph repeats them."""
+        op = opdef.name
+        key = ctx.key(op, refs, attrs)
+        if key is None:
+            types = self._infer(opdef, node_name, refs, attrs)
+        else:
+            nodes = self._nodes
+            in_types = tuple(nodes[r].types[0] if ":" not in r else self.type_of(r) for r in refs)
+            types_key = (op, key[2], in_types)
+            found = ctx.inferred.get(types_key)
+            if found is None:
+                found = ctx.inferred[types_key] = infer_types(
+                    opdef, node_name, in_types, attrs, refs
+                )
+            types = found
+        shortcut = ctx.shortcut(self, op, refs, types)
+        if shortcut is not None:
+            return Tensor(self, *parse_ref(shortcut))
+        if key is not None:
+            shared = ctx.cse.get(key)
+            if shared is not None:
+                return self._handles(self._nodes[shared])
+        node = Node(node_name, op, tuple(refs), attrs, types, ctx.scope, ctx.derived_from)
+        # The name is fresh (_unique_name or _explicit_name checked it).
+        self._nodes[node_name] = node
+        self._version += 1
+        if key is not None:
             ctx.cse[key] = node_name
         return self._handles(node)
 

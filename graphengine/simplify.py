@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from .shapes import TensorType
 
 
+#: What identifies a node for sharing: op, input refs, attribute items.
+CseKey = tuple[str, tuple[str, ...], tuple[tuple[str, Any], ...]]
+
+
 @dataclass
 class EmissionContext:
     """What :meth:`Graph.emitting_gradients` applies while a pass emits nodes: the
@@ -37,6 +41,9 @@ class EmissionContext:
     #: Names kept free for the gradient outputs (``gradients/<wrt>``), so that
     #: generated names such as ``gradients/layer1/multiply`` never take them.
     reserved: set[str] = field(default_factory=set)
+    #: Output types by (op, attribute items, input types): inference is a pure
+    #: function of them, and a gradient graph repeats the same few many times.
+    inferred: dict[Hashable, tuple[TensorType, ...]] = field(default_factory=dict)
 
     def shortcut(
         self, graph: Graph, op: str, refs: list[str], types: Sequence[TensorType]
@@ -44,12 +51,12 @@ class EmissionContext:
         """An existing tensor that a node of ``op`` on ``refs`` would equal, or None."""
         return simplify(graph, op, refs, types)
 
-    def key(self, op: str, refs: list[str], attrs: dict[str, Any]) -> Hashable | None:
+    def key(self, op: str, refs: list[str], attrs: dict[str, Any]) -> CseKey | None:
         """The sharing key of such a node, or None when it must not be shared."""
         return cse_key(op, refs, attrs)
 
 
-def cse_key(op: str, refs: list[str], attrs: dict[str, Any]) -> Hashable | None:
+def cse_key(op: str, refs: list[str], attrs: dict[str, Any]) -> CseKey | None:
     """A hashable identity for common-subexpression sharing, or None: nodes of
     ops declared ``random``, graph sources (whose identity is their name) and
     tensor-valued nodes are never shared."""
