@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import itertools
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -52,14 +51,32 @@ class NodeView:
     recomputing them; ``wants(i)`` tells whether input ``i`` needs a gradient.
     """
 
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+
     def __init__(self, graph: Graph, node: Node, wanted: Sequence[bool]) -> None:
         self.name = node.name
         self.op = node.op
         self.attrs = node.attrs
-        # The node's inputs exist in ``graph``: handles without the lookup checks.
-        self.inputs = [Tensor(graph, *parse_ref(r)) for r in node.inputs]
-        self.outputs = [Tensor(graph, node.name, i) for i in range(len(node.types))]
+        self._graph = graph
+        self._node = node
         self._wanted = wanted
+
+    def __getattr__(self, attr: str) -> list[Tensor]:
+        # ``inputs`` and ``outputs`` are made on first use (then found in the
+        # instance): many rules read only ``dy`` (add) or only the outputs (tanh).
+        graph, node = self._graph, self._node
+        if attr == "inputs":
+            # The node's inputs exist in the graph: handles without the lookup checks.
+            self.inputs = [
+                Tensor(graph, r) if ":" not in r else Tensor(graph, *parse_ref(r))
+                for r in node.inputs
+            ]
+            return self.inputs
+        if attr == "outputs":
+            self.outputs = [Tensor(graph, node.name, i) for i in range(len(node.types))]
+            return self.outputs
+        raise AttributeError(f"'NodeView' object has no attribute {attr!r}")
 
     def wants(self, index: int) -> bool:
         return self._wanted[index]
@@ -152,14 +169,14 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
         name = node.name
         canonical[name] = inputs
         edges[name] = node_edges = _edges(node, inputs, floats)
-        if any(edge and ref in forward for edge, ref in zip(node_edges, inputs)):
-            if len(node.types) == 1:
-                if is_float(node.types[0].dtype):
-                    forward.add(name)
-            else:
-                forward.update(
-                    r for r, t in zip(node.output_refs(), node.types) if is_float(t.dtype)
-                )
+        types = node.types
+        if len(types) == 1:
+            # Its consumers ask too: answered here, where the type is at hand.
+            floats[name] = is_output_float = is_float(types[0].dtype)
+            if is_output_float and any(e and r in forward for e, r in zip(node_edges, inputs)):
+                forward.add(name)
+        elif any(e and r in forward for e, r in zip(node_edges, inputs)):
+            forward.update(r for r, t in zip(node.output_refs(), types) if is_float(t.dtype))
     backward = {loss}
     differentiated = []
     for node in reversed(nodes):
@@ -185,9 +202,10 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
 
 def _canonical(refs: Sequence[str]) -> Sequence[str]:
     # Only a ``node:k`` reference can be written two ways (``node:0`` is ``node``).
-    if not any(":" in r for r in refs):
-        return refs
-    return [make_ref(*parse_ref(r)) if ":" in r else r for r in refs]
+    for r in refs:
+        if ":" in r:
+            return [make_ref(*parse_ref(r)) if ":" in r else r for r in refs]
+    return refs
 
 
 def explain_no_gradient(graph: Graph, loss: str, wrt: str, g: nx.DiGraph | None = None) -> str:
@@ -440,18 +458,12 @@ def _backpropagate(
     totals: dict[str, Tensor] = {}
     scopes: dict[str, str] = {}  # forward scope -> gradient scope, made once each
 
-    def scope_of(node: Node) -> str:
-        found = scopes.get(node.scope)
-        if found is None:
-            found = scopes[node.scope] = _scope_of(node, scope)
-        return found
-
     def total(ref: str, producer: Node) -> Tensor | None:
         parts = pending.pop(ref, None)
         if not parts:
             return None
         ctx.derived_from = producer.name
-        ctx.scope = scope_of(producer)
+        ctx.scope = scopes.get(producer.scope) or _scope_of(producer, scope, scopes)
         value = parts[0] if len(parts) == 1 else _sum(graph, parts)
         if ref in wrt:
             totals[ref] = value
@@ -472,7 +484,8 @@ def _backpropagate(
                 continue
         inputs = canonical[name]
         wanted = [edge and ref in live for edge, ref in zip(edges[name], inputs)]
-        ctx.derived_from, ctx.scope = name, scope_of(node)
+        ctx.derived_from = name
+        ctx.scope = scopes.get(node.scope) or _scope_of(node, scope, scopes)
         # The contract (OpDef's docstring): one output gets its gradient, several
         # get a list with None for those no gradient reached.
         rule = opdef.vjp
@@ -519,8 +532,10 @@ def _fit(graph: Graph, grad: Tensor, ref: str) -> Tensor:
     return summed
 
 
-def _scope_of(node: Node, scope: str) -> str:
-    return f"{scope}/{node.scope}" if node.scope else scope
+def _scope_of(node: Node, scope: str, made: dict[str, str]) -> str:
+    """The gradient scope of ``node`` (``scope/<its scope>``), noted in ``made``."""
+    made[node.scope] = found = f"{scope}/{node.scope}" if node.scope else scope
+    return found
 
 
 def _free_scope(graph: Graph) -> str:
@@ -532,20 +547,19 @@ def _free_scope(graph: Graph) -> str:
 def _drop_unused(graph: Graph, first: int, keep: list[str]) -> list[str]:
     """Remove added nodes (those from position ``first`` on) that no gradient
     output needs; return the names of the added nodes that remain."""
-    added = list(itertools.islice(graph.names(), first, None))
-    emitted = set(added)
-    needed: set[str] = set()
-    stack = [parse_ref(r)[0] for r in keep]
-    while stack:
-        name = stack.pop()
-        if name in needed or name not in emitted:
-            continue
-        needed.add(name)
-        stack.extend(parse_ref(r)[0] for r in graph.node(name).inputs)
-    if len(needed) == len(added):
-        return added
-    graph.retain(_AllBut({k for k in added if k not in needed}))
-    return [k for k in added if k in needed]
+    added = graph.nodes[first:]
+    needed = {parse_ref(r)[0] for r in keep}
+    # Insertion order is topological: a reverse sweep sees every consumer of a
+    # node before the node itself.
+    for node in reversed(added):
+        if node.name in needed:
+            for r in node.inputs:
+                needed.add(r if ":" not in r else parse_ref(r)[0])
+    names = [n.name for n in added]
+    kept = [k for k in names if k in needed]
+    if len(kept) < len(names):
+        graph.retain(_AllBut({k for k in names if k not in needed}))
+    return kept
 
 
 class _AllBut:

@@ -24,7 +24,7 @@ from . import initializers, limits
 from .dtypes import as_dtype, dtype_name
 from .errors import FeedError, GraphError, ShapeError
 from .model import GradientInfo, ModelRecord
-from .ops.registry import OpDef, get_op
+from .ops.registry import REGISTRY, OpDef, get_op
 from .shapes import Shape, TensorType, format_shape
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
@@ -396,8 +396,12 @@ class Graph:
         return f"{scope}/{base}" if scope else base
 
     def _unique_name(self, base: str) -> str:
-        name = self._qualify(base)
-        reserved = self._grad_ctx.reserved if self._grad_ctx is not None else ()
+        ctx = self._grad_ctx
+        if ctx is not None:
+            scope, reserved = ctx.scope, ctx.reserved
+        else:
+            scope, reserved = "/".join(self._scopes), ()
+        name = f"{scope}/{base}" if scope else base
         if name not in self._nodes and name not in reserved:
             return name
         taken = _Taken(self._nodes, reserved)
@@ -498,8 +502,13 @@ class Graph:
         Raises ShapeError when the input types do not fit, GraphError for bad
         attributes or names.
         """
-        opdef = get_op(op)
-        attrs = opdef.canonical_attrs(attrs or {})
+        opdef = REGISTRY.get(op) or get_op(op)
+        if attrs:
+            attrs = opdef.canonical_attrs(attrs)
+        else:
+            # Most ops built (elementwise, by operators and gradient rules) are
+            # given no attributes: their defaults, checked once per op.
+            attrs = dict(_default_attrs(opdef)) if opdef.attrs else {}
         refs = self._input_refs(opdef, inputs)
         node_name = self._explicit_name(name) if name is not None else self._unique_name(op)
         ctx = self._grad_ctx
@@ -522,13 +531,13 @@ class Graph:
         context's rewrites and sharing, and output types inferred once per
         (op, attributes, input types), as a gradient graph repeats them."""
         op = opdef.name
-        key = ctx.key(op, refs, attrs)
+        key = ctx.key(opdef, refs, attrs)
         if key is None:
             types = self._infer(opdef, node_name, refs, attrs)
         else:
             nodes = self._nodes
-            in_types = tuple(nodes[r].types[0] if ":" not in r else self.type_of(r) for r in refs)
-            types_key = (op, key[2], in_types)
+            in_types = [nodes[r].types[0] if ":" not in r else self.type_of(r) for r in refs]
+            types_key = (op, key[2], *in_types)
             found = ctx.inferred.get(types_key)
             if found is None:
                 found = ctx.inferred[types_key] = infer_types(
@@ -795,6 +804,13 @@ def infer_types(
         if not opdef.stored:
             limits.check_result_size(t.shape, t.dtype.itemsize, where)
     return out
+
+
+@functools.cache
+def _default_attrs(opdef: OpDef) -> dict[str, Any]:
+    """The canonical attributes of a node of ``opdef`` given none (read-only:
+    :meth:`Graph.apply` copies it); GraphError when one is required."""
+    return opdef.canonical_attrs({})
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from .ops.sources import is_source
 
 if TYPE_CHECKING:
     from .graph import Graph
+    from .ops.registry import OpDef
     from .shapes import TensorType
 
 
@@ -27,40 +28,16 @@ if TYPE_CHECKING:
 CseKey = tuple[str, tuple[str, ...], tuple[tuple[str, Any], ...]]
 
 
-@dataclass
-class EmissionContext:
-    """What :meth:`Graph.emitting_gradients` applies while a pass emits nodes: the
-    scope they are named in, the forward node they derive from, the names kept
-    free, and the sharing table.  The rewrites live here, not in graph.py, so the
-    builder does not depend on them."""
-
-    scope: str
-    derived_from: str = ""
-    #: Sharing table: cse_key (or a constant's value key) -> node name.
-    cse: dict[Hashable, str] = field(default_factory=dict)
-    #: Names kept free for the gradient outputs (``gradients/<wrt>``), so that
-    #: generated names such as ``gradients/layer1/multiply`` never take them.
-    reserved: set[str] = field(default_factory=set)
-    #: Output types by (op, attribute items, input types): inference is a pure
-    #: function of them, and a gradient graph repeats the same few many times.
-    inferred: dict[Hashable, tuple[TensorType, ...]] = field(default_factory=dict)
-
-    def shortcut(
-        self, graph: Graph, op: str, refs: list[str], types: Sequence[TensorType]
-    ) -> str | None:
-        """An existing tensor that a node of ``op`` on ``refs`` would equal, or None."""
-        return simplify(graph, op, refs, types)
-
-    def key(self, op: str, refs: list[str], attrs: dict[str, Any]) -> CseKey | None:
-        """The sharing key of such a node, or None when it must not be shared."""
-        return cse_key(op, refs, attrs)
-
-
 def cse_key(op: str, refs: list[str], attrs: dict[str, Any]) -> CseKey | None:
     """A hashable identity for common-subexpression sharing, or None: nodes of
     ops declared ``random``, graph sources (whose identity is their name) and
     tensor-valued nodes are never shared."""
-    if is_source(op) or get_op(op).random:
+    return _key(get_op(op), refs, attrs)
+
+
+def _key(opdef: OpDef, refs: list[str], attrs: dict[str, Any]) -> CseKey | None:
+    op = opdef.name
+    if opdef.random or is_source(op):
         return None
     if not attrs:  # most gradient nodes: nothing to canonicalise or hash-check
         return (op, tuple(refs), ())
@@ -72,19 +49,24 @@ def cse_key(op: str, refs: list[str], attrs: dict[str, Any]) -> CseKey | None:
     return (op, tuple(refs), items)
 
 
-def _constant_value(graph: Graph, ref: str) -> np.ndarray | None:
-    node = graph.get(parse_ref(ref)[0])
-    return node.attrs["value"] if node is not None and node.op == "constant" else None
-
-
 def _is_const(graph: Graph, ref: str, scalar: float) -> bool:
-    value = _constant_value(graph, ref)
-    return value is not None and value.size > 0 and bool(np.all(value == scalar))
+    """Whether ``ref`` is a constant whose every element equals ``scalar``."""
+    node = graph.get(ref if ":" not in ref else parse_ref(ref)[0])
+    if node is None or node.op != "constant":
+        return False
+    value = node.attrs["value"]
+    return value.size > 0 and bool(np.all(value == scalar))
+
+
+#: The ops :func:`simplify` has shortcuts for.
+_REWRITTEN = frozenset({"multiply", "divide", "add", "subtract", "add_n"})
 
 
 def simplify(graph: Graph, op: str, refs: list[str], types: Sequence[TensorType]) -> str | None:
     """Algebraic shortcuts applied while emitting gradient nodes: ``1*x``, ``x*1``,
     ``x/1``, ``0+x``, ``x+0``, ``x-0`` return ``x`` when that keeps shape and dtype."""
+    if op not in _REWRITTEN:  # most nodes: decided without a look at the inputs
+        return None
     out = types[0]
 
     def same(ref: str) -> bool:
@@ -108,3 +90,29 @@ def simplify(graph: Graph, op: str, refs: list[str], types: Sequence[TensorType]
     elif op == "add_n" and len(refs) == 1 and same(refs[0]):
         return refs[0]
     return None
+
+
+@dataclass
+class EmissionContext:
+    """What :meth:`Graph.emitting_gradients` applies while a pass emits nodes: the
+    scope they are named in, the forward node they derive from, the names kept
+    free, and the sharing table.  The rewrites live here, not in graph.py, so the
+    builder does not depend on them."""
+
+    scope: str
+    derived_from: str = ""
+    #: Sharing table: cse_key (or a constant's value key) -> node name.
+    cse: dict[Hashable, str] = field(default_factory=dict)
+    #: Names kept free for the gradient outputs (``gradients/<wrt>``), so that
+    #: generated names such as ``gradients/layer1/multiply`` never take them.
+    reserved: set[str] = field(default_factory=set)
+    #: Output types by (op, attribute items, input types): inference is a pure
+    #: function of them, and a gradient graph repeats the same few many times.
+    inferred: dict[Hashable, tuple[TensorType, ...]] = field(default_factory=dict)
+
+    #: ``shortcut(graph, op, refs, types)``: an existing tensor that a node of
+    #: ``op`` on ``refs`` would equal, or None (:func:`simplify`).
+    shortcut = staticmethod(simplify)
+    #: ``key(opdef, refs, attrs)``: the sharing key of such a node, or None when
+    #: it must not be shared (:func:`cse_key`).
+    key = staticmethod(_key)
