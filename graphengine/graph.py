@@ -397,10 +397,11 @@ class Graph:
 
     def _unique_name(self, base: str) -> str:
         ctx = self._grad_ctx
+        reserved: Container[str] = ()
         if ctx is not None:
             scope, reserved = ctx.scope, ctx.reserved
         else:
-            scope, reserved = "/".join(self._scopes), ()
+            scope = "/".join(self._scopes)
         name = f"{scope}/{base}" if scope else base
         if name not in self._nodes and name not in reserved:
             return name
