@@ -28,7 +28,7 @@ from .dtypes import is_float
 from .errors import GradientError
 from .graph import Graph, Node, Tensor, fresh_name, make_ref, parse_ref
 from .model import GradientInfo
-from .ops.registry import OpDef
+from .ops.registry import OpDef, get_op
 from .shapes import TensorType
 from .simplify import EmissionContext
 
@@ -134,11 +134,13 @@ def _edges(node: Node, inputs: Sequence[str], floats: _FloatRefs) -> list[bool]:
     """For each input of ``node`` (``inputs``, its canonical refs), whether it is
     a differentiable edge: the same test as :func:`_differentiable_edge`, with
     the per-op and per-ref parts looked up once."""
-    flags = _differentiable_inputs(node.opdef)
+    flags = _differentiable_inputs(get_op(node.op))
     if not flags:
         return [False] * len(inputs)
     if len(flags) == 1:
-        return [flags[0] and floats[ref] for ref in inputs]
+        if flags[0]:
+            return [floats[ref] for ref in inputs]
+        return [False] * len(inputs)
     return [flag and floats[ref] for flag, ref in zip(flags, inputs)]
 
 
@@ -156,6 +158,7 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
     nodes = graph.nodes
     del nodes[nodes.index(graph.node(parse_ref(loss)[0])) + 1 :]
     floats = _FloatRefs(graph)
+    float_dtype: dict[np.dtype, bool] = {}
     forward = set(wrt)
     edges: dict[str, list[bool]] = {}
     canonical: dict[str, Sequence[str]] = {}
@@ -172,7 +175,11 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
         types = node.types
         if len(types) == 1:
             # Its consumers ask too: answered here, where the type is at hand.
-            floats[name] = is_output_float = is_float(types[0].dtype)
+            dtype = types[0].dtype
+            is_output_float = float_dtype.get(dtype)
+            if is_output_float is None:
+                is_output_float = float_dtype[dtype] = is_float(dtype)
+            floats[name] = is_output_float
             if is_output_float and any(e and r in forward for e, r in zip(node_edges, inputs)):
                 forward.add(name)
         elif any(e and r in forward for e, r in zip(node_edges, inputs)):
@@ -321,7 +328,7 @@ def gradients(
     else:
         wrt_refs = list(dict.fromkeys(_tensor_ref(graph, w, "wrt") for w in wrt))
     for ref in wrt_refs:
-        dtype = graph.tensor(ref).dtype
+        dtype = graph.type_of(ref).dtype
         if not is_float(dtype):
             raise GradientError(
                 f"wrt tensor '{ref}' has dtype {dtype.name}; gradients exist only for float tensors"
@@ -403,9 +410,8 @@ def _build(
         grads = {}
         for ref in wrt_refs:
             ctx.scope, ctx.derived_from = scope, parse_ref(ref)[0]
-            x = out.tensor(ref)
             value = totals.get(ref)
-            op, arg = ("identity", value) if value is not None else ("zeros_like", x)
+            op, arg = ("identity", value) if value is not None else ("zeros_like", out.tensor(ref))
             grad = out.apply(op, [arg], name=output_names[ref].split("/", 1)[1])
             assert isinstance(grad, Tensor)
             grads[ref] = grad.name

@@ -73,17 +73,7 @@ def fresh_name(base: str, taken: Container[str], first: int = 1) -> str:
     return f"{base}_{k}"
 
 
-class _Taken:
-    """Names in use: the graph's nodes and the names a gradient pass reserved."""
-
-    def __init__(self, nodes: Container[str], reserved: Container[str]) -> None:
-        self._nodes, self._reserved = nodes, reserved
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._nodes or name in self._reserved
-
-
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Node:
     """One operation of a graph.  Nodes never change once added; passes build new graphs.
 
@@ -99,6 +89,29 @@ class Node:
     types: tuple[TensorType, ...]
     scope: str = ""
     derived_from: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        op: str,
+        inputs: tuple[str, ...],
+        attrs: dict[str, Any],
+        types: tuple[TensorType, ...],
+        scope: str = "",
+        derived_from: str = "",
+    ) -> None:
+        # The fields in one write: a frozen dataclass's own __init__ sets each
+        # through object.__setattr__, which costs twice as much, and graphs are
+        # built a node at a time (gradient graphs of 10**5 nodes).
+        self.__dict__.update(
+            name=name,
+            op=op,
+            inputs=inputs,
+            attrs=attrs,
+            types=types,
+            scope=scope,
+            derived_from=derived_from,
+        )
 
     @property
     def opdef(self) -> OpDef:
@@ -405,10 +418,15 @@ class Graph:
         name = f"{scope}/{base}" if scope else base
         if name not in self._nodes and name not in reserved:
             return name
-        taken = _Taken(self._nodes, reserved)
-        # The counter remembers the last suffix used, so naming n nodes alike is O(n).
-        fresh = fresh_name(name, taken, self._counters.get(name, 0) + 1)
-        self._counters[name] = int(fresh.rsplit("_", 1)[1])
+        # fresh_name's scheme, inline (this runs for most nodes built): the
+        # counter remembers the last suffix used, so naming n nodes alike is O(n).
+        nodes = self._nodes
+        k = self._counters.get(name, 0) + 1
+        fresh = f"{name}_{k}"
+        while fresh in nodes or fresh in reserved:
+            k += 1
+            fresh = f"{name}_{k}"
+        self._counters[name] = k
         return fresh
 
     def _explicit_name(self, name: str) -> str:
@@ -537,8 +555,15 @@ class Graph:
             types = self._infer(opdef, node_name, refs, attrs)
         else:
             nodes = self._nodes
-            in_types = [nodes[r].types[0] if ":" not in r else self.type_of(r) for r in refs]
-            types_key = (op, key[2], *in_types)
+            in_types = []
+            # Keyed by each type's dtype and shape, which is what TensorType
+            # equality compares, hashed without its Python-level methods.
+            parts: list[Any] = [op, key[2]]
+            for r in refs:
+                t = nodes[r].types[0] if ":" not in r else self.type_of(r)
+                in_types.append(t)
+                parts += (t.dtype, t.shape)
+            types_key = tuple(parts)
             found = ctx.inferred.get(types_key)
             if found is None:
                 found = ctx.inferred[types_key] = infer_types(
@@ -558,7 +583,7 @@ class Graph:
         self._version += 1
         if key is not None:
             ctx.cse[key] = node_name
-        return self._handles(node)
+        return Tensor(self, node_name, 0) if len(types) == 1 else self._handles(node)
 
     def _handles(self, node: Node) -> Tensor | tuple[Tensor, ...]:
         if len(node.types) == 1:
@@ -567,12 +592,13 @@ class Graph:
         return handles[0] if len(handles) == 1 else handles
 
     def _input_refs(self, opdef: OpDef, inputs: Sequence[Any]) -> list[str]:
-        if opdef.variadic:
+        specs = opdef.inputs
+        if specs and specs[0].variadic:
             if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
                 inputs = list(inputs[0])
             if not inputs:
                 raise GraphError(f"op '{opdef.name}' needs at least one input")
-        elif len(inputs) != len(opdef.inputs):
+        elif len(inputs) != len(specs):
             names = ", ".join(i.name for i in opdef.inputs) or "none"
             raise GraphError(
                 f"op '{opdef.name}' takes {len(opdef.inputs)} inputs ({names}), got {len(inputs)}"

@@ -68,6 +68,16 @@ def simplify(graph: Graph, op: str, refs: list[str], types: Sequence[TensorType]
     if op not in _REWRITTEN:  # most nodes: decided without a look at the inputs
         return None
     out = types[0]
+    if op == "add_n":
+        return refs[0] if len(refs) == 1 and graph.type_of(refs[0]) == out else None
+    # Every other rewrite needs a constant operand; most nodes have none.  (A
+    # constant has one output, so its reference from Graph.apply has no ':k'.)
+    for ref in refs:
+        node = graph.get(ref)
+        if node is not None and node.op == "constant":
+            break
+    else:
+        return None
 
     def same(ref: str) -> bool:
         return graph.type_of(ref) == out
@@ -87,8 +97,6 @@ def simplify(graph: Graph, op: str, refs: list[str], types: Sequence[TensorType]
             return a
         if op == "add" and _is_const(graph, a, 0) and same(b):
             return b
-    elif op == "add_n" and len(refs) == 1 and same(refs[0]):
-        return refs[0]
     return None
 
 
