@@ -80,8 +80,8 @@ class Plan:
     reuse_fetch_buffers: bool = False
     #: Output buffers per shape signature (None: the signature could not be planned).
     _memory: dict[tuple[Any, ...], list[np.ndarray | None] | None] = field(default_factory=dict)
-    #: The steps of each planned signature, ready to run (see _program).
-    _programs: dict[tuple[Any, ...], tuple[_Instruction, ...]] = field(default_factory=dict)
+    #: The steps of each planned signature as one function (see _program).
+    _programs: dict[tuple[Any, ...], Callable[[list[Any]], list[Any]]] = field(default_factory=dict)
     #: Signatures whose feeds passed check_feeds.
     _checked: set[tuple[Any, ...]] = field(default_factory=set)
 
@@ -133,12 +133,15 @@ class Plan:
             check_bound_sizes(self.steps, values, self.feed_slots)
         if program is not None:
             try:
-                return self._run_program(values.copy(), program)
+                return self._run_program(values, program)
             except Exception:
-                # A shape that depends on input values: run this signature unplanned
-                # from now on (the plain run below reports a real failure).
+                # The plain run reports a real failure (naming the node), and the
+                # plan stays; if it succeeds, some shape depends on input values:
+                # this signature runs unplanned from now on.
+                result = self._execute(values)
                 self._memory[key] = None
                 del self._programs[key]
+                return result
         elif key not in self._memory and len(self._memory) < MAX_SIGNATURES:
             recording = Recording()
             result = self._execute(values, recording)
@@ -160,58 +163,28 @@ class Plan:
         return tuple((n.name, self.feed_slots[n.name]) for n in self.placeholders)
 
     def _program(
-        self, buffers: Sequence[np.ndarray | None], kernels: Sequence[Callable[..., Any] | None]
-    ) -> tuple[_Instruction, ...]:
-        """The steps as flat tuples for :meth:`_run_program`: what to call, on
-        which slots, into which buffer, with the call shape decided once."""
-        program = []
-        for step, buf, planned in zip(self.steps, buffers, kernels):
-            ins = step.inputs
-            if buf is not None and not step.single:
-                assert planned is not None
-                kind, fn = _OUTM, planned
-            elif buf is not None:
-                assert planned is not None
-                kind, fn = (_OUT1 if len(ins) == 1 else _OUT2 if len(ins) == 2 else _OUTN), planned
-            elif not step.single:
-                kind, fn = _MULTI, step.fn
-            else:
-                kind, fn = (_ONE if len(ins) == 1 else _TWO if len(ins) == 2 else _ANY), step.fn
-            a = ins[0] if ins else -1
-            b = ins[1] if len(ins) > 1 else -1
-            out = step.outputs[0] if step.single else step.outputs
-            program.append((kind, fn, a, b, ins, out, buf, step.release))
-        return tuple(program)
+        self, buffers: Sequence[Any], kernels: Sequence[Callable[..., Any] | None]
+    ) -> Callable[[list[Any]], list[Any]]:
+        """The planned steps as one Python function (:func:`step_source`): each
+        step one call on local variables, with its buffer and kernel bound."""
+        namespace: dict[str, Any] = {}
+        for i, (step, buf, planned) in enumerate(zip(self.steps, buffers, kernels)):
+            namespace[f"k{i}"] = planned if buf is not None else step.fn
+            namespace[f"b{i}"] = buf
+        source = step_source(self.steps, [b is not None for b in buffers], self.fetch_slots)
+        exec(compile(source, f"<plan of {', '.join(self.fetches)[:200]}>", "exec"), namespace)
+        program: Callable[[list[Any]], list[Any]] = namespace["run_steps"]
+        return program
 
-    def _run_program(self, values: list[Any], program: tuple[_Instruction, ...]) -> list[Any]:
-        i = 0
-        try:
-            with np.errstate(all="ignore"):
-                for kind, fn, a, b, ins, out, buf, release in program:
-                    if kind == _TWO:
-                        values[out] = fn(values[a], values[b])
-                    elif kind == _OUT2:
-                        values[out] = fn(values[a], values[b], out=buf)
-                    elif kind == _ONE:
-                        values[out] = fn(values[a])
-                    elif kind == _OUT1:
-                        values[out] = fn(values[a], out=buf)
-                    elif kind == _ANY:
-                        values[out] = fn(*[values[j] for j in ins])
-                    elif kind == _OUTN:
-                        values[out] = fn(*[values[j] for j in ins], out=buf)
-                    elif kind == _OUTM:
-                        for slot, value in zip(out, fn(*[values[j] for j in ins], out=buf)):
-                            values[slot] = value
-                    else:
-                        for slot, value in zip(out, list(fn(*[values[j] for j in ins]))):
-                            values[slot] = value
-                    for slot in release:
-                        values[slot] = None
-                    i += 1
-        except Exception as exc:
-            raise _kernel_error(self.steps[i], values, exc) from exc
-        return self._fetched(values)
+    def _run_program(
+        self, values: list[Any], program: Callable[[list[Any]], list[Any]]
+    ) -> list[Any]:
+        with np.errstate(all="ignore"):
+            results = program(values)
+        # Kernels may return numpy scalars for 0-d results; users get arrays.
+        return [
+            np.array(v) if copy else np.asarray(v) for v, copy in zip(results, self.fetch_copies)
+        ]
 
     def _execute(self, values: list[Any], recording: Recording | None = None) -> list[np.ndarray]:
         """Run every step, each kernel allocating its result (a first run records
@@ -249,13 +222,45 @@ class Plan:
         ]
 
 
-#: How :meth:`Plan._run_program` calls a step: one or two inputs or any number,
-#: into a planned buffer or not, or a kernel with several outputs (into a tuple
-#: of buffers or not).
-_ONE, _TWO, _ANY, _OUT1, _OUT2, _OUTN, _MULTI, _OUTM = range(8)
-#: (kind, kernel, first input slot, second input slot, input slots, output slot(s),
-#: buffer, slots released after the step)
-_Instruction = tuple[int, Callable[..., Any], int, int, tuple[int, ...], Any, Any, tuple[int, ...]]
+def step_source(steps: Sequence[_Step], planned: Sequence[bool], fetch_slots: Sequence[int]) -> str:
+    """Python source of a function ``run_steps(values)`` that runs ``steps`` once
+    and returns the fetched values: slot ``s`` is the local variable ``vs`` (read
+    from ``values`` when no step computes it), step ``i`` calls ``ki`` (with
+    ``out=bi`` where ``planned[i]``), and a slot is set to None after its last
+    use, as in an unplanned run.  A plan's per-step cost is then the kernel call
+    alone: no dispatch on the call's shape, no list indexing.
+
+    >>> import graphengine as ge
+    >>> g = Graph()
+    >>> x = g.placeholder("x", (3,))
+    >>> plan = compile_plan(g, [ge.exp(x * 2.0).name], ["x"])
+    >>> print(step_source(plan.steps, [True, True], plan.fetch_slots))
+    def run_steps(values):
+        v0 = values[0]
+        v1 = values[1]
+        v2 = k0(v0, v1, out=b0)
+        v3 = k1(v2, out=b1)
+        v2 = None
+        return [v3]
+    """
+    computed = {slot for step in steps for slot in step.outputs}
+    read = [s for s in dict.fromkeys(j for step in steps for j in step.inputs) if s not in computed]
+    read += [s for s in fetch_slots if s not in computed and s not in read]
+    lines = ["def run_steps(values):"]
+    lines += [f"    v{s} = values[{s}]" for s in read]
+    for i, (step, out) in enumerate(zip(steps, planned)):
+        args = [f"v{j}" for j in step.inputs] + ([f"out=b{i}"] if out else [])
+        call = f"k{i}({', '.join(args)})"
+        if step.single:
+            lines.append(f"    v{step.outputs[0]} = {call}")
+        else:
+            lines.append(f"    ({''.join(f'v{s}, ' for s in step.outputs)}) = {call}")
+        if step.release:
+            lines.append(f"    {' = '.join(f'v{s}' for s in step.release)} = None")
+    lines.append(f"    return [{', '.join(f'v{s}' for s in fetch_slots)}]")
+    return "\n".join(lines)
+
+
 #: Feed signatures a plan remembers as checked (cleared when full).
 _MAX_CHECKED = 64
 

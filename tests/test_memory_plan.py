@@ -4,6 +4,7 @@ an input dies, and never shared with what the user holds."""
 import tracemalloc
 
 import numpy as np
+import pytest
 
 import graphengine as ge
 from graphengine.executor import compile_plan
@@ -181,3 +182,35 @@ def test_a_fixed_shape_training_step_allocates_little_per_run():
     planned = peak_of_one_run()
     # Only views and small Python objects are allocated.
     assert planned < unplanned / 10, (planned, unplanned)
+
+
+def test_dense_writes_into_planned_buffers_except_sigmoid():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 6))
+    w = g.parameter("w", R.standard_normal((6, 5)).astype(np.float32))
+    b = g.parameter("b", R.standard_normal(5).astype(np.float32))
+    activations = ("none", "relu", "tanh", "sigmoid")
+    # Each result feeds one more op, so it is an intermediate the plan may buffer.
+    outs = [ge.ops.api.dense(x, w, b, activation=a) * 1.5 for a in activations]
+    plan = _planned_equals_unplanned(
+        g, [t.name for t in outs], {"x": R.standard_normal((7, 6)).astype(np.float32)}
+    )
+    (buffers,) = [b for b in plan._memory.values() if b]
+    planned = [s.node.attrs["activation"] for s, b in zip(plan.steps, buffers) if b is not None]
+    assert [a for a in planned if a in activations] == ["none", "relu", "tanh"]
+
+
+def test_a_kernel_failing_in_a_planned_run_keeps_the_plan():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 4))
+    t = g.placeholder("t", (None,), "int64")
+    loss = ge.softmax_cross_entropy(x * 2.0, t, name="xent")
+    plan = compile_plan(g, [loss.name], ["x", "t"])
+    logits = R.standard_normal((3, 4)).astype(np.float32)
+    good, bad = {"x": logits, "t": np.array([0, 1, 3])}, {"x": logits, "t": np.array([0, 9, 3])}
+    want = plan.run(good)[0]
+    plan.run(good)
+    with pytest.raises(ge.ExecutionError, match="node 'xent'"):
+        plan.run(bad)
+    (key,) = plan._programs  # still planned: the failure was the feed's, not the plan's
+    assert plan.run(good)[0] == want and plan._memory[key] is not None

@@ -3,9 +3,9 @@
 Every workload is one SGD step (forward, backward, update in place) of the
 same model, timed three ways in one process:
 
-* ``ge``: the compiled plan of the gradient graph (``compile_plan``) and the
-  trainer's SGD (``graphengine.training.optimizers.SGD``), as ``graphengine
-  train`` runs them;
+* ``ge``: the compiled plan of the gradient graph as the trainer builds it
+  (``compile_training_plan``: fused, into reused buffers) and the trainer's SGD
+  (``graphengine.training.optimizers.SGD``), as ``graphengine train`` runs them;
 * ``numpy``: the same step written by hand, as fast as we know how (im2col
   convolution with channel-major activations, so each conv is one GEMM without
   transposes; reshaped max pooling; preallocated update buffers);
@@ -38,8 +38,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 import graphengine as ge
-from graphengine.executor import compile_plan
 from graphengine.training.optimizers import SGD
+from graphengine.training.trainer import compile_training_plan
 
 LR = 0.01
 
@@ -55,8 +55,8 @@ class GeStep:
         tg = ge.gradients(graph, loss, names)
         tg.values = graph.values
         fetches = [tg.gradient.loss] + [tg.gradient.grads[p] for p in names]
-        # As the trainer compiles it: fetches are consumed before the next step.
-        self.plan = compile_plan(tg, fetches, list(feeds), reuse_fetch_buffers=True)
+        # As the trainer compiles it: fused, fetches consumed before the next step.
+        self.plan = compile_training_plan(tg, fetches, list(feeds))
         self.feeds = feeds
         self.params = {p: graph.values[p] for p in names}
         self.names = names

@@ -35,6 +35,7 @@ from ..errors import TrainingError, TrainingInterrupted
 from ..executor import Plan, compile_plan
 from ..gradients import GradientWarning, gradients
 from ..graph import Graph, Node, make_ref, parse_ref
+from ..passes import optimize
 from ..training_spec import TrainingSpec
 from . import checkpoint as ckpt_io
 from .callbacks import BestCheckpoint, Callback, EarlyStopping
@@ -355,13 +356,10 @@ class Trainer:
             for n in prune_to(self.grad_graph, fetches)
             if n.op == "placeholder" and n.name != info.seed
         ]
-        # Each step consumes its fetches before the next: they may live in the
-        # plan's reused buffers, so a step allocates no gradient arrays.
-        self.train_plan: Plan = compile_plan(
+        self.train_plan: Plan = compile_training_plan(
             self.grad_graph,
             fetches,
             [n.name for n in self._feeds] + ([info.seed] if info.seed else []),
-            reuse_fetch_buffers=True,
         )
         self._stat_scratch = {
             name: np.empty_like(graph.values[name])
@@ -892,6 +890,32 @@ class _catch_interrupt:
     def __exit__(self, *exc: Any) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+
+
+#: The passes run on the gradient graph before its training plan is compiled
+#: (see compile_training_plan).  (Batch norm's
+#: backward is found by replaying its rule with identical nodes shared, so cse
+#: goes first.)
+TRAINING_PASSES = ("cse", "fuse")
+
+
+def compile_training_plan(
+    grad_graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
+) -> Plan:
+    """The plan a training step runs: ``grad_graph`` with identical nodes shared
+    and its common patterns fused (the ``cse`` and ``fuse`` passes of
+    :func:`graphengine.optimize`: dense layers, relu's, softmax cross-entropy's
+    and batch norm's backward), computing ``fetches``.
+
+    The fused graph keeps every fetch under its name and shares ``grad_graph``'s
+    parameter values (one dict), so updates in place reach both.  Fusion changes
+    which kernels run; they compute the same values (a fused batch norm backward
+    to float rounding, the others exactly).  Each step consumes its
+    fetches before the next, so they may live in the plan's reused buffers and a
+    step allocates no gradient arrays."""
+    fused, _ = optimize(grad_graph, TRAINING_PASSES, keep=fetches)
+    fused.values = grad_graph.values
+    return compile_plan(fused, fetches, feed_names, reuse_fetch_buffers=True)
 
 
 def _own_values(graph: Graph) -> None:

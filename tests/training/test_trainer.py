@@ -391,3 +391,26 @@ def test_parameters_the_loss_ignores_and_running_statistics_are_left_alone(capsy
     assert "not training 'hidden/running_mean', 'hidden/running_var'" in err
     h = classifier_data(32)["x"] @ classifier(batch_norm=True).values["hidden/w"]
     assert np.allclose(g2.values["hidden/running_mean"], 0.2 * h.mean(axis=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_the_fused_training_plan_trains_as_the_unfused_gradient_graph(batch_norm, monkeypatch):
+    import graphengine.training.trainer as trainer_module
+
+    def train(fuse):
+        if not fuse:
+            monkeypatch.setattr(trainer_module, "TRAINING_PASSES", ())
+        g = classifier(dropout=0.2, batch_norm=batch_norm)
+        trainer = Trainer(g, classifier_data(100), progress=False)
+        result = trainer.fit()
+        monkeypatch.undo()
+        ops = {step.node.op for step in trainer.train_plan.steps}
+        return parameters(g), [r["train_loss"] for r in result.history], ops
+
+    fused, fused_losses, fused_ops = train(True)
+    plain, plain_losses, plain_ops = train(False)
+    assert "dense" in fused_ops and "dense" not in plain_ops
+    assert ("batch_norm_grad" in fused_ops) == batch_norm
+    np.testing.assert_allclose(fused_losses, plain_losses, rtol=1e-5)
+    for name, value in plain.items():  # running statistics included
+        np.testing.assert_allclose(fused[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
