@@ -83,6 +83,11 @@ def _spatial_rank(x: TensorType, w: TensorType, w_layout: str) -> int:
             f"w {format_shape(w.shape)} has {rank} spatial axes, so x must have rank "
             f"{rank + 2} (N, C, {names}), got shape {format_shape(x.shape)}"
         )
+    if any(isinstance(k, int) and k < 1 for k in w.shape[2:]):
+        raise ValueError(
+            f"the kernel sizes (w's axes 2 on) must be positive, got w of shape "
+            f"{format_shape(w.shape)}"
+        )
     if x.dtype != w.dtype:
         raise ValueError(f"x is {x.dtype.name} but w is {w.dtype.name}; cast one with ge.cast")
     return rank

@@ -286,6 +286,8 @@ def _w(*shape):
             "has 2 spatial axes, so x must have rank 4",
         ),
         (lambda g, x: ge.conv(x, _w(4, 3)(g, x)), "must have rank 3, 4 or 5"),
+        (lambda g, x: ge.conv(x, _w(4, 3, 3, 0, 3)(g, x)), "the kernel sizes (w's axes 2 on)"),
+        (lambda g, x: ge.conv_transpose(x, _w(3, 2, 0, 2, 2)(g, x)), "must be positive"),
         (lambda g, x: ge.conv(x, _w(4, 3, 9, 3, 3)(g, x)), "the window spans 9 along the depth"),
         (lambda g, x: ge.conv(x, _w(4, 3, 3, 3, 3)(g, x), stride=0), "stride must be 3 positive"),
         (
@@ -432,3 +434,19 @@ def test_values_and_gradients_match_torch(case, transposed):
     np.testing.assert_allclose(values[0], expected.detach().numpy(), rtol=1e-10, atol=1e-12)
     for name, have, t in zip("xwb", values[1:], inputs):
         np.testing.assert_allclose(have, t.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_gradient_graph_saves_loads_and_runs_the_same(tmp_path):
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 2, 4, 5, 3), "float64")
+    w = g.parameter("w", u(3, 2, 2, 3, 2))
+    wt = g.parameter("wt", u(3, 2, 2, 2, 2))
+    y = ge.conv_transpose(ge.relu(ge.conv(x, w, padding=1)), wt, stride=2, output_padding=1)
+    tg = ge.gradients(g, ge.sum(y * y), ["x", "w", "wt"])
+    fetches = [tg.gradient.grads[k] for k in ("x", "w", "wt")]
+    feeds = {"x": u(2, 2, 4, 5, 3)}
+    before = ge.run(tg, fetches, feeds)
+    tg.save(tmp_path / "grads.pb")
+    after = ge.run(ge.load(tmp_path / "grads.pb"), fetches, feeds)
+    for ref in fetches:
+        np.testing.assert_array_equal(before[ref], after[ref])
