@@ -113,6 +113,8 @@ def _conv(ctx: NodeContext):
         [x, w],
         {"stride": strides, "padding": pads, "dilation": dilations, "groups": ctx.attr("group", 1)},
     )
+    if op == "conv2d":  # its second output, the im2col columns, is for its vjp
+        out = out[0]
     return _add_bias(ctx, out, spatial)
 
 

@@ -16,10 +16,14 @@ or gradient is transposed; on this machine that beats one long GEMM over
 images and depthwise convolutions (see ``tools/bench_speed.py``).  Kernels
 write into the executor's planned buffers (``out_kernel``).
 
-The backward pass needs kernels of its own, so it is two internal ops with their
+The backward pass needs kernels of its own, so it is internal ops with their
 own gradient rules, and a gradient graph can be differentiated again:
 ``conv2d_backprop_input`` (a transposed convolution, sharing its kernel with
 ``conv_transpose2d``) and ``conv2d_backprop_filter`` are bilinear.
+``conv2d`` also outputs the im2col columns it multiplied, and its vjp hands
+them to ``conv2d_backprop_filter_cols`` (the same value, read from the
+columns instead of copying every window of x again) when one image's columns
+are small enough to keep until the backward pass (``REUSE_COLUMNS_BYTES``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
-from ..errors import ShapeError
+from ..errors import GradientError, ShapeError
 from ..shapes import Dim, TensorType, format_shape
 from .registry import Array, Attr, F, Input, InputInfo, OpDef, OutKernel, frontend, register
 from .window import (
@@ -51,6 +55,13 @@ from .window import (
 if TYPE_CHECKING:
     from ..gradients import NodeView
     from ..graph import Tensor, TensorLike
+
+#: The filter gradient reads conv2d's im2col columns (its second output) when one
+#: image's columns take at most this many bytes, so training keeps them from the
+#: forward pass to the backward pass; larger columns are copied again from x
+#: instead, so that a training step's memory does not grow by kh*kw times the
+#: convolutions' inputs.
+REUSE_COLUMNS_BYTES = 1 << 20
 
 _CONV_ATTRS = (
     Attr("stride", "ints", (1, 1)),
@@ -99,16 +110,29 @@ def _im2col(
     stride: Ints,
     padding: Ints,
     dilation: Ints,
-    out: Ints,
+    sizes: Ints,
     groups: int,
+    out: Array | None = None,
 ) -> Array:
     """(N, groups, C/groups * kh * kw, OH * OW): every window of padded x as a
-    column of its image's matrix."""
+    column of its image's matrix (into ``out`` when given)."""
     n, c = x.shape[:2]
-    view = windows(pad_spatial(x, padding), kernel, stride, dilation, out)  # (N,C,OH,OW,kh,kw)
-    return view.transpose(0, 1, 4, 5, 2, 3).reshape(
-        n, groups, c // groups * kernel[0] * kernel[1], out[0] * out[1]
-    )
+    view = windows(pad_spatial(x, padding), kernel, stride, dilation, sizes)  # (N,C,OH,OW,kh,kw)
+    view = view.transpose(0, 1, 4, 5, 2, 3)
+    shape = (n, groups, c // groups * kernel[0] * kernel[1], sizes[0] * sizes[1])
+    if out is None:
+        return view.reshape(shape)  # one copy, in the columns' order
+    np.copyto(out.reshape(view.shape), view)
+    return out
+
+
+def _columns_type(x: TensorType, w: TensorType, y: TensorType, groups: int) -> TensorType:
+    """The type of conv2d's second output, the im2col columns of x."""
+    c, kh, kw = w.shape[1:]
+    k = c * kh * kw if isinstance(c, int) and isinstance(kh, int) and isinstance(kw, int) else None
+    oh, ow = y.shape[2:]
+    positions = oh * ow if isinstance(oh, int) and isinstance(ow, int) else None
+    return TensorType(x.dtype, (x.shape[0], groups, k, positions))
 
 
 def _by_group(a: Array, groups: int) -> Array:
@@ -130,16 +154,18 @@ def _convolve(
     dilation: Ints,
     groups: int,
     out: Array | None = None,
-) -> Array:
-    """conv2d's kernel, into ``out`` (N, O, OH, OW) when given."""
+    cols_out: Array | None = None,
+) -> tuple[Array, Array]:
+    """conv2d's kernel: y (N, O, OH, OW) and the columns it multiplied, into
+    ``out`` and ``cols_out`` when given."""
     sizes: Any = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
-    cols = _im2col(x, w.shape[2:], stride, padding, dilation, sizes, groups)
+    cols = _im2col(x, w.shape[2:], stride, padding, dilation, sizes, groups, cols_out)
     if out is None:
         out = np.empty((x.shape[0], w.shape[0], *sizes), np.result_type(x, w))
     # One product per image and group, (O/G, k) by (k, OH*OW), broadcast by
     # matmul: each image's output lands in NCHW order, with no transpose after.
     np.matmul(_grouped_weights(w, groups), cols, out=_by_group(out, groups))
-    return out
+    return out, cols
 
 
 def _transpose_convolve(
@@ -218,9 +244,12 @@ def _filter_gradient(
     dilation: Ints,
     groups: int,
     out: Array | None = None,
+    cols: Array | None = None,
 ) -> Array:
-    """conv2d_backprop_filter's kernel, into ``out`` (O, C/groups, kh, kw) when given."""
-    cols = _im2col(x, kernel, stride, padding, dilation, dy.shape[2:], groups)
+    """conv2d_backprop_filter's kernel, into ``out`` (O, C/groups, kh, kw) when given;
+    ``cols`` are x's columns when the forward pass kept them."""
+    if cols is None:
+        cols = _im2col(x, kernel, stride, padding, dilation, dy.shape[2:], groups)
     # Per image and group, (O/G, OH*OW) by (OH*OW, k), then summed over the images:
     # no transpose of dy or of the columns is copied.
     per_image = np.matmul(_by_group(dy, groups), cols.transpose(0, 1, 3, 2))
@@ -229,6 +258,15 @@ def _filter_gradient(
         out = np.empty((o, x.shape[1] // groups, *kernel), per_image.dtype)
     np.add.reduce(per_image, axis=0, out=out.reshape(groups, o // groups, -1))
     return out
+
+
+def _keeps_columns(cols: TensorType) -> bool:
+    """Whether the filter gradient reads the forward pass's columns of this type
+    (one image's columns known and within REUSE_COLUMNS_BYTES)."""
+    per_image = cols.shape[1:]
+    if not all(isinstance(d, int) for d in per_image):
+        return False
+    return math.prod(per_image) * cols.dtype.itemsize <= REUSE_COLUMNS_BYTES  # type: ignore[arg-type]
 
 
 # -- the ops -------------------------------------------------------------------------------
@@ -245,10 +283,18 @@ class Conv2d(OpDef):
     each group of C/groups input channels feeds its own O/groups outputs
     (groups = C = O is a depthwise convolution).  There is no bias input: add one
     of shape (O, 1, 1), which broadcasts against NCHW.
-    vjp: dx = conv2d_backprop_input(dy, w), dw = conv2d_backprop_filter(x, dy)."""
+
+    The second output, ``cols`` (N, groups, C/groups*kh*kw, OH*OW), holds the
+    im2col columns of x that the kernel multiplied: the filter gradient reads
+    them instead of copying every window of x again.  ``ge.conv2d`` returns y
+    only, and an inference run drops cols as soon as the step ends.
+    vjp: dx = conv2d_backprop_input(dy, w), dw = conv2d_backprop_filter_cols(x,
+    dy, cols) (conv2d_backprop_filter(x, dy) when one image's columns exceed
+    REUSE_COLUMNS_BYTES, so that training does not keep them)."""
 
     name = "conv2d"
     inputs = (Input("x", FLOAT_TYPES), Input("w", FLOAT_TYPES))
+    outputs = ("y", "cols")
     attrs = _CONV_ATTRS
 
     def infer(
@@ -260,27 +306,39 @@ class Conv2d(OpDef):
         padding: Ints,
         dilation: Ints,
         groups: int,
-    ) -> TensorType:
-        return _conv_types(x, w, stride, padding, dilation, groups)
+    ) -> tuple[TensorType, TensorType]:
+        y = _conv_types(x, w, stride, padding, dilation, groups)
+        return y, _columns_type(x, w, y, groups)
 
     def kernel(
         self, x: Array, w: Array, *, stride: Ints, padding: Ints, dilation: Ints, groups: int
-    ) -> Array:
+    ) -> tuple[Array, Array]:
         return _convolve(x, w, stride, padding, dilation, groups)
 
     def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
-        def conv2d_into(x: Array, w: Array, out: Array) -> Array:
-            return _convolve(x, w, **attrs, out=out)
+        def conv2d_into(x: Array, w: Array, out: tuple[Array | None, ...]) -> tuple[Array, Array]:
+            return _convolve(x, w, **attrs, out=out[0], cols_out=out[1])
 
         return conv2d_into
 
-    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
+    def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
+        dy, dcols = dys
+        if dcols is not None:
+            raise GradientError(
+                f"conv2d node {node.name!r}: its output 1 (cols, the im2col columns of "
+                "x) has no gradient rule; differentiate through its output 0, y"
+            )
+        if dy is None:
+            return [None, None]
         x, w = node.inputs
         attrs = node.attrs
-        return [
-            F.conv2d_backprop_input(dy, w, x, **attrs) if node.wants(0) else None,
-            F.conv2d_backprop_filter(x, dy, w, **attrs) if node.wants(1) else None,
-        ]
+        if not node.wants(1):
+            dw = None
+        elif _keeps_columns(node.outputs[1].type):
+            dw = F.conv2d_backprop_filter_cols(x, dy, w, node.outputs[1], **attrs)
+        else:
+            dw = F.conv2d_backprop_filter(x, dy, w, **attrs)
+        return [F.conv2d_backprop_input(dy, w, x, **attrs) if node.wants(0) else None, dw]
 
 
 @register
@@ -398,6 +456,88 @@ class Conv2dBackpropFilter(OpDef):
         return [
             F.conv2d_backprop_input(dy, g, x, **attrs) if node.wants(0) else None,
             F.conv2d(x, g, **attrs) if node.wants(1) else None,
+            None,
+        ]
+
+
+@register
+class Conv2dBackpropFilterCols(OpDef):
+    """conv2d_backprop_filter(x, dy, like) read from ``cols``, the im2col columns
+    of x that the forward conv2d kept (its second output, with the same
+    attributes), instead of copying every window of x again.  The value is the
+    same function of x and dy, so the gradient rules are conv2d_backprop_filter's
+    and reach x through the input x; cols is its cache and takes no gradient.
+    Bilinear: d/dx = conv2d_backprop_input(dy, g), d/d dy = conv2d(x, g)."""
+
+    name = "conv2d_backprop_filter_cols"
+    internal = True
+    inputs = (
+        Input("x", FLOAT_TYPES),
+        Input("dy", FLOAT_TYPES),
+        Input("like", ALL_TYPES, differentiable=False),
+        Input("cols", FLOAT_TYPES, differentiable=False),
+    )
+    attrs = _CONV_ATTRS
+
+    def infer(
+        self,
+        x: TensorType,
+        dy: TensorType,
+        like: TensorType,
+        cols: TensorType,
+        *,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        groups: int,
+    ) -> TensorType:
+        w = like.with_dtype(x.dtype)
+        y = _conv_types(x, w, stride, padding, dilation, groups)
+        check_grad_shape(dy, y)
+        expected = _columns_type(x, w, y, groups)
+        if (
+            cols.dtype != x.dtype
+            or cols.rank != 4
+            or any(
+                isinstance(a, int) and isinstance(b, int) and a != b
+                for a, b in zip(cols.shape, expected.shape)
+            )
+        ):
+            raise ValueError(
+                f"cols is {cols}, but the columns of x for these attributes are "
+                f"{expected}; pass output 1 of the conv2d node that read x"
+            )
+        return TensorType(x.dtype, like.shape)
+
+    def kernel(
+        self,
+        x: Array,
+        dy: Array,
+        like: Array,
+        cols: Array,
+        *,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        groups: int,
+    ) -> Array:
+        return _filter_gradient(x, dy, like.shape[2:], stride, padding, dilation, groups, cols=cols)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        def backprop_filter_cols_into(
+            x: Array, dy: Array, like: Array, cols: Array, out: Array
+        ) -> Array:
+            return _filter_gradient(x, dy, like.shape[2:], **attrs, out=out, cols=cols)
+
+        return backprop_filter_cols_into
+
+    def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
+        x, dy, _, _ = node.inputs
+        attrs = node.attrs
+        return [
+            F.conv2d_backprop_input(dy, g, x, **attrs) if node.wants(0) else None,
+            F.conv2d(x, g, **attrs) if node.wants(1) else None,
+            None,
             None,
         ]
 
@@ -558,12 +698,13 @@ def conv2d(
     """
     stride, dilation = as_pair(stride), as_pair(dilation)
     padding = resolve_padding("conv2d", padding, x, _weight_kernel(w), stride, dilation)
-    return F.call(
+    y, _ = F.call(
         "conv2d",
         [x, w],
         {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups},
         name,
     )
+    return y
 
 
 @frontend("conv_transpose2d")

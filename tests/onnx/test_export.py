@@ -28,6 +28,7 @@ rng = np.random.default_rng(1)
 NOT_EXPORTED = {
     "conv2d_backprop_input",
     "conv2d_backprop_filter",
+    "conv2d_backprop_filter_cols",
     "conv_backprop_input",
     "conv_backprop_filter",
     "avg_pool_grad",

@@ -82,6 +82,12 @@ def conv2d_filter_grad_ref(x, dy, like, stride, pads, dilation):
 
 SPECS = []
 
+
+def columns(x, w, attrs):
+    """conv2d's second output: the im2col columns of x that its vjp hands on."""
+    return x.graph.apply("conv2d", [x, w], attrs)[1]
+
+
 # conv2d: (x shape, w shape, stride, pads, dilation); every case has dims that all differ.
 CONV_CASES = [
     ((2, 3, 5, 6), (4, 3, 3, 2), (1, 1), (0, 0, 0, 0), (1, 1)),
@@ -127,6 +133,20 @@ for xs, ws, stride, pads, dil in CONV_CASES:
             [u(*xs), u(*dy_shape), u(*ws)],
             id=case,
             order2=(xs == (1, 2, 7, 8)),
+        )
+    )
+    SPECS.append(
+        OpSpec(
+            "conv2d_backprop_filter_cols",
+            lambda x, dy, w, a=attrs: api.conv2d_backprop_filter_cols(
+                x, dy, w, columns(x, w, a), **a
+            ),
+            lambda x, dy, w, a=attrs: conv2d_filter_grad_ref(
+                x, dy, w, a["stride"], a["padding"], a["dilation"]
+            ),
+            [u(*xs), u(*dy_shape), u(*ws)],
+            id=case,
+            order2=(xs == (2, 3, 7, 6)),
         )
     )
 SPECS += [
@@ -224,6 +244,22 @@ for xs, ws, stride, pads, dil, groups in GROUP_CASES:
             ),
             [u(*xs), u(*dy_shape), u(*ws)],
             id=case,
+        ),
+        OpSpec(
+            "conv2d_backprop_filter_cols",
+            lambda x, dy, w, a=attrs: api.conv2d_backprop_filter_cols(
+                x, dy, w, columns(x, w, a), **a
+            ),
+            lambda x, dy, w, a=args, n=groups: np.concatenate(
+                [
+                    conv2d_filter_grad_ref(xx, d, ww, *a)
+                    for xx, d, ww in zip(np.split(x, n, 1), np.split(dy, n, 1), np.split(w, n, 0))
+                ],
+                axis=0,
+            ),
+            [u(*xs), u(*dy_shape), u(*ws)],
+            id=case,
+            order2=groups == 2,
         ),
     ]
 
@@ -388,3 +424,55 @@ def test_planned_buffers_hold_what_the_kernels_return(stride, padding, dilation,
     planned = {s.node.op for s, b in zip(plan.steps, buffers) if b is not None}
     ops = {"conv2d", "conv_transpose2d", "conv2d_backprop_input", "conv2d_backprop_filter"}
     assert ops <= planned, planned
+
+
+def test_conv2d_columns_output_matches_its_inferred_type_and_feeds_the_filter_gradient():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 6, 9, 7))
+    w = g.parameter("w", R.standard_normal((4, 3, 3, 2)).astype(np.float32))
+    attrs = {"stride": (2, 1), "padding": (1, 0, 0, 1), "dilation": (1, 2), "groups": 2}
+    y, cols = g.apply("conv2d", [x, w], attrs)
+    assert cols.shape == ("N", 2, 3 * 3 * 2, 4 * 6)
+    feed = {"x": R.standard_normal((3, 6, 9, 7)).astype(np.float32)}
+    got = ge.run(g, cols, feed)
+    assert got.shape == (3, 2, 18, 24) and got.dtype == np.float32
+    # Row (c, i, j), column (p, q) of image n, group g is x_pad[n, 3g + c, 2p + i, q + 2j].
+    xp = np.pad(feed["x"], ((0, 0), (0, 0), (1, 0), (0, 1)))
+    for n, grp, c, i, j, p, q in [(2, 1, 1, 1, 1, 3, 2), (0, 0, 2, 2, 0, 1, 5)]:
+        assert got[n, grp, 6 * c + 2 * i + j, 6 * p + q] == xp[n, 3 * grp + c, 2 * p + i, q + 2 * j]
+    loss = ge.sum(ge.conv2d(x, w, **attrs) ** 2.0)
+    tg = ge.gradients(g, loss, ["w"])
+    ops = [n.op for n in tg.nodes]
+    assert "conv2d_backprop_filter_cols" in ops and "conv2d_backprop_filter" not in ops
+    with pytest.raises(ge.GradientError, match=r"output 1 \(cols"):
+        ge.gradients(g, ge.sum(cols), ["w"])
+
+
+def test_large_columns_are_copied_again_instead_of_kept(monkeypatch):
+    """Above REUSE_COLUMNS_BYTES per image the filter gradient reads x, so
+    training does not keep the columns; both ways give the same gradient."""
+    from graphengine.ops import conv
+
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3, 8, 7))
+    w = g.parameter("w", R.standard_normal((5, 3, 3, 3)).astype(np.float32))
+    loss = ge.sum(ge.conv2d(x, w, padding=1) ** 2.0)
+    feed = {"x": R.standard_normal((2, 3, 8, 7)).astype(np.float32)}
+    kept = ge.gradients(g, loss, ["w"])
+    monkeypatch.setattr(conv, "REUSE_COLUMNS_BYTES", 3 * 9 * 8 * 7 * 4 - 1)
+    copied = ge.gradients(g, loss, ["w"])
+    assert "conv2d_backprop_filter_cols" in [n.op for n in kept.nodes]
+    assert "conv2d_backprop_filter_cols" not in [n.op for n in copied.nodes]
+    a = ge.run(kept, kept.gradient.grads["w"], feed)
+    b = ge.run(copied, copied.gradient.grads["w"], feed)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_filter_gradient_refuses_columns_of_other_attributes():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3, 8, 7))
+    w = g.parameter("w", np.zeros((4, 3, 3, 3), np.float32))
+    dy = g.placeholder("dy", (None, 4, 6, 5))
+    cols = g.apply("conv2d", [x, w], {"padding": (1, 1, 1, 1)})[1]
+    with pytest.raises(ge.ShapeError, match="pass output 1 of the conv2d node that read x"):
+        api.conv2d_backprop_filter_cols(x, dy, w, cols)
