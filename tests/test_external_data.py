@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import graphengine as ge
+from graphengine import serialize
 from graphengine.proto import graphengine_pb2 as pb
 
 
@@ -25,6 +26,7 @@ def _graph(fill: float) -> ge.Graph:
 
 
 def _data_files(folder: Path) -> list[str]:
+    serialize.wait_for_removals()  # old data files are freed in a background thread
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".data"))
 
 
@@ -67,6 +69,7 @@ def test_a_save_killed_between_its_renames_leaves_a_model_that_loads(tmp_path):
     # The next save clears the dead process's temporary file and the orphan data file.
     ge.save(_graph(3.0), path, external_data_threshold=16)
     assert float(ge.load(path).values["w"][0]) == 3.0
+    serialize.wait_for_removals()
     leftovers = sorted(p.name for p in tmp_path.iterdir())
     assert len(leftovers) == 2 and leftovers[0] == "m.pb", leftovers
 

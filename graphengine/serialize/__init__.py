@@ -39,6 +39,7 @@ from pathlib import Path
 
 from ..graph import Graph
 from ..limits import MAX_RANK
+from .cleanup import free_in_background, open_to_free_later, wait_for_removals
 from .decode import _Reader
 from .encode import _graph_to_model
 from .files import (
@@ -54,6 +55,7 @@ from .files import (
     _serialize,
     atomic_file,
     remove_stale_temporaries,
+    sync_folder,
 )
 from .tensors import (
     DATA_ALIGNMENT,
@@ -85,6 +87,7 @@ __all__ = [
     "load",
     "load_with_info",
     "save",
+    "wait_for_removals",
 ]
 
 
@@ -105,17 +108,21 @@ def save(
     ``external_data_threshold`` bytes (default :data:`EXTERNAL_THRESHOLD`, 1 MiB)
     go to a data file beside the model, ``<file name>.<hash>.data``, as raw
     little-endian bytes, each 64-byte aligned with its crc32, written straight
-    from the arrays; :func:`load` maps them back without copying.  Whatever the
+    from the arrays by worker threads that checksum each piece as they write
+    it; :func:`load` maps them back without copying.  Whatever the
     threshold, the largest tensors also move there while those left inline
     would need more than 1.5 GiB.
 
     The model and its data file are replaced together: the data file goes
     under a new name (its hash), then the model is renamed over ``path`` (the
     single switch from the old save to the new one), and only then are data
-    files of earlier saves of ``path`` removed.  A process killed at any point
-    leaves the old model with its data, or the new one with its data.  Each
+    files of earlier saves of ``path`` removed (in a background thread, which
+    the next save and the interpreter's exit wait for: serialize/cleanup.py).
+    A process killed at any point leaves the old model with its data, or the
+    new one with its data.  Each
     file is written to a temporary file in the same folder and flushed to disk
-    first (``sync=False`` skips the flushes: the switch still survives a killed
+    first, the data file's write-out to disk starting as each piece is written
+    (``sync=False`` skips the flushes: the switch still survives a killed
     process, but a power cut may lose the new save; ``np.save`` and
     ``torch.save`` do not flush either); temporary files of ``path`` left by
     killed processes are removed.
@@ -135,41 +142,56 @@ def save(
     """
     path = Path(path)
     fmt = _format_for(path, format)
+    wait_for_removals()  # an earlier save's old data file must not outlive this save's start
     remove_stale_temporaries(path)
     threshold = _choose_threshold(_tensor_sizes(graph), external_data_threshold)
     writer = _TensorWriter(threshold)
     model = _graph_to_model(graph, writer)
     if graph.record.unknown_fields:
         _restore_preserved(model, graph.record.unknown_fields, fmt)
-    data_tmp = data_final = None
+    data_tmp = data_final = replaced = None
     try:
         if writer.used:
             data_tmp, data_final = writer.write_data(path, sync)
         payload = _serialize(model, fmt, path)
         if data_tmp is not None:
+            # A data file of this very name holds the same tensors (the name hashes
+            # them); it is kept open so that the rename does not free it here.
+            replaced = open_to_free_later(data_final)
             os.replace(data_tmp, data_final)  # a new name: the old model's file stays
             data_tmp = None
+            if sync:
+                sync_folder(path.parent)  # the data file's name is on disk before the switch
         with atomic_file(path, _pause_between_renames, sync=sync) as out:
             out.write(payload)
+    except BaseException:
+        if replaced is not None:
+            os.close(replaced)
+        raise
     finally:
         if data_tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(data_tmp)
-    _remove_old_data_files(path, keep=data_final)
+    free_in_background(
+        _old_data_files(path, keep=data_final), [] if replaced is None else [replaced]
+    )
 
 
 #: Seconds to wait between the data file's rename and the model's (crash tests).
 _pause_between_renames = 0.0
 
 
-def _remove_old_data_files(path: Path, keep: Path | None) -> None:
+def _old_data_files(path: Path, keep: Path | None) -> list[Path]:
     """Data files of earlier saves of ``path``: ``<name>.data`` and ``<name>.<hash>.data``."""
     pattern = re.compile(re.escape(path.name) + r"(\.[0-9a-f]{12})?\.data")
-    with contextlib.suppress(OSError):
-        for old in path.parent.iterdir():
-            if pattern.fullmatch(old.name) and (keep is None or old.name != keep.name):
-                with contextlib.suppress(OSError):
-                    old.unlink()
+    try:
+        return [
+            old
+            for old in path.parent.iterdir()
+            if pattern.fullmatch(old.name) and (keep is None or old.name != keep.name)
+        ]
+    except OSError:
+        return []
 
 
 def load(

@@ -105,9 +105,10 @@ def atomic_file(
     """A file object whose content replaces ``path`` only when the block succeeds.
 
     The temporary file is ``.<name>.<pid>.<random>.tmp`` beside ``path``
-    (:func:`temporary_path`).  With ``sync`` (the default) the file is flushed
-    to disk before the rename and the folder after it, so the switch survives
-    a power cut; without, it survives a killed process only.
+    (:func:`temporary_path`).  With ``sync`` (the default) the file's data is
+    flushed to disk before the rename (:func:`flush_data`) and the folder after
+    it, so the switch survives a power cut; without, it survives a killed
+    process only.
     ``pause_before_rename`` (seconds) exists for crash tests that kill the
     process between the write and the rename.  An OSError names ``path``, not
     the temporary file.
@@ -124,7 +125,7 @@ def atomic_file(
             yield out
             out.flush()
             if sync:
-                os.fsync(out.fileno())
+                flush_data(out.fileno())
         if pause_before_rename:
             time.sleep(pause_before_rename)
         os.replace(tmp, path)
@@ -135,10 +136,17 @@ def atomic_file(
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     if sync:
-        _fsync_folder(path.parent)
+        sync_folder(path.parent)
 
 
-def _fsync_folder(folder: Path) -> None:
+def flush_data(fd: int) -> None:
+    """Wait until the file's bytes, and what is needed to read them back (its size,
+    its blocks), are on disk.  fdatasync where the system has it: it skips
+    the timestamps, which a crash may lose without harm."""
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
+def sync_folder(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)

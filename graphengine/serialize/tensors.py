@@ -11,9 +11,7 @@ import contextlib
 import errno
 import hashlib
 import os
-import zlib
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,8 @@ from ..dtypes import DTYPE_NAMES, as_dtype
 from ..errors import FileFormatError
 from ..graph import Graph
 from ..proto import graphengine_pb2 as pb
-from .files import temporary_path
+from .data_writes import write_tensors
+from .files import flush_data, temporary_path
 
 #: Tensors larger than this many bytes go to the data file beside the model by
 #: default, as raw little-endian bytes that a load maps without copying.
@@ -33,8 +32,6 @@ EXTERNAL_THRESHOLD = 2**20
 INLINE_LIMIT = 1536 * 2**20
 #: Tensors in a data file start at multiples of this, so they can be mapped.
 DATA_ALIGNMENT = 64
-#: Bytes written (and checksummed) per call.
-_CHUNK = 32 * 2**20
 
 _ENUM_OF_DTYPE = {name: i + 1 for i, name in enumerate(DTYPE_NAMES)}
 #: Enum value -> dtype name (as_dtype makes the dtype: bfloat16 imports ml_dtypes).
@@ -122,10 +119,12 @@ class _TensorWriter:
         """Write the pending tensors to a temporary file beside ``model_path``; fill in
         each one's location and crc32.  Returns (temporary file, final name).
 
-        Each tensor goes from its array's buffer to the file with ``os.pwrite``
-        at its offset (no copy in Python, no padding written: the gaps are
-        zeros), while worker threads compute the CRC-32s side by side (zlib
-        releases the GIL).  ``sync`` flushes the file to disk before returning.
+        The file's blocks are reserved first (a full disk fails before any
+        write); then each tensor goes from its array's buffer to the file in
+        pieces, checksummed and written by worker threads, with the write-out
+        to disk started as each piece lands (data_writes.py).  No padding is
+        written: the gaps are zeros.  ``sync`` flushes the file to disk
+        (fdatasync) before returning.
 
         The final name is ``<model name>.<hash>.data``, the hash taken over every
         tensor's offset, length and crc32, so the same tensors give the same name
@@ -147,15 +146,12 @@ class _TensorWriter:
                     except OSError as exc:
                         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                             raise  # ENOSPC above all: the disk cannot hold the file
-                workers = max(1, min(_CRC_THREADS, len(self._pending)))
-                with ThreadPoolExecutor(workers) as pool:
-                    crcs = [pool.submit(_crc32, array) for array, _ in self._pending]
-                    for array, ext in self._pending:
-                        _write_at(fd, _bytes_of(array), ext.offset)
-                    for (_, ext), crc in zip(self._pending, crcs):
-                        ext.crc32 = crc.result()
+                tensors = [(_bytes_of(array), ext.offset) for array, ext in self._pending]
+                crcs = write_tensors(fd, tensors, start_writeback=sync)
+                for (_, ext), crc in zip(self._pending, crcs):
+                    ext.crc32 = crc
                 if sync:
-                    os.fsync(fd)
+                    flush_data(fd)
             finally:
                 os.close(fd)
         except BaseException as exc:
@@ -173,28 +169,12 @@ class _TensorWriter:
         return tmp, final
 
 
-#: Threads computing CRC-32s while the main thread writes.
-_CRC_THREADS = 2
 _O_BINARY = getattr(os, "O_BINARY", 0)
 
 
 def _bytes_of(array: np.ndarray) -> memoryview:
     """The array's bytes, without a copy (it is C-ordered: see _little_endian)."""
     return memoryview(array.reshape(-1).view(np.uint8))
-
-
-def _crc32(array: np.ndarray) -> int:
-    return zlib.crc32(_bytes_of(array))
-
-
-def _write_at(fd: int, data: memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (os.pwrite may write less than asked)."""
-    while data:
-        written = os.pwrite(fd, data[:_CHUNK], offset)
-        if written <= 0:  # pragma: no cover - a regular file either writes or raises
-            raise OSError(errno.EIO, "the data file accepted no bytes")
-        data = data[written:]
-        offset += written
 
 
 def _named(exc: OSError, model_path: Path) -> OSError:

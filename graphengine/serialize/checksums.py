@@ -1,0 +1,66 @@
+"""CRC-32 (zlib's) of large buffers in pieces, so that several threads can share
+one tensor: each piece is checksummed on its own and the results are joined
+with :func:`crc32_combine`, as zlib's ``crc32_combine`` (which Python's zlib
+module does not expose) would.
+
+The algebra: a CRC is the remainder of the message, as a polynomial over GF(2),
+modulo the CRC polynomial (with pre- and post-conditioning that cancel out
+here).  Appending ``len2`` bytes to a message multiplies its remainder by
+x^(8 * len2) before the second part's remainder is added, and x^(8 * len2) mod p
+is a product of the precomputed x^(2^k) mod p, so combining costs O(log len2)
+small multiplications instead of a pass over the bytes.
+"""
+
+from __future__ import annotations
+
+#: The CRC-32 polynomial, bit-reflected (zlib's, as used by zlib.crc32).
+_POLY = 0xEDB88320
+#: x^0 in the reflected representation.
+_ONE = 1 << 31
+
+
+def _multiply(a: int, b: int) -> int:
+    """a * b modulo the CRC polynomial, both reflected (zlib's multmodp)."""
+    product = 0
+    bit = _ONE
+    while a:
+        if a & bit:
+            product ^= b
+            a ^= bit
+        bit >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+    return product
+
+
+def _powers_of_x() -> list[int]:
+    """x^(2^k) mod p for k = 0 .. 63 (zlib's x2n_table)."""
+    table = [_ONE >> 1]  # x^1
+    for _ in range(63):
+        table.append(_multiply(table[-1], table[-1]))
+    return table
+
+
+_X_TO_2_TO_THE = _powers_of_x()
+
+
+def _x_to_the_bits_of(nbytes: int) -> int:
+    """x^(8 * nbytes) mod p."""
+    result, k = _ONE, 3  # 8 * nbytes = nbytes * 2^3
+    while nbytes:
+        if nbytes & 1:
+            result = _multiply(_X_TO_2_TO_THE[k & 63], result)
+        nbytes >>= 1
+        k += 1
+    return result
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC-32 of ``a + b`` from ``crc1 = zlib.crc32(a)``, ``crc2 = zlib.crc32(b)``
+    and ``len2 = len(b)``.
+
+    >>> import zlib
+    >>> a, b = b"graph", b"engine"
+    >>> crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+    True
+    """
+    return _multiply(_x_to_the_bits_of(len2), crc1) ^ crc2

@@ -1,0 +1,79 @@
+"""Freeing the data files a save replaced, in a background thread.
+
+Once the model's rename has switched to the new data file, the old one is
+garbage, but freeing it is not free: the kernel drops its cached pages and
+returns its blocks, about 80 ms for a 400 MB file on the machine where this was
+measured, as long as writing it.  :func:`save` need not wait for that, so it
+hands the old files to a thread:
+
+* files of another name are unlinked there;
+* a file of the *same* name (the same tensors give the same name, see
+  tensors._TensorWriter.write_data) is replaced by the rename itself, which
+  would free it on the spot; save opens it first, so the rename only drops its
+  name, and the thread frees it by closing that descriptor.
+
+Why this is safe: what a thread removes is fixed before it starts, and every
+save waits for the removals still running (:func:`wait_for_removals`) before
+it writes anything, so no removal can take a file that a later save wrote.
+The threads are not daemons: the interpreter waits for them at exit.  A
+process killed before its thread ran leaves an old data file behind, which
+the next save of the same model removes; the open descriptor of a killed
+process is closed, and its file freed, by the kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import threading
+from pathlib import Path
+
+_lock = threading.Lock()
+_running: list[threading.Thread] = []
+
+
+def open_to_free_later(path: Path) -> int | None:
+    """A descriptor of the regular file at ``path``, which keeps it allocated after
+    a rename replaces it (None when there is no such file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+    except OSError:
+        return None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(fd)
+        return None
+    return fd
+
+
+def free_in_background(paths: list[Path], descriptors: list[int]) -> None:
+    """Unlink ``paths`` and close ``descriptors`` in a thread (errors are ignored:
+    a file that cannot be removed is left for the next save)."""
+    if not paths and not descriptors:
+        return
+
+    def free() -> None:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for fd in descriptors:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    thread = threading.Thread(target=free, name="graphengine-free-old-data", daemon=False)
+    with _lock:
+        _running[:] = [t for t in _running if t.is_alive()]
+        thread.start()  # under the lock: wait_for_removals never sees it unstarted
+        _running.append(thread)
+
+
+def wait_for_removals() -> None:
+    """Return once every file handed to :func:`free_in_background` is freed."""
+    with _lock:
+        running, _running[:] = list(_running), []
+    for thread in running:
+        thread.join()
