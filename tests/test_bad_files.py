@@ -506,3 +506,50 @@ def test_the_unmutated_fuzz_seeds_load(tmp_path):
     for fmt, name in (("binary", "m.pb"), ("text", "m.pbtxt")):
         (tmp_path / name).write_bytes(_VALID_BYTES[fmt])
         assert ge.load(tmp_path / name).gradient == _RICH.gradient
+
+
+# -- seeded flips: inline tensors are checksummed (format 1.1) ------------------------------
+
+
+def _tensor_graph() -> ge.Graph:
+    """Inline tensors of several kinds: parameters, a constant, a gradient section."""
+    g = ge.Graph("tensors")
+    x = g.placeholder("x", (None, 4))
+    rng = np.random.default_rng(0)
+    with g.name_scope("s"):
+        w = g.parameter("w", rng.standard_normal((4, 4)).astype(np.float32))
+        b = g.parameter("b", rng.standard_normal(4).astype(np.float32))
+        c = g.constant(rng.standard_normal(4).astype(np.float32), name="c")
+        y = ge.clip(ge.leaky_relu(ge.tanh(ge.matmul(x, w) + b * c), alpha=0.1), a_min=-1.0)
+    return ge.gradients(g, ge.sum(y), wrt=["s/w"])
+
+
+def _tensor_spans(graph: ge.Graph, data: bytes) -> dict[str, tuple[int, int]]:
+    """Where each inline tensor's bytes lie in the saved file ``data``."""
+    values = dict(graph.values)
+    values["s/c"] = graph.node("s/c").attrs["value"]
+    spans = {}
+    for name, value in values.items():
+        raw = np.asarray(value).tobytes()
+        start = data.index(raw)
+        assert data.find(raw, start + 1) == -1, f"the bytes of {name!r} are not unique"
+        spans[name] = (start, start + len(raw))
+    return spans
+
+
+def test_every_bit_flipped_in_inline_tensor_bytes_is_caught_naming_the_tensor(tmp_path):
+    graph = _tensor_graph()
+    data = _save_bytes(graph)
+    path = tmp_path / "m.pb"
+    cases = caught = 0
+    for name, (start, stop) in _tensor_spans(graph, data).items():
+        for at in range(start, stop):
+            for bit in range(8):
+                damaged = bytearray(data)
+                damaged[at] ^= 1 << bit
+                path.write_bytes(bytes(damaged))
+                cases += 1
+                with pytest.raises(ge.FileFormatError, match=rf"\({name!r}\).*recorded crc32"):
+                    ge.load(path)
+                caught += 1
+    assert cases == caught == (64 + 16 + 16) * 8  # w (4, 4), b (4,), c (4,): float32

@@ -32,7 +32,7 @@ def test_inspect_prints_a_summary(model_file, capsys):
     out = capsys.readouterr().out
     for fragment in [
         "graph 'model_grad'",
-        "format 1.0, opset 2, written by graphengine",
+        "format 1.1, opset 2, written by graphengine",
         "x  float32(N, 3)",
         "parameters: 2 (1 trainable), 4 values, 16 bytes",
         "layer1",
@@ -47,7 +47,7 @@ def test_inspect_prints_a_summary(model_file, capsys):
 def test_inspect_json_is_complete_and_machine_readable(model_graph, model_file, capsys):
     assert main(["inspect", str(model_file), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["graph"] == "model_grad" and summary["format_version"] == "1.0"
+    assert summary["graph"] == "model_grad" and summary["format_version"] == "1.1"
     assert summary["placeholders"] == [{"name": "x", "dtype": "float32", "shape": ["N", 3]}]
     assert [o["name"] for o in summary["outputs"]] == model_graph.outputs
     assert summary["parameters"] == {"count": 2, "trainable": 1, "elements": 4, "bytes": 16}

@@ -493,7 +493,7 @@ def test_fields_of_a_newer_minor_version_survive_load_and_save(model_file, tmp_p
     ge.save(graph, resaved)
     out = _model(resaved)
 
-    assert out.format_version_minor == 0  # written by this version ...
+    assert out.format_version_minor == serialize.FORMAT_VERSION[1]  # written by this version ...
     assert _unknown_numbers(out) == [2000, 2001]  # ... keeping what it does not know
     assert UnknownFieldSet(out)[1].data == 2**63
     out_node = next(n for n in out.graph.nodes if n.name == node.name)
@@ -520,8 +520,9 @@ def test_text_format_warns_that_it_drops_unknown_fields(model_file, tmp_path):
 def test_text_file_of_a_newer_minor_version_ignores_unknown_fields(model_file, tmp_path):
     text = tmp_path / "m.pbtxt"
     ge.save(ge.load(model_file), text)
+    minor = f"format_version_minor: {serialize.FORMAT_VERSION[1]}\n"
     content = text.read_text().replace(
-        "format_version_major: 1\n",
+        "format_version_major: 1\n" + minor,
         "format_version_major: 1\nformat_version_minor: 3\nshiny_new_field: 5\n",
     )
     text.write_text(content)
@@ -710,3 +711,150 @@ def test_a_full_disk_fails_before_any_tensor_is_written_and_leaves_nothing(tmp_p
     assert info.value.filename == str(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary left
     assert_same_graph(_big_graph(), ge.load(path))  # the old save is intact
+
+
+# -- checksums of inline tensors (format 1.1) --------------------------------------------
+
+
+def _inline_graph() -> ge.Graph:
+    g = ge.Graph("inline")
+    x = g.placeholder("x", (3,))
+    w = g.parameter("w", np.arange(3, dtype=np.float32) + 0.5)
+    c = g.constant(np.array([1.0, -2.0, 4.0], np.float64), name="c")
+    g.mark_output(x * w + ge.cast(c, np.float32))
+    return g
+
+
+def _inline_tensors(model: pb.ModelProto) -> list[pb.TensorProto]:
+    tensors = [p.value for p in model.graph.parameters]
+    for node in model.graph.nodes:
+        tensors += [a.value.tensor for a in node.attribute if a.value.HasField("tensor")]
+    return tensors
+
+
+def test_every_inline_tensor_records_its_crc32(tmp_path):
+    ge.save(_inline_graph(), tmp_path / "m.pb")
+    model = _model(tmp_path / "m.pb")
+    tensors = _inline_tensors(model)
+    assert len(tensors) == 2
+    for tensor in tensors:
+        assert tensor.HasField("crc32") and tensor.crc32 == zlib.crc32(tensor.raw_data)
+    assert (model.format_version_major, model.format_version_minor) == (1, 1)
+
+
+@pytest.mark.parametrize("name", ["m.pb", "m.pbtxt"])
+@pytest.mark.parametrize(
+    "tensor, where",
+    [
+        ("w", r"graph.parameters\[0\] \('w'\).value"),
+        ("c", r"graph.nodes\[0\] \('c'\) attribute 'value'"),
+    ],
+)
+def test_a_flipped_bit_in_an_inline_tensor_is_refused_naming_it(tmp_path, name, tensor, where):
+    g = _inline_graph()
+    path = tmp_path / name
+    ge.save(g, path)
+    value = g.values["w"] if tensor == "w" else g.node("c").attrs["value"]
+    raw = value.tobytes()
+    data = path.read_bytes()
+    if name.endswith(".pbtxt"):  # text escapes bytes: flip one in the escaped form
+        model = _model_text(path)
+        target = next(t for t in _inline_tensors(model) if t.raw_data == raw)
+        flipped = bytearray(target.raw_data)
+        flipped[5] ^= 0x10
+        target.raw_data = bytes(flipped)
+        from google.protobuf import text_format
+
+        path.write_text(text_format.MessageToString(model, as_utf8=True))
+    else:
+        at = data.index(raw) + 5
+        damaged = bytearray(data)
+        damaged[at] ^= 0x10
+        path.write_bytes(bytes(damaged))
+    with pytest.raises(
+        ge.FileFormatError,
+        match=where + ": its bytes do not match the recorded "
+        r"crc32 .*damaged.*save the graph again.*verify_data=False",
+    ):
+        ge.load(path)
+    loaded = ge.load(path, verify_data=False)  # unchecked, on request
+    got = loaded.values["w"] if tensor == "w" else loaded.node("c").attrs["value"]
+    assert got.tobytes() != raw and got.shape == value.shape
+
+
+def _model_text(path: Path) -> pb.ModelProto:
+    from google.protobuf import text_format
+
+    return text_format.Parse(path.read_text(), pb.ModelProto())
+
+
+@pytest.mark.parametrize("name", ["m.pb", "m.pbtxt"])
+def test_files_of_format_1_0_without_tensor_checksums_still_load(tmp_path, name):
+    g = _inline_graph()
+    path = tmp_path / name
+    ge.save(g, path)
+    model = _model_text(path) if name.endswith(".pbtxt") else _model(path)
+    model.format_version_minor = 0
+    for tensor in _inline_tensors(model):
+        tensor.ClearField("crc32")
+    if name.endswith(".pbtxt"):
+        from google.protobuf import text_format
+
+        path.write_text(text_format.MessageToString(model, as_utf8=True))
+    else:
+        _write(path, model)
+    assert_same_graph(g, ge.load(path))
+
+
+# -- the data file's writer ---------------------------------------------------------------
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(a=st.binary(max_size=300), b=st.binary(max_size=300))
+def test_crc32_combine_matches_zlib(a, b):
+    from graphengine.serialize.checksums import crc32_combine
+
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_a_tensor_of_many_pieces_is_written_and_checksummed_whole(tmp_path, monkeypatch):
+    from graphengine.serialize import data_writes
+
+    monkeypatch.setattr(data_writes, "PIECE_BYTES", 4096)  # 2.5 pieces per tensor
+    g = ge.Graph("pieces")
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        g.parameter(f"w{i}", rng.standard_normal(2560).astype(np.float32))
+    for sync in (True, False):
+        path = tmp_path / f"m{sync}.pb"
+        ge.save(g, path, external_data_threshold=16, sync=sync)
+        model = _model(path)
+        for p in model.graph.parameters:
+            assert p.value.external.crc32 == zlib.crc32(g.values[p.name].tobytes())
+        assert_same_graph(g, ge.load(path))
+
+
+def test_saving_the_same_tensors_again_keeps_their_data_file(tmp_path):
+    """The old file of the same name is freed in the background, never the new one."""
+    path = tmp_path / "m.pb"
+    a, b = _big_graph(), _big_graph()
+    b.values["w"][:] = 5
+    for graph in (a, b, a, a, b):  # each save frees the previous one's data file
+        ge.save(graph, path, external_data_threshold=16)
+        assert_same_graph(graph, ge.load(path))
+    serialize.wait_for_removals()
+    assert_same_graph(b, ge.load(path))
+    _data_file(tmp_path, "m.pb")  # exactly one left
+
+
+def test_replaced_data_files_leave_no_open_descriptor(tmp_path):
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc/self/fd")
+    path = tmp_path / "m.pb"
+    ge.save(_big_graph(), path, external_data_threshold=16)
+    serialize.wait_for_removals()
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    for _ in range(5):
+        ge.save(_big_graph(), path, external_data_threshold=16)  # same name: kept open, freed
+    serialize.wait_for_removals()
+    assert len(list(Path("/proc/self/fd").iterdir())) == before

@@ -13,7 +13,8 @@ allocating anything, and then runs the validation pass
 
 * ``FileFormatError``: the file itself -- missing, truncated, not a model, from
   a newer major format or opset, an unknown dtype, a tensor whose bytes do not
-  match its dims, or external data that is missing or escapes the model's folder;
+  match its dims or its recorded crc32 (every tensor has one from format 1.1
+  on), or external data that is missing or escapes the model's folder;
 * ``GraphError``: the structure -- malformed or duplicate names, unknown ops,
   attributes of the wrong kind, dangling inputs, cycles, a gradient section or
   training spec naming tensors that do not exist;
@@ -204,8 +205,9 @@ def load(
     """Read a graph saved by :func:`save` (binary or text, by name or ``format``).
 
     Tensors in a data file are mapped copy-on-write, not copied: parameters are
-    writable arrays whose changes never reach the file.  ``verify_data=False``
-    skips their checksums (a load then touches no tensor byte);
+    writable arrays whose changes never reach the file.  Every tensor's crc32
+    is checked, inline or in the data file; ``verify_data=False`` skips those
+    checks (a load then touches no byte of the data file);
     ``allow_linked_data=True`` accepts data files with several hard links or
     another owner than the model file (see :mod:`graphengine.input_files`).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ class _Reader:
         allow_linked_data: bool = False,
     ) -> None:
         self.path = path
+        self.verify = verify_data
         self.data = _DataFiles(path, owner, verify=verify_data, allow_linked=allow_linked_data)
 
     @property
@@ -194,6 +196,16 @@ class _Reader:
                 f"raw_data has {len(proto.raw_data)} bytes, but dims "
                 f"{_short(dims)} of {dtype.name} need {nbytes}",
             )
+        if self.verify and proto.HasField("crc32"):
+            found = zlib.crc32(proto.raw_data)
+            if found != proto.crc32:
+                raise self.error(
+                    where,
+                    f"its bytes do not match the recorded crc32 (the {nbytes} bytes give "
+                    f"{found:08x}, the file records {proto.crc32:08x}): the model file is "
+                    "damaged. Use an intact copy or save the graph again; "
+                    "ge.load(..., verify_data=False) reads it unchecked",
+                )
         array = np.frombuffer(proto.raw_data, dtype=dtype.newbyteorder("<"), count=count)
         # protobuf's bytes are read-only, and parameter values must be writable.
         return array.reshape(dims).astype(dtype, copy=True)

@@ -21,8 +21,9 @@ from ..errors import FileFormatError
 from ..input_files import open_input
 from ..proto import graphengine_pb2 as pb
 
-#: The format this package writes, and the newest major version it reads.
-FORMAT_VERSION = (1, 0)
+#: The format this package writes, and the newest major version it reads
+#: (1.1 added a crc32 to each inline tensor).
+FORMAT_VERSION = (1, 1)
 #: The op set this package writes and the newest it reads (older ones are upgraded
 #: on read: serialize/upgrade.py).
 OPSET_VERSION = 2

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,7 @@ class _TensorWriter:
             self._offset += array.nbytes
         else:
             proto.raw_data = array.tobytes()
+            proto.crc32 = zlib.crc32(proto.raw_data)
 
     def write_data(self, model_path: Path, sync: bool = True) -> tuple[Path, Path]:
         """Write the pending tensors to a temporary file beside ``model_path``; fill in
