@@ -6,9 +6,15 @@ so a kernel never meets an object, string or complex array.
 
 ``bfloat16`` comes from ``ml_dtypes`` (onnx depends on it; ``pip install
 ml_dtypes`` otherwise), imported only when a bfloat16 tensor is made or read.  It
-is a storage and arithmetic type: stored, cast, fed, fetched and computed with by
-the elementwise ops, reductions and matmul, but gradients do not flow through it
-(it is not in :data:`FLOAT_TYPES`); cast to float32 to differentiate.
+is stored, cast, fed, fetched and computed with by the elementwise ops,
+reductions, softmax and the shape ops (each computed in float32 and rounded
+back, as ml_dtypes does), and gradients flow through it
+(:data:`DIFFERENTIABLE_TYPES`): the gradient pass applies the rule of a node
+with bfloat16 values in float32 and rounds the results back (see
+:mod:`graphengine.gradients`).  It is not in :data:`FLOAT_TYPES`, the dtypes of
+the ops that compute in their input's own precision (matmul, conv, pooling,
+normalization and the losses refuse bfloat16: cast to float32 around them, as
+the ONNX importer does for a bfloat16 MatMul).
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ DTYPE_NAMES: tuple[str, ...] = (
     "bfloat16",
 )
 
-#: The floating-point dtypes gradients flow through.
+#: The IEEE floating-point dtypes, which every float op accepts.
 FLOAT_TYPES = frozenset({"float16", "float32", "float64"})
 #: FLOAT_TYPES plus bfloat16: what the elementwise math ops (exp, tanh ...) accept.
 ARITH_FLOAT_TYPES = FLOAT_TYPES | {"bfloat16"}
+#: The dtypes gradients flow through (bfloat16's rules run in float32).
+DIFFERENTIABLE_TYPES = ARITH_FLOAT_TYPES
 INT_TYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 BOOL_TYPES = frozenset({"bool"})
 NUMERIC_TYPES = ARITH_FLOAT_TYPES | INT_TYPES
@@ -96,5 +104,6 @@ def dtype_name(dtype: np.dtype) -> str:
 
 
 def is_float(dtype: np.dtype) -> bool:
-    """True for the floating-point dtypes, the only ones gradients flow through."""
-    return dtype_name(dtype) in FLOAT_TYPES
+    """True for the floating-point dtypes (bfloat16 included), the only ones
+    gradients flow through."""
+    return dtype_name(dtype) in DIFFERENTIABLE_TYPES

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .compiler import to_networkx
-from .dtypes import is_float
+from .dtypes import dtype_name, is_float
 from .errors import GradientError
 from .graph import Graph, Node, Tensor, fresh_name, make_ref, parse_ref
 from .model import GradientInfo
@@ -476,6 +476,9 @@ def _backpropagate(
         return value
 
     live, edges, canonical = reach.live, reach.edges, reach.inputs
+    # Rules of nodes with bfloat16 values run in float32 (_in_float32); one look
+    # at the dtypes spares every other graph the per-node checks.
+    bfloat16 = any(dtype_name(t.dtype) == "bfloat16" for n in graph.nodes for t in n.types)
     for node in reversed(reach.nodes):
         name = node.name
         opdef = node.opdef
@@ -496,7 +499,8 @@ def _backpropagate(
         # get a list with None for those no gradient reached.
         rule = opdef.vjp
         assert rule is not None, f"{node.op} is on a gradient path without a rule"
-        results = rule(NodeView(graph, node, wanted), dy)
+        view = NodeView(graph, node, wanted)
+        results = _in_float32(rule, view, dy) if bfloat16 else rule(view, dy)
         assert len(results) == len(inputs), f"vjp of {node.op} returned {len(results)} grads"
         for ref, grad, want in zip(inputs, results, wanted):
             if grad is None or not want:
@@ -517,6 +521,52 @@ def _backpropagate(
 def _sum(graph: Graph, parts: list[Tensor]) -> Tensor:
     """One ``add_n`` of the contributions a tensor's consumers sent back."""
     value = graph.apply("add_n", parts)
+    assert isinstance(value, Tensor)
+    return value
+
+
+def _in_float32(rule: Any, view: NodeView, dy: Any) -> list[Tensor | None]:
+    """``rule(view, dy)`` for a node that may have bfloat16 values (``dy``: a
+    tensor, or a list with None for a multi-output node).
+
+    A node with bfloat16 values has its rule applied to float32 copies of them
+    (its bfloat16 inputs, outputs and incoming gradients) and the gradients of
+    its bfloat16 inputs summed back to their shapes and rounded: each rule's
+    formula is then computed in float32 and rounded once, as the forward kernels
+    do, instead of rounding after every op of the formula.  Gradients between
+    nodes stay bfloat16, so fan-out is summed in bfloat16.
+    """
+    narrow = [_is_bfloat16(t) for t in view.inputs]
+    if not (any(narrow) or any(_is_bfloat16(t) for t in view.outputs)):
+        return rule(view, dy)
+    view.inputs = [_widened(t) for t in view.inputs]
+    view.outputs = [_widened(t) for t in view.outputs]
+    if isinstance(dy, list):
+        dy = [None if d is None else _widened(d) for d in dy]
+    else:
+        dy = _widened(dy)
+    results = list(rule(view, dy))
+    for i, (grad, x) in enumerate(zip(results, view.inputs)):
+        if grad is not None and narrow[i]:
+            if grad.shape != x.shape:  # undo broadcasting in float32 too (see _fit)
+                grad = _tensor(x.graph.apply("sum_like", [grad, x]))
+            results[i] = _cast(grad, "bfloat16")
+    return results
+
+
+def _is_bfloat16(t: Tensor) -> bool:
+    return t.dtype.name == "bfloat16"
+
+
+def _widened(t: Tensor) -> Tensor:
+    return _cast(t, "float32") if _is_bfloat16(t) else t
+
+
+def _cast(t: Tensor, dtype: str) -> Tensor:
+    return _tensor(t.graph.apply("cast", [t], {"dtype": dtype}))
+
+
+def _tensor(value: Tensor | tuple[Tensor, ...]) -> Tensor:
     assert isinstance(value, Tensor)
     return value
 

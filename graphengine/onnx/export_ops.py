@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import numpy_helper
 
+from ..dtypes import is_float
 from ..graph import Node
 from ..shapes import normalize_axes, normalize_axis
 from .export_rules import INT64_MAX, Emitter, rule
@@ -86,7 +87,7 @@ for _op in _SAME_NAME:
 @rule("divide")
 def _divide(ex: Emitter, node: Node) -> None:
     x, y = ex.inputs(node)
-    if ex.graph.tensor(node.inputs[0]).dtype.kind != "f":
+    if not is_float(ex.graph.tensor(node.inputs[0]).dtype):
         # Our integer division is true division in float64.
         x = ex.emit1(node, "Cast", [x], to=to_onnx_dtype(np.float64))
         y = ex.emit1(node, "Cast", [y], to=to_onnx_dtype(np.float64))

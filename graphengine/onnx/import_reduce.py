@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import is_float
 from ..ops import api as ops
 from .import_rules import NodeContext, normalize_axes, rule
 
@@ -71,7 +72,7 @@ def _square(x):
 
 
 def _sqrt_any(x):
-    if x.dtype.kind == "f":
+    if is_float(x.dtype):
         return ops.sqrt(x)
     return ops.cast(ops.sqrt(ops.cast(x, dtype="float64")), dtype=x.dtype)
 
@@ -86,7 +87,7 @@ _simple("ReduceLogSum", ops.sum, finish=ops.log, versions=(13, 18, 28))
 @rule("ReduceMean", versions=_REDUCE_VERSIONS, static=(1,))
 def _reduce_mean(ctx: NodeContext):
     x, axes, keepdims = _reduction(ctx)
-    if x.dtype.kind != "f":
+    if not is_float(x.dtype):
         raise ctx.fail(
             f"ReduceMean of {x.dtype.name} is not supported (ONNX leaves its "
             "rounding to the runtime); cast to float first"
@@ -99,7 +100,7 @@ def _extreme(ctx: NodeContext, reduce, sign: int):
     if _empty(x, axes):
         if x.dtype == np.bool_:
             value = sign < 0  # False < True
-        elif x.dtype.kind == "f":
+        elif is_float(x.dtype):
             value = -np.inf if sign > 0 else np.inf
         else:
             info = np.iinfo(x.dtype)
