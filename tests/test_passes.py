@@ -186,7 +186,8 @@ def test_pass_keeps_results_and_gradients(model, passes):
 
 
 EXPECTED_FUSIONS = {
-    "mlp": {"dense": 2, "relu_grad": 2, "softmax_cross_entropy_grad": 1},
+    # Three weight gradients and two input gradients read a transposed operand.
+    "mlp": {"dense": 2, "relu_grad": 2, "softmax_cross_entropy_grad": 1, "matmul_transposed": 5},
     "cnn_batch_norm": {"batch_norm_grad": 1, "relu_grad": 1, "softmax_cross_entropy_grad": 1},
     "resnet_block": {"batch_norm_grad": 2, "relu_grad": 2},
     "transformer_layer": {"dense": 1, "relu_grad": 1},
@@ -202,6 +203,21 @@ def test_pipeline_fuses_the_common_patterns(model):
     for op, count in EXPECTED_FUSIONS[model].items():
         assert ops[op] >= count, f"{model}: {op} x{ops[op]}, expected {count}\n{report}"
     assert report.nodes_after < report.nodes_before
+
+
+def test_transposed_matmuls_fuse_in_gradient_graphs_only():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3))
+    w = g.parameter("w", shape=(2, 3))
+    loss = ge.sum(ge.tanh(x @ ge.transpose(w)))
+    tg = _gradient_graph(g, loss)
+    opt, _ = ge.optimize(tg, ["fuse"])
+    fused = [n for n in opt.nodes if n.op == "matmul_transposed"]
+    assert fused and all(n.name in opt.gradient.nodes for n in fused)
+    forward = [n for n in opt.nodes if n.name not in opt.gradient.nodes]
+    assert [n.op for n in forward if n.op.startswith("matmul")] == ["matmul"]
+    feeds = {"x": f32(4, 3)}
+    _compare(tg, opt, [tg.gradient.loss, tg.gradient.grads["w"]], feeds, training=True)
 
 
 def test_log_softmax_times_one_hot_becomes_cross_entropy():

@@ -7,6 +7,8 @@ the ``dense`` node.
 
 * ``dense``: matmul + bias + activation in one kernel (the activation in place);
 * ``relu_grad``: relu's backward, ``dy * (y > 0)``;
+* ``matmul_transposed``: a matmul reading a transposed operand in place (the
+  transposes of a dense layer's gradients);
 * ``softmax_cross_entropy_grad``: softmax cross-entropy's backward with integer
   labels, ``(exp(log_prob) - one_hot(labels)) * g``;
 * ``batch_norm_grad``: batch normalization's backward, the three gradients in one
@@ -205,13 +207,73 @@ class ReluGrad(OpDef):
         return np.multiply(dy, y > 0)
 
     def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        # The mask in fixed scratch too: a large temporary costs page faults each step.
+        shape, dtype = inputs[1]
+        positive = np.empty(shape, bool)
+        zero = dtype.type(0)
+
         def relu_grad_into(dy: Array, y: Array, out: Array) -> Array:
-            return np.multiply(dy, y > 0, out=out)
+            return np.multiply(dy, np.greater(y, zero, out=positive), out=out)
 
         return relu_grad_into
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.relu_grad(dy, node.inputs[1]), None]
+
+
+@register
+class MatmulTransposed(OpDef):
+    """a @ b for 2-D a and b, either of them transposed first (``transpose_a``,
+    ``transpose_b``): what the fusion pass makes of ``matmul(transpose(a), b)``
+    and ``matmul(a, transpose(b))`` in gradient graphs (a dense layer's weight
+    and input gradients), one step instead of two; BLAS reads the transposed
+    operand in place, as numpy.matmul does for a transposed view.  vjp: by
+    expansion into transpose and matmul."""
+
+    name = "matmul_transposed"
+    internal = True
+    inputs = (Input("a", FLOAT_TYPES), Input("b", FLOAT_TYPES))
+    attrs = (Attr("transpose_a", "bool", False), Attr("transpose_b", "bool", False))
+
+    def infer(
+        self, a: TensorType, b: TensorType, *, transpose_a: bool, transpose_b: bool
+    ) -> TensorType:
+        if a.dtype != b.dtype:
+            raise ValueError(f"a is {a.dtype.name} but b is {b.dtype.name}")
+        if a.rank != 2 or b.rank != 2:
+            raise ValueError(
+                f"a and b must be 2-D, got {format_shape(a.shape)} and {format_shape(b.shape)}"
+            )
+        m, k = a.shape[::-1] if transpose_a else a.shape
+        k2, n = b.shape[::-1] if transpose_b else b.shape
+        if not _same_dims((k,), (k2,)):
+            raise ValueError(
+                f"cannot multiply a{'.T' if transpose_a else ''} {format_shape((m, k))} by "
+                f"b{'.T' if transpose_b else ''} {format_shape((k2, n))}: inner dimensions "
+                f"{k} and {k2} differ"
+            )
+        return TensorType(a.dtype, (m, n))
+
+    def kernel(self, a: Array, b: Array, *, transpose_a: bool, transpose_b: bool) -> Array:
+        return np.matmul(a.T if transpose_a else a, b.T if transpose_b else b)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        transpose_a, transpose_b = attrs["transpose_a"], attrs["transpose_b"]
+
+        def matmul_into(a: Array, b: Array, out: Array) -> Array:
+            return np.matmul(a.T if transpose_a else a, b.T if transpose_b else b, out=out)
+
+        return matmul_into
+
+    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
+        transpose_a, transpose_b = node.attrs["transpose_a"], node.attrs["transpose_b"]
+
+        def expand(a: Tensor, b: Tensor) -> list[Tensor]:
+            return [
+                F.matmul(F.transpose(a) if transpose_a else a, F.transpose(b) if transpose_b else b)
+            ]
+
+        return _vjp_by_expansion(node, [dy], expand)
 
 
 @register

@@ -10,6 +10,8 @@ Forward:
 
 Backward (the nodes the gradient pass emits):
 
+* ``matmul(transpose(a), b)`` and ``matmul(a, transpose(b))`` (2-D: a dense
+  layer's weight and input gradients) -> ``matmul_transposed``;
 * relu's rule, ``where(y > 0, dy, 0)`` -> ``relu_grad(dy, y)``;
 * softmax cross-entropy's rule for integer labels, ``(exp(log_prob) -
   one_hot(labels)) * g`` -> ``softmax_cross_entropy_grad``;
@@ -232,7 +234,40 @@ def _multiply(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     return False
 
 
+def _matmul(f: _Fuser, node: Node, inputs: list[str]) -> bool:
+    """In the gradient section, matmul(transpose(a), b) and matmul(a,
+    transpose(b)) of 2-D float operands -> matmul_transposed(a, b).  The
+    transpose is a view, so one that feeds other nodes too may stay for them."""
+    rw = f.rw
+    if not rw.rebuild.in_source_gradient(node.name):
+        return False  # forward graphs keep what ONNX export knows
+    operands, flags = [], []
+    for ref in inputs:
+        t = rw.type_of(ref)
+        if len(t.shape) != 2 or t.dtype.kind != "f":
+            return False
+        producer = rw.producer(ref)
+        flipped = (
+            producer is not None
+            and producer.op == "transpose"
+            and producer.attrs["axes"] in (None, (1, 0))
+        )
+        operands.append(producer.inputs[0] if flipped and producer else ref)
+        flags.append(flipped)
+    if not any(flags):
+        return False
+    rw.emit(
+        "matmul_transposed",
+        operands,
+        {"transpose_a": flags[0], "transpose_b": flags[1]},
+        like=node,
+        name=node.name,
+    )
+    return True
+
+
 _RULES = {
+    "matmul": _matmul,
     "relu": _dense,
     "tanh": _dense,
     "sigmoid": _dense,

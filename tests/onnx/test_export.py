@@ -39,6 +39,7 @@ NOT_EXPORTED = {
     "resize_grad",
     "split_like",
     "relu_grad",
+    "matmul_transposed",
     "softmax_cross_entropy_grad",
     "batch_norm_grad",
     # Collectives of data-parallel gradient graphs: ONNX has no MPI.

@@ -80,6 +80,21 @@ SPECS.append(
         batch=True,
     )
 )
+for transpose_a, transpose_b in ((True, False), (False, True), (True, True)):
+    a_shape = (5, 3) if transpose_a else (3, 5)
+    b_shape = (4, 5) if transpose_b else (5, 4)
+    SPECS.append(
+        OpSpec(
+            "matmul_transposed",
+            lambda a, b, ta=transpose_a, tb=transpose_b: api.matmul_transposed(
+                a, b, transpose_a=ta, transpose_b=tb
+            ),
+            lambda a, b, ta=transpose_a, tb=transpose_b: (a.T if ta else a) @ (b.T if tb else b),
+            [u(*a_shape), u(*b_shape)],
+            id=f"transpose_a={transpose_a}-transpose_b={transpose_b}",
+            order2=True,
+        )
+    )
 # (N, C) shapes run the fixed-scratch kernel: class-major, square, row-major (C > 64).
 for shape, axis in (((6, 4), 1), ((3, 4, 5), 1), ((4, 4), -1), ((3, 70), 1)):
     samples = tuple(n for i, n in enumerate(shape) if i != axis % len(shape))
@@ -186,6 +201,18 @@ def test_softmax_cross_entropy_grad_out_of_range_label_gives_zero_one_hot():
             (2,),
         ),
         (lambda g, x: api.elementwise_chain(x, ops=("exp",)), "at least two ops", (2,)),
+        (
+            lambda g, x: api.matmul_transposed(
+                x, g.parameter("w", np.ones((4, 2), np.float32)), transpose_b=True
+            ),
+            "cannot multiply a (N, 3) by b.T (2, 4): inner dimensions 3 and 2 differ",
+            (None, 3),
+        ),
+        (
+            lambda g, x: api.matmul_transposed(x, x, transpose_b=True),
+            "a and b must be 2-D",
+            (2, 3, 4),
+        ),
         (
             lambda g, x: api.batch_norm_grad(
                 x, x, *[g.parameter(n, np.ones(4, np.float32)) for n in ("g", "m", "v")]
