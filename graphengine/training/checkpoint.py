@@ -60,6 +60,7 @@ from ..input_files import open_input
 from ..npz_files import read_npz
 from ..serialize import atomic_file
 from ..serialize.files import process_is_running
+from ..training_spec import OPTIMIZERS
 
 try:
     import fcntl
@@ -69,6 +70,8 @@ except ImportError:  # pragma: no cover - Windows: no folder lock
 FORMAT = "graphengine-checkpoint"
 VERSION = 1
 _NAME_RE = re.compile(r"^ckpt-(\d+)\.npz$")
+#: A graph hash or data fingerprint: what graph_fingerprint and Dataset.fingerprint write.
+_HASH_RE = re.compile(r"^[0-9a-f]{1,64}$")
 
 
 @dataclass
@@ -156,7 +159,7 @@ def write_checkpoint(
     the rename; tests use it to kill a process in the middle of a write.
     """
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    _refuse_non_finite(folder, ckpt)
     names = list(ckpt.params)
     slots = ckpt.optimizer.get("slots", {})
     opt_params = [n for n in names if any(n in by_param for by_param in slots.values())]
@@ -188,6 +191,7 @@ def write_checkpoint(
             "scalars": ckpt.optimizer.get("scalars", {}),
             "params": opt_params,
             "slots": sorted(slots),
+            "first_step": ckpt.optimizer.get("first_step", 0),
         },
         "config": ckpt.config,
         "metrics": ckpt.metrics,
@@ -198,10 +202,49 @@ def write_checkpoint(
     }
     arrays["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
     final = checkpoint_path(folder, ckpt.step)
-    with atomic_file(final, pause_before_rename) as f:
-        np.savez(f, **arrays)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_file(final, pause_before_rename) as f:
+            np.savez(f, **arrays)
+    except OSError as exc:
+        # A full disk, a read-only or vanished folder: the temporary file is gone
+        # (atomic_file removes it) and every earlier checkpoint is as it was.
+        then = f"continue with --resume {folder}" if latest_checkpoint(folder) else "train again"
+        raise TrainingError(
+            f"cannot write checkpoint '{final}' ({exc.strerror or exc}); "
+            f"{_newest_intact(folder)}. Free space on that disk (or move the folder), "
+            f"then {then}"
+        ) from None
     _prune(folder, keep)
     return final
+
+
+def _newest_intact(folder: Path) -> str:
+    """What an error says about the checkpoints a failed write left in ``folder``."""
+    newest = latest_checkpoint(folder)
+    if newest is None:
+        return "no earlier checkpoint was written"
+    return f"the newest checkpoint, '{newest}', is intact"
+
+
+def _refuse_non_finite(folder: Path, ckpt: Checkpoint) -> None:
+    """Refuse to write parameters that hold inf or nan: such a checkpoint could
+    only resume into a nan loss, and pruning would delete the good ones."""
+    for name, value in ckpt.params.items():
+        if value.dtype.kind in "fc" and value.size and not _all_finite(value):
+            raise TrainingError(
+                f"parameter {name!r} holds inf or nan after step {ckpt.step}, so no "
+                "checkpoint was written for that step; "
+                f"{_newest_intact(folder)}. A gradient was inf or nan: lower the "
+                "learning rate, clip gradients (--clip-norm), or check the data "
+                "for inf or nan values"
+            )
+
+
+def _all_finite(value: np.ndarray) -> bool:
+    # min and max propagate nan and reach any inf, without a boolean array the
+    # size of the parameter.
+    return bool(np.isfinite(value.min()) and np.isfinite(value.max()))
 
 
 def _crc32(array: np.ndarray) -> int:
@@ -210,13 +253,15 @@ def _crc32(array: np.ndarray) -> int:
 
 def _prune(folder: Path, keep: int) -> None:
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # kept, not lost: the next save retries
+            old.unlink(missing_ok=True)
     # Temporary files left by a process killed mid-write are never read; clear
     # them, but never those of a process that still runs.
     for stray in folder.glob(".ckpt-*.npz.*.tmp"):
         pid = stray.name.split(".")[-3]
         if pid.isdigit() and not process_is_running(int(pid)):
-            stray.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                stray.unlink(missing_ok=True)
 
 
 class DamagedCheckpoint(TrainingError):
@@ -294,6 +339,32 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     order = arrays.get("order")
     if order is not None:
         fields.check(order.ndim == 1 and order.dtype.kind in "iu", "order", "a 1-d integer array")
+    opt_name = opt_fields.text("name")
+    opt_fields.check(opt_name in OPTIMIZERS, "name", f"one of {', '.join(OPTIMIZERS)}")
+    step = fields.integer("step")
+    first_step = None
+    if "first_step" in opt:
+        first_step = opt_fields.integer("first_step")
+        opt_fields.check(first_step <= step, "first_step", f"a step from 0 to {step}")
+    graph_hash = fields.text("graph_hash")
+    fields.check(_HASH_RE.fullmatch(graph_hash) is not None, "graph_hash", "a hex digest")
+    data = fields.mapping("data", required=False)
+    data_fields = _HeaderFields(data, path, "data.")
+    if "size" in data:
+        data_fields.integer("size")
+    if "fingerprint" in data:
+        fingerprint = data_fields.text("fingerprint")
+        data_fields.check(
+            _HASH_RE.fullmatch(fingerprint) is not None, "fingerprint", "a hex digest"
+        )
+    config = fields.mapping("config", required=False)
+    config_fields = _HeaderFields(config, path, "config.")
+    if "batch_size" in config:
+        config_fields.check(
+            config_fields.integer("batch_size") > 0, "batch_size", "an integer >= 1"
+        )
+    if "drop_last" in config:
+        config_fields.check(isinstance(config["drop_last"], bool), "drop_last", "true or false")
     metrics = fields.mapping("metrics", required=False)
     for key, value in metrics.items():
         fields.check(
@@ -304,17 +375,22 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             "a finite number",
         )
     return Checkpoint(
-        graph_hash=fields.text("graph_hash"),
-        step=fields.integer("step"),
+        graph_hash=graph_hash,
+        step=step,
         epoch=fields.integer("epoch"),
         position=fields.integer("position"),
         seed=rng.integer("seed"),
         params=params,
-        optimizer={"name": opt_fields.text("name"), "scalars": dict(scalars), "slots": slots},
+        optimizer={
+            "name": opt_name,
+            "scalars": dict(scalars),
+            "slots": slots,
+            "first_step": first_step,
+        },
         order=order,
-        config=dict(fields.mapping("config", required=False)),
+        config=dict(config),
         metrics=dict(metrics),
-        data=dict(fields.mapping("data", required=False)),
+        data=dict(data),
         extra=kept,
     )
 
@@ -417,6 +493,14 @@ def check_against(
                 f"parameter {name!r} is {value.dtype}{value.shape}, the graph declares "
                 f"{t}; it belongs to another model or is damaged"
             )
+        if value.dtype.kind == "f" and value.size and not _all_finite(value):
+            fail(f"parameter {name!r} holds inf or nan; resume from an earlier checkpoint")
+    if ckpt.epoch > ckpt.step:
+        fail(f"it records {ckpt.epoch} finished epochs in only {ckpt.step} steps")
+    # With other data the trainer starts the epoch over with a new order, so the
+    # position, order and running metrics of this one do not matter.
+    if ckpt.data.get("fingerprint") in (None, data_fingerprint):
+        _check_position(ckpt, fail, data_size, batch_size, steps_per_epoch)
     if ckpt.optimizer["name"] == optimizer_name:
         slots = ckpt.optimizer["slots"]
         if sorted(slots) != sorted(slot_names):
@@ -435,23 +519,35 @@ def check_against(
                         f"optimizer slot {slot!r} of {name!r} is {saved.dtype}{saved.shape}, "
                         f"the parameter is {t}"
                     )
-        iterations = ckpt.optimizer["scalars"].get("iterations", 0)
+        # Each step updates once, so the optimizer has counted every step since its
+        # state began (step 0, or the resume that changed the optimizer).
+        iterations = ckpt.optimizer["scalars"].get("iterations")
+        first = ckpt.optimizer.get("first_step")
+        expected = (
+            f"{ckpt.step - first} (step {ckpt.step} less optimizer.first_step {first})"
+            if first is not None
+            else f"an integer from 0 to the step ({ckpt.step})"
+        )
         if (
             not isinstance(iterations, int)
             or isinstance(iterations, bool)
             or not (0 <= iterations <= ckpt.step)
+            or (first is not None and iterations != ckpt.step - first)
         ):
-            fail(
-                f"optimizer.scalars.iterations is {_short(iterations)}; expected an "
-                f"integer from 0 to the step ({ckpt.step})"
-            )
-    same_data = ckpt.data.get("fingerprint") in (None, data_fingerprint)
-    if not same_data:
-        return  # the trainer starts the epoch over with a new order
+            fail(f"optimizer.scalars.iterations is {_short(iterations)}; expected {expected}")
+
+
+def _check_position(
+    ckpt: Checkpoint,
+    fail: Callable[[str], None],
+    data_size: int,
+    batch_size: int,
+    steps_per_epoch: Callable[[int, bool], int],
+) -> None:
+    """The counters, the order and the running metrics of a checkpoint against the
+    data it was taken on."""
     if not 0 <= ckpt.position <= data_size:
         fail(f"position {ckpt.position} lies outside the data's {data_size} examples")
-    if ckpt.epoch > ckpt.step:
-        fail(f"it records {ckpt.epoch} finished epochs in only {ckpt.step} steps")
     config = ckpt.config
     saved_batch = config.get("batch_size", batch_size)
     drop_last = bool(config.get("drop_last", False))
@@ -472,7 +568,7 @@ def check_against(
     metrics = ckpt.metrics
     examples = metrics.get("examples", 0)
     if not 0 <= examples <= ckpt.position or not 0 <= metrics.get("correct", 0) <= examples:
-        fail(f"its running metrics {metrics} do not fit position {ckpt.position}")
+        fail(f"its running metrics {_short(metrics)} do not fit position {ckpt.position}")
 
 
 def find_resume_checkpoint(path: str | os.PathLike) -> Path:
@@ -547,8 +643,14 @@ class FolderLock:
         (``resume`` None, or a checkpoint elsewhere) would mix with the folder's
         checkpoints."""
         folder = self.directory
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise TrainingError(
+                f"cannot use checkpoint folder '{folder}': {exc.strerror or exc}; give "
+                "--checkpoint-dir a folder you can write"
+            ) from None
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

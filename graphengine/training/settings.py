@@ -166,5 +166,11 @@ def describe_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> lis
     for key in sorted(set(before) | set(after)):
         old, new = before.get(key), after.get(key)
         if old != new:
-            lines.append(f"{key}: {old!r} -> {new!r}")
+            lines.append(f"{key}: {_short(old)} -> {_short(new)}")
     return lines
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    # A checkpoint's settings come from a file: one line each, whatever it holds.
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

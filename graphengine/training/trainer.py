@@ -203,6 +203,7 @@ class Trainer:
         self._interrupted = False
         self._last_checkpoint: Path | None = None
         self._saved_at = -1  # the step of the last checkpoint written or resumed from
+        self._optimizer_first_step = 0  # the step the optimizer's state began at
         self._result: TrainResult | None = None
 
         self.param_names = self._trained_parameters()
@@ -691,7 +692,12 @@ class Trainer:
             position=state.position,
             seed=self.spec.seed,
             params=dict(self.graph.values),
-            optimizer={"name": self.spec.optimizer.name, "scalars": scalars, "slots": slots},
+            optimizer={
+                "name": self.spec.optimizer.name,
+                "scalars": scalars,
+                "slots": slots,
+                "first_step": self._optimizer_first_step,
+            },
             order=state.order,
             config=flatten(self.spec),
             metrics={**state.sums, **self._monitor_state()},
@@ -783,7 +789,12 @@ class Trainer:
                 self.graph.values[name][...] = value
         if saved.optimizer.get("name") == self.spec.optimizer.name:
             self.optimizer.load_state(saved.optimizer["scalars"], saved.optimizer["slots"])
+            first = saved.optimizer.get("first_step")
+            self._optimizer_first_step = (
+                first if first is not None else saved.step - self.optimizer.iterations
+            )
         else:
+            self._optimizer_first_step = saved.step
             self._notice(
                 f"the optimizer changed from {saved.optimizer.get('name')!r} to "
                 f"{self.spec.optimizer.name!r}, so its state starts afresh"

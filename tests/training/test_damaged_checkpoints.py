@@ -426,3 +426,120 @@ def test_a_fifo_is_refused_without_blocking(tmp_path, where):
 def test_the_order_a_checkpoint_holds_is_the_seeded_one(saved):
     ckpt = ckpt_io.read_checkpoint(saved / "ckpt-000000010.npz")
     assert np.array_equal(ckpt.order, epoch_order(7, 1, 100))
+
+
+# -- every header field, replaced or removed -----------------------------------------------
+
+#: What a hostile edit puts in a header field (the arrays and their checksums intact).
+HOSTILE_VALUES = [None, -1, 0, 1, 2**63, -(2**70), 1.5, float("nan"), "x", "", [], [1, "a"], {}]
+HOSTILE_VALUES += [{"a": 1}, True, "A" * 100_000, list(range(100_000)), "<delete>"]
+FAST_VALUES = [None, "A" * 100_000, "<delete>"]
+
+
+def _header_paths(header: dict, prefix: tuple = ()) -> list[tuple]:
+    out = []
+    for key, value in header.items():
+        out.append((*prefix, key))
+        if isinstance(value, dict) and key != "crc32":
+            out += _header_paths(value, (*prefix, key))
+    return out
+
+
+def _edit_header_field(source: Path, target: Path, path: tuple, value) -> None:
+    with np.load(source) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(arrays["header"].tobytes())
+    inner = header
+    for key in path[:-1]:
+        inner = inner[key]
+    if value == "<delete>":
+        del inner[path[-1]]
+    else:
+        inner[path[-1]] = value
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(target, **arrays)
+
+
+def _header_grid(saved: Path, tmp_path: Path, values: list) -> dict[str, int]:
+    """Each header field of the mid-epoch checkpoint replaced by each value: the
+    resume must refuse it in one short message or give the reference weights."""
+    source = saved / "ckpt-000000010.npz"
+    header = json.loads(np.load(source)["header"].tobytes())
+    reference = {k: v.copy() for k, v in _resume(source).values.items()}
+    target = tmp_path / "ckpt-000000010.npz"
+    counts = {"refused": 0, "resumed": 0}
+    for path in _header_paths(header):
+        for value in values:
+            _edit_header_field(source, target, path, value)
+            try:
+                g = _resume(target)
+            except TrainingError as exc:
+                assert len(str(exc)) < 1000, (path, str(exc)[:200])
+                counts["refused"] += 1
+                continue
+            # Resumed: with the weights an intact checkpoint gives, never others.
+            assert all(g.values[k].tobytes() == v.tobytes() for k, v in reference.items()), (
+                path,
+                repr(value)[:40],
+            )
+            counts["resumed"] += 1
+    return counts
+
+
+def test_a_hostile_value_in_any_header_field_is_refused_or_harmless(saved, tmp_path, capsys):
+    counts = _header_grid(saved, tmp_path, FAST_VALUES)
+    assert counts["refused"] > 50
+    # Notices print each changed setting; a 100,000-character value is cut short.
+    assert max(map(len, capsys.readouterr().err.splitlines())) < 1000
+
+
+@pytest.mark.slow
+def test_every_hostile_value_in_every_header_field(saved, tmp_path):
+    counts = _header_grid(saved, tmp_path, HOSTILE_VALUES)
+    assert counts["refused"] > 400
+
+
+@pytest.mark.parametrize(
+    "path, value, fragment",
+    [
+        (("optimizer", "scalars", "iterations"), 0, "iterations is 0; expected 10"),
+        (("optimizer", "scalars"), {}, "iterations is None"),
+        (("optimizer", "first_step"), 3, "iterations is 10; expected 7"),
+        (("optimizer", "name"), "x", "optimizer.name is 'x'; expected one of sgd"),
+        (("data", "fingerprint"), "not hex", "data.fingerprint"),
+        (("data", "size"), -5, "data.size"),
+        (("config", "batch_size"), "16", "config.batch_size"),
+        (("config", "drop_last"), "yes", "config.drop_last"),
+        (("graph_hash",), "A" * 100_000, "graph_hash is 'AAAA"),
+    ],
+)
+def test_header_fields_that_resumed_with_other_weights_are_refused(
+    saved, tmp_path, path, value, fragment
+):
+    target = tmp_path / "ckpt-000000010.npz"
+    _edit_header_field(saved / "ckpt-000000010.npz", target, path, value)
+    with pytest.raises(TrainingError) as info:
+        _resume(target)
+    assert fragment in str(info.value) and len(str(info.value)) < 1000
+
+
+# -- the long fuzz of the README's table ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_thousand_bit_flips_and_two_hundred_truncations(saved, tmp_path):
+    """The README's figures: 1,000 single-bit flips (seed 1) and 200 truncations of
+    the mid-epoch checkpoint, each refused or resumed bit-identical."""
+    original = (saved / "ckpt-000000010.npz").read_bytes()
+    reference = {k: v.copy() for k, v in _resume(saved / "ckpt-000000010.npz").values.items()}
+    rng = random.Random(1)
+    flips = {"refused": 0, "resumed": 0}
+    for _ in range(1000):
+        data = bytearray(original)
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        flips[_classify(bytes(data), tmp_path, reference)] += 1
+    cuts = {"refused": 0, "resumed": 0}
+    for _ in range(200):
+        cuts[_classify(original[: rng.randrange(len(original))], tmp_path, reference)] += 1
+    print(f"flips {flips}, truncations {cuts}")
+    assert cuts == {"refused": 200, "resumed": 0} and flips["refused"] >= 850
