@@ -35,18 +35,20 @@ def add_parser(subparsers) -> None:
 
 
 def read_records(path: Path) -> list[dict]:
-    """The records of a log; CommandError names a line that is not JSON."""
+    """The records of a log; CommandError names a line that is not JSON.  The file
+    is read as the trainer reads it (MetricsLog): a regular file only, a line at a
+    time, at most MAX_LINE_BYTES each."""
+    from ..training.metrics import MAX_LINE_BYTES, MetricsLog
+
     records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(MetricsLog(path).lines(), 1):
+        if line is None:
+            raise CommandError(f"{path}:{number}: a line of more than {MAX_LINE_BYTES:,} bytes")
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = json.loads(line.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
             raise CommandError(f"{path}:{number}: not a JSON record") from None
         if isinstance(record, dict) and "step" in record:
             records.append(record)

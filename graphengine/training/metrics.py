@@ -35,17 +35,20 @@ draws them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from ..errors import TrainingError
 from ..graph import Graph, parse_ref
+from ..input_files import _kind, open_input
 from ..training_spec import top_k
 
 
@@ -323,56 +326,151 @@ def merge_sums(parts: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+#: A log line longer than this is not parsed but kept as it is: a damaged log with
+#: no newline in gigabytes must not be read into memory whole.
+MAX_LINE_BYTES = 1 << 20
+
+
 class MetricsLog:
     """Per-epoch metrics as JSON lines, one object per epoch, appended and flushed
-    as each epoch ends."""
+    as each epoch ends.
+
+    The log is a regular file: a FIFO, a device or a folder at its path is
+    refused with a TrainingError (opening a FIFO would block), as is a path
+    that cannot be written, when training starts (:meth:`truncate_after`) rather
+    than after the first epoch.  Reading never trusts the file: lines are read
+    one at a time, at most :data:`MAX_LINE_BYTES` each, and lines that are not
+    UTF-8 JSON objects are skipped (and kept on rewrite).
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
 
     def append(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        data = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+        fd = self._open_for_append()
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a damaged last line must not swallow this record
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            raise TrainingError(self._cannot_write(exc)) from None
+        finally:
+            os.close(fd)
 
     def records(self) -> list[dict[str, Any]]:
         """Every record in the file (none when it does not exist); lines that are not
         JSON objects (a damaged or hand-edited log) are skipped."""
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             return []
         records = []
-        for line in self._lines():
-            try:
-                record = json.loads(line.decode("utf-8", "replace"))
-            except ValueError:
-                continue
+        for line in self.lines():
+            record = _parse(line)
             if isinstance(record, dict):
                 records.append(record)
         return records
 
+    def lines(self) -> Iterator[bytes | None]:
+        """The lines of the log as bytes (None for a line over MAX_LINE_BYTES)."""
+        for _, _, line in self._scan():
+            yield line
+
     def truncate_after(self, step: int) -> None:
         """Drop records written after ``step`` (by a run that a resume replaces), so
         the log of a resumed run reads as that of an uninterrupted one.  Lines that
-        cannot be read (not UTF-8, not JSON) are kept as they are."""
-        if not self.path.exists():
-            return
-        lines = [line for line in self._lines() if line.strip()]
-        kept = [line for line in lines if _record_step(line) <= step]
-        if len(kept) == len(lines):
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.writelines(line if line.endswith(b"\n") else line + b"\n" for line in kept)
-        os.replace(tmp, self.path)
+        cannot be read (not UTF-8, not JSON, too long) are kept as they are.
 
-    def _lines(self) -> list[bytes]:
-        # Bytes, not text: one bad byte in the log must not stop every later resume.
-        with open(self.path, "rb") as f:
-            return f.readlines()
+        Called when training starts: it also makes sure the log can be written.
+        """
+        os.close(self._open_for_append())
+        spans = [span for span in self._scan() if span[2] is None or span[2].strip()]
+        kept = [span for span in spans if span[2] is None or _record_step(span[2]) <= step]
+        if len(kept) == len(spans):
+            return
+        from ..serialize import atomic_file
+
+        try:
+            with atomic_file(self.path, sync=False) as out, open(self.path, "rb") as source:
+                for start, stop, line in kept:
+                    if line is None:  # copied through, in pieces
+                        source.seek(start)
+                        _copy(source, out, stop - start)
+                    else:
+                        out.write(line if line.endswith(b"\n") else line + b"\n")
+        except OSError as exc:
+            raise TrainingError(self._cannot_write(exc)) from None
+
+    def _scan(self) -> Iterator[tuple[int, int, bytes | None]]:
+        """(start, stop, line) of each line; line is None when it is too long."""
+        with open_input(self.path, "metrics log", TrainingError) as f:
+            while True:
+                start = f.tell()
+                line = f.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    return
+                if len(line) > MAX_LINE_BYTES:
+                    while line and not line.endswith(b"\n"):
+                        line = f.readline(MAX_LINE_BYTES)
+                    yield start, f.tell(), None
+                else:
+                    yield start, f.tell(), line
+
+    def _open_for_append(self) -> int:
+        """A descriptor to append to the log, which must be (or become) a regular file."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # O_NONBLOCK: opening a FIFO never waits for the other end; fstat then
+            # refuses it.  O_RDWR: append reads the last byte.
+            flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0)
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as exc:
+            raise TrainingError(self._cannot_write(exc)) from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise TrainingError(
+                f"metrics log '{self.path}' is {_kind(mode)}, not a regular file; give "
+                "--log (Trainer(log=...)) the path of a file"
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return fd
+
+    def _cannot_write(self, exc: OSError) -> str:
+        what = "a folder" if isinstance(exc, IsADirectoryError) else None
+        if exc.errno == errno.ENXIO:
+            what = "a FIFO (named pipe) or a device"
+        reason = f"it is {what}" if what else (exc.strerror or str(exc))
+        return (
+            f"cannot write the metrics log '{self.path}': {reason}; give --log "
+            "(Trainer(log=...)) a file in a folder you can write, with space left"
+        )
+
+
+def _copy(source: BinaryIO, out: BinaryIO, size: int) -> None:
+    while size > 0:
+        chunk = source.read(min(size, MAX_LINE_BYTES))
+        if not chunk:
+            return
+        out.write(chunk)
+        size -= len(chunk)
+
+
+def _parse(line: bytes | None) -> Any:
+    if line is None:
+        return None
+    try:
+        return json.loads(line.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):  # not JSON, or "[[[[..." nested too deep
+        return None
 
 
 def _record_step(line: bytes) -> int:
+    record = _parse(line)
     try:
-        return int(json.loads(line.decode("utf-8", "replace")).get("step", 0))
-    except (ValueError, AttributeError, TypeError):
+        return int(record.get("step", 0))
+    except (ValueError, AttributeError, TypeError, OverflowError):  # OverflowError: Infinity
         return 0
