@@ -14,6 +14,7 @@ from ..executor import compile_plan
 from ..graph import Graph
 from ..training_spec import TrainingSpec
 from .data import DataLike, Dataset, as_dataset, iterate
+from .losses import check_class_labels
 from .metrics import EpochMetrics, find_comparison
 from .settings import resolve_spec
 
@@ -45,7 +46,10 @@ class Evaluator:
         (placeholder -> array) is laid over the spec's data_map."""
         if isinstance(data, Dataset) and data.arrays.keys() == {n.name for n in self.placeholders}:
             return data
-        return as_dataset(data, self.placeholders, {**self.spec.data_map, **(mapping or {})}, what)
+        mapping = {**self.spec.data_map, **(mapping or {})}
+        dataset = as_dataset(data, self.placeholders, mapping, what)
+        check_class_labels(self.graph, dataset)
+        return dataset
 
     def __call__(self, data: DataLike, batch_size: int | None = None) -> dict[str, float]:
         """{"loss": ..., "accuracy": ..., "examples": N} of the graph on ``data``."""

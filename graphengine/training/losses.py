@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import TrainingError
-from ..graph import Graph, Tensor
+from ..graph import Graph, Tensor, parse_ref
 from ..ops import api as ops
 from ..training_spec import LOSS_KINDS
+from .data import Dataset
 
 #: Metrics a loss kind reports by default.
 DEFAULT_METRICS = {
@@ -246,3 +247,60 @@ def _existing_loss(graph: Graph, kind: str, pred: Tensor, target: Tensor) -> Ten
     ):
         return Tensor(graph, name)
     return None
+
+
+def check_class_labels(graph: Graph, data: Dataset) -> None:
+    """Refuse class labels that ``softmax_cross_entropy`` would misread, before
+    training or evaluation starts: for each such node of ``graph`` whose class
+    indices come from a placeholder of ``data`` (directly or through a cast),
+    every label must be a whole number in [0, classes).
+
+    Float labels are cast to int64 in the graph (``--loss cross_entropy`` with
+    class indices stored as floats), which would turn 0.7 into class 0 and nan
+    into a huge negative number without a word; an index out of range would fail
+    only when its batch comes, perhaps hours in.  Raises TrainingError naming the
+    placeholder, the example and the fix.
+    """
+    for node in graph.nodes:
+        if node.op != "softmax_cross_entropy":
+            continue
+        logits, labels = node.inputs[:2]
+        if graph.tensor(labels).dtype.kind not in "iu":
+            continue  # a probability per class: any value the loss can take
+        source = parse_ref(labels)[0]
+        while graph.node(source).op == "cast":
+            source = parse_ref(graph.node(source).inputs[0])[0]
+        if graph.node(source).op != "placeholder" or source not in data.arrays:
+            continue
+        shape = graph.tensor(logits).shape
+        classes = shape[node.attrs.get("axis", -1)] if shape else None
+        _check_labels(
+            data.arrays[source],
+            classes if isinstance(classes, int) else None,
+            f"{data.source}: the labels for placeholder '{source}' (class indices "
+            f"of softmax_cross_entropy '{node.name}')",
+        )
+
+
+def _check_labels(array: np.ndarray, classes: int | None, where: str) -> None:
+    flat = array.reshape(-1)
+    if flat.size == 0:
+        return
+    span = f"0 to {classes - 1} ({classes} classes)" if classes else "0 up"
+    if flat.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(flat) | (flat != np.floor(flat)))
+        if bad.size:
+            row = np.unravel_index(bad[0], array.shape)[0]
+            raise TrainingError(
+                f"{where} hold {flat[bad[0]].item()!r} at example {row}; class labels must be "
+                f"whole numbers from {span}. Store class indices as int64, or one "
+                "probability row per example"
+            )
+    low, high = flat.min(), flat.max()
+    if low < 0 or (classes and high >= classes):
+        value = low if low < 0 else high
+        row = np.unravel_index(int(np.flatnonzero(flat == value)[0]), array.shape)[0]
+        raise TrainingError(
+            f"{where} hold {value.item()!r} at example {row}; class labels must be from "
+            f"{span}. Fix the labels, or give the predictions one output per class"
+        )

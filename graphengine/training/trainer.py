@@ -41,6 +41,7 @@ from . import checkpoint as ckpt_io
 from .callbacks import BestCheckpoint, Callback, EarlyStopping
 from .data import BatchFeeder, DataLike, as_dataset, batch_bounds, epoch_order, fixed_batch_size
 from .evaluate import Evaluator
+from .losses import check_class_labels
 from .metrics import EpochMetrics, MetricsLog
 from .optimizers import clip_scale, cycled_momentum, global_norm, optimizer_from_spec
 from .progress import ProgressBar
@@ -212,6 +213,7 @@ class Trainer:
         self.comparison = self.evaluator.comparison
         self._compile()
         self.train_data = as_dataset(data, self._feeds, spec.data_map, "training data")
+        check_class_labels(graph, self.train_data)
         self.val_data = (
             self.evaluator.bind(val, "validation data", val_map) if val is not None else None
         )
