@@ -579,7 +579,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, parallel) -> int:
     from ..errors import TrainingInterrupted
-    from ..serialize import load, save
+    from ..serialize import load
     from ..training.data import load_npz
     from ..training.trainer import Trainer
 
@@ -599,6 +599,8 @@ def _train(args: argparse.Namespace, parallel) -> int:
             if checkpoint_dir is not None
             else output.with_name(output.stem + ".metrics.jsonl")
         )
+    if parallel is None or parallel.is_root:
+        _check_outputs(args, output, checkpoint_dir)
     trainer = Trainer(
         graph,
         data,
@@ -626,7 +628,7 @@ def _train(args: argparse.Namespace, parallel) -> int:
     if parallel is not None and not parallel.is_root:
         return 0  # rank 0 writes the model
     graph.training = result.spec
-    save(graph, args.output)
+    _save_model(graph, output, checkpoint_dir, args)
     summary = result.summary()
     summary.update(output=str(args.output), log=str(log))
     if args.json:
@@ -643,6 +645,60 @@ def _train(args: argparse.Namespace, parallel) -> int:
         print(f"best {best['monitor']} {best['value']:.4g} at step {best['step']}{where}")
     print(f"wrote {args.output} (metrics log: {log})")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace, output: Path, checkpoint_dir: Any) -> None:
+    """Refuse, before training, output paths that could not be written after it."""
+    from ..errors import TrainingError
+    from ..output_files import check_writable
+
+    if checkpoint_dir is not None and Path(checkpoint_dir).exists():
+        if not Path(checkpoint_dir).is_dir():
+            raise TrainingError(
+                f"checkpoint folder '{checkpoint_dir}' is a file; give --checkpoint-dir a folder"
+            )
+    check_writable(output, "trained model", "-o", TrainingError)
+    if args.best:
+        check_writable(args.best, "best model", "--best", TrainingError)
+    elif checkpoint_dir is not None:
+        best = Path(checkpoint_dir) / "best.pb"
+        check_writable(best, "best model", "--best (or --checkpoint-dir)", TrainingError)
+
+
+def _save_model(graph, output: Path, checkpoint_dir: Any, args: argparse.Namespace) -> None:
+    """Write the trained model; if that fails (a full disk), say where the training
+    is kept: the last checkpoint, or a copy of the model in the temporary folder."""
+    import os
+    import tempfile
+
+    from ..errors import TrainingError
+    from ..serialize import save
+    from ..training.checkpoint import latest_checkpoint
+
+    try:
+        save(graph, output)
+        return
+    except OSError as exc:
+        problem = f"cannot write the trained model '{output}' ({exc.strerror or exc})"
+    newest = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if newest is not None:
+        raise TrainingError(
+            f"{problem}; the training is kept in checkpoint '{newest}': free space, then "
+            f"run the same command with --resume {checkpoint_dir} to write the model "
+            "without training again"
+        ) from None
+    fallback = Path(tempfile.gettempdir()) / f"graphengine-trained-{os.getpid()}.pb"
+    try:
+        save(graph, fallback)
+    except OSError:
+        raise TrainingError(
+            f"{problem}, nor to '{fallback}'; the trained parameters are lost. Free "
+            "space and train again with --checkpoint-dir DIR"
+        ) from None
+    raise TrainingError(
+        f"{problem}; the trained model was written to '{fallback}' instead: move it "
+        f"where you want it (the -o folder needs space)"
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:

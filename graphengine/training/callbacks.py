@@ -204,6 +204,14 @@ class BestCheckpoint(_Watching):
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self._watch: Monitor | None = None
 
+    def on_train_begin(self, trainer: Trainer) -> None:
+        super().on_train_begin(trainer)
+        from ..errors import TrainingError
+        from ..output_files import check_writable
+
+        # Now, not at the first improvement, which may come after hours of training.
+        check_writable(self.path, "best model", "best_path (--best)", TrainingError)
+
     def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
         value = self._watched(record)
         if self._watch.update(value, record["step"]):
