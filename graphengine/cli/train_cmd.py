@@ -658,11 +658,27 @@ def _check_outputs(args: argparse.Namespace, output: Path, checkpoint_dir: Any) 
                 f"checkpoint folder '{checkpoint_dir}' is a file; give --checkpoint-dir a folder"
             )
     check_writable(output, "trained model", "-o", TrainingError)
+    best, option = None, "--best"
     if args.best:
-        check_writable(args.best, "best model", "--best", TrainingError)
+        best = check_writable(args.best, "best model", option, TrainingError)
     elif checkpoint_dir is not None:
-        best = Path(checkpoint_dir) / "best.pb"
-        check_writable(best, "best model", "--best (or --checkpoint-dir)", TrainingError)
+        best, option = Path(checkpoint_dir) / "best.pb", "--best (or --checkpoint-dir)"
+        check_writable(best, "best model", option, TrainingError)
+    inputs = [(args.data, "--data"), (args.val, "--val")]
+    for target, flag in [(output, "-o"), (best, option)]:
+        for source, name in inputs:
+            if target is not None and source and _same_file(target, source):
+                raise TrainingError(
+                    f"{flag} '{target}' is the {name} file; writing the model there would "
+                    f"destroy the data. Give {flag.split()[0]} another path"
+                )
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    try:
+        return Path(a).samefile(b)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def _save_model(graph, output: Path, checkpoint_dir: Any, args: argparse.Namespace) -> None:

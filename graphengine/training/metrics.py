@@ -387,6 +387,13 @@ class MetricsLog:
         """
         os.close(self._open_for_append())
         spans = [span for span in self._scan() if span[2] is None or span[2].strip()]
+        if spans and not isinstance(_parse(spans[0][2]), dict):
+            # A model or data file given as --log by mistake: appending would ruin it.
+            raise TrainingError(
+                f"metrics log '{self.path}' is not a JSON-lines log (its first line is "
+                "not a JSON object), so nothing is appended to it; give --log "
+                "(Trainer(log=...)) a new file, or move that file away"
+            )
         kept = [span for span in spans if span[2] is None or _record_step(span[2]) <= step]
         if len(kept) == len(spans):
             return

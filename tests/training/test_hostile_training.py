@@ -511,3 +511,27 @@ def test_the_log_of_a_killed_and_resumed_run_is_that_of_an_uninterrupted_one(tmp
         return out
 
     assert strip(log) == strip(reference)
+
+
+# -- outputs that would destroy inputs -----------------------------------------------------
+
+
+def test_a_model_file_given_as_the_log_is_never_appended_to(files, capsys):
+    model = (files / "mlp.pb").read_bytes()
+    code = _train(files, "--data", str(files / "train.npz"), "-o", str(files / "t.pb"),
+                  "--log", str(files / "mlp.pb"))  # fmt: skip
+    err = _one_line_error(capsys, code)
+    assert "is not a JSON-lines log" in err
+    assert (files / "mlp.pb").read_bytes() == model
+
+
+@pytest.mark.parametrize("flag", ["-o", "--best"])
+def test_an_output_that_is_the_data_file_is_refused(files, capsys, flag):
+    data = (files / "val.npz").read_bytes()
+    extra = ["-o", str(files / "val.npz")] if flag == "-o" else ["-o", str(files / "t.pb")]
+    extra += ["--best", str(files / "val.npz")] if flag == "--best" else []
+    code = _train(files, "--data", str(files / "train.npz"), "--val", str(files / "val.npz"),
+                  *extra)  # fmt: skip
+    err = _one_line_error(capsys, code)
+    assert f"{flag} '{files / 'val.npz'}' is the --val file" in err
+    assert (files / "val.npz").read_bytes() == data
