@@ -336,3 +336,69 @@ def test_marking_the_tuple_of_a_multi_output_op_says_how_to_take_one():
         g.mark_output(pooled)
     with pytest.raises(ge.FeedError, match="expected a tensor .* got int"):
         g.mark_output(3)
+
+
+# -- hostile attributes in realistic models ------------------------------------------------
+
+
+def _gallery(name):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import gallery
+
+    return {
+        "rnn": gallery.build_text_rnn,
+        "resnet": gallery.build_resnet_block,
+        "transformer": gallery.build_transformer_encoder,
+    }[name]()
+
+
+def _first(model, op, name, values):
+    node = next(n for n in model.graph.nodes if n.op_type == op)
+    value = next(a for a in node.attribute if a.name == name).value
+    if isinstance(values, list):
+        del value.ints.values[:]
+        value.ints.values.extend(values)
+    else:
+        value.i = values
+
+
+REALISTIC = [
+    ("resnet", "conv2d", "padding", [10**6] * 4, "128,001,792,006,272 bytes"),
+    ("resnet", "conv2d", "padding", [-(10**6)] * 4, "non-negative"),
+    ("resnet", "conv2d", "dilation", [10**9] * 2, "dilated by 1000000000"),
+    ("resnet", "conv2d", "groups", 10**9, "not divisible by groups"),
+    ("resnet", "mean", "axis", list(range(10**5)), "out of range"),
+    ("rnn", "split", "sections", 4096, "does not split into 4096"),
+    ("rnn", "reshape", "newshape", [-1, 10**12], "4,000,000,000,000 bytes"),
+    ("rnn", "reshape", "newshape", [-1] + [1] * 100, "rank 101"),
+    ("rnn", "take", "axis", 10**9, "out of range"),
+    ("transformer", "transpose", "axes", list(range(10**5)), "axes (0, 1, 2"),
+    ("transformer", "transpose", "axes", [0, 1, 2, 2**62], "out of range"),
+    ("transformer", "mean", "axis", [-1] * 10**5, "axis (-1, -1"),
+]
+
+
+@pytest.mark.parametrize(
+    "model, op, name, values, fragment", REALISTIC, ids=[f"{c[0]} {c[1]}.{c[2]}" for c in REALISTIC]
+)
+def test_a_hostile_attribute_in_a_realistic_model_is_refused_on_load(
+    tmp_path, model, op, name, values, fragment
+):
+    path = tmp_path / "m.pb"
+    ge.save(_gallery(model), path)
+    proto = pb.ModelProto.FromString(path.read_bytes())
+    _first(proto, op, name, values)
+    path.write_bytes(proto.SerializeToString())
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(ge.ShapeError) as info:
+        ge.load(path)
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    message = str(info.value)
+    assert fragment in message and f"({op})" in message and len(message) < 1000
+    assert seconds < 10 and peak < 300 * 2**20
