@@ -15,6 +15,11 @@ inference knows every result's size before anything runs, so
   every result again with the real shapes (:mod:`graphengine.run_budget`,
   once per distinct feed-shape signature) and refuses one over the budget.
 
+The bounded ``.npz`` reader (:mod:`graphengine.npz_files`) also caps what the
+compressed members of one file may inflate to together (``max_inflated_bytes``,
+16 GiB): each member under the per-array budget, a thousand of them would
+still be a zip bomb.  Uncompressed members are bounded by the file's real size.
+
 The ONNX importer also bounds import-time constant folding
 (``max_fold_bytes``: a larger result stays a node of the graph) and the
 inlining of model-local functions (``max_inlined_nodes``).
@@ -47,6 +52,7 @@ class Limits:
     """The bounds in force (see the module docstring); all in bytes or counts."""
 
     max_tensor_bytes: int = 2**31
+    max_inflated_bytes: int = 2**34
     max_outputs: int = 4096
     max_fold_bytes: int = 64 * 2**20
     max_inlined_nodes: int = 500_000

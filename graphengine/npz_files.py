@@ -10,7 +10,9 @@ One reader for every array file graphengine opens (training data, checkpoints,
   header that claims ``(2**33,)`` over a few bytes is refused, as is a
   truncated member;
 * each array's size against ``max_tensor_bytes`` (:mod:`graphengine.limits`),
-  which also caps what a compressed member may expand to (a zip bomb).
+  which also caps what a compressed member may expand to (a zip bomb), and
+  what the compressed members expand to together against ``max_inflated_bytes``
+  (many members, each under the budget).
 
 Then each array is read into memory of exactly its declared size, never more;
 a member that inflates past its declared size, or fails its CRC, is an error.
@@ -80,11 +82,21 @@ def _members(
 ) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     budget = get_limits().max_tensor_bytes
-    for info in archive.infolist():
-        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+    infos = [i for i in archive.infolist() if only is None or _array_name(i) == only]
+    # Compressed members could each stay under the per-array budget and still
+    # inflate to more than the machine holds together; their sizes are known
+    # from the directory, so the total is refused before anything is read.
+    inflated = sum(i.file_size for i in infos if i.compress_type != zipfile.ZIP_STORED)
+    if inflated > get_limits().max_inflated_bytes:
+        raise error(
+            f"{what} '{path}': its compressed arrays would inflate to {inflated:,} bytes "
+            f"together, over the limit of {get_limits().max_inflated_bytes:,}; store it "
+            "with numpy.savez (uncompressed), or raise "
+            "ge.set_limits(max_inflated_bytes=...) if the file is trusted"
+        )
+    for info in infos:
+        name = _array_name(info)
         where = f"{what} '{path}', array {name!r}"
-        if only is not None and name != only:
-            continue
         if name in arrays:
             raise error(f"{where} is stored twice in the archive")
         if info.flag_bits & 0x1:
@@ -114,6 +126,10 @@ def _members(
                 "damaged or truncated"
             ) from None
     return arrays
+
+
+def _array_name(info: zipfile.ZipInfo) -> str:
+    return info.filename[:-4] if info.filename.endswith(".npy") else info.filename
 
 
 def read_npy(path: str | os.PathLike, what: str, error: type[GraphEngineError]) -> np.ndarray:

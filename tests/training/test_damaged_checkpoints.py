@@ -543,3 +543,24 @@ def test_a_thousand_bit_flips_and_two_hundred_truncations(saved, tmp_path):
         cuts[_classify(original[: rng.randrange(len(original))], tmp_path, reference)] += 1
     print(f"flips {flips}, truncations {cuts}")
     assert cuts == {"refused": 200, "resumed": 0} and flips["refused"] >= 850
+
+
+def test_many_compressed_members_each_under_the_budget_are_refused_together(tmp_path):
+    path = tmp_path / "bombs.npz"
+    member = _npy_header((2**20,)) + bytes(2**22)  # 4 MiB of zeros: 4 KiB compressed
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(64):
+            z.writestr(f"x{i}.npy", member)
+    assert path.stat().st_size < 2**20
+    with ge.using_limits(max_tensor_bytes=8 * 2**20, max_inflated_bytes=64 * 2**20):
+        tracemalloc.start()
+        with pytest.raises(TrainingError, match="would inflate to 268,443,648 bytes together"):
+            load_npz(path)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 2**20
+        # Under the total, the same members load; stored ones are bounded by the file.
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            for i in range(8):
+                z.writestr(f"x{i}.npy", member)
+        assert len(load_npz(path)) == 8
