@@ -500,6 +500,29 @@ def _check_counts(args: argparse.Namespace) -> None:
             )
 
 
+def _check_maps(args: argparse.Namespace) -> None:
+    """Each ``--map``/``--val-map`` must name an array of its data file: the trainer
+    falls back to the array named as the placeholder when the mapped one is
+    missing (so a spec's data_map fits files named either way), which would turn
+    a typo on the command line into training on another array, silently."""
+    from ..errors import TrainingError
+    from ..npz_files import npz_names
+
+    for option, items, source in (
+        ("--map", args.map, args.data),
+        ("--val-map", getattr(args, "val_map", []), getattr(args, "val", None)),
+    ):
+        if not items or source is None:
+            continue
+        names = npz_names(source, "data file", TrainingError)
+        for placeholder, array in _parse_map(items, option).items():
+            if array not in names:
+                raise CommandError(
+                    f"{option} {placeholder}={array}: '{source}' has no array {array!r}; "
+                    f"its arrays are {', '.join(map(repr, names)) or 'none'}"
+                )
+
+
 def _add_loss(args: argparse.Namespace, graph, data: dict | None) -> None:
     """``--loss KIND``: add that loss to the graph, its labels placeholder made from
     the data's array."""
@@ -584,6 +607,7 @@ def _train(args: argparse.Namespace, parallel) -> int:
     from ..training.trainer import Trainer
 
     _check_counts(args)
+    _check_maps(args)
     graph = load(args.file)
     data = load_npz(args.data) if args.loss in LOSS_KINDS else args.data
     _add_loss(args, graph, data if isinstance(data, dict) else None)
@@ -722,6 +746,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..training.data import load_npz
     from ..training.evaluate import evaluate
 
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _check_maps(args)
     graph = load(args.file)
     data = load_npz(args.data) if args.loss in LOSS_KINDS else args.data
     _add_loss(args, graph, data if isinstance(data, dict) else None)

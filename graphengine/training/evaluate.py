@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..compiler import prune_to
+from ..errors import TrainingError
 from ..executor import compile_plan
 from ..graph import Graph
 from ..training_spec import TrainingSpec
@@ -59,6 +60,10 @@ class Evaluator:
     def totals(self, data: DataLike, batch_size: int | None = None) -> EpochMetrics:
         """The running sums of the loss and metrics over ``data`` (which
         data-parallel evaluation adds up over the processes' slices)."""
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise TrainingError(f"evaluation batch_size must be an int >= 1, got {batch_size!r}")
         dataset = self.bind(data)
         totals = EpochMetrics(self.spec.metrics, self.comparison)
         for feeds in iterate(dataset, batch_size or max(self.spec.batch_size, 256)):

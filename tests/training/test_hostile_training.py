@@ -22,7 +22,7 @@ import pytest
 import graphengine as ge
 from graphengine.cli.main import main
 from graphengine.errors import TrainingError
-from graphengine.training import Trainer
+from graphengine.training import Trainer, evaluate
 from graphengine.training import checkpoint as ckpt_io
 from graphengine.training import metrics as metrics_io
 
@@ -535,3 +535,26 @@ def test_an_output_that_is_the_data_file_is_refused(files, capsys, flag):
     err = _one_line_error(capsys, code)
     assert f"{flag} '{files / 'val.npz'}' is the --val file" in err
     assert (files / "val.npz").read_bytes() == data
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_eval_refuses_a_batch_size_below_one(files, capsys, size):
+    code = main(
+        ["eval", str(files / "mlp.pb"), "--data", str(files / "train.npz"), "--batch-size", size]
+        + ["--loss", "cross_entropy", "--predictions", "out/matmul", "--labels", "y"]
+    )
+    assert "--batch-size must be >= 1" in _one_line_error(capsys, code)
+    with pytest.raises(TrainingError, match="batch_size must be an int >= 1"):
+        evaluate(classifier(), classifier_data(8), batch_size=int(size))
+
+
+@pytest.mark.parametrize("option", ["--map", "--val-map"])
+def test_a_map_naming_no_array_is_refused_rather_than_falling_back(files, capsys, option):
+    # Without the check, a typo fed 'x' from the array named 'x', silently.
+    code = _train(files, "--data", str(files / "train.npz"), "--val", str(files / "val.npz"),
+                  "-o", str(files / "t.pb"), option, "x=imagse")  # fmt: skip
+    err = _one_line_error(capsys, code)
+    assert f"{option} x=imagse:" in err and "has no array 'imagse'" in err
