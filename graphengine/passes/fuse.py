@@ -13,6 +13,10 @@ Backward (the nodes the gradient pass emits):
 * ``matmul(transpose(a), b)`` and ``matmul(a, transpose(b))`` (2-D: a dense
   layer's weight and input gradients) -> ``matmul_transposed``;
 * relu's rule, ``where(y > 0, dy, 0)`` -> ``relu_grad(dy, y)``;
+* relu's gradient after max pooling's, ``relu_grad(max_pool_grad(dy, i, y), y)``
+  with i from ``max_pool(y)`` -> ``max_pool_grad(relu_grad(dy, max_pool(y)), i,
+  y)``: y at each index is the pooled maximum, so the mask is applied at the
+  pooled size (a quarter of y's for 2x2 pooling), with the same values;
 * softmax cross-entropy's rule for integer labels, ``(exp(log_prob) -
   one_hot(labels)) * g`` -> ``softmax_cross_entropy_grad``;
 * batch norm's rule (about twenty nodes) -> ``batch_norm_grad``.  Its nodes are
@@ -30,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..graph import Graph, Node, parse_ref
+from ..graph import Graph, Node, canonical_ref, parse_ref
 from ..ops.fused import CHAINABLE
 from ..shapes import normalize_axis
 from .rewrite import Rewriter, use_counts
@@ -186,6 +190,31 @@ def _where(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     return True
 
 
+def _relu_grad(f: _Fuser, node: Node, inputs: list[str]) -> bool:
+    """relu_grad(max_pool_grad(dy, indices, y), y), indices from max_pool(y) ->
+    max_pool_grad(relu_grad(dy, max_pool(y):0), indices, y)."""
+    rw = f.rw
+    scattered, y = inputs
+    spread = f.inner(scattered, "max_pool_grad")
+    if spread is None:
+        return False
+    dy, indices, like = spread.inputs
+    pool_name, index = parse_ref(indices)
+    pool = rw.producer(indices)
+    if (
+        pool is None
+        or pool.op != "max_pool"
+        or index != 1
+        or canonical_ref(pool.inputs[0]) != canonical_ref(y)
+        or canonical_ref(like) != canonical_ref(y)
+        or rw.type_of(pool_name) != rw.type_of(dy)
+    ):
+        return False
+    (masked,) = rw.emit("relu_grad", [dy, pool_name], {}, like=node)
+    rw.emit("max_pool_grad", [masked, indices, like], dict(spread.attrs), like=node, name=node.name)
+    return True
+
+
 def _is_zero(rw: Rewriter, ref: str) -> bool:
     value = rw.constant(ref)
     return value is not None and value.shape == () and float(value) == 0.0
@@ -273,6 +302,7 @@ _RULES = {
     "sigmoid": _dense,
     "add": _dense,
     "where": _where,
+    "relu_grad": _relu_grad,
     "multiply": _multiply,
     **{op: _chain for op in CHAINABLE if op not in _ACTIVATIONS},
 }

@@ -321,3 +321,35 @@ def test_max_pool_with_more_than_256_window_positions():
     ref_y, ref_indices = pool_ref(x, (17, 17), (1, 1), (0,) * 4, (1, 1), False, "max")
     np.testing.assert_array_equal(y, ref_y)
     np.testing.assert_array_equal(indices, ref_indices)
+
+
+@pytest.mark.parametrize(
+    "kernel, stride",
+    [(2, 2), (3, 2)],  # disjoint windows (a store), overlapping ones (a sum)
+)
+def test_fused_training_plan_masks_relu_at_the_pooled_size(kernel, stride):
+    """The fuse pass turns relu_grad(max_pool_grad(dy, i, r), r) into
+    max_pool_grad(relu_grad(dy, max_pool(r)), i, r): the same gradients, bit
+    for bit, with ties (relu's zeros), NaN and negative values in the windows."""
+    from graphengine.executor import compile_plan
+    from graphengine.training.trainer import compile_training_plan
+
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3, 9, 8))
+    b = g.parameter("b", R.standard_normal((3, 1, 1)).astype(np.float32))
+    pooled = ge.max_pool2d(ge.relu(x + b), kernel, stride=stride)
+    loss = ge.sum(pooled * pooled * g.constant(R.standard_normal(pooled.shape[1:]).astype("f")))
+    tg = ge.gradients(g, loss, ["b", "x"])
+    fetches = [tg.gradient.grads["b"], tg.gradient.grads["x"]]
+    feed = {"x": R.standard_normal((4, 3, 9, 8)).astype(np.float32)}
+    feed["x"][0, 0, :3, :3] = -5.0  # an all-zero window after relu: ties at 0
+    feed["x"][1, 2, 4, 4] = np.nan
+    plan = compile_training_plan(tg, fetches, ["x"])
+    ops = [s.node.op for s in plan.steps]
+    relu_grads = [s for s in plan.steps if s.node.op == "relu_grad"]
+    assert ops.count("max_pool_grad") == 1 and len(relu_grads) == 1, ops
+    assert ops.index("relu_grad") < ops.index("max_pool_grad")
+    want = compile_plan(tg, fetches, ["x"]).run(feed)
+    for _ in range(2):  # the recording run, then the planned one
+        for have, expected in zip(plan.run(feed), want):
+            np.testing.assert_array_equal(have, expected)
