@@ -163,6 +163,8 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
     edges: dict[str, list[bool]] = {}
     canonical: dict[str, Sequence[str]] = {}
     for node in nodes:
+        if not node.inputs:
+            continue  # a source: nothing flows into it
         inputs = _canonical(node.inputs)
         for ref in inputs:
             if ref in forward:
@@ -172,6 +174,11 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
         name = node.name
         canonical[name] = inputs
         edges[name] = node_edges = _edges(node, inputs, floats)
+        carries = False
+        for edge, ref in zip(node_edges, inputs):
+            if edge and ref in forward:
+                carries = True
+                break
         types = node.types
         if len(types) == 1:
             # Its consumers ask too: answered here, where the type is at hand.
@@ -180,9 +187,9 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
             if is_output_float is None:
                 is_output_float = float_dtype[dtype] = is_float(dtype)
             floats[name] = is_output_float
-            if is_output_float and any(e and r in forward for e, r in zip(node_edges, inputs)):
+            if carries and is_output_float:
                 forward.add(name)
-        elif any(e and r in forward for e, r in zip(node_edges, inputs)):
+        elif carries:
             forward.update(r for r, t in zip(node.output_refs(), types) if is_float(t.dtype))
     backward = {loss}
     differentiated = []
@@ -491,10 +498,9 @@ def _backpropagate(
             dy = total(name, node)
             if dy is None:
                 continue
+        # total() has set ctx.derived_from and ctx.scope for this node.
         inputs = canonical[name]
         wanted = [edge and ref in live for edge, ref in zip(edges[name], inputs)]
-        ctx.derived_from = name
-        ctx.scope = scopes.get(node.scope) or _scope_of(node, scope, scopes)
         # The contract (OpDef's docstring): one output gets its gradient, several
         # get a list with None for those no gradient reached.
         rule = opdef.vjp
@@ -597,7 +603,7 @@ def _scope_of(node: Node, scope: str, made: dict[str, str]) -> str:
 def _free_scope(graph: Graph) -> str:
     """``gradients``, or ``gradients_1``, ``gradients_2`` ... when a graph already
     holds gradient nodes (differentiating a gradient graph again)."""
-    return fresh_name(SCOPE, {n.split("/", 1)[0] for n in graph.names()})
+    return fresh_name(SCOPE, {n.split("/", 1)[0] for n in graph.names() if n.startswith(SCOPE)})
 
 
 def _drop_unused(graph: Graph, first: int, keep: list[str]) -> list[str]:
