@@ -87,11 +87,14 @@ class _Reach:
     """Which tensors lie on a differentiable path from a wrt tensor to the loss."""
 
     live: set[str]  # tensor refs that carry a gradient
-    nodes: list[Node]  # nodes to differentiate, in forward order
-    #: Per node name, which inputs are differentiable edges (see _edges).
-    edges: dict[str, list[bool]]
-    #: Per node name, its inputs as canonical refs (``node:0`` written ``node``).
-    inputs: dict[str, Sequence[str]]
+    #: The nodes to differentiate, in forward order, each with its inputs as
+    #: canonical refs (``node:0`` written ``node``) and, per input, whether it
+    #: is a differentiable edge (see _edges).
+    steps: list[tuple[Node, Sequence[str], list[bool]]]
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [node for node, _, _ in self.steps]
 
 
 def _differentiable_edge(node: Node, slot: int, in_type: TensorType) -> bool:
@@ -160,8 +163,9 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
     floats = _FloatRefs(graph)
     float_dtype: dict[np.dtype, bool] = {}
     forward = set(wrt)
-    edges: dict[str, list[bool]] = {}
-    canonical: dict[str, Sequence[str]] = {}
+    # Nodes through which a gradient can flow from a wrt tensor (a
+    # differentiable edge from a tensor in ``forward``): the only candidates.
+    steps = []
     for node in nodes:
         if not node.inputs:
             continue  # a source: nothing flows into it
@@ -170,16 +174,16 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
             if ref in forward:
                 break
         else:
-            continue  # no gradient can flow through a node no wrt tensor reaches
-        name = node.name
-        canonical[name] = inputs
-        edges[name] = node_edges = _edges(node, inputs, floats)
-        carries = False
+            continue  # no wrt tensor reaches this node
+        node_edges = _edges(node, inputs, floats)
         for edge, ref in zip(node_edges, inputs):
             if edge and ref in forward:
+                steps.append((node, inputs, node_edges))
                 carries = True
                 break
-        types = node.types
+        else:
+            carries = False
+        name, types = node.name, node.types
         if len(types) == 1:
             # Its consumers ask too: answered here, where the type is at hand.
             dtype = types[0].dtype
@@ -191,27 +195,23 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
                 forward.add(name)
         elif carries:
             forward.update(r for r, t in zip(node.output_refs(), types) if is_float(t.dtype))
+    # Of those, the ones a gradient from the loss reaches.  Every candidate has
+    # an edge from ``forward``, so each one reached passes the gradient on.
     backward = {loss}
     differentiated = []
-    for node in reversed(nodes):
-        name = node.name
-        flags = edges.get(name)
-        if flags is None:
-            continue
+    for step in reversed(steps):
+        node, inputs, node_edges = step
         if len(node.types) == 1:
-            if name not in backward:
+            if node.name not in backward:
                 continue
         elif not any(r in backward for r in node.output_refs()):
             continue
-        carries = False
-        for edge, ref in zip(flags, canonical[name]):
+        for edge, ref in zip(node_edges, inputs):
             if edge and ref in forward:
                 backward.add(ref)
-                carries = True
-        if carries:
-            differentiated.append(node)
+        differentiated.append(step)
     differentiated.reverse()
-    return _Reach(forward & backward, differentiated, edges, canonical)
+    return _Reach(forward & backward, differentiated)
 
 
 def _canonical(refs: Sequence[str]) -> Sequence[str]:
@@ -482,11 +482,11 @@ def _backpropagate(
             totals[ref] = value
         return value
 
-    live, edges, canonical = reach.live, reach.edges, reach.inputs
+    live = reach.live
     # Rules of nodes with bfloat16 values run in float32 (_in_float32); one look
     # at the dtypes spares every other graph the per-node checks.
     bfloat16 = any(dtype_name(t.dtype) == "bfloat16" for n in graph.nodes for t in n.types)
-    for node in reversed(reach.nodes):
+    for node, inputs, node_edges in reversed(reach.steps):
         name = node.name
         opdef = node.opdef
         if opdef.multi_output:
@@ -499,8 +499,7 @@ def _backpropagate(
             if dy is None:
                 continue
         # total() has set ctx.derived_from and ctx.scope for this node.
-        inputs = canonical[name]
-        wanted = [edge and ref in live for edge, ref in zip(edges[name], inputs)]
+        wanted = [edge and ref in live for edge, ref in zip(node_edges, inputs)]
         # The contract (OpDef's docstring): one output gets its gradient, several
         # get a list with None for those no gradient reached.
         rule = opdef.vjp
