@@ -334,6 +334,8 @@ class Graph:
 
     def type_of(self, ref: str) -> TensorType:
         """The type of tensor ``ref``, without making a handle (for hot loops)."""
+        if ":" not in ref:  # output 0, the common case
+            return self._nodes[ref].types[0]
         name, index = parse_ref(ref)
         return self._nodes[name].types[index]
 
