@@ -31,7 +31,7 @@ from numpy.lib.stride_tricks import as_strided
 from ..dtypes import ALL_TYPES, FLOAT_TYPES, INDEX_TYPES
 from ..errors import ShapeError
 from ..shapes import TensorType
-from .registry import Array, Attr, F, Input, OpDef, frontend, register
+from .registry import Array, Attr, F, Input, InputInfo, OpDef, OutKernel, frontend, register
 from .window import (
     Ints,
     as_tuple,
@@ -124,10 +124,11 @@ def _tiles(
     )
 
 
-def _tiled_windows(x: Array, kernel_size: Ints, out: Ints) -> Array:
-    """(K, N*C*prod(out)) copy of tiled windows: row k holds kernel position k
-    (row-major) of every window, so the reduction below runs over contiguous rows
-    instead of strided views, which numpy handles many times slower."""
+def _tiled_windows(x: Array, kernel_size: Ints, out: Ints, rows: Array | None = None) -> Array:
+    """(K, N*C*prod(out)) copy of tiled windows (into ``rows`` when given): row k
+    holds kernel position k (row-major) of every window, so the reduction below
+    runs over contiguous rows instead of strided views, which numpy handles many
+    times slower."""
     rank = len(kernel_size)
     st = x.strides
     view = as_strided(
@@ -138,24 +139,31 @@ def _tiled_windows(x: Array, kernel_size: Ints, out: Ints) -> Array:
         + tuple(st[2 + i] * kernel_size[i] for i in range(rank)),
         writeable=False,
     )
-    return np.ascontiguousarray(view).reshape(math.prod(kernel_size), -1)
+    if rows is None:
+        return np.ascontiguousarray(view).reshape(math.prod(kernel_size), -1)
+    np.copyto(rows.reshape(view.shape), view)
+    return rows
 
 
-def _first_argmax(candidates: list[Array]) -> tuple[Array, Array]:
+def _first_argmax(candidates: list[Array], best: Array | None = None) -> tuple[Array, Array]:
     """(elementwise maximum of ``candidates``, position of the first maximum in the
     list), NaN winning as in PyTorch.
 
     The position is kept in a small unsigned code updated without ``where`` or
     masked copies (both are slow in numpy): ``code ^= (code ^ k) & mask`` with a
     mask of all ones where candidate k beats the running maximum.  A strict
-    comparison keeps the first maximum on ties."""
+    comparison keeps the first maximum on ties.  The maximum goes into ``best``
+    when given (shaped like a candidate)."""
     first = candidates[0]
     count = len(candidates)
     dtype = np.uint8 if count <= 2**8 else np.uint16 if count <= 2**16 else np.uint32
     if count == 1:
-        return first.copy(), np.zeros(first.shape, dtype)
+        if best is None:
+            return first.copy(), np.zeros(first.shape, dtype)
+        np.copyto(best, first)
+        return best, np.zeros(first.shape, dtype)
     better = np.greater(candidates[1], first)
-    best = np.maximum(first, candidates[1])
+    best = np.maximum(first, candidates[1], out=best)
     code = better.astype(dtype)
     if count > 2:
         mask, scratch = np.empty(best.shape, dtype), np.empty(best.shape, dtype)
@@ -176,29 +184,76 @@ def _first_argmax(candidates: list[Array]) -> tuple[Array, Array]:
     return best, code
 
 
+class _PoolGeometry:
+    """What a max pool over inputs of one shape computes once: the output and
+    padded sizes, whether the windows tile the input, and the flat index of each
+    window position as within[code] + the window's start + the (n, c) plane's
+    start, with within[k] the offset of kernel position k (row-major) in the
+    window.  ``fixed`` also keeps the two starts' sum as one (N, C, *out) array,
+    for a plan that runs the shape again and again (one add instead of two)."""
+
+    def __init__(
+        self,
+        x_shape: tuple[int, ...],
+        kernel_size: Ints,
+        stride: Ints,
+        padding: Ints,
+        dilation: Ints,
+        ceil_mode: bool,
+        fixed: bool = False,
+    ) -> None:
+        self.out, self.full = _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode)
+        sizes = x_shape[2:]
+        rank = len(sizes)
+        self.tiles = _tiles(sizes, kernel_size, stride, padding, dilation, self.out)
+        plane_strides = [math.prod(sizes[i + 1 :]) for i in range(rank)]
+        within: Array = np.zeros((), np.int64)
+        for k, d, s in zip(kernel_size, dilation, plane_strides):
+            within = (within[..., None] + np.arange(k, dtype=np.int64) * (d * s)).reshape(-1)
+        self.within = within
+        planes = np.arange(x_shape[0] * x_shape[1], dtype=np.int64) * math.prod(sizes)
+        plane_starts = planes.reshape(x_shape[:2] + (1,) * rank)
+        window_starts = _window_starts(sizes, kernel_size, stride, padding, self.out)
+        self.starts: tuple[Array, ...] = (
+            (plane_starts + window_starts,) if fixed else (plane_starts, window_starts)
+        )
+
+
 def _max_with_indices(
-    x: Array, kernel_size: Ints, stride: Ints, padding: Ints, dilation: Ints, ceil_mode: bool
+    x: Array,
+    kernel_size: Ints,
+    stride: Ints,
+    padding: Ints,
+    dilation: Ints,
+    ceil_mode: bool,
+    geometry: _PoolGeometry | None = None,
+    out: tuple[Array | None, ...] = (None, None),
+    rows: Array | None = None,
 ) -> tuple[Array, Array]:
-    out, full = _geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    sizes = x.shape[2:]
-    rank = len(sizes)
-    plane_strides = [math.prod(sizes[i + 1 :]) for i in range(rank)]
-    if _tiles(sizes, kernel_size, stride, padding, dilation, out):
-        candidates = list(_tiled_windows(x, kernel_size, out))
+    """max_pool's kernel.  With the ``geometry`` of x's shape, ``out`` buffers for
+    (y, indices) and ``rows`` (scratch for tiled windows) it allocates little."""
+    if geometry is None:
+        geometry = _PoolGeometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    shape = x.shape[:2] + tuple(geometry.out)
+    if geometry.tiles:
+        candidates = list(_tiled_windows(x, kernel_size, geometry.out, rows))
     else:
-        xp = pad_spatial(x, padding, -np.inf, full)
-        candidates = [xp[index] for _, index in window_slices(kernel_size, stride, dilation, out)]
-    best, code = _first_argmax(candidates)
-    # Flat index = the (n, c) plane's start + the window's start + the position's
-    # offset within the window (a table indexed by the code).
-    within = np.zeros((), np.int64)
-    for k, d, s in zip(kernel_size, dilation, plane_strides):
-        within = (within[..., None] + np.arange(k, dtype=np.int64) * (d * s)).reshape(-1)
-    indices = within.take(code).reshape(x.shape[:2] + tuple(out))
-    indices += _window_starts(sizes, kernel_size, stride, padding, out)
-    planes = np.arange(x.shape[0] * x.shape[1], dtype=np.int64) * math.prod(sizes)
-    indices += planes.reshape(x.shape[:2] + (1,) * rank)
-    return best.reshape(indices.shape), indices
+        xp = pad_spatial(x, padding, -np.inf, geometry.full)
+        windows = window_slices(kernel_size, stride, dilation, geometry.out)
+        candidates = [xp[index] for _, index in windows]
+    y, indices = out
+    best, code = _first_argmax(candidates, None if y is None else y.reshape(candidates[0].shape))
+    # Every code is a kernel position, so mode="clip" never clips; it lets take
+    # write into ``out`` directly, where the default mode buffers a copy.
+    indices = np.take(
+        geometry.within,
+        code,
+        out=None if indices is None else indices.reshape(code.shape),
+        mode="clip",
+    ).reshape(shape)
+    for start in geometry.starts:
+        indices += start
+    return best.reshape(shape), indices
 
 
 @register
@@ -220,6 +275,19 @@ class MaxPool(OpDef):
 
     def kernel(self, x: Array, **attrs: Any) -> tuple[Array, Array]:
         return _max_with_indices(x, **attrs)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        """Into the plan's (y, indices) buffers, with the index base and the tiled
+        windows' scratch fixed for this input shape."""
+        ((shape, dtype),) = inputs
+        geometry = _PoolGeometry(shape, **attrs, fixed=True)
+        size = shape[0] * shape[1] * math.prod(geometry.out)
+        rows = np.empty((math.prod(attrs["kernel_size"]), size), dtype) if geometry.tiles else None
+
+        def max_pool_into(x: Array, out: tuple[Array | None, ...]) -> tuple[Array, Array]:
+            return _max_with_indices(x, **attrs, geometry=geometry, out=out, rows=rows)
+
+        return max_pool_into
 
     def vjp(self, node: NodeView, dys: list[Tensor | None]) -> list[Tensor | None]:
         dy = dys[0]
@@ -265,6 +333,18 @@ class MaxPoolGrad(OpDef):
                 indices.reshape(-1), weights=dy.reshape(-1), minlength=like.size
             ).astype(dy.dtype, copy=False)
         return out.reshape(like.shape)
+
+    def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
+        if not attrs["disjoint"]:
+            return None  # bincount allocates its float64 sums anyway
+
+        def max_pool_grad_into(dy: Array, indices: Array, like: Array, out: Array) -> Array:
+            flat = out.reshape(-1)
+            flat.fill(0)
+            flat[indices.reshape(-1)] = dy.reshape(-1)
+            return out
+
+        return max_pool_grad_into
 
     def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
         return [F.take(g, node.inputs[1]), None, None]

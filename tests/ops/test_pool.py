@@ -353,3 +353,33 @@ def test_fused_training_plan_masks_relu_at_the_pooled_size(kernel, stride):
     for _ in range(2):  # the recording run, then the planned one
         for have, expected in zip(plan.run(feed), want):
             np.testing.assert_array_equal(have, expected)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), ((2, 3), (2, 3), 0)])
+def test_planned_max_pool_and_its_gradient_match_the_kernels(kernel, stride, padding):
+    """max_pool (tiled windows or not) and max_pool_grad write into the plan's
+    buffers: planned runs equal the unplanned first run bit for bit, NaN and
+    ties included, and both steps got buffers."""
+    from graphengine.executor import compile_plan
+
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3, 8, 9))
+    w = g.parameter("w", R.standard_normal((3, 1, 1)).astype(np.float32))
+    y, indices = ge.max_pool2d(
+        ge.relu(x * w), kernel, stride=stride, padding=padding, return_indices=True
+    )
+    loss = ge.sum(y * y)
+    tg = ge.gradients(g, loss, ["w", "x"])
+    fetches = [y.name, indices.name, tg.gradient.grads["w"], tg.gradient.grads["x"]]
+    feed = {"x": R.standard_normal((2, 3, 8, 9)).astype(np.float32)}
+    feed["x"][1, 2, 3, 3] = np.nan
+    want = compile_plan(tg, fetches, ["x"]).run(feed)
+    plan = compile_plan(tg, fetches, ["x"], reuse_fetch_buffers=True)
+    for _ in range(3):
+        for have, expected in zip(plan.run(feed), want):
+            assert have.dtype == expected.dtype and have.shape == expected.shape
+            np.testing.assert_array_equal(have, expected)
+    (buffers,) = [b for b in plan._memory.values() if b]
+    planned = {s.node.op for s, b in zip(plan.steps, buffers) if b is not None}
+    disjoint = kernel == stride
+    assert "max_pool" in planned and ("max_pool_grad" in planned) == disjoint, planned
