@@ -9,6 +9,9 @@ Where ONNX and numpy differ:
   reduced dim is statically 0;
 * ``ReduceMax``/``ReduceMin`` on bool (opset 20) compare ``False < True``;
 * ``select_last_index=1`` picks the last extreme index, numpy the first.
+
+``ReduceProd`` is computed at import time only, of known values (the element
+counts PyTorch's ``std``/``var`` take of shapes); of run-time tensors it is refused.
 """
 
 from __future__ import annotations
@@ -82,6 +85,35 @@ _simple("ReduceSumSquare", ops.sum, prepare=_square)
 _simple("ReduceL1", ops.sum, prepare=ops.abs)
 _simple("ReduceL2", ops.sum, prepare=_square, finish=_sqrt_any)
 _simple("ReduceLogSum", ops.sum, finish=ops.log, versions=(13, 18, 28))
+
+
+@rule("ReduceProd", versions=_REDUCE_VERSIONS, static=(1,))
+def _reduce_prod(ctx: NodeContext):
+    """A product of values known at import time, computed there.  PyTorch writes
+    ReduceProd for element counts, the n of ``std`` and ``var`` (ReduceProd of
+    gathered Shape entries); graphengine has no product reduction of run-time
+    tensors, so any other ReduceProd is refused, naming the node."""
+    value = ctx.static(0)
+    if value is None:
+        raw = ctx.static(0, symbolic=True)
+        if raw is not None:
+            raise ctx.fail(
+                f"ReduceProd of the symbolic dims {raw.tolist()} (an element count) cannot "
+                "be computed at import time; give the model's inputs static dims"
+            )
+        raise ctx.fail(
+            "ReduceProd of a tensor computed at run time is not supported: graphengine "
+            "has no product reduction (it computes ReduceProd only of values known at "
+            "import time, such as the element counts PyTorch takes of shapes)"
+        )
+    axes = ctx.axes_attr_or_input(1, since=18)
+    keepdims = bool(ctx.attr("keepdims", 1))
+    if not axes:
+        if ctx.attr("noop_with_empty_axes", 0):
+            return value
+        axes = list(range(value.ndim))
+    axes = normalize_axes(ctx, axes, value.ndim)
+    return np.asarray(np.prod(value, axis=tuple(axes), keepdims=keepdims), dtype=value.dtype)
 
 
 @rule("ReduceMean", versions=_REDUCE_VERSIONS, static=(1,))

@@ -180,3 +180,31 @@ def test_einsum_refuses_a_repeated_output_letter():
     model = make_model([node("Einsum", ["x"], equation="ij->ii")], feeds, ["y"])
     with pytest.raises(OnnxConversionError, match="repeats a letter"):
         ge.from_onnx(model)
+
+
+def test_reduce_prod_of_known_values_folds_and_of_run_time_tensors_is_refused():
+    """PyTorch's unbiased std: n = ReduceProd(Gather(Shape(x), axes)), known at
+    import time; a ReduceProd of data is refused, naming the node."""
+    count = make_model(
+        [
+            node("Shape", ["x"], ["s"]),
+            node("Gather", ["s", "axes"], ["dims"]),
+            node("ReduceProd", ["dims"], ["n"], keepdims=0),
+            node("Cast", ["n"], ["nf"], to=onnx.TensorProto.FLOAT),
+            node("Mul", ["x", "nf"], ["y"]),
+        ],
+        {"x": (np.float32, [2, 3, 5])},
+        ["y"],
+        initializers={"axes": np.array([1, 2], np.int64)},
+    )
+    graph = ge.from_onnx(count)
+    assert [n.op for n in graph.nodes] == ["placeholder", "constant", "multiply"]  # folded
+    x = np.ones((2, 3, 5), np.float32)
+    np.testing.assert_array_equal(ge.run(graph, "y", {"x": x}), x * 15)
+    data = make_model(
+        [node("ReduceProd", ["x"], ["y"], name="prod", keepdims=0)],
+        {"x": (np.float32, [2, 3])},
+        ["y"],
+    )
+    with pytest.raises(OnnxConversionError, match=r"node 'prod' \(ReduceProd\).*run time"):
+        ge.from_onnx(data)
