@@ -339,6 +339,14 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     order = arrays.get("order")
     if order is not None:
         fields.check(order.ndim == 1 and order.dtype.kind in "iu", "order", "a 1-d integer array")
+    named = _NAME_RE.match(Path(path).name)
+    if named and int(named.group(1)) != fields.integer("step"):
+        # A renamed file would be taken as the newest and resume an older state.
+        raise DamagedCheckpoint(
+            f"checkpoint '{path}' records step {fields.integer('step')}, but its name says "
+            f"step {int(named.group(1))}; it was renamed or copied over another. Resume "
+            "from it by a name that matches, or remove it"
+        )
     opt_name = opt_fields.text("name")
     opt_fields.check(opt_name in OPTIMIZERS, "name", f"one of {', '.join(OPTIMIZERS)}")
     step = fields.integer("step")

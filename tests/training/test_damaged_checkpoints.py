@@ -564,3 +564,78 @@ def test_many_compressed_members_each_under_the_budget_are_refused_together(tmp_
             for i in range(8):
                 z.writestr(f"x{i}.npy", member)
         assert len(load_npz(path)) == 8
+
+
+def test_a_checkpoint_renamed_to_a_newer_step_is_skipped_not_resumed(saved, tmp_path, capsys):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for p in ckpt_io.list_checkpoints(saved):
+        (folder / p.name).write_bytes(p.read_bytes())
+    # An older checkpoint copied to a newer name would have resumed step 7 as 99.
+    (folder / "ckpt-000000099.npz").write_bytes((saved / "ckpt-000000007.npz").read_bytes())
+    g = classifier()
+    ge.train(g, DATA, resume=folder, epochs=2, progress=False)
+    err = capsys.readouterr().err
+    assert "records step 7, but its name says step 99" in err
+    assert "resuming from" in err and "ckpt-000000010.npz', the newest good" in err
+    reference = classifier()
+    ge.train(reference, DATA, epochs=2, progress=False)
+    assert_bitwise_equal(dict(g.values), dict(reference.values))
+
+
+@pytest.mark.slow
+def test_flips_and_truncations_of_a_resnet_checkpoint_with_restore_best_arrays(tmp_path):
+    """The ResNet block of the gallery (batch-norm statistics, early stopping
+    keeping the best parameters in the checkpoint): 300 flips and 100
+    truncations (seed 5), each refused or resumed bit-identical."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+    from gallery import build_resnet_block
+
+    from graphengine.training import EarlyStopping
+
+    rng = np.random.default_rng(0)
+    data = {"images": rng.normal(size=(24, 3, 16, 16)).astype(np.float32)}
+    data["labels"] = rng.integers(0, 10, 24)
+    val = {"images": rng.normal(size=(8, 3, 16, 16)).astype(np.float32)}
+    val["labels"] = rng.integers(0, 10, 8)
+    opts = dict(batch_size=8, optimizer="adam", learning_rate=0.01, progress=False, val=val)
+
+    def run(resume=None, callbacks=()):
+        g = build_resnet_block()
+        stop = EarlyStopping(patience=5, restore_best=True)
+        Trainer(g, data, callbacks=[*callbacks, stop], epochs=4, **opts).fit(resume)
+        return g
+
+    Trainer(
+        build_resnet_block(),
+        data,
+        checkpoint_dir=tmp_path / "s",
+        callbacks=[StopAt(7), EarlyStopping(patience=5, restore_best=True)],
+        epochs=4,
+        **opts,
+    ).fit()
+    source = ckpt_io.latest_checkpoint(tmp_path / "s")
+    assert ckpt_io.read_checkpoint(source).extra  # the best parameters travel with it
+    reference = {k: v.copy() for k, v in run(source).values.items()}
+    original, r = source.read_bytes(), random.Random(5)
+    target = tmp_path / "c" / source.name
+    target.parent.mkdir()
+    counts = {"refused": 0, "resumed": 0}
+    for i in range(400):
+        data_bytes = bytearray(original)
+        if i < 300:
+            data_bytes[r.randrange(len(data_bytes))] ^= 1 << r.randrange(8)
+        else:
+            data_bytes = data_bytes[: r.randrange(len(data_bytes))]
+        target.write_bytes(bytes(data_bytes))
+        try:
+            g = run(target)
+        except TrainingError:
+            counts["refused"] += 1
+            continue
+        assert_bitwise_equal({k: g.values[k] for k in reference}, reference)
+        counts["resumed"] += 1
+    print(f"resnet checkpoint: {counts}")
+    assert counts["refused"] >= 350
