@@ -70,6 +70,8 @@ except ImportError:  # pragma: no cover - Windows: no folder lock
 FORMAT = "graphengine-checkpoint"
 VERSION = 1
 _NAME_RE = re.compile(r"^ckpt-(\d+)\.npz$")
+#: The largest header read: ample for 10**5 parameters (a checksum and a name each).
+MAX_HEADER_BYTES = 16 * 2**20
 #: A graph hash or data fingerprint: what graph_fingerprint and Dataset.fingerprint write.
 _HASH_RE = re.compile(r"^[0-9a-f]{1,64}$")
 
@@ -276,11 +278,19 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """
     arrays = read_npz(path, "checkpoint", DamagedCheckpoint)
     raw = arrays.pop("header", None)
+    if raw is not None and raw.size > MAX_HEADER_BYTES:
+        # Parsing is the cost: a 2 MB file can hold a 2 GiB header of "[0,0,...",
+        # which json.loads would take half an hour and gigabytes to read.
+        raise DamagedCheckpoint(
+            f"'{path}' has a header of {raw.size:,} bytes; a checkpoint header holds at "
+            f"most {MAX_HEADER_BYTES:,} (names, counters and checksums), so the file is "
+            "damaged or not a graphengine checkpoint"
+        )
     try:
         if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
             raise ValueError("no header array")
         header = json.loads(raw.tobytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DamagedCheckpoint(
             f"'{path}' is not a graphengine checkpoint (no readable header: {exc})"
         ) from None

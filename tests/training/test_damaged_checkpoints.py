@@ -639,3 +639,23 @@ def test_flips_and_truncations_of_a_resnet_checkpoint_with_restore_best_arrays(t
         counts["resumed"] += 1
     print(f"resnet checkpoint: {counts}")
     assert counts["refused"] >= 350
+
+
+@pytest.mark.parametrize("kind", ["nested 100,000 deep", "a header past the cap"])
+def test_a_header_that_json_would_choke_on_is_refused_quickly(saved, tmp_path, monkeypatch, kind):
+    source = saved / "ckpt-000000010.npz"
+    with np.load(source) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    text = arrays["header"].tobytes().decode()[:-1]
+    if kind.startswith("nested"):  # RecursionError in json.loads, raw before
+        text += ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    else:  # a 2 GiB "[0,0,..." compresses to 2 MB and took half an hour to parse
+        monkeypatch.setattr(ckpt_io, "MAX_HEADER_BYTES", 2**20)
+        text += ', "x": [' + "0," * 2**20 + "0]}"
+    arrays["header"] = np.frombuffer(text.encode(), np.uint8)
+    target = tmp_path / source.name
+    np.savez_compressed(target, **arrays)
+    start = time.perf_counter()
+    with pytest.raises(TrainingError, match="recursion depth|has a header of 2,099,"):
+        _resume(target)
+    assert time.perf_counter() - start < 5
