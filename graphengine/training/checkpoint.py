@@ -40,6 +40,7 @@ checkpoints, which would otherwise prune and overwrite that run's files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -672,8 +673,18 @@ class FolderLock:
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)  # a file system without locks (some NFS): not a rival run
+                    raise TrainingError(
+                        f"cannot lock checkpoint folder '{folder}' ({exc.strerror or exc}): "
+                        "its file system does not support locks; give --checkpoint-dir a "
+                        "folder on a local disk"
+                    ) from None
+                try:
+                    holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+                except OSError:
+                    holder = "unknown"
                 os.close(fd)
                 raise TrainingError(
                     f"checkpoint folder '{folder}' is in use by another training run "
@@ -691,8 +702,9 @@ class FolderLock:
                     f"prune and overwrite them. Continue that run with --resume {folder}, or "
                     "give this one an empty --checkpoint-dir"
                 )
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
+            with contextlib.suppress(OSError):  # the pid only informs: a full disk is fine
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
         except BaseException:
             self.release()
             raise

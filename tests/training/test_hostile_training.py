@@ -558,3 +558,14 @@ def test_a_map_naming_no_array_is_refused_rather_than_falling_back(files, capsys
                   "-o", str(files / "t.pb"), option, "x=imagse")  # fmt: skip
     err = _one_line_error(capsys, code)
     assert f"{option} x=imagse:" in err and "has no array 'imagse'" in err
+
+
+@pytest.mark.skipif(ckpt_io.fcntl is None, reason="needs flock")
+def test_a_file_system_without_locks_is_not_taken_for_a_rival_run(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(ckpt_io.fcntl, "flock", no_locks)
+    with pytest.raises(TrainingError, match="does not support locks") as info:
+        ge.train(classifier(), classifier_data(48), checkpoint_dir=tmp_path, progress=False)
+    assert "in use by another" not in str(info.value)
