@@ -201,6 +201,12 @@ def _transpose_convolve(
     return out
 
 
+#: The stride-1 col2im computes its columns for as many images at a time as fit
+#: in this many bytes, so that its shifted adds read columns still in cache (and
+#: a large batch's columns never exist at once).
+COL2IM_CHUNK_BYTES = 1 << 20
+
+
 def _frame_col2im(
     dy: Array, w: Array, c: int, kernel: Ints, dilation: Ints, full: Ints, groups: int
 ) -> Array:
@@ -212,27 +218,36 @@ def _frame_col2im(
     position adds one long contiguous slice per image and group instead of a
     strided view with short rows.  The frame positions outside the output hold
     zeros, so what they add is zero, and a position inside the output plus an
-    offset stays inside its plane.  Returns the padded input gradient,
-    (N, C, *full)."""
+    offset stays inside its plane.  Images go in chunks of COL2IM_CHUNK_BYTES of
+    columns.  Returns the padded input gradient, (N, C, *full)."""
     n, o = dy.shape[:2]
     rank = len(full)
-    frame = np.zeros((n, o) + tuple(full), dy.dtype)
-    frame[(slice(None),) * 2 + tuple(slice(0, s) for s in dy.shape[2:])] = dy
     size = math.prod(full)
     taps = math.prod(kernel)
     # (G, kh*kw * C/G, O/G): row (k, c) holds the weights of kernel position k, channel c.
-    wk = w.reshape(groups, o // groups, c // groups, taps).transpose(0, 3, 2, 1)
-    cols = np.matmul(wk.reshape(groups, -1, o // groups), _by_group(frame, groups))
-    cols = cols.reshape(n * groups, taps, c // groups * size)
+    wk: Array = w.reshape(groups, o // groups, c // groups, taps).transpose(0, 3, 2, 1)
+    wk = wk.reshape(groups, -1, o // groups)
     plane = [math.prod(full[i + 1 :]) for i in range(rank)]
-    dxp = np.empty((n * groups, c // groups * size), dy.dtype)
-    for k, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
-        shift = sum(i * d * p for i, d, p in zip(offsets, dilation, plane))
-        if k == 0:  # the first position has no offset: a copy, no zeros to add to
-            dxp[...] = cols[:, 0]
-        else:
-            dxp[:, shift:] += cols[:, k, : dxp.shape[1] - shift]
-    return dxp.reshape((n, c) + tuple(full))
+    shifts = [
+        sum(i * d * p for i, d, p in zip(offsets, dilation, plane))
+        for offsets in itertools.product(*(range(k) for k in kernel))
+    ]
+    step = max(1, COL2IM_CHUNK_BYTES // (taps * c * size * dy.itemsize))
+    frame = np.zeros((min(step, n), o) + tuple(full), dy.dtype)
+    inside = (slice(None),) * 2 + tuple(slice(0, s) for s in dy.shape[2:])
+    dxp = np.empty((n, c) + tuple(full), dy.dtype)
+    for start in range(0, n, step):
+        count = min(step, n - start)
+        chunk = frame[:count]
+        chunk[inside] = dy[start : start + count]  # the zeros around it stay zeros
+        cols = np.matmul(wk, _by_group(chunk, groups))  # (count, G, kh*kw * C/G, P)
+        cols = cols.reshape(count * groups, taps, -1)
+        dx = dxp[start : start + count].reshape(count * groups, -1)
+        width = dx.shape[1]
+        dx[...] = cols[:, 0]  # the first position has no offset: a copy
+        for k in range(1, taps):
+            dx[:, shifts[k] :] += cols[:, k, : width - shifts[k]]
+    return dxp
 
 
 def _filter_gradient(
