@@ -8,12 +8,18 @@ repeated letters (diagonals and traces: ``"ii->i"``, ``"ii"``, ``"bii->bi"``)
 are taken first with ``diagonal``; other equations (three operands, products
 that are not matrix products) are refused, naming the node.
 
+``Trilu`` (PyTorch's ``triu``/``tril``: the causal mask of
+``nn.Transformer.generate_square_subsequent_mask``) is a ``where`` against a
+constant band mask, so it needs static sizes on its last two axes.
+
 Our ``matmul`` takes no bfloat16 (numpy's matmul of bfloat16 returns float32):
 a bfloat16 product is cast to float32, multiplied and rounded back, as
 onnxruntime and ONNX's reference do.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..ops import api as ops
 from .import_rules import NodeContext, rule
@@ -147,3 +153,19 @@ def _take_diagonals(x, term: str):
 def _permute(x, term: str, order: list[str]):
     perm = tuple(term.index(c) for c in order)
     return ops.transpose(x, axes=perm) if perm != tuple(range(len(perm))) else x
+
+
+@rule("Trilu", versions=(14,), static=(1,))
+def _trilu(ctx: NodeContext):
+    x = ctx.input(0)
+    k = int(ctx.require_static(1, "k").reshape(())) if ctx.has(1) else 0
+    if len(x.shape) < 2 or not all(isinstance(d, int) for d in x.shape[-2:]):
+        raise ctx.fail(
+            f"input of shape {tuple(x.shape)} needs static sizes on its last two axes "
+            "(the rows and columns of the band mask)"
+        )
+    rows, cols = x.shape[-2:]
+    # ONNX: upper keeps j - i >= k, lower keeps j - i <= k.
+    offset = np.arange(cols)[None, :] - np.arange(rows)[:, None]
+    keep = offset >= k if ctx.attr("upper", 1) else offset <= k
+    return ops.where(ctx.graph.constant(keep), x, ops.zeros_like(x))
