@@ -170,7 +170,22 @@ def _reshape(ctx: NodeContext):
     shape = _dims(ctx.require_static(1, "shape", symbolic=True))
     allowzero = ctx.version >= 14 and ctx.attr("allowzero", 0)
     target: list = [x.shape[i] if d == 0 and not allowzero else d for i, d in enumerate(shape)]
-    return ops.reshape(x, _static_newshape(ctx, x.shape, target))
+    return ops.reshape(x, _static_newshape(ctx, _counted_shape(ctx, x), target))
+
+
+def _counted_shape(ctx: NodeContext, x) -> tuple:
+    """``x.shape``, or, where it holds an unknown dim (a product such as batch *
+    heads, which no symbol names), the shape of the tensor that the reshapes
+    producing ``x`` started from: it holds the same elements.  PyTorch's
+    attention folds a key-padding mask to (batch * heads, 1, T) and back to
+    (batch, heads, -1, T), which only that count can resolve."""
+    tensor = x
+    while None in tensor.shape:
+        node = ctx.graph.node(tensor.node)
+        if node.op != "reshape":
+            return tuple(x.shape)
+        tensor = ctx.graph.tensor(node.inputs[0])
+    return tuple(tensor.shape)
 
 
 def _dims(value: np.ndarray) -> list:
