@@ -8,6 +8,7 @@ The default run keeps one or two models per check; the rest are marked slow."""
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -178,6 +179,36 @@ def test_onnx_export_import_runs_the_same(name, tmp_path):
     served = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     for key in graph.outputs:
         np.testing.assert_allclose(served[key], expected[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("view", ["forward", "gradient", "both"])
+def test_long_rnn_drawing_stays_within_the_budget(view):
+    """A 60-step, 2-layer GRU: collapsing each step to a box kept the units under
+    the budget but drew 795 edges (every parameter feeds every step), which
+    Graphviz 2.43 did not lay out within the 60 s timeout; the automatic collapse
+    now bounds edges too."""
+    from graphengine.render import RenderWarning, to_dot
+    from graphengine.render.selection import EDGES_PER_UNIT, NODE_BUDGET
+
+    graph, _ = MODELS["gru"](steps=60, hidden=4)
+    with pytest.warns(RenderWarning, match="more than the budget"):
+        text = to_dot(graph, view=view, loss="loss")
+    edges = {line.split(" [")[0].strip() for line in text.splitlines() if " -> " in line}
+    assert len(edges) <= EDGES_PER_UNIT * NODE_BUDGET, len(edges)
+    assert "box rnn" in text, "the recurrent scopes were collapsed into boxes"
+
+
+@pytest.mark.slow
+def test_long_rnn_renders_with_dot(tmp_path):
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed")
+    graph, _ = MODELS["gru"](steps=60, hidden=4)
+    graph.save(tmp_path / "gru.pb")
+    for view in ("forward", "gradient"):
+        out = tmp_path / f"{view}.svg"
+        argv = ["render", str(tmp_path / "gru.pb"), "-o", str(out), "--view", view]
+        assert graphengine([*argv, "--loss", "loss"]) == 0
+        assert "<svg" in out.read_text()
 
 
 def _swapped(checkpoint: Path, source: Path) -> bytes | None:

@@ -31,6 +31,12 @@ VIEWS = ("forward", "gradient", "both")
 #: nodes become boxes.  dot lays out 300 units in about a second.
 NODE_BUDGET = 300
 
+#: Edges between units allowed per unit of the budget.  Units alone do not bound
+#: dot's time: a 60-step RNN collapsed to one box per step holds 204 units but 795
+#: edges (each parameter feeds every step), which Graphviz 2.43 does not lay out
+#: in a minute; a shallower collapse depth is taken instead.
+EDGES_PER_UNIT = 2
+
 #: A gradient view draws every gradient node when there are at most this many;
 #: above it, the gradient of each forward op is one box (see ``expand``).
 EXPAND_BUDGET = 40
@@ -398,6 +404,8 @@ def _fit_budget(graph: Graph, sel: Selection, expanded: set[str], budget: int) -
     for depth in range(deepest, 0, -1):
         if counts[depth] <= budget:
             _group(graph, sel, depth, set())
+            if depth > 1 and _edge_count(sel) > EDGES_PER_UNIT * budget:
+                continue
             sel.notes.append(
                 f"the drawing has {before:,} nodes, more than the budget of {budget:,}: drew "
                 f"every scope nested {depth} or more deep as one box ({len(sel.units()):,} "
@@ -413,6 +421,21 @@ def _fit_budget(graph: Graph, sel: Selection, expanded: set[str], budget: int) -
         f"runs of consecutive nodes as {len(sel.units()):,} boxes; draw a part with scope "
         f"(--scope), or raise max_nodes (--max-nodes)"
     )
+
+
+def _edge_count(sel: Selection) -> int:
+    """How many distinct unit-to-unit edges the grouped selection draws."""
+    pairs: set[tuple[str, str]] = set()
+    for node in sel.nodes:
+        target = sel.unit[node.name]
+        for ref in node.inputs:
+            source = parse_ref(ref)[0]
+            if source not in sel.unit and source not in sel.context:
+                continue  # not drawn (a forward value a gradient rule reads)
+            source = sel.unit.get(source, source)
+            if source != target:
+                pairs.add((source, target))
+    return len(pairs)
 
 
 def _unit_counts(sel: Selection) -> dict[int, int]:
