@@ -65,15 +65,18 @@ class NodeView:
     def __getattr__(self, attr: str) -> list[Tensor]:
         # ``inputs`` and ``outputs`` are made on first use (then found in the
         # instance): many rules read only ``dy`` (add) or only the outputs (tanh).
-        graph, node = self._graph, self._node
+        # (Only these two names touch the fields: any other missing attribute,
+        # asked before __init__ ran as copy and pickle do, is an AttributeError.)
         if attr == "inputs":
+            graph = self._graph
             # The node's inputs exist in the graph: handles without the lookup checks.
             self.inputs = [
                 Tensor(graph, r) if ":" not in r else Tensor(graph, *parse_ref(r))
-                for r in node.inputs
+                for r in self._node.inputs
             ]
             return self.inputs
         if attr == "outputs":
+            graph, node = self._graph, self._node
             self.outputs = [Tensor(graph, node.name, i) for i in range(len(node.types))]
             return self.outputs
         raise AttributeError(f"'NodeView' object has no attribute {attr!r}")
