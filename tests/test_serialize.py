@@ -817,6 +817,17 @@ def test_crc32_combine_matches_zlib(a, b):
     assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
+def test_the_fast_crc32_of_zlib_ng_gives_zlibs_values():
+    zlib_ng = pytest.importorskip("zlib_ng.zlib_ng")
+    from graphengine.serialize.checksums import crc32
+
+    assert crc32 is zlib_ng.crc32  # the one serialize uses when it is installed
+    data = np.random.default_rng(5).integers(0, 256, 3 * 2**20 + 7, np.uint8)
+    for piece in (b"", b"a", data[:1000].tobytes(), memoryview(data)):
+        assert zlib_ng.crc32(piece) == zlib.crc32(piece)
+    assert zlib_ng.crc32(b"more", 12345) == zlib.crc32(b"more", 12345)
+
+
 def test_a_tensor_of_many_pieces_is_written_and_checksummed_whole(tmp_path, monkeypatch):
     from graphengine.serialize import data_writes
 

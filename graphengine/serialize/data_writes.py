@@ -16,11 +16,10 @@ from __future__ import annotations
 import errno
 import os
 import sys
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .checksums import crc32_combine
+from .checksums import crc32, crc32_combine
 
 #: Bytes per piece: large enough that the syscalls cost nothing, small enough
 #: to stay in the cache between the checksum and the copy.
@@ -49,7 +48,7 @@ def write_tensors(
 
     def write_piece(piece: tuple[int, memoryview, int]) -> int:
         _, data, offset = piece
-        crc = zlib.crc32(data)
+        crc = crc32(data)
         _write_at(fd, data, offset)
         if kick is not None:
             kick(fd, offset, len(data))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import warnings
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from ..limits import MAX_RANK
 from ..model import GradientInfo
 from ..proto import graphengine_pb2 as pb
 from ..training_spec import TrainingSpec
+from .checksums import crc32
 from .external import _DataFiles
 from .tensors import _DTYPE_OF_ENUM
 from .unknown import _extract_preserved_bytes
@@ -197,7 +197,7 @@ class _Reader:
                 f"{_short(dims)} of {dtype.name} need {nbytes}",
             )
         if self.verify and proto.HasField("crc32"):
-            found = zlib.crc32(proto.raw_data)
+            found = crc32(proto.raw_data)
             if found != proto.crc32:
                 raise self.error(
                     where,

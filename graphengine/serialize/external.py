@@ -30,7 +30,6 @@ import bisect
 import hashlib
 import mmap
 import os
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -39,6 +38,7 @@ import numpy as np
 from ..errors import FileFormatError
 from ..input_files import check_data_file, open_input
 from ..proto import graphengine_pb2 as pb
+from .checksums import crc32
 
 #: Threads checking checksums on load, and the total size below which one is enough.
 _VERIFY_THREADS = 4
@@ -196,7 +196,7 @@ class _DataFiles:
         """Why ``array`` does not match its recorded checksum, or None."""
         data = memoryview(array.view(np.uint8))
         if ext.HasField("crc32"):
-            if zlib.crc32(data) != ext.crc32:
+            if crc32(data) != ext.crc32:
                 return (
                     f"the bytes in '{ext.location}' do not match the "
                     "recorded crc32; the data file is damaged or belongs "

@@ -11,7 +11,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from ..dtypes import DTYPE_NAMES, as_dtype
 from ..errors import FileFormatError
 from ..graph import Graph
 from ..proto import graphengine_pb2 as pb
+from .checksums import crc32
 from .data_writes import write_tensors
 from .files import flush_data, temporary_path
 
@@ -115,7 +115,7 @@ class _TensorWriter:
             self._offset += array.nbytes
         else:
             proto.raw_data = array.tobytes()
-            proto.crc32 = zlib.crc32(proto.raw_data)
+            proto.crc32 = crc32(proto.raw_data)
 
     def write_data(self, model_path: Path, sync: bool = True) -> tuple[Path, Path]:
         """Write the pending tensors to a temporary file beside ``model_path``; fill in
