@@ -212,6 +212,7 @@ def _model_with_tensors(
         ext = param.value.external
         ext.location, ext.offset, ext.length = "shared.data", offset, length
         ext.ClearField("crc32")
+    model.ClearField("content_crc32")  # edited: the file's checksum no longer holds
     path.write_bytes(model.SerializeToString())
     with open(folder / "shared.data", "wb") as f:
         f.truncate(file_size)  # sparse: no disk used

@@ -458,6 +458,8 @@ def _model(path: Path) -> pb.ModelProto:
 
 
 def _write(path: Path, model: pb.ModelProto, extra: bytes = b"") -> None:
+    """Write an edited model, without the checksum that no longer holds."""
+    model.ClearField("content_crc32")
     path.write_bytes(model.SerializeToString() + extra)
 
 
@@ -869,3 +871,61 @@ def test_replaced_data_files_leave_no_open_descriptor(tmp_path):
         ge.save(_big_graph(), path, external_data_threshold=16)  # same name: kept open, freed
     serialize.wait_for_removals()
     assert len(list(Path("/proc/self/fd").iterdir())) == before
+
+
+# -- the checksum of a binary file as a whole (format 1.1) ---------------------------------
+
+
+def test_a_binary_file_starts_with_the_checksum_of_the_rest(tmp_path):
+    ge.save(_inline_graph(), tmp_path / "m.pb")
+    data = (tmp_path / "m.pb").read_bytes()
+    assert data[0] == 0x55  # field 10, fixed32
+    assert int.from_bytes(data[1:5], "little") == zlib.crc32(data[5:])
+    assert _model(tmp_path / "m.pb").content_crc32 == zlib.crc32(data[5:])
+    ge.save(_inline_graph(), tmp_path / "m.pbtxt")
+    # Text files are meant to be edited: no file checksum.
+    assert "content_crc32" not in (tmp_path / "m.pbtxt").read_text()
+
+
+def test_a_flip_outside_the_tensors_is_caught_by_the_file_checksum(tmp_path):
+    path = tmp_path / "m.pb"
+    ge.save(_inline_graph(), path)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"inline")  # the graph's name: no tensor checksum covers it
+    data[at] ^= 0x02  # "inline" -> "knline": a valid name, a different graph
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        ge.FileFormatError,
+        match=r"do not match its recorded checksum "
+        r"\(content_crc32.*damaged.*save the graph again",
+    ):
+        ge.load(path)
+    assert ge.load(path, verify_data=False).name == "knline"  # unchecked, on request
+
+
+def test_a_file_cut_short_at_a_field_boundary_is_caught(tmp_path):
+    g = _inline_graph()
+    g.metadata["note"] = "the last field of the file"
+    path = tmp_path / "m.pb"
+    ge.save(g, path)
+    data = path.read_bytes()
+    model = _model(path)
+    del model.metadata["note"]
+    cut = model.ByteSize()  # the checksum and every field but the metadata entry
+    assert pb.ModelProto.FromString(data[:cut]).metadata == {}  # protobuf reads it happily
+    path.write_bytes(data[:cut])
+    with pytest.raises(ge.FileFormatError, match="content_crc32"):
+        ge.load(path)
+
+
+def test_a_file_rewritten_with_its_old_checksum_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "m.pb"
+    ge.save(_inline_graph(), path)
+    model = _model(path)
+    model.graph.name = "edited"
+    path.write_bytes(model.SerializeToString())  # protobuf puts field 10 after field 9
+    with pytest.raises(ge.FileFormatError, match="not its first field.*clears content_crc32"):
+        ge.load(path)
+    model.ClearField("content_crc32")
+    path.write_bytes(model.SerializeToString())
+    assert ge.load(path).name == "edited"

@@ -30,6 +30,7 @@ def _as_opset1(path, out):
                 keep = [a for a in node.attribute if a.name not in ("dilation", "ceil_mode")]
                 del node.attribute[:]
                 node.attribute.extend(keep)
+    model.ClearField("content_crc32")  # an edited file: the old checksum no longer holds
     out.write_bytes(model.SerializeToString())
     return out
 

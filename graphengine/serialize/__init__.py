@@ -38,6 +38,7 @@ import os
 import re
 from pathlib import Path
 
+from ..errors import FileFormatError
 from ..graph import Graph
 from ..limits import MAX_RANK
 from .cleanup import free_in_background, open_to_free_later, wait_for_removals
@@ -50,6 +51,7 @@ from .files import (
     TEXT_SUFFIXES,
     FileInfo,
     _check_header,
+    _content_problem,
     _format_for,
     _parse,
     _read_file,
@@ -231,9 +233,14 @@ def load_with_info(
     fmt = _format_for(path, format)
     data, owner = _read_file(path)
     model = _parse(data, fmt, path)
+    reader = _Reader(path, owner, verify_data=verify_data, allow_linked_data=allow_linked_data)
+    if verify_data and fmt == "binary" and model.format_version_major <= FORMAT_VERSION[0]:
+        problem = _content_problem(data, model)
+        if problem is not None:
+            # Name the damaged tensor when that is where the damage lies.
+            raise reader.damaged_inline_tensor(model) or FileFormatError(f"'{path}': {problem}")
     del data
     _check_header(model, path)
-    reader = _Reader(path, owner, verify_data=verify_data, allow_linked_data=allow_linked_data)
     graph = reader.graph(model)
     info = FileInfo(
         str(path),

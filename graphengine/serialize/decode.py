@@ -196,19 +196,50 @@ class _Reader:
                 f"raw_data has {len(proto.raw_data)} bytes, but dims "
                 f"{_short(dims)} of {dtype.name} need {nbytes}",
             )
-        if self.verify and proto.HasField("crc32"):
-            found = crc32(proto.raw_data)
-            if found != proto.crc32:
-                raise self.error(
-                    where,
-                    f"its bytes do not match the recorded crc32 (the {nbytes} bytes give "
-                    f"{found:08x}, the file records {proto.crc32:08x}): the model file is "
-                    "damaged. Use an intact copy or save the graph again; "
-                    "ge.load(..., verify_data=False) reads it unchecked",
-                )
+        if self.verify:
+            damaged = self._crc32_error(proto, where)
+            if damaged is not None:
+                raise damaged
         array = np.frombuffer(proto.raw_data, dtype=dtype.newbyteorder("<"), count=count)
         # protobuf's bytes are read-only, and parameter values must be writable.
         return array.reshape(dims).astype(dtype, copy=True)
+
+    def _crc32_error(self, proto: pb.TensorProto, where: str) -> FileFormatError | None:
+        """The error for an inline tensor whose bytes do not match its crc32, or None."""
+        if proto.HasField("external") or not proto.HasField("crc32"):
+            return None
+        found = crc32(proto.raw_data)
+        if found == proto.crc32:
+            return None
+        return self.error(
+            where,
+            f"its bytes do not match the recorded crc32 (the {len(proto.raw_data)} bytes "
+            f"give {found:08x}, the file records {proto.crc32:08x}): the model file is "
+            "damaged. Use an intact copy or save the graph again; "
+            "ge.load(..., verify_data=False) reads it unchecked",
+        )
+
+    def damaged_inline_tensor(self, model: pb.ModelProto) -> FileFormatError | None:
+        """The error for the first inline tensor whose bytes do not match its crc32
+        (named as decoding names it), or None: it tells where a damaged file is damaged."""
+        tensors = [
+            (f"graph.parameters[{i}] ({p.name!r}).value", p.value)
+            for i, p in enumerate(model.graph.parameters)
+        ]
+        for section, nodes in (
+            ("graph.nodes", model.graph.nodes),
+            ("gradient.nodes", model.gradient.nodes),
+        ):
+            for i, node in enumerate(nodes):
+                for attr in node.attribute:
+                    if attr.value.HasField("tensor"):
+                        where = f"{section}[{i}] ({node.name!r}) attribute {attr.name!r}"
+                        tensors.append((where, attr.value.tensor))
+        for where, tensor in tensors:
+            error = self._crc32_error(tensor, where)
+            if error is not None:
+                return error
+        return None
 
     # -- after validation -------------------------------------------------------
     def _restore_outputs(self, graph: Graph, gp: pb.GraphProto) -> None:

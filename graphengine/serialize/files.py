@@ -20,6 +20,7 @@ from google.protobuf import text_format
 from ..errors import FileFormatError
 from ..input_files import open_input
 from ..proto import graphengine_pb2 as pb
+from .checksums import crc32
 
 #: The format this package writes, and the newest major version it reads
 #: (1.1 added a crc32 to each inline tensor).
@@ -220,13 +221,42 @@ def _parse_text(data: bytes, path: Path) -> pb.ModelProto:
 def _serialize(model: pb.ModelProto, fmt: str, path: Path) -> bytes:
     if fmt == "text":
         return text_format.MessageToString(model, as_utf8=True).encode("utf-8")
-    size = model.ByteSize()
+    size = model.ByteSize() + len(_CHECKSUM_TAG) + 4
     if size > MAX_FILE_BYTES:
         raise FileFormatError(
             f"cannot save '{path}': the model would take {size} bytes, over protobuf's 2 GiB "
             "limit; pass a lower external_data_threshold so large tensors go to a data file"
         )
-    return model.SerializeToString(deterministic=True)
+    body = model.SerializeToString(deterministic=True)
+    # The checksum goes first, so that a file cut short anywhere fails it.
+    return _CHECKSUM_TAG + crc32(body).to_bytes(4, "little") + body
+
+
+#: ModelProto.content_crc32's tag: field 10, wire type 5 (fixed32).
+_CHECKSUM_TAG = bytes([10 << 3 | 5])
+
+
+def _content_problem(data: bytes, model: pb.ModelProto) -> str | None:
+    """Why the bytes of a binary file do not match its content_crc32, or None
+    (also None for a file without one, from before format 1.1)."""
+    if not model.HasField("content_crc32"):
+        return None
+    recorded = model.content_crc32
+    if not data.startswith(_CHECKSUM_TAG + recorded.to_bytes(4, "little")):
+        return (
+            "its checksum (content_crc32) is not its first field, so the file was "
+            "damaged or rewritten by another tool. Use an intact copy or save the "
+            "graph again (a tool that edits a model clears content_crc32)"
+        )
+    found = crc32(memoryview(data)[len(_CHECKSUM_TAG) + 4 :])
+    if found == recorded:
+        return None
+    return (
+        f"its bytes do not match its recorded checksum (content_crc32: the file gives "
+        f"{found:08x}, it records {recorded:08x}), so the file is damaged (or was "
+        "edited without clearing content_crc32). Use an intact copy or save the graph "
+        "again; ge.load(..., verify_data=False) reads it unchecked"
+    )
 
 
 def _check_header(model: pb.ModelProto, path: Path) -> None:
