@@ -14,8 +14,9 @@ without and with an fsync at the end.  ge.save frees the data file it replaces
 in a background thread; "ge.save (fsync) + freeing" also waits for that.
 ge.load maps the data file copy-on-write: with verify_data=False nothing is
 read (zero-copy); by default every tensor's crc32 is checked, in threads, which
-reads every byte once.  Every run starts after os.sync() (not timed), and after
-any background freeing has ended, so none waits for another's work.  Medians
+reads every byte once.  Every run starts after gc.collect() and os.sync() (not
+timed), and after any background freeing has ended, so none waits for
+another's work.  Medians
 of ``--repeat`` interleaved runs; the folder should be on the disk models live
 on (default: a temporary folder beside this repository).
 """
@@ -23,6 +24,7 @@ on (default: a temporary folder beside this repository).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import statistics
@@ -49,8 +51,10 @@ def _graph(megabytes: int) -> ge.Graph:
 
 
 def _timed(fn) -> float:
-    # Each run starts with no dirty pages and no file being freed: a run must not
-    # wait for what an earlier run left for the kernel to do.
+    # Each run starts with no dirty pages, no file being freed and no graph of an
+    # earlier ge.load still mapping its data file (a Graph is freed by the cycle
+    # collector): a run must not pay for what an earlier run left behind.
+    gc.collect()
     serialize.wait_for_removals()
     if hasattr(os, "sync"):
         os.sync()

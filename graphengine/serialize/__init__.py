@@ -13,8 +13,10 @@ allocating anything, and then runs the validation pass
 
 * ``FileFormatError``: the file itself -- missing, truncated, not a model, from
   a newer major format or opset, an unknown dtype, a tensor whose bytes do not
-  match its dims or its recorded crc32 (every tensor has one from format 1.1
-  on), or external data that is missing or escapes the model's folder;
+  match its dims or its recorded crc32, a binary file whose bytes do not match
+  the crc32 it starts with (both from format 1.1 on; ``verify_data=False``
+  skips the checksums), or external data that is missing or escapes the
+  model's folder;
 * ``GraphError``: the structure -- malformed or duplicate names, unknown ops,
   attributes of the wrong kind, dangling inputs, cycles, a gradient section or
   training spec naming tensors that do not exist;
