@@ -23,7 +23,6 @@ def _file(tmp_path, build, edit):
     ge.save(g, path)
     model = pb.ModelProto.FromString(path.read_bytes())
     edit(model)
-    model.ClearField("content_crc32")  # edited: the file's checksum no longer holds
     path.write_bytes(model.SerializeToString())
     return path
 

@@ -238,16 +238,17 @@ _CHECKSUM_TAG = bytes([10 << 3 | 5])
 
 def _content_problem(data: bytes, model: pb.ModelProto) -> str | None:
     """Why the bytes of a binary file do not match its content_crc32, or None
-    (also None for a file without one, from before format 1.1)."""
+    (also None for a file without one, from before format 1.1, and for one
+    rewritten by another tool, whose checksum is no longer its first field)."""
     if not model.HasField("content_crc32"):
         return None
     recorded = model.content_crc32
     if not data.startswith(_CHECKSUM_TAG + recorded.to_bytes(4, "little")):
-        return (
-            "its checksum (content_crc32) is not its first field, so the file was "
-            "damaged or rewritten by another tool. Use an intact copy or save the "
-            "graph again (a tool that edits a model clears content_crc32)"
-        )
+        # Not where graphengine writes it: the file was rewritten by another tool
+        # (protobuf puts field 10 after field 9), so the checksum describes bytes
+        # that no longer exist.  Damage does not move it: a flip or a cut leaves
+        # the first five bytes in place, or makes the field unknown.
+        return None
     found = crc32(memoryview(data)[len(_CHECKSUM_TAG) + 4 :])
     if found == recorded:
         return None
