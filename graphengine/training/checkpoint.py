@@ -514,8 +514,16 @@ def check_against(
             )
         if value.dtype.kind == "f" and value.size and not _all_finite(value):
             fail(f"parameter {name!r} holds inf or nan; resume from an earlier checkpoint")
+    for key, value in ckpt.extra.items():
+        if value.dtype.kind == "f" and value.size and not _all_finite(value):
+            fail(f"callback array {key!r} holds inf or nan; resume from an earlier checkpoint")
     if ckpt.epoch > ckpt.step:
         fail(f"it records {ckpt.epoch} finished epochs in only {ckpt.step} steps")
+    for key, value in ckpt.metrics.items():
+        # A monitor's counters: whole numbers of steps and validations so far.
+        if key.startswith("state/") and key.rpartition("/")[2] in ("best_step", "wait"):
+            if value != int(value) or not 0 <= value <= ckpt.step:
+                fail(f"metrics.{key} is {_short(value)}; expected a count from 0 to {ckpt.step}")
     # With other data the trainer starts the epoch over with a new order, so the
     # position, order and running metrics of this one do not matter.
     if ckpt.data.get("fingerprint") in (None, data_fingerprint):

@@ -659,3 +659,44 @@ def test_a_header_that_json_would_choke_on_is_refused_quickly(saved, tmp_path, m
     with pytest.raises(TrainingError, match="recursion depth|has a header of 2,099,"):
         _resume(target)
     assert time.perf_counter() - start < 5
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory) -> Path:
+    """The mid-epoch checkpoint of a run with early stopping keeping its best parameters."""
+    folder = tmp_path_factory.mktemp("watched")
+    stop = ge.training.EarlyStopping(patience=3, restore_best=True)
+    Trainer(
+        classifier(), DATA, val=classifier_data(30, seed=3), checkpoint_dir=folder,
+        callbacks=[StopAt(10), stop], progress=False,
+    ).fit()  # fmt: skip
+    return ckpt_io.latest_checkpoint(folder)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("state/EarlyStopping/wait", 1e9),
+        ("state/EarlyStopping/best_step", -1.0),
+        ("state/BestCheckpoint/best_step", 2.5),
+    ],  # fmt: skip
+)
+def test_monitor_counters_beyond_the_step_are_refused(watched, tmp_path, key, value):
+    ckpt = ckpt_io.read_checkpoint(watched)
+    ckpt.metrics[key] = value
+    path = ckpt_io.write_checkpoint(tmp_path, ckpt, keep=0)
+    with pytest.raises(TrainingError, match=f"metrics.{key} is"):
+        ckpt_io.check_against(
+            ckpt_io.read_checkpoint(path), path, graph=classifier(), trained=[],
+            optimizer_name="", slot_names=[], data_size=100, data_fingerprint="",
+            batch_size=16, steps_per_epoch=lambda b, d: 7,
+        )  # fmt: skip
+
+
+def test_nan_in_the_best_parameters_a_checkpoint_keeps_is_refused(watched, tmp_path):
+    ckpt = ckpt_io.read_checkpoint(watched)
+    key = next(iter(ckpt.extra))
+    ckpt.extra[key] = np.full_like(ckpt.extra[key], np.nan)  # restore_best would put it back
+    ckpt_io.write_checkpoint(tmp_path, ckpt, keep=0)
+    with pytest.raises(TrainingError, match=f"callback array '{key}' holds inf or nan"):
+        ge.train(classifier(), DATA, resume=tmp_path, progress=False)
