@@ -46,6 +46,7 @@ import json
 import math
 import os
 import re
+import stat
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -670,14 +671,27 @@ class FolderLock:
         (``resume`` None, or a checkpoint elsewhere) would mix with the folder's
         checkpoints."""
         folder = self.directory
+        lock = folder / ".lock"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+            # O_NOFOLLOW, and one link only: the lock file is truncated, so a link
+            # placed there (a checkpoint folder from elsewhere) must not reach
+            # another file.
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except OSError as exc:
+            reason = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
             raise TrainingError(
-                f"cannot use checkpoint folder '{folder}': {exc.strerror or exc}; give "
-                "--checkpoint-dir a folder you can write"
+                f"cannot use checkpoint folder '{folder}': {lock.name}: {reason or exc}; "
+                f"remove '{lock}' if it is a link, or give --checkpoint-dir a folder you "
+                "can write"
             ) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            raise TrainingError(
+                f"cannot use checkpoint folder '{folder}': '{lock}' is not a file of its own "
+                f"({st.st_nlink} links); remove it (training makes a new one)"
+            )
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -431,8 +431,10 @@ class MetricsLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # O_NONBLOCK: opening a FIFO never waits for the other end; fstat then
             # refuses it.  O_RDWR: append reads the last byte.
+            # O_NOFOLLOW: appending through a link would write into whatever file it
+            # names (outputs are replaced, never written through).
             flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0)
-            fd = os.open(self.path, flags, 0o666)
+            fd = os.open(self.path, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except OSError as exc:
             raise TrainingError(self._cannot_write(exc)) from None
         mode = os.fstat(fd).st_mode
@@ -450,6 +452,8 @@ class MetricsLog:
         what = "a folder" if isinstance(exc, IsADirectoryError) else None
         if exc.errno == errno.ENXIO:
             what = "a FIFO (named pipe) or a device"
+        elif exc.errno == errno.ELOOP:
+            what = "a symbolic link (give the path of the file itself)"
         reason = f"it is {what}" if what else (exc.strerror or str(exc))
         return (
             f"cannot write the metrics log '{self.path}': {reason}; give --log "

@@ -569,3 +569,25 @@ def test_a_file_system_without_locks_is_not_taken_for_a_rival_run(tmp_path, monk
     with pytest.raises(TrainingError, match="does not support locks") as info:
         ge.train(classifier(), classifier_data(48), checkpoint_dir=tmp_path, progress=False)
     assert "in use by another" not in str(info.value)
+
+
+# -- links planted in a checkpoint folder ---------------------------------------------------
+
+
+@pytest.mark.parametrize("planted", [".lock symlink", ".lock hard link", "metrics.jsonl symlink"])
+def test_a_link_planted_in_a_checkpoint_folder_never_writes_through(tmp_path, planted):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    precious = tmp_path / "precious.jsonl"
+    precious.write_text('{"step": 1, "mine": true}\n')
+    name = planted.split()[0]
+    if planted.endswith("symlink"):
+        (ckpt / name).symlink_to(precious)
+    else:
+        os.link(precious, ckpt / name)
+    with pytest.raises(TrainingError, match="symbolic link|not a file of its own"):
+        ge.train(
+            classifier(), classifier_data(48), checkpoint_dir=ckpt, log=ckpt / "metrics.jsonl",
+            progress=False,
+        )  # fmt: skip
+    assert precious.read_text() == '{"step": 1, "mine": true}\n'  # not truncated, not appended
