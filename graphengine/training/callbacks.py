@@ -225,6 +225,21 @@ class BestCheckpoint(_Watching):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 save(graph, self.path)  # atomic: temporary file, fsync, rename
+            except OSError as exc:  # a full disk: the previous best.pb is as it was
+                from ..errors import TrainingError
+
+                kept = trainer._last_checkpoint
+                then = f"continue with --resume {kept.parent}" if kept else "train again"
+                raise TrainingError(
+                    f"cannot write best model '{self.path}' ({exc.strerror or exc}) at step "
+                    f"{record['step']}; "
+                    + (
+                        f"the last checkpoint, '{kept}', is intact"
+                        if kept
+                        else "no checkpoint was written"
+                    )
+                    + f". Free space on that disk, then {then}"
+                ) from None
             finally:
                 graph.training = previous
                 graph.metadata.pop("best_step", None)

@@ -591,3 +591,32 @@ def test_a_link_planted_in_a_checkpoint_folder_never_writes_through(tmp_path, pl
             progress=False,
         )  # fmt: skip
     assert precious.read_text() == '{"step": 1, "mine": true}\n'  # not truncated, not appended
+
+
+def test_a_full_disk_when_best_pb_is_written_names_the_checkpoint_and_resumes(
+    tmp_path, monkeypatch
+):
+    import graphengine.serialize as serialize
+
+    data, val = classifier_data(48), classifier_data(24, seed=1)
+    reference = classifier()
+    ge.train(reference, data, val=val, progress=False)
+    real_save, saves = serialize.save, []
+
+    def save(graph, path, **kw):
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(graph, path, **kw)
+
+    monkeypatch.setattr(serialize, "save", save)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(TrainingError) as info:
+        ge.train(classifier(), data, val=val, checkpoint_dir=ckpt, progress=False)
+    message = str(info.value)
+    assert "cannot write best model" in message and "No space left on device" in message
+    assert "ckpt-000000003.npz', is intact" in message and f"--resume {ckpt}" in message
+    monkeypatch.undo()
+    resumed = classifier()
+    ge.train(resumed, data, val=val, checkpoint_dir=ckpt, resume=ckpt, progress=False)
+    assert_bitwise_equal(dict(resumed.values), dict(reference.values))
