@@ -620,3 +620,37 @@ def test_a_full_disk_when_best_pb_is_written_names_the_checkpoint_and_resumes(
     resumed = classifier()
     ge.train(resumed, data, val=val, checkpoint_dir=ckpt, resume=ckpt, progress=False)
     assert_bitwise_equal(dict(resumed.values), dict(reference.values))
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_of_a_transformer_run_then_resume_is_bit_identical(tmp_path):
+    """``graphengine train`` of the gallery's transformer layer, killed at random
+    moments (checkpoints every 3 steps) and resumed until it ends: the model is
+    the uninterrupted run's, bit for bit."""
+    import random
+    import time
+
+    ge.save(build_transformer_encoder(), tmp_path / "m.pb")
+    np.savez(tmp_path / "train.npz", **_tokens(256, 30, 6, 4))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "graphengine", "train", str(tmp_path / "m.pb")]
+    command += ["--data", str(tmp_path / "train.npz"), "--epochs", "25", "--batch-size", "8"]
+    command += ["--quiet", "--checkpoint-every", "3", "--optimizer", "adam", "--lr", "0.01"]
+    subprocess.run([*command, "-o", str(tmp_path / "reference.pb")], env=env, check=True)
+    ckpt, r, kills = tmp_path / "ckpt", random.Random(7), 0
+    while kills < 40:
+        resume = ["--resume", str(ckpt)] if ckpt_io.list_checkpoints(ckpt) else []
+        run = [*command, "-o", str(tmp_path / "out.pb"), "--checkpoint-dir", str(ckpt), *resume]
+        process = subprocess.Popen(run, env=env, stderr=subprocess.DEVNULL)
+        try:
+            process.wait(timeout=r.uniform(1.2, 3.5))
+            break
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+        time.sleep(0.01)
+    assert process.returncode == 0 and kills > 0
+    assert_bitwise_equal(
+        dict(ge.load(tmp_path / "out.pb").values), dict(ge.load(tmp_path / "reference.pb").values)
+    )
