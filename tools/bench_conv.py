@@ -87,7 +87,7 @@ def main() -> None:
 def time_conv_kernels(x: np.ndarray, w: np.ndarray, repeat: int) -> list[float]:
     """Best times of the conv2d kernel and its two backward kernels (3x3, pad 1)."""
     attrs = {"stride": (1, 1), "padding": (1, 1, 1, 1), "dilation": (1, 1), "groups": 1}
-    y = get_op("conv2d").kernel(x, w, **attrs)
+    y = get_op("conv2d").kernel(x, w, **attrs)[0]  # (y, its im2col columns)
     return [
         best_of(repeat, lambda: get_op("conv2d").kernel(x, w, **attrs)),
         best_of(repeat, lambda: get_op("conv2d_backprop_input").kernel(y, w, x, **attrs)),
