@@ -412,7 +412,7 @@ def _build(
     out = graph.copy(name or f"{graph.name}_grad")
     first = len(out)
     scope = _free_scope(out)
-    output_names = {ref: f"{scope}/{ref.replace(':', '_')}" for ref in wrt_refs}
+    output_names = _output_names(out, scope, wrt_refs)
     ctx = EmissionContext(scope=scope, reserved=set(output_names.values()))
     with out.emitting_gradients(ctx):
         seed_ref = _seed(out, ctx, loss_ref, loss_type, grad_ys)
@@ -432,6 +432,27 @@ def _build(
     )
     out.set_outputs([loss_ref, *grads.values()])
     return out
+
+
+def _output_names(graph: Graph, scope: str, wrt_refs: list[str]) -> dict[str, str]:
+    """wrt ref -> the name of its gradient output: ``scope/ref`` with ``:`` as ``_``.
+    Output k of node ``a`` and a node named ``a_k`` would then share a name (a
+    dropout's mask ``dropout:1`` and the next dropout ``dropout_1``): the node
+    keeps it and the ``node:k`` ref takes the next free counter (``a_k_1``)."""
+    taken = {f"{scope}/{ref}" for ref in wrt_refs if ":" not in ref}
+    names: dict[str, str] = {}
+    for ref in wrt_refs:
+        if ":" not in ref:
+            names[ref] = f"{scope}/{ref}"
+            continue
+        base = name = f"{scope}/{ref.replace(':', '_')}"
+        counter = 0
+        while name in taken or name in graph:
+            counter += 1
+            name = f"{base}_{counter}"
+        taken.add(name)
+        names[ref] = name
+    return names
 
 
 def _tensor_ref(graph: Graph, value: str | Tensor, what: str) -> str:

@@ -162,6 +162,29 @@ def test_render_and_optimize_commands(name, tmp_path):
     assert ge.load(out).outputs == graph.outputs
 
 
+def test_render_values_and_gradients_of_every_tensor(tmp_path):
+    """``render --feed ... --grad`` differentiates every forward tensor.  In the
+    transformer, dropout's mask ``encoder/attention/dropout:1`` and the next
+    dropout ``encoder/attention/dropout_1`` both named their gradient
+    ``gradients/encoder/attention/dropout_1``: a GraphError, nothing drawn."""
+    graph, data = MODELS["transformer"]()
+    graph.save(tmp_path / "model.pb")
+    np.savez(tmp_path / "data.npz", **data)
+    feeds = [arg for k in data for arg in ("--feed", f"{k}={tmp_path / 'data.npz'}:{k}")]
+    out = tmp_path / "values.dot"
+    argv = ["render", str(tmp_path / "model.pb"), "-o", str(out), "--view", "both"]
+    assert graphengine([*argv, "--loss", "loss", *feeds, "--grad"]) == 0
+    assert out.read_text().startswith("digraph")
+    mask, second = "encoder/attention/dropout:1", "encoder/attention/dropout_1"
+    tg = ge.gradients(graph, "loss", wrt=[mask, second])
+    names = tg.gradient.grads
+    assert names[second] == "gradients/encoder/attention/dropout_1"
+    assert names[mask] != names[second]
+    got = ge.run(tg, [names[mask], names[second]], data, training=True, seed=0)
+    assert not got[names[mask]].any()  # the mask is not differentiable: zeros
+    assert got[names[second]].any()
+
+
 @pytest.mark.parametrize("name", _params(tuple(set(MODELS) - {"gru"})))
 def test_onnx_export_import_runs_the_same(name, tmp_path):
     pytest.importorskip("onnx")
