@@ -82,8 +82,10 @@ class NodeContext:
         opset: int,
         fetch: Callable[[str, bool], Any],
         read_tensor: Callable,
+        shapes: dict[str, tuple] | None = None,
     ) -> None:
         self.graph = graph
+        self._shapes = {} if shapes is None else shapes
         self.node = node
         self.op_type = node.op_type
         self.version = version
@@ -151,6 +153,17 @@ class NodeContext:
                 "graphengine needs it as an attribute"
             )
         return value
+
+    def shape_of(self, tensor: Tensor) -> tuple:
+        """``tensor``'s shape, with the products of symbolic dims ('2*N') the import
+        noted where graphengine's own shape has unknown dims (:meth:`note_shape`)."""
+        return self._shapes.get(tensor.name, tensor.shape)
+
+    def note_shape(self, tensor: Tensor, dims: Sequence) -> None:
+        """Note dims of ``tensor`` that its graphengine shape cannot hold (products
+        of symbols, from a Reshape's target), for later Shape and Reshape nodes."""
+        if tuple(dims) != tuple(tensor.shape):
+            self._shapes[tensor.name] = tuple(dims)
 
     def type(self, index: int) -> TensorType:
         value = self.static(index)

@@ -23,6 +23,7 @@ Where ONNX and numpy differ:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from ..ops import api as ops
 from ..ops.shape import END
 from .import_bounds import check_result, fold_bytes, over_fold_limit
 from .import_rules import NodeContext, normalize_axes, rule
-from .import_symbolic import symbolic_array
+from .import_symbolic import divided, monomial, symbolic_array, times
 
 _LAYOUT_VERSIONS = (13, 21, 23, 24, 25)
 
@@ -66,7 +67,8 @@ def _static_dims(ctx: NodeContext, shape, what: str) -> list[int]:
 
 @rule("Shape", versions=(13, 15, 19, 21, 23, 24, 25))
 def _shape(ctx: NodeContext):
-    shape = ctx.type(0).shape
+    value = ctx.static(0)
+    shape = value.shape if value is not None else ctx.shape_of(ctx.input(0))
     rank = len(shape)
     start, end = ctx.attr("start", 0), ctx.attr("end", rank)
     start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))
@@ -169,8 +171,49 @@ def _reshape(ctx: NodeContext):
     x = ctx.input(0)
     shape = _dims(ctx.require_static(1, "shape", symbolic=True))
     allowzero = ctx.version >= 14 and ctx.attr("allowzero", 0)
-    target: list = [x.shape[i] if d == 0 and not allowzero else d for i, d in enumerate(shape)]
-    return ops.reshape(x, _static_newshape(ctx, _counted_shape(ctx, x), target))
+    dims = ctx.shape_of(x)
+    target: list = [dims[i] if d == 0 and not allowzero else d for i, d in enumerate(shape)]
+    in_shape = dims if None not in dims else _counted_shape(ctx, x)
+    target = _solved(in_shape, target)
+    if (
+        None in x.shape
+        and -1 not in target
+        and all(isinstance(d, int) or _is_symbol(d) for d in target)
+    ):
+        if not all(isinstance(d, int) for d in target):
+            # Our shape lost a symbol the target names again (a head split's
+            # (2*N, 1, 5) back to [N, 2, 1, 5]): reshape like a tensor of that
+            # shape, read at run time, so that the symbol N comes back.
+            like = _fill_symbolic(ctx, target, np.zeros((), np.int8))
+            return ops.reshape_like(x, like)
+    out = ops.reshape(x, _static_newshape(ctx, in_shape, target))
+    ctx.note_shape(out, target)
+    return out
+
+
+def _is_symbol(dim) -> bool:
+    """A dim name, not a product of them ('2*N') and not unknown."""
+    return isinstance(dim, str) and "*" not in dim
+
+
+def _solved(in_shape, target: list) -> list:
+    """``target`` with its -1 computed where every dim is known as a product of
+    symbols and ints (a head split: (2*N, 1, 5) to [N, 2, -1, 5] gives -1 = 1)."""
+    if target.count(-1) != 1:
+        return target
+    have = [monomial(d) for d in in_shape]
+    want = [monomial(d) for d in target if d != -1]
+    if None in have or None in want:
+        return target
+    total: Any = 1
+    for d in in_shape:
+        total = times(total, d)
+    known: Any = 1
+    for d in target:
+        if d != -1:
+            known = times(known, d)
+    rest = divided(total, known)
+    return target if rest is None else [rest if d == -1 else d for d in target]
 
 
 def _counted_shape(ctx: NodeContext, x) -> tuple:

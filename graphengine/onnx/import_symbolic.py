@@ -4,7 +4,8 @@ Exporters write "flatten all but the batch" as ``Shape -> Gather -> Unsqueeze ->
 Concat -> Reshape``.  With a symbolic batch dim ``N`` the shape is not a known
 array, but it is still known symbolically: ``Shape(x)`` of x: (N, 3, 4) is
 ``[N, 3, 4]``.  Such values are kept as numpy object arrays whose elements are
-ints, dim names (str) or None (unknown), and the few ops that move shape
+ints, dim names (str), products of them written ``'2*N'`` (monomials: Mul and
+exact Div keep them) or None (unknown), and the few ops that move shape
 entries around are evaluated on them here.  ``Reshape`` and ``Expand`` accept
 the result; anything else that needs such a value as a tensor is refused,
 naming the value.
@@ -41,6 +42,51 @@ def _normalize(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def monomial(dim: Any) -> tuple[int, tuple[str, ...]] | None:
+    """A dim as (coefficient, sorted symbol names): 6 is (6, ()), 'N' is (1, ('N',)),
+    the product '2*N' (see :func:`dim_of`) is (2, ('N',)); None for an unknown dim."""
+    if isinstance(dim, (int, np.integer)):
+        return int(dim), ()
+    if not isinstance(dim, str):
+        return None
+    coefficient, names = 1, []
+    for part in dim.split("*"):
+        if part.isdigit():
+            coefficient *= int(part)
+        else:
+            names.append(part)
+    return coefficient, tuple(sorted(names))
+
+
+def dim_of(coefficient: int, names: tuple[str, ...]) -> int | str:
+    """The dim of a monomial: an int, a symbol, or a product written '2*N*T'
+    (graphengine's dim names never hold '*': the importer makes them valid)."""
+    if not names:
+        return coefficient
+    return "*".join(([str(coefficient)] if coefficient != 1 else []) + sorted(names))
+
+
+def times(a: Any, b: Any) -> int | str | None:
+    """The product of two dims, symbolic ones included; None if either is unknown."""
+    ma, mb = monomial(a), monomial(b)
+    if ma is None or mb is None:
+        return None
+    return dim_of(ma[0] * mb[0], tuple(sorted(ma[1] + mb[1])))
+
+
+def divided(a: Any, b: Any) -> int | str | None:
+    """a / b where it divides exactly (coefficient and symbols), else None."""
+    ma, mb = monomial(a), monomial(b)
+    if ma is None or mb is None or mb[0] == 0 or ma[0] % mb[0]:
+        return None
+    names = list(ma[1])
+    for name in mb[1]:
+        if name not in names:
+            return None
+        names.remove(name)
+    return dim_of(ma[0] // mb[0], tuple(names))
+
+
 def _arithmetic(fn: Callable, neutral: int | None, left_neutral: bool) -> Callable:
     def apply(a: Any, b: Any) -> Any:
         if isinstance(a, (int, np.integer)) and isinstance(b, (int, np.integer)):
@@ -59,11 +105,24 @@ def _trunc_div(a: int, b: int) -> int:
     return q if (a >= 0) == (b >= 0) else -q
 
 
+def _symbolic(fn: Callable, exact: Callable) -> Callable:
+    """``fn`` on ints, ``exact`` (a product or exact quotient) when a dim is symbolic."""
+
+    def apply(a: Any, b: Any) -> Any:
+        if isinstance(a, (int, np.integer)) and isinstance(b, (int, np.integer)):
+            return int(fn(int(a), int(b)))
+        return exact(a, b)
+
+    return np.frompyfunc(apply, 2, 1)
+
+
 _ELEMENTWISE = {
     "Add": _arithmetic(operator.add, 0, True),
     "Sub": _arithmetic(operator.sub, 0, False),
-    "Mul": _arithmetic(operator.mul, 1, True),
-    "Div": _arithmetic(_trunc_div, 1, False),
+    # Products and exact quotients of dims stay known ('2*N'): exporters compute
+    # a head split's batch * heads so, and Reshape takes them apart again.
+    "Mul": _symbolic(operator.mul, times),
+    "Div": _symbolic(_trunc_div, divided),
 }
 
 

@@ -329,6 +329,9 @@ class _Importer:
         #: tensor (``values`` then holds the constant): still known to the nodes
         #: that fold or read it as a shape.
         self.known: dict[str, np.ndarray] = {}
+        #: Our tensor name -> its dims with products of symbols where our shape
+        #: has unknown dims (NodeContext.note_shape).
+        self.shapes: dict[str, tuple] = {}
         #: Node name -> the ONNX value name it should take.
         self.rename: dict[str, str] = {}
         self.result = ImportResult(self.graph)
@@ -538,7 +541,8 @@ class _Importer:
         return True
 
     def _context(self, graph: Graph, node: NodeProto, version: int, fetch) -> NodeContext:
-        return NodeContext(graph, node, version, self.opset, fetch, self.read_tensor)
+        shapes = self.shapes if graph is self.graph else None
+        return NodeContext(graph, node, version, self.opset, fetch, self.read_tensor, shapes)
 
     def _apply(self, rule: Rule, node: NodeProto, version: int) -> list:
         # Tensors of known values and of initializers get their nodes (named after

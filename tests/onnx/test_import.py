@@ -823,3 +823,39 @@ def test_einsum_that_is_not_a_matrix_product_is_refused(equation):
     model = make_model([node("Einsum", list(feeds), equation=equation)], feeds, ["y"])
     with pytest.raises(OnnxConversionError, match="Einsum|einsum"):
         ge.from_onnx(model)
+
+
+def test_products_of_symbolic_dims_are_followed_through_reshapes():
+    """A head split as exporters write it: x (N, 2, 3) to [N*2, 3] (the product
+    from Shape, Gather and Mul), then back to [N, 2, -1]: -1 is 3, and the
+    result keeps the symbol N.  (The products are known to Shape and Reshape
+    only: an op between the two reshapes would lose them.)"""
+    inits = {
+        "zero": np.array(0),
+        "two": np.array(2),
+        "axis0": np.array([0]),
+        "three": np.array([3]),
+        "back": np.array([2, -1]),
+    }
+    model = make_model(
+        [
+            node("Shape", ["x"], ["s"]),
+            node("Gather", ["s", "zero"], ["n"], axis=0),
+            node("Mul", ["n", "two"], ["n2"]),
+            node("Unsqueeze", ["n2", "axis0"], ["n2_1"]),
+            node("Concat", ["n2_1", "three"], ["flat_shape"], axis=0),
+            node("Reshape", ["x", "flat_shape"], ["flat"]),
+            node("Unsqueeze", ["n", "axis0"], ["n_1"]),
+            node("Concat", ["n_1", "back"], ["split_shape"], axis=0),
+            node("Reshape", ["flat", "split_shape"], ["r"]),
+            node("Relu", ["r"], ["y"]),
+        ],
+        {"x": (np.float32, ["N", 2, 3])},
+        ["y"],
+        initializers=inits,
+    )
+    g = ge.from_onnx(model)
+    assert g.tensor("y").shape == ("N", 2, 3)
+    for n in (1, 4):
+        x = f32(n, 2, 3)
+        assert_same([ge.run(g, "y", {"x": x})], [np.maximum(x, 0)])
