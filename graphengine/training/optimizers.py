@@ -159,6 +159,27 @@ class SGD(Optimizer):
             raise TrainingError("sgd: made without momentum, so it cannot cycle one")
         self.momentum = float(value)
 
+    def step(
+        self,
+        params: Mapping[str, np.ndarray],
+        grads: Mapping[str, np.ndarray],
+        lr: float,
+        grad_scale: float = 1.0,
+    ) -> None:
+        if self.momentum or self.weight_decay or grad_scale != 1.0:
+            super().step(params, grads, lr, grad_scale)
+            return
+        # Plain SGD, the common case: the same two in-place passes as _update
+        # (so the same bits), without its per-parameter calls and branches,
+        # which cost as much as the update itself on small layers.
+        self.iterations += 1
+        lr = float(lr)
+        scratch = self._scratch
+        for name, p in params.items():
+            tmp = scratch[name][0]
+            np.multiply(grads[name], lr, out=tmp)
+            p -= tmp
+
     def _update(self, name, p, grad, lr, scale):
         tmp, spare = self._scratch[name]
         g = self._scaled_grad(p, grad, scale, tmp, spare, self.weight_decay)

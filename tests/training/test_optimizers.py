@@ -33,6 +33,22 @@ def test_sgd_plain():
     assert np.allclose(run(SGD(), [G1, G2], lr=0.1), P0 - 0.1 * G1 - 0.1 * G2)
 
 
+def test_plain_sgd_shortcut_matches_the_general_update_bit_for_bit():
+    # SGD.step skips _update when there is no momentum, decay or scale; the
+    # shortcut must give the same bits as the general rule, in float32 too.
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(P0.shape).astype(np.float32) for _ in range(3)]
+    fast = run(SGD(), grads, lr=0.037, dtype=np.float32)
+    general = SGD()
+    p = {"w": P0.astype(np.float32)}
+    general.setup(p)
+    for g in grads:
+        for name in p:
+            general._update(name, p[name], g, 0.037, 1.0)
+    np.testing.assert_array_equal(fast, p["w"])
+    assert fast.dtype == np.float32
+
+
 def test_sgd_momentum_by_hand():
     mu, lr = 0.9, 0.1
     b1 = G1  # b = mu * 0 + g
