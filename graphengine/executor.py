@@ -167,11 +167,17 @@ class Plan:
     ) -> Callable[[list[Any]], list[Any]]:
         """The planned steps as one Python function (:func:`step_source`): each
         step one call on local variables, with its buffer and kernel bound."""
-        namespace: dict[str, Any] = {}
+        namespace: dict[str, Any] = {
+            "_array": np.array,
+            "_asarray": np.asarray,
+            "_ndarray": np.ndarray,
+        }
         for i, (step, buf, planned) in enumerate(zip(self.steps, buffers, kernels)):
             namespace[f"k{i}"] = planned if buf is not None else step.fn
             namespace[f"b{i}"] = buf
-        source = step_source(self.steps, [b is not None for b in buffers], self.fetch_slots)
+        source = step_source(
+            self.steps, [b is not None for b in buffers], self.fetch_slots, self.fetch_copies
+        )
         exec(compile(source, f"<plan of {', '.join(self.fetches)[:200]}>", "exec"), namespace)
         program: Callable[[list[Any]], list[Any]] = namespace["run_steps"]
         return program
@@ -179,12 +185,9 @@ class Plan:
     def _run_program(
         self, values: list[Any], program: Callable[[list[Any]], list[Any]]
     ) -> list[Any]:
+        # The program returns the fetches as users get them (see step_source).
         with np.errstate(all="ignore"):
-            results = program(values)
-        # Kernels may return numpy scalars for 0-d results; users get arrays.
-        return [
-            np.array(v) if copy else np.asarray(v) for v, copy in zip(results, self.fetch_copies)
-        ]
+            return program(values)
 
     def _execute(self, values: list[Any], recording: Recording | None = None) -> list[np.ndarray]:
         """Run every step, each kernel allocating its result (a first run records
@@ -222,13 +225,22 @@ class Plan:
         ]
 
 
-def step_source(steps: Sequence[_Step], planned: Sequence[bool], fetch_slots: Sequence[int]) -> str:
+def step_source(
+    steps: Sequence[_Step],
+    planned: Sequence[bool],
+    fetch_slots: Sequence[int],
+    fetch_copies: Sequence[bool] = (),
+) -> str:
     """Python source of a function ``run_steps(values)`` that runs ``steps`` once
     and returns the fetched values: slot ``s`` is the local variable ``vs`` (read
     from ``values`` when no step computes it), step ``i`` calls ``ki`` (with
     ``out=bi`` where ``planned[i]``), and a slot is set to None after its last
     use, as in an unplanned run.  A plan's per-step cost is then the kernel call
     alone: no dispatch on the call's shape, no list indexing.
+
+    With ``fetch_copies`` (see :class:`Plan`), the function also converts the
+    fetches as :meth:`Plan._fetched` does, inline: ``_array(v)`` for a copy,
+    ``_asarray(v)`` for a kernel's numpy scalar, and an ndarray as it is.
 
     >>> import graphengine as ge
     >>> g = Graph()
@@ -257,7 +269,14 @@ def step_source(steps: Sequence[_Step], planned: Sequence[bool], fetch_slots: Se
             lines.append(f"    ({''.join(f'v{s}, ' for s in step.outputs)}) = {call}")
         if step.release:
             lines.append(f"    {' = '.join(f'v{s}' for s in step.release)} = None")
-    lines.append(f"    return [{', '.join(f'v{s}' for s in fetch_slots)}]")
+    if fetch_copies:
+        returned = [
+            f"_array(v{s})" if copy else f"(v{s} if type(v{s}) is _ndarray else _asarray(v{s}))"
+            for s, copy in zip(fetch_slots, fetch_copies, strict=True)
+        ]
+    else:
+        returned = [f"v{s}" for s in fetch_slots]
+    lines.append(f"    return [{', '.join(returned)}]")
     return "\n".join(lines)
 
 

@@ -214,3 +214,40 @@ def test_a_kernel_failing_in_a_planned_run_keeps_the_plan():
         plan.run(bad)
     (key,) = plan._programs  # still planned: the failure was the feed's, not the plan's
     assert plan.run(good)[0] == want and plan._memory[key] is not None
+
+
+def test_a_feed_of_another_shape_or_dtype_after_a_planned_signature_is_still_refused():
+    # The signature of a planned run skips check_feeds; a feed whose shape or
+    # dtype differs gives another signature, which must be checked again, even
+    # when it is the same array object reshaped in place.
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3))
+    plan = compile_plan(g, [ge.exp(x).name], ["x"])
+    fed = np.ones((2, 3), np.float32)
+    for _ in range(3):  # recorded, then planned
+        plan.run({"x": fed})
+    assert plan._programs
+    for bad, field in (
+        (np.ones((2, 4), np.float32), "shape"),
+        (np.ones((2, 3), np.int64), "dtype"),
+        (np.ones((6,), np.float32), "rank"),
+    ):
+        with pytest.raises(
+            ge.FeedError, match=f"feed 'x' has {field if field != 'rank' else 'shape'}"
+        ):
+            plan.run({"x": bad})
+    fed.shape = (3, 2)
+    with pytest.raises(ge.FeedError, match="axis 1 is 2, expected 3"):
+        plan.run({"x": fed})
+
+
+def test_planned_runs_return_arrays_and_copies_as_unplanned_ones_do():
+    tg, fetches = mlp_grad_graph()
+    plan = compile_plan(tg, fetches + [fetches[1]], ["x", "y"])
+    f = feeds(4)
+    for _ in range(3):
+        out = plan.run(f)
+    assert plan._programs
+    assert all(type(a) is np.ndarray for a in out)
+    assert out[0].shape == ()  # the loss, a 0-d array, not a numpy scalar
+    assert not np.shares_memory(out[1], out[-1])  # the second fetch of w1's grad is a copy
