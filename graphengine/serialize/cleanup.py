@@ -35,7 +35,10 @@ _running: list[threading.Thread] = []
 
 def open_to_free_later(path: Path) -> int | None:
     """A descriptor of the regular file at ``path``, which keeps it allocated after
-    a rename replaces it (None when there is no such file)."""
+    a rename replaces it (None when there is no such file, or on Windows, where
+    an open file cannot be replaced)."""
+    if os.name != "posix":
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
     except OSError:
