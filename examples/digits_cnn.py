@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
 
 import numpy as np
 
@@ -85,6 +86,11 @@ def main() -> None:
 
     with np.load(DATA, allow_pickle=False) as digits:
         test = {"images": digits["test_images"], "labels": digits["test_labels"]}
+    # Each run of this example starts afresh: the checkpoints and the log are the
+    # example's own output, and training refuses to start a fresh run in a folder
+    # holding another run's checkpoints (it would overwrite them).
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
     result = ge.train(
         graph,
         DATA,

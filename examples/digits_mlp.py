@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
 import time
 
 import numpy as np
@@ -88,6 +89,10 @@ def main() -> None:
     ge.render(saved, out / "gradient.png", view="gradient")
     print(f"built and saved {model}; drew {out / 'forward.png'} and {out / 'gradient.png'}")
 
+    # Each run of this example starts afresh: the checkpoint folder is the
+    # example's own output, and graphengine train refuses to start a fresh run in
+    # a folder holding another run's checkpoints (it would overwrite them).
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     # Train from the file alone, exactly as the shell command would.
     command = [
         "train",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import shutil
 
 import numpy as np
 
@@ -60,6 +61,9 @@ def main() -> None:
     ge.render(graph, out / "forward.png", view="forward")
     ge.render(graph, out / "gradient.png", view="gradient")
 
+    # Each run of this example starts afresh: the checkpoints are the example's own
+    # output, and training refuses a fresh run in a folder holding another run's.
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     result = ge.train(
         graph,
         out / "train.npz",

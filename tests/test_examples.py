@@ -88,6 +88,17 @@ def test_digits_mlp_main_job_reaches_97_percent(tmp_path):
     assert json.loads(result.stdout)["accuracy"] == pytest.approx(accuracy, abs=1e-4)
 
 
+@pytest.mark.parametrize(
+    "name, args", [("digits_mlp.py", ("--epochs", "1")), ("linear_regression.py", ())]
+)
+def test_an_example_run_again_in_its_folder_starts_afresh(name, args, tmp_path):
+    # A user runs the main job twice: the second run must not trip over the
+    # first one's checkpoints (training refuses a fresh run in a used folder).
+    first = run_example(name, tmp_path, *args)
+    again = run_example(name, tmp_path, *args)
+    assert re.sub(r"\d+\.\d s", "", first) == re.sub(r"\d+\.\d s", "", again)
+
+
 @pytest.mark.slow
 def test_digits_cnn_reaches_98_percent(tmp_path):
     stdout = run_example("digits_cnn.py", tmp_path)
