@@ -37,7 +37,9 @@ import numpy as np
 
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
 from ..errors import GradientError, ShapeError
-from ..shapes import Dim, TensorType, format_shape
+from ..shapes import Dim, TensorType
+from .conv_nd import ConvBackpropFilter, ConvBackpropInput
+from .conv_shapes import check_conv_channels, check_transpose, transpose_sizes
 from .registry import Array, Attr, F, Input, InputInfo, OpDef, OutKernel, frontend, register
 from .window import (
     Ints,
@@ -71,13 +73,6 @@ _CONV_ATTRS = (
 )
 
 
-def _check_groups(channels: Dim, groups: int, what: str) -> None:
-    if groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups}")
-    if isinstance(channels, int) and channels % groups:
-        raise ValueError(f"{what} {channels} is not divisible by groups={groups}")
-
-
 def _conv_types(
     x: TensorType, w: TensorType, stride: Ints, padding: Ints, dilation: Ints, groups: int
 ) -> TensorType:
@@ -86,17 +81,7 @@ def _conv_types(
     check_window(stride, padding, dilation, 2)
     if x.dtype != w.dtype:
         raise ValueError(f"x is {x.dtype.name} but w is {w.dtype.name}; cast one with ge.cast")
-    c, ci, o = x.shape[1], w.shape[1], w.shape[0]
-    _check_groups(c, groups, "the input channel count")
-    _check_groups(o, groups, "the output channel count (w's axis 0)")
-    if isinstance(c, int) and isinstance(ci, int) and c != ci * groups:
-        per_group = f" / groups={groups} = {c // groups}" if groups > 1 else ""
-        raise ValueError(
-            f"x has {c} channels (axis 1 of {format_shape(x.shape)}) but w expects "
-            f"{ci * groups} (w is (out_channels, in_channels / groups, kh, kw) = "
-            f"{format_shape(w.shape)}); the weight's axis 1 must be "
-            f"{c}{per_group}"
-        )
+    check_conv_channels(x, w, groups, "(out_channels, in_channels / groups, kh, kw)")
     oh, ow = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
     return TensorType(x.dtype, (x.shape[0], w.shape[0], oh, ow))
 
@@ -360,48 +345,18 @@ class Conv2d(OpDef):
 
 
 @register
-class Conv2dBackpropInput(OpDef):
+class Conv2dBackpropInput(ConvBackpropInput):
     """The gradient of conv2d with respect to x: the transposed convolution of dy
     (N, O, OH, OW) with w (O, C/groups, kh, kw), cropped to the shape of ``like``
     (the forward x, which fixes H and W where the stride rounded down).  Bilinear:
     d/d dy = conv2d(g, w), d/dw = conv2d_backprop_filter(g, dy)."""
 
     name = "conv2d_backprop_input"
-    internal = True
-    inputs = (
-        Input("dy", FLOAT_TYPES),
-        Input("w", FLOAT_TYPES),
-        Input("like", ALL_TYPES, differentiable=False),
-    )
     attrs = _CONV_ATTRS
-
-    def infer(
-        self,
-        dy: TensorType,
-        w: TensorType,
-        like: TensorType,
-        *,
-        stride: Ints,
-        padding: Ints,
-        dilation: Ints,
-        groups: int,
-    ) -> TensorType:
-        expected = _conv_types(like.with_dtype(w.dtype), w, stride, padding, dilation, groups)
-        check_grad_shape(dy, expected)
-        return TensorType(dy.dtype, like.shape)
-
-    def kernel(
-        self,
-        dy: Array,
-        w: Array,
-        like: Array,
-        *,
-        stride: Ints,
-        padding: Ints,
-        dilation: Ints,
-        groups: int,
-    ) -> Array:
-        return _transpose_convolve(dy, w, like.shape, stride, padding, dilation, groups)
+    # conv_backprop_input's schema and rules, with the 2-D shape rule and kernel.
+    forward_types = staticmethod(_conv_types)
+    transpose_convolve = staticmethod(_transpose_convolve)
+    conv_op, filter_op = "conv2d", "conv2d_backprop_filter"
 
     def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
         def backprop_input_into(dy: Array, w: Array, like: Array, out: Array) -> Array:
@@ -409,73 +364,25 @@ class Conv2dBackpropInput(OpDef):
 
         return backprop_input_into
 
-    def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
-        dy, w, _ = node.inputs
-        attrs = node.attrs
-        return [
-            F.conv2d(g, w, **attrs) if node.wants(0) else None,
-            F.conv2d_backprop_filter(g, dy, w, **attrs) if node.wants(1) else None,
-            None,
-        ]
-
 
 @register
-class Conv2dBackpropFilter(OpDef):
+class Conv2dBackpropFilter(ConvBackpropFilter):
     """The gradient of conv2d with respect to w: correlates x (N, C, H, W) with
     dy (N, O, OH, OW), giving the shape of ``like`` (the forward w).  Bilinear:
     d/dx = conv2d_backprop_input(dy, g), d/d dy = conv2d(x, g)."""
 
     name = "conv2d_backprop_filter"
-    internal = True
-    inputs = (
-        Input("x", FLOAT_TYPES),
-        Input("dy", FLOAT_TYPES),
-        Input("like", ALL_TYPES, differentiable=False),
-    )
     attrs = _CONV_ATTRS
-
-    def infer(
-        self,
-        x: TensorType,
-        dy: TensorType,
-        like: TensorType,
-        *,
-        stride: Ints,
-        padding: Ints,
-        dilation: Ints,
-        groups: int,
-    ) -> TensorType:
-        expected = _conv_types(x, like.with_dtype(x.dtype), stride, padding, dilation, groups)
-        check_grad_shape(dy, expected)
-        return TensorType(x.dtype, like.shape)
-
-    def kernel(
-        self,
-        x: Array,
-        dy: Array,
-        like: Array,
-        *,
-        stride: Ints,
-        padding: Ints,
-        dilation: Ints,
-        groups: int,
-    ) -> Array:
-        return _filter_gradient(x, dy, like.shape[2:], stride, padding, dilation, groups)
+    # conv_backprop_filter's schema and rules, with the 2-D shape rule and kernel.
+    forward_types = staticmethod(_conv_types)
+    filter_gradient = staticmethod(_filter_gradient)
+    conv_op, input_op = "conv2d", "conv2d_backprop_input"
 
     def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
         def backprop_filter_into(x: Array, dy: Array, like: Array, out: Array) -> Array:
             return _filter_gradient(x, dy, like.shape[2:], **attrs, out=out)
 
         return backprop_filter_into
-
-    def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
-        x, dy, _ = node.inputs
-        attrs = node.attrs
-        return [
-            F.conv2d_backprop_input(dy, g, x, **attrs) if node.wants(0) else None,
-            F.conv2d(x, g, **attrs) if node.wants(1) else None,
-            None,
-        ]
 
 
 @register
@@ -560,42 +467,6 @@ class Conv2dBackpropFilterCols(OpDef):
         ]
 
 
-def _transpose_sizes(
-    x_shape: Sequence[Dim],
-    w_shape: Sequence[Dim],
-    stride: Ints,
-    dilation: Ints,
-    padding: Ints,
-    output_padding: Ints,
-) -> tuple[Dim, ...]:
-    """The two spatial output sizes of conv_transpose2d (shape rule and kernel alike)."""
-    return tuple(
-        _transpose_size(
-            x_shape[2 + i],
-            w_shape[2 + i],
-            stride[i],
-            dilation[i],
-            padding[i],
-            padding[2 + i],
-            output_padding[i],
-        )
-        for i in range(2)
-    )
-
-
-def _transpose_size(
-    size: Dim, k: Dim, stride: int, dilation: int, begin: int, end: int, extra: int
-) -> Dim:
-    if not isinstance(size, int) or not isinstance(k, int):
-        return None
-    out = (size - 1) * stride + dilation * (k - 1) + 1 - begin - end + extra
-    if out < 1:
-        raise ValueError(
-            f"the padding {begin}+{end} leaves no output (size {out}); use less padding"
-        )
-    return out
-
-
 @register
 class ConvTranspose2d(OpDef):
     """2-D transposed convolution (the adjoint of conv2d in its input, also called
@@ -627,21 +498,9 @@ class ConvTranspose2d(OpDef):
         check_window(stride, padding, dilation, 2)
         if x.dtype != w.dtype:
             raise ValueError(f"x is {x.dtype.name} but w is {w.dtype.name}; cast one with ge.cast")
-        if len(output_padding) != 2 or any(not 0 <= p < s for p, s in zip(output_padding, stride)):
-            raise ValueError(
-                f"output_padding must be 2 ints, each >= 0 and smaller than the "
-                f"stride {stride}; got {output_padding}"
-            )
-        c, wc = x.shape[1], w.shape[0]
-        _check_groups(wc, groups, "the input channel count (w's axis 0)")
-        if isinstance(c, int) and isinstance(wc, int) and c != wc:
-            raise ValueError(
-                f"x has {c} channels (axis 1 of {format_shape(x.shape)}) but w "
-                f"(in_channels, out_channels / groups, kh, kw) = "
-                f"{format_shape(w.shape)} expects {wc}"
-            )
-        o = w.shape[1] * groups if isinstance(w.shape[1], int) else None
-        sizes = _transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
+        layout = "(in_channels, out_channels / groups, kh, kw)"
+        o = check_transpose(x, w, stride, output_padding, groups, 2, layout)
+        sizes = transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
         return TensorType(x.dtype, (x.shape[0], o) + sizes)
 
     def kernel(
@@ -655,7 +514,7 @@ class ConvTranspose2d(OpDef):
         groups: int,
         output_padding: Ints,
     ) -> Array:
-        sizes = _transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
+        sizes = transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
         shape = (x.shape[0], w.shape[1] * groups) + sizes
         return _transpose_convolve(x, w, shape, stride, padding, dilation, groups)
 

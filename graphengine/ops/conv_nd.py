@@ -36,6 +36,7 @@ import numpy as np
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
 from ..errors import ShapeError
 from ..shapes import Dim, TensorType, format_shape
+from .conv_shapes import check_conv_channels, check_transpose, transpose_sizes
 from .registry import Array, Attr, F, Input, OpDef, frontend, register
 from .window import (
     Ints,
@@ -53,6 +54,9 @@ from .window import (
 if TYPE_CHECKING:
     from ..gradients import NodeView
     from ..graph import Tensor, TensorLike
+
+#: conv's weight layout, as its errors name it.
+_W_LAYOUT = "(out_channels, in_channels / groups, *kernel)"
 
 _ATTRS = (
     Attr("stride", "ints"),
@@ -93,13 +97,6 @@ def _spatial_rank(x: TensorType, w: TensorType, w_layout: str) -> int:
     return rank
 
 
-def _check_groups(channels: Dim, groups: int, what: str) -> None:
-    if groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups}")
-    if isinstance(channels, int) and channels % groups:
-        raise ValueError(f"{what} {channels} is not divisible by groups={groups}")
-
-
 def _check_columns(channels: Dim, kernel: Sequence[Dim], out: Sequence[Dim], itemsize: int) -> None:
     """Refuse a convolution whose im2col columns for one image (channels *
     prod(kernel) * prod(out) elements) pass the per-tensor budget: the batch is
@@ -124,54 +121,12 @@ def _conv_types(
     x: TensorType, w: TensorType, stride: Ints, padding: Ints, dilation: Ints, groups: int
 ) -> TensorType:
     """The output type of conv(x, w), after every check of its inputs and attributes."""
-    rank = _spatial_rank(x, w, "(out_channels, in_channels / groups, *kernel)")
+    rank = _spatial_rank(x, w, _W_LAYOUT)
     check_window(stride, padding, dilation, rank)
-    c, ci, o = x.shape[1], w.shape[1], w.shape[0]
-    _check_groups(c, groups, "the input channel count")
-    _check_groups(o, groups, "the output channel count (w's axis 0)")
-    if isinstance(c, int) and isinstance(ci, int) and c != ci * groups:
-        per_group = f" / groups={groups} = {c // groups}" if groups > 1 else ""
-        raise ValueError(
-            f"x has {c} channels (axis 1 of {format_shape(x.shape)}) but w expects "
-            f"{ci * groups} (w is (out_channels, in_channels / groups, *kernel) = "
-            f"{format_shape(w.shape)}); the weight's axis 1 must be {c}{per_group}"
-        )
+    check_conv_channels(x, w, groups, _W_LAYOUT)
     out = output_sizes(x.shape, w.shape[2:], stride, padding, dilation)
-    _check_columns(c, w.shape[2:], out, x.dtype.itemsize)
-    return TensorType(x.dtype, (x.shape[0], o) + out)
-
-
-def _transpose_size(
-    size: Dim, k: Dim, stride: int, dilation: int, begin: int, end: int, extra: int
-) -> Dim:
-    if not isinstance(size, int) or not isinstance(k, int):
-        return None
-    out = (size - 1) * stride + dilation * (k - 1) + 1 - begin - end + extra
-    if out < 1:
-        raise ValueError(
-            f"the padding {begin}+{end} leaves no output (size {out}); use less padding"
-        )
-    return out
-
-
-def _transpose_sizes(
-    x_shape: Sequence[Dim], w_shape: Sequence[Dim], attrs: dict[str, Any]
-) -> tuple[Dim, ...]:
-    """The spatial output sizes of conv_transpose (shape rule and kernel alike)."""
-    rank = len(x_shape) - 2
-    stride, padding, dilation = attrs["stride"], attrs["padding"], attrs["dilation"]
-    return tuple(
-        _transpose_size(
-            x_shape[2 + i],
-            w_shape[2 + i],
-            stride[i],
-            dilation[i],
-            padding[i],
-            padding[rank + i],
-            attrs["output_padding"][i],
-        )
-        for i in range(rank)
-    )
+    _check_columns(x.shape[1], w.shape[2:], out, x.dtype.itemsize)
+    return TensorType(x.dtype, (x.shape[0], w.shape[0]) + out)
 
 
 # -- the three kernels -----------------------------------------------------------------------
@@ -330,6 +285,11 @@ class ConvBackpropInput(OpDef):
         Input("like", ALL_TYPES, differentiable=False),
     )
     attrs = _ATTRS
+    # What conv2d_backprop_input (in .conv) replaces: the forward shape rule, the
+    # kernel, and the ops its gradient rule emits.
+    forward_types = staticmethod(_conv_types)
+    transpose_convolve = staticmethod(_transpose_convolve)
+    conv_op, filter_op = "conv", "conv_backprop_filter"
 
     def infer(
         self,
@@ -342,7 +302,9 @@ class ConvBackpropInput(OpDef):
         dilation: Ints,
         groups: int,
     ) -> TensorType:
-        expected = _conv_types(like.with_dtype(w.dtype), w, stride, padding, dilation, groups)
+        expected = self.forward_types(
+            like.with_dtype(w.dtype), w, stride, padding, dilation, groups
+        )
         check_grad_shape(dy, expected)
         return TensorType(dy.dtype, like.shape)
 
@@ -357,14 +319,14 @@ class ConvBackpropInput(OpDef):
         dilation: Ints,
         groups: int,
     ) -> Array:
-        return _transpose_convolve(dy, w, like.shape, stride, padding, dilation, groups)
+        return self.transpose_convolve(dy, w, like.shape, stride, padding, dilation, groups)
 
     def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
         dy, w, _ = node.inputs
         attrs = node.attrs
         return [
-            F.conv(g, w, **attrs) if node.wants(0) else None,
-            F.conv_backprop_filter(g, dy, w, **attrs) if node.wants(1) else None,
+            getattr(F, self.conv_op)(g, w, **attrs) if node.wants(0) else None,
+            getattr(F, self.filter_op)(g, dy, w, **attrs) if node.wants(1) else None,
             None,
         ]
 
@@ -383,6 +345,11 @@ class ConvBackpropFilter(OpDef):
         Input("like", ALL_TYPES, differentiable=False),
     )
     attrs = _ATTRS
+    # What conv2d_backprop_filter (in .conv) replaces: the forward shape rule, the
+    # kernel, and the ops its gradient rule emits.
+    forward_types = staticmethod(_conv_types)
+    filter_gradient = staticmethod(_filter_gradient)
+    conv_op, input_op = "conv", "conv_backprop_input"
 
     def infer(
         self,
@@ -395,7 +362,9 @@ class ConvBackpropFilter(OpDef):
         dilation: Ints,
         groups: int,
     ) -> TensorType:
-        expected = _conv_types(x, like.with_dtype(x.dtype), stride, padding, dilation, groups)
+        expected = self.forward_types(
+            x, like.with_dtype(x.dtype), stride, padding, dilation, groups
+        )
         check_grad_shape(dy, expected)
         return TensorType(x.dtype, like.shape)
 
@@ -410,14 +379,14 @@ class ConvBackpropFilter(OpDef):
         dilation: Ints,
         groups: int,
     ) -> Array:
-        return _filter_gradient(x, dy, like.shape[2:], stride, padding, dilation, groups)
+        return self.filter_gradient(x, dy, like.shape[2:], stride, padding, dilation, groups)
 
     def vjp(self, node: NodeView, g: Tensor) -> list[Tensor | None]:
         x, dy, _ = node.inputs
         attrs = node.attrs
         return [
-            F.conv_backprop_input(dy, g, x, **attrs) if node.wants(0) else None,
-            F.conv(x, g, **attrs) if node.wants(1) else None,
+            getattr(F, self.input_op)(dy, g, x, **attrs) if node.wants(0) else None,
+            getattr(F, self.conv_op)(x, g, **attrs) if node.wants(1) else None,
             None,
         ]
 
@@ -450,31 +419,11 @@ class ConvTranspose(OpDef):
         groups: int,
         output_padding: Ints,
     ) -> TensorType:
-        rank = _spatial_rank(x, w, "(in_channels, out_channels / groups, *kernel)")
+        layout = "(in_channels, out_channels / groups, *kernel)"
+        rank = _spatial_rank(x, w, layout)
         check_window(stride, padding, dilation, rank)
-        if len(output_padding) != rank or any(
-            not 0 <= p < s for p, s in zip(output_padding, stride)
-        ):
-            raise ValueError(
-                f"output_padding must be {rank} ints, each >= 0 and smaller than the "
-                f"stride {stride}; got {output_padding}"
-            )
-        c, wc = x.shape[1], w.shape[0]
-        _check_groups(wc, groups, "the input channel count (w's axis 0)")
-        if isinstance(c, int) and isinstance(wc, int) and c != wc:
-            raise ValueError(
-                f"x has {c} channels (axis 1 of {format_shape(x.shape)}) but w "
-                f"(in_channels, out_channels / groups, *kernel) = "
-                f"{format_shape(w.shape)} expects {wc}"
-            )
-        o = w.shape[1] * groups if isinstance(w.shape[1], int) else None
-        attrs = {
-            "stride": stride,
-            "padding": padding,
-            "dilation": dilation,
-            "output_padding": output_padding,
-        }
-        sizes = _transpose_sizes(x.shape, w.shape, attrs)
+        o = check_transpose(x, w, stride, output_padding, groups, rank, layout)
+        sizes = transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
         _check_columns(o, w.shape[2:], x.shape[2:], x.dtype.itemsize)
         return TensorType(x.dtype, (x.shape[0], o) + sizes)
 
@@ -489,13 +438,8 @@ class ConvTranspose(OpDef):
         groups: int,
         output_padding: Ints,
     ) -> Array:
-        attrs = {
-            "stride": stride,
-            "padding": padding,
-            "dilation": dilation,
-            "output_padding": output_padding,
-        }
-        shape = (x.shape[0], w.shape[1] * groups) + _transpose_sizes(x.shape, w.shape, attrs)
+        sizes = transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
+        shape = (x.shape[0], w.shape[1] * groups) + sizes
         return _transpose_convolve(x, w, shape, stride, padding, dilation, groups)
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
