@@ -38,7 +38,7 @@ import numpy as np
 from ..dtypes import ALL_TYPES, FLOAT_TYPES
 from ..errors import GradientError, ShapeError
 from ..shapes import Dim, TensorType
-from .conv_nd import ConvBackpropFilter, ConvBackpropInput
+from .conv_nd import ConvBackpropFilter, ConvBackpropInput, ConvTranspose
 from .conv_shapes import check_conv_channels, check_transpose, transpose_sizes
 from .registry import Array, Attr, F, Input, InputInfo, OpDef, OutKernel, frontend, register
 from .window import (
@@ -468,7 +468,7 @@ class Conv2dBackpropFilterCols(OpDef):
 
 
 @register
-class ConvTranspose2d(OpDef):
+class ConvTranspose2d(ConvTranspose):
     """2-D transposed convolution (the adjoint of conv2d in its input, also called
     deconvolution) of x (N, C, H, W) with w (C, O/groups, kh, kw), giving
     (N, O, OH, OW) with OH = (H - 1)*sh + dh*(kh - 1) + 1 - top - bottom +
@@ -479,8 +479,11 @@ class ConvTranspose2d(OpDef):
     vjp: dx = conv2d(dy, w), dw = conv2d_backprop_filter(dy, x)."""
 
     name = "conv_transpose2d"
-    inputs = (Input("x", FLOAT_TYPES), Input("w", FLOAT_TYPES))
     attrs = _CONV_ATTRS + (Attr("output_padding", "ints", (0, 0)),)
+    # conv_transpose's inputs, kernel and gradient rule, with the 2-D shape rule,
+    # kernel function and gradient ops.
+    transpose_convolve = staticmethod(_transpose_convolve)
+    conv_op, filter_op = "conv2d", "conv2d_backprop_filter"
 
     def infer(
         self,
@@ -503,21 +506,6 @@ class ConvTranspose2d(OpDef):
         sizes = transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
         return TensorType(x.dtype, (x.shape[0], o) + sizes)
 
-    def kernel(
-        self,
-        x: Array,
-        w: Array,
-        *,
-        stride: Ints,
-        padding: Ints,
-        dilation: Ints,
-        groups: int,
-        output_padding: Ints,
-    ) -> Array:
-        sizes = transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
-        shape = (x.shape[0], w.shape[1] * groups) + sizes
-        return _transpose_convolve(x, w, shape, stride, padding, dilation, groups)
-
     def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
         window = {k: v for k, v in attrs.items() if k != "output_padding"}
 
@@ -525,14 +513,6 @@ class ConvTranspose2d(OpDef):
             return _transpose_convolve(x, w, out.shape, **window, out=out)
 
         return conv_transpose2d_into
-
-    def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
-        x, w = node.inputs
-        attrs = {k: v for k, v in node.attrs.items() if k != "output_padding"}
-        return [
-            F.conv2d(dy, w, **attrs) if node.wants(0) else None,
-            F.conv2d_backprop_filter(dy, x, w, **attrs) if node.wants(1) else None,
-        ]
 
 
 def _weight_kernel(w: Any) -> tuple[Dim, ...]:

@@ -407,6 +407,10 @@ class ConvTranspose(OpDef):
     name = "conv_transpose"
     inputs = (Input("x", FLOAT_TYPES), Input("w", FLOAT_TYPES))
     attrs = _ATTRS + (Attr("output_padding", "ints"),)
+    # What conv_transpose2d (in .conv) replaces, besides its shape rule: the
+    # kernel and the ops its gradient rule emits.
+    transpose_convolve = staticmethod(_transpose_convolve)
+    conv_op, filter_op = "conv", "conv_backprop_filter"
 
     def infer(
         self,
@@ -440,14 +444,14 @@ class ConvTranspose(OpDef):
     ) -> Array:
         sizes = transpose_sizes(x.shape, w.shape, stride, dilation, padding, output_padding)
         shape = (x.shape[0], w.shape[1] * groups) + sizes
-        return _transpose_convolve(x, w, shape, stride, padding, dilation, groups)
+        return self.transpose_convolve(x, w, shape, stride, padding, dilation, groups)
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         x, w = node.inputs
         attrs = {k: v for k, v in node.attrs.items() if k != "output_padding"}
         return [
-            F.conv(dy, w, **attrs) if node.wants(0) else None,
-            F.conv_backprop_filter(dy, x, w, **attrs) if node.wants(1) else None,
+            getattr(F, self.conv_op)(dy, w, **attrs) if node.wants(0) else None,
+            getattr(F, self.filter_op)(dy, x, w, **attrs) if node.wants(1) else None,
         ]
 
 
