@@ -13,9 +13,7 @@ batch axis was refused at the reshape that folds the mask from (batch * heads,
 
 from __future__ import annotations
 
-import io
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -28,7 +26,13 @@ from torch import nn
 
 import graphengine as ge
 from graphengine.cli.main import main as graphengine
-from graphengine.gradcheck import to_float64
+
+from .torch_exports import (
+    assert_gradients_match_autograd,
+    onnxruntime_output,
+    randomize_batch_norm,
+    torch_export,
+)
 
 
 class CausalEncoder(nn.Module):
@@ -194,50 +198,25 @@ def _params(fast=FAST):
     return [pytest.param(n, marks=() if n in fast else pytest.mark.slow) for n in MODELS]
 
 
-def _randomize(module: nn.Module) -> nn.Module:
-    """Batch-norm statistics and affine terms away from their initial ones and zeros."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return module.eval()
-
-
 def export(name: str):
     """(module, ONNX model, feeds at batch 3) for one of MODELS, in eval mode."""
     factory, make_feeds, dynamic = MODELS[name]
     torch.manual_seed(0)
-    module = _randomize(factory())
+    module = randomize_batch_norm(factory(), variance=(0.5, 1.5))
     feeds = make_feeds(3)
     axes = {k: {0: "batch"} for k in feeds} | {"out": {0: "batch"}} if dynamic else None
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            tuple(torch.from_numpy(v) for v in feeds.values()),
-            buffer,
-            dynamo=False,
-            opset_version=17,
-            input_names=list(feeds),
-            output_names=["out"],
-            dynamic_axes=axes,
-        )
-    return module, onnx.load_from_string(buffer.getvalue()), feeds
+    model = torch_export(module, feeds, dynamic_axes=axes)
+    return module, model, feeds
 
 
 @pytest.mark.parametrize("name", _params())
 def test_import_matches_onnxruntime(name):
     _, model, feeds = export(name)
     graph = ge.from_onnx(model)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     batches = [feeds] + ([MODELS[name][1](5)] if MODELS[name][2] else [])
     for batch in batches:
         ours = ge.run(graph, graph.outputs[0], batch)
-        theirs = session.run(None, batch)[0]
+        theirs = onnxruntime_output(model, batch)
         assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
@@ -246,24 +225,7 @@ def test_import_matches_onnxruntime(name):
 def test_gradients_match_pytorch_autograd(name):
     """d(sum(out * w))/d(each parameter torch and graphengine both name), float64."""
     module, model, feeds = export(name)
-    graph = to_float64(ge.from_onnx(model))
-    feeds64 = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in feeds.items()}
-    out = graph.tensor(graph.outputs[0])
-    shape = ge.run(graph, out, feeds64).shape
-    weights = np.random.default_rng(6).uniform(0.5, 1.5, shape)
-    loss = ge.sum(out * graph.constant(weights))
-    named = dict(module.named_parameters())
-    compared = sorted({p.name for p in graph.parameters(trainable=True)} & set(named))
-    assert compared
-    grads = ge.gradients(graph, loss, compared)
-    ours = ge.run(grads, [grads.gradient.grads[w] for w in compared], feeds64)
-    module = module.double()
-    inputs = [torch.tensor(v) for v in feeds64.values()]
-    (module(*inputs) * torch.from_numpy(weights)).sum().backward()
-    for w in compared:
-        np.testing.assert_allclose(
-            ours[grads.gradient.grads[w]], named[w].grad.numpy(), rtol=1e-5, atol=1e-9, err_msg=w
-        )
+    assert_gradients_match_autograd(module, model, feeds, inputs=False, rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", _params(()))

@@ -6,9 +6,6 @@ train`` until the loss falls.  torch is test-only: without it these skip.
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
 import pytest
 
@@ -19,8 +16,14 @@ ort = pytest.importorskip("onnxruntime")
 from torch import nn
 
 import graphengine as ge
-from graphengine.cli.main import main as graphengine
-from graphengine.gradcheck import to_float64
+
+from .torch_exports import (
+    assert_gradients_match_autograd,
+    assert_trains_from_cli,
+    onnxruntime_output,
+    randomize_batch_norm,
+    torch_export,
+)
 
 torch.manual_seed(0)
 
@@ -131,37 +134,17 @@ MODELS = {
 }
 
 
-def _randomize(module: nn.Module) -> nn.Module:
-    """Non-trivial batch-norm statistics, so inference form is really tested."""
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return module.eval()
-
-
 def export(name: str):
     """(module, ONNX model, feeds) for one of MODELS, exported at opset 17."""
     factory, feeds = MODELS[name]
-    module = _randomize(factory())
-    args = tuple(torch.from_numpy(v) for v in feeds.values())
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            buffer,
-            dynamo=False,
-            opset_version=17,
-            input_names=list(feeds),
-            output_names=["out"],
-            training=torch.onnx.TrainingMode.PRESERVE,
-            do_constant_folding=False,
-        )
-    return module, onnx.load_from_string(buffer.getvalue()), feeds
+    module = randomize_batch_norm(factory())
+    model = torch_export(
+        module,
+        feeds,
+        training=torch.onnx.TrainingMode.PRESERVE,
+        do_constant_folding=False,
+    )
+    return module, model, feeds
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -169,8 +152,7 @@ def test_import_matches_onnxruntime(name):
     _, model, feeds = export(name)
     graph = ge.from_onnx(model)
     ours = ge.run(graph, graph.outputs[0], feeds)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    theirs = session.run(None, feeds)[0]
+    theirs = onnxruntime_output(model, feeds)
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
@@ -181,68 +163,14 @@ def test_gradients_match_pytorch_autograd(name):
     The exported graph holds some constants as float32 (1/sqrt(2) of GELU, the
     attention scale), hence rtol 1e-5 rather than float64's 1e-12."""
     module, model, feeds = export(name)
-    graph = to_float64(ge.from_onnx(model))
-    feeds64 = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in feeds.items()}
-    out = graph.tensor(graph.outputs[0])
-    expected_shape = ge.run(graph, out, feeds64).shape
-    weights = np.random.default_rng(6).uniform(0.5, 1.5, expected_shape)
-    loss = ge.sum(out * graph.constant(weights))
-    params = {p.name for p in graph.parameters(trainable=True)}
-    named = dict(module.named_parameters())
-    compared = sorted(params & set(named))
-    float_inputs = [k for k, v in feeds.items() if v.dtype.kind == "f"]
-    assert compared or float_inputs
-    grads = ge.gradients(graph, loss, compared + float_inputs)
-    ours = ge.run(grads, [grads.gradient.grads[w] for w in compared + float_inputs], feeds64)
-
-    module = module.double()
-    inputs = {k: torch.tensor(v, requires_grad=v.dtype.kind == "f") for k, v in feeds64.items()}
-    (module(*inputs.values()) * torch.from_numpy(weights)).sum().backward()
-    for w in compared:
-        np.testing.assert_allclose(
-            ours[grads.gradient.grads[w]], named[w].grad.numpy(), rtol=1e-5, atol=1e-9, err_msg=w
-        )
-    for k in float_inputs:
-        np.testing.assert_allclose(
-            ours[grads.gradient.grads[k]], inputs[k].grad.numpy(), rtol=1e-5, atol=1e-9, err_msg=k
-        )
+    compared, named = assert_gradients_match_autograd(module, model, feeds, rtol=1e-5, atol=1e-9)
     # Every parameter of the module was imported and compared, or renamed by the
     # exporter (the recurrent weights become ONNX's W, R, B layout).
     if name not in ("lstm_lm", "gru_lm"):
-        assert set(compared) == set(named), sorted(set(named) - set(compared))
+        assert compared == named, sorted(named - compared)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_trained_with_graphengine_train(name, tmp_path):
     _, model, feeds = export(name)
-    path = tmp_path / "model.onnx"
-    onnx.save(model, path)
-    assert graphengine(["import", str(path), "-o", str(tmp_path / "imported.pb")]) == 0
-    graph = ge.load(tmp_path / "imported.pb")
-    out = graph.tensor(graph.outputs[0])
-    shape = ge.run(graph, out, feeds).shape
-    target = graph.placeholder("target", (None,) + shape[1:], "float32")
-    loss = ge.mean_squared_error(out, target, name="loss")
-    graph.set_training(
-        loss, optimizer="adam", learning_rate=0.01, batch_size=shape[0], epochs=50, seed=0
-    )
-    graph.save(tmp_path / "model.pb")
-    data = dict(feeds, target=np.random.default_rng(7).standard_normal(shape).astype(np.float32))
-    np.savez(tmp_path / "train.npz", **data)
-    before = float(ge.run(graph, "loss", data))
-    assert (
-        graphengine(
-            [
-                "train",
-                str(tmp_path / "model.pb"),
-                "--data",
-                str(tmp_path / "train.npz"),
-                "-o",
-                str(tmp_path / "trained.pb"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    after = float(ge.run(ge.load(tmp_path / "trained.pb"), "loss", data))
-    assert after < 0.9 * before, (before, after)
+    assert_trains_from_cli(model, feeds, tmp_path, epochs=50)

@@ -19,9 +19,7 @@ named in the docstring of the model that found it.
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -33,8 +31,14 @@ ort = pytest.importorskip("onnxruntime")
 from torch import nn  # noqa: E402
 
 import graphengine as ge  # noqa: E402
-from graphengine.cli.main import main as graphengine  # noqa: E402
-from graphengine.gradcheck import to_float64  # noqa: E402
+
+from .torch_exports import (  # noqa: E402
+    assert_gradients_match_autograd,
+    assert_trains_from_cli,
+    onnxruntime_output,
+    randomize_batch_norm,
+    torch_export,
+)
 
 
 class InvertedResidual(nn.Module):
@@ -333,45 +337,28 @@ MODELS = {
 }
 
 
-def _randomize(module: nn.Module) -> nn.Module:
-    """Non-trivial batch-norm statistics, so the inference form is really tested."""
-    torch.manual_seed(0)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return module.eval()
-
-
 def export(name: str, opset: int = 17):
     """(module, ONNX model, feeds) for one of MODELS at ``opset``."""
     factory, feeds, options, _ = MODELS[name]
     torch.manual_seed(0)
-    module = _randomize(factory())
+    module = factory()
+    torch.manual_seed(0)
+    module = randomize_batch_norm(module)
     training = options.get("training", False)
     if training:
         module.train()
     dynamic = None
     if options.get("dynamic"):
         dynamic = {**{name: {0: "batch"} for name in feeds}, "out": {0: "batch"}}
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            tuple(torch.from_numpy(v) for v in feeds.values()),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=list(feeds),
-            output_names=["out"],
-            training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL,
-            do_constant_folding=options.get("fold", False),
-            dynamic_axes=dynamic,
-        )
-    return module, onnx.load_from_string(buffer.getvalue()), feeds
+    model = torch_export(
+        module,
+        feeds,
+        opset=opset,
+        training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL,
+        do_constant_folding=options.get("fold", False),
+        dynamic_axes=dynamic,
+    )
+    return module, model, feeds
 
 
 def _cases():
@@ -385,21 +372,16 @@ def _other_batch(feeds):
     return {k: np.concatenate([v] * 5)[:5] for k, v in feeds.items()}
 
 
-def _onnxruntime(model, feeds):
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)[0]
-
-
 def _reference(name, module, model, feeds):
     """onnxruntime's output, or the module's where onnxruntime cannot run it."""
     if MODELS[name][2].get("reference") == "torch":
         with torch.no_grad():
             return module(*(torch.from_numpy(v) for v in feeds.values())).numpy()
-    return _onnxruntime(model, feeds)
+    return onnxruntime_output(model, feeds)
 
 
 @pytest.mark.parametrize("name, opset", list(_cases()))
-def test_import_matches_onnxruntime(name, opset):
+def test_import_matchesonnxruntime_output(name, opset):
     module, model, feeds = export(name, opset)
     graph = ge.from_onnx(model)
     ours = ge.run(graph, graph.outputs[0], feeds)
@@ -413,7 +395,7 @@ def test_import_matches_onnxruntime(name, opset):
         assert graph.tensor(graph.outputs[0]).shape[0] == "batch"
         np.testing.assert_allclose(
             ge.run(graph, graph.outputs[0], other),
-            _onnxruntime(model, other),
+            onnxruntime_output(model, other),
             rtol=1e-5,
             atol=1e-5,
         )
@@ -425,35 +407,11 @@ def test_gradients_match_pytorch_autograd(name):
     float input), float64, against torch.  rtol 1e-5, as the exported graphs hold
     some float32 constants (the attention scale, the ReLU6 bounds)."""
     module, model, feeds = export(name)
-    graph = to_float64(ge.from_onnx(model))
-    feeds64 = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in feeds.items()}
-    out = graph.tensor(graph.outputs[0])
-    shape = ge.run(graph, out, feeds64).shape
-    weights = np.random.default_rng(6).uniform(0.5, 1.5, shape)
-    loss = ge.sum(out * graph.constant(weights))
-    params = {p.name for p in graph.parameters(trainable=True)}
-    named = dict(module.named_parameters())
-    compared = sorted(params & set(named))
-    float_inputs = [k for k, v in feeds.items() if v.dtype.kind == "f"]
-    assert compared or float_inputs
-    grads = ge.gradients(graph, loss, compared + float_inputs)
-    ours = ge.run(grads, [grads.gradient.grads[w] for w in compared + float_inputs], feeds64)
-
-    module = module.double()
-    inputs = {k: torch.tensor(v, requires_grad=v.dtype.kind == "f") for k, v in feeds64.items()}
-    (module(*inputs.values()) * torch.from_numpy(weights)).sum().backward()
-    for w in compared:
-        np.testing.assert_allclose(
-            ours[grads.gradient.grads[w]], named[w].grad.numpy(), rtol=1e-5, atol=1e-9, err_msg=w
-        )
-    for k in float_inputs:
-        np.testing.assert_allclose(
-            ours[grads.gradient.grads[k]], inputs[k].grad.numpy(), rtol=1e-5, atol=1e-9, err_msg=k
-        )
+    compared, named = assert_gradients_match_autograd(module, model, feeds, rtol=1e-5, atol=1e-9)
     # The parameters are imported under torch's names unless the exporter renamed
     # them: fused into the conv (constant folding) or laid out as ONNX's W, R, B.
     if name not in {"conv_bn_fused"} | {n for n in MODELS if "lstm" in n or "gru" in n}:
-        assert set(compared) == set(named), sorted(set(named) - set(compared))
+        assert compared == named, sorted(named - compared)
 
 
 #: The GRU's initial state h0 is (layers, batch, hidden): its rows are not
@@ -464,38 +422,24 @@ TRAINED = [name for name in MODELS if name != "gru_batch_first_with_state"]
 @pytest.mark.parametrize("name", TRAINED)
 def test_trained_with_graphengine_train(name, tmp_path):
     _, model, feeds = export(name)
-    onnx.save(model, tmp_path / "model.onnx")
-    assert graphengine(["import", str(tmp_path / "model.onnx"), "-o", str(tmp_path / "in.pb")]) == 0
-    graph = ge.load(tmp_path / "in.pb")
-    out = graph.tensor(graph.outputs[0])
-    shape = ge.run(graph, out, feeds).shape
-    target = graph.placeholder("target", (None,) + shape[1:], "float32")
-    loss = ge.mean_squared_error(out, target, name="loss")
-    graph.set_training(
-        loss, optimizer="adam", learning_rate=0.01, batch_size=shape[0], epochs=30, seed=0
-    )
-    graph.save(tmp_path / "model.pb")
-    data = dict(feeds, target=np.random.default_rng(7).standard_normal(shape).astype(np.float32))
-    np.savez(tmp_path / "train.npz", **data)
-    before = float(ge.run(graph, "loss", data))
-    command = ["train", str(tmp_path / "model.pb"), "--data", str(tmp_path / "train.npz")]
-    assert graphengine([*command, "-o", str(tmp_path / "trained.pb"), "--quiet"]) == 0
-    after = float(ge.run(ge.load(tmp_path / "trained.pb"), "loss", data))
-    assert after < 0.9 * before, (before, after)
+    assert_trains_from_cli(model, feeds, tmp_path, epochs=30)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_exported_back_serves_in_onnxruntime(name):
+def test_exported_back_serves_inonnxruntime_output(name):
     """ONNX -> ours -> ONNX: the model we write gives onnxruntime the same outputs,
     another batch size included where the batch is dynamic."""
     _, model, feeds = export(name)
     graph = ge.from_onnx(model)
     again = ge.to_onnx(graph)
     np.testing.assert_allclose(
-        _onnxruntime(again, feeds), ge.run(graph, graph.outputs[0], feeds), rtol=1e-5, atol=1e-6
+        onnxruntime_output(again, feeds),
+        ge.run(graph, graph.outputs[0], feeds),
+        rtol=1e-5,
+        atol=1e-6,
     )  # our export writes explicit pads: onnxruntime runs the dilated 'same' conv too
     if MODELS[name][2].get("dynamic"):
         other = _other_batch(feeds)
         np.testing.assert_allclose(
-            _onnxruntime(again, other), _onnxruntime(model, other), rtol=1e-5, atol=1e-6
+            onnxruntime_output(again, other), onnxruntime_output(model, other), rtol=1e-5, atol=1e-6
         )
