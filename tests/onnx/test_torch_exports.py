@@ -19,10 +19,9 @@ import graphengine as ge
 
 from .torch_exports import (
     assert_gradients_match_autograd,
+    assert_runs_like_onnxruntime,
     assert_trains_from_cli,
-    onnxruntime_output,
-    randomize_batch_norm,
-    torch_export,
+    export_preserving_mode,
 )
 
 torch.manual_seed(0)
@@ -136,25 +135,14 @@ MODELS = {
 
 def export(name: str):
     """(module, ONNX model, feeds) for one of MODELS, exported at opset 17."""
-    factory, feeds = MODELS[name]
-    module = randomize_batch_norm(factory())
-    model = torch_export(
-        module,
-        feeds,
-        training=torch.onnx.TrainingMode.PRESERVE,
-        do_constant_folding=False,
-    )
-    return module, model, feeds
+    return export_preserving_mode(*MODELS[name])
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_import_matches_onnxruntime(name):
     _, model, feeds = export(name)
     graph = ge.from_onnx(model)
-    ours = ge.run(graph, graph.outputs[0], feeds)
-    theirs = onnxruntime_output(model, feeds)
-    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert_runs_like_onnxruntime(graph, model, feeds)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -45,6 +45,26 @@ def torch_export(module, feeds, *, opset=17, **options: Any):
     return onnx.load_from_string(buffer.getvalue())
 
 
+def export_preserving_mode(factory, feeds):
+    """(module, ONNX model, feeds): ``factory()`` with its batch norms randomized,
+    exported at opset 17 in the module's own (eval) mode, without constant folding
+    (the parameters keep torch's names)."""
+    module = randomize_batch_norm(factory())
+    model = torch_export(
+        module, feeds, training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False
+    )
+    return module, model, feeds
+
+
+def assert_runs_like_onnxruntime(graph, model, feeds):
+    """The imported ``graph`` gives onnxruntime's output of ``model`` on ``feeds``:
+    same dtype and shape, rtol and atol 1e-5."""
+    ours = ge.run(graph, graph.outputs[0], feeds)
+    theirs = onnxruntime_output(model, feeds)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
 def onnxruntime_output(model, feeds):
     """onnxruntime's (CPU) first output of ``model`` on ``feeds``."""
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
