@@ -428,6 +428,10 @@ class DataParallel:
                 file=sys.stderr,
                 flush=True,
             )
+            # MPI_Abort ends the job at once, and the launcher may drop output still
+            # in its pipes (seen with MPICH's: an empty stderr and exit 1); give it
+            # a moment to forward the message first.
+            time.sleep(0.5)
             self.comm.abort(1)
             os._exit(1)  # MPI_Abort may return before the launcher ends this process
 
