@@ -174,6 +174,22 @@ def check_hvp(g, loss, wrt, feeds, spec: OpSpec) -> None:
         )
 
 
+def planned_ops_matching_unplanned(graph, fetches, feed) -> set[str]:
+    """Three runs of a plan that reuses its buffers (recording, then planned twice)
+    each equal, bit for bit, to an unplanned plan's run; returns the ops of the
+    steps that got a planned buffer."""
+    from graphengine.executor import compile_plan
+
+    want = compile_plan(graph, fetches, list(feed)).run(feed)
+    plan = compile_plan(graph, fetches, list(feed), reuse_fetch_buffers=True)
+    for _ in range(3):
+        for have, expected in zip(plan.run(feed), want):
+            assert have.dtype == expected.dtype and have.shape == expected.shape
+            np.testing.assert_array_equal(have, expected)
+    (buffers,) = [b for b in plan._memory.values() if b]
+    return {s.node.op for s, b in zip(plan.steps, buffers) if b is not None}
+
+
 def check_build_error(build, fragment: str, shape) -> None:
     """``build(graph, x)`` on a float32 placeholder of ``shape`` must raise a
     ShapeError that names the node and contains ``fragment``."""
