@@ -242,7 +242,13 @@ def pad_spatial(x: Array, padding: Ints, value: float = 0.0, full: Ints | None =
         widths = [(b, max(e, f - b - s)) for (b, e), f, s in zip(widths, full, x.shape[2:])]
     if not any(b or e for b, e in widths):
         return x
-    return np.pad(x, [(0, 0), (0, 0)] + widths, constant_values=value)
+    # A filled array with x copied into its middle: the same as np.pad with a
+    # constant, without np.pad's Python work (70 us on a (64, 1, 28, 28) batch,
+    # a fifth of its convolution's time).
+    shape = x.shape[:2] + tuple(s + b + e for s, (b, e) in zip(x.shape[2:], widths))
+    xp = np.full(shape, value, x.dtype) if value else np.zeros(shape, x.dtype)
+    xp[(slice(None),) * 2 + tuple(slice(b, b + s) for s, (b, _) in zip(x.shape[2:], widths))] = x
+    return xp
 
 
 def crop_spatial(xp: Array, padding: Ints, sizes: Ints) -> Array:

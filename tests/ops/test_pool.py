@@ -380,3 +380,29 @@ def test_planned_max_pool_and_its_gradient_match_the_kernels(kernel, stride, pad
     planned = planned_ops_matching_unplanned(tg, fetches, feed)
     disjoint = kernel == stride
     assert "max_pool" in planned and ("max_pool_grad" in planned) == disjoint, planned
+
+
+@pytest.mark.parametrize(
+    ("shape", "padding", "value", "full"),
+    [
+        ((2, 3, 5, 4), (1, 1, 1, 1), 0.0, None),
+        ((2, 3, 5, 4), (0, 2, 1, 0), -np.inf, None),
+        ((1, 2, 6), (1, 0), 0.0, (9,)),  # full extends the end padding
+        ((1, 1, 3, 3, 3), (0, 1, 2, 1, 0, 0), 7.5, None),
+        ((2, 3, 5, 4), (0, 0, 0, 0), 0.0, None),
+    ],
+)
+def test_pad_spatial_is_numpy_pad_with_a_constant(shape, padding, value, full):
+    # pad_spatial fills and copies instead of calling np.pad (whose Python work
+    # cost a fifth of a small convolution); the values must be np.pad's.
+    from graphengine.ops.window import pad_spatial
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    rank = len(shape) - 2
+    widths = [(padding[i], padding[rank + i]) for i in range(rank)]
+    if full is not None:
+        widths = [(b, max(e, f - b - s)) for (b, e), f, s in zip(widths, full, shape[2:])]
+    expected = np.pad(x, [(0, 0), (0, 0), *widths], constant_values=value)
+    got = pad_spatial(x, padding, value, full)
+    assert got.dtype == x.dtype
+    np.testing.assert_array_equal(got, expected)
