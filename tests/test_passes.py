@@ -187,7 +187,14 @@ def test_pass_keeps_results_and_gradients(model, passes):
 
 EXPECTED_FUSIONS = {
     # Three weight gradients and two input gradients read a transposed operand.
-    "mlp": {"dense": 2, "relu_grad": 2, "softmax_cross_entropy_grad": 1, "matmul_transposed": 5},
+    # Three bias gradients sum dz over the batch.
+    "mlp": {
+        "dense": 2,
+        "relu_grad": 2,
+        "softmax_cross_entropy_grad": 1,
+        "matmul_transposed": 5,
+        "sum_rows": 3,
+    },
     "cnn_batch_norm": {"batch_norm_grad": 1, "relu_grad": 1, "softmax_cross_entropy_grad": 1},
     "resnet_block": {"batch_norm_grad": 2, "relu_grad": 2},
     "transformer_layer": {"dense": 1, "relu_grad": 1},
@@ -218,6 +225,31 @@ def test_transposed_matmuls_fuse_in_gradient_graphs_only():
     assert [n.op for n in forward if n.op.startswith("matmul")] == ["matmul"]
     feeds = {"x": f32(4, 3)}
     _compare(tg, opt, [tg.gradient.loss, tg.gradient.grads["w"]], feeds, training=True)
+
+
+def test_bias_gradients_become_sum_rows_matching_sum_like():
+    """sum_like(dz, b) of the mlp's three bias gradients -> sum_rows(dz): the
+    same gradients up to rounding (another summation order), before and after;
+    the forward graph and the sums over other axes keep sum_like."""
+    g, loss, feeds = mlp()
+    tg = _gradient_graph(g, loss)
+    opt, _ = ge.optimize(tg, ["fuse"])
+    before = Counter(n.op for n in tg.nodes)
+    after = Counter(n.op for n in opt.nodes)
+    assert after["sum_rows"] == 3 and after["sum_like"] == before["sum_like"] - 3
+    assert all(n.name in opt.gradient.nodes for n in opt.nodes if n.op == "sum_rows")
+    biases = [tg.gradient.grads[p] for p in ("layer0/b", "layer1/b", "head/b")]
+    for training in (True, False):
+        _compare(tg, opt, biases, feeds, training, rtol=1e-6, atol=1e-7)
+    # A (1,) bias stretched over 4 columns sums over both axes: not fused.
+    g2 = ge.Graph()
+    x = g2.placeholder("x", (None, 4))
+    b = g2.parameter("b", shape=(1,))
+    tg2 = _gradient_graph(g2, ge.sum(ge.tanh(x + b)))
+    opt2, _ = ge.optimize(tg2, ["fuse"])
+    assert [n.op for n in opt2.nodes].count("sum_like") == 1
+    assert not [n for n in opt2.nodes if n.op == "sum_rows"]
+    _compare(tg2, opt2, [tg2.gradient.grads["b"]], {"x": f32(3, 4)}, True)
 
 
 def test_log_softmax_times_one_hot_becomes_cross_entropy():

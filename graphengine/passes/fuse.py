@@ -13,6 +13,8 @@ Backward (the nodes the gradient pass emits):
 * ``matmul(transpose(a), b)`` and ``matmul(a, transpose(b))`` (2-D: a dense
   layer's weight and input gradients) -> ``matmul_transposed``;
 * relu's rule, ``where(y > 0, dy, 0)`` -> ``relu_grad(dy, y)``;
+* a bias gradient, ``sum_like(dz, b)`` with dz (N, M) float32 or float64 and b
+  (M,) -> ``sum_rows(dz)``;
 * relu's gradient after max pooling's, ``relu_grad(max_pool_grad(dy, i, y), y)``
   with i from ``max_pool(y)`` -> ``max_pool_grad(relu_grad(dy, max_pool(y)), i,
   y)``: y at each index is the pooled maximum, so the mask is applied at the
@@ -295,6 +297,24 @@ def _matmul(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     return True
 
 
+def _sum_like(f: _Fuser, node: Node, inputs: list[str]) -> bool:
+    """sum_like(dz, b) summing a 2-D float32/float64 dz (N, M) over its rows to b
+    (M,) (a dense layer's bias gradient) -> sum_rows(dz)."""
+    rw = f.rw
+    if not rw.rebuild.in_source_gradient(node.name):
+        return False  # forward graphs keep what ONNX export knows
+    if node.attrs["axes"] is not None or node.attrs["mean"]:
+        return False
+    x, like = rw.type_of(inputs[0]), rw.type_of(inputs[1])
+    if len(x.shape) != 2 or len(like.shape) != 1 or x.dtype.name not in ("float32", "float64"):
+        return False
+    columns = x.shape[1]
+    if not isinstance(columns, int) or columns != like.shape[0]:
+        return False  # a column axis of 1 stretched to M sums over columns too
+    rw.emit("sum_rows", [inputs[0]], {}, like=node, name=node.name)
+    return True
+
+
 _RULES = {
     "matmul": _matmul,
     "relu": _dense,
@@ -303,6 +323,7 @@ _RULES = {
     "add": _dense,
     "where": _where,
     "relu_grad": _relu_grad,
+    "sum_like": _sum_like,
     "multiply": _multiply,
     **{op: _chain for op in CHAINABLE if op not in _ACTIVATIONS},
 }

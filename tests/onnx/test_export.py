@@ -39,6 +39,7 @@ NOT_EXPORTED = {
     "resize_grad",
     "split_like",
     "relu_grad",
+    "sum_rows",
     "matmul_transposed",
     "softmax_cross_entropy_grad",
     "batch_norm_grad",

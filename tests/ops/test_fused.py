@@ -6,6 +6,7 @@ import pytest
 
 import graphengine as ge
 from graphengine.executor import compile_plan
+from graphengine.ops import fused
 
 from .spec import OpSpec, check_build_error, forward_tests, gradient_tests
 
@@ -80,6 +81,17 @@ SPECS.append(
         batch=True,
     )
 )
+for shape in ((5, 3), (1, 4), (0, 2)):
+    SPECS.append(
+        OpSpec(
+            "sum_rows",
+            api.sum_rows,
+            lambda x: x.sum(axis=0),
+            [u(*shape)],
+            id=f"{shape}".replace(" ", ""),
+            batch=shape[0] == 5,
+        )
+    )
 for transpose_a, transpose_b in ((True, False), (False, True), (True, True)):
     a_shape = (5, 3) if transpose_a else (3, 5)
     b_shape = (4, 5) if transpose_b else (5, 4)
@@ -154,6 +166,24 @@ test_forward = forward_tests(SPECS)
 test_gradient = gradient_tests(SPECS)
 
 
+@pytest.mark.parametrize("rows", [3, 7])
+def test_sum_rows_above_the_blas_bound_reduces_planned_as_unplanned(monkeypatch, rows):
+    """Above SUM_ROWS_BLAS_MAX elements sum_rows is numpy's reduction, below it a
+    product with ones: either way planned runs give the unplanned bits."""
+    monkeypatch.setattr(fused, "SUM_ROWS_BLAS_MAX", 20)
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 4), "float32")
+    out = api.sum_rows(x)
+    feed = {"x": R.standard_normal((rows, 4)).astype(np.float32)}
+    plan = compile_plan(g, [out.name], list(feed))
+    first = plan.run(feed)[0]
+    np.testing.assert_allclose(first, feed["x"].sum(axis=0), rtol=1e-6)
+    if rows * 4 > 20:
+        np.testing.assert_array_equal(first, np.add.reduce(feed["x"], axis=0))
+    for _ in range(2):  # into planned buffers
+        np.testing.assert_array_equal(plan.run(feed)[0], first)
+
+
 def test_softmax_cross_entropy_grad_out_of_range_label_gives_zero_one_hot():
     g = ge.Graph()
     p = g.placeholder("p", (2, 3), "float64")
@@ -201,6 +231,7 @@ def test_softmax_cross_entropy_grad_out_of_range_label_gives_zero_one_hot():
             (2,),
         ),
         (lambda g, x: api.elementwise_chain(x, ops=("exp",)), "at least two ops", (2,)),
+        (lambda g, x: api.sum_rows(x), "x must be 2-D (N, M), got (N, 3, 5)", (None, 3, 5)),
         (
             lambda g, x: api.matmul_transposed(
                 x, g.parameter("w", np.ones((4, 2), np.float32)), transpose_b=True
