@@ -280,3 +280,20 @@ def test_a_fifo_in_place_of_a_data_file_is_refused_without_blocking(tmp_path):
 def test_data_file_names_follow_the_documented_pattern(tmp_path):
     ge.save(_graph(1.0), tmp_path / "m.pb", external_data_threshold=16)
     assert re.fullmatch(r"m\.pb\.[0-9a-f]{12}\.data", _data_files(tmp_path)[0])
+
+
+def test_dropping_the_cache_of_a_replaced_data_file_leaves_it_intact(tmp_path):
+    # save() drops the cached pages of the data files it replaces before it writes
+    # the new one; the old model must still load, bit for bit, from disk.
+    from graphengine.serialize.cleanup import drop_cached_pages
+
+    path = tmp_path / "m.pb"
+    ge.save(_graph(1.0), path, external_data_threshold=16)
+    [old_data] = _data_files(tmp_path)
+    before = (tmp_path / old_data).read_bytes()
+    fifo = tmp_path / "fifo"
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(fifo)
+    drop_cached_pages([tmp_path / old_data, tmp_path / "missing.data", fifo])
+    assert (tmp_path / old_data).read_bytes() == before
+    assert float(ge.load(path).values["w"][0]) == 1.0

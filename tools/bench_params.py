@@ -1,24 +1,39 @@
 """Parameters in and out: ge.save / ge.load of 400 MB of float32 parameters against
-np.save / np.savez / np.load of the same arrays, timed in the same process.
+np.save / np.load of the same arrays, timed in the same process, under the same
+conditions.
 
-    python tools/bench_params.py [--mb 400] [--repeat 5] [--folder DIR]
+    python tools/bench_params.py [--mb 400] [--repeat 5] [--settle 3] [--folder DIR]
 
-ge.save writes every tensor over 1 MiB to the data file as raw bytes, straight
-from the arrays (os.pwrite of memoryviews, in 4 MiB pieces, each checksummed
-by the worker thread that writes it), and by default flushes both files to
-disk (fdatasync) before the renames, starting each piece's write-out to disk
-as soon as it is written.  The references: np.save of every array, one after
-the other, into one file (raw bytes behind a small header: what the disk and
-the page cache allow), and np.savez (a zip of .npy members), each timed
-without and with an fsync at the end.  ge.save frees the data file it replaces
-in a background thread; "ge.save (fsync) + freeing" also waits for that.
-ge.load maps the data file copy-on-write: with verify_data=False nothing is
-read (zero-copy); by default every tensor's crc32 is checked, in threads, which
-reads every byte once.  Every run starts after gc.collect() and os.sync() (not
-timed), and after any background freeing has ended, so none waits for
-another's work.  Medians
-of ``--repeat`` interleaved runs; the folder should be on the disk models live
-on (default: a temporary folder beside this repository).
+The reference, np.save of every array one after the other into one file, is raw
+bytes behind a small header: what the disk and the page cache allow.  Each
+save is timed in two situations, each variant with its own target file:
+
+* **over an existing file** (what the trainer's checkpoints do): the target
+  holds a file of the same size, written in the previous round (an untimed
+  first round writes them).  np.save truncates it and writes in place;
+  ge.save writes a new data file beside it and renames (the old model stays
+  loadable until the switch), and frees the old one.
+* **into a fresh target** (a model saved for the first time): the target's
+  files are deleted, untimed, then ``--settle`` seconds pass, so that no
+  variant writes into memory that the deletion has just freed (in a virtual
+  machine that hands free memory back to its host, such memory is 10x cheaper
+  to write than memory free for a second or more).
+
+Each save runs with an fsync (ge.save's default, which also fdatasyncs the
+model file and syncs the folder; the reference fsyncs its file) and without
+(``ge.save(sync=False)`` against a plain np.save).  A ge.save is timed until
+the background freeing of the files it replaced has ended, so none of its
+work is left for the next run.  Loads read the files of the "over an existing
+file" saves, which are in the page cache: ge.load with every tensor's crc32
+checked (threads), ge.load(verify_data=False) (maps the data file, reads
+nothing), and np.load of every array.
+
+Before every timed run, untimed: gc.collect() (a Graph of an earlier load
+unmaps its data file), the end of any background freeing, and os.sync(), so
+no run writes back the dirty pages of another.  Within each ge/np pair the
+order alternates from round to round.  Medians of ``--repeat`` rounds; the
+folder should be on the disk models live on (default: a temporary folder
+beside this repository).
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,14 +66,18 @@ def _graph(megabytes: int) -> ge.Graph:
     return g
 
 
-def _timed(fn) -> float:
-    # Each run starts with no dirty pages, no file being freed and no graph of an
-    # earlier ge.load still mapping its data file (a Graph is freed by the cycle
-    # collector): a run must not pay for what an earlier run left behind.
+def _settle() -> None:
+    # No dirty pages, no file being freed and no graph of an earlier ge.load still
+    # mapping its data file (a Graph is freed by the cycle collector): a run must
+    # not pay for what an earlier run left behind.
     gc.collect()
     serialize.wait_for_removals()
     if hasattr(os, "sync"):
         os.sync()
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    _settle()
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -73,22 +93,9 @@ def _np_save(path: Path, arrays: dict, sync: bool) -> None:
             os.fsync(f.fileno())
 
 
-def _np_savez(path: Path, arrays: dict, sync: bool) -> None:
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _ge_save_and_free(graph: ge.Graph, path: Path) -> None:
-    ge.save(graph, path)
-    serialize.wait_for_removals()
-
-
-def _np_load(path: Path) -> dict:
-    with np.load(path) as npz:
-        return {k: npz[k] for k in npz.files}
+def _ge_save(graph: ge.Graph, path: Path, sync: bool) -> None:
+    ge.save(graph, path, sync=sync)
+    serialize.wait_for_removals()  # the freeing of the replaced data file counts
 
 
 def _np_load_all(path: Path, count: int) -> list:
@@ -97,28 +104,23 @@ def _np_load_all(path: Path, count: int) -> list:
         return [np.load(f) for _ in range(count)]
 
 
+def _remove_outputs(path: Path) -> None:
+    """Delete ``path`` and, for a model, its data files."""
+    for old in path.parent.glob(path.name + "*"):  # the names hold no glob characters
+        old.unlink()
+
+
 def _touch(graph: ge.Graph) -> float:
     return float(sum(float(v[::1024].sum()) for v in graph.values.values()))
-
-
-#: (ours, reference) pairs whose time ratio is printed.
-_RATIOS = [
-    ("ge.save (fsync)", "np.save + fsync"),
-    ("ge.save (fsync) + freeing", "np.save + fsync"),
-    ("ge.save (fsync)", "np.savez + fsync"),
-    ("ge.save (fsync)", "np.save"),
-    ("ge.save (sync=False)", "np.save"),
-    ("ge.save (sync=False)", "np.savez"),
-    ("ge.load (crc32 checked)", "np.load (.npy)"),
-    ("ge.load (crc32 checked)", "np.load (.npz)"),
-    ("ge.load (verify_data=False)", "np.load (.npy)"),
-]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--settle", type=float, default=3.0, help="seconds between deleting and a fresh save"
+    )
     parser.add_argument("--folder", default=None)
     args = parser.parse_args()
     base = Path(args.folder) if args.folder else Path(__file__).resolve().parent.parent
@@ -127,34 +129,53 @@ def main() -> None:
         graph = _graph(args.mb)
         arrays = {k.replace("/", "_"): v for k, v in graph.values.items()}
         nbytes = sum(v.nbytes for v in arrays.values())
+
+        def saves(sync: bool, tag: str) -> list[tuple[str, Path, Callable[[Path], None]]]:
+            suffix = "fsync" if sync else "no sync"
+            np_name = "np.save + fsync" if sync else "np.save"
+            return [
+                (f"ge.save ({suffix}) {tag}", folder / f"{tag}-{sync}.pb",
+                 lambda p: _ge_save(graph, p, sync)),
+                (f"{np_name} {tag}", folder / f"{tag}-{sync}.npy",
+                 lambda p: _np_save(p, arrays, sync)),
+            ]  # fmt: skip
+
+        pairs = [saves(True, "over"), saves(False, "over"), saves(True, "fresh")]
+        pairs.append(saves(False, "fresh"))
+        over_model, over_npy = pairs[0][0][1], pairs[0][1][1]
+        loads = {
+            "ge.load (crc32 checked)": lambda: ge.load(over_model),
+            "ge.load (verify_data=False)": lambda: ge.load(over_model, verify_data=False),
+            "np.load (.npy)": lambda: _np_load_all(over_npy, len(arrays)),
+        }
+        for pair in pairs[:2]:  # the files the first round's "over" saves replace
+            for _, path, save in pair:
+                save(path)
         times: dict[str, list[float]] = {}
-        for _ in range(args.repeat):
-            runs = {
-                "ge.save (fsync)": lambda: ge.save(graph, folder / "m.pb"),
-                "ge.save (fsync) + freeing": lambda: _ge_save_and_free(graph, folder / "m.pb"),
-                "np.save + fsync": lambda: _np_save(folder / "ref.npy", arrays, True),
-                "np.savez + fsync": lambda: _np_savez(folder / "ref.npz", arrays, True),
-                "ge.save (sync=False)": lambda: ge.save(graph, folder / "m2.pb", sync=False),
-                "np.save": lambda: _np_save(folder / "ref.npy", arrays, False),
-                "np.savez": lambda: _np_savez(folder / "ref.npz", arrays, False),
-                "ge.load (crc32 checked)": lambda: ge.load(folder / "m.pb"),
-                "ge.load (verify_data=False)": lambda: ge.load(folder / "m.pb", verify_data=False),
-                "np.load (.npz)": lambda: _np_load(folder / "ref.npz"),
-                "np.load (.npy)": lambda: _np_load_all(folder / "ref.npy", len(arrays)),
-            }
-            for name, fn in runs.items():
-                times.setdefault(name, []).append(_timed(fn))
+        for round_ in range(args.repeat):
+            for pair in pairs:
+                for name, path, save in pair if round_ % 2 == 0 else pair[::-1]:
+                    if "fresh" in name:
+                        _remove_outputs(path)
+                        _settle()
+                        time.sleep(args.settle)
+                    times.setdefault(name, []).append(_timed(lambda: save(path)))  # noqa: B023
+            for name, load in loads.items():
+                times.setdefault(name, []).append(_timed(load))
         median = {k: statistics.median(v) for k, v in times.items()}
         print(
-            f"{nbytes / 1e6:.0f} MB of float32 parameters "
-            f"({len(arrays)} tensors), medians of {args.repeat}:"
+            f"{nbytes / 1e6:.0f} MB of float32 parameters ({len(arrays)} tensors), "
+            f"medians of {args.repeat} rounds, load {os.getloadavg()[0]:.1f}:"
         )
         for name, seconds in median.items():
-            print(f"  {name:30s} {seconds * 1e3:8.1f} ms  {nbytes / seconds / 1e9:6.2f} GB/s")
+            print(f"  {name:32s} {seconds * 1e3:8.1f} ms  {nbytes / seconds / 1e9:6.2f} GB/s")
         print("time ratios (< 1 is faster than the reference):")
-        for name, ref in _RATIOS:
-            print(f"  {name} / {ref} = {median[name] / median[ref]:.3f}")
-        mapped = ge.load(folder / "m.pb", verify_data=False)
+        for pair in pairs:
+            (ours, _, _), (ref, _, _) = pair
+            print(f"  {ours} / {ref} = {median[ours] / median[ref]:.3f}")
+        for ours in list(loads)[:2]:
+            print(f"  {ours} / np.load (.npy) = {median[ours] / median['np.load (.npy)']:.3f}")
+        mapped = ge.load(over_model, verify_data=False)
         assert not next(iter(mapped.values.values())).flags.owndata
         _touch(mapped)
     finally:

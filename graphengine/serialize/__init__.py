@@ -43,7 +43,12 @@ from pathlib import Path
 from ..errors import FileFormatError
 from ..graph import Graph
 from ..limits import MAX_RANK
-from .cleanup import free_in_background, open_to_free_later, wait_for_removals
+from .cleanup import (
+    drop_cached_pages,
+    free_in_background,
+    open_to_free_later,
+    wait_for_removals,
+)
 from .decode import _Reader
 from .encode import _graph_to_model
 from .files import (
@@ -157,6 +162,8 @@ def save(
     data_tmp = data_final = replaced = None
     try:
         if writer.used:
+            # The data files this save replaces give their cache to the new one.
+            drop_cached_pages(_old_data_files(path, keep=None))
             data_tmp, data_final = writer.write_data(path, sync)
         payload = _serialize(model, fmt, path)
         if data_tmp is not None:

@@ -74,6 +74,36 @@ def free_in_background(paths: list[Path], descriptors: list[int]) -> None:
         _running.append(thread)
 
 
+def drop_cached_pages(paths: list[Path]) -> None:
+    """Ask the kernel to drop the cached pages of ``paths`` (files a save is about to
+    replace), so that writing the new files reuses that memory at once.
+
+    Writing a 400 MB data file takes 400 MB of page cache while the old file
+    (still needed until the rename) keeps its own.  Pages taken from the free
+    list can cost 10x more to write than pages freed a moment ago: in a virtual
+    machine whose free memory goes back to the host (virtio-balloon free page
+    reporting, about a second after it is freed), each one is a host page fault,
+    0.4-0.7 GB/s against 7 GB/s where this was measured.  The files are not
+    changed: only clean pages are dropped (dirty ones are written first, pages
+    mapped by a process are kept), so an old model that a failed save leaves in
+    place still loads, from disk.  Errors are ignored: this only saves time.
+    """
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def wait_for_removals() -> None:
     """Return once every file handed to :func:`free_in_background` is freed."""
     with _lock:
