@@ -297,3 +297,27 @@ def test_dropping_the_cache_of_a_replaced_data_file_leaves_it_intact(tmp_path):
     drop_cached_pages([tmp_path / old_data, tmp_path / "missing.data", fifo])
     assert (tmp_path / old_data).read_bytes() == before
     assert float(ge.load(path).values["w"][0]) == 1.0
+
+
+def test_a_save_over_a_model_drops_the_old_data_files_cache_while_they_still_load(
+    tmp_path, monkeypatch
+):
+    # ge.save hands the old data file to drop_cached_pages before writing the new
+    # one; at that moment the old model is still the one on disk, whole.
+    from graphengine.serialize import cleanup
+
+    path = tmp_path / "m.pb"
+    ge.save(_graph(1.0), path, external_data_threshold=16)
+    [old_data] = _data_files(tmp_path)
+    seen = []
+
+    def recording(paths):
+        seen.append(sorted(p.name for p in paths))
+        seen.append(float(ge.load(path).values["w"][0]))
+        cleanup.drop_cached_pages(paths)
+
+    monkeypatch.setattr(serialize, "drop_cached_pages", recording)
+    ge.save(_graph(2.0), path, external_data_threshold=16)
+    assert seen == [[old_data], 1.0]
+    assert float(ge.load(path).values["w"][0]) == 2.0
+    assert old_data not in _data_files(tmp_path)
