@@ -404,25 +404,33 @@ def time_block(fn: Callable[[], float], seconds: float, clock=time.perf_counter)
             return elapsed / calls
 
 
-def profile(step: GeStep, repeat: int = 20) -> list[tuple[str, float]]:
-    """Seconds per step spent in each op type, from timing every plan step."""
+def profile(step: GeStep, repeat: int = 20, clock=time.perf_counter) -> list[tuple[str, float]]:
+    """Seconds per step spent in each op type (summed over nodes), timing every
+    step of the planned program as a training step runs it: each kernel bound in
+    the generated function, with its buffer, is wrapped in a timer."""
     plan = step.plan
+    for _ in range(3):  # record, plan, and run planned once
+        step()
+    (program,) = plan._programs.values()
+    names = program.__globals__
     totals: dict[str, float] = {}
-    for _ in range(repeat):
-        values = list(plan.template)
-        for name, slot in plan.feed_slots.items():
-            values[slot] = step.feeds[name]
-        for name, slot in plan.param_slots:
-            values[slot] = plan.graph.values[name]
-        for s in plan.steps:
-            t0 = time.perf_counter()
-            result = s.fn(*[values[i] for i in s.inputs])
-            totals[s.node.op] = totals.get(s.node.op, 0.0) + time.perf_counter() - t0
-            if len(s.outputs) == 1:
-                values[s.outputs[0]] = result
-            else:
-                for slot, v in zip(s.outputs, result):
-                    values[slot] = v
+    saved = {}
+    for i, s in enumerate(plan.steps):
+        kernel = names[f"k{i}"]
+        saved[f"k{i}"] = kernel
+
+        def timed(*args, _kernel=kernel, _op=s.node.op, **kwargs):
+            t0 = clock()
+            result = _kernel(*args, **kwargs)
+            totals[_op] = totals.get(_op, 0.0) + clock() - t0
+            return result
+
+        names[f"k{i}"] = timed
+    try:
+        for _ in range(repeat):
+            step()
+    finally:
+        names.update(saved)
     return sorted(((op, t / repeat) for op, t in totals.items()), key=lambda kv: -kv[1])
 
 
@@ -475,13 +483,13 @@ def main() -> None:
         )
     if args.profile:
         for name, sides in workloads.items():
-            rows = profile(sides["ge"])
+            rows = profile(sides["ge"], clock=clock)
             total = sum(t for _, t in rows)
             print(
                 f"\n{name}: {total * 1e3:.3f} ms in kernels, {len(sides['ge'].plan.steps)} "
                 "plan steps"
             )
-            for op, t in rows[:8]:
+            for op, t in rows[:12]:
                 print(f"  {op:28} {t * 1e3:8.3f} ms {100 * t / total:5.1f}%")
     sys.stdout.flush()
 

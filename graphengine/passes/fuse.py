@@ -26,6 +26,16 @@ Backward (the nodes the gradient pass emits):
   run again with identical nodes shared, must land on existing nodes only, which
   then are exactly its dx, dgamma and dbeta.
 
+Reordering:
+
+* max pooling after relu, ``max_pool(relu(z))``, when relu's output feeds only
+  the pool and the pool's gradient (whose relu gradient then fuses as above),
+  -> ``relu(max_pool(z))``: the maximum commutes with relu (both monotone, the
+  same values bit for bit), so relu runs at the pooled size and relu(z) is not
+  computed at all.  The maxima are then chosen in z, not in relu(z): they differ
+  only in windows whose maximum is at most 0, where relu's gradient mask is 0
+  whichever element is chosen, so the gradients are the same too.
+
 A pattern fuses only when its inner nodes feed nothing else and are not kept
 tensors, so no value is computed twice.  The fused node takes the name of the
 node it replaces.
@@ -194,7 +204,10 @@ def _where(f: _Fuser, node: Node, inputs: list[str]) -> bool:
 
 def _relu_grad(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     """relu_grad(max_pool_grad(dy, indices, y), y), indices from max_pool(y) ->
-    max_pool_grad(relu_grad(dy, max_pool(y):0), indices, y)."""
+    max_pool_grad(relu_grad(dy, max_pool(y):0), indices, y).  After the reorder
+    of _max_pool, y = relu(z) and the indices come from max_pool(z): the mask is
+    then max_pool(z):0 > 0, the same as relu's, and z stands in for y as the
+    shape of the result, so that relu(z) is not needed."""
     rw = f.rw
     scattered, y = inputs
     spread = f.inner(scattered, "max_pool_grad")
@@ -203,17 +216,77 @@ def _relu_grad(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     dy, indices, like = spread.inputs
     pool_name, index = parse_ref(indices)
     pool = rw.producer(indices)
+    if pool is None or pool.op != "max_pool" or index != 1:
+        return False
+    pooled = canonical_ref(pool.inputs[0])
+    relu = rw.producer(y)
+    reordered = relu is not None and relu.op == "relu" and canonical_ref(relu.inputs[0]) == pooled
     if (
-        pool is None
-        or pool.op != "max_pool"
-        or index != 1
-        or canonical_ref(pool.inputs[0]) != canonical_ref(y)
+        (pooled != canonical_ref(y) and not reordered)
         or canonical_ref(like) != canonical_ref(y)
         or rw.type_of(pool_name) != rw.type_of(dy)
     ):
         return False
     (masked,) = rw.emit("relu_grad", [dy, pool_name], {}, like=node)
-    rw.emit("max_pool_grad", [masked, indices, like], dict(spread.attrs), like=node, name=node.name)
+    rw.emit(
+        "max_pool_grad", [masked, indices, pooled], dict(spread.attrs), like=node, name=node.name
+    )
+    return True
+
+
+def _max_pool(f: _Fuser, node: Node, inputs: list[str]) -> bool:
+    """max_pool(relu(z)) -> relu(max_pool(z)) (see the module docstring), when
+    relu's output y feeds nothing but this pool and its gradients
+    max_pool_grad(dy, indices, y), and each of those feeds only relu's gradient
+    relu_grad(., y), which _relu_grad then fuses."""
+    rw = f.rw
+    relu = rw.producer(inputs[0])
+    if (
+        relu is None
+        or relu.op != "relu"
+        or relu.name in rw.keep_nodes
+        or node.name in rw.keep_nodes
+        or f.uses.get(node.name, 0) == 0  # the pooled maxima are not even read
+    ):
+        return False
+    y, indices = canonical_ref(relu.name), f"{node.name}:1"
+    for user in f.consumers.get(relu.name, []):
+        if user is node:
+            continue
+        if user.op == "max_pool_grad":
+            grad_ok = (
+                canonical_ref(user.inputs[1]) == indices
+                and canonical_ref(user.inputs[2]) == y
+                and f.uses.get(user.name, 0) == 1
+                and user.name not in rw.keep_nodes
+                and all(
+                    c.op == "relu_grad"
+                    and canonical_ref(c.inputs[0]) == user.name
+                    and canonical_ref(c.inputs[1]) == y
+                    for c in f.consumers.get(user.name, [])
+                )
+            )
+            if grad_ok:
+                continue
+        if user.op == "relu_grad" and canonical_ref(user.inputs[1]) == y:
+            source = f.graph.get(parse_ref(user.inputs[0])[0])
+            if (
+                source is not None
+                and source.op == "max_pool_grad"
+                and canonical_ref(source.inputs[1]) == indices
+            ):
+                continue  # checked as that max_pool_grad's consumer
+        return False
+    if any(
+        canonical_ref(ref) == indices and user.op != "max_pool_grad"
+        for user in f.consumers.get(node.name, [])
+        for ref in user.inputs
+    ):
+        return False
+    z = relu.inputs[0]
+    pooled = rw.emit("max_pool", [z], dict(node.attrs), like=node)
+    rw.emit("relu", [pooled[0]], {}, like=node, name=node.name)
+    rw.subst[indices] = pooled[1]
     return True
 
 
@@ -323,6 +396,7 @@ _RULES = {
     "add": _dense,
     "where": _where,
     "relu_grad": _relu_grad,
+    "max_pool": _max_pool,
     "sum_like": _sum_like,
     "multiply": _multiply,
     **{op: _chain for op in CHAINABLE if op not in _ACTIVATIONS},

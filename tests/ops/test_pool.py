@@ -335,8 +335,10 @@ def test_max_pool_with_more_than_256_window_positions():
 )
 def test_fused_training_plan_masks_relu_at_the_pooled_size(kernel, stride):
     """The fuse pass turns relu_grad(max_pool_grad(dy, i, r), r) into
-    max_pool_grad(relu_grad(dy, max_pool(r)), i, r): the same gradients, bit
-    for bit, with ties (relu's zeros), NaN and negative values in the windows."""
+    max_pool_grad(relu_grad(dy, max_pool(r)), i, r), and max_pool(relu(z)) into
+    relu(max_pool(z)): the same gradients, bit for bit, with ties (relu's
+    zeros), NaN and negative values in the windows, and relu runs at the pooled
+    size only."""
     from graphengine.executor import compile_plan
     from graphengine.training.trainer import compile_training_plan
 
@@ -355,8 +357,43 @@ def test_fused_training_plan_masks_relu_at_the_pooled_size(kernel, stride):
     relu_grads = [s for s in plan.steps if s.node.op == "relu_grad"]
     assert ops.count("max_pool_grad") == 1 and len(relu_grads) == 1, ops
     assert ops.index("relu_grad") < ops.index("max_pool_grad")
+    # Reordered: max_pool, then relu on the pooled maxima; relu(x + b) is gone.
+    assert ops.index("max_pool") < ops.index("relu")
+    (relu,) = [s.node for s in plan.steps if s.node.op == "relu"]
+    assert relu.types[0].shape[1:] == pooled.shape[1:]
     want = compile_plan(tg, fetches, ["x"]).run(feed)
     for _ in range(2):  # the recording run, then the planned one
+        for have, expected in zip(plan.run(feed), want):
+            np.testing.assert_array_equal(have, expected)
+
+
+@pytest.mark.parametrize("other_use", ["read", "indices"])
+def test_relu_and_max_pool_keep_their_order_when_relu_or_the_indices_feed_more(other_use):
+    """max_pool(relu(z)) is reordered only when relu's output feeds nothing but
+    the pool and its gradient, and the indices only the gradient: here relu's
+    output is also summed into the loss, or the indices feed a gather, and the
+    plan keeps relu before the pool, with the same results as an unfused run."""
+    from graphengine.executor import compile_plan
+    from graphengine.training.trainer import compile_training_plan
+
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 2, 6, 6))
+    b = g.parameter("b", R.standard_normal((2, 1, 1)).astype(np.float32))
+    r = ge.relu(x + b)
+    pooled, indices = ge.max_pool2d(r, 2, return_indices=True)
+    loss = ge.sum(pooled * pooled)
+    if other_use == "read":
+        loss = loss + ge.sum(r)
+    else:
+        loss = loss + ge.sum(ge.take(ge.reshape(x, (-1,)), indices))
+    tg = ge.gradients(g, loss, ["b", "x"])
+    fetches = [tg.gradient.loss, tg.gradient.grads["b"], tg.gradient.grads["x"]]
+    feed = {"x": R.standard_normal((3, 2, 6, 6)).astype(np.float32)}
+    plan = compile_training_plan(tg, fetches, ["x"])
+    ops = [s.node.op for s in plan.steps]
+    assert ops.index("relu") < ops.index("max_pool"), ops
+    want = compile_plan(tg, fetches, ["x"]).run(feed)
+    for _ in range(2):
         for have, expected in zip(plan.run(feed), want):
             np.testing.assert_array_equal(have, expected)
 
