@@ -381,6 +381,24 @@ def test_a_damaged_tensor_among_many_is_named(tmp_path):
         ge.load(tmp_path / "m.pb")  # the first damaged tensor in file order
 
 
+def test_a_large_tensor_is_checked_in_pieces_that_threads_share(tmp_path, monkeypatch):
+    from graphengine.serialize import external
+
+    monkeypatch.setattr(external, "_VERIFY_PIECE_BYTES", 4096)  # 9.8 pieces for w0
+    monkeypatch.setattr(external, "_THREADED_BYTES", 0)  # threads even for 40 KB
+    g = _many_tensors(2, size=10_000)
+    ge.save(g, tmp_path / "m.pb", external_data_threshold=4)
+    assert_same_graph(g, ge.load(tmp_path / "m.pb"))  # the pieces' crc32s join in order
+    model = pb.ModelProto.FromString((tmp_path / "m.pb").read_bytes())
+    [w0] = [p for p in model.graph.parameters if p.name == "w0"]
+    data = _data_file(tmp_path, "m.pb")
+    raw = bytearray(data.read_bytes())
+    raw[w0.value.external.offset + 7 * 4096 + 17] ^= 2  # in its eighth piece
+    data.write_bytes(bytes(raw))
+    with pytest.raises(ge.FileFormatError, match=r"\('w0'\).*recorded crc32"):
+        ge.load(tmp_path / "m.pb")
+
+
 def test_sync_false_skips_the_flushes_and_saves_the_same_files(tmp_path, monkeypatch):
     g = _many_tensors(2)
     calls = []
@@ -817,6 +835,22 @@ def test_crc32_combine_matches_zlib(a, b):
     from graphengine.serialize.checksums import crc32_combine
 
     assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_crc32_combine_matches_zlib_on_long_and_odd_lengths():
+    from graphengine.serialize.checksums import crc32_combine
+
+    rng = np.random.default_rng(8)
+    data = rng.integers(0, 256, 3 * 2**20 + 11, np.uint8).tobytes()
+    lengths = [0, 1, 3, 4095, 4096, 65_537, 2**20, 3 * 2**20 + 11]
+    lengths += [int(n) for n in rng.integers(0, len(data), 12)]
+    for first in (0, 5, 2**20 + 1):
+        for n in lengths:
+            a, b = data[:first], data[first : first + n]
+            assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b), (
+                first,
+                n,
+            )
 
 
 def test_the_fast_crc32_of_zlib_ng_gives_zlibs_values():

@@ -14,7 +14,7 @@ The rules, each checked before a tensor's bytes are touched:
 * the recorded crc32 (or, in older files, sha256) matches, unless the caller
   passes ``verify_data=False``; the checks of all tensors run in threads once
   every tensor is mapped (:meth:`_DataFiles.verify_pending`), before the graph
-  is built.
+  is built, a large tensor's crc32 in pieces that threads share.
 
 Tensors are not copied: each data file is mapped once, copy-on-write
 (``mmap.ACCESS_COPY``), and every tensor is an ``np.frombuffer`` view of the
@@ -38,11 +38,15 @@ import numpy as np
 from ..errors import FileFormatError
 from ..input_files import check_data_file, open_input
 from ..proto import graphengine_pb2 as pb
-from .checksums import crc32
+from .checksums import crc32, crc32_combine
 
 #: Threads checking checksums on load, and the total size below which one is enough.
 _VERIFY_THREADS = 4
 _THREADED_BYTES = 16 * 2**20
+#: A tensor's crc32 is computed in pieces of this many bytes, so that the threads
+#: share a large tensor (a model of one 400 MB embedding would leave all but one
+#: idle); the pieces' crc32s are joined with crc32_combine.
+_VERIFY_PIECE_BYTES = 4 * 2**20
 
 
 class _DataFiles:
@@ -172,43 +176,38 @@ class _DataFiles:
         """Check the checksums of every tensor read since the last call.
 
         The checks run in threads (zlib and hashlib release the GIL, and each
-        thread takes the page faults of its own tensors), then the first
-        tensor in file order that fails is reported; nothing is returned
-        before every tensor has been checked.
+        thread takes the page faults of its own pieces), a tensor's crc32 in
+        pieces of :data:`_VERIFY_PIECE_BYTES`; then the first tensor in file
+        order that fails is reported; nothing is returned before every tensor
+        has been checked.
         """
         pending, self._unverified = self._unverified, []
-        if len(pending) == 1 or sum(a.nbytes for a, _, _ in pending) < _THREADED_BYTES:
-            for item in pending:
-                self._verify(*item)
-            return
-        with ThreadPoolExecutor(min(_VERIFY_THREADS, len(pending))) as pool:
-            failures = list(pool.map(lambda item: self._failure(*item), pending))
-        for (_, _, where), failure in zip(pending, failures):
-            if failure is not None:
-                raise self._error(where, failure)
-
-    def _verify(self, array: np.ndarray, ext: pb.ExternalData, where: str) -> None:
-        failure = self._failure(array, ext, where)
-        if failure is not None:
-            raise self._error(where, failure)
-
-    def _failure(self, array: np.ndarray, ext: pb.ExternalData, where: str) -> str | None:
-        """Why ``array`` does not match its recorded checksum, or None."""
-        data = memoryview(array.view(np.uint8))
-        if ext.HasField("crc32"):
-            if crc32(data) != ext.crc32:
-                return (
-                    f"the bytes in '{ext.location}' do not match the "
-                    "recorded crc32; the data file is damaged or belongs "
-                    "to another save of the model"
+        # (tensor, bytes, sha256?): a crc32 in pieces, a sha256 (older files) whole.
+        jobs: list[tuple[int, memoryview, bool]] = []
+        for index, (array, ext, _) in enumerate(pending):
+            data = memoryview(array.reshape(-1).view(np.uint8))
+            if ext.HasField("crc32"):
+                jobs.extend(
+                    (index, data[i : i + _VERIFY_PIECE_BYTES], False)
+                    for i in range(0, len(data), _VERIFY_PIECE_BYTES)
                 )
-        elif ext.sha256 and hashlib.sha256(data).hexdigest() != ext.sha256.lower():
-            return (
-                f"the bytes in '{ext.location}' do not match the recorded "
-                "sha256; the data file belongs to another save of the "
-                "model: save it again"
-            )
-        return None
+            elif ext.sha256:
+                jobs.append((index, data, True))
+        if len(jobs) <= 1 or sum(a.nbytes for a, _, _ in pending) < _THREADED_BYTES:
+            digests = [_digest(job) for job in jobs]
+        else:
+            with ThreadPoolExecutor(min(_VERIFY_THREADS, len(jobs))) as pool:
+                digests = list(pool.map(_digest, jobs))
+        crcs = [0] * len(pending)
+        intact = [True] * len(pending)  # as far as a sha256 tells
+        for (index, piece, is_sha256), digest in zip(jobs, digests):
+            if is_sha256:
+                intact[index] = digest == pending[index][1].sha256.lower()
+            else:
+                crcs[index] = crc32_combine(crcs[index], int(digest), len(piece))
+        for (_, ext, where), crc, sha256_intact in zip(pending, crcs, intact):
+            if not sha256_intact or (ext.HasField("crc32") and crc != ext.crc32):
+                raise self._error(where, _mismatch(ext))
 
     def _resolve(self, location: str, where: str) -> Path:
         """The data file ``location`` names, refused unless it stays in the model's folder."""
@@ -249,3 +248,24 @@ class _DataFiles:
 
     def _error(self, where: str, message: str) -> FileFormatError:
         return FileFormatError(f"'{self.model_path}': {where}: {message}")
+
+
+def _digest(job: tuple[int, memoryview, bool]) -> int | str:
+    """The crc32 of a job's bytes, or their sha256 (hex) when the job says so."""
+    _, data, is_sha256 = job
+    return hashlib.sha256(data).hexdigest() if is_sha256 else crc32(data)
+
+
+def _mismatch(ext: pb.ExternalData) -> str:
+    """Why a tensor was refused: its bytes do not match its checksum."""
+    if ext.HasField("crc32"):
+        return (
+            f"the bytes in '{ext.location}' do not match the "
+            "recorded crc32; the data file is damaged or belongs "
+            "to another save of the model"
+        )
+    return (
+        f"the bytes in '{ext.location}' do not match the recorded "
+        "sha256; the data file belongs to another save of the "
+        "model: save it again"
+    )
