@@ -256,11 +256,9 @@ class SumLike(OpDef):
     def kernel(self, x: Array, like: Array, *, axes: tuple[int, ...] | None, mean: bool) -> Array:
         target = like.shape
         if axes is None:
-            out = np.sum(
-                x, axis=_broadcast_axes(x.shape, target), keepdims=True, dtype=x.dtype
-            ).reshape(target)
+            out = _sum_axes(x, _broadcast_axes(x.shape, target), keepdims=True).reshape(target)
         else:
-            out = np.sum(x, axis=axes, dtype=x.dtype)
+            out = _sum_axes(x, tuple(axes), keepdims=False)
         if mean:
             out = out / x.dtype.type(_fold_count(x, out.size))
         return out
@@ -275,10 +273,12 @@ class SumLike(OpDef):
         else:
             summed, kept = axes, None
         count = x_dtype.type(_fold_count(np.empty(x_shape, np.bool_), _size(like_shape)))
+        staged = _stages(x_shape, summed)
+        scratch = np.empty(x_shape[1:], x_dtype) if staged else None
 
         def sum_into(x: Array, like: Array, out: Array) -> Array:
             target = out if kept is None else out.reshape(kept)
-            np.add.reduce(x, axis=summed, dtype=x.dtype, out=target, keepdims=kept is not None)
+            _sum_axes(x, summed, kept is not None, target, scratch)
             if mean:
                 np.divide(out, count, out=out)
             return out
@@ -304,6 +304,35 @@ class ZerosLike(OpDef):
 
     def kernel(self, x: Array) -> Array:
         return np.zeros_like(x)
+
+
+def _stages(shape: tuple[int, ...], axes: tuple[int, ...]) -> bool:
+    """Whether _sum_axes sums the leading axis first, by itself: numpy reduces
+    (N, C, H, W) over (0, 2, 3) (a convolution's bias gradient) two to five
+    times slower in one call than over axis 0 (adding whole images, contiguous)
+    and then over (1, 2) of the (C, H, W) sum, and never faster in those we timed."""
+    return len(shape) >= 3 and len(axes) >= 2 and 0 in axes
+
+
+def _sum_axes(
+    x: Array,
+    axes: tuple[int, ...],
+    keepdims: bool,
+    out: Array | None = None,
+    scratch: Array | None = None,
+) -> Array:
+    """np.add.reduce(x, axes) in x's dtype, into ``out`` when given (shaped with
+    the summed axes as 1s when ``keepdims``), the leading axis first when
+    _stages says so (into ``scratch``, shaped like x[0], when given)."""
+    add: Any = np.add.reduce  # numpy's stubs refuse out=None, which it takes
+    if not _stages(x.shape, axes):
+        return add(x, axis=axes, dtype=x.dtype, out=out, keepdims=keepdims)
+    images = add(x, axis=0, dtype=x.dtype, out=scratch)
+    rest = tuple(a - 1 for a in axes if a)
+    if out is not None and keepdims:
+        out = out.reshape(out.shape[1:])
+    total = add(images, axis=rest, dtype=x.dtype, out=out, keepdims=keepdims)
+    return total[None] if keepdims else total
 
 
 @functools.lru_cache(maxsize=1024)

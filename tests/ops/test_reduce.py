@@ -123,3 +123,46 @@ def test_mean_of_float32_stays_float32():
     x = g.placeholder("x", (None, 3))
     out = ge.run(g, ge.mean(x), {"x": np.ones((5, 3), np.float32)})
     assert out.dtype == np.float32 and out.shape == ()
+
+
+@pytest.mark.parametrize(
+    ("shape", "like", "axes"),
+    [
+        ((4, 3, 5, 6), (3, 1, 1), None),  # a convolution's bias gradient: staged
+        ((4, 3, 5, 6), (1, 3, 1, 1), None),  # staged, with the leading 1 kept
+        ((4, 3, 5, 6), (3,), (0, 2, 3)),  # explicit axes, staged
+        ((2, 5, 7), (7,), None),  # (0, 1): staged
+        ((4, 3, 5, 6), (4, 1, 1, 1), None),  # axis 0 kept: one reduction
+        ((6, 5), (5,), None),  # rank 2: one reduction
+        ((0, 3, 2, 2), (3, 1, 1), None),  # an empty batch sums to zeros
+    ],
+)
+@pytest.mark.parametrize("mean", [False, True])
+def test_sum_like_kernel_and_planned_kernel_match_numpy(shape, like, axes, mean):
+    """sum_like sums the leading axis first when it and others are summed (numpy
+    is several times faster that way): the unplanned and planned kernels give
+    the same bits as each other and numpy's sum up to float32 rounding."""
+    from graphengine.ops.reduce import SumLike
+
+    if mean and 0 in shape:
+        pytest.skip("the mean of no elements is 0/0")
+    x = R.standard_normal(shape).astype(np.float32)
+    target = np.zeros(like, np.float32)
+    op = SumLike()
+    have = op.kernel(x, target, axes=axes, mean=mean)
+    summed = (
+        axes
+        if axes is not None
+        else tuple(
+            i
+            for i, (a, b) in enumerate(zip(shape, (1,) * (len(shape) - len(like)) + like))
+            if a != b
+        )
+    )
+    want = (np.mean if mean else np.sum)(x.astype(np.float64), axis=summed, keepdims=axes is None)
+    assert have.shape == like
+    np.testing.assert_allclose(have, want.reshape(like), rtol=1e-5, atol=1e-5)
+    planned = op.out_kernel({"axes": axes, "mean": mean}, [(shape, x.dtype), (like, x.dtype)])
+    out = np.full(like, np.nan, np.float32)
+    assert planned(x, target, out) is out
+    np.testing.assert_array_equal(out, have)
