@@ -50,6 +50,28 @@ class _Step:
     #: The kernel returns one array, not a sequence (OpDef.multi_output is off;
     #: a split into one section still returns a list).
     single: bool = True
+    #: For a ParameterUpdate, the parameter whose value (the first input) the
+    #: kernel changes in place, returning nothing; such steps come last.  Empty
+    #: for every other step.
+    update: str = ""
+
+
+@dataclass(frozen=True)
+class ParameterUpdate:
+    """A change that a plan makes to a parameter's value in place on every run:
+    ``kernel(value, *inputs)``, with ``inputs`` tensor references of the plan's
+    graph.  Updates run after every other step of the run, so after every read
+    of the parameter, in the order given; the kernel's result is ignored.  The
+    trainer folds plain SGD steps into the products that would compute their
+    gradients this way (:mod:`graphengine.training.folded_sgd`).
+
+    ``node`` names the node the update stands for (it appears in errors and
+    profiles): the gradient it computes instead of fetching it."""
+
+    parameter: str
+    inputs: tuple[str, ...]
+    kernel: Callable[..., object]
+    node: str
 
 
 @dataclass
@@ -84,6 +106,11 @@ class Plan:
     _programs: dict[tuple[Any, ...], Callable[[list[Any]], list[Any]]] = field(default_factory=dict)
     #: Signatures whose feeds passed check_feeds.
     _checked: set[tuple[Any, ...]] = field(default_factory=set)
+
+    @property
+    def updates(self) -> tuple[str, ...]:
+        """The parameters this plan changes in place on each run (ParameterUpdate)."""
+        return tuple(s.update for s in self.steps if s.update)
 
     @property
     def graph(self) -> Graph:
@@ -134,6 +161,15 @@ class Plan:
         if program is not None:
             try:
                 return self._run_program(values, program)
+            except _UpdateFailed as failed:
+                # Earlier updates of this run are applied: running again would
+                # apply them twice.
+                step = self.steps[failed.index]
+                cause = failed.__cause__
+                raise ExecutionError(
+                    f"the update of parameter '{step.update}' (node "
+                    f"'{step.node.name}') failed: {type(cause).__name__}: {cause}"
+                ) from cause
             except Exception:
                 # The plain run reports a real failure (naming the node), and the
                 # plan stays; if it succeeds, some shape depends on input values:
@@ -171,6 +207,7 @@ class Plan:
             "_array": np.array,
             "_asarray": np.asarray,
             "_ndarray": np.ndarray,
+            "_UpdateFailed": _UpdateFailed,
         }
         for i, (step, buf, planned) in enumerate(zip(self.steps, buffers, kernels)):
             namespace[f"k{i}"] = planned if buf is not None else step.fn
@@ -197,7 +234,11 @@ class Plan:
             with np.errstate(all="ignore"):
                 for step in self.steps:
                     args = [values[j] for j in step.inputs]
-                    if step.single:
+                    if step.update:
+                        step.fn(*args)
+                        if recording is not None:
+                            recording.add(args, [])
+                    elif step.single:
                         values[step.outputs[0]] = result = step.fn(*args)
                         if recording is not None:
                             recording.add(args, [result])
@@ -263,7 +304,15 @@ def step_source(
     for i, (step, out) in enumerate(zip(steps, planned)):
         args = [f"v{j}" for j in step.inputs] + ([f"out=b{i}"] if out else [])
         call = f"k{i}({', '.join(args)})"
-        if step.single:
+        if step.update:
+            # A failed update is reported, not retried (see Plan.run).
+            lines += [
+                "    try:",
+                f"        {call}",
+                "    except Exception as exc:",
+                f"        raise _UpdateFailed({i}) from exc",
+            ]
+        elif step.single:
             lines.append(f"    v{step.outputs[0]} = {call}")
         else:
             lines.append(f"    ({''.join(f'v{s}, ' for s in step.outputs)}) = {call}")
@@ -325,15 +374,23 @@ def compile_plan(
     feed_names: Sequence[str],
     *,
     reuse_fetch_buffers: bool = False,
+    updates: Sequence[ParameterUpdate] = (),
 ) -> Plan:
-    """Compile a plan computing ``fetches`` (tensor references) from feeds.
+    """Compile a plan computing ``fetches`` (tensor references) from feeds, and
+    applying ``updates`` to parameters in place on each run (see ParameterUpdate).
 
     Runs reuse preallocated output buffers (:mod:`graphengine.memory_plan`);
     with ``reuse_fetch_buffers`` the fetched arrays may be such buffers too, so
     each run overwrites the previous run's results (for loops that consume them
-    at once, as the trainer does)."""
+    at once, as the trainer does).
+
+    Raises FeedError for a bad feed name or a missing feed, and for an update of
+    something other than a parameter, a parameter updated twice, or one that a
+    fetch returns (or views)."""
     fetch_refs = tuple(graph.tensor(f).name for f in fetches)
-    nodes = prune_to(graph, fetch_refs)
+    update_refs = tuple(graph.tensor(r).name for u in updates for r in (u.parameter, *u.inputs))
+    _check_updates(graph, updates)
+    nodes = prune_to(graph, fetch_refs + update_refs)
     feed_set = set(feed_names)
     for name in feed_names:
         node = graph.get(name)
@@ -381,6 +438,18 @@ def compile_plan(
                     not node.opdef.multi_output,
                 )
             )
+    for update in updates:
+        refs = (update.parameter, *update.inputs)
+        steps.append(
+            _Step(
+                graph.node(update.node),
+                update.kernel,
+                tuple(slot_of[graph.tensor(r).name] for r in refs),
+                (),
+                (),
+                update=update.parameter,
+            )
+        )
     # Release each computed value after its last use, unless it is fetched, so
     # peak memory follows the largest live set.
     keep = {slot_of[r] for r in fetch_refs}
@@ -410,6 +479,14 @@ def compile_plan(
         root = roots.get(slot, slot)
         copies.append(root in stored or root in seen)
         seen.add(root)
+    updated = {slot_of[u.parameter] for u in updates}
+    for ref, slot in zip(fetch_refs, fetch_slots):
+        if roots.get(slot, slot) in updated:
+            raise FeedError(
+                f"fetch {ref!r} returns the memory of a parameter that the plan "
+                "updates in place, which the updates would change before it is "
+                "returned; fetch a copy, or leave that parameter's update out"
+            )
     return Plan(
         functools.partial(_identity, graph),
         fetch_refs,
@@ -428,6 +505,28 @@ def compile_plan(
 
 def _identity(graph: Graph) -> Graph:
     return graph
+
+
+class _UpdateFailed(Exception):
+    """A ParameterUpdate's kernel failed in a planned run (the cause is chained)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+def _check_updates(graph: Graph, updates: Sequence[ParameterUpdate]) -> None:
+    seen: set[str] = set()
+    for update in updates:
+        node = graph.get(update.parameter)
+        if node is None or node.op != "parameter":
+            what = "no node" if node is None else f"a {node.op} node"
+            raise FeedError(f"an update names {update.parameter!r}, {what}, not a parameter")
+        if update.parameter in seen:
+            raise FeedError(f"parameter {update.parameter!r} has two updates; give it one")
+        seen.add(update.parameter)
+        if graph.get(update.node) is None:
+            raise FeedError(f"the update of {update.parameter!r} names no node {update.node!r}")
 
 
 def _view_roots(steps: list[_Step]) -> dict[int, int]:

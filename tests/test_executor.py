@@ -249,3 +249,108 @@ def test_split_into_one_section_gives_the_piece_itself():
     x = g.placeholder("x", (2, 3))
     (piece,) = ge.split(x, 1, axis=1)
     assert ge.run(g, piece, {"x": np.ones((2, 3), np.float32)}).shape == (2, 3)
+
+
+def _updated_plan(kernel, **compile_options):
+    """y = sum(w * x) fetched, and an update w -= x * lr from the run's x and y."""
+    g = ge.Graph()
+    x = g.placeholder("x", (None,))
+    w = g.parameter("w", np.ones(3, np.float32))
+    prod = ge.multiply(w, x, name="prod")
+    y = ge.sum(prod, name="y")
+    update = executor.ParameterUpdate("w", (x.name, y.name), kernel, "prod")
+    plan = executor.compile_plan(g, [y.name], ["x"], updates=[update], **compile_options)
+    return g, plan
+
+
+def test_parameter_updates_run_once_per_run_after_every_read():
+    seen = []
+
+    def subtract(w, x, y):
+        seen.append(float(y))
+        w -= 0.5 * x
+
+    g, plan = _updated_plan(subtract)
+    assert plan.updates == ("w",) and plan.steps[-1].update == "w"
+    x = np.array([1.0, 2.0, 0.0], np.float32)
+    # The first run records, the later ones run the planned program: each applies
+    # the update once, after y read the parameter as it was.
+    results = [float(plan.run({"x": x})[0]) for _ in range(4)]
+    assert seen == results
+    w = np.ones(3, np.float32)
+    expected = []
+    for _ in range(4):
+        expected.append(float(np.sum(w * x)))
+        w = w - 0.5 * x
+    assert results == expected
+    np.testing.assert_array_equal(g.values["w"], w)
+
+
+def test_an_update_keeps_its_inputs_alive_to_the_end():
+    """prod dies at exp, whose planned run would write into prod's buffer in place,
+    unless the update that reads prod at the end keeps it alive."""
+    g = ge.Graph()
+    x = g.placeholder("x", (3,))
+    w = g.parameter("w", np.ones(3, np.float32))
+    prod = ge.multiply(w, x, name="prod")
+    y = ge.sum(ge.exp(prod), name="y")
+    seen = []
+
+    def record(w, prod):
+        seen.append(prod.copy())
+        w += 1.0
+
+    update = executor.ParameterUpdate("w", (prod.name,), record, "prod")
+    plan = executor.compile_plan(g, [y.name], ["x"], updates=[update])
+    x_value = np.array([0.5, 1.0, 2.0], np.float32)
+    for _ in range(3):
+        plan.run({"x": x_value})
+    assert plan._programs  # the later runs were planned
+    for k, value in enumerate(seen):
+        np.testing.assert_array_equal(value, (1.0 + k) * x_value)
+
+
+def test_a_failing_update_is_reported_and_not_retried():
+    calls = []
+
+    def fail_later(w, x, y):
+        calls.append(1)
+        if len(calls) > 2:
+            raise ValueError("boom")
+        w += 1.0
+
+    g, plan = _updated_plan(fail_later)
+    plan.run({"x": np.ones(3, np.float32)})
+    plan.run({"x": np.ones(3, np.float32)})  # planned now
+    with pytest.raises(ge.ExecutionError, match="update of parameter 'w' \\(node 'prod'\\) failed"):
+        plan.run({"x": np.ones(3, np.float32)})
+    assert len(calls) == 3  # not run again unplanned
+    np.testing.assert_array_equal(g.values["w"], [3, 3, 3])
+
+
+@pytest.mark.parametrize(
+    "fetch, fragment",
+    [("w", "memory of a parameter"), ("view", "memory of a parameter")],
+)
+def test_a_fetch_of_an_updated_parameter_is_refused(fetch, fragment):
+    g = ge.Graph()
+    x = g.placeholder("x", (None,))
+    w = g.parameter("w", np.ones((1, 3), np.float32))
+    view = ge.reshape(w, (3,), name="view")
+    ge.sum(view * x, name="y")
+    update = executor.ParameterUpdate("w", (x.name,), lambda w, x: None, "y")
+    with pytest.raises(ge.FeedError, match=fragment):
+        executor.compile_plan(g, [fetch, "y"], ["x"], updates=[update])
+
+
+def test_updates_must_name_parameters_once():
+    g = ge.Graph()
+    x = g.placeholder("x", (None,))
+    g.parameter("w", np.ones(3, np.float32))
+    y = ge.sum(x, name="y")
+    bad = executor.ParameterUpdate("x", (), lambda v: None, "y")
+    with pytest.raises(ge.FeedError, match="'x', a placeholder node, not a parameter"):
+        executor.compile_plan(g, [y.name], ["x"], updates=[bad])
+    twice = [executor.ParameterUpdate("w", (), lambda v: None, "y")] * 2
+    with pytest.raises(ge.FeedError, match="two updates"):
+        executor.compile_plan(g, [y.name], ["x"], updates=twice)

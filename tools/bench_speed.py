@@ -4,8 +4,10 @@ Every workload is one SGD step (forward, backward, update in place) of the
 same model, timed three ways in one process:
 
 * ``ge``: the compiled plan of the gradient graph as the trainer builds it
-  (``compile_training_plan``: fused, into reused buffers) and the trainer's SGD
-  (``graphengine.training.optimizers.SGD``), as ``graphengine train`` runs them;
+  (``compile_training_plan``: fused, into reused buffers, the SGD updates of
+  large weights folded into its products) and the trainer's SGD
+  (``graphengine.training.optimizers.SGD``) for the rest, as ``graphengine
+  train`` runs them;
 * ``numpy``: the same step written by hand, as fast as we know how (im2col
   convolution with channel-major activations, so each conv is one GEMM without
   transposes; reshaped max pooling; preallocated update buffers);
@@ -38,6 +40,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 import graphengine as ge
+from graphengine.training.folded_sgd import FoldedSGD
 from graphengine.training.optimizers import SGD
 from graphengine.training.trainer import compile_training_plan
 
@@ -55,8 +58,11 @@ class GeStep:
         tg = ge.gradients(graph, loss, names)
         tg.values = graph.values
         fetches = [tg.gradient.loss] + [tg.gradient.grads[p] for p in names]
-        # As the trainer compiles it: fused, fetches consumed before the next step.
-        self.plan = compile_training_plan(tg, fetches, list(feeds))
+        # As the trainer compiles it: fused, fetches consumed before the next step,
+        # large weights' SGD updates folded into the plan's products.
+        self.folded = FoldedSGD(tg.gradient.grads, tg.gradient.loss)
+        self.plan = compile_training_plan(tg, fetches, list(feeds), folded=self.folded)
+        names = [p for p in names if p not in self.folded.params]
         self.feeds = feeds
         self.params = {p: graph.values[p] for p in names}
         self.names = names
@@ -64,6 +70,7 @@ class GeStep:
         self.optimizer.setup(self.params)
 
     def __call__(self) -> float:
+        self.folded.lr = LR
         out = self.plan.run(self.feeds, training=True)
         self.optimizer.step(self.params, dict(zip(self.names, out[1:])), LR)
         return float(out[0])

@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import blas
 from ..compiler import prune_to
 from ..errors import TrainingError, TrainingInterrupted
 from ..executor import Plan, compile_plan
@@ -41,6 +42,7 @@ from . import checkpoint as ckpt_io
 from .callbacks import BestCheckpoint, Callback, EarlyStopping
 from .data import BatchFeeder, DataLike, as_dataset, batch_bounds, epoch_order, fixed_batch_size
 from .evaluate import Evaluator
+from .folded_sgd import FoldedSGD
 from .losses import check_class_labels
 from .metrics import EpochMetrics, MetricsLog
 from .optimizers import clip_scale, cycled_momentum, global_norm, optimizer_from_spec
@@ -245,7 +247,8 @@ class Trainer:
                 "batch size"
             )
         self.optimizer = optimizer_from_spec(spec.optimizer, cycled_momentum(spec.schedule))
-        self.optimizer.setup({name: graph.values[name] for name in self.param_names})
+        # The optimizer updates what the plan does not (see _fold).
+        self.optimizer.setup({name: graph.values[name] for name in self._fetched_params})
         #: The record key that monitors watch when they are not told: the validation
         #: loss with validation data, else the epoch's training loss.
         self.default_monitor = "val_loss" if self.val_data is not None else "train_loss"
@@ -359,16 +362,43 @@ class Trainer:
             for n in prune_to(self.grad_graph, fetches)
             if n.op == "placeholder" and n.name != info.seed
         ]
+        #: Plain SGD updates that the plan makes itself (see _fold), or None.
+        self._folded = (
+            FoldedSGD({p: info.grads[p] for p in self.param_names}, info.loss)
+            if self._fold()
+            else None
+        )
         self.train_plan: Plan = compile_training_plan(
             self.grad_graph,
             fetches,
             [n.name for n in self._feeds] + ([info.seed] if info.seed else []),
+            folded=self._folded,
         )
+        folded = set(self._folded.params) if self._folded is not None else set()
+        #: The parameters whose gradients the plan fetches for the optimizer.
+        self._fetched_params = [p for p in self.param_names if p not in folded]
         self._stat_scratch = {
             name: np.empty_like(graph.values[name])
             for node in self._batch_norms
             for name in _running_stats(node)
         }
+
+    def _fold(self) -> bool:
+        """Whether plain SGD updates may be folded into the plan
+        (:mod:`.folded_sgd`): SGD without momentum (cycled or not), weight decay
+        or clipping, in a single process, with numpy's OpenBLAS at hand."""
+        spec = self.spec
+        opt = spec.optimizer
+        return (
+            self.parallel is None
+            and opt.name == "sgd"
+            and not opt.momentum
+            and not opt.weight_decay
+            and cycled_momentum(spec.schedule) is None
+            and not opt.clip_value
+            and not opt.clip_global_norm
+            and blas.available()
+        )
 
     # -- running -------------------------------------------------------------------
     def stop(self) -> None:
@@ -411,7 +441,7 @@ class Trainer:
                 self.log.truncate_after(0)  # a fresh run starts a fresh log
         if self.parallel is not None:
             state = self.parallel.synchronize(self, state)  # every process as rank 0
-        params = {name: self.graph.values[name] for name in self.param_names}
+        params = {name: self.graph.values[name] for name in self._fetched_params}
         feeder = BatchFeeder(self.train_data, self.spec.batch_size)
         with _catch_interrupt(self):
             while state.epoch < self.spec.epochs and not self._stop:
@@ -601,16 +631,20 @@ class Trainer:
         batch: int,
     ) -> tuple[float, np.ndarray | None]:
         """One update; returns the batch's loss and its predictions (None when no
-        metric needs them)."""
+        metric needs them).  ``params`` are those the optimizer updates; the plan
+        updates the folded ones itself, except when the loss is not finite."""
         seed = (self.spec.seed << 32) + step
         if self.parallel is not None:
             seed = self.parallel.run_seed(seed)
+        lr = self.schedule(step)
+        if self._folded is not None:
+            self._folded.lr = lr
         out = self.train_plan.run(feeds, training=True, seed=seed)
         loss = float(out[0])
         if not math.isfinite(loss):
             self._fail_non_finite(f"the loss is {loss}", step, epoch, batch)
-        n = len(self.param_names)
-        grads = dict(zip(self.param_names, out[1 : 1 + n]))
+        n = len(self._fetched_params)
+        grads = dict(zip(self._fetched_params, out[1 : 1 + n]))
         limit = self.spec.optimizer.clip_value
         if limit:
             grads = {name: np.clip(g, -limit, limit) for name, g in grads.items()}
@@ -625,7 +659,7 @@ class Trainer:
         momentum = self._momentum(step) if self._momentum is not None else None
         if momentum is not None:
             self.optimizer.set_momentum(momentum)
-        self.optimizer.step(params, grads, self.schedule(step), scale)
+        self.optimizer.step(params, grads, lr, scale)
         stats = sum(len(node.opdef.state_updates) for node in self._batch_norms)
         self._update_running_stats(out[1 + n : 1 + n + stats])
         return loss, predictions
@@ -913,7 +947,11 @@ TRAINING_PASSES = ("cse", "fuse")
 
 
 def compile_training_plan(
-    grad_graph: Graph, fetches: Sequence[str], feed_names: Sequence[str]
+    grad_graph: Graph,
+    fetches: Sequence[str],
+    feed_names: Sequence[str],
+    *,
+    folded: FoldedSGD | None = None,
 ) -> Plan:
     """The plan a training step runs: ``grad_graph`` with identical nodes shared
     and its common patterns fused (the ``cse`` and ``fuse`` passes of
@@ -925,10 +963,18 @@ def compile_training_plan(
     which kernels run; they compute the same values (a fused batch norm backward
     to float rounding, the others exactly).  Each step consumes its
     fetches before the next, so they may live in the plan's reused buffers and a
-    step allocates no gradient arrays."""
+    step allocates no gradient arrays.
+
+    With ``folded`` (plain SGD), the parameters it folds
+    (:meth:`FoldedSGD.updates`) are updated by the plan itself, and their
+    gradients are left out of the fetches, which otherwise keep their order."""
     fused, _ = optimize(grad_graph, TRAINING_PASSES, keep=fetches)
     fused.values = grad_graph.values
-    return compile_plan(fused, fetches, feed_names, reuse_fetch_buffers=True)
+    updates = folded.updates(fused, fetches) if folded is not None else []
+    if updates:
+        dropped = {folded.grads[u.parameter] for u in updates} if folded else set()
+        fetches = [f for f in fetches if f not in dropped]
+    return compile_plan(fused, fetches, feed_names, reuse_fetch_buffers=True, updates=updates)
 
 
 def _own_values(graph: Graph) -> None:
