@@ -15,6 +15,10 @@ Backward (the nodes the gradient pass emits):
 * relu's rule, ``where(y > 0, dy, 0)`` -> ``relu_grad(dy, y)``;
 * a bias gradient, ``sum_like(dz, b)`` with dz (N, M) float32 or float64 and b
   (M,) -> ``sum_rows(dz)``;
+* a per-channel sum of max pooling's gradient (a convolution's bias gradient),
+  ``sum_like(max_pool_grad(m, i, x), b)`` with b (C, 1, ..) -> ``sum_like(m, b)``:
+  the same numbers summed (each element of m lands once, in its channel), at
+  the pooled size;
 * relu's gradient after max pooling's, ``relu_grad(max_pool_grad(dy, i, y), y)``
   with i from ``max_pool(y)`` -> ``max_pool_grad(relu_grad(dy, max_pool(y)), i,
   y)``: y at each index is the pooled maximum, so the mask is applied at the
@@ -378,6 +382,8 @@ def _sum_like(f: _Fuser, node: Node, inputs: list[str]) -> bool:
         return False  # forward graphs keep what ONNX export knows
     if node.attrs["axes"] is not None or node.attrs["mean"]:
         return False
+    if _channel_sum_of_pool_gradient(f, node, inputs):
+        return True
     x, like = rw.type_of(inputs[0]), rw.type_of(inputs[1])
     if len(x.shape) != 2 or len(like.shape) != 1 or x.dtype.name not in ("float32", "float64"):
         return False
@@ -385,6 +391,35 @@ def _sum_like(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     if not isinstance(columns, int) or columns != like.shape[0]:
         return False  # a column axis of 1 stretched to M sums over columns too
     rw.emit("sum_rows", [inputs[0]], {}, like=node, name=node.name)
+    return True
+
+
+def _channel_sum_of_pool_gradient(f: _Fuser, node: Node, inputs: list[str]) -> bool:
+    """sum_like(max_pool_grad(m, i, x), b) with b (C, 1, ..) or (1, C, 1, ..):
+    x's sum per channel (a convolution's bias gradient behind a max pool) ->
+    sum_like(m, b).  max_pool_grad sends every element of m to one element of
+    the same channel of x and fills the rest with zeros, so both sums add the
+    same numbers (in another order: equal up to rounding), and this one reads
+    the pooled size instead of x's."""
+    rw = f.rw
+    spread = rw.producer(inputs[0])
+    if spread is None or spread.op != "max_pool_grad":
+        return False
+    pooled, full, like = rw.type_of(spread.inputs[0]), node.types[0], rw.type_of(inputs[1])
+    rank = len(pooled.shape)
+    shape = tuple(like.shape)
+    if len(shape) == rank:
+        if shape[0] != 1:
+            return False
+        shape = shape[1:]
+    if (
+        len(shape) != rank - 1
+        or shape[0] != pooled.shape[1]
+        or any(d != 1 for d in shape[1:])
+        or full.dtype != pooled.dtype
+    ):
+        return False
+    rw.emit("sum_like", [spread.inputs[0], inputs[1]], dict(node.attrs), like=node, name=node.name)
     return True
 
 

@@ -338,7 +338,8 @@ def test_fused_training_plan_masks_relu_at_the_pooled_size(kernel, stride):
     max_pool_grad(relu_grad(dy, max_pool(r)), i, r), and max_pool(relu(z)) into
     relu(max_pool(z)): the same gradients, bit for bit, with ties (relu's
     zeros), NaN and negative values in the windows, and relu runs at the pooled
-    size only."""
+    size only.  The bias gradient, sum_like(max_pool_grad(m, i, r), b), sums m
+    instead (the same numbers in another order, so equal up to rounding)."""
     from graphengine.executor import compile_plan
     from graphengine.training.trainer import compile_training_plan
 
@@ -361,10 +362,36 @@ def test_fused_training_plan_masks_relu_at_the_pooled_size(kernel, stride):
     assert ops.index("max_pool") < ops.index("relu")
     (relu,) = [s.node for s in plan.steps if s.node.op == "relu"]
     assert relu.types[0].shape[1:] == pooled.shape[1:]
+    (bias_sum,) = [s for s in plan.steps if s.node.op == "sum_like"]
+    assert plan.steps[ops.index("relu_grad")].outputs[0] in bias_sum.inputs
     want = compile_plan(tg, fetches, ["x"]).run(feed)
     for _ in range(2):  # the recording run, then the planned one
-        for have, expected in zip(plan.run(feed), want):
-            np.testing.assert_array_equal(have, expected)
+        db, dx = plan.run(feed)
+        np.testing.assert_allclose(db, want[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(dx, want[1])
+
+
+def test_a_bias_that_keeps_a_spatial_axis_is_summed_at_full_size():
+    """Only a per-channel sum of max_pool_grad's output may read the pooled
+    gradient instead: a bias per column (W,) keeps the column axis, whose sums
+    differ, so its sum_like stays on the full-size gradient."""
+    from graphengine.executor import compile_plan
+    from graphengine.training.trainer import compile_training_plan
+
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 2, 6, 6))
+    b = g.parameter("b", R.standard_normal(6).astype(np.float32))
+    pooled = ge.max_pool2d(ge.relu(x + b), 2)
+    tg = ge.gradients(g, ge.sum(pooled * pooled), ["b"])
+    fetches = [tg.gradient.grads["b"]]
+    plan = compile_training_plan(tg, fetches, ["x"])
+    (total,) = [s for s in plan.steps if s.node.op in ("sum_like", "sum_rows")]
+    spread = [s for s in plan.steps if s.node.op == "max_pool_grad"]
+    assert spread and spread[0].outputs[0] in total.inputs
+    feed = {"x": R.standard_normal((3, 2, 6, 6)).astype(np.float32)}
+    want = compile_plan(tg, fetches, ["x"]).run(feed)
+    for _ in range(2):
+        np.testing.assert_allclose(plan.run(feed)[0], want[0], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("other_use", ["read", "indices"])
