@@ -2,6 +2,7 @@
 writes, versions and fields from newer versions.  Bad files: test_bad_files.py."""
 
 import contextlib
+import errno
 import os
 import re
 import subprocess
@@ -905,6 +906,185 @@ def test_replaced_data_files_leave_no_open_descriptor(tmp_path):
         ge.save(_big_graph(), path, external_data_threshold=16)  # same name: kept open, freed
     serialize.wait_for_removals()
     assert len(list(Path("/proc/self/fd").iterdir())) == before
+
+
+# -- data files written around the page cache (O_DIRECT) ------------------------------
+
+
+def _direct_supported(folder: Path) -> bool:
+    """Whether files in ``folder`` take O_DIRECT (tmpfs before Linux 6.6 does not)."""
+    if not hasattr(os, "O_DIRECT"):
+        return False
+    try:
+        fd = os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    (folder / "probe").unlink()
+    return True
+
+
+def _odd_tensors() -> ge.Graph:
+    """77 KB of tensors of odd sizes: with 8 KiB chunks, tensors straddle chunks,
+    alignment gaps fall inside them, and the last chunk is partial."""
+    g = ge.Graph("odd")
+    rng = np.random.default_rng(4)
+    total = None
+    for i, n in enumerate([5000, 3, 2048, 12_289, 1]):
+        w = g.parameter(f"w{i}", rng.standard_normal(n).astype(np.float32))
+        total = ge.sum(w) if total is None else total + ge.sum(w)
+    g.mark_output(total)
+    return g
+
+
+@pytest.fixture
+def direct_writes(monkeypatch):
+    """data_writes, with every data file saved with a flush written around the
+    cache in 8 KiB chunks; ``calls`` records which writer wrote each file."""
+    from graphengine.serialize import data_writes
+
+    monkeypatch.setattr(data_writes, "DIRECT_MIN_BYTES", 0)
+    monkeypatch.setattr(data_writes, "DIRECT_CHUNK_BYTES", 8192)
+    calls = []
+    for name in ("write_tensors_buffered", "write_tensors_direct"):
+        real = getattr(data_writes, name)
+        monkeypatch.setattr(
+            data_writes, name, lambda *a, n=name, f=real, **k: calls.append(n) or f(*a, **k)
+        )
+    data_writes.calls = calls
+    return data_writes
+
+
+def _save_both_ways(folder: Path, data_writes, monkeypatch) -> tuple[Path, Path]:
+    """The odd tensors saved as folder/a/m.pb as configured, and as folder/b/m.pb
+    through the page cache; returns both models."""
+    g = _odd_tensors()
+    a, b = folder / "a" / "m.pb", folder / "b" / "m.pb"
+    for path in (a, b):
+        path.parent.mkdir()
+    ge.save(g, a, external_data_threshold=0)
+    assert_same_graph(g, ge.load(a))
+    with monkeypatch.context() as m:
+        m.setattr(data_writes, "USE_DIRECT", False)
+        ge.save(g, b, external_data_threshold=0)
+    return a, b
+
+
+def _assert_same_files(a: Path, b: Path) -> None:
+    data_a, data_b = _data_file(a.parent, a.name), _data_file(b.parent, b.name)
+    assert data_a.name == data_b.name and a.read_bytes() == b.read_bytes()
+    assert data_a.read_bytes() == data_b.read_bytes()
+    model = pb.ModelProto.FromString(a.read_bytes())
+    ends = [p.value.external.offset + p.value.external.length for p in model.graph.parameters]
+    assert data_a.stat().st_size == max(ends)  # the last block's padding is cut off
+    assert sorted(p.name for p in a.parent.iterdir()) == ["m.pb", data_a.name]  # no temporaries
+
+
+def test_a_data_file_written_around_the_cache_is_the_one_written_through_it(
+    tmp_path, direct_writes, monkeypatch
+):
+    if not _direct_supported(tmp_path):
+        pytest.skip("the file system of tmp_path refuses O_DIRECT")
+    a, b = _save_both_ways(tmp_path, direct_writes, monkeypatch)
+    assert direct_writes.calls == ["write_tensors_direct", "write_tensors_buffered"]
+    _assert_same_files(a, b)
+
+
+def test_a_file_system_without_o_direct_gets_the_same_file_through_the_cache(
+    tmp_path, direct_writes, monkeypatch
+):
+    if not hasattr(os, "O_DIRECT"):
+        pytest.skip("no O_DIRECT on this system")
+    import fcntl
+
+    real_fcntl = fcntl.fcntl
+
+    def fcntl_without_direct(fd, cmd, arg=0):
+        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")  # what tmpfs before 6.6 says
+        return real_fcntl(fd, cmd, arg)
+
+    monkeypatch.setattr(fcntl, "fcntl", fcntl_without_direct)
+    a, b = _save_both_ways(tmp_path, direct_writes, monkeypatch)
+    assert direct_writes.calls == [
+        "write_tensors_direct",  # refused: the same save goes through the cache
+        "write_tensors_buffered",
+        "write_tensors_buffered",
+    ]
+    _assert_same_files(a, b)
+
+
+def _pwrite_failing_when_direct(monkeypatch, code: int) -> list[int]:
+    """os.pwrite raising OSError(code) on descriptors in O_DIRECT mode; returns the
+    list of descriptors it refused."""
+    import fcntl
+
+    real_pwrite, refused = os.pwrite, []
+
+    def pwrite(fd, data, offset):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(fd)
+            raise OSError(code, os.strerror(code))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    return refused
+
+
+def test_a_device_refusing_the_alignment_gets_the_same_file_through_the_cache(
+    tmp_path, direct_writes, monkeypatch
+):
+    if not _direct_supported(tmp_path):
+        pytest.skip("the file system of tmp_path refuses O_DIRECT")
+    refused = _pwrite_failing_when_direct(monkeypatch, errno.EINVAL)
+    a, b = _save_both_ways(tmp_path, direct_writes, monkeypatch)
+    assert refused  # the direct writes were tried, then the descriptor left O_DIRECT
+    assert direct_writes.calls == ["write_tensors_direct"] + ["write_tensors_buffered"] * 2
+    _assert_same_files(a, b)
+
+
+def test_a_full_disk_during_a_direct_write_fails_the_save_and_keeps_the_old_model(
+    tmp_path, direct_writes, monkeypatch
+):
+    if not _direct_supported(tmp_path):
+        pytest.skip("the file system of tmp_path refuses O_DIRECT")
+    path = tmp_path / "m.pb"
+    old = _odd_tensors()
+    ge.save(old, path, external_data_threshold=0)  # around the cache: not cached
+    new = _odd_tensors()
+    new.values["w0"][:] = 7
+    _pwrite_failing_when_direct(monkeypatch, errno.ENOSPC)
+    with pytest.raises(OSError) as info:
+        ge.save(new, path, external_data_threshold=0)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert direct_writes.calls == ["write_tensors_direct"] * 2
+    assert_same_graph(old, ge.load(path))
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]) == 0
+
+
+def test_only_large_files_saved_with_a_flush_may_go_around_the_cache(monkeypatch):
+    from graphengine.serialize import data_writes
+
+    large = data_writes.DIRECT_MIN_BYTES
+    assert not data_writes.may_write_direct(large - 1, sync=True)
+    assert not data_writes.may_write_direct(large, sync=False)  # no flush: the cache may keep it
+    assert data_writes.may_write_direct(large, sync=True) == hasattr(os, "O_DIRECT")
+    monkeypatch.delattr(os, "O_DIRECT", raising=False)  # macOS, Windows
+    assert not data_writes.may_write_direct(large, sync=True)
+
+
+def test_a_save_over_a_cached_model_goes_through_the_cache_and_others_around_it(
+    tmp_path, direct_writes
+):
+    if not _direct_supported(tmp_path):
+        pytest.skip("the file system of tmp_path refuses O_DIRECT")
+    path, g = tmp_path / "m.pb", _odd_tensors()
+    ge.save(g, path, external_data_threshold=0)  # a first save
+    ge.save(g, path, external_data_threshold=0)  # over a data file written around the cache
+    assert_same_graph(g, ge.load(path))  # reads, and so caches, every byte of it
+    ge.save(g, path, external_data_threshold=0)  # over a cached data file
+    assert direct_writes.calls == ["write_tensors_direct"] * 2 + ["write_tensors_buffered"]
+    assert_same_graph(g, ge.load(path))
 
 
 # -- the checksum of a binary file as a whole (format 1.1) ---------------------------------

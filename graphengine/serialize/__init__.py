@@ -44,11 +44,13 @@ from ..errors import FileFormatError
 from ..graph import Graph
 from ..limits import MAX_RANK
 from .cleanup import (
+    cached_bytes,
     drop_cached_pages,
     free_in_background,
     open_to_free_later,
     wait_for_removals,
 )
+from .data_writes import may_write_direct
 from .decode import _Reader
 from .encode import _graph_to_model
 from .files import (
@@ -129,12 +131,15 @@ def save(
     files of earlier saves of ``path`` removed (in a background thread, which
     the next save and the interpreter's exit wait for: serialize/cleanup.py).
     A process killed at any point leaves the old model with its data, or the
-    new one with its data.  Each
-    file is written to a temporary file in the same folder and flushed to disk
-    first, the data file's write-out to disk starting as each piece is written
-    (``sync=False`` skips the flushes: the switch still survives a killed
-    process, but a power cut may lose the new save; ``np.save`` and
-    ``torch.save`` do not flush either); temporary files of ``path`` left by
+    new one with its data.  Each file is written to a temporary file in the
+    same folder and flushed to disk first, the data file's write-out to disk
+    starting as each piece is written.  A data file of 32 MiB or more goes
+    around the page cache instead (``O_DIRECT``, where the file system takes
+    it; a load right after then reads it from disk), unless the files it
+    replaces are cached (serialize/data_writes.py).  ``sync=False`` skips the
+    flushes (and writes through the cache): the switch still survives a killed
+    process, but a power cut may lose the new save (``np.save`` and
+    ``torch.save`` do not flush either).  Temporary files of ``path`` left by
     killed processes are removed.
 
     Raises GraphError when the graph's gradient section or training spec names
@@ -162,9 +167,15 @@ def save(
     data_tmp = data_final = replaced = None
     try:
         if writer.used:
-            # The data files this save replaces give their cache to the new one.
-            drop_cached_pages(_old_data_files(path, keep=None))
-            data_tmp, data_final = writer.write_data(path, sync)
+            old = _old_data_files(path, keep=None)
+            # Over files that are in the page cache, the new one goes through it,
+            # into the memory that dropping their pages frees (warm, and cached
+            # for a load that follows); otherwise a large file saved with a flush
+            # goes around the cache (fresh pages can be slow: data_writes.py).
+            direct = may_write_direct(writer.size, sync) and cached_bytes(old) < writer.size
+            if not direct:
+                drop_cached_pages(old)
+            data_tmp, data_final = writer.write_data(path, sync, direct)
         payload = _serialize(model, fmt, path)
         if data_tmp is not None:
             # A data file of this very name holds the same tensors (the name hashes

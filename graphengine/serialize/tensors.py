@@ -103,6 +103,11 @@ class _TensorWriter:
     def used(self) -> bool:
         return bool(self._pending)
 
+    @property
+    def size(self) -> int:
+        """The data file's size in bytes: the end of the last pending tensor."""
+        return self._offset
+
     def encode(self, value: Any, proto: pb.TensorProto) -> None:
         array = _little_endian(value)
         proto.dtype = _ENUM_OF_DTYPE[array.dtype.name]
@@ -117,15 +122,18 @@ class _TensorWriter:
             proto.raw_data = array.tobytes()
             proto.crc32 = crc32(proto.raw_data)
 
-    def write_data(self, model_path: Path, sync: bool = True) -> tuple[Path, Path]:
+    def write_data(
+        self, model_path: Path, sync: bool = True, direct: bool = False
+    ) -> tuple[Path, Path]:
         """Write the pending tensors to a temporary file beside ``model_path``; fill in
         each one's location and crc32.  Returns (temporary file, final name).
 
         The file's blocks are reserved first (a full disk fails before any
         write); then each tensor goes from its array's buffer to the file in
         pieces, checksummed and written by worker threads, with the write-out
-        to disk started as each piece lands (data_writes.py).  No padding is
-        written: the gaps are zeros.  ``sync`` flushes the file to disk
+        to disk started as each piece lands, or with ``direct`` around the page
+        cache (O_DIRECT, where the file system takes it; data_writes.py).  The
+        gaps between tensors are zeros.  ``sync`` flushes the file to disk
         (fdatasync) before returning.
 
         The final name is ``<model name>.<hash>.data``, the hash taken over every
@@ -139,7 +147,7 @@ class _TensorWriter:
             raise _named(exc, model_path) from None
         try:
             try:
-                end = self._offset
+                end = self.size
                 if end and hasattr(os, "posix_fallocate"):
                     # Blocks reserved at once: a full disk fails here, before any write,
                     # and the file system lays the file out in one piece.
@@ -149,7 +157,7 @@ class _TensorWriter:
                         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                             raise  # ENOSPC above all: the disk cannot hold the file
                 tensors = [(_bytes_of(array), ext.offset) for array, ext in self._pending]
-                crcs = write_tensors(fd, tensors, start_writeback=sync)
+                crcs = write_tensors(fd, tensors, end, sync=sync, direct=direct)
                 for (_, ext), crc in zip(self._pending, crcs):
                     ext.crc32 = crc
                 if sync:
