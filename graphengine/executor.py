@@ -100,6 +100,9 @@ class Plan:
     #: Fetched arrays may live in the plan's buffers, valid until the next run
     #: (see :mod:`graphengine.memory_plan`); off by default.
     reuse_fetch_buffers: bool = False
+    #: Slots whose planned buffers are views of one array, back to back (see
+    #: compile_plan's packed_fetches).
+    packed_slots: tuple[int, ...] = ()
     #: Output buffers per shape signature (None: the signature could not be planned).
     _memory: dict[tuple[Any, ...], list[np.ndarray | None] | None] = field(default_factory=dict)
     #: The steps of each planned signature as one function (see _program).
@@ -183,7 +186,12 @@ class Plan:
             result = self._execute(values, recording)
             kernels = [out_kernel(step, recording, i) for i, step in enumerate(self.steps)]
             buffers = build_memory_plan(
-                self.steps, recording, self.fetch_slots, self.reuse_fetch_buffers, kernels
+                self.steps,
+                recording,
+                self.fetch_slots,
+                self.reuse_fetch_buffers,
+                kernels,
+                self.packed_slots,
             )
             self._memory[key] = buffers
             self._programs[key] = self._program(buffers, kernels)
@@ -375,6 +383,7 @@ def compile_plan(
     *,
     reuse_fetch_buffers: bool = False,
     updates: Sequence[ParameterUpdate] = (),
+    packed_fetches: Sequence[str] = (),
 ) -> Plan:
     """Compile a plan computing ``fetches`` (tensor references) from feeds, and
     applying ``updates`` to parameters in place on each run (see ParameterUpdate).
@@ -382,14 +391,24 @@ def compile_plan(
     Runs reuse preallocated output buffers (:mod:`graphengine.memory_plan`);
     with ``reuse_fetch_buffers`` the fetched arrays may be such buffers too, so
     each run overwrites the previous run's results (for loops that consume them
-    at once, as the trainer does).
+    at once, as the trainer does).  With it, the buffers of ``packed_fetches``
+    (fetched tensor references) are laid back to back in one array, in the order
+    given, where each is a planned output and all share a dtype: the trainer's
+    gradients, which plain SGD then updates from in one numpy call.
 
-    Raises FeedError for a bad feed name or a missing feed, and for an update of
+    Raises FeedError for a bad feed name or a missing feed, a packed tensor that
+    is not fetched, and for an update of
     something other than a parameter, a parameter updated twice, or one that a
     fetch returns (or views)."""
     fetch_refs = tuple(graph.tensor(f).name for f in fetches)
     update_refs = tuple(graph.tensor(r).name for u in updates for r in (u.parameter, *u.inputs))
     _check_updates(graph, updates)
+    packed = tuple(graph.tensor(r).name for r in packed_fetches)
+    if any(r not in fetch_refs for r in packed):
+        raise FeedError(
+            f"packed fetches {[r for r in packed if r not in fetch_refs]} are not "
+            "fetched; pack only fetched tensors"
+        )
     nodes = prune_to(graph, fetch_refs + update_refs)
     feed_set = set(feed_names)
     for name in feed_names:
@@ -500,6 +519,7 @@ def compile_plan(
         context,
         tuple(copies),
         reuse_fetch_buffers,
+        tuple(slot_of[r] for r in packed) if reuse_fetch_buffers else (),
     )
 
 

@@ -18,7 +18,9 @@ by every later run with the same shapes:
   (then the fetched arrays are valid until the next run, which overwrites them:
   the trainer, which consumes its gradients at once, asks for that).
 
-Steps whose kernel takes no ``out=`` allocate as before.  A step with several
+Steps whose kernel takes no ``out=`` allocate as before.  The buffers of
+``packed`` slots (the trainer's gradients for plain SGD) are laid back to back
+in one array, so that one numpy call can update them all.  A step with several
 outputs (softmax cross-entropy's loss and log-probabilities) gets a tuple of
 buffers, one per output, None for an output it must allocate (one that is
 fetched, or a view of an input).
@@ -72,6 +74,7 @@ def build_memory_plan(
     fetch_slots: Sequence[int],
     reuse_fetch_buffers: bool,
     kernels: Sequence[Any] | None = None,
+    packed: Sequence[int] = (),
 ) -> list[Any]:
     """One entry per step: the buffer its single output is written into, or None
     for a step that allocates its own result; for a step with several outputs, a
@@ -81,7 +84,11 @@ def build_memory_plan(
     ``kernels`` gives, per step, the kernel that takes ``out=`` (a ufunc, or an
     op's :meth:`~graphengine.ops.registry.OpDef.out_kernel`), or None; by default
     the steps' own kernels that are single-output ufuncs.  Only elementwise
-    ufuncs write in place into a dying input."""
+    ufuncs write in place into a dying input.
+
+    ``packed`` slots get views of one array, in the order given, when every one
+    of them is a planned output and they share a dtype (else each gets its own
+    buffer)."""
     if kernels is None:
         kernels = [s.fn if isinstance(s.fn, np.ufunc) and s.fn.nout == 1 else None for s in steps]
     # The slot whose memory each computed slot may use, through observed views.
@@ -119,6 +126,7 @@ def build_memory_plan(
         if all(wanted) or (len(wanted) > 1 and any(wanted)):
             planned[i] = wanted
 
+    views = _packed_views(steps, recording, planned, packed)
     buffers: list[Any] = [None] * len(steps)
     free: dict[tuple[Any, ...], list[np.ndarray]] = {}
     dying: dict[int, list[tuple[tuple[Any, ...], np.ndarray]]] = {}
@@ -133,12 +141,14 @@ def build_memory_plan(
                     continue
                 out = recording.outputs[i][k]
                 key = (out.shape, out.dtype.str)
-                buf = _dying_input(step, kernels[i], root, owner, end, i, key)
-                if buf is not None:
-                    dying[i] = [e for e in dying.get(i, []) if e[1] is not buf]
-                else:
-                    pool = free.get(key)
-                    buf = pool.pop() if pool else np.empty(out.shape, out.dtype)
+                buf = views.get(slot)
+                if buf is None:
+                    buf = _dying_input(step, kernels[i], root, owner, end, i, key)
+                    if buf is not None:
+                        dying[i] = [e for e in dying.get(i, []) if e[1] is not buf]
+                    else:
+                        pool = free.get(key)
+                        buf = pool.pop() if pool else np.empty(out.shape, out.dtype)
                 given.append(buf)
                 owner[slot] = buf
                 last = end[slot]
@@ -149,6 +159,34 @@ def build_memory_plan(
         for key, buf in dying.pop(i, []):
             free.setdefault(key, []).append(buf)
     return buffers
+
+
+def _packed_views(
+    steps: Sequence[Any],
+    recording: Recording,
+    planned: dict[int, list[bool]],
+    packed: Sequence[int],
+) -> dict[int, np.ndarray]:
+    """{slot: its buffer} for the ``packed`` slots, views of one new array laid
+    out in the order given; {} unless each is a planned output, once, and all
+    share a dtype."""
+    if not packed or len(set(packed)) != len(packed):
+        return {}
+    where = {slot: (i, k) for i, step in enumerate(steps) for k, slot in enumerate(step.outputs)}
+    outs = []
+    for slot in packed:
+        i, k = where.get(slot, (-1, 0))
+        if i not in planned or not planned[i][k]:
+            return {}
+        outs.append(recording.outputs[i][k])
+    if len({out.dtype for out in outs}) != 1:
+        return {}
+    block = np.empty(sum(out.size for out in outs), outs[0].dtype)
+    views, start = {}, 0
+    for slot, out in zip(packed, outs):
+        views[slot] = block[start : start + out.size].reshape(out.shape)
+        start += out.size
+    return views
 
 
 def _dying_input(

@@ -251,3 +251,40 @@ def test_planned_runs_return_arrays_and_copies_as_unplanned_ones_do():
     assert all(type(a) is np.ndarray for a in out)
     assert out[0].shape == ()  # the loss, a 0-d array, not a numpy scalar
     assert not np.shares_memory(out[1], out[-1])  # the second fetch of w1's grad is a copy
+
+
+def test_packed_fetches_share_one_array_back_to_back_with_the_same_values():
+    tg, fetches = mlp_grad_graph()
+    grads = fetches[1:]
+    plan = compile_plan(tg, fetches, ["x", "y"], reuse_fetch_buffers=True, packed_fetches=grads)
+    f = feeds(4)
+    plan.run(f)  # records
+    for _ in range(2):
+        out = plan.run(f)
+        for got, want in zip(out, reference(tg, fetches, f)):
+            np.testing.assert_array_equal(got, want)
+    block = out[1].base
+    assert block is not None and block.ndim == 1
+    assert block.size == sum(g.size for g in out[1:])
+    start = 0
+    for g in out[1:]:
+        assert g.base is block and np.shares_memory(g, block[start : start + g.size])
+        start += g.size
+
+
+def test_packing_needs_planned_buffers_of_one_dtype():
+    g = ge.Graph()
+    x = g.placeholder("x", (2, 3))
+    a = ge.exp(x)
+    view = ge.reshape(a, (3, 2))  # a view of a's buffer, not a buffer of its own
+    b = ge.cast(ge.tanh(x), "float64")
+    f = {"x": np.ones((2, 3), np.float32)}
+    for packed in ([a.name, view.name], [a.name, b.name]):
+        fetches = [a.name, view.name, b.name]
+        plan = compile_plan(g, fetches, ["x"], reuse_fetch_buffers=True, packed_fetches=packed)
+        plan.run(f)
+        out = plan.run(f)
+        assert out[0].base is None or out[0].base.size == out[0].size  # a buffer of its own
+        np.testing.assert_array_equal(out[0], np.exp(f["x"]))
+    with pytest.raises(ge.FeedError, match="not fetched"):
+        compile_plan(g, [a.name], ["x"], reuse_fetch_buffers=True, packed_fetches=[b.name])

@@ -22,6 +22,12 @@ other parameter keeps its gradient fetch and the optimizer's update.
 Each update runs at the end of the plan's run (:class:`ParameterUpdate`), after
 every read of the weight, and does nothing when the run's loss is not finite,
 so a step that the trainer refuses leaves every parameter as it was.
+
+The parameters left to the optimizer are packed (:meth:`FoldedSGD.pack`): their
+values become views of one array, laid back to back, and the plan lays their
+gradients' buffers out the same way, so that SGD updates them all in two numpy
+calls instead of two per parameter (for the six parameters of a 64-128-64-10
+MLP, 4-5 against 12-16 us).
 """
 
 from __future__ import annotations
@@ -103,6 +109,26 @@ class FoldedSGD:
             found.append(ParameterUpdate(param, (*node.inputs, self.loss), kernel, node.name))
         self.params = tuple(u.parameter for u in found)
         return found
+
+    def pack(self, values: dict[str, np.ndarray]) -> list[str]:
+        """Replace the values of the parameters not folded with views of one new
+        array (their values copied), in the order of :attr:`grads`, and return
+        their names; none when they do not share a float dtype (or are fewer
+        than two).  Parameters must be packed before a plan reads them, since
+        arrays taken from ``values`` earlier no longer change."""
+        names = [p for p in self.grads if p not in self.params and p in values]
+        dtypes = {values[p].dtype for p in names}
+        if len(names) < 2 or len(dtypes) != 1 or dtypes.pop().kind != "f":
+            return []
+        block = np.empty(sum(values[p].size for p in names), values[names[0]].dtype)
+        start = 0
+        for p in names:
+            value = values[p]
+            view = block[start : start + value.size].reshape(value.shape)
+            view[...] = value
+            values[p] = view
+            start += value.size
+        return names
 
     def _kernel(self, transpose_a: bool, transpose_b: bool) -> Callable[..., None]:
         def sgd_product(w: np.ndarray, a: np.ndarray, b: np.ndarray, loss: np.ndarray) -> None:

@@ -148,6 +148,10 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.slot_names = ("momentum",) if momentum else ()
         super().__init__(weight_decay=weight_decay)
+        #: The last parameters and gradients found packed (see _packed), and
+        #: (parameter block, gradient block, scratch) for them.
+        self._packed_key: tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]] | None = None
+        self._packed_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "nesterov": self.nesterov, **super().hyperparameters()}
@@ -174,11 +178,42 @@ class SGD(Optimizer):
         # which cost as much as the update itself on small layers.
         self.iterations += 1
         lr = float(lr)
+        packed = self._packed(params, grads)
+        if packed is not None:
+            # Every parameter and gradient a view of one array each, in one order
+            # (the trainer lays them out so): the same two passes over all at once.
+            values, gradients, tmp = packed
+            np.multiply(gradients, lr, out=tmp)
+            values -= tmp
+            return
         scratch = self._scratch
         for name, p in params.items():
             tmp = scratch[name][0]
             np.multiply(grads[name], lr, out=tmp)
             p -= tmp
+
+    def _packed(
+        self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(parameter block, gradient block, scratch) when the parameters and their
+        gradients are views laid back to back over one array each, in the order
+        of ``params``; else None.  The arrays of the last such step are checked by
+        identity, so a training loop pays for the layout check once."""
+        key = self._packed_key
+        if (
+            key is not None
+            and len(key[0]) == len(params)
+            and all(p is q for p, q in zip(params.values(), key[0]))
+            and all(grads[name] is g for name, g in zip(params, key[1]))
+        ):
+            return self._packed_arrays
+        values = _block_of(list(params.values()))
+        gradients = _block_of([grads[name] for name in params]) if values is not None else None
+        if values is None or gradients is None or gradients.dtype != values.dtype:
+            return None
+        self._packed_key = (tuple(params.values()), tuple(grads[name] for name in params))
+        self._packed_arrays = (values, gradients, np.empty_like(values))
+        return self._packed_arrays
 
     def _update(self, name, p, grad, lr, scale):
         tmp, spare = self._scratch[name]
@@ -196,6 +231,32 @@ class SGD(Optimizer):
                 g = buf
         np.multiply(g, lr, out=tmp)
         p -= tmp
+
+
+def _block_of(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The 1-D array that ``arrays`` are contiguous views of, laid back to back in
+    order from its start to its end; None when they are not."""
+    if not arrays:
+        return None
+    block = arrays[0].base
+    if (
+        not isinstance(block, np.ndarray)
+        or block.ndim != 1
+        or not block.flags.c_contiguous
+        or not block.flags.writeable
+    ):
+        return None
+    address = block.ctypes.data
+    for a in arrays:
+        if (
+            a.base is not block
+            or a.dtype != block.dtype
+            or not a.flags.c_contiguous
+            or a.ctypes.data != address
+        ):
+            return None
+        address += a.nbytes
+    return block if address == block.ctypes.data + block.nbytes else None
 
 
 class Adam(Optimizer):

@@ -6,6 +6,10 @@ the trained parameters and compiles one plan for it (and one for evaluation)
 when it is made; a step does no graph work.  The forward graph and the gradient
 graph share one dict of parameter values, so the optimizer's in-place updates
 are seen by both, and ``graph.values`` holds the trained values at the end.
+With plain SGD, the plan updates large weights itself and the optimizer's
+parameters are packed into one array (:mod:`.folded_sgd`): ``graph.values``
+then holds views of it, and arrays taken from it before training no longer
+follow the updates.
 
 Every random draw depends only on the seed and counters: the example order of
 epoch ``e`` on ``(seed, e)``, the random ops of step ``s`` (dropout) on
@@ -30,7 +34,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import blas
 from ..compiler import prune_to
 from ..errors import TrainingError, TrainingInterrupted
 from ..executor import Plan, compile_plan
@@ -247,7 +250,7 @@ class Trainer:
                 "batch size"
             )
         self.optimizer = optimizer_from_spec(spec.optimizer, cycled_momentum(spec.schedule))
-        # The optimizer updates what the plan does not (see _fold).
+        # The optimizer updates what the plan does not (see _plain_sgd).
         self.optimizer.setup({name: graph.values[name] for name in self._fetched_params})
         #: The record key that monitors watch when they are not told: the validation
         #: loss with validation data, else the epoch's training loss.
@@ -362,10 +365,10 @@ class Trainer:
             for n in prune_to(self.grad_graph, fetches)
             if n.op == "placeholder" and n.name != info.seed
         ]
-        #: Plain SGD updates that the plan makes itself (see _fold), or None.
+        #: Plain SGD's share of the plan (see _plain_sgd), or None.
         self._folded = (
             FoldedSGD({p: info.grads[p] for p in self.param_names}, info.loss)
-            if self._fold()
+            if self._plain_sgd()
             else None
         )
         self.train_plan: Plan = compile_training_plan(
@@ -383,10 +386,10 @@ class Trainer:
             for name in _running_stats(node)
         }
 
-    def _fold(self) -> bool:
-        """Whether plain SGD updates may be folded into the plan
+    def _plain_sgd(self) -> bool:
+        """Whether the updates are plain SGD, which the plan may fold and pack
         (:mod:`.folded_sgd`): SGD without momentum (cycled or not), weight decay
-        or clipping, in a single process, with numpy's OpenBLAS at hand."""
+        or clipping, in a single process."""
         spec = self.spec
         opt = spec.optimizer
         return (
@@ -397,7 +400,6 @@ class Trainer:
             and cycled_momentum(spec.schedule) is None
             and not opt.clip_value
             and not opt.clip_global_norm
-            and blas.available()
         )
 
     # -- running -------------------------------------------------------------------
@@ -967,14 +969,25 @@ def compile_training_plan(
 
     With ``folded`` (plain SGD), the parameters it folds
     (:meth:`FoldedSGD.updates`) are updated by the plan itself, and their
-    gradients are left out of the fetches, which otherwise keep their order."""
+    gradients are left out of the fetches, which otherwise keep their order; the
+    others are packed (:meth:`FoldedSGD.pack`: ``grad_graph.values`` then holds
+    views of one array), and so are their gradients' buffers."""
     fused, _ = optimize(grad_graph, TRAINING_PASSES, keep=fetches)
     fused.values = grad_graph.values
-    updates = folded.updates(fused, fetches) if folded is not None else []
-    if updates:
-        dropped = {folded.grads[u.parameter] for u in updates} if folded else set()
+    updates, packed = [], []
+    if folded is not None:
+        updates = folded.updates(fused, fetches)
+        dropped = {folded.grads[p] for p in folded.params}
         fetches = [f for f in fetches if f not in dropped]
-    return compile_plan(fused, fetches, feed_names, reuse_fetch_buffers=True, updates=updates)
+        packed = [folded.grads[p] for p in folded.pack(grad_graph.values)]
+    return compile_plan(
+        fused,
+        fetches,
+        feed_names,
+        reuse_fetch_buffers=True,
+        updates=updates,
+        packed_fetches=packed,
+    )
 
 
 def _own_values(graph: Graph) -> None:

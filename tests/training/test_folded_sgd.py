@@ -189,3 +189,22 @@ def test_without_blas_nothing_folds(monkeypatch, fold_all):
     fetches = [info.loss, *info.grads.values()]
     plan = compile_training_plan(tg, fetches, ["x", "y"], folded=folded)
     assert folded.params == plan.updates == () and len(plan.fetches) == 5
+
+
+def test_packed_parameters_train_to_the_unpacked_bits(monkeypatch, tmp_path):
+    """The optimizer's parameters as views of one array (and their gradients'
+    buffers likewise): two numpy calls per step, the loop's bits."""
+    monkeypatch.setattr(blas, "ENABLED", False)  # nothing folds: all four are packed
+    packed_graph = sgd_classifier()
+    packed = Trainer(packed_graph, classifier_data(100), progress=False)
+    packed.fit()
+    monkeypatch.setattr(FoldedSGD, "pack", lambda self, values: [])
+    loose_graph, _, _ = train(monkeypatch, enabled=False)
+    assert_bitwise_equal(parameters(packed_graph), parameters(loose_graph))
+    values = packed_graph.values
+    block = values["hidden/w"].base
+    assert block is not None and all(values[p].base is block for p in packed.param_names)
+    assert packed.optimizer._packed_arrays is not None  # the two-call update ran
+    # A packed graph saves and loads as any other.
+    packed_graph.save(tmp_path / "m.pb")
+    assert_bitwise_equal(parameters(ge.load(tmp_path / "m.pb")), parameters(packed_graph))

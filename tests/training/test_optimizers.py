@@ -49,6 +49,55 @@ def test_plain_sgd_shortcut_matches_the_general_update_bit_for_bit():
     assert fast.dtype == np.float32
 
 
+def _packed(shapes, rng, order=None):
+    """Arrays of ``shapes`` as views laid back to back over one float32 array."""
+    block = rng.standard_normal(sum(math.prod(s) for s in shapes)).astype(np.float32)
+    views, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        views.append(block[start : start + size].reshape(shape))
+        start += size
+    return views
+
+
+@pytest.mark.parametrize("layout", ["packed", "grads apart", "reordered", "a gap"])
+def test_plain_sgd_over_packed_arrays_gives_the_loop_bits(layout):
+    """Parameters and gradients laid out over one array each take two numpy calls
+    in all; any other layout takes the loop; both give the same bits."""
+    rng = np.random.default_rng(1)
+    shapes = [(3, 5), (5,), (5, 2), (2,)]
+    names = ["w1", "b1", "w2", "b2"]
+    values = _packed(shapes, rng)
+    grads = _packed(shapes, rng)
+    if layout == "grads apart":
+        grads = [g.copy() for g in grads]
+    elif layout == "reordered":
+        names = names[::-1]
+        values, grads = values[::-1], grads[::-1]
+    elif layout == "a gap":
+        values = _packed(shapes + [(1,)], rng)[:-1]
+    packed = dict(zip(names, values))
+    loose = {n: v.copy() for n, v in packed.items()}
+    fast, slow = SGD(), SGD()
+    fast.setup(packed)
+    slow.setup(loose)
+    for step in range(3):
+        for g in grads:
+            g *= 0.5  # the same arrays with new values, as a planned run gives
+        fast.step(packed, dict(zip(names, grads)), lr=0.03 * (step + 1))
+        for name, g in zip(names, grads):
+            slow._update(name, loose[name], g, 0.03 * (step + 1), 1.0)
+    assert (fast._packed_arrays is not None) == (layout == "packed")
+    for name in names:
+        np.testing.assert_array_equal(packed[name], loose[name], err_msg=name)
+    # New gradient arrays (an unplanned run): found again or not, still the same bits.
+    fresh = {n: rng.standard_normal(v.shape).astype(np.float32) for n, v in packed.items()}
+    fast.step(packed, fresh, lr=0.1)
+    for name in names:
+        slow._update(name, loose[name], fresh[name], 0.1, 1.0)
+        np.testing.assert_array_equal(packed[name], loose[name], err_msg=name)
+
+
 def test_sgd_momentum_by_hand():
     mu, lr = 0.9, 0.1
     b1 = G1  # b = mu * 0 + g
