@@ -283,7 +283,7 @@ def test_data_file_names_follow_the_documented_pattern(tmp_path):
 
 
 def test_dropping_the_cache_of_a_replaced_data_file_leaves_it_intact(tmp_path):
-    # save() drops the cached pages of the data files it replaces before it writes
+    # save() drops the cached pages of the data files it replaces as it writes
     # the new one; the old model must still load, bit for bit, from disk.
     from graphengine.serialize.cleanup import drop_cached_pages
 
@@ -295,6 +295,7 @@ def test_dropping_the_cache_of_a_replaced_data_file_leaves_it_intact(tmp_path):
     if hasattr(os, "mkfifo"):
         os.mkfifo(fifo)
     drop_cached_pages([tmp_path / old_data, tmp_path / "missing.data", fifo])
+    drop_cached_pages([tmp_path / old_data], 4096, 8192)  # a range
     assert (tmp_path / old_data).read_bytes() == before
     assert float(ge.load(path).values["w"][0]) == 1.0
 
@@ -302,22 +303,26 @@ def test_dropping_the_cache_of_a_replaced_data_file_leaves_it_intact(tmp_path):
 def test_a_save_over_a_model_drops_the_old_data_files_cache_while_they_still_load(
     tmp_path, monkeypatch
 ):
-    # ge.save hands the old data file to drop_cached_pages before writing the new
-    # one; at that moment the old model is still the one on disk, whole.
-    from graphengine.serialize import cleanup
+    # ge.save hands the old data file to drop_cached_pages range by range, each
+    # just before it writes that range of the new one; meanwhile the old model is
+    # still the one on disk, whole.
+    from graphengine.serialize import cleanup, data_writes
 
+    monkeypatch.setattr(data_writes, "PIECE_BYTES", 1024)  # 4000 bytes: 4 pieces
     path = tmp_path / "m.pb"
     ge.save(_graph(1.0), path, external_data_threshold=16)
     [old_data] = _data_files(tmp_path)
     seen = []
 
-    def recording(paths):
-        seen.append(sorted(p.name for p in paths))
-        seen.append(float(ge.load(path).values["w"][0]))
-        cleanup.drop_cached_pages(paths)
+    def recording(paths, start=0, nbytes=0):
+        seen.append((sorted(p.name for p in paths), start, nbytes))
+        assert float(ge.load(path).values["w"][0]) == 1.0
+        cleanup.drop_cached_pages(paths, start, nbytes)
 
     monkeypatch.setattr(serialize, "drop_cached_pages", recording)
     ge.save(_graph(2.0), path, external_data_threshold=16)
-    assert seen == [[old_data], 1.0]
+    assert sorted(seen) == [
+        ([old_data], start, min(1024, 4000 - start)) for start in range(0, 4000, 1024)
+    ]
     assert float(ge.load(path).values["w"][0]) == 2.0
     assert old_data not in _data_files(tmp_path)

@@ -169,13 +169,16 @@ def save(
         if writer.used:
             old = _old_data_files(path, keep=None)
             # Over files that are in the page cache, the new one goes through it,
-            # into the memory that dropping their pages frees (warm, and cached
-            # for a load that follows); otherwise a large file saved with a flush
-            # goes around the cache (fresh pages can be slow: data_writes.py).
+            # into the memory that dropping their pages frees range by range as
+            # it is written (warm, and cached for a load that follows); otherwise
+            # a large file saved with a flush goes around the cache (fresh pages
+            # can be slow: data_writes.py, cleanup.drop_cached_pages).
             direct = may_write_direct(writer.size, sync) and cached_bytes(old) < writer.size
-            if not direct:
-                drop_cached_pages(old)
-            data_tmp, data_final = writer.write_data(path, sync, direct)
+
+            def make_room(offset: int, nbytes: int) -> None:
+                drop_cached_pages(old, offset, nbytes)
+
+            data_tmp, data_final = writer.write_data(path, sync, direct, make_room)
         payload = _serialize(model, fmt, path)
         if data_tmp is not None:
             # A data file of this very name holds the same tensors (the name hashes

@@ -64,18 +64,25 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 
 def write_tensors(
-    fd: int, tensors: list[tuple[memoryview, int]], size: int, *, sync: bool, direct: bool
+    fd: int,
+    tensors: list[tuple[memoryview, int]],
+    size: int,
+    *,
+    sync: bool,
+    direct: bool,
+    make_room: Callable[[int, int], None] | None = None,
 ) -> list[int]:
     """Write each ``(bytes, offset)`` of ``tensors`` to ``fd``, a new file of ``size``
     bytes; return their CRC-32s.  ``direct`` tries O_DIRECT first (for files that
     :func:`may_write_direct` allows); ``sync`` means the caller flushes the
-    file (fdatasync) afterwards.
+    file (fdatasync) afterwards; ``make_room`` is
+    :func:`write_tensors_buffered`'s.
     """
     if direct:
         crcs = write_tensors_direct(fd, tensors, size)
         if crcs is not None:
             return crcs
-    return write_tensors_buffered(fd, tensors, start_writeback=sync)
+    return write_tensors_buffered(fd, tensors, start_writeback=sync, make_room=make_room)
 
 
 def may_write_direct(size: int, sync: bool) -> bool:
@@ -84,13 +91,19 @@ def may_write_direct(size: int, sync: bool) -> bool:
 
 
 def write_tensors_buffered(
-    fd: int, tensors: list[tuple[memoryview, int]], start_writeback: bool
+    fd: int,
+    tensors: list[tuple[memoryview, int]],
+    start_writeback: bool,
+    make_room: Callable[[int, int], None] | None = None,
 ) -> list[int]:
     """Write each ``(bytes, offset)`` of ``tensors`` to ``fd`` through the page cache;
     return their CRC-32s.
 
     ``start_writeback`` asks the kernel to send each piece to disk as soon as it
     is written (nothing is waited for here: the caller's fdatasync does that).
+    ``make_room(offset, nbytes)`` runs just before each piece is written (a save
+    frees the cache of the same range of the file it replaces there:
+    cleanup.drop_cached_pages).
     """
     kick = _writeback_starter() if start_writeback else None
     pieces = []  # (tensor index, bytes, file offset), tensor by tensor, in order
@@ -101,6 +114,8 @@ def write_tensors_buffered(
     def write_piece(piece: tuple[int, memoryview, int]) -> int:
         _, data, offset = piece
         crc = crc32(data)
+        if make_room is not None:
+            make_room(offset, len(data))
         _write_at(fd, data, offset)
         if kick is not None:
             kick(fd, offset, len(data))

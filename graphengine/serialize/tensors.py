@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,11 @@ class _TensorWriter:
             proto.crc32 = crc32(proto.raw_data)
 
     def write_data(
-        self, model_path: Path, sync: bool = True, direct: bool = False
+        self,
+        model_path: Path,
+        sync: bool = True,
+        direct: bool = False,
+        make_room: Callable[[int, int], None] | None = None,
     ) -> tuple[Path, Path]:
         """Write the pending tensors to a temporary file beside ``model_path``; fill in
         each one's location and crc32.  Returns (temporary file, final name).
@@ -132,8 +137,9 @@ class _TensorWriter:
         write); then each tensor goes from its array's buffer to the file in
         pieces, checksummed and written by worker threads, with the write-out
         to disk started as each piece lands, or with ``direct`` around the page
-        cache (O_DIRECT, where the file system takes it; data_writes.py).  The
-        gaps between tensors are zeros.  ``sync`` flushes the file to disk
+        cache (O_DIRECT, where the file system takes it; data_writes.py).
+        Through the cache, ``make_room(offset, nbytes)`` runs before each piece
+        is written.  The gaps between tensors are zeros.  ``sync`` flushes the file to disk
         (fdatasync) before returning.
 
         The final name is ``<model name>.<hash>.data``, the hash taken over every
@@ -157,7 +163,9 @@ class _TensorWriter:
                         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                             raise  # ENOSPC above all: the disk cannot hold the file
                 tensors = [(_bytes_of(array), ext.offset) for array, ext in self._pending]
-                crcs = write_tensors(fd, tensors, end, sync=sync, direct=direct)
+                crcs = write_tensors(
+                    fd, tensors, end, sync=sync, direct=direct, make_room=make_room
+                )
                 for (_, ext), crc in zip(self._pending, crcs):
                     ext.crc32 = crc
                 if sync:
