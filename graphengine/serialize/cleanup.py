@@ -27,6 +27,7 @@ import contextlib
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 _lock = threading.Lock()
@@ -96,18 +97,9 @@ def drop_cached_pages(paths: list[Path], start: int = 0, nbytes: int = 0) -> Non
     """
     if not hasattr(os, "posix_fadvise"):
         return
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        except OSError:
-            continue
-        try:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                os.posix_fadvise(fd, start, nbytes, os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+    for fd, _ in _regular_files(paths):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, start, nbytes, os.POSIX_FADV_DONTNEED)
 
 
 def cached_bytes(paths: list[Path], samples: int = 16) -> int:
@@ -123,6 +115,19 @@ def cached_bytes(paths: list[Path], samples: int = 16) -> int:
         return 0
     total = 0
     probe = bytearray(1)
+    for fd, size in _regular_files(paths):
+        with contextlib.suppress(OSError):  # BlockingIOError: not in the cache
+            if all(
+                os.preadv(fd, [probe], size * i // samples, nowait) == 1 for i in range(samples)
+            ):
+                total += size
+    return total
+
+
+def _regular_files(paths: list[Path]) -> Iterator[tuple[int, int]]:
+    """(descriptor, size) of each of ``paths`` that opens as a regular file,
+    read-only and without blocking on a FIFO; each is closed when the loop
+    moves on.  Paths that do not open, or are not regular files, are skipped."""
     for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -130,16 +135,12 @@ def cached_bytes(paths: list[Path], samples: int = 16) -> int:
             continue
         try:
             st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and all(
-                os.preadv(fd, [probe], st.st_size * i // samples, nowait) == 1
-                for i in range(samples)
-            ):
-                total += st.st_size
-        except OSError:  # BlockingIOError: not in the cache
+            if stat.S_ISREG(st.st_mode):
+                yield fd, st.st_size
+        except OSError:
             pass
         finally:
             os.close(fd)
-    return total
 
 
 def wait_for_removals() -> None:
