@@ -311,7 +311,7 @@ def _stages(shape: tuple[int, ...], axes: tuple[int, ...]) -> bool:
     (N, C, H, W) over (0, 2, 3) (a convolution's bias gradient) two to five
     times slower in one call than over axis 0 (adding whole images, contiguous)
     and then over (1, 2) of the (C, H, W) sum, and never faster in those we timed."""
-    return len(shape) >= 3 and len(axes) >= 2 and 0 in axes
+    return len(shape) >= 3 and len(axes) >= 2 and any(a % len(shape) == 0 for a in axes)
 
 
 def _sum_axes(
@@ -328,7 +328,7 @@ def _sum_axes(
     if not _stages(x.shape, axes):
         return add(x, axis=axes, dtype=x.dtype, out=out, keepdims=keepdims)
     images = add(x, axis=0, dtype=x.dtype, out=scratch)
-    rest = tuple(a - 1 for a in axes if a)
+    rest = tuple(a % x.ndim - 1 for a in axes if a % x.ndim)  # axes may count from the end
     if out is not None and keepdims:
         out = out.reshape(out.shape[1:])
     total = add(images, axis=rest, dtype=x.dtype, out=out, keepdims=keepdims)

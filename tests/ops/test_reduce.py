@@ -131,6 +131,8 @@ def test_mean_of_float32_stays_float32():
         ((4, 3, 5, 6), (3, 1, 1), None),  # a convolution's bias gradient: staged
         ((4, 3, 5, 6), (1, 3, 1, 1), None),  # staged, with the leading 1 kept
         ((4, 3, 5, 6), (3,), (0, 2, 3)),  # explicit axes, staged
+        ((4, 3, 5, 6), (3,), (0, -2, -1)),  # axes counted from the end, staged
+        ((2, 3, 4), (3,), (-3, -1)),
         ((2, 5, 7), (7,), None),  # (0, 1): staged
         ((4, 3, 5, 6), (4, 1, 1, 1), None),  # axis 0 kept: one reduction
         ((6, 5), (5,), None),  # rank 2: one reduction
