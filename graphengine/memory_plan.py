@@ -28,6 +28,7 @@ fetched, or a view of an input).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,11 +182,20 @@ def _packed_views(
         outs.append(recording.outputs[i][k])
     if len({out.dtype for out in outs}) != 1:
         return {}
-    block = np.empty(sum(out.size for out in outs), outs[0].dtype)
-    views, start = {}, 0
-    for slot, out in zip(packed, outs):
-        views[slot] = block[start : start + out.size].reshape(out.shape)
-        start += out.size
+    views = back_to_back([out.shape for out in outs], outs[0].dtype)
+    return dict(zip(packed, views))
+
+
+def back_to_back(shapes: Sequence[tuple[int, ...]], dtype: Any) -> list[np.ndarray]:
+    """Arrays of ``shapes``, views laid back to back in that order over one new
+    1-D array of ``dtype`` (uninitialised), so that one numpy call can reach
+    them all (SGD over packed parameters and gradients: optimizers._block_of)."""
+    block = np.empty(sum(math.prod(shape) for shape in shapes), dtype)
+    views, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        views.append(block[start : start + size].reshape(shape))
+        start += size
     return views
 
 

@@ -21,7 +21,7 @@ small multiplications instead of a pass over the bytes.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -86,3 +86,18 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     True
     """
     return _multiply(_x_to_the_bits_of(len2), crc1) ^ crc2
+
+
+def join_pieces(count: int, pieces: Iterable[tuple[int, int, int]]) -> list[int]:
+    """The CRC-32s of ``count`` byte strings checksummed in pieces: ``pieces`` holds
+    (string index, the piece's crc32, its length), each string's pieces in order.
+
+    >>> join_pieces(1, [(0, crc32(b"graph"), 5), (0, crc32(b"engine"), 6)]) == [
+    ...     crc32(b"graphengine")
+    ... ]
+    True
+    """
+    crcs = [0] * count
+    for index, crc, length in pieces:
+        crcs[index] = crc32_combine(crcs[index], crc, length)
+    return crcs

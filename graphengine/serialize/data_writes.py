@@ -8,7 +8,7 @@ start writing that range to disk at once (Linux's ``sync_file_range``).  So the
 disk works while later pieces are still being copied, and the final
 ``fdatasync`` waits only for the last few pieces instead of for the whole file:
 a save with the flush costs about what the copy alone costs.  The pieces'
-CRC-32s are joined into each tensor's with :func:`checksums.crc32_combine`.
+CRC-32s are joined into each tensor's (:func:`checksums.join_pieces`).
 
 A large file saved with the flush can go around the page cache instead
 (:func:`write_tensors_direct`, ``O_DIRECT``): the threads copy the file's bytes
@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .checksums import crc32, crc32_combine
+from .checksums import crc32, join_pieces
 
 #: Bytes per piece: large enough that the syscalls cost nothing, small enough
 #: to stay in the cache between the checksum and the copy.
@@ -127,10 +127,10 @@ def write_tensors_buffered(
     else:
         with ThreadPoolExecutor(threads) as pool:
             piece_crcs = list(pool.map(write_piece, pieces))
-    crcs = [0] * len(tensors)
-    for (index, data, _), crc in zip(pieces, piece_crcs):
-        crcs[index] = crc32_combine(crcs[index], crc, len(data))
-    return crcs
+    return join_pieces(
+        len(tensors),
+        ((index, crc, len(data)) for (index, data, _), crc in zip(pieces, piece_crcs)),
+    )
 
 
 def write_tensors_direct(
@@ -214,11 +214,14 @@ def _write_chunks(fd: int, tensors: list[tuple[memoryview, int]], size: int) -> 
         with ThreadPoolExecutor(threads) as pool:
             for done in pool.map(write_every_nth, range(threads)):
                 piece_crcs.update(done)
-    crcs = [0] * len(tensors)
-    for k, pieces in enumerate(plan):
-        for (index, start, stop, _), crc in zip(pieces, piece_crcs[k]):
-            crcs[index] = crc32_combine(crcs[index], crc, stop - start)
-    return crcs
+    return join_pieces(
+        len(tensors),
+        (
+            (index, crc, stop - start)
+            for k, pieces in enumerate(plan)
+            for (index, start, stop, _), crc in zip(pieces, piece_crcs[k])
+        ),
+    )
 
 
 def _write_at(fd: int, data: memoryview, offset: int) -> None:

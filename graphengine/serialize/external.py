@@ -38,14 +38,14 @@ import numpy as np
 from ..errors import FileFormatError
 from ..input_files import check_data_file, open_input
 from ..proto import graphengine_pb2 as pb
-from .checksums import crc32, crc32_combine
+from .checksums import crc32, join_pieces
 
 #: Threads checking checksums on load, and the total size below which one is enough.
 _VERIFY_THREADS = 4
 _THREADED_BYTES = 16 * 2**20
 #: A tensor's crc32 is computed in pieces of this many bytes, so that the threads
 #: share a large tensor (a model of one 400 MB embedding would leave all but one
-#: idle); the pieces' crc32s are joined with crc32_combine.
+#: idle); the pieces' crc32s are joined (checksums.join_pieces).
 _VERIFY_PIECE_BYTES = 4 * 2**20
 
 
@@ -198,13 +198,18 @@ class _DataFiles:
         else:
             with ThreadPoolExecutor(min(_VERIFY_THREADS, len(jobs))) as pool:
                 digests = list(pool.map(_digest, jobs))
-        crcs = [0] * len(pending)
+        crcs = join_pieces(
+            len(pending),
+            (
+                (index, int(digest), len(piece))
+                for (index, piece, is_sha256), digest in zip(jobs, digests)
+                if not is_sha256
+            ),
+        )
         intact = [True] * len(pending)  # as far as a sha256 tells
-        for (index, piece, is_sha256), digest in zip(jobs, digests):
+        for (index, _, is_sha256), digest in zip(jobs, digests):
             if is_sha256:
                 intact[index] = digest == pending[index][1].sha256.lower()
-            else:
-                crcs[index] = crc32_combine(crcs[index], int(digest), len(piece))
         for (_, ext, where), crc, sha256_intact in zip(pending, crcs, intact):
             if not sha256_intact or (ext.HasField("crc32") and crc != ext.crc32):
                 raise self._error(where, _mismatch(ext))

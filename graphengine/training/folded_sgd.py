@@ -40,6 +40,7 @@ import numpy as np
 from .. import blas
 from ..executor import ParameterUpdate
 from ..graph import Graph, Node, parse_ref
+from ..memory_plan import back_to_back
 
 #: The fewest elements of a weight whose update is folded: the ctypes call
 #: outweighs the passes it saves below.  Product and update against the folded
@@ -122,14 +123,10 @@ class FoldedSGD:
         dtypes = {values[p].dtype for p in names}
         if len(names) < 2 or len(dtypes) != 1 or dtypes.pop().kind != "f":
             return []
-        block = np.empty(sum(values[p].size for p in names), values[names[0]].dtype)
-        start = 0
-        for p in names:
-            value = values[p]
-            view = block[start : start + value.size].reshape(value.shape)
-            view[...] = value
+        views = back_to_back([values[p].shape for p in names], values[names[0]].dtype)
+        for p, view in zip(names, views):
+            view[...] = values[p]
             values[p] = view
-            start += value.size
         return names
 
     def _kernel(self, transpose_a: bool, transpose_b: bool) -> Callable[..., None]:

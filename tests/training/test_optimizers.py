@@ -50,13 +50,13 @@ def test_plain_sgd_shortcut_matches_the_general_update_bit_for_bit():
 
 
 def _packed(shapes, rng, order=None):
-    """Arrays of ``shapes`` as views laid back to back over one float32 array."""
-    block = rng.standard_normal(sum(math.prod(s) for s in shapes)).astype(np.float32)
-    views, start = [], 0
-    for shape in shapes:
-        size = math.prod(shape)
-        views.append(block[start : start + size].reshape(shape))
-        start += size
+    """Arrays of ``shapes`` as views laid back to back over one float32 array of
+    random values (the layout the trainer packs parameters into)."""
+    from graphengine.memory_plan import back_to_back
+
+    views = back_to_back(shapes, np.float32)
+    block = views[0].base
+    block[...] = rng.standard_normal(block.size)
     return views
 
 
