@@ -428,6 +428,20 @@ def test_kept_tensor_survives_under_its_name():
     assert "z" not in opt2 and opt2.node("y").op == "dense"
 
 
+def test_matmul_plus_a_broadcast_bias_of_one_is_not_fused():
+    """x @ w + b with b (1,) broadcast over the M columns: dense takes b (M,)
+    only, so the sum stays as it is (the fuser emitted a dense that failed its
+    shape check)."""
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 4))
+    w = g.parameter("w", shape=(4, 3))
+    b = g.parameter("b", shape=(1,), init="normal")
+    g.mark_output(ge.tanh(x @ w + b, name="y"), ge.add(x @ w, b, name="z"))
+    opt, _ = ge.optimize(g, ["fuse"])
+    assert "dense" not in {n.op for n in opt.nodes}
+    _compare(g, opt, g.outputs, {"x": f32(2, 4)}, False, rtol=0, atol=0)
+
+
 # -- random graphs (a property) ------------------------------------------------------------
 
 UNARY = ["exp", "tanh", "sigmoid", "relu", "negative", "square", "sin"]

@@ -164,6 +164,7 @@ def _dense(f: _Fuser, node: Node, inputs: list[str]) -> bool:
             len(tx.shape) != 2
             or len(tw.shape) != 2
             or len(tb.shape) != 1
+            or tb.shape[0] != tw.shape[1]  # a (1,) bias broadcast over M is no dense's
             or rw.type_of(product_ref) != total.types[0]
             or not tx.dtype == tw.dtype == tb.dtype
         ):
