@@ -442,6 +442,22 @@ def test_matmul_plus_a_broadcast_bias_of_one_is_not_fused():
     _compare(g, opt, g.outputs, {"x": f32(2, 4)}, False, rtol=0, atol=0)
 
 
+def test_a_forward_where_that_hides_nan_is_not_fused_into_relu_grad():
+    """where(x > 0, log(x), 0), a "safe log", gives 0 where x <= 0.  relu_grad
+    multiplies by the mask, so log(x)'s nan and -inf there would come through as
+    nan: only the gradient section's where(y > 0, dy, 0) is fused."""
+    g = ge.Graph()
+    x = g.placeholder("x", (None,))
+    zero = g.constant(np.float32(0))
+    g.mark_output(ge.where(ge.greater(x, zero), ge.log(x), zero, name="y"))
+    opt, _ = ge.optimize(g)
+    assert "relu_grad" not in {n.op for n in opt.nodes}
+    feeds = {"x": np.array([-1.0, 0.0, 2.0], np.float32)}
+    y = ge.run(opt, ["y"], feeds)["y"]
+    np.testing.assert_array_equal(y, [0.0, 0.0, np.log(np.float32(2))])
+    _compare(g, opt, ["y"], feeds, False, rtol=0, atol=0)
+
+
 # -- random graphs (a property) ------------------------------------------------------------
 
 UNARY = ["exp", "tanh", "sigmoid", "relu", "negative", "square", "sin"]

@@ -12,7 +12,8 @@ Backward (the nodes the gradient pass emits):
 
 * ``matmul(transpose(a), b)`` and ``matmul(a, transpose(b))`` (2-D: a dense
   layer's weight and input gradients) -> ``matmul_transposed``;
-* relu's rule, ``where(y > 0, dy, 0)`` -> ``relu_grad(dy, y)``;
+* a masked gradient, ``where(y > 0, dy, 0)`` -> ``relu_grad(dy, y)`` (not in
+  forward graphs, where ``where`` hides a nan or inf that the product keeps);
 * a bias gradient, ``sum_like(dz, b)`` with dz (N, M) float32 or float64 and b
   (M,) -> ``sum_rows(dz)``;
 * a per-channel sum of max pooling's gradient (a convolution's bias gradient),
@@ -189,8 +190,15 @@ def _chain(f: _Fuser, node: Node, inputs: list[str]) -> bool:
 
 
 def _where(f: _Fuser, node: Node, inputs: list[str]) -> bool:
-    """where(t > 0, dy, 0) -> relu_grad(dy, t)."""
+    """In the gradient section, where(t > 0, dy, 0) -> relu_grad(dy, t).
+
+    relu_grad multiplies by the mask, so a dy that is inf or nan where t <= 0
+    gives nan where ``where`` gives 0.  A forward graph's where(x > 0, log(x), 0)
+    is written to hide exactly those values, so only gradient nodes (whose dy
+    is an incoming gradient) are fused."""
     rw = f.rw
+    if not rw.rebuild.in_source_gradient(node.name):
+        return False
     condition, dy, zero = inputs
     test = rw.producer(condition)
     if (
