@@ -55,10 +55,59 @@ def test_building_a_graph_loads_no_heavy_module():
 
 
 def test_cli_parser_loads_no_heavy_module():
-    # graphengine --help builds this parser; rendering is light (no graphviz module).
+    # The parser with every command's options; rendering is light (no graphviz module).
     modules = _loaded_after("from graphengine.cli.main import build_parser\nbuild_parser()")
     found = _heavy(modules, allowed=("graphengine.render",))
     assert not found, f"building the CLI parser imported {found}"
+
+
+#: What ``graphengine --help`` must not import: the commands' implementations
+#: (each command module is imported only when its command runs).
+NOT_FOR_HELP = [
+    *HEAVY,
+    "graphengine.cli.grad_cmd",
+    "graphengine.cli.inspect_cmd",
+    "graphengine.cli.onnx_cmd",
+    "graphengine.cli.optimize_cmd",
+    "graphengine.cli.plot_cmd",
+    "graphengine.cli.render_cmd",
+    "graphengine.cli.run_cmd",
+    "graphengine.cli.train_cmd",
+    "graphengine.executor",
+    "graphengine.compiler",
+    "graphengine.npz_files",
+    "graphengine.training_spec",
+    "subprocess",
+    "zipfile",
+]
+
+
+def test_cli_help_imports_no_command_module():
+    modules = _loaded_after(
+        "import contextlib, sys\nfrom graphengine.cli.main import main\n"
+        "sys.argv = ['graphengine', '--help']\n"
+        "with contextlib.suppress(SystemExit):\n    main()"
+    )
+    found = [name for name in NOT_FOR_HELP if name in modules]
+    assert not found, f"`graphengine --help` imported {found}"
+
+
+def test_cli_help_lists_every_command_with_its_modules_help_line():
+    # --help lists the commands from the table in cli/main.py without importing
+    # their modules; the listing must be the one their modules' parsers give.
+    from graphengine.cli.main import build_parser
+
+    assert build_parser(commands=[]).format_help() == build_parser().format_help()
+
+
+def test_a_command_imports_its_module_only():
+    modules = _loaded_after(
+        "import contextlib, sys\nfrom graphengine.cli.main import main\n"
+        "sys.argv = ['graphengine', 'grad', '--help']\n"
+        "with contextlib.suppress(SystemExit):\n    main()"
+    )
+    assert "graphengine.cli.grad_cmd" in modules
+    assert "graphengine.cli.train_cmd" not in modules
 
 
 @pytest.mark.parametrize(

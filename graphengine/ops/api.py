@@ -8,6 +8,7 @@ their schema have a hand-written front-end in their family module.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -42,27 +43,38 @@ def call(
     return graph_of(inputs, op).apply(op, inputs, attrs or {}, name)
 
 
+_POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
+#: ``name=None``, the last parameter of every op function.
+_NAME = inspect.Parameter("name", _KEYWORD, default=None)
+
+
+@functools.cache
+def _positional(name: str) -> inspect.Parameter:
+    # Parameters are immutable, and most ops share their input names (x, y, axis):
+    # one object per name makes building the op functions at import cheaper.
+    return inspect.Parameter(name, _POSITIONAL)
+
+
 def _make_function(opdef: OpDef) -> OpFunction:
     # numpy-style: inputs, then required attributes, then attributes with defaults,
     # all positional-or-keyword; ``name`` is keyword-only.
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    params = [inspect.Parameter(i.name, kind) for i in opdef.inputs]
-    required = [a for a in opdef.attrs if a.default is REQUIRED]
-    optional = [a for a in opdef.attrs if a.default is not REQUIRED]
-    params += [inspect.Parameter(a.name, kind) for a in required]
-    params += [inspect.Parameter(a.name, kind, default=a.default) for a in optional]
-    flag = opdef.extra_outputs_flag
-    if flag is not None:
-        params.append(inspect.Parameter(flag, inspect.Parameter.KEYWORD_ONLY, default=False))
-    params.append(inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, default=None))
-    signature = inspect.Signature(params)
     input_names = [i.name for i in opdef.inputs]
     attr_names = [a.name for a in opdef.attrs]
-
+    required = [a.name for a in opdef.attrs if a.default is REQUIRED]
+    optional = {a.name: a.default for a in opdef.attrs if a.default is not REQUIRED}
     # every parameter but the keyword-only ones (the outputs flag, name)
-    names = [p.name for p in params if p.kind is kind]
-    known = set(names) | {"name"} | ({flag} if flag else set())
-    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    names = input_names + required + list(optional)
+    params = [_positional(n) for n in input_names + required]
+    params += [inspect.Parameter(n, _POSITIONAL, default=d) for n, d in optional.items()]
+    defaults = {**optional, "name": None}
+    flag = opdef.extra_outputs_flag
+    if flag is not None:
+        params.append(inspect.Parameter(flag, _KEYWORD, default=False))
+        defaults[flag] = False
+    params.append(_NAME)
+    signature = inspect.Signature(params)
+    known = defaults.keys() | names
 
     # The call gradient rules make most: every input given by position, no attributes.
     plain = not opdef.variadic and not attr_names and flag is None
@@ -99,7 +111,9 @@ def _make_function(opdef: OpDef) -> OpFunction:
 
     function.__name__ = function.__qualname__ = opdef.name
     function.__signature__ = signature  # type: ignore[attr-defined]
-    function.__doc__ = inspect.getdoc(type(opdef))
+    # The declaration's docstring as written: help() and inspect.getdoc clean it on
+    # display, so cleaning all of them here would only slow the import down.
+    function.__doc__ = type(opdef).__doc__
     return function
 
 
