@@ -13,9 +13,7 @@ import contextlib
 import functools
 import importlib
 import re
-import zlib
 from collections.abc import Container, Iterable, Iterator, KeysView, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -73,7 +71,6 @@ def fresh_name(base: str, taken: Container[str], first: int = 1) -> str:
     return f"{base}_{k}"
 
 
-@dataclass(frozen=True, eq=False, init=False)
 class Node:
     """One operation of a graph.  Nodes never change once added; passes build new graphs.
 
@@ -100,9 +97,10 @@ class Node:
         scope: str = "",
         derived_from: str = "",
     ) -> None:
-        # The fields in one write: a frozen dataclass's own __init__ sets each
-        # through object.__setattr__, which costs twice as much, and graphs are
-        # built a node at a time (gradient graphs of 10**5 nodes).
+        # The fields in one write, past __setattr__: setting each through
+        # object.__setattr__ costs twice as much, and graphs are built a node at
+        # a time (gradient graphs of 10**5 nodes).  (Not a frozen dataclass: its
+        # generated methods would cost a millisecond of ``import graphengine``.)
         self.__dict__.update(
             name=name,
             op=op,
@@ -111,6 +109,19 @@ class Node:
             types=types,
             scope=scope,
             derived_from=derived_from,
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: nodes never change")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: nodes never change")
+
+    def __repr__(self) -> str:
+        return (
+            f"Node(name={self.name!r}, op={self.op!r}, inputs={self.inputs!r}, "
+            f"attrs={self.attrs!r}, types={self.types!r}, scope={self.scope!r}, "
+            f"derived_from={self.derived_from!r})"
         )
 
     @property
@@ -486,6 +497,8 @@ class Graph:
                 raise GraphError(f"parameter {name!r}: give a value or a shape")
             dims = tuple(_as_size(d, name) for d in shape)
             full = self._qualify(name)
+            import zlib  # here, not at `import graphengine`: only initializers need it
+
             rng = np.random.default_rng(zlib.crc32(full.encode()) if seed is None else seed)
             value = initializers.initialize(init, dims, as_dtype(dtype), rng)
         value = np.array(value, copy=True)  # an explicit array keeps its own dtype

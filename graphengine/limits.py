@@ -36,10 +36,8 @@ The command line takes ``graphengine --max-tensor-bytes N COMMAND ...``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ShapeError
 
@@ -47,9 +45,12 @@ from .errors import ShapeError
 MAX_RANK = 64
 
 
-@dataclass(frozen=True)
-class Limits:
-    """The bounds in force (see the module docstring); all in bytes or counts."""
+class Limits(NamedTuple):
+    """The bounds in force (see the module docstring); all in bytes or counts.
+
+    An immutable record (a named tuple: a dataclass would cost a millisecond of
+    ``import graphengine``); change the bounds with :func:`set_limits`.
+    """
 
     max_tensor_bytes: int = 2**31
     max_inflated_bytes: int = 2**34
@@ -73,17 +74,17 @@ def set_limits(**changes: int) -> Limits:
     >>> old = ge.set_limits(max_tensor_bytes=2**20)
     >>> ge.get_limits().max_tensor_bytes
     1048576
-    >>> _ = ge.set_limits(**dataclasses.asdict(old))
+    >>> _ = ge.set_limits(**old._asdict())
     """
     global _current
-    names = {f.name for f in dataclasses.fields(Limits)}
     for name, value in changes.items():
-        if name not in names:
-            raise ValueError(f"unknown limit {name!r}; the limits are {', '.join(sorted(names))}")
+        if name not in Limits._fields:
+            known = ", ".join(sorted(Limits._fields))
+            raise ValueError(f"unknown limit {name!r}; the limits are {known}")
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"limit {name} must be a positive int, got {value!r}")
     previous = _current
-    _current = dataclasses.replace(_current, **changes)
+    _current = _current._replace(**changes)
     return previous
 
 
@@ -94,7 +95,7 @@ def using_limits(**changes: int) -> Iterator[Limits]:
     try:
         yield _current
     finally:
-        set_limits(**dataclasses.asdict(previous))
+        set_limits(**previous._asdict())
 
 
 def check_output_count(count: int, where: str) -> None:

@@ -20,14 +20,12 @@ Passes that return a new graph carry the record over with
 from __future__ import annotations
 
 from collections.abc import Container
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class GradientInfo:
+class GradientInfo(NamedTuple):
     """What :func:`graphengine.gradients` added to a graph.
 
     ``loss`` is the differentiated tensor; ``grads`` maps each wrt tensor to the
@@ -44,7 +42,6 @@ class GradientInfo:
     zero: tuple[str, ...] = ()
 
 
-@dataclass(eq=False)
 class ModelRecord:
     """Parameter values, gradient section, training spec, metadata and unknown
     fields of one graph (see the module docstring).
@@ -55,12 +52,22 @@ class ModelRecord:
     ({'author': 'me'}, {})
     """
 
-    values: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
-    gradient: GradientInfo | None = None
-    #: A graphengine.training_spec.TrainingSpec (typed Any: this module sits below it).
-    training: Any = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    unknown_fields: bytes = b""
+    # A plain class (GradientInfo a named tuple), not dataclasses: their generated
+    # methods would cost over a millisecond each of ``import graphengine``.
+    def __init__(
+        self,
+        values: dict[str, np.ndarray[Any, Any]] | None = None,
+        gradient: GradientInfo | None = None,
+        training: Any = None,
+        metadata: dict[str, str] | None = None,
+        unknown_fields: bytes = b"",
+    ) -> None:
+        self.values: dict[str, np.ndarray[Any, Any]] = {} if values is None else values
+        self.gradient = gradient
+        #: A graphengine.training_spec.TrainingSpec (typed Any: this module sits below it).
+        self.training: Any = training
+        self.metadata: dict[str, str] = {} if metadata is None else metadata
+        self.unknown_fields = unknown_fields
 
     def copy(self) -> ModelRecord:
         """An independent record: parameter arrays and metadata are copied."""

@@ -8,8 +8,7 @@ known until run time, e.g. the result of broadcasting two different symbols).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,22 +30,40 @@ def format_shape(shape: Shape) -> str:
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
-@dataclass(frozen=True)
 class TensorType:
     """The static type of a tensor: a dtype and a shape of :data:`Dim` values.
 
     ``label`` names the tensor in error messages (``'x'``); it takes no part in
-    comparisons.  Inference rules receive labelled input types.
+    comparisons.  Inference rules receive labelled input types.  Immutable.
     """
 
+    # Written out rather than a frozen dataclass, whose generated methods cost
+    # over a millisecond of ``import graphengine``; the behaviour is the same.
     dtype: np.dtype
     shape: Shape
-    label: str = field(default="", compare=False, repr=False)
+    label: str
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", as_dtype(self.dtype))
-        if type(self.shape) is not tuple:
-            object.__setattr__(self, "shape", tuple(self.shape))
+    def __init__(self, dtype: Any, shape: Iterable[Dim], label: str = "") -> None:
+        object.__setattr__(self, "dtype", as_dtype(dtype))
+        object.__setattr__(self, "shape", shape if type(shape) is tuple else tuple(shape))
+        object.__setattr__(self, "label", label)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a TensorType is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a TensorType is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not TensorType:
+            return NotImplemented
+        return self.dtype == other.dtype and self.shape == other.shape
+
+    def __hash__(self) -> int:
+        return hash((self.dtype, self.shape))
+
+    def __repr__(self) -> str:
+        return f"TensorType(dtype={self.dtype!r}, shape={self.shape!r})"
 
     @property
     def rank(self) -> int:
@@ -140,8 +157,7 @@ def normalize_axes(axis: int | Sequence[int] | None, rank: int) -> tuple[int, ..
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class DimMismatch:
+class DimMismatch(NamedTuple):
     """Where a runtime shape breaks its declared dims (see :func:`match_dims`).
 
     ``expected`` is the declared dim; for a symbolic one, ``bound_size`` is the

@@ -44,6 +44,24 @@ def test_import_graphengine_loads_no_heavy_module():
     assert not _heavy(modules), f"`import graphengine` imported {_heavy(modules)}"
 
 
+#: Standard-library modules that ``import graphengine`` does without (numpy does
+#: not import them either): records are named tuples or plain classes, not
+#: dataclasses, whose generated methods cost about a millisecond each at import;
+#: the CLI's argparse and the compressors wait for their use.
+NOT_AT_IMPORT = ["dataclasses", "copy", "zlib", "argparse", "json", "zipfile", "graphengine.cli"]
+
+
+def test_import_graphengine_skips_stdlib_modules_it_does_not_need():
+    script = (
+        f"import sys\nimport graphengine\nprint([m for m in {NOT_AT_IMPORT!r} if m in sys.modules])"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]", f"`import graphengine` imported {out.stdout.strip()}"
+
+
 def test_building_a_graph_loads_no_heavy_module():
     modules = _loaded_after(
         "import numpy as np, graphengine as ge\n"

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeAlias, TypeVar
 
 import numpy as np
 
@@ -66,8 +65,11 @@ ATTR_KINDS = (
 )
 
 
-@dataclass(frozen=True)
-class Input:
+# Input, Attr and StateUpdate are named tuples: immutable records, as frozen
+# dataclasses would be, without a millisecond each of ``import graphengine``.
+
+
+class Input(NamedTuple):
     """One input of an op.
 
     ``dtypes`` lists the accepted dtype names.  ``differentiable=False`` marks
@@ -82,9 +84,9 @@ class Input:
     variadic: bool = False
 
 
-@dataclass(frozen=True)
-class Attr:
-    """One attribute of an op: its name, kind (one of ``ATTR_KINDS``) and default.
+class Attr(NamedTuple):
+    """One attribute of an op: its name, kind (one of ``ATTR_KINDS``, checked by
+    :func:`register`) and default.
 
     A default of ``None`` means "absent" (for example ``axis=None`` reduces over
     every axis); ``REQUIRED`` means every node must set it.
@@ -94,9 +96,6 @@ class Attr:
     kind: str
     default: Any = REQUIRED
     choices: tuple[Any, ...] | None = None
-
-    def __post_init__(self) -> None:
-        assert self.kind in ATTR_KINDS, self.kind
 
     def canonical(self, value: Any) -> Any:
         """Check ``value`` against the kind and return its canonical form.
@@ -155,8 +154,7 @@ def _as_dim(value: Any) -> Dim:
     return _as_int(value)
 
 
-@dataclass(frozen=True)
-class StateUpdate:
+class StateUpdate(NamedTuple):
     """State an op updates after each training step, as a moving average:
 
         state = momentum * state + (1 - momentum) * batch
@@ -362,6 +360,12 @@ def register(cls: type[OpDef]) -> type[OpDef]:
             raise TypeError(f"op '{cls.name}': view_map entry {out}: {inp} names no input")
     input_names = [i.name for i in cls.inputs]
     attr_names = [a.name for a in cls.attrs]
+    for attr in cls.attrs:
+        if attr.kind not in ATTR_KINDS:
+            raise TypeError(
+                f"op '{cls.name}': attribute {attr.name!r} has kind {attr.kind!r}, "
+                f"not one of {', '.join(ATTR_KINDS)}"
+            )
     for update in cls.state_updates:
         if (
             update.state not in input_names

@@ -108,7 +108,7 @@ def test_view_random_and_state_flags_are_declared_on_the_ops():
 
 
 def test_bad_declarations_are_refused_at_registration():
-    from graphengine.ops.registry import Input, OpDef, StateUpdate, register
+    from graphengine.ops.registry import Attr, Input, OpDef, StateUpdate, register
 
     class BadView(OpDef):
         name = "bad_view_test_op"
@@ -122,7 +122,13 @@ def test_bad_declarations_are_refused_at_registration():
         state_updates = (StateUpdate("running", "y", "momentum"),)
         vjp = None
 
-    for cls in (BadView, BadState):
+    class BadAttrKind(OpDef):
+        name = "bad_attr_kind_test_op"
+        inputs = (Input("x"),)
+        attrs = (Attr("axis", "integer"),)
+        vjp = None
+
+    for cls in (BadView, BadState, BadAttrKind):
         with pytest.raises(TypeError, match=cls.name):
             register(cls)
         assert cls.name not in ge.ops.REGISTRY
