@@ -443,9 +443,10 @@ def test_matmul_plus_a_broadcast_bias_of_one_is_not_fused():
 
 
 def test_a_forward_where_that_hides_nan_is_not_fused_into_relu_grad():
-    """where(x > 0, log(x), 0), a "safe log", gives 0 where x <= 0.  relu_grad
-    multiplies by the mask, so log(x)'s nan and -inf there would come through as
-    nan: only the gradient section's where(y > 0, dy, 0) is fused."""
+    """where(x > 0, log(x), 0), a "safe log", gives 0 where x <= 0, hiding
+    log(x)'s nan and -inf.  Only the gradient section's where(y > 0, dy, 0) is
+    fused into relu_grad (which now gives 0 there too; a forward graph keeps
+    the ops ONNX export knows)."""
     g = ge.Graph()
     x = g.placeholder("x", (None,))
     zero = g.constant(np.float32(0))
@@ -456,6 +457,45 @@ def test_a_forward_where_that_hides_nan_is_not_fused_into_relu_grad():
     y = ge.run(opt, ["y"], feeds)["y"]
     np.testing.assert_array_equal(y, [0.0, 0.0, np.log(np.float32(2))])
     _compare(g, opt, ["y"], feeds, False, rtol=0, atol=0)
+
+
+def test_relu_gradient_is_zero_where_the_upstream_gradient_is_infinite():
+    """sqrt(relu(z)) at z <= 0: sqrt's gradient is inf there and relu's mask is
+    off, so z's gradient is 0 (PyTorch's too), through the fused dense and the
+    relu moved behind max pooling as through the plain ops.  relu_grad as a
+    product with the mask gave nan (0 * inf), and the nan spread to every weight
+    gradient."""
+    g = ge.Graph()
+    x = g.placeholder("x", (4, 3), "float64")
+    w = g.parameter("w", R.standard_normal((3, 5)))
+    b = g.parameter("b", R.standard_normal(5))
+    img = R.standard_normal((2, 1, 4, 4))
+    img[0, 0, :2, :2] = -np.abs(img[0, 0, :2, :2])  # a window whose maximum is below 0
+    image = g.parameter("image", img)
+    dense_loss = ge.sum(ge.sqrt(ge.relu(x @ w + b)))
+    pool_loss = ge.sum(ge.sqrt(ge.max_pool2d(ge.relu(image), 2)))
+    loss = ge.add(dense_loss, pool_loss, name="loss")
+    tg = _gradient_graph(g, loss)
+    opt, _ = ge.optimize(tg)
+    ops = Counter(n.op for n in opt.nodes)
+    assert ops["dense"] == 1 and ops["relu_grad"] == 2
+    feeds = {"x": R.standard_normal((4, 3))}
+    z = feeds["x"] @ g.values["w"] + g.values["b"]
+    assert (z < 0).any()
+    dz = np.where(z > 0, 0.5 / np.sqrt(np.maximum(z, 1e-300)), 0.0)
+    windows = img.reshape(2, 1, 2, 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(2, 1, 2, 2, 4)
+    top = windows.max(axis=-1)
+    at = windows.argmax(axis=-1)
+    d_windows = np.zeros_like(windows)
+    np.put_along_axis(
+        d_windows, at[..., None], np.where(top > 0, 0.5 / np.sqrt(np.abs(top)), 0.0)[..., None], -1
+    )
+    d_image = d_windows.reshape(2, 1, 2, 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(img.shape)
+    want = {"w": feeds["x"].T @ dz, "b": dz.sum(axis=0), "image": d_image}
+    for graph in (tg, opt):
+        got = ge.run(graph, [graph.gradient.grads[k] for k in want], feeds)
+        for name, value in zip(want, got.values()):
+            np.testing.assert_allclose(value, want[name], rtol=1e-12, atol=0, err_msg=name)
 
 
 # -- random graphs (a property) ------------------------------------------------------------

@@ -6,7 +6,7 @@ other.  They are internal: users write ``ge.relu(x @ w + b)`` and the pass makes
 the ``dense`` node.
 
 * ``dense``: matmul + bias + activation in one kernel (the activation in place);
-* ``relu_grad``: relu's backward, ``dy * (y > 0)``;
+* ``relu_grad``: relu's backward, ``where(y > 0, dy, 0)``;
 * ``sum_rows``: the sum over the rows of a 2-D array, as a BLAS product with
   ones (a dense layer's bias gradient);
 * ``matmul_transposed``: a matmul reading a transposed operand in place (the
@@ -198,9 +198,26 @@ class ElementwiseChain(OpDef):
 
 @register
 class ReluGrad(OpDef):
-    """relu's backward: dy where y > 0, else 0 (y is relu's output, or its input:
-    both are positive at the same places).  vjp: d dy = relu_grad(g, y); y gets no
-    gradient (its derivative is zero almost everywhere)."""
+    """relu's backward: ``where(y > 0, dy, 0)``, bit for bit (y is relu's output, or
+    its input: both are positive at the same places).  vjp: d dy = relu_grad(g,
+    y); y gets no gradient (its derivative is zero almost everywhere).
+
+    Where the mask is off the result is +0.0 whatever dy is, inf and nan included,
+    as PyTorch's threshold_backward gives (sqrt(relu(x)) at x < 0: the upstream
+    gradient is inf, x's gradient 0).  A product ``dy * (y > 0)`` would give nan
+    there (0 * inf) and -0.0 for a negative dy.  Where y is nan the mask is off
+    too (nan > 0 is false), as in the ``where`` this op stands for (the fusion
+    pass rewrites ``where(y > 0, dy, 0)`` into it); PyTorch passes dy through
+    there, but relu(nan) is nan, so the loss is nan either way.
+
+    The kernel multiplies dy's bits, read as integers of dy's width, by the 0/1
+    mask: an integer product by 0 or 1 is exact, and it is faster than the float
+    product with the mask it replaces, whose bool operand is cast to float on
+    the way (timeit, interleaved in one process, best of 9, load 2.4 on two
+    cores): float32 (1024, 512) 0.70 ms against 0.97, (64, 16, 28, 28) 1.11
+    against 1.59; float64 (1024, 512) 1.41 against 1.55; within 2 us at (32,
+    128).  np.where, exact too, took 4.0 ms at float32 (1024, 512).
+    """
 
     name = "relu_grad"
     internal = True
@@ -212,21 +229,30 @@ class ReluGrad(OpDef):
         return dy
 
     def kernel(self, dy: Array, y: Array) -> Array:
-        return np.multiply(dy, y > 0)
+        bits = _bits_dtype(dy.dtype)
+        return np.multiply(dy.view(bits), y > 0).view(dy.dtype)
 
     def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
         # The mask in fixed scratch too: a large temporary costs page faults each step.
         shape, dtype = inputs[1]
         positive = np.empty(shape, bool)
         zero = dtype.type(0)
+        bits = _bits_dtype(dtype)
 
         def relu_grad_into(dy: Array, y: Array, out: Array) -> Array:
-            return np.multiply(dy, np.greater(y, zero, out=positive), out=out)
+            np.greater(y, zero, out=positive)
+            np.multiply(dy.view(bits), positive, out=out.view(bits))
+            return out
 
         return relu_grad_into
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         return [F.relu_grad(dy, node.inputs[1]), None]
+
+
+def _bits_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The signed integer type of a float dtype's width, to read its values as bits."""
+    return np.dtype(f"i{dtype.itemsize}")
 
 
 @register

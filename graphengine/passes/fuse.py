@@ -12,8 +12,8 @@ Backward (the nodes the gradient pass emits):
 
 * ``matmul(transpose(a), b)`` and ``matmul(a, transpose(b))`` (2-D: a dense
   layer's weight and input gradients) -> ``matmul_transposed``;
-* a masked gradient, ``where(y > 0, dy, 0)`` -> ``relu_grad(dy, y)`` (not in
-  forward graphs, where ``where`` hides a nan or inf that the product keeps);
+* a masked gradient, ``where(y > 0, dy, 0)`` -> ``relu_grad(dy, y)``, the same
+  bits (not in forward graphs, which keep the ops ONNX export knows);
 * a bias gradient, ``sum_like(dz, b)`` with dz (N, M) float32 or float64 and b
   (M,) -> ``sum_rows(dz)``;
 * a per-channel sum of max pooling's gradient (a convolution's bias gradient),
@@ -50,6 +50,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from ..graph import Graph, Node, canonical_ref, parse_ref
 from ..ops.fused import CHAINABLE
@@ -192,10 +194,10 @@ def _chain(f: _Fuser, node: Node, inputs: list[str]) -> bool:
 def _where(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     """In the gradient section, where(t > 0, dy, 0) -> relu_grad(dy, t).
 
-    relu_grad multiplies by the mask, so a dy that is inf or nan where t <= 0
-    gives nan where ``where`` gives 0.  A forward graph's where(x > 0, log(x), 0)
-    is written to hide exactly those values, so only gradient nodes (whose dy
-    is an incoming gradient) are fused."""
+    relu_grad is that ``where`` bit for bit (+0.0 where t <= 0 or t is nan,
+    whatever dy is, inf and nan included).  Forward graphs keep their ``where``
+    (a "safe log" where(x > 0, log(x), 0), say): relu_grad is internal, and a
+    forward graph keeps the ops ONNX export knows."""
     rw = f.rw
     if not rw.rebuild.in_source_gradient(node.name):
         return False
@@ -204,7 +206,7 @@ def _where(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     if (
         test is None
         or test.op != "greater"
-        or not _is_zero(rw, zero)
+        or not _is_zero(rw, zero, positive=True)  # relu_grad's zeros are +0.0
         or not _is_zero(rw, test.inputs[1])
     ):
         return False
@@ -303,9 +305,12 @@ def _max_pool(f: _Fuser, node: Node, inputs: list[str]) -> bool:
     return True
 
 
-def _is_zero(rw: Rewriter, ref: str) -> bool:
+def _is_zero(rw: Rewriter, ref: str, positive: bool = False) -> bool:
+    """``ref`` is a scalar constant 0 (+0.0 only, with ``positive``)."""
     value = rw.constant(ref)
-    return value is not None and value.shape == () and float(value) == 0.0
+    if value is None or value.shape != () or float(value) != 0.0:
+        return False
+    return not (positive and np.signbit(value))
 
 
 def _multiply(f: _Fuser, node: Node, inputs: list[str]) -> bool:

@@ -7,6 +7,7 @@ import pytest
 import graphengine as ge
 from graphengine.executor import compile_plan
 from graphengine.ops import fused
+from graphengine.ops.registry import REGISTRY
 
 from .spec import OpSpec, check_build_error, forward_tests, gradient_tests
 
@@ -74,7 +75,7 @@ SPECS.append(
     OpSpec(
         "relu_grad",
         api.relu_grad,
-        lambda dy, y: (dy * (y > 0)).astype(dy.dtype),
+        lambda dy, y: np.where(y > 0, dy, 0).astype(dy.dtype),
         [u(4, 3), away_from_zero(4, 3)],
         id="kink-free",
         order2=True,
@@ -182,6 +183,33 @@ def test_sum_rows_above_the_blas_bound_reduces_planned_as_unplanned(monkeypatch,
         np.testing.assert_array_equal(first, np.add.reduce(feed["x"], axis=0))
     for _ in range(2):  # into planned buffers
         np.testing.assert_array_equal(plan.run(feed)[0], first)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_relu_grad_is_where_bit_for_bit_whatever_dy_is(dtype):
+    """Where y <= 0 (or y is nan) relu_grad gives +0.0 even for a dy of inf, -inf,
+    nan or a negative number; a product with the mask gave nan and -0.0 there."""
+    # Every pair of a special dy (columns) and a y on either side of the kink (rows).
+    dy, y = np.meshgrid(
+        np.array([np.inf, -np.inf, np.nan, -1.5, 2.0, -0.0], dtype),
+        np.array([-1.0, 0.0, -0.0, np.nan, -np.inf, 3.0, 0.5], dtype),
+    )
+    y = np.asfortranarray(y)
+    want = np.where(y > 0, dy, 0).astype(dtype)
+    g = ge.Graph()
+    out = api.relu_grad(g.placeholder("dy", (7, 6), dtype), g.placeholder("y", (7, 6), dtype))
+    feed = {"dy": dy, "y": y}
+    plan = compile_plan(g, [out.name], list(feed))
+    bits = f"u{np.dtype(dtype).itemsize}"
+    for _ in range(3):  # unplanned, then into planned buffers
+        got = plan.run(feed)[0]
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got.view(bits), want.view(bits))
+    # The plain kernel with dy broadcast along an axis (y is in Fortran order).
+    np.testing.assert_array_equal(
+        REGISTRY["relu_grad"].kernel(np.broadcast_to(dy[:1], y.shape), y).view(bits),
+        np.where(y > 0, dy[:1], 0).astype(dtype).view(bits),
+    )
 
 
 def test_softmax_cross_entropy_grad_out_of_range_label_gives_zero_one_hot():

@@ -155,6 +155,27 @@ def test_softmax_cross_entropy(reduction, targets):
     compare(build, lambda x, t: TF.cross_entropy(x, t, reduction=reduction), [logits, labels])
 
 
+@pytest.mark.parametrize("pool", [False, True], ids=["relu", "max_pool-of-relu"])
+def test_relu_gradient_where_sqrt_of_zero_sends_inf(pool):
+    """sqrt(relu(x)) at x <= 0: the gradient arriving at relu is inf, and relu's
+    is 0 there (PyTorch's threshold_backward), not nan."""
+    x = u(2, 3, 4, 4)
+    x[0, 0, :2, :2] = -np.abs(x[0, 0, :2, :2])  # a pooling window at most 0
+    x[1, 2, 0, 0] = 0.0
+
+    def build_ours(x):
+        h = ge.relu(x)
+        return ge.sqrt(ge.max_pool2d(h, 2) if pool else h)
+
+    def build_theirs(x):
+        h = TF.relu(x)
+        return torch.sqrt(TF.max_pool2d(h, 2) if pool else h)
+
+    compare(build_ours, build_theirs, [x])
+    _, (grad,) = ours(build_ours, [x], np.ones_like(build_theirs(torch.tensor(x)).numpy()))
+    assert np.isfinite(grad).all() and (grad[x <= 0] == 0).all()
+
+
 def test_small_cnn_loss_and_gradients():
     """conv + bias, relu, max pool, conv, batch norm, avg pool, dense, cross-entropy."""
     params = {
