@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 import graphengine as ge
+from graphengine.executor import compile_plan
 from graphengine.passes import PASSES
 
 R = np.random.default_rng(5)
@@ -496,6 +497,104 @@ def test_relu_gradient_is_zero_where_the_upstream_gradient_is_infinite():
         got = ge.run(graph, [graph.gradient.grads[k] for k in want], feeds)
         for name, value in zip(want, got.values()):
             np.testing.assert_allclose(value, want[name], rtol=1e-12, atol=0, err_msg=name)
+
+
+def hand_written_cross_entropy(shape=(6, 4), axis=-1):
+    """-mean(sum(log_softmax(z) * one_hot(y), axis)) in float64, with labels -1 and
+    classes (out of range: one_hot gives them a row of zeros) among in-range ones."""
+    g = ge.Graph("xent")
+    classes = shape[axis]
+    samples = tuple(n for i, n in enumerate(shape) if i != axis % len(shape))
+    x = g.placeholder("x", (None, 3), "float64")
+    w = g.parameter("w", R.standard_normal((3, int(np.prod(shape[1:])))))
+    z = ge.reshape(x @ w, (-1, *shape[1:]))
+    labels = g.placeholder("labels", (None, *samples[1:]), "int64")
+    hot = ge.one_hot(labels, classes, dtype="float64", axis=axis)
+    picked = ge.sum(ge.log_softmax(z, axis=axis) * hot, axis=axis)
+    loss = ge.negative(ge.mean(picked), name="loss")
+    y = R.integers(0, classes, size=samples)
+    y.reshape(-1)[:3] = [-1, classes, classes + 5]
+    return g, loss, {"x": R.standard_normal((shape[0], 3)), "labels": y}, picked
+
+
+@pytest.mark.parametrize("shape, axis", [((6, 4), -1), ((5, 3, 2), 1)], ids=["rows", "axis1"])
+def test_cross_entropy_rewrite_keeps_one_hots_rule_for_out_of_range_labels(shape, axis, tmp_path):
+    """The rewrite of sum(log_softmax * one_hot) into softmax_cross_entropy must
+    not raise for a label out of range, nor change a number: the sample's loss and
+    gradient are 0, as one_hot's zero row gives them.  The cross-entropy op
+    raised (the graph ran before ge.optimize and failed after it)."""
+    g, loss, feeds, picked = hand_written_cross_entropy(shape, axis)
+    g.mark_output(loss)
+    g.mark_output(picked)
+    opt, _ = ge.optimize(g)
+    _compare(g, opt, [loss.name, picked.name], feeds, False, rtol=1e-12, atol=1e-15)
+    (xent,) = [n for n in opt.nodes if n.op == "softmax_cross_entropy"]
+    assert xent.attrs["out_of_range"] == "zero"
+    per_sample = ge.run(opt, picked.name, feeds).reshape(-1)
+    np.testing.assert_array_equal(per_sample[:3], 0.0)
+    assert np.all(per_sample[3:] < 0)
+    # Differentiated after the rewrite (the cross-entropy's own rule, fused
+    # kernels and planned buffers as the trainer runs them) and before it.
+    want = ge.run(_gradient_graph(g, loss), [loss.name, "gradients/w"], feeds)
+    for graph in (_gradient_graph(opt, loss), ge.optimize(_gradient_graph(g, loss))[0]):
+        plan = compile_plan(graph, [loss.name, graph.gradient.grads["w"]], list(feeds))
+        for _ in range(3):  # unplanned, then into planned buffers
+            got = plan.run(feeds)
+            np.testing.assert_allclose(got[0], want[loss.name], rtol=1e-12)
+            np.testing.assert_allclose(got[1], want["gradients/w"], rtol=1e-10, atol=1e-14)
+    for name in ("xent.pb", "xent.pbtxt"):
+        opt.save(tmp_path / name)
+        loaded = ge.load(tmp_path / name)
+        assert [n.attrs for n in loaded.nodes] == [n.attrs for n in opt.nodes]
+
+
+def test_cross_entropy_gradient_pattern_keeps_one_hots_rule_for_out_of_range_labels():
+    """(exp(P) - one_hot(L)) * broadcast_like(G) fuses into
+    softmax_cross_entropy_grad, whose default keeps one_hot's zero row for a
+    label out of range: the row is exp(P) * G, as before the fusion."""
+    g = ge.Graph()
+    lp = g.placeholder("lp", (None, 4), "float64")
+    labels = g.placeholder("labels", (None,), "int64")
+    gs = g.placeholder("g", (None,), "float64")
+    hot = ge.one_hot(labels, 4, dtype="float64")
+    spread = ge.ops.api.broadcast_like(gs, lp, axes=[1])
+    g.mark_output(ge.multiply(ge.exp(lp) - hot, spread, name="d"))
+    opt, _ = ge.optimize(g, ["fuse"])
+    assert "softmax_cross_entropy_grad" in {n.op for n in opt.nodes}
+    z = R.standard_normal((5, 4))
+    feeds = {
+        "lp": z - np.log(np.exp(z).sum(axis=1, keepdims=True)),
+        "labels": np.array([-1, 4, 0, 3, 2]),
+        "g": R.standard_normal(5),
+    }
+    _compare(g, opt, ["d"], feeds, False, rtol=1e-14, atol=0)
+
+
+def test_training_the_rewritten_cross_entropy_with_out_of_range_labels_matches():
+    """ge.train of the optimized graph (the rewrite's cross-entropy, then the
+    trainer's own fused plan) takes labels out of range as the unoptimized graph
+    does: its label check passes the attribute's rule, and the weights match."""
+    g, loss, feeds, _ = hand_written_cross_entropy()
+    g.set_training(loss, optimizer="sgd", learning_rate=0.1, batch_size=3, epochs=2)
+    opt, _ = ge.optimize(g)
+    assert "softmax_cross_entropy" in {n.op for n in opt.nodes}
+    a = ge.train(g.copy(), dict(feeds))
+    b = ge.train(opt, dict(feeds))
+    np.testing.assert_allclose(b.graph.values["w"], a.graph.values["w"], rtol=1e-12, atol=1e-14)
+    assert not np.allclose(b.graph.values["w"], g.values["w"])
+
+
+def test_rewritten_cross_entropy_exports_to_onnx():
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    g, loss, feeds, picked = hand_written_cross_entropy()
+    g.mark_output(picked)
+    opt, _ = ge.optimize(g)
+    assert "softmax_cross_entropy" in {n.op for n in opt.nodes}
+    model = ge.to_onnx(opt)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (theirs,) = session.run(None, feeds)
+    np.testing.assert_allclose(theirs, ge.run(g, picked.name, feeds), rtol=1e-12, atol=1e-15)
 
 
 # -- random graphs (a property) ------------------------------------------------------------

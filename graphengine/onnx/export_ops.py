@@ -18,7 +18,8 @@ importer maps them back to the same kernels:
 * ``dropout`` and ``batch_norm`` are written in their inference form (ONNX
   models are served, not trained); ``training_flag`` is the constant 0;
 * ``softmax_cross_entropy`` is ``SoftmaxCrossEntropyLoss`` for integer labels
-  (classes moved to axis 1 when needed), a composition for probability targets;
+  (classes moved to axis 1 when needed), a composition for probability targets
+  and for integer labels with ``out_of_range="zero"`` (their one-hot as targets);
   ``mean_squared_error`` is ``Sub``, ``Mul`` and a reduction.
 
 Gradient helpers ``broadcast_like``, ``sum_like`` (when its axes are known),
@@ -497,16 +498,23 @@ def _diagonal(ex: Emitter, node: Node) -> None:
 
 @rule("one_hot")
 def _one_hot(ex: Emitter, node: Node) -> None:
-    indices = ex.input(node, 0)
-    index_type = ex.graph.tensor(node.inputs[0]).type
-    depth, axis = node.attrs["depth"], node.attrs["axis"]
+    depth, axis, dtype = node.attrs["depth"], node.attrs["axis"], node.attrs["dtype"]
+    _emit_one_hot(ex, node, 0, depth, axis, dtype, ex.output(node))
+
+
+def _emit_one_hot(
+    ex: Emitter, node: Node, input_index: int, depth: int, axis: int, dtype, output: str | None
+) -> str:
+    """one_hot of ``node``'s input ``input_index`` as Equal against a range, Cast."""
+    indices = ex.input(node, input_index)
+    index_type = ex.graph.tensor(node.inputs[input_index]).type
     at = normalize_axis(axis, index_type.rank + 1)
     positions = np.arange(depth, dtype=index_type.dtype).reshape(
         (depth,) + (1,) * (index_type.rank - at)
     )
     expanded = ex.axes(node, "Unsqueeze", 13, [at], indices)
     hit = ex.emit1(node, "Equal", [expanded, ex.const(node, positions, base="positions")])
-    ex.emit1(node, "Cast", [hit], ex.output(node), to=to_onnx_dtype(node.attrs["dtype"]))
+    return ex.emit1(node, "Cast", [hit], output, to=to_onnx_dtype(dtype))
 
 
 @rule("pad")
@@ -714,6 +722,11 @@ def _softmax_cross_entropy(ex: Emitter, node: Node) -> None:
     axis = normalize_axis(node.attrs["axis"], rank)
     reduction = node.attrs["reduction"]
     loss_out, logp_out = ex.output(node, 0), ex.output(node, 1)
+    if labels_type.dtype.kind != "f" and node.attrs["out_of_range"] == "zero":
+        # SoftmaxCrossEntropyLoss has no such rule (its ignore_index is one value):
+        # the one-hot targets, whose out-of-range rows are zeros, as targets.
+        labels = _emit_one_hot(ex, node, 1, logits_type.shape[axis], axis, logits_type.dtype, None)
+        labels_type = logits_type
     if labels_type.dtype.kind == "f":
         logp = ex.emit1(node, "LogSoftmax", [logits], logp_out, axis=axis)
         product = ex.emit1(node, "Mul", [labels, logp])

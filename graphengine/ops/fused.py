@@ -357,9 +357,17 @@ class MatmulTransposed(OpDef):
 class SoftmaxCrossEntropyGrad(OpDef):
     """softmax_cross_entropy's gradient with respect to the logits, for integer
     labels: (exp(log_prob) - one_hot(labels, axis)) * g, with g (the loss gradient
-    per sample, labels' shape) repeated along the class ``axis``.  A label outside
-    [0, classes) gives a zero one-hot row, as ``one_hot`` does.  vjp: by expansion
-    into exp, one_hot, subtract, broadcast_like and multiply."""
+    per sample, labels' shape) repeated along the class ``axis``.
+
+    A label outside [0, classes) (negative ones included: they do not count from
+    the end) gives a zero one-hot row, as ``one_hot`` does, so the row is
+    exp(log_prob) * g: the fusion pass's pattern, (exp(P) - one_hot(L)) *
+    broadcast_like(G), computes exactly that.  With ``out_of_range="zero"``
+    (softmax_cross_entropy's attribute, passed on by its gradient rule) the
+    whole row is 0 instead: that sample has no loss, so no gradient.  vjp: by
+    expansion into exp, one_hot, subtract, broadcast_like and multiply (and,
+    with ``out_of_range="zero"``, g times sum(one_hot(labels), axis), 1 for a
+    label in range and 0 outside)."""
 
     name = "softmax_cross_entropy_grad"
     internal = True
@@ -368,10 +376,16 @@ class SoftmaxCrossEntropyGrad(OpDef):
         Input("labels", INDEX_TYPES, differentiable=False),
         Input("g", FLOAT_TYPES),
     )
-    attrs = (Attr("axis", "int", -1),)
+    attrs = (Attr("axis", "int", -1), Attr("out_of_range", "str", None, choices=("zero",)))
 
     def infer(
-        self, log_prob: TensorType, labels: TensorType, g: TensorType, *, axis: int
+        self,
+        log_prob: TensorType,
+        labels: TensorType,
+        g: TensorType,
+        *,
+        axis: int,
+        out_of_range: str | None,
     ) -> TensorType:
         axis = normalize_axis(axis, log_prob.rank)
         samples = log_prob.shape[:axis] + log_prob.shape[axis + 1 :]
@@ -387,10 +401,14 @@ class SoftmaxCrossEntropyGrad(OpDef):
             raise ValueError(f"the class axis {axis} of log_prob must have a known size")
         return log_prob
 
-    def kernel(self, log_prob: Array, labels: Array, g: Array, *, axis: int) -> Array:
+    def kernel(
+        self, log_prob: Array, labels: Array, g: Array, *, axis: int, out_of_range: str | None
+    ) -> Array:
         if _rows_case(log_prob.shape, labels.dtype, axis):
             work = RowsScratch(log_prob.shape, log_prob.dtype, labels.dtype)
-            return _rows_cross_entropy_grad(log_prob, labels, g, np.empty_like(log_prob), work)
+            return _rows_cross_entropy_grad(
+                log_prob, labels, g, out_of_range, np.empty_like(log_prob), work
+            )
         axis = normalize_axis(axis, log_prob.ndim)
         classes = log_prob.shape[axis]
         p = np.exp(log_prob)
@@ -404,6 +422,8 @@ class SoftmaxCrossEntropyGrad(OpDef):
                 np.arange(classes).reshape([-1 if a == axis else 1 for a in range(p.ndim)]) == index
             )
         p *= np.expand_dims(g, axis)
+        if not in_range and out_of_range == "zero":
+            p[np.broadcast_to((index < 0) | (index >= classes), p.shape)] = 0
         return p
 
     def out_kernel(self, attrs: dict[str, Any], inputs: Sequence[InputInfo]) -> OutKernel | None:
@@ -411,25 +431,34 @@ class SoftmaxCrossEntropyGrad(OpDef):
         if not _rows_case(shape, label_dtype, attrs["axis"]):
             return None
         work = RowsScratch(shape, dtype, label_dtype)
+        out_of_range = attrs["out_of_range"]
 
         def cross_entropy_grad_into(log_prob: Array, labels: Array, g: Array, out: Array) -> Array:
-            return _rows_cross_entropy_grad(log_prob, labels, g, out, work)
+            return _rows_cross_entropy_grad(log_prob, labels, g, out_of_range, out, work)
 
         return cross_entropy_grad_into
 
     def vjp(self, node: NodeView, dy: Tensor) -> list[Tensor | None]:
         axis = normalize_axis(node.attrs["axis"], node.inputs[0].ndim)
+        zero_outside = node.attrs["out_of_range"] == "zero"
 
         def expand(log_prob: Tensor, labels: Tensor, g: Tensor) -> list[Tensor]:
             depth = log_prob.shape[axis]
             hot = F.one_hot(labels, depth=depth, dtype=log_prob.dtype, axis=axis)
+            if zero_outside:
+                g = g * F.sum(hot, axis=axis)  # 0 where the label is out of range
             return [(F.exp(log_prob) - hot) * F.broadcast_like(g, log_prob, axes=[axis])]
 
         return _vjp_by_expansion(node, [dy], expand)
 
 
 def _rows_cross_entropy_grad(
-    log_prob: Array, labels: Array, g: Array, out: Array, work: RowsScratch
+    log_prob: Array,
+    labels: Array,
+    g: Array,
+    out_of_range: str | None,
+    out: Array,
+    work: RowsScratch,
 ) -> Array:
     """softmax_cross_entropy_grad for (N, C) log_prob over axis 1, into ``out``:
     exp(log_prob), one taken from each labelled element (a gather and a scatter
@@ -439,9 +468,13 @@ def _rows_cross_entropy_grad(
         picked = work.pick(p, labels)
         np.subtract(picked, p.dtype.type(1), out=picked)
         np.put(p.reshape(-1), work.index, picked, mode="clip")
-    else:  # one_hot's rule: an out-of-range label has no one
-        p -= np.arange(work.classes) == labels[:, None]
-    return np.multiply(p, g[:, None], out=p)
+        return np.multiply(p, g[:, None], out=p)
+    # one_hot's rule: an out-of-range label has no one
+    p -= np.arange(work.classes) == labels[:, None]
+    np.multiply(p, g[:, None], out=p)
+    if out_of_range == "zero":
+        p[(labels < 0) | (labels >= work.classes)] = 0
+    return p
 
 
 @register

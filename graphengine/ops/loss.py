@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from ..graph import Tensor
 
 _REDUCTION = Attr("reduction", "str", "mean", choices=("mean", "sum", "none"))
+#: What an integer label outside [0, classes) means.  Absent (the default): an
+#: error at run time.  ``"zero"``: one_hot's rule, a row of zeros for the label, so
+#: the sample's loss and gradient are 0 (what sum(log_softmax(z) * one_hot(y))
+#: gives, the form the algebra pass rewrites into this op; absent from files
+#: when not set, so older readers read files without it).
+_OUT_OF_RANGE = Attr("out_of_range", "str", None, choices=("zero",))
 
 
 def _reduce(per_sample: np.ndarray, reduction: str) -> np.ndarray:
@@ -37,6 +43,10 @@ def _same_dims(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> bool:
     return len(a) == len(b) and all(
         x == y or not isinstance(x, int) or not isinstance(y, int) for x, y in zip(a, b)
     )
+
+
+def _in_range(labels: np.ndarray, classes: int) -> np.ndarray:
+    return (labels >= 0) & (labels < classes)
 
 
 def _check_labels(labels: np.ndarray, classes: int) -> None:
@@ -124,7 +134,15 @@ class SoftmaxCrossEntropy(OpDef):
     vjp, with p = exp(log_prob) and g the gradient per sample (dy, or dy / samples
     for the mean): d logits = (p - onehot(label)) * g, or (p * sum(target) - target)
     * g; d target = -log_prob * g (probability targets are differentiable, as in
-    PyTorch).  No ignore_index, no label smoothing.
+    PyTorch).  No label smoothing.
+
+    ``out_of_range="zero"`` (integer labels only) gives an out-of-range label
+    (-1, or classes and above; negative labels do not count from the end) a loss
+    of 0 and a logits gradient of 0, one_hot's rule: what the hand-written
+    ``-sum(log_softmax(z) * one_hot(y), axis)`` gives, which ``ge.optimize``
+    rewrites into this op with the attribute set.  Unlike PyTorch's
+    ``ignore_index`` every label out of range is ignored, and the mean still
+    divides by the number of all samples.
 
     >>> import numpy as np, graphengine as ge
     >>> g = ge.Graph()
@@ -139,13 +157,24 @@ class SoftmaxCrossEntropy(OpDef):
     inputs = (Input("logits", FLOAT_TYPES), Input("labels", INDEX_TYPES | FLOAT_TYPES))
     outputs = ("loss", "log_prob")
     extra_outputs_flag = "return_log_prob"
-    attrs = (Attr("axis", "int", -1), _REDUCTION)
+    attrs = (Attr("axis", "int", -1), _REDUCTION, _OUT_OF_RANGE)  # reduction stays third
 
     def infer(
-        self, logits: TensorType, labels: TensorType, *, axis: int, reduction: str
+        self,
+        logits: TensorType,
+        labels: TensorType,
+        *,
+        axis: int,
+        out_of_range: str | None,
+        reduction: str,
     ) -> Sequence[TensorType]:
         axis = normalize_axis(axis, logits.rank)
         samples = logits.shape[:axis] + logits.shape[axis + 1 :]
+        if out_of_range is not None and labels.dtype.name not in INDEX_TYPES:
+            raise ValueError(
+                f"out_of_range={out_of_range!r} applies to integer labels; "
+                f"labels are {labels.dtype.name}"
+            )
         if labels.dtype.name in INDEX_TYPES:
             if not _same_dims(labels.shape, samples):
                 raise ValueError(
@@ -161,15 +190,31 @@ class SoftmaxCrossEntropy(OpDef):
         loss_shape = samples if reduction == "none" else ()
         return TensorType(logits.dtype, loss_shape), logits
 
-    def kernel(self, logits: Array, labels: Array, *, axis: int, reduction: str) -> Sequence[Array]:
+    def kernel(
+        self,
+        logits: Array,
+        labels: Array,
+        *,
+        axis: int,
+        out_of_range: str | None,
+        reduction: str,
+    ) -> Sequence[Array]:
         if _rows_case(logits.shape, labels.dtype, axis):
             work = RowsScratch(logits.shape, logits.dtype, labels.dtype)
-            return _rows_cross_entropy(logits, labels, reduction, (None, None), work)
+            return _rows_cross_entropy(logits, labels, reduction, out_of_range, (None, None), work)
         log_prob = log_softmax_array(logits, axis)
         if labels.dtype.kind in "iu":
-            _check_labels(labels, logits.shape[axis])
-            picked = np.take_along_axis(log_prob, np.expand_dims(labels, axis), axis)
-            per_sample = -np.squeeze(picked, axis)
+            classes = logits.shape[axis]
+            if out_of_range is None:
+                _check_labels(labels, classes)
+                per_sample = -np.squeeze(
+                    np.take_along_axis(log_prob, np.expand_dims(labels, axis), axis), axis
+                )
+            else:  # one_hot's rule: a label out of range picks nothing, loss 0
+                inside = _in_range(labels, classes)
+                index = np.expand_dims(np.where(inside, labels, 0), axis)
+                picked = np.squeeze(np.take_along_axis(log_prob, index, axis), axis)
+                per_sample = np.where(inside, -picked, logits.dtype.type(0))
         else:
             per_sample = -np.sum(labels * log_prob, axis=axis, dtype=logits.dtype)
         return _reduce(per_sample, reduction), log_prob
@@ -181,12 +226,12 @@ class SoftmaxCrossEntropy(OpDef):
         if not _rows_case(shape, label_dtype, attrs["axis"]):
             return None
         work = RowsScratch(shape, dtype, label_dtype)
-        reduction = attrs["reduction"]
+        reduction, out_of_range = attrs["reduction"], attrs["out_of_range"]
 
         def cross_entropy_into(
             logits: Array, labels: Array, out: tuple[Array | None, Array | None]
         ) -> tuple[Array, Array]:
-            return _rows_cross_entropy(logits, labels, reduction, out, work)
+            return _rows_cross_entropy(logits, labels, reduction, out_of_range, out, work)
 
         return cross_entropy_into
 
@@ -227,7 +272,15 @@ class SoftmaxCrossEntropy(OpDef):
             if dloss is not None and integer:
                 _check_classes(logits, axis)
                 # (exp(log_prob) - one_hot(labels)) * g in one kernel
-                terms.append(F.softmax_cross_entropy_grad(log_prob, labels, per_sample, axis=axis))
+                terms.append(
+                    F.softmax_cross_entropy_grad(
+                        log_prob,
+                        labels,
+                        per_sample,
+                        axis=axis,
+                        out_of_range=node.attrs["out_of_range"],
+                    )
+                )
             elif dloss is not None:
                 p = F.exp(log_prob)
                 terms.append(
@@ -251,11 +304,12 @@ def _rows_cross_entropy(
     logits: Array,
     labels: Array,
     reduction: str,
+    out_of_range: str | None,
     out: tuple[Array | None, Array | None],
     work: RowsScratch,
 ) -> tuple[Array, Array]:
     """softmax_cross_entropy's kernel for :func:`_rows_case`, into ``out`` (loss,
-    log_prob; None: allocate)."""
+    log_prob; None: allocate).  ``out_of_range`` as the op's attribute."""
     n = logits.shape[0]
     loss, log_prob = out
     if log_prob is None:
@@ -263,9 +317,14 @@ def _rows_cross_entropy(
     if loss is None:
         loss = np.empty((n,) if reduction == "none" else (), logits.dtype)
     rows_log_softmax(logits, log_prob, work)
+    outside = None
     if not work.labels_in_range(labels):
-        _check_labels(labels, work.classes)  # raises, naming the label
-    picked = work.pick(log_prob, labels)
+        if out_of_range is None:
+            _check_labels(labels, work.classes)  # raises, naming the label
+        outside = ~_in_range(labels, work.classes)
+    picked = work.pick(log_prob, labels)  # mode "clip": any index is safe
+    if outside is not None:  # one_hot's rule: nothing picked, loss 0
+        picked[outside] = -0.0  # the loss -picked is then +0.0
     if reduction == "none":
         return np.negative(picked, out=loss), log_prob
     np.add.reduce(picked, out=loss)

@@ -10,8 +10,11 @@
 * ``x * 1``, ``1 * x``, ``x / 1``, ``x + 0``, ``0 + x``, ``x - 0`` are ``x``;
 * multiplying by a one-hot and summing over its axis picks one element: with
   ``log_softmax``, ``sum(log_softmax(z, a) * one_hot(y, axis=a), axis=a)`` is
-  ``-softmax_cross_entropy(z, y, axis=a, reduction="none")``, one fused kernel
-  whose gradient is ``p - one_hot(y)`` instead of a chain of five ops.
+  ``-softmax_cross_entropy(z, y, axis=a, reduction="none", out_of_range="zero")``,
+  one fused kernel whose gradient is ``p - one_hot(y)`` instead of a chain of five
+  ops; ``out_of_range="zero"`` keeps one_hot's rule for a label outside [0, depth)
+  (-1 included: one_hot does not count from the end), a loss and gradient of 0
+  where the cross-entropy op would raise.
 """
 
 from __future__ import annotations
@@ -142,7 +145,8 @@ def _binary(rw: Rewriter, node: Node, inputs: list[str], uses) -> bool:
 
 
 def _sum(rw: Rewriter, node: Node, inputs: list[str], uses) -> bool:
-    """sum(log_softmax(z, a) * one_hot(y, axis=a), axis=a) -> -cross_entropy(z, y)."""
+    """sum(log_softmax(z, a) * one_hot(y, axis=a), axis=a) -> -cross_entropy(z, y)
+    with out_of_range="zero" (see the module docstring)."""
     if node.attrs["keepdims"] or node.attrs["axis"] is None or len(node.attrs["axis"]) != 1:
         return False
     product = rw.producer(inputs[0])
@@ -167,7 +171,9 @@ def _sum(rw: Rewriter, node: Node, inputs: list[str], uses) -> bool:
         loss = rw.emit(
             "softmax_cross_entropy",
             [logits, labels],
-            {"axis": axis, "reduction": "none"},
+            # one_hot gives a label out of range a row of zeros, so a loss and a
+            # gradient of 0: the attribute keeps that instead of raising.
+            {"axis": axis, "reduction": "none", "out_of_range": "zero"},
             like=node,
         )[0]
         rw.emit("negative", [loss], {}, like=node, name=node.name)

@@ -253,7 +253,9 @@ def check_class_labels(graph: Graph, data: Dataset) -> None:
     """Refuse class labels that ``softmax_cross_entropy`` would misread, before
     training or evaluation starts: for each such node of ``graph`` whose class
     indices come from a placeholder of ``data`` (directly or through a cast),
-    every label must be a whole number in [0, classes).
+    every label must be a whole number in [0, classes).  A node with
+    ``out_of_range="zero"`` (what ``ge.optimize`` makes of a hand-written
+    ``sum(log_softmax * one_hot)``) takes labels out of range, as one_hot does.
 
     Float labels are cast to int64 in the graph (``--loss cross_entropy`` with
     class indices stored as floats), which would turn 0.7 into class 0 and nan
@@ -262,8 +264,8 @@ def check_class_labels(graph: Graph, data: Dataset) -> None:
     placeholder, the example and the fix.
     """
     for node in graph.nodes:
-        if node.op != "softmax_cross_entropy":
-            continue
+        if node.op != "softmax_cross_entropy" or node.attrs.get("out_of_range") == "zero":
+            continue  # out_of_range="zero" gives a label out of range no loss: no misreading
         logits, labels = node.inputs[:2]
         if graph.tensor(labels).dtype.kind not in "iu":
             continue  # a probability per class: any value the loss can take

@@ -34,9 +34,14 @@ def dense_ref(x, w, b, activation):
     return ACT[activation](x @ w + b).astype(x.dtype)
 
 
-def sce_grad_ref(log_prob, labels, g, axis):
+def sce_grad_ref(log_prob, labels, g, axis, out_of_range=None):
+    """The gradient with one_hot's rule: a label out of range has a zero one-hot row
+    (so exp(log_prob) * g), or with out_of_range="zero" a zero row."""
     p = np.exp(log_prob)
-    hot = np.moveaxis(np.eye(log_prob.shape[axis])[labels], -1, axis)
+    classes = log_prob.shape[axis]
+    hot = np.moveaxis(np.eye(classes + 1)[:, :classes][labels], -1, axis)
+    if out_of_range == "zero":
+        g = g * hot.sum(axis=axis)
     return ((p - hot) * np.expand_dims(g, axis)).astype(log_prob.dtype)
 
 
@@ -121,6 +126,24 @@ for shape, axis in (((6, 4), 1), ((3, 4, 5), 1), ((4, 4), -1), ((3, 70), 1)):
             order2=True,
         )
     )
+# Labels out of range, with one_hot's rule (the default) or out_of_range="zero".
+for shape, axis in (((6, 4), 1), ((3, 4, 5), 1), ((3, 70), 1)):
+    samples = tuple(n for i, n in enumerate(shape) if i != axis % len(shape))
+    labels = R.integers(0, shape[axis], size=samples)
+    labels.reshape(-1)[:2] = [-1, shape[axis]]
+    for out_of_range in (None, "zero"):
+        SPECS.append(
+            OpSpec(
+                "softmax_cross_entropy_grad",
+                lambda p, lab, g, a=axis, o=out_of_range: api.softmax_cross_entropy_grad(
+                    p, lab, g, axis=a, out_of_range=o
+                ),
+                lambda p, lab, g, a=axis, o=out_of_range: sce_grad_ref(p, lab, g, a, o),
+                [log_probs(*shape, axis=axis), labels, u(*samples)],
+                id=f"{shape}-axis{axis}-outside-{out_of_range}".replace(" ", ""),
+                order2=True,
+            )
+        )
 for shape in ((6, 3), (4, 3, 5, 2)):
     c = shape[1]
     for training in (True, False):

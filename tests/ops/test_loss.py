@@ -34,6 +34,21 @@ def reduce_ref(per_sample, reduction):
     return per_sample
 
 
+def cross_entropy_outside_zero_ref(logits, labels, axis, reduction):
+    """out_of_range="zero": one_hot's rule, a label outside [0, C) picks nothing."""
+    log_prob = log_softmax_ref(logits, axis)
+    classes = logits.shape[axis]
+    hot = np.moveaxis(np.eye(classes + 1, dtype=logits.dtype)[:, :classes][labels], -1, axis)
+    return reduce_ref(-np.sum(hot * log_prob, axis=axis), reduction), log_prob
+
+
+def labels_with_outside(classes, *samples):
+    """Labels in [0, classes) with -1 and classes (out of range) among them."""
+    labels = R.integers(0, classes, size=samples)
+    labels.reshape(-1)[:2] = [-1, classes]
+    return labels
+
+
 def cross_entropy_ref(logits, labels, axis, reduction):
     log_prob = log_softmax_ref(logits, axis)
     if labels.dtype.kind == "f":
@@ -95,6 +110,25 @@ SPECS += [
     ),
 ]
 for reduction in REDUCTIONS:
+    # out_of_range="zero": the (N, C) kernels (class-major, row-major) and the general one.
+    for axis, logits, labels, kind in [
+        (-1, u(4, 5), labels_with_outside(5, 4), "int64"),
+        (1, u(3, 70), labels_with_outside(70, 3).astype(np.int32), "70-classes-int32"),
+        (1, u(2, 3, 4), labels_with_outside(3, 2, 4), "3d"),
+    ]:
+        SPECS.append(
+            OpSpec(
+                "softmax_cross_entropy",
+                lambda x, t, a=axis, r=reduction: ge.softmax_cross_entropy(
+                    x, t, axis=a, reduction=r, out_of_range="zero", return_log_prob=True
+                ),
+                lambda x, t, a=axis, r=reduction: cross_entropy_outside_zero_ref(x, t, a, r),
+                [logits, labels],
+                id=f"outside-zero-{kind}-axis={axis}-{reduction}",
+                order2=(axis == -1 and reduction != "sum"),
+            )
+        )
+for reduction in REDUCTIONS:
     SPECS.append(
         OpSpec(
             "mean_squared_error",
@@ -129,6 +163,12 @@ test_gradient = gradient_tests(SPECS)
         (
             lambda g, x: ge.softmax_cross_entropy(x, g.placeholder("t", (None, 4), "float32")),
             "probability targets must have the dtype and shape of logits",
+        ),
+        (
+            lambda g, x: ge.softmax_cross_entropy(
+                x, g.placeholder("t", (None, 5), "float32"), out_of_range="zero"
+            ),
+            "out_of_range='zero' applies to integer labels; labels are float32",
         ),
         (
             lambda g, x: ge.mean_squared_error(x, g.placeholder("t", (None, 1), "float32")),
@@ -183,6 +223,32 @@ def test_planned_runs_refuse_a_bad_label_after_good_ones(classes):
     for bad in (np.array([0, -1, 1]), np.array([classes, 0, 1])):
         with pytest.raises(ge.ExecutionError, match="node 'xent'.*is out of range"):
             plan.run({"x": logits, "t": bad})
+
+
+@pytest.mark.parametrize("classes", [5, 70])
+def test_planned_runs_with_out_of_range_zero_give_labels_outside_no_loss(classes):
+    """out_of_range="zero": a label out of range, between in-range batches, gives its
+    sample a loss of +0.0 and no gradient, into planned buffers as unplanned."""
+    g = ge.Graph()
+    x = g.placeholder("x", (None, classes), "float64")
+    t = g.placeholder("t", (None,), "int64")
+    loss = ge.softmax_cross_entropy(x, t, reduction="none", out_of_range="zero")
+    tg = ge.gradients(g, ge.sum(loss), ["x"])
+    fetches = [loss.name, tg.gradient.grads["x"]]
+    plan = compile_plan(tg, fetches, ["x", "t"])
+    logits = R.standard_normal((4, classes))
+    log_p = log_softmax_ref(logits, -1)
+    p = np.exp(log_p)
+    for labels in ([0, 1, 2, 3], [-1, classes, 2, -7], [0, 1, 2, 3], [3, -1, 2**40, 0]):
+        labels = np.array(labels)
+        inside = (labels >= 0) & (labels < classes)
+        hot = np.eye(classes)[np.where(inside, labels, 0)] * inside[:, None]
+        want_loss = -np.sum(log_p * hot, axis=1) + 0.0  # + 0.0: +0.0 where nothing is picked
+        got_loss, got_grad = plan.run({"x": logits, "t": labels})
+        np.testing.assert_allclose(got_loss, want_loss, rtol=1e-12)
+        np.testing.assert_array_equal(np.signbit(got_loss[~inside]), False)
+        np.testing.assert_allclose(got_grad, (p - hot) * inside[:, None], rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(got_grad[~inside], 0.0)
 
 
 def test_integer_label_gradient_needs_a_known_class_count():
