@@ -3,7 +3,8 @@
 ``import graphengine`` loads only the graph builder and the op set (numpy and
 nothing heavier).  The rest of the public API is imported on first use through
 the module's ``__getattr__``: the executor and the gradient pass (NetworkX),
-files (protobuf), drawing, training, optimization passes and the ONNX bridge.
+files (protobuf, pathlib), drawing, training, optimization passes and the ONNX
+bridge.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from .errors import (
     TrainingInterrupted,
 )
 from .graph import Graph, Tensor
-from .input_files import allowing_linked_data
 from .limits import Limits, get_limits, set_limits, using_limits
 from .ops.api import *  # noqa: F401,F403  the op functions: ge.exp, ge.matmul ...
 from .ops.api import __all__ as _op_names
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover - what the lazy names below resolve to
     from .executor import run
     from .gradcheck import gradcheck
     from .gradients import GradientWarning, gradients
+    from .input_files import allowing_linked_data
     from .onnx import from_onnx, to_onnx
     from .passes import PassReport, optimize
     from .render import RenderError, render, to_dot
@@ -64,6 +65,8 @@ _LAZY = {
     "Callback": "training",
     "EarlyStopping": "training",
     "BestCheckpoint": "training",
+    # pathlib (about 10 ms of import where site has not already loaded it)
+    "allowing_linked_data": "input_files",
 }
 
 __all__ = [
