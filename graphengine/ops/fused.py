@@ -32,7 +32,7 @@ import numpy as np
 
 from ..dtypes import FLOAT_TYPES, INDEX_TYPES
 from ..shapes import Dim, TensorType, format_shape, normalize_axis
-from .loss import RowsScratch, _rows_case
+from .loss import RowsScratch, _in_range, _rows_case
 from .norm import _stat_axes, _sum_terms
 from .registry import REGISTRY, Array, Attr, F, Input, InputInfo, OpDef, OutKernel, register
 
@@ -405,7 +405,7 @@ class SoftmaxCrossEntropyGrad(OpDef):
         self, log_prob: Array, labels: Array, g: Array, *, axis: int, out_of_range: str | None
     ) -> Array:
         if _rows_case(log_prob.shape, labels.dtype, axis):
-            work = RowsScratch(log_prob.shape, log_prob.dtype, labels.dtype)
+            work = RowsScratch(log_prob.shape, log_prob.dtype, labels.dtype, one_hot=True)
             return _rows_cross_entropy_grad(
                 log_prob, labels, g, out_of_range, np.empty_like(log_prob), work
             )
@@ -430,7 +430,7 @@ class SoftmaxCrossEntropyGrad(OpDef):
         (shape, dtype), (_, label_dtype), _ = inputs
         if not _rows_case(shape, label_dtype, attrs["axis"]):
             return None
-        work = RowsScratch(shape, dtype, label_dtype)
+        work = RowsScratch(shape, dtype, label_dtype, one_hot=True)
         out_of_range = attrs["out_of_range"]
 
         def cross_entropy_grad_into(log_prob: Array, labels: Array, g: Array, out: Array) -> Array:
@@ -461,19 +461,34 @@ def _rows_cross_entropy_grad(
     work: RowsScratch,
 ) -> Array:
     """softmax_cross_entropy_grad for (N, C) log_prob over axis 1, into ``out``:
-    exp(log_prob), one taken from each labelled element (a gather and a scatter
-    of N values), times g per row."""
+    exp(log_prob) minus one_hot(labels), times g per row.
+
+    Up to :data:`~graphengine.ops.loss.ONE_HOT_MAX` elements the one-hot rows
+    are a comparison of the labels with 0..C-1 and are subtracted whole (p - 1
+    at the label, p - 0 = p elsewhere: the same bits as subtracting 1 from the
+    labelled element alone), with no check of the labels: an out-of-range label
+    equals no class, one_hot's rule.  That takes fewer numpy calls than a label
+    check, a gather and a scatter of N values; above, the (N, C) passes cost
+    more, so one is taken from each labelled element."""
     p = np.exp(log_prob, out=out)
+    column = labels[:, None]
+    if work.hot is not None:
+        np.equal(work.class_ids, column, out=work.hot)
+        np.subtract(p, work.hot, out=p)
+        np.multiply(p, g[:, None], out=p)
+        if out_of_range == "zero" and not work.labels_in_range(labels):
+            p[~_in_range(labels, work.classes)] = 0
+        return p
     if work.labels_in_range(labels):
         picked = work.pick(p, labels)
         np.subtract(picked, p.dtype.type(1), out=picked)
         np.put(p.reshape(-1), work.index, picked, mode="clip")
         return np.multiply(p, g[:, None], out=p)
     # one_hot's rule: an out-of-range label has no one
-    p -= np.arange(work.classes) == labels[:, None]
+    p -= np.arange(work.classes) == column
     np.multiply(p, g[:, None], out=p)
     if out_of_range == "zero":
-        p[(labels < 0) | (labels >= work.classes)] = 0
+        p[~_in_range(labels, work.classes)] = 0
     return p
 
 
