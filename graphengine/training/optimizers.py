@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from operator import is_
 from typing import Any, ClassVar
 
 import numpy as np
@@ -200,11 +201,13 @@ class SGD(Optimizer):
         of ``params``; else None.  The arrays of the last such step are checked by
         identity, so a training loop pays for the layout check once."""
         key = self._packed_key
+        # map(is_, ...) rather than generators: the check runs on every step, and
+        # at six parameters it took 1.9-2.1 against 3.6 us.
         if (
             key is not None
             and len(key[0]) == len(params)
-            and all(p is q for p, q in zip(params.values(), key[0]))
-            and all(grads[name] is g for name, g in zip(params, key[1]))
+            and all(map(is_, params.values(), key[0]))
+            and all(map(is_, map(grads.__getitem__, params), key[1]))
         ):
             return self._packed_arrays
         values = _block_of(list(params.values()))
