@@ -130,22 +130,30 @@ class _FloatRefs(dict[str, bool]):
     def __init__(self, graph: Graph) -> None:
         super().__init__()
         self._type_of = graph.type_of
+        #: The answer per dtype, for the few dtypes a graph has.
+        self.by_dtype: dict[np.dtype, bool] = {}
 
     def __missing__(self, ref: str) -> bool:
-        self[ref] = result = is_float(self._type_of(ref).dtype)
+        dtype = self._type_of(ref).dtype
+        result = self.by_dtype.get(dtype)
+        if result is None:
+            result = self.by_dtype[dtype] = is_float(dtype)
+        self[ref] = result
         return result
 
 
-def _edges(node: Node, inputs: Sequence[str], floats: _FloatRefs) -> list[bool]:
-    """For each input of ``node`` (``inputs``, its canonical refs), whether it is
-    a differentiable edge: the same test as :func:`_differentiable_edge`, with
-    the per-op and per-ref parts looked up once."""
-    flags = _differentiable_inputs(get_op(node.op))
+def _edges(flags: tuple[bool, ...], inputs: Sequence[str], floats: _FloatRefs) -> list[bool]:
+    """For each input of a node (``inputs``, its canonical refs; ``flags``, its
+    op's :func:`_differentiable_inputs`), whether it is a differentiable edge:
+    the same test as :func:`_differentiable_edge`, with the per-op and per-ref
+    parts looked up once."""
     if not flags:
         return [False] * len(inputs)
     if len(flags) == 1:
         if flags[0]:
-            return [floats[ref] for ref in inputs]
+            # map with the dict's own lookup (which still falls back to
+            # __missing__): no Python frame per input, for every node on the path.
+            return list(map(floats.__getitem__, inputs))
         return [False] * len(inputs)
     return [flag and floats[ref] for flag, ref in zip(flags, inputs)]
 
@@ -164,11 +172,12 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
     nodes = graph.nodes
     del nodes[nodes.index(graph.node(parse_ref(loss)[0])) + 1 :]
     floats = _FloatRefs(graph)
-    float_dtype: dict[np.dtype, bool] = {}
+    float_dtype = floats.by_dtype
     forward = set(wrt)
     # Nodes through which a gradient can flow from a wrt tensor (a
     # differentiable edge from a tensor in ``forward``): the only candidates.
     steps = []
+    flags_of: dict[str, tuple[bool, ...]] = {}  # op -> _differentiable_inputs, once per op
     for node in nodes:
         if not node.inputs:
             continue  # a source: nothing flows into it
@@ -178,7 +187,10 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
                 break
         else:
             continue  # no wrt tensor reaches this node
-        node_edges = _edges(node, inputs, floats)
+        flags = flags_of.get(node.op)
+        if flags is None:
+            flags = flags_of[node.op] = _differentiable_inputs(get_op(node.op))
+        node_edges = _edges(flags, inputs, floats)
         for edge, ref in zip(node_edges, inputs):
             if edge and ref in forward:
                 steps.append((node, inputs, node_edges))
@@ -350,37 +362,43 @@ def gradients(
             "start from, with the loss's shape"
         )
 
-    reach = _reach(graph, loss_ref, wrt_refs)
-    unsupported = [
-        f"node '{n.name}' ({n.op}): {why}"
-        for n in reach.nodes
-        if _may_refuse(n.opdef)
-        and (why := n.opdef.gradient_unsupported(n.attrs, [graph.type_of(r) for r in n.inputs]))
-        is not None
-    ]
-    if unsupported:
-        raise GradientError(
-            f"{len(unsupported)} node(s) on the path to the loss have no "
-            "usable gradient rule: " + "; ".join(unsupported)
-        )
-    disconnected = [ref for ref in wrt_refs if ref not in reach.live]
-    if disconnected:
-        nxg = to_networkx(graph)
-        reasons = "; ".join(
-            f"'{ref}': {explain_no_gradient(graph, loss_ref, ref, nxg)}" for ref in disconnected
-        )
-        if unconnected == "error":
-            raise GradientError(
-                f"no gradient reaches {reasons}. Pass unconnected='zeros' to get zeros instead"
-            )
-        warnings.warn(
-            f"the gradient of {len(disconnected)} wrt tensor(s) is zero: {reasons}",
-            GradientWarning,
-            stacklevel=2,
-        )
-
+    # The collector is paused from the sweep on (see _gc_paused), which
+    # allocates as the emission does.
     with _gc_paused():
-        return _build(graph, loss_ref, loss_type, wrt_refs, reach, grad_ys, disconnected, name)
+        reach = _reach(graph, loss_ref, wrt_refs)
+        refusing = {op for op in {n.op for n in reach.nodes} if _may_refuse(get_op(op))}
+        unsupported = [
+            f"node '{n.name}' ({n.op}): {why}"
+            for n in reach.nodes
+            if n.op in refusing
+            and (why := n.opdef.gradient_unsupported(n.attrs, [graph.type_of(r) for r in n.inputs]))
+            is not None
+        ]
+        if unsupported:
+            raise GradientError(
+                f"{len(unsupported)} node(s) on the path to the loss have no "
+                "usable gradient rule: " + "; ".join(unsupported)
+            )
+        disconnected = [ref for ref in wrt_refs if ref not in reach.live]
+        if disconnected:
+            nxg = to_networkx(graph)
+            reasons = "; ".join(
+                f"'{ref}': {explain_no_gradient(graph, loss_ref, ref, nxg)}" for ref in disconnected
+            )
+            if unconnected == "error":
+                raise GradientError(
+                    f"no gradient reaches {reasons}. Pass unconnected='zeros' to get zeros instead"
+                )
+            warnings.warn(
+                f"the gradient of {len(disconnected)} wrt tensor(s) is zero: {reasons}",
+                GradientWarning,
+                stacklevel=2,
+            )
+        out = _build(graph, loss_ref, loss_type, wrt_refs, reach, grad_ys, disconnected, name)
+        # Freed while the collector is paused, the sweep's records (a fifth of the
+        # objects the pass made) are not scanned by the collection its restart starts.
+        del reach
+    return out
 
 
 @contextlib.contextmanager
@@ -509,11 +527,18 @@ def _backpropagate(
     live = reach.live
     # Rules of nodes with bfloat16 values run in float32 (_in_float32); one look
     # at the dtypes spares every other graph the per-node checks.
-    bfloat16 = any(dtype_name(t.dtype) == "bfloat16" for n in graph.nodes for t in n.types)
+    dtypes = {t.dtype for n in graph.nodes for t in n.types}
+    bfloat16 = any(dtype_name(d) == "bfloat16" for d in dtypes)
+    opdefs: dict[str, tuple[OpDef, bool]] = {}  # op -> (declaration, multi_output), once per op
+    type_of = graph.type_of
     for node, inputs, node_edges in reversed(reach.steps):
         name = node.name
-        opdef = node.opdef
-        if opdef.multi_output:
+        found = opdefs.get(node.op)
+        if found is None:
+            opdef = get_op(node.op)
+            found = opdefs[node.op] = (opdef, opdef.multi_output)
+        opdef, multi_output = found
+        if multi_output:
             dys = [total(ref, node) for ref in node.output_refs()]
             if all(d is None for d in dys):
                 continue
@@ -534,7 +559,13 @@ def _backpropagate(
         for ref, grad, want in zip(inputs, results, wanted):
             if grad is None or not want:
                 continue
-            fitted = _fit(graph, grad, ref)
+            # _fit's common case inline: the gradient has its input's type already.
+            have = type_of(grad.node) if grad.index == 0 else type_of(grad.name)
+            target = type_of(ref)
+            if have.shape == target.shape and have.dtype == target.dtype:
+                fitted = grad
+            else:
+                fitted = _fit(graph, grad, ref)
             parts = pending.get(ref)
             if parts is None:
                 pending[ref] = [fitted]

@@ -431,6 +431,10 @@ class Graph:
         name = f"{scope}/{base}" if scope else base
         if name not in self._nodes and name not in reserved:
             return name
+        return self._next_free(name, reserved)
+
+    def _next_free(self, name: str, reserved: Container[str]) -> str:
+        """The first free ``name_k``, for a taken ``name``."""
         # fresh_name's scheme, inline (this runs for most nodes built): the
         # counter remembers the last suffix used, so naming n nodes alike is O(n).
         nodes = self._nodes
@@ -544,10 +548,10 @@ class Graph:
             # given no attributes: their defaults, checked once per op.
             attrs = dict(_default_attrs(opdef)) if opdef.attrs else {}
         refs = self._input_refs(opdef, inputs)
-        node_name = self._explicit_name(name) if name is not None else self._unique_name(op)
         ctx = self._grad_ctx
         if ctx is not None:
-            return self._emit(ctx, opdef, node_name, refs, attrs)
+            return self._emit(ctx, opdef, name, refs, attrs)
+        node_name = self._explicit_name(name) if name is not None else self._unique_name(op)
         types = self._infer(opdef, node_name, refs, attrs)
         node = Node(node_name, op, tuple(refs), attrs, types, "/".join(self._scopes))
         self.add_node(node)
@@ -557,28 +561,48 @@ class Graph:
         self,
         ctx: EmissionContext,
         opdef: OpDef,
-        node_name: str,
+        name: str | None,
         refs: list[str],
         attrs: dict[str, Any],
     ) -> Tensor | tuple[Tensor, ...]:
         """The end of :meth:`apply` while a pass emits gradient-style nodes: the
-        context's rewrites and sharing, and output types inferred once per
-        (op, attributes, input types), as a gradient graph repeats them."""
+        node's name, the context's rewrites and sharing, and output types
+        inferred once per (op, attributes, input types), as a gradient graph
+        repeats them."""
         op = opdef.name
+        nodes = self._nodes
+        if name is not None:
+            node_name = self._explicit_name(name)
+        else:
+            # _unique_name in the context's scope, inline: every gradient node is named here.
+            scope, reserved = ctx.scope, ctx.reserved
+            node_name = f"{scope}/{op}" if scope else op
+            if node_name in nodes or node_name in reserved:
+                node_name = self._next_free(node_name, reserved)
         key = ctx.key(opdef, refs, attrs)
         if key is None:
             types = self._infer(opdef, node_name, refs, attrs)
+            inputs = tuple(refs)
         else:
-            nodes = self._nodes
-            in_types = []
+            inputs = key[1]  # the key's tuple of refs serves as the node's inputs
             # Keyed by each type's dtype and shape, which is what TensorType
-            # equality compares, hashed without its Python-level methods.
-            parts: list[Any] = [op, key[2]]
-            for r in refs:
-                t = nodes[r].types[0] if ":" not in r else self.type_of(r)
-                in_types.append(t)
-                parts += (t.dtype, t.shape)
-            types_key = tuple(parts)
+            # equality compares, hashed without its Python-level methods.  The
+            # one- and two-input cases (most nodes) are spelt out, without a
+            # comprehension's frame.
+            if len(refs) == 2:
+                a, b = refs
+                x = nodes[a].types[0] if ":" not in a else self.type_of(a)
+                y = nodes[b].types[0] if ":" not in b else self.type_of(b)
+                in_types = [x, y]
+                types_key: tuple[Any, ...] = (op, key[2], x.dtype, x.shape, y.dtype, y.shape)
+            elif len(refs) == 1:
+                a = refs[0]
+                x = nodes[a].types[0] if ":" not in a else self.type_of(a)
+                in_types = [x]
+                types_key = (op, key[2], x.dtype, x.shape)
+            else:
+                in_types = [nodes[r].types[0] if ":" not in r else self.type_of(r) for r in refs]
+                types_key = (op, key[2], *[p for t in in_types for p in (t.dtype, t.shape)])
             found = ctx.inferred.get(types_key)
             if found is None:
                 found = ctx.inferred[types_key] = infer_types(
@@ -591,10 +615,10 @@ class Graph:
         if key is not None:
             shared = ctx.cse.get(key)
             if shared is not None:
-                return self._handles(self._nodes[shared])
-        node = Node(node_name, op, tuple(refs), attrs, types, ctx.scope, ctx.derived_from)
+                return self._handles(nodes[shared])
+        node = Node(node_name, op, inputs, attrs, types, ctx.scope, ctx.derived_from)
         # The name is fresh (_unique_name or _explicit_name checked it).
-        self._nodes[node_name] = node
+        nodes[node_name] = node
         self._version += 1
         if key is not None:
             ctx.cse[key] = node_name
@@ -644,6 +668,22 @@ class Graph:
         return refs
 
     def _literal(self, value: Any, like: np.dtype | None, opdef: OpDef, index: int) -> Tensor:
+        ctx = self._grad_ctx
+        if ctx is not None and type(value) is float and value != 0.0:
+            # A rule's float (``1.0 - y * y``) made a constant of this dtype
+            # before in the pass: that constant, without building its array.
+            # (Not 0.0, which equals -0.0 as a key but not as a constant.)
+            known = ctx.literals.get((value, like))
+            if known is not None:
+                return Tensor(self, known)
+            tensor = self._literal_constant(value, like, opdef, index)
+            ctx.literals[(value, like)] = tensor.node
+            return tensor
+        return self._literal_constant(value, like, opdef, index)
+
+    def _literal_constant(
+        self, value: Any, like: np.dtype | None, opdef: OpDef, index: int
+    ) -> Tensor:
         if isinstance(value, (bool, int, float, np.number, np.bool_)) and not isinstance(
             value, np.ndarray
         ):

@@ -41,8 +41,14 @@ def _key(opdef: OpDef, refs: list[str], attrs: dict[str, Any]) -> CseKey | None:
         return None
     if not attrs:  # most gradient nodes: nothing to canonicalise or hash-check
         return (op, tuple(refs), ())
+    # The items as they are (one C call), unless a value is a dtype (a cast's),
+    # which the key holds by name: only then the per-item rewrite.
+    items = tuple(attrs.items())
+    for _, v in items:
+        if isinstance(v, np.dtype):
+            items = tuple((k, v.name if isinstance(v, np.dtype) else v) for k, v in items)
+            break
     try:
-        items = tuple((k, v.name if isinstance(v, np.dtype) else v) for k, v in attrs.items())
         hash(items)
     except TypeError:
         return None
@@ -55,7 +61,8 @@ def _is_const(graph: Graph, ref: str, scalar: float) -> bool:
     if node is None or node.op != "constant":
         return False
     value = node.attrs["value"]
-    return value.size > 0 and bool(np.all(value == scalar))
+    # The array's own all(): np.all's Python wrapper costs more than the test.
+    return value.size > 0 and bool((value == scalar).all())
 
 
 #: The ops :func:`simplify` has shortcuts for.
@@ -72,8 +79,9 @@ def simplify(graph: Graph, op: str, refs: list[str], types: Sequence[TensorType]
         return refs[0] if len(refs) == 1 and graph.type_of(refs[0]) == out else None
     # Every other rewrite needs a constant operand; most nodes have none.  (A
     # constant has one output, so its reference from Graph.apply has no ':k'.)
+    get = graph.get
     for ref in refs:
-        node = graph.get(ref)
+        node = get(ref)
         if node is not None and node.op == "constant":
             break
     else:
@@ -117,6 +125,8 @@ class EmissionContext:
     #: Output types by (op, attribute items, input types): inference is a pure
     #: function of them, and a gradient graph repeats the same few many times.
     inferred: dict[Hashable, tuple[TensorType, ...]] = field(default_factory=dict)
+    #: (Python float, dtype of the op's tensors) -> the constant made of it.
+    literals: dict[tuple[float, Any], str] = field(default_factory=dict)
 
     #: ``shortcut(graph, op, refs, types)``: an existing tensor that a node of
     #: ``op`` on ``refs`` would equal, or None (:func:`simplify`).

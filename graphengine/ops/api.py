@@ -78,6 +78,11 @@ def _make_function(opdef: OpDef) -> OpFunction:
 
     # The call gradient rules make most: every input given by position, no attributes.
     plain = not opdef.variadic and not attr_names and flag is None
+    # Their next most common call: every input by position, attributes by keyword
+    # (``F.broadcast_like(dy, x, axes=...)``), every required one among them.
+    by_keyword = not opdef.variadic and flag is None
+    attr_set = frozenset(attr_names)
+    required_set = frozenset(required)
 
     def function(*args: Any, **kwargs: Any) -> Any:
         if plain and not kwargs and len(args) == len(names):
@@ -85,6 +90,14 @@ def _make_function(opdef: OpDef) -> OpFunction:
             if type(first) is Tensor:  # the graph_of answer, without its search
                 return first.graph.apply(opdef.name, list(args), {}, None)
             return call(opdef.name, list(args), {}, None)
+        if (
+            by_keyword
+            and len(args) == len(input_names)
+            and kwargs.keys() <= attr_set
+            and required_set <= kwargs.keys()
+        ):
+            attrs = {n: kwargs[n] if n in kwargs else defaults[n] for n in attr_names}
+            return call(opdef.name, list(args), attrs, None)
         # A hand-rolled bind: inspect.Signature.bind dominated the cost of building graphs.
         values = dict(zip(names, args))
         clash = values.keys() & kwargs.keys()

@@ -23,6 +23,7 @@ these declarations; none keeps a copy.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, TypeAlias, TypeVar
@@ -277,16 +278,16 @@ class OpDef:
         """
         if not attrs and not self.attrs:
             return {}  # the common case of elementwise ops, on the hot path of building
-        known = {a.name: a for a in self.attrs}
-        unknown = sorted(set(attrs) - set(known))
-        if unknown:
+        known = _attrs_by_name(self)
+        if not attrs.keys() <= known.keys():
+            unknown = sorted(set(attrs) - set(known))
+            declared = dict.fromkeys(a.name for a in self.attrs)
             raise GraphError(
                 f"op '{self.name}' has no attribute {unknown[0]!r}; its attributes are "
-                f"{', '.join(known) or 'none'}"
+                f"{', '.join(declared) or 'none'}"
             )
         out = {}
-        for name in sorted(known):
-            spec = known[name]
+        for name, spec in known.items():
             value = attrs.get(name, spec.default)
             if value is REQUIRED:
                 raise GraphError(f"op '{self.name}' needs attribute {name!r} ({spec.kind})")
@@ -399,6 +400,14 @@ def public_result(opdef: OpDef, outputs: Any, all_outputs: bool) -> Any:
             f"{opdef.name}: {opdef.extra_outputs_flag} must be True or False, got {all_outputs!r}"
         )
     return outputs if all_outputs else outputs[0]
+
+
+@functools.cache
+def _attrs_by_name(opdef: OpDef) -> dict[str, Attr]:
+    """``opdef``'s attribute declarations by name, in sorted order (the order
+    nodes store them); made once per op, as every node built with attributes asks."""
+    by_name = {a.name: a for a in opdef.attrs}
+    return {name: by_name[name] for name in sorted(by_name)}
 
 
 def get_op(name: str) -> OpDef:
