@@ -407,6 +407,23 @@ def test_algebraic_rewrites():
     _compare(g, opt, g.outputs, {"x": f32(3, 2, 3)}, False, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("kept", [False, True])
+def test_a_reshape_chain_back_to_the_input_type_goes_in_one_run(kept):
+    """reshape(reshape(x, (-1,)), (-1, 3)) of an (N, 3) x is typed (None, 3), the
+    flat axis having lost N; collapsed to reshape(x, (-1, 3)) it is (N, 3), x's
+    own type, so it is x.  One run of the pass finds that (it took a second run,
+    so optimize was not idempotent); a kept reshape stays as an identity."""
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3))
+    r = ge.reshape(ge.reshape(x, (-1,)), (-1, 3), name="r")
+    g.mark_output(ge.exp(r), *([r] if kept else []))
+    once, _ = ge.optimize(g, ["simplify"])
+    assert [n.op for n in once.nodes] == ["placeholder", *(["identity"] if kept else []), "exp"]
+    twice, _ = ge.optimize(once, ["simplify"])
+    assert [n.op for n in twice.nodes] == [n.op for n in once.nodes]
+    _compare(g, once, g.outputs, {"x": f32(4, 3)}, False, rtol=0, atol=0)
+
+
 def test_unknown_pass_and_keep_are_refused():
     g, loss, _ = mlp()
     with pytest.raises(ge.GraphError, match="unknown pass 'inline'; the passes are dce"):
