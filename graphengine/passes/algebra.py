@@ -89,7 +89,18 @@ def _reshape(rw: Rewriter, node: Node, inputs: list[str], uses) -> bool:
         rw.replace(node, [x])
         return True
     if x != inputs[0]:
-        rw.emit("reshape", [x], {"newshape": node.attrs["newshape"]}, like=node, name=node.name)
+        attrs = {"newshape": node.attrs["newshape"]}
+        if infer_types(node.opdef, node.name, [rw.type_of(x)], attrs, [x]) == (rw.type_of(x),):
+            # Collapsed, the reshape gives x's own type where the outer one did not:
+            # reshape(reshape(x, (-1,)), (-1, K)) of an (N, K) x is (None, K), as
+            # the flat axis lost N, and reshape(x, (-1, K)) is (N, K) again.  It is
+            # x, found now rather than by a second run of the pass.
+            if node.name in rw.keep_nodes:
+                rw.emit("identity", [x], {}, like=node, name=node.name)
+            else:
+                rw.subst[node.output_refs()[0]] = x
+            return True
+        rw.emit("reshape", [x], attrs, like=node, name=node.name)
         return True
     return False
 
