@@ -424,6 +424,21 @@ def test_a_reshape_chain_back_to_the_input_type_goes_in_one_run(kept):
     _compare(g, once, g.outputs, {"x": f32(4, 3)}, False, rtol=0, atol=0)
 
 
+def test_the_pipeline_merges_what_simplify_makes_equal():
+    """exp(x) + 0 is exp(x), so after simplify exp(x) * exp(x) and (exp(x) + 0) *
+    (exp(x) + 0) are the same node: the default pipeline merges them in one run
+    (cse ran only before simplify, so a second optimize still merged them)."""
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3))
+    e, a = ge.exp(x), ge.exp(x) + 0.0
+    g.mark_output(ge.mean(e * e) + ge.mean(a * a))
+    once, _ = ge.optimize(g)
+    assert Counter(n.op for n in once.nodes)["mean"] == 1, [n.op for n in once.nodes]
+    twice, _ = ge.optimize(once)
+    assert [n.op for n in twice.nodes] == [n.op for n in once.nodes]
+    _compare(g, once, g.outputs, {"x": f32(4, 3)}, False, rtol=0, atol=0)
+
+
 def test_unknown_pass_and_keep_are_refused():
     g, loss, _ = mlp()
     with pytest.raises(ge.GraphError, match="unknown pass 'inline'; the passes are dce"):
