@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import graphengine as ge
 from graphengine.executor import compile_plan
-from graphengine.passes import PASSES
+from graphengine.passes import DEFAULT_PASSES, PASSES
 
 R = np.random.default_rng(5)
 
@@ -177,7 +177,7 @@ def test_pass_keeps_results_and_gradients(model, passes):
     g, loss, feeds = MODELS[model]()
     tg = _gradient_graph(g, loss)
     opt, report = ge.optimize(tg, passes)
-    assert [r.name for r in report.records] == (passes or list(PASSES))
+    assert [r.name for r in report.records] == list(passes or DEFAULT_PASSES)
     assert report.nodes_after == len(opt) <= len(tg)
     fetches = [tg.gradient.loss, *tg.gradient.grads.values()]
     for training in (True, False):
@@ -437,6 +437,13 @@ def test_the_pipeline_merges_what_simplify_makes_equal():
     twice, _ = ge.optimize(once)
     assert [n.op for n in twice.nodes] == [n.op for n in once.nodes]
     _compare(g, once, g.outputs, {"x": f32(4, 3)}, False, rtol=0, atol=0)
+
+
+def test_the_commands_pass_names_are_the_pipelines():
+    from graphengine.cli import optimize_cmd  # spelled out there, to import nothing
+
+    assert optimize_cmd._PASS_NAMES == tuple(PASSES)
+    assert optimize_cmd._DEFAULT == DEFAULT_PASSES
 
 
 def test_unknown_pass_and_keep_are_refused():

@@ -10,6 +10,7 @@ import argparse
 from .main import CommandError
 
 _PASS_NAMES = ("dce", "fold", "cse", "simplify", "fuse")  # graphengine.passes.PASSES
+_DEFAULT = ("dce", "fold", "cse", "simplify", "cse", "fuse")  # passes.DEFAULT_PASSES
 
 
 def add_parser(subparsers) -> None:
@@ -25,7 +26,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--passes",
         metavar="LIST",
-        help=f"comma-separated passes, run in that order (default: {','.join(_PASS_NAMES)})",
+        help=f"comma-separated passes, run in that order (default: {','.join(_DEFAULT)})",
     )
     parser.add_argument(
         "--keep",

@@ -1,6 +1,6 @@
 """Graph optimization: a pipeline of passes, each graph in, new graph out, with a report.
 
-``ge.optimize(graph)`` runs, in order:
+``ge.optimize(graph)`` runs, in order (:data:`DEFAULT_PASSES`):
 
 ``dce``
     dead-code elimination (:func:`eliminate_dead_code`);
@@ -14,6 +14,10 @@
     algebraic simplification (:func:`simplify_algebra`: transpose and reshape
     chains, broadcasts of scalars, identities, log-softmax times one-hot into
     cross-entropy);
+``cse``
+    again: simplify's rewrites can make two nodes equal (``exp(x) + 0`` is
+    ``exp(x)``, so ``(exp(x) + 0) * (exp(x) + 0)`` is ``exp(x) * exp(x)``), and
+    running the pipeline on its own result then finds nothing more;
 ``fuse``
     fusion into the ops of :mod:`graphengine.ops.fused` (:func:`fuse_ops`:
     matmul + bias + activation, elementwise chains, relu, softmax cross-entropy
@@ -51,6 +55,10 @@ PASSES: dict[str, Callable[..., Graph]] = {
     "simplify": simplify_algebra,
     "fuse": fuse_ops,
 }
+
+#: What ``optimize`` runs by default: every pass, and cse again after simplify
+#: (see the module docstring).
+DEFAULT_PASSES: tuple[str, ...] = ("dce", "fold", "cse", "simplify", "cse", "fuse")
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ def optimize(
     Args:
         graph: any graph, forward or gradient (left unchanged).
         passes: names from :data:`PASSES`, run in the order given (a name may
-            repeat); default all of them in their standard order.
+            repeat); default :data:`DEFAULT_PASSES`.
         keep: more tensors that must survive under their names (besides the
             declared outputs, gradient and training tensors, placeholders and
             parameters).  A graph without declared outputs keeps every tensor
@@ -127,8 +135,10 @@ def optimize(
     ['placeholder', 'parameter', 'parameter', 'dense']
     >>> [(r.name, r.nodes_before, r.nodes_after) for r in report.records][-1]
     ('fuse', 6, 4)
+    >>> [r.name for r in report.records]
+    ['dce', 'fold', 'cse', 'simplify', 'cse', 'fuse']
     """
-    names = list(PASSES) if passes is None else list(passes)
+    names = list(DEFAULT_PASSES if passes is None else passes)
     unknown = [n for n in names if n not in PASSES]
     if unknown:
         raise GraphError(f"unknown pass {unknown[0]!r}; the passes are {', '.join(PASSES)}")
@@ -149,6 +159,7 @@ def optimize(
 
 
 __all__ = [
+    "DEFAULT_PASSES",
     "MAX_FOLD_ELEMENTS",
     "PASSES",
     "PassRecord",
