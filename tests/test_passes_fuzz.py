@@ -350,12 +350,19 @@ def _feeds(graph, batch, dtype):
     return feeds
 
 
-def _assert_close(got, want, fetches, dtype, what, tolerances=TOLERANCES):
+def _largest(value) -> float:
+    finite = np.asarray(value)[np.isfinite(value)]
+    return float(np.max(np.abs(finite))) if finite.size else 0.0
+
+
+def _assert_close(got, want, fetches, dtype, what, tolerances=TOLERANCES, shared=False):
+    """got agrees with want on each fetch, the absolute tolerance scaled by the
+    fetch's largest value, or with ``shared`` by the largest of all the fetches."""
     rtol, atol = tolerances[dtype]
+    common = max(_largest(want[name]) for name in fetches) if shared else 0.0
     for name in fetches:
         ref = np.asarray(want[name])
-        finite = ref[np.isfinite(ref)]
-        scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+        scale = common if shared else _largest(ref)
         np.testing.assert_allclose(
             got[name], ref, rtol=rtol, atol=atol * max(scale, 1.0), err_msg=f"{name} ({what})"
         )
@@ -376,12 +383,12 @@ def _reference(a, fetches, dtype):
     return {run: _runs(a, fetches, run[1], dtype, run[0]) for run in RUNS}
 
 
-def _compare(want, b, fetches, dtype, what, tolerances=TOLERANCES):
+def _compare(want, b, fetches, dtype, what, tolerances=TOLERANCES, shared=False):
     """b agrees with the reference results ``want`` (of _reference) on ``fetches``."""
     for (training, batch), expected in want.items():
         got = _runs(b, fetches, batch, dtype, training)
         where = f"{what}, batch {batch}, training={training}"
-        _assert_close(got, expected, fetches, dtype, where, tolerances)
+        _assert_close(got, expected, fetches, dtype, where, tolerances, shared)
 
 
 PIPELINES = [[name] for name in PASSES] + [None]
@@ -463,7 +470,13 @@ def check_graph(built, dtype=F64):
     assert sa.gradient.grads == sb.gradient.grads
     second = [norm, *sa.gradient.grads.values()]
     want = _reference(sa, second, dtype)
-    _compare(want, sb, second, dtype, "second order")
+    # A second-order gradient that is really zero comes out as the difference of
+    # large terms (batch norm of batch norm cancels gamma's): both sides give
+    # rounding, of either sign (3e-11 against -5e-11 on a float64 graph with
+    # five batch norms, hypothesis seed 41).  So its
+    # absolute tolerance scales with the largest second-order value of the
+    # graph, not with its own.
+    _compare(want, sb, second, dtype, "second order", shared=True)
 
 
 def check_training_plan(built, dtype=F64):
@@ -506,6 +519,7 @@ def test_fuzz_training_plan_matches_an_unfused_run(case):
 
 
 @pytest.mark.slow
+@seed(20261212)  # CI runs the same examples each time (the bug hunts used other seeds)
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(fuzz_graphs())
 def test_fuzz_passes_many_examples(built):
@@ -513,6 +527,7 @@ def test_fuzz_passes_many_examples(built):
 
 
 @pytest.mark.slow
+@seed(20261213)  # CI runs the same examples each time (the bug hunts used other seeds)
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(fuzz_graphs("float32"))
 def test_fuzz_passes_float32_many_examples(built):
@@ -520,6 +535,7 @@ def test_fuzz_passes_float32_many_examples(built):
 
 
 @pytest.mark.slow
+@seed(20261214)  # CI runs the same examples each time (the bug hunts used other seeds)
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from([F64, "float32"]).flatmap(lambda d: st.tuples(st.just(d), fuzz_graphs(d))))
 def test_fuzz_training_plan_many_examples(case):
