@@ -19,7 +19,7 @@ import numpy as np
 
 from .compiler import prune_to
 from .errors import ExecutionError, FeedError
-from .graph import Graph, Node, Tensor, canonical_ref
+from .graph import Graph, Node, Tensor, canonical_ref, require_graph
 from .memory_plan import MAX_SIGNATURES, Recording, build_memory_plan, shape_signature
 from .run_budget import check_bound_sizes
 from .shapes import format_shape, match_dims
@@ -635,6 +635,7 @@ def run(
     >>> ge.run(g, ge.exp(x), {"x": np.zeros(2, np.float32)})
     array([1., 1.], dtype=float32)
     """
+    require_graph(graph, "ge.run")
     single = isinstance(fetches, (str, Tensor))
     fetch_list: list[str | Tensor] = (
         [fetches] if isinstance(fetches, (str, Tensor)) else list(fetches)

@@ -19,7 +19,7 @@ from .compiler import NodeRecord, build_graph
 from .errors import GradientError
 from .executor import run
 from .gradients import gradients
-from .graph import Graph, Tensor
+from .graph import Graph, Tensor, require_graph
 
 
 def to_float64(graph: Graph) -> Graph:
@@ -114,6 +114,7 @@ def gradcheck(
     >>> ge.gradcheck(g, loss, ["x"], {"x": np.array([0.1, -0.5, 2.0])}).ok
     True
     """
+    require_graph(graph, "ge.gradcheck")
     g64 = to_float64(graph)
     loss_ref = graph.tensor(loss).name
     wrt_refs = (

@@ -26,7 +26,7 @@ import numpy as np
 from .compiler import to_networkx
 from .dtypes import dtype_name, is_float
 from .errors import GradientError
-from .graph import Graph, Node, Tensor, fresh_name, make_ref, parse_ref
+from .graph import Graph, Node, Tensor, fresh_name, make_ref, parse_ref, require_graph
 from .model import GradientInfo
 from .ops.registry import OpDef, get_op
 from .shapes import TensorType
@@ -331,6 +331,7 @@ def gradients(
     >>> round(float(ge.run(tg, "gradients/x", {"x": 1.0})), 6)  # 2x cos(x^2)
     1.080605
     """
+    require_graph(graph, "ge.gradients")
     if unconnected not in ("zeros", "error"):
         raise GradientError(f"unconnected must be 'zeros' or 'error', not {unconnected!r}")
     loss_ref = _tensor_ref(graph, loss, "loss")

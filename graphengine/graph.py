@@ -71,6 +71,22 @@ def fresh_name(base: str, taken: Container[str], first: int = 1) -> str:
     return f"{base}_{k}"
 
 
+def require_graph(value: Any, caller: str) -> None:
+    """Raise GraphError unless ``value`` is a Graph, naming what ``caller`` got
+    instead and the usual way to a graph from it (the two common slips: the
+    tuple that ``ge.optimize`` returns, and a file name instead of its graph).
+    """
+    if isinstance(value, Graph):
+        return
+    if isinstance(value, tuple) and value and isinstance(value[0], Graph):
+        hint = "ge.optimize returns (graph, report): write `graph, report = ge.optimize(g)`"
+    elif isinstance(value, str) or hasattr(value, "__fspath__"):
+        hint = f"load the file first: `g = ge.load({str(value)!r})`"
+    else:
+        hint = "build one with ge.Graph() or load one with ge.load(path)"
+    raise GraphError(f"{caller} takes a graphengine Graph, not a {type(value).__name__}: {hint}")
+
+
 class Node:
     """One operation of a graph.  Nodes never change once added; passes build new graphs.
 

@@ -193,3 +193,50 @@ def test_operators_build_the_numpy_named_ops():
         assert g.node(name).op == op
     xv, yv = np.array([1.0, 4.0], np.float32), np.array([2.0, 0.5], np.float32)
     np.testing.assert_allclose(ge.run(g, 1.0 - x / y, {"x": xv, "y": yv}), 1 - xv / yv)
+
+
+_GRAPH_FUNCTIONS = {
+    "run": lambda v: ge.run(v, "y", {"x": np.zeros(2, np.float32)}),
+    "gradients": lambda v: ge.gradients(v, loss="y"),
+    "gradcheck": lambda v: ge.gradcheck(v, "y"),
+    "optimize": lambda v: ge.optimize(v),
+    "to_dot": lambda v: ge.to_dot(v),
+    "render": lambda v: ge.render(v, "never-written.svg"),
+    "save": lambda v: ge.save(v, "never-written.pb"),
+    "train": lambda v: ge.train(v, {"x": np.zeros(2, np.float32)}),
+    "Trainer": lambda v: ge.Trainer(v, {"x": np.zeros(2, np.float32)}),
+    "add_loss": lambda v: ge.add_loss(v, "mse", "y", "labels"),
+}
+
+
+@pytest.mark.parametrize("function", sorted(_GRAPH_FUNCTIONS))
+def test_a_value_that_is_not_a_graph_gets_our_error_with_the_fix(function, tmp_path, monkeypatch):
+    # The two common slips: the (graph, report) pair that ge.optimize returns,
+    # and a file name where its loaded graph belongs.
+    monkeypatch.chdir(tmp_path)
+    g = ge.Graph()
+    ge.exp(g.placeholder("x", (None,)), name="y")
+    call = _GRAPH_FUNCTIONS[function]
+    with pytest.raises(
+        ge.GraphError,
+        match=rf"ge\.{function} takes a graphengine Graph, not a tuple: "
+        r".*graph, report = ge\.optimize\(g\)",
+    ):
+        call(ge.optimize(g))
+    with pytest.raises(
+        ge.GraphError, match=r"not a str: load the file first: `g = ge\.load\('m\.pb'\)`"
+    ):
+        call("m.pb")
+    with pytest.raises(ge.GraphError, match=r"not a NoneType: build one with ge\.Graph\(\)"):
+        call(None)
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_save_with_its_arguments_swapped_says_so(tmp_path):
+    g = ge.Graph()
+    ge.exp(g.placeholder("x", (None,)), name="y")
+    with pytest.raises(
+        ge.GraphError, match=r"the graph first, then the path: ge\.save\(graph, path\)"
+    ):
+        ge.save(str(tmp_path / "m.pb"), g)
+    assert not list(tmp_path.iterdir())

@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..graph import require_graph
 from .errors import INSTALL_HINT, OnnxConversionError, OnnxFileError, OnnxUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,6 +136,7 @@ def to_onnx(
     >>> [n.op_type for n in ge.to_onnx(g).graph.node]
     ['Relu']
     """
+    require_graph(graph, "ge.to_onnx")
     require_onnx()
     from .exporter import export_graph
 

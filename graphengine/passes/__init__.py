@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import GraphError
-from ..graph import Graph
+from ..graph import Graph, require_graph
 from .algebra import simplify_algebra
 from .basic import (
     MAX_FOLD_ELEMENTS,
@@ -138,6 +138,7 @@ def optimize(
     >>> [r.name for r in report.records]
     ['dce', 'fold', 'cse', 'simplify', 'cse', 'fuse']
     """
+    require_graph(graph, "ge.optimize")
     names = list(DEFAULT_PASSES if passes is None else passes)
     unknown = [n for n in names if n not in PASSES]
     if unknown:

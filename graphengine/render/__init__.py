@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GradientError, RenderError
-from ..graph import Graph, Tensor
+from ..graph import Graph, Tensor, require_graph
 from .dot import DIRECTIONS, write_dot
 from .selection import EXPAND_BUDGET, NODE_BUDGET, VIEWS, gradient_nodes, select
 from .values import annotate
@@ -112,6 +112,7 @@ def to_dot(
     >>> print(ge.to_dot(g).count(" -> "))
     1
     """
+    require_graph(graph, "ge.to_dot")
     if view not in VIEWS:
         raise RenderError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
     if direction not in DIRECTIONS:
@@ -168,6 +169,7 @@ def render(
     >>> path.read_text().startswith('digraph "tiny"')
     True
     """
+    require_graph(graph, "ge.render")
     path = Path(path)
     fmt = (format or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:

@@ -40,8 +40,8 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import FileFormatError
-from ..graph import Graph
+from ..errors import FileFormatError, GraphError
+from ..graph import Graph, require_graph
 from ..limits import MAX_RANK
 from .cleanup import (
     cached_bytes,
@@ -155,6 +155,9 @@ def save(
     >>> ge.run(ge.load(path), y.name, {"x": np.zeros(2, np.float32)})
     array([1., 1.], dtype=float32)
     """
+    if isinstance(path, Graph) and not isinstance(graph, Graph):
+        raise GraphError("ge.save takes the graph first, then the path: ge.save(graph, path)")
+    require_graph(graph, "ge.save")
     path = Path(path)
     fmt = _format_for(path, format)
     wait_for_removals()  # an earlier save's old data file must not outlive this save's start

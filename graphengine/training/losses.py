@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import TrainingError
-from ..graph import Graph, Tensor, parse_ref
+from ..graph import Graph, Tensor, parse_ref, require_graph
 from ..ops import api as ops
 from ..training_spec import LOSS_KINDS
 from .data import Dataset
@@ -75,6 +75,7 @@ def add_loss(
     >>> g.training.loss, g.training.labels, g.training.metrics
     ('cross_entropy_loss/loss', 'y', ('loss', 'accuracy'))
     """
+    require_graph(graph, "ge.add_loss")
     if kind not in LOSS_KINDS:
         raise TrainingError(f"unknown loss kind {kind!r}; the kinds are {', '.join(LOSS_KINDS)}")
     pred = _prediction(graph, predictions)

@@ -38,7 +38,7 @@ from ..compiler import prune_to
 from ..errors import TrainingError, TrainingInterrupted
 from ..executor import Plan, compile_plan
 from ..gradients import GradientWarning, gradients
-from ..graph import Graph, Node, make_ref, parse_ref
+from ..graph import Graph, Node, make_ref, parse_ref, require_graph
 from ..passes import optimize
 from ..training_spec import TrainingSpec
 from . import checkpoint as ckpt_io
@@ -184,6 +184,7 @@ class Trainer:
         parallel: DataParallel | None = None,
         **settings: Any,
     ) -> None:
+        require_graph(graph, "ge.Trainer")
         self.parallel = parallel
         if parallel is not None:
             checkpoint_dir, log, progress, stream = parallel.outputs(
@@ -1042,4 +1043,5 @@ def train(
     >>> result.steps, round(float(g.values["w"]), 3)
     (10, 1.0)
     """
+    require_graph(graph, "ge.train")
     return Trainer(graph, data, **options).fit(resume)
