@@ -19,7 +19,7 @@ import numpy as np
 
 from .compiler import prune_to
 from .errors import ExecutionError, FeedError
-from .graph import Graph, Node, Tensor, canonical_ref, require_graph
+from .graph import Graph, Node, Tensor, canonical_ref, other_graph, require_graph
 from .memory_plan import MAX_SIGNATURES, Recording, build_memory_plan, shape_signature
 from .run_budget import check_bound_sizes
 from .shapes import format_shape, match_dims
@@ -637,17 +637,32 @@ def run(
     """
     require_graph(graph, "ge.run")
     single = isinstance(fetches, (str, Tensor))
-    fetch_list: list[str | Tensor] = (
-        [fetches] if isinstance(fetches, (str, Tensor)) else list(fetches)
-    )
+    try:
+        fetch_list: list[str | Tensor] = [fetches] if single else list(fetches)  # type: ignore[list-item]
+    except TypeError:
+        fetch_list = [fetches]  # type: ignore[list-item]
+    if not all(isinstance(f, (str, Tensor)) for f in fetch_list):
+        raise FeedError(
+            "fetches must be a tensor (its name or its Tensor) or a list of them, "
+            f"not {fetches!r:.80}"
+        )
     if not fetch_list:
         raise FeedError("nothing to fetch: give at least one tensor name")
     names = [f.name if isinstance(f, Tensor) else f for f in fetch_list]
-    feeds = dict(feeds or {})
+    if feeds is None:
+        feeds = {}
+    elif isinstance(feeds, Mapping):
+        feeds = dict(feeds)
+    else:
+        raise FeedError(
+            "feeds must be a dict from placeholder names to arrays, "
+            f"like {{'x': array}}, not a {type(feeds).__name__}"
+        )
     for f in fetch_list:
         if isinstance(f, Tensor) and f.graph is not graph:
             raise FeedError(
-                f"fetch '{f.name}' belongs to graph '{f.graph.name}', not '{graph.name}'"
+                f"fetch '{f.name}' belongs to {other_graph(f.graph, graph)}: "
+                f"fetch by name ('{f.name}') for the tensor of that name in the graph you run"
             )
     feeds = {(k.name if isinstance(k, Tensor) else k): v for k, v in feeds.items()}
     plan = _default_cache.get(graph, names, feeds)

@@ -71,6 +71,14 @@ def fresh_name(base: str, taken: Container[str], first: int = 1) -> str:
     return f"{base}_{k}"
 
 
+def other_graph(theirs: Graph, ours: Graph) -> str:
+    """How an error names ``theirs``, a graph that is not ``ours`` (two graphs
+    can share a name, and most are called 'graph')."""
+    if theirs.name == ours.name:
+        return f"another graph (also named '{ours.name}')"
+    return f"graph '{theirs.name}', not '{ours.name}'"
+
+
 def require_graph(value: Any, caller: str) -> None:
     """Raise GraphError unless ``value`` is a Graph, naming what ``caller`` got
     instead and the usual way to a graph from it (the two common slips: the
@@ -676,7 +684,8 @@ class Graph:
                 if value.graph is not self:
                     raise GraphError(
                         f"op '{opdef.name}': input {i} ('{value.name}') belongs to "
-                        f"graph '{value.graph.name}', not '{self.name}'"
+                        f"{other_graph(value.graph, self)}: an op's tensors must all "
+                        "come from the graph it is built in"
                     )
                 refs.append(value.name)
             else:

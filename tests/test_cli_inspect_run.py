@@ -209,3 +209,24 @@ def test_commands_in_a_subprocess(model_graph, model_file, tmp_path, x_value):
             np.testing.assert_array_equal(got[name], value)
     failed = graphengine("run", tmp_path / "missing.pb")
     assert failed.returncode == 1 and failed.stderr.count("\n") == 1
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    # `graphengine inspect m.pb --params | head -1`: the table is far larger than
+    # a pipe's buffer, so the command is still writing when the reader closes.
+    g = ge.Graph("many")
+    for i in range(3000):
+        g.parameter(f"block{i}/weight", np.zeros(2, np.float32))
+    g.save(tmp_path / "many.pb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "graphengine", "inspect", str(tmp_path / "many.pb"), "--params"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"graph 'many'")
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, error
+    assert error == ""  # no traceback, no "Broken pipe" message

@@ -354,3 +354,28 @@ def test_updates_must_name_parameters_once():
     twice = [executor.ParameterUpdate("w", (), lambda v: None, "y")] * 2
     with pytest.raises(ge.FeedError, match="two updates"):
         executor.compile_plan(g, [y.name], ["x"], updates=twice)
+
+
+@pytest.mark.parametrize(
+    "fetches, feeds, message",
+    [
+        (3, {}, r"fetches must be a tensor \(its name or its Tensor\) or a list of them, not 3"),
+        (["y", 3], {}, r"or a list of them, not \['y', 3\]"),
+        ("y", np.zeros(3, np.float32), r"feeds must be a dict from placeholder names to arrays"),
+        ("y", [("x", np.zeros(1, np.float32))], r"like \{'x': array\}, not a list"),
+    ],
+)
+def test_fetches_and_feeds_of_the_wrong_kind_get_our_error(fetches, feeds, message):
+    g = ge.Graph()
+    ge.exp(g.placeholder("x", (None,)), name="y")
+    with pytest.raises(ge.FeedError, match=message):
+        ge.run(g, fetches, feeds)
+
+
+def test_fetches_may_be_any_iterable_of_tensors():
+    g = ge.Graph()
+    x = g.placeholder("x", (None,))
+    y = ge.exp(x, name="y")
+    feeds = {"x": np.zeros(2, np.float32)}
+    for fetches in (("y",), {"y"}, (t for t in [y])):
+        np.testing.assert_array_equal(ge.run(g, fetches, feeds)["y"], [1.0, 1.0])

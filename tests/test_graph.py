@@ -130,8 +130,15 @@ def test_literals_take_the_tensor_dtype_and_arrays_keep_theirs():
 def test_tensors_from_two_graphs_cannot_mix():
     a, b = ge.Graph("a"), ge.Graph("b")
     x, y = a.placeholder("x", (2,)), b.placeholder("y", (2,))
-    with pytest.raises(ge.GraphError, match="belongs to graph 'b'"):
+    with pytest.raises(ge.GraphError, match="belongs to graph 'b', not 'a'"):
         x + y
+    # Most graphs keep the default name: the message must not read "graph 'graph', not 'graph'".
+    c, d = ge.Graph(), ge.Graph()
+    u, v = c.placeholder("u", (2,)), d.placeholder("v", (2,))
+    with pytest.raises(ge.GraphError, match=r"belongs to another graph \(also named 'graph'\)"):
+        u + v
+    with pytest.raises(ge.FeedError, match=r"fetch 'v' belongs to another graph .*fetch by name"):
+        ge.run(c, v, {})
 
 
 def test_op_function_signature_errors_are_ours():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Collection, Sequence
 
@@ -123,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"graphengine {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`graphengine inspect m.pb | head`): stop quietly,
+        # as a Unix tool killed by SIGPIPE does.  Standard output goes to
+        # /dev/null so that Python's flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # 128 + SIGPIPE, what a shell reports for such a tool
     except (OSError, KeyboardInterrupt) as exc:
         if args.debug:
             raise
