@@ -163,7 +163,7 @@ class Tensor:
     (``+ - * / @ ** -x``, comparisons, ``x[1:3, ::2]`` slicing), which build nodes.
     """
 
-    __array_ufunc__ = None  # make numpy defer to our reflected operators
+    # numpy's ufunc hook, __array_ufunc__, is graphengine.ops.api's: np.exp(t) builds ge.exp.
 
     def __init__(self, graph: Graph, node: str, index: int = 0) -> None:
         self.graph = graph

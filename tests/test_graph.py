@@ -247,3 +247,48 @@ def test_save_with_its_arguments_swapped_says_so(tmp_path):
     ):
         ge.save(str(tmp_path / "m.pb"), g)
     assert not list(tmp_path.iterdir())
+
+
+def test_numpy_functions_on_tensors_build_the_ops_of_their_names():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3))
+    a = np.array([1.0, 2.0, 4.0], np.float32)
+    built = {
+        "exp": np.exp(x),
+        "abs": np.abs(x),
+        "tanh": np.tanh(x),
+        "maximum": np.maximum(x, 0),
+        "add": a + x,
+        "subtract": a - x,
+        "divide": a / x,
+        "power": a**x,
+        "less": a < x,
+        "sum": np.sum(x, axis=0),
+        "mean": np.mean(x),
+        "matmul": np.ones((2, 3), np.float32) @ ge.transpose(x),
+    }
+    for op, tensor in built.items():
+        assert g.node(tensor.node).op == op
+    xv = np.array([[0.5, -1.0, 2.0]], np.float32)
+    got = ge.run(g, list(built.values()), {"x": xv})
+    expected = [
+        np.exp(xv), np.abs(xv), np.tanh(xv), np.maximum(xv, 0), a + xv, a - xv, a / xv,
+        a**xv, a < xv, np.sum(xv, axis=0), np.mean(xv), np.ones((2, 3), np.float32) @ xv.T,
+    ]  # fmt: skip
+    for (name, value), want in zip(got.items(), expected):
+        np.testing.assert_allclose(value, want, rtol=1e-6, err_msg=name)
+    with pytest.raises(ge.ShapeError, match="different dtypes"):
+        np.ones(3) + x  # float64 meets float32 from either side
+
+
+def test_numpy_functions_without_an_op_say_what_to_write():
+    g = ge.Graph()
+    x = g.placeholder("x", (None, 3))
+    with pytest.raises(ge.GraphError, match=r"np\.floor has no graphengine op.*docs/ops\.md"):
+        np.floor(x)
+    with pytest.raises(ge.GraphError, match=r"np\.add\.reduce cannot build .*ge\.sum"):
+        np.add.reduce(x)
+    with pytest.raises(ge.GraphError, match=r"np\.exp cannot build .*keyword out="):
+        np.exp(x, out=np.empty(3, np.float32))
+    with pytest.raises(ge.GraphError, match=r"out= and dtype= are not supported"):
+        np.sum(x, dtype=np.float64)

@@ -191,3 +191,32 @@ for _dunder, _op in [
     setattr(Tensor, f"__{_dunder}__", _binary(_op))
 for _dunder, _op in [("neg", "negative"), ("abs", "abs"), ("invert", "logical_not")]:
     setattr(Tensor, f"__{_dunder}__", _unary(_op))
+
+
+#: numpy ufuncs whose graphengine op has another name.
+_UFUNC_NAMES = {"absolute": "abs", "true_divide": "divide"}
+
+
+def _array_ufunc(self: Tensor, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+    """numpy's hook for a ufunc given a tensor: ``np.exp(t)`` builds ``ge.exp(t)``,
+    and ``array + t`` builds ``ge.add(array, t)`` (numpy calls this for its
+    operators too).  The op functions are numpy-named, so a ufunc maps to the op
+    of its name; one without an op, a ufunc method (``np.add.reduce``) or a
+    keyword (``out=``) is refused with the way to write it."""
+    name = _UFUNC_NAMES.get(ufunc.__name__, ufunc.__name__)
+    call = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+    if method != "__call__" or kwargs:
+        what = "keyword " + ", ".join(f"{k}=" for k in kwargs) if kwargs else "this ufunc method"
+        raise GraphError(
+            f"{call} cannot build a graph node for tensor '{self.name}' with {what}: "
+            "write it with graphengine ops (ge.sum for np.add.reduce), without out= or where="
+        )
+    if name not in __all__:
+        raise GraphError(
+            f"{call} has no graphengine op, so it cannot take tensor '{self.name}': "
+            "the ops are ge.<name>, listed in docs/ops.md"
+        )
+    return _FUNCTIONS[name](*inputs)
+
+
+Tensor.__array_ufunc__ = _array_ufunc  # type: ignore[assignment]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from ..dtypes import ALL_TYPES
+from ..errors import GraphError
 from ..graph import Tensor
 from ..shapes import Dim, Shape, TensorType, format_shape, normalize_axes, normalize_axis
 from .indexing import END, is_int  # noqa: F401  (END: graphengine.onnx imports it from here)
@@ -627,12 +628,23 @@ def _transpose(self: Tensor, *axes: int | Sequence[int] | None) -> Tensor:
 
 def _reduction_method(op: str) -> Callable[..., Tensor]:
     def method(
-        self: Tensor, axis: int | Sequence[int] | None = None, keepdims: bool = False
+        self: Tensor,
+        axis: int | Sequence[int] | None = None,
+        keepdims: bool = False,
+        *,
+        dtype: Any = None,
+        out: Any = None,
     ) -> Tensor:
+        # np.sum(t) and the like call t.sum(axis=..., out=None[, dtype=...]).
+        if out is not None or dtype is not None:
+            raise GraphError(
+                f"{op} of tensor '{self.name}': out= and dtype= are not supported "
+                f"(cast first with .astype, then ge.{op})"
+            )
         return getattr(F, op)(self, axis=axis, keepdims=keepdims)
 
     method.__name__ = op
-    method.__doc__ = f"``x.{op}(axis=None, keepdims=False)``, as numpy; see ge.{op}."
+    method.__doc__ = f"``x.{op}(axis=None, keepdims=False)``, as numpy (and np.{op}(x)); ge.{op}."
     return method
 
 
