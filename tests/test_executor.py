@@ -1,5 +1,7 @@
 """The executor: feeds, fetches, pruning, plan caching, memory release, errors."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -379,3 +381,53 @@ def test_fetches_may_be_any_iterable_of_tensors():
     feeds = {"x": np.zeros(2, np.float32)}
     for fetches in (("y",), {"y"}, (t for t in [y])):
         np.testing.assert_array_equal(ge.run(g, fetches, feeds)["y"], [1.0, 1.0])
+
+
+def _overflowing_plan():
+    g = ge.Graph()
+    x = g.placeholder("x", (None,))
+    # exp overflows and log(0) divides by zero: planned runs ignore both.
+    return executor.compile_plan(g, [ge.log(ge.exp(x) - ge.exp(x)).name], ["x"])
+
+
+def test_planned_runs_ignore_float_errors_inside_and_restore_the_callers_state():
+    plan = _overflowing_plan()
+    x = {"x": np.array([1000.0, 0.0], np.float32)}
+    with np.errstate(all="raise"):
+        for _ in range(3):  # the recording run, then planned ones
+            (out,) = plan.run(x)
+            assert np.geterr() == {k: "raise" for k in ("divide", "over", "under", "invalid")}
+    assert np.isnan(out[0]) and out[1] == -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan.run(x)  # the default state warns: a planned run does not
+    assert np.geterr()["over"] == "warn"
+
+
+def test_the_ignoring_state_follows_the_callers_buffer_size():
+    old = np.setbufsize(1 << 16)
+    try:
+        token = executor._FLOAT_STATE.set(executor._ignoring_float_errors())
+        try:
+            assert np.getbufsize() == 1 << 16
+            assert set(np.geterr().values()) == {"ignore"}
+        finally:
+            executor._FLOAT_STATE.reset(token)
+    finally:
+        np.setbufsize(old)
+    token = executor._FLOAT_STATE.set(executor._ignoring_float_errors())
+    try:
+        assert np.getbufsize() == old
+    finally:
+        executor._FLOAT_STATE.reset(token)
+
+
+def test_without_numpys_error_state_variable_runs_use_errstate(monkeypatch):
+    monkeypatch.setattr(executor, "_FLOAT_STATE", executor._ErrstateVariable())
+    monkeypatch.setattr(executor, "_derived_state", (object(), None))
+    plan = _overflowing_plan()
+    with np.errstate(all="raise"):
+        for _ in range(3):
+            (out,) = plan.run({"x": np.array([1000.0], np.float32)})
+        assert np.geterr()["over"] == "raise"
+    assert np.isnan(out[0])

@@ -288,3 +288,21 @@ def test_packing_needs_planned_buffers_of_one_dtype():
         np.testing.assert_array_equal(out[0], np.exp(f["x"]))
     with pytest.raises(ge.FeedError, match="not fetched"):
         compile_plan(g, [a.name], ["x"], reuse_fetch_buffers=True, packed_fetches=[b.name])
+
+
+def test_shape_signature_holds_shape_dtype_and_strides_and_none_for_what_is_missing():
+    from graphengine.memory_plan import shape_signature
+
+    a = np.zeros((3, 4), np.float32)
+    values = [a, a.T, None, np.float64(2.0)]
+    assert shape_signature(values, [1, 0], True) == (
+        True,
+        ((4, 3), a.dtype, (4, 16)),
+        ((3, 4), a.dtype, (16, 4)),
+    )
+    assert shape_signature(values, [0, 2, 3], False) == (
+        False,
+        ((3, 4), a.dtype, (16, 4)),
+        (None, None, None),
+        ((), np.dtype(np.float64), ()),
+    )
