@@ -566,7 +566,7 @@ def _backpropagate(
             if have.shape == target.shape and have.dtype == target.dtype:
                 fitted = grad
             else:
-                fitted = _fit(graph, grad, ref)
+                fitted = _fit(graph, grad, ref, have, target)
             parts = pending.get(ref)
             if parts is None:
                 pending[ref] = [fitted]
@@ -632,11 +632,20 @@ def _tensor(value: Tensor | tuple[Tensor, ...]) -> Tensor:
     return value
 
 
-def _fit(graph: Graph, grad: Tensor, ref: str) -> Tensor:
-    """Sum a gradient back to the shape of the input it flows into (undoing
-    broadcasting) and check its dtype."""
-    target = graph.type_of(ref)
-    have = graph.type_of(grad.node) if grad.index == 0 else graph.type_of(grad.name)
+def _fit(
+    graph: Graph,
+    grad: Tensor,
+    ref: str,
+    have: TensorType | None = None,
+    target: TensorType | None = None,
+) -> Tensor:
+    """Sum a gradient back to the shape of the input ``ref`` it flows into
+    (undoing broadcasting) and check its dtype.  ``have`` and ``target`` are
+    the types of ``grad`` and ``ref``, when the caller has looked them up."""
+    if target is None:
+        target = graph.type_of(ref)
+    if have is None:
+        have = graph.type_of(grad.node) if grad.index == 0 else graph.type_of(grad.name)
     if have.dtype != target.dtype:
         raise GradientError(
             f"internal error: gradient {grad.name} of '{ref}' has dtype "
@@ -666,16 +675,18 @@ def _drop_unused(graph: Graph, first: int, keep: list[str]) -> list[str]:
     output needs; return the names of the added nodes that remain."""
     added = graph.nodes[first:]
     needed = {parse_ref(r)[0] for r in keep}
+    kept = []
     # Insertion order is topological: a reverse sweep sees every consumer of a
     # node before the node itself.
     for node in reversed(added):
-        if node.name in needed:
+        name = node.name
+        if name in needed:
+            kept.append(name)
             for r in node.inputs:
                 needed.add(r if ":" not in r else parse_ref(r)[0])
-    names = [n.name for n in added]
-    kept = [k for k in names if k in needed]
-    if len(kept) < len(names):
-        graph.retain(_AllBut({k for k in names if k not in needed}))
+    kept.reverse()
+    if len(kept) < len(added):
+        graph.retain(_AllBut({n.name for n in added if n.name not in needed}))
     return kept
 
 

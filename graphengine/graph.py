@@ -13,7 +13,7 @@ import contextlib
 import functools
 import importlib
 import re
-from collections.abc import Container, Iterable, Iterator, KeysView, Sequence
+from collections.abc import Container, Hashable, Iterable, Iterator, KeysView, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -261,7 +261,7 @@ TensorLike = Union[Tensor, "np.ndarray[Any, Any]", float, int, bool]
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .simplify import EmissionContext
+    from .simplify import EmissionContext, EmitTemplate
 
 
 class Graph:
@@ -564,6 +564,18 @@ class Graph:
         Raises ShapeError when the input types do not fit, GraphError for bad
         attributes or names.
         """
+        ctx = self._grad_ctx
+        template_key = None
+        if ctx is not None:
+            # A gradient node whose (op, attributes) was built before, from
+            # tensors of this graph: its template holds what the checks below
+            # would find again (see EmitTemplate).
+            template_key = op if not attrs else ctx.template_key(op, attrs)
+            template = ctx.template_of.get(template_key)
+            if template is not None:
+                refs = self._handle_refs(ctx, inputs, template.arity)
+                if refs is not None:
+                    return self._emit_templated(ctx, template, refs, name)
         opdef = REGISTRY.get(op) or get_op(op)
         if attrs:
             attrs = opdef.canonical_attrs(attrs)
@@ -572,9 +584,8 @@ class Graph:
             # given no attributes: their defaults, checked once per op.
             attrs = dict(_default_attrs(opdef)) if opdef.attrs else {}
         refs = self._input_refs(opdef, inputs)
-        ctx = self._grad_ctx
         if ctx is not None:
-            return self._emit(ctx, opdef, name, refs, attrs)
+            return self._emit(ctx, opdef, name, refs, attrs, template_key)
         node_name = self._explicit_name(name) if name is not None else self._unique_name(op)
         types = self._infer(opdef, node_name, refs, attrs)
         node = Node(node_name, op, tuple(refs), attrs, types, "/".join(self._scopes))
@@ -588,65 +599,115 @@ class Graph:
         name: str | None,
         refs: list[str],
         attrs: dict[str, Any],
+        template_key: Hashable | None,
     ) -> Tensor | tuple[Tensor, ...]:
-        """The end of :meth:`apply` while a pass emits gradient-style nodes: the
-        node's name, the context's rewrites and sharing, and output types
-        inferred once per (op, attributes, input types), as a gradient graph
-        repeats them."""
-        op = opdef.name
+        """The end of :meth:`apply` while a pass emits gradient-style nodes, for
+        checked attributes: the node's name, the context's rewrites and
+        sharing.  A shareable node goes through its (op, attributes) template,
+        which is noted under ``template_key`` for the next such node."""
+        key = ctx.key(opdef, refs, attrs)
+        if key is None:  # never shared (random ops, sources): no template either
+            node_name = (
+                self._explicit_name(name)
+                if name is not None
+                else self._gradient_name(ctx, opdef.name)
+            )
+            types = self._infer(opdef, node_name, refs, attrs)
+            node = Node(
+                node_name, opdef.name, tuple(refs), attrs, types, ctx.scope, ctx.derived_from
+            )
+            self._nodes[node_name] = node  # the name is fresh
+            self._version += 1
+            return self._handles(node)
+        template = ctx.template(opdef, attrs, key[2])
+        if template_key is not None:
+            ctx.template_of[template_key] = template
+        return self._emit_templated(ctx, template, refs, name)
+
+    def _gradient_name(self, ctx: EmissionContext, op: str) -> str:
+        """:meth:`_unique_name` in the context's scope, avoiding its reserved names."""
+        scope, reserved = ctx.scope, ctx.reserved
+        node_name = f"{scope}/{op}" if scope else op
+        if node_name in self._nodes or node_name in reserved:
+            node_name = self._next_free(node_name, reserved)
+        return node_name
+
+    def _emit_templated(
+        self, ctx: EmissionContext, template: EmitTemplate, refs: list[str], name: str | None
+    ) -> Tensor | tuple[Tensor, ...]:
+        """Name, type, rewrite or share, and add a node of ``template`` on ``refs``."""
+        op = template.op
         nodes = self._nodes
         if name is not None:
             node_name = self._explicit_name(name)
         else:
-            # _unique_name in the context's scope, inline: every gradient node is named here.
+            # _gradient_name, inline: every gradient node is named here.  (Named
+            # before the sharing look-up, as a shared node's name still counts.)
             scope, reserved = ctx.scope, ctx.reserved
             node_name = f"{scope}/{op}" if scope else op
             if node_name in nodes or node_name in reserved:
                 node_name = self._next_free(node_name, reserved)
-        key = ctx.key(opdef, refs, attrs)
-        if key is None:
-            types = self._infer(opdef, node_name, refs, attrs)
-            inputs = tuple(refs)
+        # Output types by the inputs' dtypes and shapes, which is what
+        # TensorType equality compares.  The one- and two-input cases (most
+        # nodes) are spelt out, without a comprehension's frame.
+        if len(refs) == 2:
+            a, b = refs
+            x = nodes[a].types[0] if ":" not in a else self.type_of(a)
+            y = nodes[b].types[0] if ":" not in b else self.type_of(b)
+            in_types = [x, y]
+            types_key: tuple[Any, ...] = (x.dtype, x.shape, y.dtype, y.shape)
+        elif len(refs) == 1:
+            a = refs[0]
+            x = nodes[a].types[0] if ":" not in a else self.type_of(a)
+            in_types = [x]
+            types_key = (x.dtype, x.shape)
         else:
-            inputs = key[1]  # the key's tuple of refs serves as the node's inputs
-            # Keyed by each type's dtype and shape, which is what TensorType
-            # equality compares, hashed without its Python-level methods.  The
-            # one- and two-input cases (most nodes) are spelt out, without a
-            # comprehension's frame.
-            if len(refs) == 2:
-                a, b = refs
-                x = nodes[a].types[0] if ":" not in a else self.type_of(a)
-                y = nodes[b].types[0] if ":" not in b else self.type_of(b)
-                in_types = [x, y]
-                types_key: tuple[Any, ...] = (op, key[2], x.dtype, x.shape, y.dtype, y.shape)
-            elif len(refs) == 1:
-                a = refs[0]
-                x = nodes[a].types[0] if ":" not in a else self.type_of(a)
-                in_types = [x]
-                types_key = (op, key[2], x.dtype, x.shape)
-            else:
-                in_types = [nodes[r].types[0] if ":" not in r else self.type_of(r) for r in refs]
-                types_key = (op, key[2], *[p for t in in_types for p in (t.dtype, t.shape)])
-            found = ctx.inferred.get(types_key)
-            if found is None:
-                found = ctx.inferred[types_key] = infer_types(
-                    opdef, node_name, in_types, attrs, refs
-                )
-            types = found
-        shortcut = ctx.shortcut(self, op, refs, types)
-        if shortcut is not None:
-            return Tensor(self, *parse_ref(shortcut))
-        if key is not None:
-            shared = ctx.cse.get(key)
-            if shared is not None:
-                return self._handles(nodes[shared])
+            in_types = [nodes[r].types[0] if ":" not in r else self.type_of(r) for r in refs]
+            types_key = tuple([p for t in in_types for p in (t.dtype, t.shape)])
+        types = template.inferred.get(types_key)
+        if types is None:
+            types = template.inferred[types_key] = infer_types(
+                template.opdef, node_name, in_types, template.attrs, refs
+            )
+        if template.rewritten:
+            shortcut = ctx.shortcut(self, op, refs, types)
+            if shortcut is not None:
+                return Tensor(self, *parse_ref(shortcut))
+        inputs = tuple(refs)
+        key = (op, inputs, template.items)
+        shared = ctx.cse.get(key)
+        if shared is not None:
+            return self._handles(nodes[shared])
+        attrs = dict(template.attrs) if template.attrs else {}
         node = Node(node_name, op, inputs, attrs, types, ctx.scope, ctx.derived_from)
-        # The name is fresh (_unique_name or _explicit_name checked it).
+        # The name is fresh (_gradient_name or _explicit_name checked it).
         nodes[node_name] = node
         self._version += 1
-        if key is not None:
-            ctx.cse[key] = node_name
+        ctx.cse[key] = node_name
         return Tensor(self, node_name, 0) if len(types) == 1 else self._handles(node)
+
+    def _handle_refs(
+        self, ctx: EmissionContext, inputs: Sequence[Any], arity: int | None
+    ) -> list[str] | None:
+        """The references of ``inputs`` when they are ``arity`` (any number for
+        None, at least one) handles of this graph or Python floats made
+        constants before in the pass (``1.0 - y * y``), else None: then
+        :meth:`_input_refs` handles them, new literals and errors included."""
+        if len(inputs) != arity and (arity is not None or not inputs):
+            return None
+        refs = []
+        for value in inputs:
+            if type(value) is Tensor and value.graph is self:
+                refs.append(value.node if value.index == 0 else f"{value.node}:{value.index}")
+            elif type(value) is float and value != 0.0:
+                # What _literal would find (its cache's key, its exclusion of 0.0).
+                known = ctx.literals.get((value, _dtype_for_literals(inputs)))
+                if known is None:
+                    return None
+                refs.append(known)
+            else:
+                return None
+        return refs
 
     def _handles(self, node: Node) -> Tensor | tuple[Tensor, ...]:
         if len(node.types) == 1:

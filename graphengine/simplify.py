@@ -1,4 +1,5 @@
-"""Rewrites applied while the gradient pass emits nodes.
+"""Rewrites applied while the gradient pass emits nodes, and the node templates
+that let it skip rechecking what it built before.
 
 Gradient rules are written plainly (``dy * (1 - y * y)``); these rewrites keep
 the graph they produce free of obvious waste: ``x*1``, ``x/1``, ``x+0`` and
@@ -108,12 +109,70 @@ def simplify(graph: Graph, op: str, refs: list[str], types: Sequence[TensorType]
     return None
 
 
+#: Attribute values a template may be looked up by: for these types, equal
+#: values of the same type always canonicalise alike.  (A float is looked up
+#: by its repr, as 0.0 == -0.0; anything else, a list or an array, takes the
+#: general path.)
+_PLAIN_ATTR_TYPES = frozenset({bool, int, str, type(None)})
+
+
+def template_key(op: str, attrs: dict[str, Any] | None) -> Hashable | None:
+    """What identifies the template of a node of ``op`` given ``attrs`` as a
+    rule passed them (before canonicalisation), or None when they are not
+    plain values (see :data:`_PLAIN_ATTR_TYPES`)."""
+    if not attrs:
+        return op
+    parts: list[Any] = [op]
+    for name, value in attrs.items():
+        kind = type(value)
+        if kind in _PLAIN_ATTR_TYPES:
+            parts.append((name, kind, value))
+        elif kind is float:
+            parts.append((name, kind, repr(value)))
+        elif kind is tuple and all(type(v) is int for v in value):
+            parts.append((name, kind, value))
+        else:
+            return None
+    return tuple(parts)
+
+
+class EmitTemplate:
+    """What a gradient node's op and attributes decide, worked out once.
+
+    Gradient rules build the same few (op, attributes) pairs thousands of times
+    (``multiply``, ``sum_like``, ``broadcast_like(axes=None)``), from inputs
+    that are tensors of the graph.  :meth:`Graph.apply` checks and canonicalises
+    the first node of each pair in full; later ones reuse the result from here
+    and skip the schema look-ups, the attribute checks and the sharing key's
+    construction.  Output types are still inferred per input types (cached in
+    ``inferred``), so a shape error still comes from the op's inference rule.
+    """
+
+    __slots__ = ("opdef", "op", "attrs", "items", "arity", "rewritten", "inferred")
+
+    def __init__(self, opdef: OpDef, attrs: dict[str, Any], items: tuple[Any, ...]) -> None:
+        self.opdef = opdef
+        self.op = opdef.name
+        #: The canonical attributes (each node gets its own copy).
+        self.attrs = attrs
+        #: The attribute part of the sharing key (:func:`cse_key`).
+        self.items = items
+        #: How many inputs the op takes, or None for a variadic op.
+        self.arity: int | None = None if opdef.variadic else len(opdef.inputs)
+        #: Whether :func:`simplify` may rewrite a node of the op.
+        self.rewritten = self.op in _REWRITTEN
+        #: Output types by input dtypes and shapes (inference is a pure function
+        #: of them, and a gradient graph repeats the same few many times).
+        self.inferred: dict[tuple[Any, ...], tuple[TensorType, ...]] = {}
+
+
 @dataclass
 class EmissionContext:
     """What :meth:`Graph.emitting_gradients` applies while a pass emits nodes: the
     scope they are named in, the forward node they derive from, the names kept
-    free, and the sharing table.  The rewrites live here, not in graph.py, so the
-    builder does not depend on them."""
+    free, the sharing table and the node templates (:class:`EmitTemplate`).
+    The rewrites live here, not in graph.py, so the builder does not depend on
+    them."""
 
     scope: str
     derived_from: str = ""
@@ -122,11 +181,12 @@ class EmissionContext:
     #: Names kept free for the gradient outputs (``gradients/<wrt>``), so that
     #: generated names such as ``gradients/layer1/multiply`` never take them.
     reserved: set[str] = field(default_factory=set)
-    #: Output types by (op, attribute items, input types): inference is a pure
-    #: function of them, and a gradient graph repeats the same few many times.
-    inferred: dict[Hashable, tuple[TensorType, ...]] = field(default_factory=dict)
     #: (Python float, dtype of the op's tensors) -> the constant made of it.
     literals: dict[tuple[float, Any], str] = field(default_factory=dict)
+    #: (op, attribute items of the sharing key) -> the template of such nodes.
+    templates: dict[Hashable, EmitTemplate] = field(default_factory=dict)
+    #: :func:`template_key` of a rule's arguments -> their template, once built.
+    template_of: dict[Hashable, EmitTemplate] = field(default_factory=dict)
 
     #: ``shortcut(graph, op, refs, types)``: an existing tensor that a node of
     #: ``op`` on ``refs`` would equal, or None (:func:`simplify`).
@@ -134,3 +194,13 @@ class EmissionContext:
     #: ``key(opdef, refs, attrs)``: the sharing key of such a node, or None when
     #: it must not be shared (:func:`cse_key`).
     key = staticmethod(_key)
+    #: ``template_key(op, attrs)``: what :attr:`template_of` is looked up by.
+    template_key = staticmethod(template_key)
+
+    def template(self, opdef: OpDef, attrs: dict[str, Any], items: tuple[Any, ...]) -> EmitTemplate:
+        """The template of nodes of ``opdef`` with canonical ``attrs`` (whose
+        sharing-key part is ``items``), made on first use."""
+        found = self.templates.get((opdef.name, items))
+        if found is None:
+            found = self.templates[(opdef.name, items)] = EmitTemplate(opdef, attrs, items)
+        return found
