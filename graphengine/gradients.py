@@ -179,13 +179,14 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
     steps = []
     flags_of: dict[str, tuple[bool, ...]] = {}  # op -> _differentiable_inputs, once per op
     for node in nodes:
-        if not node.inputs:
+        inputs: Sequence[str] = node.inputs
+        if not inputs:
             continue  # a source: nothing flows into it
-        inputs = _canonical(node.inputs)
         for ref in inputs:
-            if ref in forward:
+            if ":" in ref:  # rare: only then the call that canonicalises
+                inputs = _canonical(inputs)
                 break
-        else:
+        if forward.isdisjoint(inputs):
             continue  # no wrt tensor reaches this node
         flags = flags_of.get(node.op)
         if flags is None:
@@ -545,9 +546,15 @@ def _backpropagate(
                 continue
             dy: Tensor | list[Tensor | None] | None = dys
         else:
-            dy = total(name, node)
-            if dy is None:
+            # total(), inline for the one-output case (most nodes): no call.
+            parts = pending.pop(name, None)
+            if not parts:
                 continue
+            ctx.derived_from = name
+            ctx.scope = scopes.get(node.scope) or _scope_of(node, scope, scopes)
+            dy = parts[0] if len(parts) == 1 else _sum(graph, parts)
+            if name in wrt:
+                totals[name] = dy
         # total() has set ctx.derived_from and ctx.scope for this node.
         wanted = [edge and ref in live for edge, ref in zip(node_edges, inputs)]
         # The contract (OpDef's docstring): one output gets its gradient, several

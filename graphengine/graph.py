@@ -1004,7 +1004,9 @@ def _as_size(d: Any, name: str) -> int:
 def _dtype_for_literals(inputs: Iterable[Any]) -> np.dtype | None:
     """The dtype a Python number takes: that of the first non-bool tensor input."""
     for value in inputs:
-        if isinstance(value, Tensor) and value.dtype != np.bool_:
+        # (The dtype's kind, 'b' for bool alone: comparing it with np.bool_
+        # converts np.bool_ to a dtype on every call.)
+        if isinstance(value, Tensor) and value.dtype.kind != "b":
             return value.dtype
     return None
 

@@ -97,6 +97,9 @@ def _make_function(opdef: OpDef) -> OpFunction:
             and required_set <= kwargs.keys()
         ):
             attrs = {n: kwargs[n] if n in kwargs else defaults[n] for n in attr_names}
+            first = args[0] if args else None
+            if type(first) is Tensor:  # as in the plain case: graph_of's answer
+                return first.graph.apply(opdef.name, list(args), attrs, None)
             return call(opdef.name, list(args), attrs, None)
         # A hand-rolled bind: inspect.Signature.bind dominated the cost of building graphs.
         values = dict(zip(names, args))
