@@ -177,7 +177,8 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
     # Nodes through which a gradient can flow from a wrt tensor (a
     # differentiable edge from a tensor in ``forward``): the only candidates.
     steps = []
-    flags_of: dict[str, tuple[bool, ...]] = {}  # op -> _differentiable_inputs, once per op
+    # op -> (_differentiable_inputs, whether all of them are true), once per op
+    flags_of: dict[str, tuple[tuple[bool, ...], bool]] = {}
     for node in nodes:
         inputs: Sequence[str] = node.inputs
         if not inputs:
@@ -188,10 +189,18 @@ def _reach(graph: Graph, loss: str, wrt: Sequence[str]) -> _Reach:
                 break
         if forward.isdisjoint(inputs):
             continue  # no wrt tensor reaches this node
-        flags = flags_of.get(node.op)
-        if flags is None:
-            flags = flags_of[node.op] = _differentiable_inputs(get_op(node.op))
-        node_edges = _edges(flags, inputs, floats)
+        found = flags_of.get(node.op)
+        if found is None:
+            flags = _differentiable_inputs(get_op(node.op))
+            found = flags_of[node.op] = (flags, bool(flags) and all(flags))
+        flags, every = found
+        if every and (len(flags) == 1 or len(flags) == len(inputs)):
+            # What _edges finds for an op whose every input slot lets a
+            # gradient through (most nodes), inline: whether each input is
+            # float, by one C-level map over the dict's lookup.
+            node_edges = list(map(floats.__getitem__, inputs))
+        else:
+            node_edges = _edges(flags, inputs, floats)
         for edge, ref in zip(node_edges, inputs):
             if edge and ref in forward:
                 steps.append((node, inputs, node_edges))
@@ -368,10 +377,12 @@ def gradients(
     # allocates as the emission does.
     with _gc_paused():
         reach = _reach(graph, loss_ref, wrt_refs)
-        refusing = {op for op in {n.op for n in reach.nodes} if _may_refuse(get_op(op))}
+        nodes = reach.nodes
+        refusing = {op for op in {n.op for n in nodes} if _may_refuse(get_op(op))}
+        # (Most graphs have no op that may refuse: then no second sweep.)
         unsupported = [
             f"node '{n.name}' ({n.op}): {why}"
-            for n in reach.nodes
+            for n in (nodes if refusing else ())
             if n.op in refusing
             and (why := n.opdef.gradient_unsupported(n.attrs, [graph.type_of(r) for r in n.inputs]))
             is not None
@@ -399,7 +410,7 @@ def gradients(
         out = _build(graph, loss_ref, loss_type, wrt_refs, reach, grad_ys, disconnected, name)
         # Freed while the collector is paused, the sweep's records (a fifth of the
         # objects the pass made) are not scanned by the collection its restart starts.
-        del reach
+        del reach, nodes
     return out
 
 
@@ -556,7 +567,14 @@ def _backpropagate(
             if name in wrt:
                 totals[name] = dy
         # total() has set ctx.derived_from and ctx.scope for this node.
-        wanted = [edge and ref in live for edge, ref in zip(node_edges, inputs)]
+        # Which inputs want a gradient; the one- and two-input cases (most
+        # nodes) spelt out, without a comprehension's frame.
+        if len(inputs) == 2:
+            wanted = [node_edges[0] and inputs[0] in live, node_edges[1] and inputs[1] in live]
+        elif len(inputs) == 1:
+            wanted = [node_edges[0] and inputs[0] in live]
+        else:
+            wanted = [edge and ref in live for edge, ref in zip(node_edges, inputs)]
         # The contract (OpDef's docstring): one output gets its gradient, several
         # get a list with None for those no gradient reached.
         rule = opdef.vjp
@@ -681,19 +699,22 @@ def _drop_unused(graph: Graph, first: int, keep: list[str]) -> list[str]:
     """Remove added nodes (those from position ``first`` on) that no gradient
     output needs; return the names of the added nodes that remain."""
     added = graph.nodes[first:]
+    # The names of the needed nodes and the refs of their inputs as written:
+    # Graph.apply writes refs canonically, so a one-output node is needed when
+    # its name is there, another when one of its output refs is.
     needed = {parse_ref(r)[0] for r in keep}
     kept = []
     # Insertion order is topological: a reverse sweep sees every consumer of a
     # node before the node itself.
     for node in reversed(added):
         name = node.name
-        if name in needed:
+        if name in needed or (len(node.types) > 1 and not needed.isdisjoint(node.output_refs())):
             kept.append(name)
-            for r in node.inputs:
-                needed.add(r if ":" not in r else parse_ref(r)[0])
+            needed.update(node.inputs)
     kept.reverse()
     if len(kept) < len(added):
-        graph.retain(_AllBut({n.name for n in added if n.name not in needed}))
+        retained = set(kept)
+        graph.retain(_AllBut({n.name for n in added if n.name not in retained}))
     return kept
 
 
