@@ -196,8 +196,9 @@ for _dunder, _op in [("neg", "negative"), ("abs", "abs"), ("invert", "logical_no
     setattr(Tensor, f"__{_dunder}__", _unary(_op))
 
 
-#: numpy ufuncs whose graphengine op has another name.
-_UFUNC_NAMES = {"absolute": "abs", "true_divide": "divide"}
+#: numpy ufuncs whose graphengine op has another name (np.abs is np.absolute;
+#: np.true_divide is np.divide since numpy 2, our lower bound).
+_UFUNC_NAMES = {"absolute": "abs"}
 
 
 def _array_ufunc(self: Tensor, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
